@@ -1,0 +1,327 @@
+//! The files exactly as users write them: `branchguard.yaml`, `playbooks/*.yaml`
+//! and `drills/*.yaml`. Every struct denies unknown fields, and values that are
+//! checked later carry their location (`Spanned`) so the check can point at them.
+//!
+//! **Invariant:** nothing here interprets a value; `config::validate` does.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+pub type S<T = String> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listen: Option<S>,
+    pub public_url: Option<S>,
+    pub data_dir: Option<String>,
+    pub playbooks_dir: Option<String>,
+    pub drills_dir: Option<String>,
+    pub spool_dir: Option<String>,
+    pub timezone: Option<S>,
+    pub calendar: Option<CalendarFile>,
+    pub notify: Option<NotifyFile>,
+    #[serde(default)]
+    pub people: Vec<PersonFile>,
+    #[serde(default)]
+    pub branches: Vec<BranchFile>,
+    pub host: Option<HostFile>,
+    pub auth: Option<AuthFile>,
+    pub engine: Option<EngineFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarFile {
+    #[serde(default)]
+    pub weekend: Vec<S>,
+    #[serde(default)]
+    pub holidays: Vec<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    pub email: Option<EmailFile>,
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, WebhookFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailFile {
+    pub from: S,
+    pub smtp: Option<SmtpFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpFile {
+    pub host: String,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub timeout: Option<S>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    #[default]
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    pub url: S,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonFile {
+    pub id: S,
+    pub name: String,
+    pub email: Option<S>,
+    #[serde(default)]
+    pub roles: Vec<S>,
+    #[serde(default)]
+    pub branches: Vec<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchFile {
+    pub id: S,
+    pub name: String,
+    pub region: Option<String>,
+    pub timezone: Option<S>,
+    #[serde(default)]
+    pub neighbours: Vec<S>,
+    #[serde(default)]
+    pub systems: Vec<SystemFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemFile {
+    pub name: S,
+    pub probe: Option<ProbeFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeFile {
+    pub http: Option<S>,
+    pub tcp: Option<S>,
+    pub interval: Option<S>,
+    pub timeout: Option<S>,
+    pub failures: Option<u32>,
+    pub successes: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFile {
+    pub interval: Option<S>,
+    pub disk_free_min: Option<S>,
+    pub memory_used_max: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    #[serde(default)]
+    pub tokens: Vec<TokenFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    pub name: S,
+    pub role: S,
+    #[serde(default)]
+    pub branches: Vec<S>,
+    pub person: Option<S>,
+    pub token_env: Option<String>,
+    pub token_sha256: Option<S>,
+}
+
+/// Engine tuning; the defaults suit production, tests shorten them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineFile {
+    /// How long a command step may run when the playbook gives no timeout.
+    pub command_timeout: Option<S>,
+    /// Largest number of events written in one transaction.
+    pub max_batch: Option<usize>,
+}
+
+// ---- playbooks ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybookFile {
+    pub id: S,
+    pub name: String,
+    pub description: Option<String>,
+    pub trigger: TriggerFile,
+    pub group_by: Option<Vec<S>>,
+    #[serde(default)]
+    pub resolve: ResolveMode,
+    #[serde(default)]
+    pub tiers: Vec<TierFile>,
+    pub steps: Vec<StepFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerFile {
+    pub kind: S,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels_re: BTreeMap<String, S>,
+    pub severity_at_least: Option<crate::event::Severity>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolveMode {
+    #[default]
+    Auto,
+    Manual,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierFile {
+    pub level: S<u8>,
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub severity_at_least: Option<crate::event::Severity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepFile {
+    pub id: S,
+    pub title: Option<String>,
+    pub assignee: Option<S>,
+    pub action: Option<ActionFile>,
+    pub deadline: S,
+    #[serde(default)]
+    pub critical: bool,
+    pub weight: Option<S<f64>>,
+    #[serde(default)]
+    pub escalate: Vec<EscalateFile>,
+    pub after: Option<S>,
+    pub when: Option<S>,
+}
+
+/// A step action, written as a mapping with one action key (`command`, `webhook`,
+/// `notify`, `roll_call`, `task`) and that action's options. A flat struct rather
+/// than an enum so that an error points at the offending key, not at the mapping.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionFile {
+    pub task: Option<S<bool>>,
+    pub notify: Option<S<Vec<S>>>,
+    pub webhook: Option<S>,
+    pub body: Option<S>,
+    pub command: Option<S<Vec<S>>>,
+    pub timeout: Option<S>,
+    pub roll_call: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalateFile {
+    pub after: S,
+    pub to: Vec<S>,
+}
+
+// ---- drills ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillFile {
+    pub id: S,
+    pub name: Option<String>,
+    pub playbook: S,
+    pub schedule: Option<S>,
+    pub branches: S<BranchSelection>,
+    pub event: DrillEventFile,
+    #[serde(default)]
+    pub targets: BTreeMap<String, S>,
+    pub timeout: Option<S>,
+    #[serde(default)]
+    pub missed: MissedPolicy,
+    pub starting_deadline: Option<S>,
+    pub pass_score: Option<S<f64>>,
+    #[serde(default)]
+    pub live: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillEventFile {
+    pub kind: S,
+    pub severity: Option<crate::event::Severity>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub summary: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissedPolicy {
+    #[default]
+    Skip,
+    Run,
+}
+
+/// `all`, or a list of branch ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BranchSelection {
+    All,
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for BranchSelection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BranchSelection;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`all` or a list of branch ids")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v == "all" {
+                    Ok(BranchSelection::All)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(BranchSelection::List(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -1,0 +1,376 @@
+//! The checked, typed configuration the rest of the program works with.
+//!
+//! Playbook types are serialisable because an incident stores the exact version
+//! of the playbook it opened with (SPEC §5: a reload never changes a running incident).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+pub use super::files::{BranchSelection, MissedPolicy, ResolveMode, SmtpSecurity};
+use crate::duration::{Calendar, Delay};
+use crate::event::Severity;
+use crate::schedule::Schedule;
+use crate::target::Target;
+use crate::template::Template;
+
+/// Everything loaded from one config file and its playbook and drill directories.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Arc<Config>,
+    pub playbooks: Vec<Arc<Playbook>>,
+    pub drills: Vec<Arc<Drill>>,
+}
+
+impl Loaded {
+    pub fn playbook(&self, id: &str) -> Option<&Arc<Playbook>> {
+        self.playbooks.iter().find(|p| p.id == id)
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} branches, {} people, {} playbooks, {} drills",
+            self.config.branches.len(),
+            self.config.people.len(),
+            self.playbooks.len(),
+            self.drills.len()
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub playbooks_dir: PathBuf,
+    pub drills_dir: PathBuf,
+    pub spool_dir: PathBuf,
+    pub calendar: Calendar,
+    pub email: Option<EmailConfig>,
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+    pub people: BTreeMap<String, Person>,
+    pub branches: BTreeMap<String, Branch>,
+    pub host: HostConfig,
+    pub tokens: Vec<TokenConfig>,
+    pub engine: EngineConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub from: String,
+    pub smtp: Option<SmtpConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Person {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub roles: BTreeSet<String>,
+    pub branches: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Branch {
+    pub id: String,
+    pub name: String,
+    pub region: Option<String>,
+    pub neighbours: Vec<String>,
+    pub systems: Vec<SystemConfig>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemConfig {
+    pub name: String,
+    pub probe: Option<ProbeConfig>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeConfig {
+    pub http: Option<String>,
+    pub tcp: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failures: u32,
+    pub successes: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub interval: Duration,
+    pub disk_free_min_ratio: f64,
+    pub memory_used_max_ratio: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: TokenRole,
+    pub branches: Vec<String>,
+    pub person: Option<String>,
+    pub token_env: Option<String>,
+    pub token_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRole {
+    Ops,
+    BranchHead,
+    Viewer,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub command_timeout: Duration,
+    pub max_batch: usize,
+}
+
+impl Config {
+    /// The people a target names, for an incident at `branch`. Channels name nobody.
+    pub fn people_for(&self, target: &Target, branch: &str) -> Vec<&Person> {
+        let with_role = |role: &str, branch: &str| -> Vec<&Person> {
+            self.people
+                .values()
+                .filter(|p| p.roles.contains(role) && p.branches.contains(branch))
+                .collect()
+        };
+        match target {
+            Target::Person(id) => self.people.get(id).into_iter().collect(),
+            Target::Role(r) => with_role(r, branch),
+            Target::BranchHead => with_role("branch-head", branch),
+            Target::NeighbourHeads => {
+                let mut out: Vec<&Person> = Vec::new();
+                for n in self
+                    .branches
+                    .get(branch)
+                    .map(|b| b.neighbours.as_slice())
+                    .unwrap_or_default()
+                {
+                    for p in with_role("branch-head", n) {
+                        if !out.iter().any(|q| q.id == p.id) {
+                            out.push(p);
+                        }
+                    }
+                }
+                out
+            }
+            Target::Channel(_) => Vec::new(),
+        }
+    }
+}
+
+/// A regular expression that serialises as its source text.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub Regex);
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        anchored(&s).map(Pattern).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `labels_re` matches the whole label value, as Prometheus matchers do.
+pub fn anchored(re: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{re})$"))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Playbook {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// A digest of the file's text: which version an incident opened with.
+    pub version: String,
+    pub file: String,
+    pub trigger: Trigger,
+    pub group_by: Vec<String>,
+    pub resolve: ResolveMode,
+    pub tiers: Vec<Tier>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trigger {
+    pub kind: String,
+    pub labels: BTreeMap<String, String>,
+    pub labels_re: BTreeMap<String, Pattern>,
+    pub severity_at_least: Option<Severity>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tier {
+    pub level: u8,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub severity_at_least: Option<Severity>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    pub id: String,
+    pub title: String,
+    pub assignee: Option<Target>,
+    pub action: Action,
+    pub deadline: Delay,
+    pub critical: bool,
+    pub weight: f64,
+    pub escalate: Vec<Escalation>,
+    /// A follow-up: activated when the incident resolves, deadline counted from then.
+    pub after_resolved: bool,
+    pub when: Option<TierCondition>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Escalation {
+    pub after: Delay,
+    pub to: Vec<Target>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Task,
+    Notify(Vec<Target>),
+    Webhook {
+        channel: String,
+        body: Option<Template>,
+    },
+    Command {
+        argv: Vec<Template>,
+        timeout: Duration,
+    },
+    RollCall(Target),
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Task => "task",
+            Action::Notify(_) => "notify",
+            Action::Webhook { .. } => "webhook",
+            Action::Command { .. } => "command",
+            Action::RollCall(_) => "roll_call",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    Ge,
+    Gt,
+    Le,
+    Lt,
+    Eq,
+}
+
+/// `tier >= N` and friends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierCondition {
+    pub op: CmpOp,
+    pub level: u8,
+}
+
+impl TierCondition {
+    pub fn parse(s: &str) -> Result<TierCondition, String> {
+        let bad = || format!("invalid condition `{s}`: expected `tier >= N` (or >, <=, <, ==)");
+        let rest = s.trim().strip_prefix("tier").ok_or_else(bad)?.trim_start();
+        let (op, num) = [
+            (">=", CmpOp::Ge),
+            ("<=", CmpOp::Le),
+            ("==", CmpOp::Eq),
+            (">", CmpOp::Gt),
+            ("<", CmpOp::Lt),
+        ]
+        .into_iter()
+        .find_map(|(tok, op)| rest.strip_prefix(tok).map(|n| (op, n)))
+        .ok_or_else(bad)?;
+        let level = num.trim().parse::<u8>().map_err(|_| bad())?;
+        Ok(TierCondition { op, level })
+    }
+
+    pub fn holds(&self, tier: u8) -> bool {
+        match self.op {
+            CmpOp::Ge => tier >= self.level,
+            CmpOp::Gt => tier > self.level,
+            CmpOp::Le => tier <= self.level,
+            CmpOp::Lt => tier < self.level,
+            CmpOp::Eq => tier == self.level,
+        }
+    }
+}
+
+impl std::fmt::Display for TierCondition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match self.op {
+            CmpOp::Ge => ">=",
+            CmpOp::Gt => ">",
+            CmpOp::Le => "<=",
+            CmpOp::Lt => "<",
+            CmpOp::Eq => "==",
+        };
+        write!(f, "tier {op} {}", self.level)
+    }
+}
+
+impl Step {
+    /// Whether the step takes part in an incident at this tier (ignoring `after`).
+    pub fn eligible(&self, tier: u8) -> bool {
+        self.when.is_none_or(|c| c.holds(tier))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Drill {
+    pub id: String,
+    pub name: String,
+    pub file: String,
+    pub playbook: String,
+    pub schedule: Option<Schedule>,
+    pub branches: BranchSelection,
+    pub event: DrillEvent,
+    pub targets: BTreeMap<String, Delay>,
+    pub timeout: Duration,
+    pub missed: MissedPolicy,
+    pub starting_deadline: Duration,
+    pub pass_score: f64,
+    pub live: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DrillEvent {
+    pub kind: String,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    pub summary: Option<String>,
+}

@@ -1,0 +1,195 @@
+//! Diagnostics: a problem in one of the user's files, pointing at the exact place.
+//!
+//! Loading never stops at the first problem: every loader pushes into a
+//! [`Diagnostics`] list so that `branchguard check` can show them all at once.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_saphyr::{Location, Spanned};
+
+/// One problem in one file, as `file:line:col: message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Every problem found in a run, in the order found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn push(&mut self, d: Diagnostic) {
+        self.0.push(d);
+    }
+
+    /// Records a problem at a YAML location of `file`.
+    pub fn at(&mut self, file: &str, loc: Location, message: impl Into<String>) {
+        self.0.push(Diagnostic {
+            file: file.to_string(),
+            line: loc.line().max(1),
+            column: loc.column().max(1),
+            message: message.into(),
+        });
+    }
+
+    /// Records a problem at an explicit line and column.
+    pub fn at_pos(&mut self, file: &str, line: u64, column: u64, message: impl Into<String>) {
+        self.0.push(Diagnostic {
+            file: file.to_string(),
+            line: line.max(1),
+            column: column.max(1),
+            message: message.into(),
+        });
+    }
+
+    /// Records a problem at the place a spanned value was written.
+    pub fn at_value<T>(&mut self, file: &str, v: &Spanned<T>, message: impl Into<String>) {
+        self.at(file, v.referenced, message);
+    }
+
+    /// Records a problem about a whole file (it could not be read, say).
+    pub fn file(&mut self, file: &str, message: impl Into<String>) {
+        self.0.push(Diagnostic {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            message: message.into(),
+        });
+    }
+
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.0.extend(other.0);
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Parses YAML (or JSON, which is YAML) strictly into `T`.
+///
+/// The error names the field by its path (`steps[2].deadline`) as well as its
+/// line and column, because serde's own messages ("invalid boolean") do not say
+/// which field they are about.
+pub fn parse_yaml<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diagnostic> {
+    let mut path = String::new();
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let inner = e.without_snippet();
+        let loc = inner.location();
+        let message = describe(&clean_path(&path), &strip_location(&inner.to_string()));
+        Diagnostic {
+            file: file.to_string(),
+            line: loc.map_or(1, |l| l.line().max(1)),
+            column: loc.map_or(1, |l| l.column().max(1)),
+            message,
+        }
+    })
+}
+
+fn describe(path: &str, message: &str) -> String {
+    if path.is_empty() || path == "." {
+        message.to_string()
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
+/// serde-saphyr appends " at line L, column C"; we print the location in front.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(", column ") => message[..i].to_string(),
+        _ => message.to_string(),
+    }
+}
+
+/// `Spanned<T>` shows up in paths as a `.value` segment, and a duplicate key as `?`.
+fn clean_path(path: &str) -> String {
+    path.split('.')
+        .filter(|seg| *seg != "value" && *seg != "?")
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        name: Spanned<String>,
+        #[serde(default)]
+        flag: bool,
+    }
+
+    #[test]
+    fn wrong_type_names_the_field_and_place() {
+        let e = parse_yaml::<Doc>("f.yaml", "name: x\nflag: maybe\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f.yaml:2:7: flag: invalid boolean (strict mode expects true/false)"
+        );
+    }
+
+    #[test]
+    fn unknown_field_lists_the_expected_ones() {
+        let e = parse_yaml::<Doc>("f.yaml", "name: x\nflg: true\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("unknown field `flg`"), "{}", e.message);
+        assert!(
+            e.message.contains("expected one of name, flag"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn duplicate_key_is_an_error() {
+        let e = parse_yaml::<Doc>("f.yaml", "name: x\nname: y\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 1));
+        assert!(
+            e.message.contains("duplicate mapping key: name"),
+            "{}",
+            e.message
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! branchguard: incident response and drills for a bank's branch network.
+//!
+//! See `docs/ARCHITECTURE.md` for the map. Data flows one way:
+//! sources (intake, drills) → core (matching, incidents, timers) → sinks (outbox, metrics).
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod diag;
+pub mod duration;
+pub mod event;
+pub mod matching;
+pub mod schedule;
+pub mod target;
+pub mod template;

@@ -1,0 +1,139 @@
+//! Which playbooks an event triggers, at which tier, in which group — and the
+//! steps that an incident opened now would start. The daemon and `branchguard
+//! match` share this code so that what `match` prints is what the daemon does.
+//!
+//! **Invariant:** pure functions of the event, the playbooks and a given time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{Playbook, Step, Tier};
+use crate::duration::Calendar;
+use crate::event::{Event, Status};
+
+/// One playbook that an event triggers.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub playbook: Arc<Playbook>,
+    pub tier: u8,
+    /// The `group_by` fields and their values in this event.
+    pub group: BTreeMap<String, String>,
+    /// `group` as one string, the key of "one open incident per group".
+    pub group_key: String,
+}
+
+fn labels_match(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
+    want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+/// Whether the event fires the playbook's trigger. A resolved event is not held
+/// to `severity_at_least`: it closes whatever the firing one opened.
+pub fn triggers(pb: &Playbook, ev: &Event) -> bool {
+    let t = &pb.trigger;
+    t.kind == ev.kind
+        && labels_match(&t.labels, &ev.labels)
+        && t.labels_re
+            .iter()
+            .all(|(k, re)| ev.labels.get(k).is_some_and(|v| re.0.is_match(v)))
+        && (ev.status == Status::Resolved || t.severity_at_least.is_none_or(|s| ev.severity >= s))
+}
+
+fn tier_matches(t: &Tier, ev: &Event) -> bool {
+    labels_match(&t.labels, &ev.labels) && t.severity_at_least.is_none_or(|s| ev.severity >= s)
+}
+
+/// The highest tier whose conditions the event meets; the lowest tier when it meets
+/// none; 1 for a playbook without tiers.
+pub fn tier_of(pb: &Playbook, ev: &Event) -> u8 {
+    pb.tiers
+        .iter()
+        .filter(|t| tier_matches(t, ev))
+        .map(|t| t.level)
+        .max()
+        .or_else(|| pb.tiers.first().map(|t| t.level))
+        .unwrap_or(1)
+}
+
+pub fn tier_name(pb: &Playbook, level: u8) -> Option<&str> {
+    pb.tiers
+        .iter()
+        .find(|t| t.level == level)
+        .map(|t| t.name.as_str())
+}
+
+/// The event's values for the playbook's `group_by` fields.
+pub fn group_of(pb: &Playbook, ev: &Event) -> BTreeMap<String, String> {
+    pb.group_by
+        .iter()
+        .map(|f| {
+            let v = match f.as_str() {
+                "branch" => ev.branch.clone(),
+                "kind" => ev.kind.clone(),
+                "severity" => ev.severity.as_str().to_string(),
+                label => ev.labels.get(label).cloned().unwrap_or_default(),
+            };
+            (f.clone(), v)
+        })
+        .collect()
+}
+
+pub fn group_key(pb: &Playbook, group: &BTreeMap<String, String>) -> String {
+    let parts: Vec<String> = pb
+        .group_by
+        .iter()
+        .map(|f| format!("{f}={}", group.get(f).map_or("", String::as_str)))
+        .collect();
+    format!("{}/{}", pb.id, parts.join(","))
+}
+
+/// Every playbook the event triggers (SPEC §5: every matching playbook applies).
+pub fn match_event(playbooks: &[Arc<Playbook>], ev: &Event) -> Vec<Match> {
+    playbooks
+        .iter()
+        .filter(|pb| triggers(pb, ev))
+        .map(|pb| {
+            let group = group_of(pb, ev);
+            Match {
+                playbook: Arc::clone(pb),
+                tier: tier_of(pb, ev),
+                group_key: group_key(pb, &group),
+                group,
+            }
+        })
+        .collect()
+}
+
+/// What becomes of a step in an incident opened at some tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Active now, due at this moment.
+    Active(DateTime<Utc>),
+    /// A follow-up that starts when the incident resolves.
+    OnResolution,
+    /// Its `when` does not hold at this tier.
+    NotAtTier,
+}
+
+/// The plan of every step of a playbook for an incident opened at `opened` with `tier`.
+pub fn plan<'a>(
+    pb: &'a Playbook,
+    tier: u8,
+    opened: DateTime<Utc>,
+    cal: &Calendar,
+) -> Vec<(&'a Step, Plan)> {
+    pb.steps
+        .iter()
+        .map(|s| {
+            let p = if !s.eligible(tier) {
+                Plan::NotAtTier
+            } else if s.after_resolved {
+                Plan::OnResolution
+            } else {
+                Plan::Active(s.deadline.after(opened, cal))
+            };
+            (s, p)
+        })
+        .collect()
+}
