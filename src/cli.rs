@@ -161,11 +161,15 @@ fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) ->
                         step.when.map(|c| c.to_string()).unwrap_or_default()
                     ),
                 };
-                let who = step
-                    .assignee
-                    .as_ref()
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|| "-".into());
+                let who = match (&step.assignee, &step.action) {
+                    (Some(a), _) => a.to_string(),
+                    (None, crate::config::Action::Notify(ts)) => {
+                        ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+                    }
+                    (None, crate::config::Action::RollCall(t)) => t.to_string(),
+                    (None, crate::config::Action::Webhook { channel, .. }) => format!("channel:{channel}"),
+                    (None, _) => "-".into(),
+                };
                 println!(
                     "    {:<24} {:<10} {:<28} {when}",
                     step.id,

@@ -45,10 +45,14 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
     let playbook_files = read_dir_yaml(&config.playbooks_dir, &file, "playbooks_dir", &mut diags);
     let mut playbooks: Vec<Arc<Playbook>> = Vec::new();
     let mut seen_pb: BTreeMap<String, String> = BTreeMap::new();
+    let mut unreadable_playbook = false;
     for (path, text) in playbook_files {
         let pfile = display(&path);
         match parse_yaml::<PlaybookFile>(&pfile, &text) {
-            Err(d) => diags.push(d),
+            Err(d) => {
+                diags.push(d);
+                unreadable_playbook = true;
+            }
             Ok(raw) => {
                 if let Some(prev) = seen_pb.get(&raw.id.value) {
                     diags.at_value(
@@ -89,9 +93,10 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
                     continue;
                 }
                 seen_drill.insert(raw.id.value.clone(), dfile.clone());
-                // A drill whose playbook failed to load is reported against the playbook only.
-                let playbook_failed = seen_pb.contains_key(&raw.playbook.value)
-                    && !playbooks.iter().any(|p| p.id == raw.playbook.value);
+                // A drill whose playbook failed to load is reported against the playbook
+                // only; one that could not even be parsed may hold any id.
+                let playbook_failed = unreadable_playbook
+                    || (seen_pb.contains_key(&raw.playbook.value) && !playbooks.iter().any(|p| p.id == raw.playbook.value));
                 if let Some(d) = compile_drill(
                     &dfile,
                     raw,

@@ -1,0 +1,273 @@
+//! `branchguard check` on bad input: every class of mistake is reported at its
+//! exact `file:line:col`, and all mistakes of a run are reported together.
+
+mod common;
+use common::Fixture;
+
+/// Runs `check` and asserts it failed with exactly these lines (prefix match on
+/// each line's message, so wording can grow without losing the location check).
+fn assert_errors(f: &Fixture, expected: &[&str]) {
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 1, "check should fail\n{out:?}");
+    let lines = out.error_lines();
+    assert_eq!(lines.len(), expected.len(), "wrong number of errors:\n{}", out.stderr);
+    for (line, want) in lines.iter().zip(expected) {
+        assert!(line.starts_with(want), "expected a line starting with\n  {want}\ngot\n  {line}\nall:\n{}", out.stderr);
+    }
+}
+
+#[test]
+fn valid_network_passes_with_a_summary() {
+    let f = Fixture::base();
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "ok: 2 branches, 3 people, 1 playbooks, 1 drills");
+}
+
+#[test]
+fn bundled_network_passes() {
+    let f = Fixture::bundled();
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("ok: 3 branches, 17 people, 3 playbooks, 3 drills"), "{}", out.stdout);
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let f = Fixture::base();
+    f.write("playbooks/failover.yaml", "id: failover\nname: Failover\ntrigger: { kind: system.down\nsteps: []\n");
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 1);
+    let lines = out.error_lines();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(lines[0].starts_with("playbooks/failover.yaml:4:"), "{}", lines[0]);
+}
+
+#[test]
+fn unknown_field_names_it_and_the_expected_ones() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down }\nsteps:\n  - id: switch\n    deadlin: 15m\n",
+    );
+    assert_errors(&f, &["playbooks/failover.yaml:6:5: steps[0].deadlin: unknown field `deadlin`, expected one of id, title, assignee"]);
+}
+
+#[test]
+fn wrong_type() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down }\nsteps:\n  - id: switch\n    deadline: 15m\n    critical: maybe\n",
+    );
+    assert_errors(&f, &["playbooks/failover.yaml:7:15: steps[0].critical: invalid boolean"]);
+}
+
+#[test]
+fn wrong_type_in_the_config_file() {
+    let f = Fixture::base();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write("branchguard.yaml", &cfg.replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:0\npeople_count: 3"));
+    assert_errors(&f, &["branchguard.yaml:2:1: people_count: unknown field `people_count`"]);
+}
+
+#[test]
+fn duplicate_key() {
+    let f = Fixture::base();
+    f.write(
+        "drills/failover-drill.yaml",
+        "id: failover-drill\nplaybook: failover\nbranches: all\nevent: { kind: system.down, labels: { system: core } }\nplaybook: failover\n",
+    );
+    assert_errors(&f, &["drills/failover-drill.yaml:5:1: duplicate mapping key: playbook"]);
+}
+
+#[test]
+fn duplicate_ids() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/zz-copy.yaml",
+        "id: failover\nname: Copy\ntrigger: { kind: other }\nsteps:\n  - { id: a, deadline: 5m }\n  - { id: a, deadline: 5m }\n",
+    );
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace("branches:\n", "  - { id: it.a, name: Again, roles: [staff] }\nbranches:\n"),
+    );
+    assert_errors(
+        &f,
+        &[
+            "branchguard.yaml:10:11: duplicate person id `it.a`",
+            "playbooks/zz-copy.yaml:1:5: duplicate playbook id `failover`: already defined in playbooks/failover.yaml",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_step_id() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down, labels: { system: core } }\nsteps:\n  - { id: a, deadline: 5m }\n  - { id: a, deadline: 5m }\n",
+    );
+    f.write("drills/failover-drill.yaml", "id: d\nplaybook: failover\nbranches: all\nevent: { kind: system.down, labels: { system: core } }\n");
+    assert_errors(&f, &["playbooks/failover.yaml:6:11: duplicate step id `a`"]);
+}
+
+#[test]
+fn dangling_references() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down, labels: { system: core } }\nsteps:\n  - id: switch\n    assignee: role:wizard\n    deadline: 15m\n    escalate:\n      - { after: 10m, to: [person:nobody, channel:pager] }\n",
+    );
+    f.write(
+        "drills/failover-drill.yaml",
+        "id: failover-drill\nplaybook: failover\nbranches: [br-a, br-z]\nevent: { kind: system.down, labels: { system: core } }\n",
+    );
+    f.write(
+        "drills/other.yaml",
+        "id: other\nplaybook: no-such-playbook\nbranches: all\nevent: { kind: x }\n",
+    );
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write("branchguard.yaml", &cfg.replace("neighbours: [br-a]", "neighbours: [br-q]"));
+    assert_errors(
+        &f,
+        &[
+            "branchguard.yaml:12:46: neighbours: unknown branch `br-q`",
+            "playbooks/failover.yaml:6:15: steps.switch.assignee: unknown role `wizard`",
+            "playbooks/failover.yaml:9:28: steps.switch.escalate.to: unknown person `nobody`",
+            "playbooks/failover.yaml:9:43: steps.switch.escalate.to: unknown channel `pager`",
+            "drills/failover-drill.yaml:3:11: branches: unknown branch `br-z`",
+            "drills/other.yaml:2:11: playbook: unknown playbook `no-such-playbook`",
+        ],
+    );
+}
+
+#[test]
+fn drill_target_for_a_missing_step_and_an_event_that_would_not_trigger() {
+    let f = Fixture::base();
+    f.write(
+        "drills/failover-drill.yaml",
+        "id: failover-drill\nplaybook: failover\nbranches: all\nevent: { kind: system.up, labels: { system: core } }\ntargets: { swich: 5m }\n",
+    );
+    assert_errors(
+        &f,
+        &[
+            "drills/failover-drill.yaml:5:19: targets.swich: playbook `failover` has no step `swich`",
+            "drills/failover-drill.yaml:4:16: event: this event would not trigger playbook `failover`",
+        ],
+    );
+}
+
+#[test]
+fn bad_target_form() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down, labels: { system: core } }\nsteps:\n  - { id: switch, assignee: team:it, deadline: 15m }\n",
+    );
+    assert_errors(&f, &["playbooks/failover.yaml:5:29: steps.switch.assignee: invalid target `team:it`: expected `person:ID`, `role:NAME`"]);
+}
+
+#[test]
+fn bad_durations() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down, labels: { system: core } }\nsteps:\n  - id: switch\n    deadline: 15 minuets\n  - id: visit\n    deadline: 3 working dayz\n  - id: cmd\n    action: { command: [\"true\"], timeout: 2 working days }\n    deadline: 5m\n",
+    );
+    assert_errors(
+        &f,
+        &[
+            "playbooks/failover.yaml:6:15: steps.switch.deadline: invalid duration `15 minuets`",
+            "playbooks/failover.yaml:8:15: steps.visit.deadline: invalid duration `3 working dayz`",
+            "playbooks/failover.yaml:10:43: steps.cmd.action.timeout: working days are not allowed here",
+        ],
+    );
+}
+
+#[test]
+fn bad_cron_and_numeric_day_of_week() {
+    let f = Fixture::base();
+    f.write(
+        "drills/failover-drill.yaml",
+        "id: failover-drill\nplaybook: failover\nschedule: \"0 0 10 * * 3\"\nbranches: all\nevent: { kind: system.down, labels: { system: core } }\n",
+    );
+    f.write(
+        "drills/second.yaml",
+        "id: second\nplaybook: failover\nschedule: \"0 0 25 * * Wed\"\nbranches: all\nevent: { kind: system.down, labels: { system: core } }\n",
+    );
+    f.write(
+        "drills/third.yaml",
+        "id: third\nplaybook: failover\nschedule: \"10 * *\"\nbranches: all\nevent: { kind: system.down, labels: { system: core } }\n",
+    );
+    assert_errors(
+        &f,
+        &[
+            "drills/failover-drill.yaml:3:11: schedule: day-of-week `3` is numeric: write days by name (e.g. MON-FRI, Sat,Sun), because cron dialects disagree on whether 1 is Sunday or Monday",
+            "drills/second.yaml:3:11: schedule: invalid cron expression `0 0 25 * * Wed`: the hour field is out of range or malformed",
+            "drills/third.yaml:3:11: schedule: cron expression `10 * *` has 3 fields",
+        ],
+    );
+}
+
+#[test]
+fn bad_template_points_at_the_placeholder() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down, labels: { system: core } }\nsteps:\n  - id: run\n    action: { command: [\"scripts/failover.sh\", \"{{branch}}\", \"{{lables.system}}\"] }\n    deadline: 5m\n  - id: announce\n    action: { webhook: ops-centre, body: \"{{branch}} down at {{tyme}}\" }\n    deadline: 5m\n",
+    );
+    assert_errors(
+        &f,
+        &[
+            "playbooks/failover.yaml:6:63: steps.run.action.command: unknown template variable `{{lables.system}}`",
+            "playbooks/failover.yaml:9:62: steps.announce.action.body: unknown template variable `{{tyme}}`",
+        ],
+    );
+}
+
+#[test]
+fn when_over_undefined_tier_and_bad_action_shape() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down, labels: { system: core } }\ntiers:\n  - { level: 1, name: low }\n  - { level: 2, name: high }\nsteps:\n  - { id: a, deadline: 5m, when: \"tier >= 3\" }\n  - { id: b, deadline: 5m, when: \"level > 1\" }\n  - id: c\n    deadline: 5m\n    action: { notify: [branch-head], webhook: ops-centre }\n",
+    );
+    assert_errors(
+        &f,
+        &[
+            "playbooks/failover.yaml:8:34: steps.a.when: tier 3 is not defined: the playbook's tiers are 1, 2",
+            "playbooks/failover.yaml:9:34: steps.b.when: invalid condition `level > 1`",
+            "playbooks/failover.yaml:12:47: steps.c.action: `webhook` given together with `notify`",
+        ],
+    );
+}
+
+#[test]
+fn every_error_of_a_run_is_reported() {
+    let f = Fixture::base();
+    // One problem in each of the three kinds of file, plus a syntax error in a fourth.
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write("branchguard.yaml", &cfg.replace("timezone: Asia/Shanghai", "timezone: Asia/Atlantis"));
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down, labels: { system: core } }\nsteps:\n  - { id: switch, deadline: soon }\n  - { id: call, deadline: 5m, assignee: person:ghost }\n",
+    );
+    f.write("playbooks/broken.yaml", "id: [unclosed\n");
+    f.write(
+        "drills/failover-drill.yaml",
+        "id: failover-drill\nplaybook: failover\nbranches: all\nevent: { kind: system.down, labels: { system: core } }\npass_score: 120\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 1);
+    let lines = out.error_lines();
+    assert_eq!(lines.len(), 5, "{}", out.stderr);
+    assert!(lines[0].starts_with("branchguard.yaml:2:11: timezone: unknown time zone `Asia/Atlantis`"), "{}", lines[0]);
+    assert!(lines[1].starts_with("playbooks/broken.yaml:1:5: "), "{}", lines[1]);
+    assert!(lines[2].starts_with("playbooks/failover.yaml:5:29: steps.switch.deadline: invalid duration `soon`"), "{}", lines[2]);
+    assert!(lines[3].starts_with("playbooks/failover.yaml:6:41: steps.call.assignee: unknown person `ghost`"), "{}", lines[3]);
+    // The drill's playbook failed to load, so the drill's own mistakes are still checked.
+    assert!(lines[4].starts_with("drills/failover-drill.yaml:5:13: pass_score: 120 is out of range"), "{}", lines[4]);
+    assert!(out.stderr.trim_end().ends_with("5 error(s)"), "{}", out.stderr);
+}
