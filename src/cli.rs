@@ -163,11 +163,15 @@ fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) ->
                 };
                 let who = match (&step.assignee, &step.action) {
                     (Some(a), _) => a.to_string(),
-                    (None, crate::config::Action::Notify(ts)) => {
-                        ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
-                    }
+                    (None, crate::config::Action::Notify(ts)) => ts
+                        .iter()
+                        .map(|t| t.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     (None, crate::config::Action::RollCall(t)) => t.to_string(),
-                    (None, crate::config::Action::Webhook { channel, .. }) => format!("channel:{channel}"),
+                    (None, crate::config::Action::Webhook { channel, .. }) => {
+                        format!("channel:{channel}")
+                    }
                     (None, _) => "-".into(),
                 };
                 println!(

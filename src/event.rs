@@ -220,7 +220,9 @@ mod tests {
 
     #[test]
     fn defaults_and_unknown_branch() {
-        let now = DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00").unwrap().to_utc();
+        let now = DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00")
+            .unwrap()
+            .to_utc();
         let ev = parse_json(br#"{"kind":"system.down","branch":"sh-001"}"#)
             .unwrap()
             .remove(0);

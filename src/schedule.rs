@@ -28,8 +28,7 @@ impl Schedule {
         let dow_index = 5;
         let normalized: Vec<&str> = full.split_whitespace().collect();
         check_day_of_week(normalized[dow_index])?;
-        let inner = cron::Schedule::from_str(&full)
-            .map_err(|e| invalid(expr, &e))?;
+        let inner = cron::Schedule::from_str(&full).map_err(|e| invalid(expr, &e))?;
         Ok(Schedule {
             source: expr.to_string(),
             inner,
@@ -67,7 +66,15 @@ impl Schedule {
 /// The cron crate's message repeats the expression with a caret under the bad
 /// spot; on one line we say which field that is instead.
 fn invalid(expr: &str, e: &cron::error::Error) -> String {
-    const NAMES: [&str; 7] = ["second", "minute", "hour", "day-of-month", "month", "day-of-week", "year"];
+    const NAMES: [&str; 7] = [
+        "second",
+        "minute",
+        "hour",
+        "day-of-month",
+        "month",
+        "day-of-week",
+        "year",
+    ];
     let text = e.to_string();
     let caret = text.lines().nth(1).and_then(|l| l.find('^'));
     let field = caret.map(|c| {
@@ -77,8 +84,13 @@ fn invalid(expr: &str, e: &cron::error::Error) -> String {
         NAMES.get(idx).copied().unwrap_or("expression")
     });
     match field {
-        Some(f) => format!("invalid cron expression `{expr}`: the {f} field is out of range or malformed"),
-        None => format!("invalid cron expression `{expr}`: {}", text.lines().next().unwrap_or_default()),
+        Some(f) => {
+            format!("invalid cron expression `{expr}`: the {f} field is out of range or malformed")
+        }
+        None => format!(
+            "invalid cron expression `{expr}`: {}",
+            text.lines().next().unwrap_or_default()
+        ),
     }
 }
 

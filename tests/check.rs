@@ -10,9 +10,18 @@ fn assert_errors(f: &Fixture, expected: &[&str]) {
     let out = f.run(&["check"]);
     assert_eq!(out.code, 1, "check should fail\n{out:?}");
     let lines = out.error_lines();
-    assert_eq!(lines.len(), expected.len(), "wrong number of errors:\n{}", out.stderr);
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "wrong number of errors:\n{}",
+        out.stderr
+    );
     for (line, want) in lines.iter().zip(expected) {
-        assert!(line.starts_with(want), "expected a line starting with\n  {want}\ngot\n  {line}\nall:\n{}", out.stderr);
+        assert!(
+            line.starts_with(want),
+            "expected a line starting with\n  {want}\ngot\n  {line}\nall:\n{}",
+            out.stderr
+        );
     }
 }
 
@@ -21,7 +30,10 @@ fn valid_network_passes_with_a_summary() {
     let f = Fixture::base();
     let out = f.run(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout.trim(), "ok: 2 branches, 3 people, 1 playbooks, 1 drills");
+    assert_eq!(
+        out.stdout.trim(),
+        "ok: 2 branches, 3 people, 1 playbooks, 1 drills"
+    );
 }
 
 #[test]
@@ -29,18 +41,30 @@ fn bundled_network_passes() {
     let f = Fixture::bundled();
     let out = f.run(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.starts_with("ok: 3 branches, 17 people, 3 playbooks, 3 drills"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .starts_with("ok: 3 branches, 17 people, 3 playbooks, 3 drills"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
 fn yaml_syntax_error() {
     let f = Fixture::base();
-    f.write("playbooks/failover.yaml", "id: failover\nname: Failover\ntrigger: { kind: system.down\nsteps: []\n");
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down\nsteps: []\n",
+    );
     let out = f.run(&["check"]);
     assert_eq!(out.code, 1);
     let lines = out.error_lines();
     assert_eq!(lines.len(), 1, "{}", out.stderr);
-    assert!(lines[0].starts_with("playbooks/failover.yaml:4:"), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("playbooks/failover.yaml:4:"),
+        "{}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -50,7 +74,12 @@ fn unknown_field_names_it_and_the_expected_ones() {
         "playbooks/failover.yaml",
         "id: failover\nname: Failover\ntrigger: { kind: system.down }\nsteps:\n  - id: switch\n    deadlin: 15m\n",
     );
-    assert_errors(&f, &["playbooks/failover.yaml:6:5: steps[0].deadlin: unknown field `deadlin`, expected one of id, title, assignee"]);
+    assert_errors(
+        &f,
+        &[
+            "playbooks/failover.yaml:6:5: steps[0].deadlin: unknown field `deadlin`, expected one of id, title, assignee",
+        ],
+    );
 }
 
 #[test]
@@ -60,15 +89,27 @@ fn wrong_type() {
         "playbooks/failover.yaml",
         "id: failover\nname: Failover\ntrigger: { kind: system.down }\nsteps:\n  - id: switch\n    deadline: 15m\n    critical: maybe\n",
     );
-    assert_errors(&f, &["playbooks/failover.yaml:7:15: steps[0].critical: invalid boolean"]);
+    assert_errors(
+        &f,
+        &["playbooks/failover.yaml:7:15: steps[0].critical: invalid boolean"],
+    );
 }
 
 #[test]
 fn wrong_type_in_the_config_file() {
     let f = Fixture::base();
     let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
-    f.write("branchguard.yaml", &cfg.replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:0\npeople_count: 3"));
-    assert_errors(&f, &["branchguard.yaml:2:1: people_count: unknown field `people_count`"]);
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace(
+            "listen: 127.0.0.1:0",
+            "listen: 127.0.0.1:0\npeople_count: 3",
+        ),
+    );
+    assert_errors(
+        &f,
+        &["branchguard.yaml:2:1: people_count: unknown field `people_count`"],
+    );
 }
 
 #[test]
@@ -78,7 +119,10 @@ fn duplicate_key() {
         "drills/failover-drill.yaml",
         "id: failover-drill\nplaybook: failover\nbranches: all\nevent: { kind: system.down, labels: { system: core } }\nplaybook: failover\n",
     );
-    assert_errors(&f, &["drills/failover-drill.yaml:5:1: duplicate mapping key: playbook"]);
+    assert_errors(
+        &f,
+        &["drills/failover-drill.yaml:5:1: duplicate mapping key: playbook"],
+    );
 }
 
 #[test]
@@ -91,7 +135,10 @@ fn duplicate_ids() {
     let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
     f.write(
         "branchguard.yaml",
-        &cfg.replace("branches:\n", "  - { id: it.a, name: Again, roles: [staff] }\nbranches:\n"),
+        &cfg.replace(
+            "branches:\n",
+            "  - { id: it.a, name: Again, roles: [staff] }\nbranches:\n",
+        ),
     );
     assert_errors(
         &f,
@@ -129,7 +176,10 @@ fn dangling_references() {
         "id: other\nplaybook: no-such-playbook\nbranches: all\nevent: { kind: x }\n",
     );
     let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
-    f.write("branchguard.yaml", &cfg.replace("neighbours: [br-a]", "neighbours: [br-q]"));
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace("neighbours: [br-a]", "neighbours: [br-q]"),
+    );
     assert_errors(
         &f,
         &[
@@ -166,7 +216,12 @@ fn bad_target_form() {
         "playbooks/failover.yaml",
         "id: failover\nname: Failover\ntrigger: { kind: system.down, labels: { system: core } }\nsteps:\n  - { id: switch, assignee: team:it, deadline: 15m }\n",
     );
-    assert_errors(&f, &["playbooks/failover.yaml:5:29: steps.switch.assignee: invalid target `team:it`: expected `person:ID`, `role:NAME`"]);
+    assert_errors(
+        &f,
+        &[
+            "playbooks/failover.yaml:5:29: steps.switch.assignee: invalid target `team:it`: expected `person:ID`, `role:NAME`",
+        ],
+    );
 }
 
 #[test]
@@ -249,7 +304,10 @@ fn every_error_of_a_run_is_reported() {
     let f = Fixture::base();
     // One problem in each of the three kinds of file, plus a syntax error in a fourth.
     let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
-    f.write("branchguard.yaml", &cfg.replace("timezone: Asia/Shanghai", "timezone: Asia/Atlantis"));
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace("timezone: Asia/Shanghai", "timezone: Asia/Atlantis"),
+    );
     f.write(
         "playbooks/failover.yaml",
         "id: failover\nname: Failover\ntrigger: { kind: system.down, labels: { system: core } }\nsteps:\n  - { id: switch, deadline: soon }\n  - { id: call, deadline: 5m, assignee: person:ghost }\n",
@@ -263,11 +321,39 @@ fn every_error_of_a_run_is_reported() {
     assert_eq!(out.code, 1);
     let lines = out.error_lines();
     assert_eq!(lines.len(), 5, "{}", out.stderr);
-    assert!(lines[0].starts_with("branchguard.yaml:2:11: timezone: unknown time zone `Asia/Atlantis`"), "{}", lines[0]);
-    assert!(lines[1].starts_with("playbooks/broken.yaml:1:5: "), "{}", lines[1]);
-    assert!(lines[2].starts_with("playbooks/failover.yaml:5:29: steps.switch.deadline: invalid duration `soon`"), "{}", lines[2]);
-    assert!(lines[3].starts_with("playbooks/failover.yaml:6:41: steps.call.assignee: unknown person `ghost`"), "{}", lines[3]);
+    assert!(
+        lines[0].starts_with("branchguard.yaml:2:11: timezone: unknown time zone `Asia/Atlantis`"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("playbooks/broken.yaml:1:5: "),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with(
+            "playbooks/failover.yaml:5:29: steps.switch.deadline: invalid duration `soon`"
+        ),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3].starts_with(
+            "playbooks/failover.yaml:6:41: steps.call.assignee: unknown person `ghost`"
+        ),
+        "{}",
+        lines[3]
+    );
     // The drill's playbook failed to load, so the drill's own mistakes are still checked.
-    assert!(lines[4].starts_with("drills/failover-drill.yaml:5:13: pass_score: 120 is out of range"), "{}", lines[4]);
-    assert!(out.stderr.trim_end().ends_with("5 error(s)"), "{}", out.stderr);
+    assert!(
+        lines[4].starts_with("drills/failover-drill.yaml:5:13: pass_score: 120 is out of range"),
+        "{}",
+        lines[4]
+    );
+    assert!(
+        out.stderr.trim_end().ends_with("5 error(s)"),
+        "{}",
+        out.stderr
+    );
 }

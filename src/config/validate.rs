@@ -96,7 +96,8 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
                 // A drill whose playbook failed to load is reported against the playbook
                 // only; one that could not even be parsed may hold any id.
                 let playbook_failed = unreadable_playbook
-                    || (seen_pb.contains_key(&raw.playbook.value) && !playbooks.iter().any(|p| p.id == raw.playbook.value));
+                    || (seen_pb.contains_key(&raw.playbook.value)
+                        && !playbooks.iter().any(|p| p.id == raw.playbook.value));
                 if let Some(d) = compile_drill(
                     &dfile,
                     raw,

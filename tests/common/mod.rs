@@ -34,7 +34,11 @@ impl Fixture {
     pub fn bundled() -> Fixture {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(root.join("branchguard.yaml"), dir.path().join("branchguard.yaml")).unwrap();
+        std::fs::copy(
+            root.join("branchguard.yaml"),
+            dir.path().join("branchguard.yaml"),
+        )
+        .unwrap();
         copy_dir(&root.join("playbooks"), &dir.path().join("playbooks"));
         copy_dir(&root.join("drills"), &dir.path().join("drills"));
         Fixture { dir }
@@ -88,6 +92,9 @@ pub struct Output {
 impl Output {
     /// The `file:line:col: message` lines printed.
     pub fn error_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| !l.ends_with("error(s)")).collect()
+        self.stderr
+            .lines()
+            .filter(|l| !l.ends_with("error(s)"))
+            .collect()
     }
 }

@@ -1,0 +1,142 @@
+//! The state of an incident and its steps, as stored and as the API shows it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Playbook;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentStatus {
+    Open,
+    Resolved,
+}
+
+impl IncidentStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IncidentStatus::Open => "open",
+            IncidentStatus::Resolved => "resolved",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    /// Not started: waiting for resolution (`after: resolved`) or for a higher tier.
+    Pending,
+    Notified,
+    Acknowledged,
+    Done,
+    Failed,
+    Overdue,
+    Skipped,
+}
+
+impl StepState {
+    /// Still someone's job: timers run on it.
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self,
+            StepState::Notified | StepState::Acknowledged | StepState::Overdue
+        )
+    }
+}
+
+/// One step of one incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRun {
+    pub id: String,
+    pub title: String,
+    pub action: String,
+    pub state: StepState,
+    pub assignee: Option<String>,
+    pub critical: bool,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub notified_at: Option<DateTime<Utc>>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub done_at: Option<DateTime<Utc>>,
+    pub response_seconds: Option<f64>,
+    pub by: Option<String>,
+    /// How many of the step's `escalate` entries have fired.
+    pub escalations_fired: usize,
+    /// Whether the overdue escalation to the operations centre has fired.
+    pub overdue_escalated: bool,
+    /// Roll call: who must confirm, and who has.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub roll_call: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub confirmed: BTreeSet<String>,
+    /// A command action is running (set when started, cleared when it ends).
+    #[serde(default)]
+    pub running: bool,
+}
+
+/// An incident: one playbook applied to one group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: i64,
+    pub playbook_id: String,
+    pub playbook_version: String,
+    /// The playbook exactly as it was when the incident opened.
+    #[serde(skip)]
+    pub playbook: Option<Arc<Playbook>>,
+    pub branch: String,
+    pub tier: u8,
+    pub status: IncidentStatus,
+    pub drill: bool,
+    pub group: BTreeMap<String, String>,
+    pub group_key: String,
+    pub opened_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub event_count: u32,
+    /// The labels, kind, severity and summary of the event that opened it (for templates).
+    pub kind: String,
+    pub severity: String,
+    pub summary: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub steps: Vec<StepRun>,
+}
+
+impl Incident {
+    /// Live incidents stay in the engine's memory: open, or with follow-ups still running.
+    pub fn is_live(&self) -> bool {
+        self.status == IncidentStatus::Open || self.steps.iter().any(|s| s.state.is_open())
+    }
+
+    pub fn step_mut(&mut self, id: &str) -> Option<(usize, &mut StepRun)> {
+        self.steps.iter_mut().enumerate().find(|(_, s)| s.id == id)
+    }
+}
+
+/// One line of an incident's history, and of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub incident: Option<i64>,
+    pub at: DateTime<Utc>,
+    pub what: String,
+    pub by: String,
+    pub detail: String,
+}
+
+/// A message the engine decided to send; delivered from the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub incident: i64,
+    pub step: Option<String>,
+    /// `email` or `webhook`.
+    pub channel: String,
+    /// The target as written (`role:it-duty`), for the history.
+    pub target: String,
+    /// An email address or a webhook channel name.
+    pub recipient: String,
+    pub person: Option<String>,
+    pub subject: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}

@@ -1,0 +1,443 @@
+//! Engine behaviour with injected time: the bundled playbooks' real deadlines
+//! (15 minutes, 24 hours, 3 working days) are checked without waiting.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::*;
+use crate::event::{Event, Severity, Status};
+
+fn loaded() -> Loaded {
+    crate::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml")).unwrap()
+}
+
+fn t0() -> DateTime<Utc> {
+    // A Tuesday morning in Shanghai.
+    DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00")
+        .unwrap()
+        .to_utc()
+}
+
+fn ev(kind: &str, branch: &str, status: Status, labels: &[(&str, &str)]) -> Event {
+    Event {
+        kind: kind.into(),
+        branch: branch.into(),
+        severity: Severity::Critical,
+        status,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        summary: Some("test".into()),
+        occurred_at: t0(),
+        source: "test".into(),
+    }
+}
+
+fn core_down() -> Event {
+    ev(
+        "system.down",
+        "sh-001",
+        Status::Firing,
+        &[("system", "core-banking")],
+    )
+}
+
+fn engine() -> Engine {
+    Engine::new(loaded(), Vec::new(), 1, 1, t0(), &mut Round::default())
+}
+
+fn step<'a>(e: &'a Engine, iid: i64, id: &str) -> &'a StepRun {
+    e.live_incident(iid)
+        .unwrap()
+        .steps
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap()
+}
+
+fn ingest(e: &mut Engine, evs: Vec<Event>, now: DateTime<Utc>) -> (Vec<(i64, Vec<i64>)>, Round) {
+    let mut r = Round::default();
+    let out = e.ingest(evs.into_iter().map(|x| (x, now)).collect(), now, &mut r);
+    e.finish(&mut r);
+    (out, r)
+}
+
+fn tick(e: &mut Engine, now: DateTime<Utc>) -> Round {
+    let mut r = Round::default();
+    e.tick(now, &mut r);
+    e.finish(&mut r);
+    r
+}
+
+#[test]
+fn core_down_opens_failover_and_notifies_the_assignees() {
+    let mut e = engine();
+    let (out, r) = ingest(&mut e, vec![core_down()], t0());
+    assert_eq!(out, vec![(1, vec![1])]);
+    let inc = e.live_incident(1).unwrap();
+    assert_eq!(
+        (inc.playbook_id.as_str(), inc.tier, inc.status),
+        ("system-failover", 1, IncidentStatus::Open)
+    );
+    let sw = step(&e, 1, "switch-to-backup");
+    assert_eq!(sw.state, StepState::Notified);
+    assert_eq!(sw.deadline, Some(t0() + Duration::minutes(15)));
+    // notify and webhook steps are done once their messages are queued.
+    assert_eq!(step(&e, 1, "notify-technology").state, StepState::Done);
+    assert_eq!(step(&e, 1, "led-notice").state, StepState::Done);
+    // The follow-up waits for resolution.
+    assert_eq!(step(&e, 1, "backfill-ledger").state, StepState::Pending);
+    let to_sun: Vec<_> = r
+        .outbox
+        .iter()
+        .filter(|n| n.recipient == "sun.hao@bank.example")
+        .collect();
+    assert_eq!(
+        to_sun.len(),
+        1,
+        "the it-duty person of sh-001 gets the switchover"
+    );
+    assert!(
+        to_sun[0]
+            .body
+            .contains("Deadline:  2026-11-24 09:15:00 +08:00"),
+        "{}",
+        to_sun[0].body
+    );
+    assert!(r.outbox.iter().any(|n| n.recipient == "lobby-display"
+        && n.body.contains("Shanghai Pudong: system maintenance")));
+    assert!(
+        !r.outbox
+            .iter()
+            .any(|n| n.recipient == "wu.tao@bank.example"),
+        "sh-002's it-duty is not involved"
+    );
+}
+
+#[test]
+fn the_same_event_again_attaches_without_new_messages() {
+    let mut e = engine();
+    ingest(&mut e, vec![core_down()], t0());
+    let (out, r) = ingest(&mut e, vec![core_down()], t0() + Duration::seconds(30));
+    assert_eq!(out, vec![(2, vec![1])]);
+    assert_eq!(e.live_incident(1).unwrap().event_count, 2);
+    assert!(r.outbox.is_empty());
+    // Another branch is another group.
+    let mut other = core_down();
+    other.branch = "sh-002".into();
+    let (out, _) = ingest(&mut e, vec![other], t0());
+    assert_eq!(out, vec![(3, vec![2])]);
+}
+
+#[test]
+fn escalation_then_overdue_fire_once_each_at_their_times() {
+    let mut e = engine();
+    ingest(&mut e, vec![core_down()], t0());
+    assert_eq!(e.next_due(), Some(t0() + Duration::minutes(10)));
+    assert!(
+        tick(&mut e, t0() + Duration::seconds(599))
+            .history
+            .is_empty()
+    );
+    let r = tick(&mut e, t0() + Duration::minutes(10));
+    let escalated: Vec<_> = r
+        .history
+        .iter()
+        .filter(|h| h.what == "step.escalated")
+        .map(|h| h.detail.clone())
+        .collect();
+    assert_eq!(
+        escalated.len(),
+        2,
+        "switch-to-backup and manual-vouchers: {escalated:?}"
+    );
+    assert!(
+        r.outbox
+            .iter()
+            .any(|n| n.recipient == "zhang.min@bank.example" && n.subject.contains("ESCALATION"))
+    );
+    assert!(r.outbox.iter().any(|n| n.recipient == "ops-centre"));
+    assert!(
+        tick(&mut e, t0() + Duration::minutes(11))
+            .history
+            .is_empty(),
+        "nothing twice"
+    );
+    let r = tick(&mut e, t0() + Duration::minutes(15));
+    let overdue: Vec<_> = r
+        .history
+        .iter()
+        .filter(|h| h.what == "step.overdue")
+        .collect();
+    assert_eq!(overdue.len(), 2);
+    assert_eq!(step(&e, 1, "switch-to-backup").state, StepState::Overdue);
+    assert!(r.outbox.iter().all(|n| n.recipient == "ops-centre"));
+    assert!(
+        tick(&mut e, t0() + Duration::hours(5)).history.is_empty(),
+        "nothing twice"
+    );
+}
+
+#[test]
+fn a_timer_that_passed_long_ago_fires_once_and_is_marked_late() {
+    let mut e = engine();
+    ingest(&mut e, vec![core_down()], t0());
+    let r = tick(&mut e, t0() + Duration::hours(1));
+    let sw: Vec<_> = r
+        .history
+        .iter()
+        .filter(|h| h.detail.starts_with("step switch-to-backup"))
+        .collect();
+    assert_eq!(sw.len(), 2, "one escalation and one overdue: {sw:?}");
+    assert!(
+        sw.iter().all(|h| h.detail.contains("(late: due at")),
+        "{sw:?}"
+    );
+    assert!(tick(&mut e, t0() + Duration::hours(2)).history.is_empty());
+}
+
+#[test]
+fn acknowledgement_records_the_response_time_and_stops_nothing_else() {
+    let mut e = engine();
+    ingest(&mut e, vec![core_down()], t0());
+    let mut r = Round::default();
+    e.step_action(
+        1,
+        "switch-to-backup",
+        Verb::Ack,
+        Some("sun.hao"),
+        None,
+        t0() + Duration::seconds(90),
+        &mut r,
+    )
+    .unwrap();
+    let sw = step(&e, 1, "switch-to-backup");
+    assert_eq!(
+        (sw.state, sw.response_seconds, sw.by.as_deref()),
+        (StepState::Acknowledged, Some(90.0), Some("sun.hao"))
+    );
+    let again = e.step_action(1, "switch-to-backup", Verb::Ack, None, None, t0(), &mut r);
+    assert!(matches!(again, Err(ActionError::Conflict(_))));
+    e.step_action(
+        1,
+        "switch-to-backup",
+        Verb::Done,
+        Some("sun.hao"),
+        Some("on backup"),
+        t0() + Duration::minutes(4),
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(
+        step(&e, 1, "switch-to-backup").response_seconds,
+        Some(90.0),
+        "response time is the first answer"
+    );
+    assert!(matches!(
+        e.step_action(1, "nope", Verb::Ack, None, None, t0(), &mut r),
+        Err(ActionError::NoStep(..))
+    ));
+    assert!(matches!(
+        e.step_action(1, "backfill-ledger", Verb::Ack, None, None, t0(), &mut r),
+        Err(ActionError::Conflict(_))
+    ));
+}
+
+#[test]
+fn resolved_event_resolves_and_starts_follow_ups_from_then() {
+    let mut e = engine();
+    ingest(&mut e, vec![core_down()], t0());
+    let resolved_at = t0() + Duration::minutes(40);
+    let (out, _) = ingest(
+        &mut e,
+        vec![ev(
+            "system.down",
+            "sh-001",
+            Status::Resolved,
+            &[("system", "core-banking")],
+        )],
+        resolved_at,
+    );
+    assert_eq!(out[0].1, vec![1]);
+    let inc = e.live_incident(1).unwrap();
+    assert_eq!(
+        (inc.status, inc.resolved_at, inc.event_count),
+        (IncidentStatus::Resolved, Some(resolved_at), 2)
+    );
+    let bf = step(&e, 1, "backfill-ledger");
+    assert_eq!(
+        (bf.state, bf.deadline),
+        (StepState::Notified, Some(resolved_at + Duration::hours(24)))
+    );
+    assert_eq!(step(&e, 1, "switch-to-backup").state, StepState::Skipped);
+    // A new failure now opens a new incident.
+    let (out, _) = ingest(
+        &mut e,
+        vec![core_down()],
+        resolved_at + Duration::minutes(1),
+    );
+    assert_eq!(out[0].1, vec![2]);
+}
+
+#[test]
+fn tier_rises_and_activates_newly_eligible_steps_only() {
+    let mut e = engine();
+    let conflict = |level: &str| {
+        ev(
+            "customer.conflict",
+            "sh-002",
+            Status::Firing,
+            &[("conflict_level", level)],
+        )
+    };
+    ingest(&mut e, vec![conflict("1")], t0());
+    assert_eq!(step(&e, 1, "security-intervene").state, StepState::Pending);
+    let (_, r) = ingest(&mut e, vec![conflict("2")], t0() + Duration::minutes(2));
+    assert_eq!(e.live_incident(1).unwrap().tier, 2);
+    let sec = step(&e, 1, "security-intervene");
+    assert_eq!(
+        (sec.state, sec.deadline),
+        (StepState::Notified, Some(t0() + Duration::minutes(7)))
+    );
+    assert!(
+        r.outbox
+            .iter()
+            .any(|n| n.recipient == "zhou.qiang@bank.example")
+    );
+    assert!(
+        !r.outbox
+            .iter()
+            .any(|n| n.step.as_deref() == Some("preserve-evidence")),
+        "tier-1 steps are not notified again"
+    );
+    // A lower tier never lowers it.
+    ingest(&mut e, vec![conflict("1")], t0() + Duration::minutes(3));
+    assert_eq!(e.live_incident(1).unwrap().tier, 2);
+    // Manual resolve; the return visit is due 3 working days later (Tuesday → Friday).
+    let mut r = Round::default();
+    e.resolve(1, "ops", t0() + Duration::hours(1), &mut r)
+        .unwrap();
+    assert_eq!(
+        step(&e, 1, "return-visit").deadline,
+        Some(t0() + Duration::hours(1) + Duration::days(3))
+    );
+    assert_eq!(step(&e, 1, "emergency-team").state, StepState::Skipped);
+}
+
+#[test]
+fn roll_call_is_done_when_everyone_is_safe_and_names_the_missing() {
+    let mut e = engine();
+    ingest(
+        &mut e,
+        vec![ev("disaster.alarm", "sh-003", Status::Firing, &[])],
+        t0(),
+    );
+    let rc = step(&e, 1, "roll-call");
+    let people: Vec<String> = rc.roll_call.iter().cloned().collect();
+    assert_eq!(
+        people,
+        ["guo.jun", "he.ping", "lin.na", "ma.chao", "xu.ming"]
+    );
+    let mut r = Round::default();
+    for p in &people[..4] {
+        e.step_action(
+            1,
+            "roll-call",
+            Verb::Safe,
+            Some(p),
+            None,
+            t0() + Duration::minutes(3),
+            &mut r,
+        )
+        .unwrap();
+    }
+    assert!(
+        e.step_action(
+            1,
+            "roll-call",
+            Verb::Safe,
+            Some("zhang.min"),
+            None,
+            t0(),
+            &mut r
+        )
+        .is_err(),
+        "not on this roll call"
+    );
+    assert_eq!(step(&e, 1, "roll-call").state, StepState::Notified);
+    e.step_action(
+        1,
+        "roll-call",
+        Verb::Safe,
+        Some("xu.ming"),
+        None,
+        t0() + Duration::minutes(4),
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(step(&e, 1, "roll-call").state, StepState::Done);
+}
+
+#[test]
+fn unmatched_events_are_counted() {
+    let mut e = engine();
+    let (out, r) = ingest(
+        &mut e,
+        vec![ev("atm.cash_low", "sh-001", Status::Firing, &[])],
+        t0(),
+    );
+    assert_eq!(out, vec![(1, vec![])]);
+    assert_eq!(r.stats.unmatched, 1);
+    assert!(!r.events[0].matched);
+}
+
+#[test]
+fn failing_command_fails_the_step_and_escalates() {
+    let mut l = loaded();
+    let mut pb = (*l.playbooks[0]).clone();
+    pb.steps[0].action = Action::Command {
+        argv: vec![crate::template::Template::parse("false").unwrap()],
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let kind = pb.trigger.kind.clone();
+    let labels: Vec<(String, String)> = pb.trigger.labels.clone().into_iter().collect();
+    let sid = pb.steps[0].id.clone();
+    l.playbooks = vec![Arc::new(pb)];
+    let mut e = Engine::new(l, Vec::new(), 1, 1, t0(), &mut Round::default());
+    let lab: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (_, r) = ingest(
+        &mut e,
+        vec![ev(&kind, "sh-001", Status::Firing, &lab)],
+        t0(),
+    );
+    assert_eq!(r.commands.len(), 1);
+    assert!(
+        r.commands[0]
+            .env
+            .contains(&("BRANCHGUARD_BRANCH".to_string(), "sh-001".to_string()))
+    );
+    let mut r = Round::default();
+    e.command_finished(
+        1,
+        &sid,
+        CommandOutcome {
+            exit_code: Some(3),
+            output: "boom".into(),
+        },
+        t0() + Duration::seconds(2),
+        &mut r,
+    );
+    assert_eq!(step(&e, 1, &sid).state, StepState::Failed);
+    assert!(r.history.iter().any(|h| h.what == "step.failed"));
+    assert!(
+        r.outbox
+            .iter()
+            .any(|n| n.recipient == "ops-centre" && n.subject.contains("FAILED"))
+    );
+}
