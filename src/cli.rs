@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,66 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = "branchguard.yaml")]
+        config: PathBuf,
+    },
+    /// Post an event to a running daemon.
+    Event {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        severity: Option<String>,
+        /// firing (default) or resolved
+        #[arg(long)]
+        status: Option<String>,
+        /// A label, as KEY=VALUE; may be repeated.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        #[arg(long)]
+        summary: Option<String>,
+        /// Post the events of this JSON file instead.
+        #[arg(long, conflicts_with_all = ["kind", "branch"])]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List incidents.
+    Incidents {
+        #[arg(long)]
+        open: bool,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        playbook: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one incident.
+    Incident {
+        #[command(subcommand)]
+        what: IncidentCommand,
+    },
+    /// Acknowledge a step.
+    Ack(StepArgs),
+    /// Mark a step done.
+    Done(StepArgs),
+    /// Confirm a person safe in a roll call (`--by PERSON`).
+    Safe(StepArgs),
+    /// Resolve an incident.
+    Resolve(IncidentArgs),
+    /// Escalate an incident to the operations centre and the branch head.
+    Escalate(IncidentArgs),
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
+    },
     /// Validate the config, playbooks and drills.
     Check {
         #[arg(long, default_value = "branchguard.yaml")]
@@ -38,6 +99,57 @@ pub enum Command {
         #[arg(long)]
         at: Option<DateTime<chrono::FixedOffset>>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    Show {
+        id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain; exit 1 naming the first broken row.
+    Verify {
+        #[arg(long, default_value = "branchguard.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// The daemon's base URL (default: from the config's `listen`).
+    #[arg(long, env = "BRANCHGUARD_URL")]
+    pub url: Option<String>,
+    #[arg(long, default_value = "branchguard.yaml")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StepArgs {
+    pub id: i64,
+    pub step: String,
+    /// Who is answering (a person id).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IncidentArgs {
+    pub id: i64,
+    #[arg(long)]
+    pub by: Option<String>,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 pub fn main() -> ExitCode {
@@ -61,6 +173,105 @@ fn load_or_report(path: &std::path::Path) -> Result<Loaded, ExitCode> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { config } => {
+            let loaded = match load_or_report(&config) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            run_daemon(loaded, config)
+        }
+        Command::Audit {
+            what: AuditCommand::Verify { config },
+        } => {
+            let loaded = match load_or_report(&config) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            audit_verify(&loaded.config.data_dir)
+        }
+        Command::Event {
+            kind,
+            branch,
+            severity,
+            status,
+            labels,
+            summary,
+            file,
+            client,
+        } => {
+            let body = match file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read {}", f.display()))?,
+                None => {
+                    let mut ev = serde_json::json!({
+                        "kind": kind.ok_or_else(|| anyhow::anyhow!("--kind is required (or --file)"))?,
+                        "branch": branch.ok_or_else(|| anyhow::anyhow!("--branch is required (or --file)"))?,
+                        "source": "cli",
+                    });
+                    if let Some(s) = severity {
+                        ev["severity"] = s.into();
+                    }
+                    if let Some(s) = status {
+                        ev["status"] = s.into();
+                    }
+                    if let Some(s) = summary {
+                        ev["summary"] = s.into();
+                    }
+                    let mut map = serde_json::Map::new();
+                    for l in labels {
+                        let (k, v) = l
+                            .split_once('=')
+                            .ok_or_else(|| anyhow::anyhow!("--label `{l}`: expected KEY=VALUE"))?;
+                        map.insert(k.to_string(), v.into());
+                    }
+                    ev["labels"] = serde_json::Value::Object(map);
+                    ev.to_string()
+                }
+            };
+            let c = crate::client::Client::new(&client)?;
+            let v = c.post_raw("/api/v1/events", body)?;
+            println!(
+                "accepted {} event(s); incidents: {}",
+                v["accepted"],
+                crate::client::ids(&v["incidents"])
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Incidents {
+            open,
+            branch,
+            playbook,
+            limit,
+            client,
+        } => {
+            let c = crate::client::Client::new(&client)?;
+            let mut q = vec![("limit".to_string(), limit.to_string())];
+            if open {
+                q.push(("status".into(), "open".into()));
+            }
+            if let Some(b) = branch {
+                q.push(("branch".into(), b));
+            }
+            if let Some(p) = playbook {
+                q.push(("playbook".into(), p));
+            }
+            let v = c.get("/api/v1/incidents", &q)?;
+            print!("{}", crate::client::incidents_table(&v, c.tz));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Incident {
+            what: IncidentCommand::Show { id, client },
+        } => {
+            let c = crate::client::Client::new(&client)?;
+            let v = c.get(&format!("/api/v1/incidents/{id}"), &[])?;
+            print!("{}", crate::client::incident_text(&v, c.tz));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ack(a) => step_command(a, "ack"),
+        Command::Done(a) => step_command(a, "done"),
+        Command::Safe(a) => step_command(a, "safe"),
+        Command::Resolve(a) => incident_command(a, "resolve"),
+        Command::Escalate(a) => incident_command(a, "escalate"),
         Command::Check { config } => Ok(match load_or_report(&config) {
             Ok(loaded) => {
                 println!("ok: {}", loaded.summary());
@@ -80,6 +291,118 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let now = at.map_or_else(crate::clock::now, |t| t.to_utc());
             Ok(match_command(&loaded, &event_file, now))
         }
+    }
+}
+
+fn body(by: Option<String>, note: Option<String>) -> String {
+    let mut b = serde_json::Map::new();
+    if let Some(by) = by {
+        b.insert("by".into(), by.into());
+    }
+    if let Some(n) = note {
+        b.insert("note".into(), n.into());
+    }
+    serde_json::Value::Object(b).to_string()
+}
+
+fn step_command(a: StepArgs, verb: &str) -> anyhow::Result<ExitCode> {
+    let c = crate::client::Client::new(&a.client)?;
+    let v = c.post_raw(
+        &format!("/api/v1/incidents/{}/steps/{}/{verb}", a.id, a.step),
+        body(a.by, a.note),
+    )?;
+    print!("{}", crate::client::incident_text(&v, c.tz));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn incident_command(a: IncidentArgs, action: &str) -> anyhow::Result<ExitCode> {
+    let c = crate::client::Client::new(&a.client)?;
+    let v = c.post_raw(
+        &format!("/api/v1/incidents/{}/{action}", a.id),
+        body(a.by, a.note),
+    )?;
+    print!("{}", crate::client::incident_text(&v, c.tz));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use crate::store::{AuditCheck, SqliteStore, Store};
+    let store = SqliteStore::open_read_only(data_dir)
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    match store.verify_audit()? {
+        AuditCheck::Ok { rows } => {
+            println!("audit log ok: {rows} rows, hash chain intact");
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCheck::Broken { seq, reason } => {
+            println!("audit log BROKEN at row {seq}: {reason}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn run_daemon(loaded: Loaded, config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let addr = loaded.config.listen;
+    if !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "listen {addr}: API authentication is not enforced yet, so branchguard listens on loopback addresses only"
+        );
+    }
+    if loaded.config.tokens.is_empty() {
+        tracing::warn!("no API tokens configured: loopback only, every request is allowed");
+    } else {
+        tracing::warn!(
+            "auth.tokens are configured but not yet enforced: loopback only, every request is allowed"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        // Tests and scripts read the real address (the config may say port 0).
+        println!("listening on {}", listener.local_addr()?);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let token = tokio_util::sync::CancellationToken::new();
+        let t = token.clone();
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("stopping");
+            t.cancel();
+        });
+        crate::daemon::run(listener, loaded, config_path, token).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -164,17 +164,13 @@ impl<'de> Deserialize<'de> for OneOrMany {
 
 /// Parses an API body: one JSON event or an array. The error names the field path.
 pub fn parse_json(body: &[u8]) -> Result<Vec<EventInput>, EventError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: Result<OneOrMany, _> = serde_path_to_error::deserialize(&mut de);
-    if parsed.is_ok()
-        && let Err(e) = de.end()
-    {
-        return Err(EventError {
-            field: None,
-            message: format!("malformed JSON: {e}"),
-        });
-    }
-    match parsed {
+    // Syntax first, so that "malformed JSON" means exactly that; then the shape,
+    // whose errors carry the path of the field at fault.
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| EventError {
+        field: None,
+        message: format!("malformed JSON: {e}"),
+    })?;
+    match serde_path_to_error::deserialize::<_, OneOrMany>(value) {
         Ok(v) if v.0.is_empty() => Err(EventError {
             field: None,
             message: "no events: expected an event object or a non-empty array".into(),
@@ -182,14 +178,11 @@ pub fn parse_json(body: &[u8]) -> Result<Vec<EventInput>, EventError> {
         Ok(v) => Ok(v.0),
         Err(e) => {
             let path = e.path().to_string();
-            let inner = e.into_inner();
             let field = (!path.is_empty() && path != ".").then_some(path);
-            let message = if inner.is_syntax() || inner.is_eof() {
-                format!("malformed JSON: {inner}")
-            } else {
-                inner.to_string()
-            };
-            Err(EventError { field, message })
+            Err(EventError {
+                field,
+                message: e.into_inner().to_string(),
+            })
         }
     }
 }
@@ -212,6 +205,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("[1].labels.a"));
+        let e = parse_json(br#"{"kind":"x","branch":"b","severity":3}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("severity"));
+        assert!(!e.message.contains("malformed"), "{}", e.message);
         let e = parse_json(br#"{"kind":"x""#).unwrap_err();
         assert!(e.message.starts_with("malformed JSON"), "{}", e.message);
         let e = parse_json(br#"{"branch":"b"}"#).unwrap_err();

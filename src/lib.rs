@@ -4,14 +4,20 @@
 //! sources (intake, drills) → core (matching, incidents, timers) → sinks (outbox, metrics).
 #![forbid(unsafe_code)]
 
+pub mod alertmanager;
+pub mod api;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod diag;
 pub mod duration;
 pub mod engine;
 pub mod event;
 pub mod matching;
+pub mod metrics;
 pub mod schedule;
+pub mod store;
 pub mod target;
 pub mod template;

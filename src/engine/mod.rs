@@ -88,6 +88,22 @@ impl Round {
     }
 }
 
+/// Who answered a step, and what they said.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Who<'a> {
+    pub by: Option<&'a str>,
+    pub note: Option<&'a str>,
+}
+
+impl<'a> Who<'a> {
+    pub fn new(by: Option<&'a str>, note: Option<&'a str>) -> Who<'a> {
+        Who { by, note }
+    }
+}
+
+/// The ids an ingested batch was given: per event, its id and its incidents.
+pub type Ingested = Vec<(i64, Vec<i64>)>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
     Ack,
@@ -238,7 +254,7 @@ impl Engine {
         events: Vec<(Event, DateTime<Utc>)>,
         now: DateTime<Utc>,
         round: &mut Round,
-    ) -> Vec<(i64, Vec<i64>)> {
+    ) -> Ingested {
         let mut out = Vec::with_capacity(events.len());
         for (ev, received_at) in events {
             let id = self.next_event;
@@ -857,10 +873,7 @@ impl Engine {
             };
             for idx in 0..pb.steps.len() {
                 let spec = &pb.steps[idx];
-                loop {
-                    let Some(inc) = self.live.get(&iid) else {
-                        break;
-                    };
+                while let Some(inc) = self.live.get(&iid) {
                     let run = &inc.steps[idx];
                     let (Some(start), true) = (run.activated_at, run.state.is_open()) else {
                         break;
@@ -950,11 +963,11 @@ impl Engine {
         iid: i64,
         step: &str,
         verb: Verb,
-        by: Option<&str>,
-        note: Option<&str>,
+        who: Who<'_>,
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Result<(), ActionError> {
+        let Who { by, note } = who;
         let inc = self
             .live
             .get_mut(&iid)

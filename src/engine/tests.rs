@@ -208,8 +208,7 @@ fn acknowledgement_records_the_response_time_and_stops_nothing_else() {
         1,
         "switch-to-backup",
         Verb::Ack,
-        Some("sun.hao"),
-        None,
+        Who::new(Some("sun.hao"), None),
         t0() + Duration::seconds(90),
         &mut r,
     )
@@ -219,14 +218,20 @@ fn acknowledgement_records_the_response_time_and_stops_nothing_else() {
         (sw.state, sw.response_seconds, sw.by.as_deref()),
         (StepState::Acknowledged, Some(90.0), Some("sun.hao"))
     );
-    let again = e.step_action(1, "switch-to-backup", Verb::Ack, None, None, t0(), &mut r);
+    let again = e.step_action(
+        1,
+        "switch-to-backup",
+        Verb::Ack,
+        Who::new(None, None),
+        t0(),
+        &mut r,
+    );
     assert!(matches!(again, Err(ActionError::Conflict(_))));
     e.step_action(
         1,
         "switch-to-backup",
         Verb::Done,
-        Some("sun.hao"),
-        Some("on backup"),
+        Who::new(Some("sun.hao"), Some("on backup")),
         t0() + Duration::minutes(4),
         &mut r,
     )
@@ -237,11 +242,18 @@ fn acknowledgement_records_the_response_time_and_stops_nothing_else() {
         "response time is the first answer"
     );
     assert!(matches!(
-        e.step_action(1, "nope", Verb::Ack, None, None, t0(), &mut r),
+        e.step_action(1, "nope", Verb::Ack, Who::new(None, None), t0(), &mut r),
         Err(ActionError::NoStep(..))
     ));
     assert!(matches!(
-        e.step_action(1, "backfill-ledger", Verb::Ack, None, None, t0(), &mut r),
+        e.step_action(
+            1,
+            "backfill-ledger",
+            Verb::Ack,
+            Who::new(None, None),
+            t0(),
+            &mut r
+        ),
         Err(ActionError::Conflict(_))
     ));
 }
@@ -347,8 +359,7 @@ fn roll_call_is_done_when_everyone_is_safe_and_names_the_missing() {
             1,
             "roll-call",
             Verb::Safe,
-            Some(p),
-            None,
+            Who::new(Some(p), None),
             t0() + Duration::minutes(3),
             &mut r,
         )
@@ -359,8 +370,7 @@ fn roll_call_is_done_when_everyone_is_safe_and_names_the_missing() {
             1,
             "roll-call",
             Verb::Safe,
-            Some("zhang.min"),
-            None,
+            Who::new(Some("zhang.min"), None),
             t0(),
             &mut r
         )
@@ -372,8 +382,7 @@ fn roll_call_is_done_when_everyone_is_safe_and_names_the_missing() {
         1,
         "roll-call",
         Verb::Safe,
-        Some("xu.ming"),
-        None,
+        Who::new(Some("xu.ming"), None),
         t0() + Duration::minutes(4),
         &mut r,
     )

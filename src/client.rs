@@ -1,0 +1,207 @@
+//! The command-line client of a running daemon: requests and readable tables.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use chrono::DateTime;
+use chrono_tz::Tz;
+use serde_json::Value;
+
+use crate::cli::ClientArgs;
+
+pub struct Client {
+    base: String,
+    http: reqwest::blocking::Client,
+    token: Option<String>,
+    /// Times are shown in the bank's time zone when the config can be read.
+    pub tz: Tz,
+}
+
+impl Client {
+    pub fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        let loaded = crate::config::load(&args.config).ok();
+        let base = match (&args.url, &loaded) {
+            (Some(u), _) => u.trim_end_matches('/').to_string(),
+            (None, Some(l)) => format!("http://{}", l.config.listen),
+            (None, None) => "http://127.0.0.1:9700".to_string(),
+        };
+        Ok(Client {
+            base,
+            http: reqwest::blocking::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()?,
+            token: std::env::var("BRANCHGUARD_TOKEN").ok(),
+            tz: loaded.map_or(Tz::UTC, |l| l.config.calendar.timezone),
+        })
+    }
+
+    fn send(&self, req: reqwest::blocking::RequestBuilder) -> anyhow::Result<Value> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req
+            .send()
+            .with_context(|| format!("cannot reach branchguard at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text()?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let msg = v["error"].as_str().unwrap_or("request failed");
+            match v["field"].as_str() {
+                Some(f) => bail!("{status}: {msg} (field {f})"),
+                None => bail!("{status}: {msg}"),
+            }
+        }
+        Ok(v)
+    }
+
+    pub fn get(&self, path: &str, query: &[(String, String)]) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query))
+    }
+
+    pub fn post_raw(&self, path: &str, body: String) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+    }
+}
+
+pub fn ids(v: &Value) -> String {
+    match v.as_array() {
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .map(|x| format!("#{x}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "none".to_string(),
+    }
+}
+
+fn time(v: &Value, tz: Tz) -> String {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".to_string())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn incidents_table(v: &Value, tz: Tz) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<6} {:<9} {:<22} {:<8} {:<4} {:<20} {:<6} STEPS",
+        "ID", "STATUS", "PLAYBOOK", "BRANCH", "TIER", "OPENED", "EVENTS"
+    );
+    for i in v["items"].as_array().into_iter().flatten() {
+        let steps = i["steps"].as_array().cloned().unwrap_or_default();
+        let count = |st: &str| steps.iter().filter(|x| x["state"] == st).count();
+        let mut summary = format!(
+            "{}/{} done",
+            count("done"),
+            steps
+                .iter()
+                .filter(|x| x["state"] != "skipped" && x["state"] != "pending")
+                .count()
+        );
+        if count("overdue") > 0 {
+            summary.push_str(&format!(", {} overdue", count("overdue")));
+        }
+        let drill = if i["drill"] == true { " [DRILL]" } else { "" };
+        let _ = writeln!(
+            out,
+            "{:<6} {:<9} {:<22} {:<8} {:<4} {:<20} {:<6} {summary}{drill}",
+            s(&i["id"]),
+            s(&i["status"]),
+            s(&i["playbook"]),
+            s(&i["branch"]),
+            s(&i["tier"]),
+            time(&i["opened_at"], tz),
+            s(&i["event_count"])
+        );
+    }
+    if v["next"].is_number() {
+        let _ = writeln!(out, "(more: --cursor {})", v["next"]);
+    }
+    out
+}
+
+pub fn incident_text(i: &Value, tz: Tz) -> String {
+    let mut out = String::new();
+    let drill = if i["drill"] == true { " [DRILL]" } else { "" };
+    let _ = writeln!(
+        out,
+        "Incident #{} {}{} — {} at {}, tier {}",
+        s(&i["id"]),
+        s(&i["playbook"]),
+        drill,
+        s(&i["status"]),
+        s(&i["branch"]),
+        s(&i["tier"])
+    );
+    let _ = writeln!(
+        out,
+        "Opened {}   resolved {}   events {}",
+        time(&i["opened_at"], tz),
+        time(&i["resolved_at"], tz),
+        s(&i["event_count"])
+    );
+    if let Some(sum) = i["summary"].as_str() {
+        let _ = writeln!(out, "{sum}");
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:<13} {:<28} {:<20} {:<10} BY",
+        "STEP", "STATE", "ASSIGNEE", "DEADLINE", "RESPONSE"
+    );
+    for st in i["steps"].as_array().into_iter().flatten() {
+        let resp = st["response_seconds"]
+            .as_f64()
+            .map_or("-".to_string(), |r| format!("{r:.0}s"));
+        let _ = writeln!(
+            out,
+            "{:<24} {:<13} {:<28} {:<20} {:<10} {}",
+            s(&st["id"]),
+            s(&st["state"]),
+            s(&st["assignee"]),
+            time(&st["deadline"], tz),
+            resp,
+            s(&st["by"])
+        );
+        if let Some(missing) = st["roll_call"]["missing"]
+            .as_array()
+            .filter(|m| !m.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "{:<24} missing: {}",
+                "",
+                missing.iter().map(s).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if let Some(h) = i["history"].as_array() {
+        let _ = writeln!(out, "\nHistory:");
+        for e in h {
+            let _ = writeln!(
+                out,
+                "  {}  {:<20} {:<12} {}",
+                time(&e["at"], tz),
+                s(&e["what"]),
+                s(&e["by"]),
+                s(&e["detail"]).replace('\n', "\n      ")
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,508 @@
+//! The running daemon: wires the sources (HTTP intake), the engine thread and
+//! the sinks (store, command runner) together.
+//!
+//! The engine runs on its own thread and owns the store's writer connection.
+//! Requests queue on a channel; each turn of the loop takes everything queued
+//! (up to `engine.max_batch` inputs), lets the engine decide, fires due timers,
+//! writes the whole round in one transaction (group commit) and only then
+//! answers the waiting requests.
+//!
+//! **Invariant:** no request is answered before what it caused is committed.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::config::Loaded;
+use crate::engine::{
+    ActionError, CommandOutcome, CommandRequest, Engine, Ingested, Round, Verb, Who,
+};
+use crate::event::Event;
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// What the engine thread is asked to do.
+pub enum Input {
+    Events {
+        events: Vec<Event>,
+        received_at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Ingested, String>>,
+    },
+    Step {
+        incident: i64,
+        step: String,
+        verb: Verb,
+        by: Option<String>,
+        note: Option<String>,
+        reply: oneshot::Sender<Result<(), ActionError>>,
+    },
+    Resolve {
+        incident: i64,
+        by: String,
+        reply: oneshot::Sender<Result<(), ActionError>>,
+    },
+    Escalate {
+        incident: i64,
+        by: String,
+        note: Option<String>,
+        reply: oneshot::Sender<Result<(), ActionError>>,
+    },
+    CommandFinished {
+        incident: i64,
+        step: String,
+        outcome: CommandOutcome,
+    },
+    Reload {
+        loaded: Box<Loaded>,
+    },
+    Shutdown,
+}
+
+/// A cheap, cloneable way to talk to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("the engine has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Store(String),
+    #[error(transparent)]
+    Action(#[from] ActionError),
+}
+
+impl EngineHandle {
+    pub fn send(&self, input: Input) -> Result<(), HandleError> {
+        self.tx.send(input).map_err(|_| HandleError::Stopped)
+    }
+
+    pub async fn ingest(
+        &self,
+        events: Vec<Event>,
+        received_at: DateTime<Utc>,
+    ) -> Result<Ingested, HandleError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Events {
+            events,
+            received_at,
+            reply,
+        })?;
+        rx.await
+            .map_err(|_| HandleError::Stopped)?
+            .map_err(HandleError::Store)
+    }
+
+    pub async fn act(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), ActionError>>) -> Input,
+    ) -> Result<(), HandleError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply))?;
+        Ok(rx.await.map_err(|_| HandleError::Stopped)??)
+    }
+}
+
+/// The configuration in force, shared with the API.
+pub struct Shared {
+    pub loaded: RwLock<Loaded>,
+    pub config_path: PathBuf,
+    pub reader: Mutex<SqliteStore>,
+    pub engine: EngineHandle,
+    pub started_at: DateTime<Utc>,
+    /// The outcome of the last reload, for `/api/v1/status`.
+    pub last_reload: Mutex<serde_json::Value>,
+}
+
+type Reply = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+struct EngineThread {
+    engine: Engine,
+    store: SqliteStore,
+    rx: mpsc::Receiver<Input>,
+    tx: mpsc::Sender<Input>,
+    runtime: tokio::runtime::Handle,
+    workdir: PathBuf,
+}
+
+impl EngineThread {
+    fn run(mut self) {
+        let mut stop = false;
+        while !stop {
+            let wait = self
+                .engine
+                .next_due()
+                .map(|d| (d - clock::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(3600));
+            let first = match self.rx.recv_timeout(wait) {
+                Ok(i) => Some(i),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let max = self.engine.loaded().config.engine.max_batch;
+            let mut inputs: Vec<Input> = first.into_iter().collect();
+            let mut events = inputs.iter().map(input_weight).sum::<usize>();
+            while events < max {
+                match self.rx.try_recv() {
+                    Ok(i) => {
+                        events += input_weight(&i);
+                        inputs.push(i);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let now = clock::now();
+            let mut round = Round::default();
+            let mut replies: Vec<Reply> = Vec::new();
+            for input in inputs {
+                if matches!(input, Input::Shutdown) {
+                    stop = true;
+                    continue;
+                }
+                self.handle(input, now, &mut round, &mut replies);
+            }
+            self.engine.tick(now, &mut round);
+            self.engine.finish(&mut round);
+            let started = clock::Stopwatch::start();
+            let result = if round.is_empty() {
+                Ok(())
+            } else {
+                self.store.commit(&round)
+            };
+            crate::metrics::get()
+                .commit_seconds
+                .observe(started.seconds());
+            match result {
+                Ok(()) => {
+                    crate::metrics::record_round(&round);
+                    if !round.incidents.is_empty() {
+                        crate::metrics::open_incidents(self.engine.live());
+                    }
+                    for r in replies {
+                        r(Ok(()));
+                    }
+                    for c in std::mem::take(&mut round.commands) {
+                        self.spawn_command(c);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "could not store a round of work, nothing of it was answered: {e}"
+                    );
+                    let msg = format!("could not store: {e}");
+                    for r in replies {
+                        r(Err(&msg));
+                    }
+                    self.recover();
+                }
+            }
+        }
+        tracing::info!("engine stopped");
+    }
+
+    /// After a failed commit the in-memory state is ahead of the store: rebuild it.
+    fn recover(&mut self) {
+        match self.store.load_live() {
+            Ok(live) => {
+                let mut round = Round::default();
+                self.engine = Engine::new(
+                    self.engine.loaded().clone(),
+                    live.incidents,
+                    live.next_incident,
+                    live.next_event,
+                    clock::now(),
+                    &mut round,
+                );
+            }
+            Err(e) => tracing::error!("could not reload state after a failed commit: {e}"),
+        }
+    }
+
+    fn handle(
+        &mut self,
+        input: Input,
+        now: DateTime<Utc>,
+        round: &mut Round,
+        replies: &mut Vec<Reply>,
+    ) {
+        match input {
+            Input::Events {
+                events,
+                received_at,
+                reply,
+            } => {
+                let n = events.len();
+                let out = self.engine.ingest(
+                    events.into_iter().map(|e| (e, received_at)).collect(),
+                    now,
+                    round,
+                );
+                debug_assert_eq!(out.len(), n);
+                replies.push(Box::new(move |r| {
+                    let _ = reply.send(r.map(|()| out).map_err(str::to_string));
+                }));
+            }
+            Input::Step {
+                incident,
+                step,
+                verb,
+                by,
+                note,
+                reply,
+            } => {
+                let r = self.engine.step_action(
+                    incident,
+                    &step,
+                    verb,
+                    Who::new(by.as_deref(), note.as_deref()),
+                    now,
+                    round,
+                );
+                replies.push(action_reply(reply, r));
+            }
+            Input::Resolve {
+                incident,
+                by,
+                reply,
+            } => {
+                let r = self.engine.resolve(incident, &by, now, round);
+                replies.push(action_reply(reply, r));
+            }
+            Input::Escalate {
+                incident,
+                by,
+                note,
+                reply,
+            } => {
+                let r = self
+                    .engine
+                    .escalate(incident, &by, note.as_deref(), now, round);
+                replies.push(action_reply(reply, r));
+            }
+            Input::CommandFinished {
+                incident,
+                step,
+                outcome,
+            } => {
+                self.engine
+                    .command_finished(incident, &step, outcome, now, round);
+            }
+            Input::Reload { loaded } => self.engine.reload(*loaded),
+            Input::Shutdown => {}
+        }
+    }
+
+    fn spawn_command(&self, c: CommandRequest) {
+        let tx = self.tx.clone();
+        let workdir = self.workdir.clone();
+        self.runtime.spawn(async move {
+            let outcome = run_command(&c, &workdir).await;
+            let _ = tx.send(Input::CommandFinished {
+                incident: c.incident,
+                step: c.step,
+                outcome,
+            });
+        });
+    }
+}
+
+fn input_weight(i: &Input) -> usize {
+    match i {
+        Input::Events { events, .. } => events.len().max(1),
+        _ => 1,
+    }
+}
+
+fn action_reply(
+    reply: oneshot::Sender<Result<(), ActionError>>,
+    r: Result<(), ActionError>,
+) -> Reply {
+    Box::new(move |stored| {
+        let out = match (stored, r) {
+            (Ok(()), r) => r,
+            (Err(msg), _) => Err(ActionError::Invalid(msg.to_string())),
+        };
+        let _ = reply.send(out);
+    })
+}
+
+/// Runs a command step with its timeout; output is captured for the history.
+async fn run_command(c: &CommandRequest, workdir: &Path) -> CommandOutcome {
+    let Some((prog, args)) = c.argv.split_first() else {
+        return CommandOutcome {
+            exit_code: None,
+            output: "empty command".into(),
+        };
+    };
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .envs(c.env.iter().cloned())
+        .current_dir(workdir)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
+    match tokio::time::timeout(c.timeout, cmd.output()).await {
+        Ok(Ok(out)) => {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            CommandOutcome {
+                exit_code: out.status.code(),
+                output: text,
+            }
+        }
+        Ok(Err(e)) => CommandOutcome {
+            exit_code: None,
+            output: format!("could not start `{prog}`: {e}"),
+        },
+        Err(_) => CommandOutcome {
+            exit_code: None,
+            output: format!("timed out after {}", crate::duration::short(c.timeout)),
+        },
+    }
+}
+
+/// Starts the engine thread on an opened store. Returns the handle and the thread.
+pub fn start_engine(
+    loaded: Loaded,
+    mut store: SqliteStore,
+    workdir: PathBuf,
+) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StoreError> {
+    let live = store.load_live()?;
+    let mut round = Round::default();
+    let now = clock::now();
+    let engine = Engine::new(
+        loaded,
+        live.incidents,
+        live.next_incident,
+        live.next_event,
+        now,
+        &mut round,
+    );
+    let (tx, rx) = mpsc::channel();
+    let handle = EngineHandle { tx: tx.clone() };
+    let runtime = tokio::runtime::Handle::current();
+    let mut thread = EngineThread {
+        engine,
+        store,
+        rx,
+        tx,
+        runtime,
+        workdir,
+    };
+    if !round.history.is_empty() {
+        thread.engine.finish(&mut round);
+        thread.store.commit(&round)?;
+        for c in std::mem::take(&mut round.commands) {
+            thread.spawn_command(c);
+        }
+    }
+    let join = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || thread.run())
+        .map_err(|source| StoreError::DataDir {
+            path: "engine thread".into(),
+            source,
+        })?;
+    Ok((handle, join))
+}
+
+/// Runs the daemon on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    loaded: Loaded,
+    config_path: PathBuf,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let data_dir = loaded.config.data_dir.clone();
+    let store = SqliteStore::open(&data_dir)?;
+    let reader = SqliteStore::open_read_only(&data_dir)?;
+    let workdir = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    crate::metrics::config_loaded(&loaded, true);
+    let (engine, join) = start_engine(loaded.clone(), store, workdir)?;
+    let shared = Arc::new(Shared {
+        loaded: RwLock::new(loaded),
+        config_path,
+        reader: Mutex::new(reader),
+        engine: engine.clone(),
+        started_at: clock::now(),
+        last_reload: Mutex::new(
+            serde_json::json!({ "at": clock::now(), "ok": true, "trigger": "start-up" }),
+        ),
+    });
+    #[cfg(unix)]
+    {
+        let s = Arc::clone(&shared);
+        let token = shutdown.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = hup.recv() => {
+                        let s = Arc::clone(&s);
+                        let _ = tokio::task::spawn_blocking(move || reload(&s, "SIGHUP")).await;
+                    }
+                }
+            }
+        });
+    }
+    let app = crate::api::router(Arc::clone(&shared));
+    tracing::info!("listening on {}", listener.local_addr()?);
+    let token = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
+    let _ = engine.send(Input::Shutdown);
+    let _ = tokio::task::spawn_blocking(move || join.join()).await;
+    Ok(())
+}
+
+/// The one reload path: start-up, SIGHUP and the API all call this.
+pub fn reload(shared: &Shared, trigger: &str) -> Result<String, crate::diag::Diagnostics> {
+    let result = crate::config::load(&shared.config_path);
+    if let Ok(mut r) = shared.last_reload.lock() {
+        *r = match &result {
+            Ok(_) => serde_json::json!({ "at": clock::now(), "ok": true, "trigger": trigger }),
+            Err(d) => {
+                serde_json::json!({ "at": clock::now(), "ok": false, "trigger": trigger, "errors": d.0.iter().map(|x| x.to_string()).collect::<Vec<_>>() })
+            }
+        };
+    }
+    match &result {
+        Ok(_) => tracing::info!("configuration reloaded ({trigger})"),
+        Err(d) => tracing::error!(
+            "configuration reload ({trigger}) refused; the previous set keeps running:\n{d}"
+        ),
+    }
+    match result {
+        Ok(loaded) => {
+            let summary = loaded.summary();
+            crate::metrics::config_loaded(&loaded, true);
+            if let Ok(mut l) = shared.loaded.write() {
+                *l = loaded.clone();
+            }
+            let _ = shared.engine.send(Input::Reload {
+                loaded: Box::new(loaded),
+            });
+            Ok(summary)
+        }
+        Err(d) => {
+            if let Ok(l) = shared.loaded.read() {
+                crate::metrics::config_loaded(&l, false);
+            }
+            Err(d)
+        }
+    }
+}

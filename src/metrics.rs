@@ -1,0 +1,242 @@
+//! Every Prometheus metric of SPEC §9 is defined and updated here, and nowhere
+//! else: the engine reports what a round decided, the API what it refused.
+//!
+//! **Invariant:** label values come from configuration (playbook and step ids,
+//! branches) or small fixed sets — never incident ids or free text.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::config::Loaded;
+use crate::engine::{Incident, IncidentStatus, Round};
+
+pub struct Metrics {
+    registry: Registry,
+    events_received: IntCounterVec,
+    events_rejected: IntCounterVec,
+    events_unmatched: IntCounter,
+    incidents_opened: IntCounterVec,
+    incidents_open: IntGaugeVec,
+    steps_overdue: IntCounterVec,
+    escalations: IntCounterVec,
+    step_response: HistogramVec,
+    incident_duration: HistogramVec,
+    pub notifications: IntCounterVec,
+    pub outbox_pending: IntGauge,
+    config_reloads: IntCounterVec,
+    playbooks_loaded: IntGauge,
+    pub commit_seconds: Histogram,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace("branchguard"), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help)
+            .namespace("branchguard")
+            .buckets(buckets),
+        labels,
+    )
+    .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(h.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    h
+}
+
+// Metric definitions are fixed at compile time; a failure here is a programming error.
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let r = Registry::new();
+    let events_unmatched = IntCounter::with_opts(
+        Opts::new("events_unmatched_total", "Events that matched no playbook")
+            .namespace("branchguard"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.register(Box::new(events_unmatched.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let incidents_open = IntGaugeVec::new(
+        Opts::new("incidents_open", "Open incidents").namespace("branchguard"),
+        &["playbook", "tier"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.register(Box::new(incidents_open.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let outbox_pending = IntGauge::with_opts(
+        Opts::new("outbox_pending", "Notifications not yet delivered").namespace("branchguard"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.register(Box::new(outbox_pending.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let playbooks_loaded = IntGauge::with_opts(
+        Opts::new("playbooks_loaded", "Playbooks in force").namespace("branchguard"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.register(Box::new(playbooks_loaded.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let commit_seconds = Histogram::with_opts(
+        HistogramOpts::new(
+            "store_commit_seconds",
+            "Time to write one round (group commit)",
+        )
+        .namespace("branchguard")
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.register(Box::new(commit_seconds.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let response_buckets = vec![
+        5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+    ];
+    let duration_buckets = vec![
+        60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0, 259200.0,
+    ];
+    Metrics {
+        events_received: counter(&r, "events_received_total", "Events accepted", &["source"]),
+        events_rejected: counter(&r, "events_rejected_total", "Events refused", &["reason"]),
+        events_unmatched,
+        incidents_opened: counter(
+            &r,
+            "incidents_opened_total",
+            "Incidents opened",
+            &["playbook", "drill"],
+        ),
+        incidents_open,
+        steps_overdue: counter(
+            &r,
+            "steps_overdue_total",
+            "Steps past their deadline",
+            &["playbook", "step"],
+        ),
+        escalations: counter(&r, "escalations_total", "Escalations sent", &["playbook"]),
+        step_response: histogram(
+            &r,
+            "step_response_seconds",
+            "First acknowledgement minus notification",
+            &["playbook", "step"],
+            response_buckets,
+        ),
+        incident_duration: histogram(
+            &r,
+            "incident_duration_seconds",
+            "Opened to resolved",
+            &["playbook"],
+            duration_buckets,
+        ),
+        notifications: counter(
+            &r,
+            "notifications_total",
+            "Notification deliveries",
+            &["channel", "outcome"],
+        ),
+        outbox_pending,
+        config_reloads: counter(
+            &r,
+            "config_reloads_total",
+            "Configuration loads",
+            &["result"],
+        ),
+        playbooks_loaded,
+        commit_seconds,
+        registry: r,
+    }
+});
+
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+/// Sources are free text on the wire; only known ones become label values.
+fn source_label(s: &str) -> &'static str {
+    match s {
+        "probe" => "probe",
+        "host" => "host",
+        "api" => "api",
+        "alertmanager" => "alertmanager",
+        "spool" => "spool",
+        "drill" => "drill",
+        "cli" => "cli",
+        _ => "other",
+    }
+}
+
+pub fn record_round(round: &Round) {
+    let m = get();
+    for e in &round.events {
+        m.events_received
+            .with_label_values(&[source_label(&e.event.source)])
+            .inc();
+    }
+    m.events_unmatched.inc_by(round.stats.unmatched);
+    for (pb, drill) in &round.stats.opened {
+        m.incidents_opened
+            .with_label_values(&[pb.as_str(), if *drill { "true" } else { "false" }])
+            .inc();
+    }
+    for pb in &round.stats.escalations {
+        m.escalations.with_label_values(&[pb.as_str()]).inc();
+    }
+    for (pb, step) in &round.stats.overdue {
+        m.steps_overdue
+            .with_label_values(&[pb.as_str(), step.as_str()])
+            .inc();
+    }
+    for (pb, step, secs) in &round.stats.responses {
+        m.step_response
+            .with_label_values(&[pb.as_str(), step.as_str()])
+            .observe(*secs);
+    }
+    for (pb, secs) in &round.stats.resolved {
+        m.incident_duration
+            .with_label_values(&[pb.as_str()])
+            .observe(*secs);
+    }
+}
+
+/// Recomputes the open-incident gauge from the engine's live incidents.
+pub fn open_incidents<'a>(live: impl Iterator<Item = &'a Incident>) {
+    let m = get();
+    m.incidents_open.reset();
+    for i in live.filter(|i| i.status == IncidentStatus::Open) {
+        m.incidents_open
+            .with_label_values(&[i.playbook_id.as_str(), &i.tier.to_string()])
+            .inc();
+    }
+}
+
+pub fn event_rejected(reason: &'static str) {
+    get().events_rejected.with_label_values(&[reason]).inc();
+}
+
+pub fn config_loaded(loaded: &Loaded, ok: bool) {
+    let m = get();
+    m.config_reloads
+        .with_label_values(&[if ok { "success" } else { "failure" }])
+        .inc();
+    if ok {
+        m.playbooks_loaded.set(loaded.playbooks.len() as i64);
+    }
+}
+
+/// The Prometheus text format of everything above.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&get().registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
