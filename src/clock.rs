@@ -2,11 +2,13 @@
 //! argument, so timer logic is tested with any time it likes (clippy's
 //! `disallowed-methods` keeps it that way).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
+/// The current time, to the millisecond: the precision the store keeps, so a
+/// time read back compares equal to the time that was decided on.
 #[allow(clippy::disallowed_methods)]
 pub fn now() -> DateTime<Utc> {
-    Utc::now()
+    Utc::now().trunc_subsecs(3)
 }
 
 /// Measures how long something took (for metrics and benchmarks, never for timers).

@@ -24,8 +24,9 @@ use crate::matching::{self, Match};
 use crate::target::Target;
 pub use incident::*;
 
-/// How far past its moment a timer may fire before it is called late in the history.
-const LATE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+/// How far past its moment a timer may fire before it is called late in the
+/// history: well above the loop's jitter (milliseconds), well below a restart.
+const LATE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
 /// An accepted event with the id the engine gave it.
 #[derive(Debug, Clone)]

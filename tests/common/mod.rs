@@ -30,6 +30,11 @@ impl Fixture {
         Fixture::from(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/base"))
     }
 
+    /// A copy of `tests/fixtures/engine`: seconds-scale deadlines for the daemon.
+    pub fn engine() -> Fixture {
+        Fixture::from(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/engine"))
+    }
+
     /// A copy of the repository's bundled example network.
     pub fn bundled() -> Fixture {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -97,4 +102,136 @@ impl Output {
             .filter(|l| !l.ends_with("error(s)"))
             .collect()
     }
+}
+
+/// Waits for `f` to return `Some`, polling, for at most `timeout`.
+pub fn wait_for<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// The real `branchguard run` on a free loopback port, in a fixture directory.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub url: String,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Daemon {
+    pub fn start(f: &Fixture) -> Daemon {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("branchguard"))
+            .current_dir(f.dir.path())
+            .args(["run"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start branchguard");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the daemon printed its address");
+        let addr = line
+            .strip_prefix("listening on ")
+            .expect("a `listening on` line")
+            .to_string();
+        Daemon {
+            child,
+            url: format!("http://{addr}"),
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("GET");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().expect("JSON")
+    }
+
+    /// POSTs a body; returns the status code and the JSON answer.
+    pub fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("POST");
+        let code = r.status().as_u16();
+        (code, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
+    pub fn incident(&self, id: i64) -> serde_json::Value {
+        self.get(&format!("/api/v1/incidents/{id}"))
+    }
+
+    /// `kill -9`: no chance to flush or say goodbye.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let status = wait_for(
+            std::time::Duration::from_secs(30),
+            "the daemon to exit",
+            || self.child.try_wait().ok().flatten(),
+        );
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The step `id` of an incident resource.
+pub fn step<'a>(incident: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    incident["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["id"] == id))
+        .unwrap_or_else(|| panic!("no step {id} in {incident}"))
+}
+
+/// History lines of an incident whose `what` is `what`.
+pub fn history<'a>(incident: &'a serde_json::Value, what: &str) -> Vec<&'a serde_json::Value> {
+    incident["history"]
+        .as_array()
+        .map(|h| h.iter().filter(|x| x["what"] == what).collect())
+        .unwrap_or_default()
 }

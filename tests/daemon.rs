@@ -1,0 +1,501 @@
+//! The real daemon on a free loopback port with a temporary data directory:
+//! intake, matching, tiers, resolution, timers, restart after `kill -9`,
+//! concurrent intake, bad input and the audit log.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{Daemon, Fixture, history, step, wait_for};
+use serde_json::{Value, json};
+
+const CORE_DOWN: &str = r#"{"kind":"system.down","branch":"br-a","severity":"critical","labels":{"system":"core"},"summary":"core down"}"#;
+
+fn at(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
+        .unwrap()
+        .to_utc()
+}
+
+#[test]
+fn events_open_attach_raise_tier_resolve_and_unmatched_are_listed() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+
+    let (code, body) = d.post("/api/v1/events", CORE_DOWN);
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["incidents"], json!([1]));
+    let (code, body) = d.post("/api/v1/events", CORE_DOWN);
+    assert_eq!(
+        (code, &body["incidents"]),
+        (202, &json!([1])),
+        "the same event joins the open incident"
+    );
+    let inc = d.incident(1);
+    assert_eq!(inc["playbook"], "failover");
+    assert_eq!(inc["event_count"], 2);
+    assert_eq!(inc["group"], json!({"branch": "br-a", "system": "core"}));
+    assert_eq!(step(&inc, "switch")["state"], "notified");
+    assert_eq!(history(&inc, "incident.opened").len(), 1);
+
+    // Tier 1, then tier 2 on the same group: the tier-2 step starts.
+    let (_, body) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"customer.conflict","branch":"br-a","labels":{"conflict_level":"1"}}"#,
+    );
+    let conflict = body["incidents"][0].as_i64().unwrap();
+    assert_eq!(step(&d.incident(conflict), "security")["state"], "pending");
+    let (_, body) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"customer.conflict","branch":"br-a","labels":{"conflict_level":"2"}}"#,
+    );
+    assert_eq!(body["incidents"], json!([conflict]));
+    let inc = d.incident(conflict);
+    assert_eq!(inc["tier"], 2);
+    assert_eq!(step(&inc, "security")["state"], "notified");
+    assert_eq!(step(&inc, "security")["assignee"], "role:security");
+
+    // A resolved event resolves the auto-resolving incident and starts the follow-up.
+    let (code, _) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"system.down","branch":"br-a","status":"resolved","labels":{"system":"core"}}"#,
+    );
+    assert_eq!(code, 202);
+    let inc = d.incident(1);
+    assert_eq!(inc["status"], "resolved");
+    assert_eq!(step(&inc, "backfill")["state"], "notified");
+    let deadline = at(&step(&inc, "backfill")["deadline"]);
+    assert_eq!(
+        deadline - at(&inc["resolved_at"]),
+        chrono::Duration::hours(1),
+        "counted from resolution"
+    );
+
+    // Unmatched events are stored and listed.
+    let (code, body) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"atm.cash_low","branch":"br-b"}"#,
+    );
+    assert_eq!((code, &body["incidents"]), (202, &json!([])));
+    let unmatched = d.get("/api/v1/events?matched=false");
+    let items = unmatched["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{unmatched}");
+    assert_eq!(items[0]["kind"], "atm.cash_low");
+    assert_eq!(
+        d.get("/api/v1/incidents?status=open")["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let listed = d.get("/api/v1/incidents?playbook=failover");
+    assert_eq!(listed["items"][0]["id"], 1);
+    let metrics = d
+        .http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("branchguard_events_unmatched_total 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn escalation_and_overdue_happen_at_the_configured_times() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN);
+    let inc = wait_for(Duration::from_secs(15), "the overdue mark", || {
+        let inc = d.incident(1);
+        (step(&inc, "switch")["state"] == "overdue").then_some(inc)
+    });
+    let opened = at(&inc["opened_at"]);
+    let esc = history(&inc, "step.escalated");
+    assert_eq!(esc.len(), 1, "{inc}");
+    let esc_after = (at(&esc[0]["at"]) - opened).num_milliseconds();
+    assert!(
+        (2000..5000).contains(&esc_after),
+        "escalated {esc_after} ms after opening, configured 2s"
+    );
+    let overdue = history(&inc, "step.overdue");
+    assert_eq!(overdue.len(), 1);
+    let overdue_after = (at(&overdue[0]["at"]) - opened).num_milliseconds();
+    assert!(
+        (4000..7000).contains(&overdue_after),
+        "overdue {overdue_after} ms after opening, configured 4s"
+    );
+    // Both are in the outbox: the escalation to the branch head and the ops centre,
+    // the overdue mark to the ops centre once more.
+    let outbox = inc["outbox"].as_array().unwrap();
+    let to = |recipient: &str, word: &str| {
+        outbox
+            .iter()
+            .filter(|n| {
+                n["recipient"] == recipient && n["subject"].as_str().unwrap().contains(word)
+            })
+            .count()
+    };
+    assert_eq!(to("head.a@bank.example", "ESCALATION"), 1, "{outbox:?}");
+    assert_eq!(to("ops-centre", "ESCALATION"), 1);
+    assert_eq!(to("ops-centre", "OVERDUE"), 1);
+    // The command step ran, with the incident in its environment, and is done.
+    let check = step(&inc, "check");
+    assert_eq!(check["state"], "done", "{inc}");
+    let finished = history(&inc, "command.finished");
+    assert!(
+        finished[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("checked branch br-a for incident 1 (system core)"),
+        "{finished:?}"
+    );
+}
+
+#[test]
+fn kill_9_and_restart_resume_incidents_and_timers_without_repeats() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN);
+    let (_, body) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"customer.conflict","branch":"br-a","labels":{"conflict_level":"2"}}"#,
+    );
+    assert_eq!(body["incidents"], json!([2]));
+    let (code, _) = d.post(
+        "/api/v1/incidents/2/steps/calm/ack",
+        r#"{"by":"head.a","note":"on my way"}"#,
+    );
+    assert_eq!(code, 200);
+    let before = d.incident(1);
+    let before_conflict = d.incident(2);
+    d.kill9();
+
+    // Let both timers of `switch` (2s escalation, 4s deadline) pass while the daemon is down.
+    let deadline = at(&step(&before, "switch")["deadline"]);
+    wait_for(Duration::from_secs(10), "the deadline to pass", || {
+        (Utc::now() > deadline + chrono::Duration::seconds(1)).then_some(())
+    });
+
+    let d = Daemon::start(&f);
+    let after = wait_for(Duration::from_secs(10), "the missed timers to fire", || {
+        let inc = d.incident(1);
+        (step(&inc, "switch")["state"] == "overdue").then_some(inc)
+    });
+    assert_eq!(after["opened_at"], before["opened_at"]);
+    assert_eq!(after["event_count"], before["event_count"]);
+    assert_eq!(
+        step(&after, "switch")["deadline"],
+        step(&before, "switch")["deadline"],
+        "absolute deadlines survive"
+    );
+    let esc = history(&after, "step.escalated");
+    assert_eq!(esc.len(), 1, "{after}");
+    assert!(
+        esc[0]["detail"].as_str().unwrap().contains("(late: due at"),
+        "{esc:?}"
+    );
+    assert_eq!(history(&after, "step.overdue").len(), 1);
+    let conflict = d.incident(2);
+    assert_eq!(step(&conflict, "calm")["state"], "acknowledged");
+    assert_eq!(
+        step(&conflict, "calm")["response_seconds"],
+        step(&before_conflict, "calm")["response_seconds"]
+    );
+    assert_eq!(step(&conflict, "calm")["by"], "head.a");
+    // The incident still takes events: the same group attaches.
+    let (_, body) = d.post("/api/v1/events", CORE_DOWN);
+    assert_eq!(body["incidents"], json!([1]));
+    let outbox_before = d.incident(1)["outbox"].as_array().unwrap().len();
+    d.kill9();
+
+    // A second restart repeats nothing.
+    let d = Daemon::start(&f);
+    let again = d.incident(1);
+    assert_eq!(history(&again, "step.escalated").len(), 1);
+    assert_eq!(history(&again, "step.overdue").len(), 1);
+    assert_eq!(again["outbox"].as_array().unwrap().len(), outbox_before);
+    assert_eq!(again["event_count"], 2);
+}
+
+#[test]
+fn a_thousand_events_from_eight_concurrent_clients_are_all_stored() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let url = d.url.clone();
+    let threads: Vec<_> = (0..8)
+        .map(|c| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                let mut ids = Vec::new();
+                for batch in 0..5 {
+                    let events: Vec<Value> = (0..25)
+                        .map(|i| {
+                            let branch = if i % 2 == 0 { "br-a" } else { "br-b" };
+                            json!({"kind": "load.test", "branch": branch, "labels": {"client": c.to_string(), "n": format!("{batch}-{i}")}})
+                        })
+                        .collect();
+                    let r = http.post(format!("{url}/api/v1/events")).json(&events).send().unwrap();
+                    assert_eq!(r.status().as_u16(), 202);
+                    let body: Value = r.json().unwrap();
+                    assert_eq!(body["accepted"], 25);
+                    ids.extend(body["events"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()));
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut accepted: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    accepted.sort_unstable();
+    assert_eq!(accepted.len(), 1000);
+    accepted.dedup();
+    assert_eq!(accepted.len(), 1000, "every event got its own id");
+
+    // Kill -9 straight away: a 202 means stored.
+    d.kill9();
+    let d = Daemon::start(&f);
+    let mut stored = Vec::new();
+    let mut cursor: Option<i64> = None;
+    loop {
+        let q = match cursor {
+            Some(c) => format!("/api/v1/events?kind=load.test&limit=300&cursor={c}"),
+            None => "/api/v1/events?kind=load.test&limit=300".to_string(),
+        };
+        let page = d.get(&q);
+        stored.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_i64().unwrap()),
+        );
+        match page["next"].as_i64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    stored.sort_unstable();
+    assert_eq!(stored, accepted);
+}
+
+#[test]
+fn bad_input_gets_400_naming_the_field_and_stores_nothing_of_it() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        (
+            r#"{"kind":"system.down","branch":"br-a""#,
+            None,
+            "malformed JSON",
+        ),
+        (
+            r#"{"kind":"system.down","branch":"zz-9"}"#,
+            Some("branch"),
+            "unknown branch `zz-9`",
+        ),
+        (
+            r#"{"kind":"system.down","branch":"br-a","severity":"bad"}"#,
+            Some("severity"),
+            "unknown variant `bad`",
+        ),
+        (
+            r#"{"kind":"system.down","branch":"br-a","labels":{"system":1}}"#,
+            Some("labels.system"),
+            "invalid type",
+        ),
+        (
+            r#"{"kind":"system.down","branch":"br-a","occurred_at":"yesterday"}"#,
+            Some("occurred_at"),
+            "",
+        ),
+        (
+            r#"{"kind":"system.down","branch":"br-a","sevrity":"major"}"#,
+            Some("sevrity"),
+            "unknown field `sevrity`",
+        ),
+        (r#"{"branch":"br-a"}"#, None, "missing field `kind`"),
+        (
+            r#"[{"kind":"a","branch":"br-a"},{"kind":"b","branch":"br-a","status":"maybe"}]"#,
+            Some("[1].status"),
+            "unknown variant",
+        ),
+        (
+            r#"[{"kind":"a","branch":"br-a"},{"kind":"b","branch":"nowhere"}]"#,
+            Some("[1].branch"),
+            "unknown branch",
+        ),
+        ("[]", None, "no events"),
+    ];
+    for (body, field, msg) in cases {
+        let (code, answer) = d.post("/api/v1/events", body);
+        assert_eq!(code, 400, "{body} → {answer}");
+        assert_eq!(answer["field"].as_str(), *field, "{body} → {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(msg),
+            "{body} → {answer}"
+        );
+    }
+    // Nothing of a refused request was stored, and the daemon still serves.
+    assert_eq!(d.get("/api/v1/events")["items"], json!([]));
+    assert_eq!(d.get("/healthz")["status"], "ok");
+    let (code, _) = d.post("/api/v1/events", CORE_DOWN);
+    assert_eq!(code, 202);
+    let (code, answer) = d.post(
+        "/api/v1/incidents/1/steps/switch/ack",
+        r#"{"by":"nobody.known"}"#,
+    );
+    assert_eq!((code, answer["field"].as_str()), (400, Some("by")));
+    let (code, _) = d.post("/api/v1/incidents/1/steps/nope/ack", "");
+    assert_eq!(code, 404);
+    let (code, _) = d.post("/api/v1/incidents/99/resolve", "");
+    assert_eq!(code, 404);
+    let r = d
+        .http
+        .get(format!("{}/api/v1/incidents?limit=5000", d.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
+
+#[test]
+fn alertmanager_webhook_maps_alerts_to_events() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let firing = json!({"version": "4", "status": "firing", "receiver": "branchguard", "alerts": [
+        {"status": "firing", "labels": {"alertname": "CoreDown", "kind": "system.down", "branch": "br-b", "severity": "critical", "system": "core"},
+         "annotations": {"summary": "core banking down"}, "startsAt": "2026-11-24T09:00:00+08:00"}]});
+    let (code, body) = d.post("/api/v1/alertmanager", &firing.to_string());
+    assert_eq!(code, 202, "{body}");
+    let id = body["incidents"][0].as_i64().unwrap();
+    let inc = d.incident(id);
+    assert_eq!(
+        (inc["branch"].as_str(), inc["summary"].as_str()),
+        (Some("br-b"), Some("core banking down"))
+    );
+    assert_eq!(inc["labels"]["alertname"], "CoreDown");
+    let mut resolved = firing.clone();
+    resolved["alerts"][0]["status"] = json!("resolved");
+    d.post("/api/v1/alertmanager", &resolved.to_string());
+    assert_eq!(d.incident(id)["status"], "resolved");
+    let (code, body) = d.post(
+        "/api/v1/alertmanager",
+        r#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":"X"}}]}"#,
+    );
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (400, Some("alerts[0].labels.branch"))
+    );
+}
+
+#[test]
+fn audit_verify_passes_then_names_the_altered_row() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN);
+    d.post("/api/v1/incidents/1/steps/switch/ack", r#"{"by":"it.a"}"#);
+    d.post("/api/v1/incidents/1/resolve", r#"{"by":"head.a"}"#);
+    assert!(d.stop().success(), "SIGTERM ends the daemon cleanly");
+    let out = f.run(&["audit", "verify"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("audit log ok:"), "{}", out.stdout);
+
+    let db = rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
+    let n: i64 = db
+        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    assert!(n >= 5, "{n} audit rows");
+    db.execute("UPDATE audit SET by = 'someone.else' WHERE seq = 4", [])
+        .unwrap();
+    drop(db);
+    let out = f.run(&["audit", "verify"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("BROKEN at row 4"), "{}", out.stdout);
+}
+
+#[test]
+fn cli_client_commands_drive_a_running_daemon() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let url = d.url.clone();
+    let out = f.run(&[
+        "event",
+        "--url",
+        &url,
+        "--kind",
+        "system.down",
+        "--branch",
+        "br-a",
+        "--severity",
+        "critical",
+        "--label",
+        "system=core",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("accepted 1 event(s); incidents: #1"),
+        "{}",
+        out.stdout
+    );
+    let out = f.run(&["incidents", "--open", "--url", &url]);
+    assert!(
+        out.stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("1 ") && l.contains("failover") && l.contains("br-a")),
+        "{}",
+        out.stdout
+    );
+    let out = f.run(&["ack", "1", "switch", "--by", "it.a", "--url", &url]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("switch") && l.contains("acknowledged") && l.contains("it.a")),
+        "{}",
+        out.stdout
+    );
+    let out = f.run(&["resolve", "1", "--url", &url]);
+    assert!(out.stdout.contains("resolved at br-a"), "{}", out.stdout);
+    let out = f.run(&["incident", "show", "1", "--url", &url]);
+    assert!(out.stdout.contains("incident.resolved"), "{}", out.stdout);
+    let out = f.run(&[
+        "event",
+        "--url",
+        &url,
+        "--kind",
+        "system.down",
+        "--branch",
+        "nowhere",
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("unknown branch `nowhere`") && out.stderr.contains("(field branch)"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_daemon_refuses_to_start_on_invalid_config() {
+    let f = Fixture::engine();
+    f.write(
+        "playbooks/broken.yaml",
+        "id: broken\nname: B\ntrigger: { kind: x }\nsteps:\n  - { id: a, deadline: whenever }\n",
+    );
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("playbooks/broken.yaml:5:24: steps.a.deadline: invalid duration `whenever`"),
+        "{}",
+        out.stderr
+    );
+}
