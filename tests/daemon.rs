@@ -178,7 +178,7 @@ fn kill_9_and_restart_resume_incidents_and_timers_without_repeats() {
     // Let both timers of `switch` (2s escalation, 4s deadline) pass while the daemon is down.
     let deadline = at(&step(&before, "switch")["deadline"]);
     wait_for(Duration::from_secs(10), "the deadline to pass", || {
-        (Utc::now() > deadline + chrono::Duration::seconds(1)).then_some(())
+        (branchguard::clock::now() > deadline + chrono::Duration::seconds(1)).then_some(())
     });
 
     let d = Daemon::start(&f);

@@ -110,13 +110,13 @@ pub fn wait_for<T>(
     what: &str,
     mut f: impl FnMut() -> Option<T>,
 ) -> T {
-    let until = std::time::Instant::now() + timeout;
+    let watch = branchguard::clock::Stopwatch::start();
     loop {
         if let Some(v) = f() {
             return v;
         }
         assert!(
-            std::time::Instant::now() < until,
+            watch.seconds() < timeout.as_secs_f64(),
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(25));
@@ -204,12 +204,11 @@ impl Daemon {
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM");
-        let status = wait_for(
+        wait_for(
             std::time::Duration::from_secs(30),
             "the daemon to exit",
             || self.child.try_wait().ok().flatten(),
-        );
-        status
+        )
     }
 }
 
