@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 fn event(i: usize) -> Value {
     let branch = ["sh-001", "sh-002", "sh-003"][i % 3];
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         json!({"kind": "system.down", "branch": branch, "severity": "critical", "labels": {"system": "core-banking"}})
     } else {
         json!({"kind": "atm.cash_low", "branch": branch, "labels": {"atm": format!("atm-{}", i % 50)}})
@@ -33,10 +33,19 @@ async fn scenario(url: &str, clients: usize, requests: usize, batch: usize) {
                 let body: Value = if batch == 1 {
                     event(c * requests + r)
                 } else {
-                    Value::Array((0..batch).map(|i| event((c * requests + r) * batch + i)).collect())
+                    Value::Array(
+                        (0..batch)
+                            .map(|i| event((c * requests + r) * batch + i))
+                            .collect(),
+                    )
                 };
                 let t = Stopwatch::start();
-                let resp = http.post(format!("{url}/api/v1/events")).json(&body).send().await.expect("POST");
+                let resp = http
+                    .post(format!("{url}/api/v1/events"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("POST");
                 assert_eq!(resp.status().as_u16(), 202);
                 lat.push(t.seconds());
             }
@@ -71,21 +80,32 @@ fn main() -> anyhow::Result<()> {
             std::fs::copy(e.path(), dir.path().join(d).join(e.file_name()))?;
         }
     }
-    let cfg = std::fs::read_to_string(root.join("branchguard.yaml"))?.replace("listen: 127.0.0.1:9700", "listen: 127.0.0.1:0");
+    let cfg = std::fs::read_to_string(root.join("branchguard.yaml"))?
+        .replace("listen: 127.0.0.1:9700", "listen: 127.0.0.1:0");
     let cfg_path = dir.path().join("branchguard.yaml");
     std::fs::write(&cfg_path, cfg)?;
     let loaded = branchguard::config::load(&cfg_path).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let token = CancellationToken::new();
-        let server = tokio::spawn(branchguard::daemon::run(listener, loaded, cfg_path, token.clone()));
+        let server = tokio::spawn(branchguard::daemon::run(
+            listener,
+            loaded,
+            cfg_path,
+            token.clone(),
+        ));
         let ready = Arc::new(reqwest::Client::new());
         while ready.get(format!("{url}/healthz")).send().await.is_err() {
             tokio::task::yield_now().await;
         }
-        println!("ingest benchmark (SQLite WAL, synchronous=FULL, group commit), {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
+        println!(
+            "ingest benchmark (SQLite WAL, synchronous=FULL, group commit), {} cores",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
         scenario(&url, 1, 300, 1).await;
         scenario(&url, 8, 300, 1).await;
         scenario(&url, 32, 100, 1).await;
