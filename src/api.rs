@@ -5,7 +5,7 @@
 //!
 //! **Invariant:** handlers never change state themselves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::clock;
+use crate::config::Person;
 use crate::daemon::{HandleError, Input, Shared};
 use crate::engine::{ActionError, HistoryEntry, Incident, Verb};
 use crate::event::{EventError, EventInput};
@@ -28,6 +29,10 @@ type AppState = Arc<Shared>;
 pub fn router(shared: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route(
+            "/ack/{token}",
+            get(crate::links_page::show).post(crate::links_page::perform),
+        )
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/reload", post(reload))
@@ -359,10 +364,11 @@ async fn list_incidents(
         cursor,
     };
     let page = read(&s, move |st| st.list_incidents(&query)).await?;
+    let people = people_of(&s);
     let items: Vec<Value> = page
         .items
         .iter()
-        .map(|i| incident_json(i, None, None))
+        .map(|i| incident_json(i, None, None, &people))
         .collect();
     Ok(Json(json!({ "items": items, "next": page.next })))
 }
@@ -395,6 +401,14 @@ async fn list_events(
     Ok(Json(json!({ "items": page.items, "next": page.next })))
 }
 
+/// The people of the configuration in force, for names in incident views.
+fn people_of(s: &AppState) -> BTreeMap<String, Person> {
+    s.loaded
+        .read()
+        .map(|l| l.config.people.clone())
+        .unwrap_or_default()
+}
+
 fn parse_id(id: &str) -> Result<i64, ApiError> {
     id.parse::<i64>()
         .map_err(|_| ApiError::bad(format!("invalid incident id `{id}`"), "id"))
@@ -415,9 +429,12 @@ async fn get_incident(
             format!("no incident {id}"),
             None,
         )),
-        Some((inc, history, outbox)) => {
-            Ok(Json(incident_json(&inc, Some(&history), Some(&outbox?))))
-        }
+        Some((inc, history, outbox)) => Ok(Json(incident_json(
+            &inc,
+            Some(&history),
+            Some(&outbox?),
+            &people_of(&s),
+        ))),
     }
 }
 
@@ -426,6 +443,7 @@ pub fn incident_json(
     i: &Incident,
     history: Option<&[HistoryEntry]>,
     outbox: Option<&[OutboxRow]>,
+    people: &BTreeMap<String, Person>,
 ) -> Value {
     let steps: Vec<Value> = i
         .steps
@@ -439,7 +457,11 @@ pub fn incident_json(
                 "overdue": s.overdue_escalated,
             });
             if !s.roll_call.is_empty() {
-                let missing: Vec<&String> = s.roll_call.difference(&s.confirmed).collect();
+                let missing: Vec<Value> = s
+                    .roll_call
+                    .difference(&s.confirmed)
+                    .map(|id| json!({ "id": id, "name": people.get(id).map(|p| p.name.as_str()) }))
+                    .collect();
                 v["roll_call"] = json!({ "people": s.roll_call, "confirmed": s.confirmed, "missing": missing });
             }
             v

@@ -61,6 +61,18 @@ pub enum Input {
     Reload {
         loaded: Box<Loaded>,
     },
+    /// Outcomes of delivery attempts from the notify worker.
+    Delivered {
+        attempts: Vec<crate::notify::Attempt>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A line for the audit log that changes no incident (a refused link, say).
+    Note {
+        incident: Option<i64>,
+        what: String,
+        by: String,
+        detail: String,
+    },
     Shutdown,
 }
 
@@ -101,6 +113,17 @@ impl EngineHandle {
             .map_err(HandleError::Store)
     }
 
+    pub async fn delivered(
+        &self,
+        attempts: Vec<crate::notify::Attempt>,
+    ) -> Result<(), HandleError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Delivered { attempts, reply })?;
+        rx.await
+            .map_err(|_| HandleError::Stopped)?
+            .map_err(HandleError::Store)
+    }
+
     pub async fn act(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<(), ActionError>>) -> Input,
@@ -120,6 +143,8 @@ pub struct Shared {
     pub started_at: DateTime<Utc>,
     /// The outcome of the last reload, for `/api/v1/status`.
     pub last_reload: Mutex<serde_json::Value>,
+    /// The key that signs one-click links.
+    pub links: crate::notify::links::Secret,
 }
 
 type Reply = Box<dyn FnOnce(Result<(), &str>) + Send>;
@@ -131,6 +156,8 @@ struct EngineThread {
     tx: mpsc::Sender<Input>,
     runtime: tokio::runtime::Handle,
     workdir: PathBuf,
+    /// Wakes the delivery worker when new rows are in the outbox.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl EngineThread {
@@ -184,6 +211,9 @@ impl EngineThread {
             match result {
                 Ok(()) => {
                     crate::metrics::record_round(&round);
+                    if !round.outbox.is_empty() {
+                        self.wake.notify_one();
+                    }
                     if !round.incidents.is_empty() {
                         crate::metrics::open_incidents(self.engine.live());
                     }
@@ -297,6 +327,29 @@ impl EngineThread {
                     .command_finished(incident, &step, outcome, now, round);
             }
             Input::Reload { loaded } => self.engine.reload(*loaded),
+            Input::Delivered { attempts, reply } => {
+                for a in attempts {
+                    record_attempt(&a, now, round);
+                    round.deliveries.push(a.update);
+                }
+                replies.push(Box::new(move |r| {
+                    let _ = reply.send(r.map_err(str::to_string));
+                }));
+            }
+            Input::Note {
+                incident,
+                what,
+                by,
+                detail,
+            } => {
+                round.history.push(crate::engine::HistoryEntry {
+                    incident,
+                    at: now,
+                    what,
+                    by,
+                    detail,
+                });
+            }
             Input::Shutdown => {}
         }
     }
@@ -313,6 +366,52 @@ impl EngineThread {
             });
         });
     }
+}
+
+/// A delivery attempt as a history line, and as a count for the metrics.
+fn record_attempt(a: &crate::notify::Attempt, now: DateTime<Utc>, round: &mut Round) {
+    let u = &a.update;
+    let to = if a.channel == "email" {
+        format!("email to {} ({})", a.recipient, a.target)
+    } else {
+        format!("webhook to {}", a.target)
+    };
+    let (what, outcome, detail) = match (&u.delivered_at, &u.failed_at, &a.error) {
+        (Some(_), _, _) => (
+            "notification.delivered",
+            "delivered",
+            format!("{to}: delivered on attempt {}", u.attempts),
+        ),
+        (None, Some(_), e) => (
+            "notification.failed",
+            "failed",
+            format!(
+                "{to}: gave up after {} attempts: {}",
+                u.attempts,
+                e.as_deref().unwrap_or("unknown error")
+            ),
+        ),
+        (None, None, e) => (
+            "notification.retry",
+            "retry",
+            format!(
+                "{to}: attempt {} failed: {}; next attempt at {}",
+                u.attempts,
+                e.as_deref().unwrap_or("unknown error"),
+                u.next_attempt_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            ),
+        ),
+    };
+    round.stats.notifications.push((a.channel.clone(), outcome));
+    round.history.push(crate::engine::HistoryEntry {
+        incident: Some(a.incident),
+        at: now,
+        what: what.into(),
+        by: "branchguard".into(),
+        detail,
+    });
 }
 
 fn input_weight(i: &Input) -> usize {
@@ -374,6 +473,7 @@ pub fn start_engine(
     loaded: Loaded,
     mut store: SqliteStore,
     workdir: PathBuf,
+    wake: Arc<tokio::sync::Notify>,
 ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StoreError> {
     let live = store.load_live()?;
     let mut round = Round::default();
@@ -396,6 +496,7 @@ pub fn start_engine(
         tx,
         runtime,
         workdir,
+        wake,
     };
     if !round.history.is_empty() {
         thread.engine.finish(&mut round);
@@ -430,7 +531,9 @@ pub async fn run(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
     crate::metrics::config_loaded(&loaded, true);
-    let (engine, join) = start_engine(loaded.clone(), store, workdir)?;
+    let secret = crate::notify::links::Secret::load(&data_dir)?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (engine, join) = start_engine(loaded.clone(), store, workdir, Arc::clone(&wake))?;
     let shared = Arc::new(Shared {
         loaded: RwLock::new(loaded),
         config_path,
@@ -440,7 +543,16 @@ pub async fn run(
         last_reload: Mutex::new(
             serde_json::json!({ "at": clock::now(), "ok": true, "trigger": "start-up" }),
         ),
+        links: secret.clone(),
     });
+    let deliverer = crate::notify::Deliverer::new(
+        Arc::clone(&shared),
+        SqliteStore::open_read_only(&data_dir)?,
+        secret,
+        wake,
+    )
+    .map_err(|e| anyhow::anyhow!("notifications: {e}"))?;
+    let delivery = tokio::spawn(deliverer.run(shutdown.clone()));
     #[cfg(unix)]
     {
         let s = Arc::clone(&shared);
@@ -464,6 +576,8 @@ pub async fn run(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await?;
+    shutdown.cancel();
+    let _ = delivery.await;
     let _ = engine.send(Input::Shutdown);
     let _ = tokio::task::spawn_blocking(move || join.join()).await;
     Ok(())

@@ -202,6 +202,14 @@ pub fn record_round(round: &Round) {
             .with_label_values(&[pb.as_str(), step.as_str()])
             .observe(*secs);
     }
+    for (channel, outcome) in &round.stats.notifications {
+        let channel = if channel == "email" {
+            "email"
+        } else {
+            "webhook"
+        };
+        m.notifications.with_label_values(&[channel, outcome]).inc();
+    }
     for (pb, secs) in &round.stats.resolved {
         m.incident_duration
             .with_label_values(&[pb.as_str()])

@@ -48,6 +48,26 @@ pub struct NotifyFile {
     pub email: Option<EmailFile>,
     #[serde(default)]
     pub webhooks: BTreeMap<String, WebhookFile>,
+    pub retry: Option<RetryFile>,
+    pub links: Option<LinksFile>,
+}
+
+/// How undelivered notifications are retried: exponential backoff with jitter
+/// from `initial` up to `max` between attempts, until `horizon` after queueing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    pub initial: Option<S>,
+    pub max: Option<S>,
+    pub horizon: Option<S>,
+}
+
+/// One-click links in emails.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinksFile {
+    /// How long a link stays valid after the message is sent.
+    pub ttl: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -60,6 +60,7 @@ pub struct Config {
     pub host: HostConfig,
     pub tokens: Vec<TokenConfig>,
     pub engine: EngineConfig,
+    pub delivery: DeliveryConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +100,9 @@ pub struct Branch {
     pub id: String,
     pub name: String,
     pub region: Option<String>,
+    /// The branch's own time zone, when it differs from the bank's.
+    #[serde(skip)]
+    pub timezone: Option<chrono_tz::Tz>,
     pub neighbours: Vec<String>,
     pub systems: Vec<SystemConfig>,
 }
@@ -143,6 +147,15 @@ pub enum TokenRole {
     Viewer,
 }
 
+/// Delivery of the outbox: retries and one-click links.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub horizon: Duration,
+    pub link_ttl: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub command_timeout: Duration,
@@ -150,6 +163,14 @@ pub struct EngineConfig {
 }
 
 impl Config {
+    /// The time zone deadlines of a branch are shown in.
+    pub fn tz_of(&self, branch: &str) -> chrono_tz::Tz {
+        self.branches
+            .get(branch)
+            .and_then(|b| b.timezone)
+            .unwrap_or(self.calendar.timezone)
+    }
+
     /// The people a target names, for an incident at `branch`. Channels name nobody.
     pub fn people_for(&self, target: &Target, branch: &str) -> Vec<&Person> {
         let with_role = |role: &str, branch: &str| -> Vec<&Person> {

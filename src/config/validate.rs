@@ -303,15 +303,18 @@ fn compile_config(file: &str, base: &Path, raw: ConfigFile, diags: &mut Diagnost
             diags.at_value(file, &b.id, format!("duplicate branch id `{}`", b.id.value));
             continue;
         }
-        if let Some(tz) = &b.timezone
-            && tz.value.parse::<Tz>().is_err()
-        {
-            diags.at_value(
-                file,
-                tz,
-                format!("timezone: unknown time zone `{}`", tz.value),
-            );
-        }
+        let branch_tz = b.timezone.as_ref().and_then(|tz| {
+            tz.value
+                .parse::<Tz>()
+                .map_err(|_| {
+                    diags.at_value(
+                        file,
+                        tz,
+                        format!("timezone: unknown time zone `{}`", tz.value),
+                    )
+                })
+                .ok()
+        });
         for n in &b.neighbours {
             if !branch_ids.contains(&n.value) {
                 diags.at_value(file, n, format!("neighbours: unknown branch `{}`", n.value));
@@ -400,6 +403,7 @@ fn compile_config(file: &str, base: &Path, raw: ConfigFile, diags: &mut Diagnost
                 id: b.id.value.clone(),
                 name: b.name.clone(),
                 region: b.region.clone(),
+                timezone: branch_tz,
                 neighbours: b.neighbours.iter().map(|n| n.value.clone()).collect(),
                 systems,
             },
@@ -447,7 +451,44 @@ fn compile_config(file: &str, base: &Path, raw: ConfigFile, diags: &mut Diagnost
 
     let mut webhooks = BTreeMap::new();
     let mut email = None;
+    let mut delivery = DeliveryConfig {
+        retry_initial: Duration::from_secs(5),
+        retry_max: Duration::from_secs(300),
+        horizon: Duration::from_secs(24 * 3600),
+        link_ttl: Duration::from_secs(72 * 3600),
+    };
     if let Some(n) = &raw.notify {
+        if let Some(r) = &n.retry {
+            delivery.retry_initial = opt_fixed(
+                file,
+                &r.initial,
+                "notify.retry.initial",
+                delivery.retry_initial,
+                diags,
+            );
+            delivery.retry_max =
+                opt_fixed(file, &r.max, "notify.retry.max", delivery.retry_max, diags);
+            delivery.horizon = opt_fixed(
+                file,
+                &r.horizon,
+                "notify.retry.horizon",
+                delivery.horizon,
+                diags,
+            );
+            if delivery.retry_max < delivery.retry_initial
+                && let Some(m) = &r.max
+            {
+                diags.at_value(
+                    file,
+                    m,
+                    "notify.retry.max: must not be shorter than notify.retry.initial",
+                );
+            }
+        }
+        if let Some(l) = &n.links {
+            delivery.link_ttl =
+                opt_fixed(file, &l.ttl, "notify.links.ttl", delivery.link_ttl, diags);
+        }
         if let Some(e) = &n.email {
             if !e.from.value.contains('@') {
                 diags.at_value(
@@ -623,6 +664,7 @@ fn compile_config(file: &str, base: &Path, raw: ConfigFile, diags: &mut Diagnost
         host,
         tokens,
         engine,
+        delivery,
     }
 }
 

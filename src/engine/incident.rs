@@ -139,4 +139,8 @@ pub struct Notification {
     pub subject: String,
     pub body: String,
     pub created_at: DateTime<Utc>,
+    /// The one-click link each person gets: `ack` or `safe`.
+    pub link: Option<String>,
+    /// The JSON body for a webhook.
+    pub payload: Option<String>,
 }

@@ -65,8 +65,21 @@ pub struct Round {
     pub history: Vec<HistoryEntry>,
     pub outbox: Vec<Notification>,
     pub commands: Vec<CommandRequest>,
+    /// Outcomes of delivery attempts, written to the outbox rows.
+    pub deliveries: Vec<DeliveryUpdate>,
     pub stats: RoundStats,
     touched: BTreeSet<i64>,
+}
+
+/// The outcome of one attempt to deliver an outbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryUpdate {
+    pub id: i64,
+    pub attempts: i64,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
 }
 
 /// Counts for the metrics module.
@@ -78,6 +91,8 @@ pub struct RoundStats {
     pub overdue: Vec<(String, String)>,
     pub responses: Vec<(String, String, f64)>,
     pub resolved: Vec<(String, f64)>,
+    /// (channel kind, outcome) of each delivery attempt.
+    pub notifications: Vec<(String, &'static str)>,
 }
 
 impl Round {
@@ -86,6 +101,7 @@ impl Round {
             && self.touched.is_empty()
             && self.history.is_empty()
             && self.outbox.is_empty()
+            && self.deliveries.is_empty()
     }
 }
 
@@ -125,6 +141,26 @@ pub enum ActionError {
     Invalid(String),
 }
 
+/// What a message says, and which one-click link (`ack` or `safe`) each person gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Msg<'a> {
+    pub text: &'a str,
+    pub link: Option<&'static str>,
+}
+
+impl<'a> Msg<'a> {
+    pub fn text(text: &'a str) -> Msg<'a> {
+        Msg { text, link: None }
+    }
+
+    pub fn link(text: &'a str, link: &'static str) -> Msg<'a> {
+        Msg {
+            text,
+            link: Some(link),
+        }
+    }
+}
+
 /// The engine's state: the live incidents and the configuration they run under.
 pub struct Engine {
     loaded: Loaded,
@@ -136,7 +172,11 @@ pub struct Engine {
 }
 
 fn fmt_time(t: DateTime<Utc>, loaded: &Loaded) -> String {
-    t.with_timezone(&loaded.config.calendar.timezone)
+    fmt_time_in(t, loaded.config.calendar.timezone)
+}
+
+fn fmt_time_in(t: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
+    t.with_timezone(&tz)
         .format("%Y-%m-%d %H:%M:%S %:z")
         .to_string()
 }
@@ -474,7 +514,14 @@ impl Engine {
         match &spec.action {
             Action::Task => {
                 let targets: Vec<Target> = spec.assignee.iter().cloned().collect();
-                let sent = self.notify(&inc, Some(spec), &targets, "assigned", round, now);
+                let sent = self.notify(
+                    &inc,
+                    Some(spec),
+                    &targets,
+                    Msg::link("assigned", "ack"),
+                    round,
+                    now,
+                );
                 Self::history(
                     round,
                     iid,
@@ -485,7 +532,7 @@ impl Engine {
                 );
             }
             Action::Notify(targets) => {
-                let sent = self.notify(&inc, Some(spec), targets, "notice", round, now);
+                let sent = self.notify(&inc, Some(spec), targets, Msg::text("notice"), round, now);
                 Self::history(
                     round,
                     iid,
@@ -502,6 +549,7 @@ impl Engine {
                     .as_ref()
                     .map(|b| b.render(&vars))
                     .unwrap_or_else(|| spec.title.clone());
+                let subject = self.subject(&inc, spec);
                 round.outbox.push(Notification {
                     incident: iid,
                     step: Some(spec.id.clone()),
@@ -509,9 +557,17 @@ impl Engine {
                     target: format!("channel:{channel}"),
                     recipient: channel.clone(),
                     person: None,
-                    subject: self.subject(&inc, spec),
+                    payload: Some(self.webhook_payload(
+                        &inc,
+                        Some(spec),
+                        "announcement",
+                        &subject,
+                        &text,
+                    )),
+                    subject,
                     body: text,
                     created_at: now,
+                    link: None,
                 });
                 Self::history(
                     round,
@@ -551,7 +607,7 @@ impl Engine {
                     &inc,
                     Some(spec),
                     std::slice::from_ref(target),
-                    "roll call: confirm you are safe",
+                    Msg::link("roll call: confirm you are safe", "safe"),
                     round,
                     now,
                 );
@@ -572,6 +628,21 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Roll call: the names of those who have not confirmed yet.
+    fn missing_names(&self, inc: &Incident, idx: usize) -> Vec<String> {
+        let run = &inc.steps[idx];
+        run.roll_call
+            .difference(&run.confirmed)
+            .map(|id| {
+                self.loaded
+                    .config
+                    .people
+                    .get(id)
+                    .map_or(id.clone(), |p| format!("{} ({id})", p.name))
+            })
+            .collect()
     }
 
     fn set_done(&mut self, iid: i64, idx: usize, now: DateTime<Utc>, by: &str) {
@@ -677,7 +748,7 @@ impl Engine {
             if let Some(run) = inc.steps.iter().find(|r| r.id == s.id)
                 && let Some(d) = run.deadline
             {
-                v.insert("deadline".into(), fmt_time(d, &self.loaded));
+                v.insert("deadline".into(), fmt_time_in(d, cfg.tz_of(&inc.branch)));
             }
         }
         for (k, val) in &inc.labels {
@@ -703,10 +774,11 @@ impl Engine {
         inc: &Incident,
         step: Option<&Step>,
         targets: &[Target],
-        why: &str,
+        msg: Msg<'_>,
         round: &mut Round,
         now: DateTime<Utc>,
     ) -> String {
+        let why = msg.text;
         let cfg = &self.loaded.config;
         let drill = if inc.drill { "[DRILL] " } else { "" };
         let branch_name = cfg
@@ -741,6 +813,8 @@ impl Engine {
                         subject: subject.clone(),
                         body: body.clone(),
                         created_at: now,
+                        link: None,
+                        payload: Some(self.webhook_payload(inc, step, why, &subject, &body)),
                     });
                     sent.push(t.to_string());
                 }
@@ -762,6 +836,8 @@ impl Engine {
                                     subject: subject.clone(),
                                     body: body.clone(),
                                     created_at: now,
+                                    link: step.and(msg.link).map(str::to_string),
+                                    payload: None,
                                 });
                                 sent.push(format!("{} <{email}>", p.name));
                             }
@@ -772,6 +848,51 @@ impl Engine {
             }
         }
         format!("{why} to {}", sent.join(", "))
+    }
+
+    /// The JSON posted to webhook channels: schema `branchguard.notification.v1`,
+    /// documented in docs/WEBHOOKS.md. The outbox id is added when it is sent.
+    fn webhook_payload(
+        &self,
+        inc: &Incident,
+        step: Option<&Step>,
+        kind: &str,
+        subject: &str,
+        text: &str,
+    ) -> String {
+        let vars = self.vars(inc, step);
+        let step_json = step.map(|s| {
+            let run = inc.steps.iter().find(|r| r.id == s.id);
+            serde_json::json!({
+                "id": s.id,
+                "title": s.title,
+                "assignee": s.assignee.as_ref().map(|a| a.to_string()),
+                "state": run.map(|r| r.state),
+                "deadline": run.and_then(|r| r.deadline),
+            })
+        });
+        serde_json::json!({
+            "schema": "branchguard.notification.v1",
+            "kind": kind,
+            "drill": inc.drill,
+            "subject": subject,
+            "text": text,
+            "incident": {
+                "id": inc.id,
+                "playbook": inc.playbook_id,
+                "playbook_name": vars.get("playbook_name"),
+                "branch": inc.branch,
+                "branch_name": vars.get("branch_name"),
+                "tier": inc.tier,
+                "tier_name": vars.get("tier_name"),
+                "status": inc.status,
+                "opened_at": inc.opened_at,
+            },
+            "step": step_json,
+            "event": { "kind": inc.kind, "severity": inc.severity, "summary": inc.summary, "labels": inc.labels },
+            "links": { "incident": vars.get("links.incident") },
+        })
+        .to_string()
     }
 
     fn body(&self, inc: &Incident, step: Option<&Step>, why: &str) -> String {
@@ -888,11 +1009,19 @@ impl Engine {
                     }
                     let inc = inc.clone();
                     let late = late_note(due, now, &self.loaded);
+                    let mut why = format!("ESCALATION: not done {} after start", e.after);
+                    let missing = self.missing_names(&inc, idx);
+                    if !missing.is_empty() {
+                        why.push_str(&format!("; not yet confirmed safe: {}", missing.join(", ")));
+                    }
                     let sent = self.notify(
                         &inc,
                         Some(spec),
                         &e.to,
-                        &format!("ESCALATION: not done {} after start", e.after),
+                        Msg {
+                            text: &why,
+                            link: matches!(spec.action, Action::Task).then_some("ack"),
+                        },
                         round,
                         now,
                     );
@@ -925,7 +1054,10 @@ impl Engine {
                         &inc,
                         Some(spec),
                         &ops,
-                        "OVERDUE: the deadline has passed",
+                        Msg {
+                            text: "OVERDUE: the deadline has passed",
+                            link: matches!(spec.action, Action::Task).then_some("ack"),
+                        },
                         round,
                         now,
                     );
@@ -1171,7 +1303,7 @@ impl Engine {
             &inc,
             None,
             &[Target::Channel("ops-centre".into()), Target::BranchHead],
-            &why,
+            Msg::text(&why),
             round,
             now,
         );
@@ -1244,7 +1376,7 @@ impl Engine {
             &inc,
             Some(spec),
             &to,
-            &format!("FAILED: the command exited with {code}"),
+            Msg::text(&format!("FAILED: the command exited with {code}")),
             round,
             now,
         );

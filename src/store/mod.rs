@@ -90,7 +90,26 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
     pub attempts: i64,
     pub delivered_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+}
+
+/// An outbox row as the delivery worker needs it.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub incident: i64,
+    pub step: Option<String>,
+    pub channel: String,
+    pub target: String,
+    pub recipient: String,
+    pub person: Option<String>,
+    pub subject: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i64,
+    pub link: Option<String>,
+    pub payload: Option<String>,
 }
 
 /// The result of checking the audit log's hash chain.
@@ -109,6 +128,10 @@ pub trait Store: Send {
     fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<HistoryEntry>)>, StoreError>;
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError>;
     fn outbox(&self, incident: i64) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Undelivered rows whose next attempt is due at `now`, oldest first.
+    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
+    /// When the next undelivered row is due, if any.
+    fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     fn outbox_pending(&self) -> Result<u64, StoreError>;
     fn verify_audit(&self) -> Result<AuditCheck, StoreError>;
 }

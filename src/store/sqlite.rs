@@ -73,12 +73,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     subject TEXT NOT NULL,
     body TEXT NOT NULL,
     created_at TEXT NOT NULL,
+    link TEXT,
+    payload TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TEXT,
     delivered_at TEXT,
+    failed_at TEXT,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, id);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS NULL AND failed_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, id);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
@@ -321,8 +324,8 @@ impl Store for SqliteStore {
                 append(&at, &entity, &h.what, &h.by, &h.detail)?;
             }
             let mut out = tx.prepare_cached(
-                "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for n in &round.outbox {
                 out.execute(params![
@@ -334,7 +337,24 @@ impl Store for SqliteStore {
                     n.person,
                     n.subject,
                     n.body,
-                    ts(n.created_at)
+                    ts(n.created_at),
+                    n.link,
+                    n.payload
+                ])?;
+            }
+            // Only a row not yet settled is updated: an outcome is never recorded twice.
+            let mut upd = tx.prepare_cached(
+                "UPDATE outbox SET attempts = ?2, delivered_at = ?3, next_attempt_at = ?4, failed_at = ?5, last_error = ?6
+                 WHERE id = ?1 AND delivered_at IS NULL AND failed_at IS NULL",
+            )?;
+            for d in &round.deliveries {
+                upd.execute(params![
+                    d.id,
+                    d.attempts,
+                    d.delivered_at.map(ts),
+                    d.next_attempt_at.map(ts),
+                    d.failed_at.map(ts),
+                    d.last_error
                 ])?;
             }
         }
@@ -466,7 +486,7 @@ impl Store for SqliteStore {
 
     fn outbox(&self, incident: i64) -> Result<Vec<OutboxRow>, StoreError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, incident, step, channel, target, recipient, subject, created_at, attempts, delivered_at, last_error
+            "SELECT id, incident, step, channel, target, recipient, subject, created_at, attempts, delivered_at, last_error, failed_at
              FROM outbox WHERE incident = ?1 ORDER BY id",
         )?;
         let rows = st.query_map([incident], |r| {
@@ -482,14 +502,50 @@ impl Store for SqliteStore {
                 attempts: r.get(8)?,
                 delivered_at: r.get::<_, Option<String>>(9)?.as_deref().map(parse_ts),
                 last_error: r.get(10)?,
+                failed_at: r.get::<_, Option<String>>(11)?.as_deref().map(parse_ts),
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, incident, step, channel, target, recipient, person, subject, body, created_at, attempts, link, payload
+             FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
+             AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![ts(now), limit as i64], |r| {
+            Ok(OutboxItem {
+                id: r.get(0)?,
+                incident: r.get(1)?,
+                step: r.get(2)?,
+                channel: r.get(3)?,
+                target: r.get(4)?,
+                recipient: r.get(5)?,
+                person: r.get(6)?,
+                subject: r.get(7)?,
+                body: r.get(8)?,
+                created_at: parse_ts(&r.get::<_, String>(9)?),
+                attempts: r.get(10)?,
+                link: r.get(11)?,
+                payload: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let t: Option<String> = self.conn.query_row(
+            "SELECT MIN(COALESCE(next_attempt_at, created_at)) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(t.as_deref().map(parse_ts))
+    }
+
     fn outbox_pending(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL",
+            "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
             [],
             |r| r.get::<_, i64>(0),
         )? as u64)

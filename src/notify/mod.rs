@@ -1,0 +1,345 @@
+//! The delivery worker: sends what the engine put in the outbox — email and
+//! webhooks — retrying with exponential backoff and jitter while a server is
+//! down, and reports each attempt back to the engine thread, which records it
+//! in the incident's history and the outbox row in one transaction.
+//!
+//! **Invariant:** a row is in flight at most once; a row recorded as delivered
+//! is never selected again. Delivery is at least once: a crash after the server
+//! took a message but before the outcome was stored sends it again (webhooks
+//! carry an `Idempotency-Key` for this).
+
+pub mod email;
+pub mod links;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::config::{Config, DeliveryConfig};
+use crate::daemon::{EngineHandle, Shared};
+use crate::engine::DeliveryUpdate;
+use crate::store::{OutboxItem, SqliteStore, Store};
+use email::{Mailer, SendError};
+use links::{Claims, Secret};
+
+/// The outcome of one attempt, as the engine thread records it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub update: DeliveryUpdate,
+    pub incident: i64,
+    pub channel: String,
+    pub target: String,
+    pub recipient: String,
+    pub error: Option<String>,
+}
+
+/// When to try again after the `attempts`-th failure, or `None` to give up.
+pub fn next_attempt(
+    cfg: &DeliveryConfig,
+    id: i64,
+    attempts: i64,
+    created: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let exp = 2f64.powi((attempts - 1).clamp(0, 30) as i32);
+    let base = (cfg.retry_initial.as_secs_f64() * exp).min(cfg.retry_max.as_secs_f64());
+    // Jitter of ±20%, derived from the row and attempt so it is reproducible.
+    let h = Sha256::digest(format!("{id}/{attempts}").as_bytes());
+    let unit = f64::from(u16::from_be_bytes([h[0], h[1]])) / f64::from(u16::MAX);
+    let delay = base * (0.8 + 0.4 * unit);
+    let next = now + chrono::Duration::milliseconds((delay * 1000.0) as i64);
+    let horizon =
+        created + chrono::Duration::from_std(cfg.horizon).unwrap_or(chrono::Duration::MAX);
+    (next <= horizon).then_some(next)
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    mailer: Mailer,
+    http: reqwest::Client,
+    secret: Secret,
+}
+
+pub struct Deliverer {
+    inner: Arc<Inner>,
+    reader: Arc<Mutex<SqliteStore>>,
+    engine: EngineHandle,
+    wake: Arc<Notify>,
+}
+
+impl Deliverer {
+    pub fn new(
+        shared: Arc<Shared>,
+        reader: SqliteStore,
+        secret: Secret,
+        wake: Arc<Notify>,
+    ) -> Result<Deliverer, String> {
+        let cfg = shared
+            .loaded
+            .read()
+            .map_err(|_| "config lock poisoned".to_string())?
+            .config
+            .clone();
+        let mailer = Mailer::new(&cfg)?;
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let engine = shared.engine.clone();
+        Ok(Deliverer {
+            inner: Arc::new(Inner {
+                shared,
+                mailer,
+                http,
+                secret,
+            }),
+            reader: Arc::new(Mutex::new(reader)),
+            engine,
+            wake,
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SqliteStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Option<T> {
+        let r = Arc::clone(&self.reader);
+        let out = tokio::task::spawn_blocking(move || {
+            r.lock()
+                .map_err(|_| "reader lock poisoned".to_string())
+                .and_then(|g| f(&g).map_err(|e| e.to_string()))
+        })
+        .await;
+        match out {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                tracing::error!("outbox: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::error!("outbox: {e}");
+                None
+            }
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        loop {
+            let now = clock::now();
+            let due = self
+                .read(move |st| st.due_outbox(now, 200))
+                .await
+                .unwrap_or_default();
+            let due: Vec<OutboxItem> = {
+                let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                due.into_iter().filter(|r| f.insert(r.id)).collect()
+            };
+            if due.is_empty() {
+                let next = self.read(|st| st.next_outbox_attempt()).await.flatten();
+                let wait = next
+                    .map(|t| (t - clock::now()).to_std().unwrap_or(Duration::ZERO))
+                    .unwrap_or(Duration::from_secs(30))
+                    .clamp(Duration::from_millis(20), Duration::from_secs(30));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            let mut set = tokio::task::JoinSet::new();
+            let ids: Vec<i64> = due.iter().map(|r| r.id).collect();
+            for row in due {
+                let inner = Arc::clone(&self.inner);
+                set.spawn(async move { inner.deliver(row).await });
+            }
+            let mut attempts = Vec::new();
+            while let Some(r) = set.join_next().await {
+                if let Ok(a) = r {
+                    attempts.push(a);
+                }
+            }
+            // The rows leave the in-flight set only once their outcome is stored,
+            // so a row is never picked up again while its result is on the way.
+            if let Err(e) = self.engine.delivered(attempts).await {
+                tracing::error!("could not record delivery outcomes: {e}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            for id in ids {
+                f.remove(&id);
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn config(&self) -> Option<Arc<Config>> {
+        self.shared
+            .loaded
+            .read()
+            .ok()
+            .map(|l| Arc::clone(&l.config))
+    }
+
+    async fn deliver(&self, row: OutboxItem) -> Attempt {
+        let result = match self.config() {
+            None => Err(SendError::Retry("configuration unavailable".into())),
+            Some(cfg) => match row.channel.as_str() {
+                "email" => self.send_email(&cfg, &row).await,
+                "webhook" => self.send_webhook(&cfg, &row).await,
+                other => Err(SendError::Permanent(format!(
+                    "unknown channel kind `{other}`"
+                ))),
+            },
+        };
+        let now = clock::now();
+        let attempts = row.attempts + 1;
+        let delivery = self.config().map(|c| c.delivery.clone());
+        let mut update = DeliveryUpdate {
+            id: row.id,
+            attempts,
+            delivered_at: None,
+            next_attempt_at: None,
+            failed_at: None,
+            last_error: None,
+        };
+        let error = match result {
+            Ok(()) => {
+                update.delivered_at = Some(now);
+                None
+            }
+            Err(SendError::Retry(e)) => {
+                update.next_attempt_at =
+                    delivery.and_then(|d| next_attempt(&d, row.id, attempts, row.created_at, now));
+                if update.next_attempt_at.is_none() {
+                    update.failed_at = Some(now);
+                }
+                update.last_error = Some(e.clone());
+                Some(e)
+            }
+            Err(SendError::Permanent(e)) => {
+                update.failed_at = Some(now);
+                update.last_error = Some(e.clone());
+                Some(e)
+            }
+        };
+        Attempt {
+            update,
+            incident: row.incident,
+            channel: row.channel,
+            target: row.target,
+            recipient: row.recipient,
+            error,
+        }
+    }
+
+    fn link(&self, cfg: &Config, row: &OutboxItem) -> Option<(String, String)> {
+        let (Some(action), Some(step), Some(person)) = (&row.link, &row.step, &row.person) else {
+            return None;
+        };
+        let expires = clock::now()
+            + chrono::Duration::from_std(cfg.delivery.link_ttl)
+                .unwrap_or(chrono::Duration::days(3));
+        let token = self.secret.sign(&Claims {
+            incident: row.incident,
+            step: step.clone(),
+            person: person.clone(),
+            action: action.clone(),
+            expires: expires.timestamp(),
+        });
+        Some((action.clone(), format!("{}/ack/{token}", cfg.public_url)))
+    }
+
+    async fn send_email(&self, cfg: &Config, row: &OutboxItem) -> Result<(), SendError> {
+        let mut text = row.body.clone();
+        if let Some((action, url)) = self.link(cfg, row) {
+            let what = if action == "safe" {
+                "Confirm that you are safe"
+            } else {
+                "Acknowledge this step"
+            };
+            text.push_str(&format!(
+                "\n{what} (opens a page with a confirm button):\n{url}\n"
+            ));
+        }
+        let from = cfg
+            .email
+            .as_ref()
+            .map_or("branchguard <branchguard@localhost>", |e| e.from.as_str());
+        self.mailer
+            .send(from, &row.recipient, &row.subject, text, row.incident)
+            .await
+    }
+
+    async fn send_webhook(&self, cfg: &Config, row: &OutboxItem) -> Result<(), SendError> {
+        let Some(hook) = cfg.webhooks.get(&row.recipient) else {
+            return Err(SendError::Permanent(format!(
+                "channel `{}` is no longer configured",
+                row.recipient
+            )));
+        };
+        let mut payload: serde_json::Value = row
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or_else(|| serde_json::json!({ "schema": "branchguard.notification.v1", "subject": row.subject, "text": row.body }));
+        payload["id"] = serde_json::json!(row.id);
+        let mut req = self
+            .http
+            .post(&hook.url)
+            .timeout(hook.timeout)
+            .header("Idempotency-Key", format!("branchguard-{}", row.id))
+            .json(&payload);
+        for (k, v) in &hook.headers {
+            req = req.header(k, v);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(SendError::Retry(format!(
+                "{} answered {}",
+                hook.url,
+                r.status()
+            ))),
+            Err(e) => Err(SendError::Retry(format!("{}: {e}", hook.url))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_max_then_gives_up_at_the_horizon() {
+        let cfg = DeliveryConfig {
+            retry_initial: Duration::from_secs(10),
+            retry_max: Duration::from_secs(60),
+            horizon: Duration::from_secs(300),
+            link_ttl: Duration::from_secs(3600),
+        };
+        let t0 = DateTime::parse_from_rfc3339("2026-11-24T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let gap = |n: i64| {
+            (next_attempt(&cfg, 1, n, t0, t0).unwrap() - t0).num_milliseconds() as f64 / 1000.0
+        };
+        assert!((8.0..=12.0).contains(&gap(1)), "{}", gap(1));
+        assert!((16.0..=24.0).contains(&gap(2)), "{}", gap(2));
+        assert!((48.0..=72.0).contains(&gap(5)), "capped at max: {}", gap(5));
+        assert_eq!(
+            next_attempt(&cfg, 1, 3, t0, t0 + chrono::Duration::seconds(290)),
+            None,
+            "past the horizon"
+        );
+    }
+}
