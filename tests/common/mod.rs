@@ -2,6 +2,8 @@
 //! and the real `branchguard` binary run against it.
 #![allow(dead_code)]
 
+pub mod sinks;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;

@@ -1,0 +1,198 @@
+//! Real peers for the daemon's outgoing traffic: an SMTP server
+//! (mailin-embedded) and an HTTP webhook receiver (axum), both on loopback.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+
+use mailin_embedded::{Handler, Response, Server, SslConfig, response};
+
+/// One message as the SMTP server received it.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
+impl Mail {
+    pub fn subject(&self) -> String {
+        mailparse::parse_mail(&self.raw)
+            .ok()
+            .and_then(|m| {
+                m.headers
+                    .iter()
+                    .find(|h| h.get_key_ref() == "Subject")
+                    .map(|h| h.get_value())
+            })
+            .unwrap_or_default()
+    }
+
+    /// The decoded plain-text body.
+    pub fn text(&self) -> String {
+        mailparse::parse_mail(&self.raw)
+            .ok()
+            .and_then(|m| m.get_body().ok())
+            .unwrap_or_default()
+    }
+
+    /// The one-click link in the body, as a path (`/ack/...`).
+    pub fn link_path(&self) -> Option<String> {
+        let text = self.text();
+        let start = text.find("/ack/")?;
+        let rest = &text[start..];
+        Some(rest.split_whitespace().next().unwrap_or(rest).to_string())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Collect {
+    inbox: Arc<Mutex<Vec<Mail>>>,
+    to: Vec<String>,
+    data: Vec<u8>,
+}
+
+impl Handler for Collect {
+    fn rcpt(&mut self, to: &str) -> Response {
+        self.to.push(to.to_string());
+        response::OK
+    }
+    fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
+        self.to = to.to_vec();
+        self.data.clear();
+        response::OK
+    }
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.extend_from_slice(buf);
+        Ok(())
+    }
+    fn data_end(&mut self) -> Response {
+        let mail = Mail {
+            to: std::mem::take(&mut self.to),
+            raw: std::mem::take(&mut self.data),
+        };
+        self.inbox.lock().unwrap().push(mail);
+        response::OK
+    }
+}
+
+/// A port that nothing listens on yet: connections to it are refused until
+/// [`SmtpServer::start_on`] binds it.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct SmtpServer {
+    inbox: Arc<Mutex<Vec<Mail>>>,
+}
+
+impl SmtpServer {
+    pub fn start_on(port: u16) -> SmtpServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the SMTP port");
+        let inbox: Arc<Mutex<Vec<Mail>>> = Arc::default();
+        let handler = Collect {
+            inbox: Arc::clone(&inbox),
+            ..Collect::default()
+        };
+        let mut server = Server::new(handler);
+        server
+            .with_name("test.example")
+            .with_ssl(SslConfig::None)
+            .unwrap()
+            .with_tcp_listener(listener);
+        // serve() runs until the test process ends.
+        std::thread::spawn(move || {
+            let _ = server.serve();
+        });
+        SmtpServer { inbox }
+    }
+
+    pub fn mails(&self) -> Vec<Mail> {
+        self.inbox.lock().unwrap().clone()
+    }
+
+    pub fn to(&self, address: &str) -> Vec<Mail> {
+        self.mails()
+            .into_iter()
+            .filter(|m| m.to.iter().any(|t| t.contains(address)))
+            .collect()
+    }
+}
+
+/// One request as the webhook receiver got it.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
+}
+
+impl Hook {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone)]
+struct HookState {
+    got: Arc<Mutex<Vec<Hook>>>,
+    script: Arc<Mutex<Vec<u16>>>,
+}
+
+/// An HTTP server that records every request and answers with the scripted
+/// status codes in turn, then 200.
+pub struct HookServer {
+    pub url: String,
+    got: Arc<Mutex<Vec<Hook>>>,
+}
+
+impl HookServer {
+    pub fn start(script: &[u16]) -> HookServer {
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr: SocketAddr = std_listener.local_addr().unwrap();
+        let state = HookState {
+            got: Arc::default(),
+            script: Arc::new(Mutex::new(script.iter().rev().copied().collect())),
+        };
+        let got = Arc::clone(&state.got);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                let app = axum::Router::new().fallback(
+                    |axum::extract::State(st): axum::extract::State<HookState>,
+                     headers: axum::http::HeaderMap,
+                     body: axum::body::Bytes| async move {
+                        let hook = Hook {
+                            headers: headers
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                                .collect(),
+                            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                        };
+                        st.got.lock().unwrap().push(hook);
+                        let code = st.script.lock().unwrap().pop().unwrap_or(200);
+                        axum::http::StatusCode::from_u16(code).unwrap()
+                    },
+                );
+                axum::serve(listener, app.with_state(state)).await.unwrap();
+            });
+        });
+        HookServer {
+            url: format!("http://{addr}/hook"),
+            got,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Hook> {
+        self.got.lock().unwrap().clone()
+    }
+}

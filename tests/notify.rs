@@ -1,0 +1,410 @@
+//! Notifications end to end: the real daemon, a real SMTP server and a real
+//! webhook receiver on loopback. Delivery retries, restarts, one-click links,
+//! roll call, and refused links.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sinks::{HookServer, SmtpServer, free_port};
+use common::{Daemon, Fixture, history, step, wait_for};
+use serde_json::Value;
+
+const CORE_DOWN: &str = r#"{"kind":"system.down","branch":"br-a","severity":"critical","labels":{"system":"core"},"summary":"core down"}"#;
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The engine fixture with email to `smtp_port`, the ops-centre webhook to `hook`,
+/// and retries in hundreds of milliseconds.
+fn fixture(smtp_port: u16, hook: &str) -> Fixture {
+    let f = Fixture::engine();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    let notify = format!(
+        "notify:\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"{hook}\", headers: {{ X-Source: branchguard }} }}\n"
+    );
+    let start = cfg.find("notify:").unwrap();
+    let end = cfg.find("people:").unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!("{}{notify}{}", &cfg[..start], &cfg[end..]),
+    );
+    f.write(
+        "playbooks/announce.yaml",
+        "id: announce\nname: Announce\ntrigger: { kind: lobby.announce }\nsteps:\n  - id: screen\n    action: { webhook: ops-centre, body: \"Hello {{branch_name}}\" }\n    deadline: 1h\n",
+    );
+    f.write(
+        "playbooks/evacuate.yaml",
+        "id: evacuate\nname: Evacuate\ntrigger: { kind: disaster.alarm }\nresolve: manual\nsteps:\n  - id: roll-call\n    action: { roll_call: role:staff }\n    deadline: 1h\n    escalate:\n      - { after: 3s, to: [channel:ops-centre] }\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    f
+}
+
+fn outbox(inc: &Value) -> Vec<Value> {
+    inc["outbox"].as_array().cloned().unwrap_or_default()
+}
+
+fn email_rows(inc: &Value) -> Vec<Value> {
+    outbox(inc)
+        .into_iter()
+        .filter(|r| r["channel"] == "email")
+        .collect()
+}
+
+#[test]
+fn emails_arrive_with_deadline_and_a_link_that_get_shows_and_post_acknowledges() {
+    let smtp_port = free_port();
+    let smtp = SmtpServer::start_on(smtp_port);
+    let hooks = HookServer::start(&[]);
+    let f = fixture(smtp_port, &hooks.url);
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN);
+
+    let mail = wait_for(WAIT, "the switchover email", || {
+        smtp.to("it.a@bank.example").into_iter().next()
+    });
+    assert!(
+        mail.subject().contains("[failover] Branch A: switch"),
+        "{}",
+        mail.subject()
+    );
+    let text = mail.text();
+    let inc = d.incident(1);
+    let deadline =
+        chrono::DateTime::parse_from_rfc3339(step(&inc, "switch")["deadline"].as_str().unwrap())
+            .unwrap();
+    let local = deadline
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m-%d %H:%M:%S +08:00")
+        .to_string();
+    assert!(
+        text.contains(&format!("Deadline:  {local}")),
+        "deadline in the branch's time zone:\n{text}"
+    );
+    assert!(
+        text.contains("Branch:    Branch A (br-a)")
+            && text.contains("Owner:     role:it-duty (IT A)"),
+        "{text}"
+    );
+
+    let path = mail.link_path().expect("a one-click link");
+    let url = format!("{}{path}", d.url);
+    let page = d.http.get(&url).send().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().unwrap();
+    assert!(
+        html.contains("<form method=\"post\">") && html.contains("IT A"),
+        "{html}"
+    );
+    // A mail scanner fetching the link changes nothing.
+    d.http.get(&url).send().unwrap();
+    assert_eq!(
+        step(&d.incident(1), "switch")["acknowledged_at"],
+        Value::Null
+    );
+
+    let done = d.http.post(&url).send().unwrap();
+    assert_eq!(done.status().as_u16(), 200);
+    let inc = d.incident(1);
+    let sw = step(&inc, "switch");
+    assert_eq!(
+        (sw["state"].as_str(), sw["by"].as_str()),
+        (Some("acknowledged"), Some("it.a"))
+    );
+    assert!(
+        sw["response_seconds"].as_f64().is_some_and(|r| r >= 0.0),
+        "{sw}"
+    );
+    // The same link again: already used.
+    let again = d.http.post(&url).send().unwrap();
+    assert_eq!(again.status().as_u16(), 409);
+    assert!(again.text().unwrap().contains("Already recorded"));
+    let inc = wait_for(WAIT, "the refusal in the history", || {
+        let inc = d.incident(1);
+        (!history(&inc, "link.refused").is_empty()).then_some(inc)
+    });
+    assert!(
+        history(&inc, "link.refused")[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
+}
+
+#[test]
+fn smtp_down_then_up_delivers_every_row_exactly_once() {
+    let smtp_port = free_port();
+    let hooks = HookServer::start(&[]);
+    let f = fixture(smtp_port, &hooks.url);
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN);
+    // Nothing listens yet: attempts fail and are retried.
+    wait_for(WAIT, "a failed attempt", || {
+        let inc = d.incident(1);
+        (history(&inc, "notification.retry")
+            .iter()
+            .any(|h| h["detail"].as_str().unwrap().contains("email to")))
+        .then_some(())
+    });
+    let smtp = SmtpServer::start_on(smtp_port);
+    // Once the step is overdue no more messages are created by themselves.
+    wait_for(WAIT, "the overdue mark", || {
+        (step(&d.incident(1), "switch")["state"] == "overdue").then_some(())
+    });
+    let before = email_rows(&d.incident(1)).len();
+    // A later message goes through as well.
+    d.post(
+        "/api/v1/incidents/1/escalate",
+        r#"{"by":"head.a","note":"check"}"#,
+    );
+    let inc = wait_for(WAIT, "every email delivered", || {
+        let inc = d.incident(1);
+        let rows = email_rows(&inc);
+        (rows.len() > before && rows.iter().all(|r| r["delivered_at"].is_string())).then_some(inc)
+    });
+    let rows = email_rows(&inc);
+    wait_for(WAIT, "one mail per email row", || {
+        (smtp.mails().len() >= rows.len()).then_some(())
+    });
+    // Each row once: as many mails as rows, and no row sent again later.
+    assert_eq!(
+        smtp.mails().len(),
+        rows.len(),
+        "{:?}",
+        smtp.mails().iter().map(|m| m.subject()).collect::<Vec<_>>()
+    );
+    assert!(
+        rows.iter().any(|r| r["attempts"].as_i64().unwrap() >= 2),
+        "the first attempts failed: {rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["last_error"].is_null() || r["delivered_at"].is_string())
+    );
+    let delivered = history(&inc, "notification.delivered")
+        .iter()
+        .filter(|h| h["detail"].as_str().unwrap().starts_with("email"))
+        .count();
+    assert_eq!(delivered, rows.len());
+}
+
+#[test]
+fn rows_queued_at_kill_9_are_delivered_after_restart() {
+    let smtp_port = free_port();
+    let hooks = HookServer::start(&[]);
+    let f = fixture(smtp_port, &hooks.url);
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN);
+    wait_for(WAIT, "a failed attempt", || {
+        (!history(&d.incident(1), "notification.retry").is_empty()).then_some(())
+    });
+    let queued = email_rows(&d.incident(1)).len();
+    assert!(queued >= 1);
+    d.kill9();
+    let smtp = SmtpServer::start_on(smtp_port);
+    let d = Daemon::start(&f);
+    // Once the step is overdue no more emails are created by themselves.
+    wait_for(WAIT, "the overdue mark", || {
+        (step(&d.incident(1), "switch")["state"] == "overdue").then_some(())
+    });
+    let inc = wait_for(WAIT, "the queued emails delivered", || {
+        let inc = d.incident(1);
+        email_rows(&inc)
+            .iter()
+            .all(|r| r["delivered_at"].is_string())
+            .then_some(inc)
+    });
+    let rows = email_rows(&inc).len();
+    wait_for(WAIT, "the mails", || {
+        (smtp.mails().len() >= rows).then_some(())
+    });
+    assert_eq!(smtp.mails().len(), rows);
+}
+
+#[test]
+fn webhook_answering_500_twice_is_delivered_on_the_third_try_with_one_idempotency_key() {
+    let smtp_port = free_port();
+    let _smtp = SmtpServer::start_on(smtp_port);
+    let hooks = HookServer::start(&[500, 500]);
+    let f = fixture(smtp_port, &hooks.url);
+    let d = Daemon::start(&f);
+    let (_, body) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"lobby.announce","branch":"br-a"}"#,
+    );
+    let id = body["incidents"][0].as_i64().unwrap();
+    let inc = wait_for(WAIT, "the webhook delivered", || {
+        let inc = d.incident(id);
+        outbox(&inc)
+            .iter()
+            .all(|r| r["delivered_at"].is_string())
+            .then_some(inc)
+    });
+    let got = hooks.requests();
+    assert_eq!(got.len(), 3, "500, 500, then 200: {got:?}");
+    let keys: Vec<&str> = got
+        .iter()
+        .map(|h| h.header("idempotency-key").unwrap())
+        .collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    assert_eq!(got[2].header("x-source"), Some("branchguard"));
+    let payload = &got[2].body;
+    assert_eq!(payload["schema"], "branchguard.notification.v1");
+    assert_eq!(payload["text"], "Hello Branch A");
+    assert_eq!(payload["incident"]["id"], id);
+    assert_eq!(payload["drill"], false);
+    assert_eq!(format!("branchguard-{}", payload["id"]), keys[0]);
+    assert_eq!(history(&inc, "notification.retry").len(), 2);
+    assert_eq!(history(&inc, "notification.delivered").len(), 1);
+    assert_eq!(outbox(&inc)[0]["attempts"], 3);
+}
+
+#[test]
+fn roll_call_of_three_with_two_confirmed_names_and_escalates_the_third() {
+    let smtp_port = free_port();
+    let smtp = SmtpServer::start_on(smtp_port);
+    let hooks = HookServer::start(&[]);
+    let f = fixture(smtp_port, &hooks.url);
+    let d = Daemon::start(&f);
+    let (_, body) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"disaster.alarm","branch":"br-a"}"#,
+    );
+    let id = body["incidents"][0].as_i64().unwrap();
+    let rc = step(&d.incident(id), "roll-call").clone();
+    assert_eq!(
+        rc["roll_call"]["people"],
+        serde_json::json!(["guard.a", "head.a", "it.a"])
+    );
+    for who in ["head.a@bank.example", "it.a@bank.example"] {
+        let mail = wait_for(WAIT, "the roll-call email", || {
+            smtp.to(who).into_iter().next()
+        });
+        assert!(
+            mail.text().contains("Confirm that you are safe"),
+            "{}",
+            mail.text()
+        );
+        let r = d
+            .http
+            .post(format!("{}{}", d.url, mail.link_path().unwrap()))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let inc = wait_for(WAIT, "the roll-call escalation", || {
+        let inc = d.incident(id);
+        (!history(&inc, "step.escalated").is_empty()).then_some(inc)
+    });
+    let rc = step(&inc, "roll-call");
+    assert_eq!(rc["state"], "notified");
+    assert_eq!(
+        rc["roll_call"]["missing"],
+        serde_json::json!([{"id": "guard.a", "name": "Guard A"}])
+    );
+    let detail = history(&inc, "step.escalated")[0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("not yet confirmed safe: Guard A (guard.a)"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("Head A") && !detail.contains("IT A"),
+        "{detail}"
+    );
+    let hook = wait_for(WAIT, "the escalation webhook", || {
+        hooks.requests().into_iter().find(|h| {
+            h.body["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("ESCALATION"))
+        })
+    });
+    assert!(
+        hook.body["text"].as_str().unwrap().contains("Guard A"),
+        "{:?}",
+        hook.body
+    );
+    // The third confirms: the roll call is done.
+    let mail = smtp.to("guard.a@bank.example").into_iter().next().unwrap();
+    d.http
+        .post(format!("{}{}", d.url, mail.link_path().unwrap()))
+        .send()
+        .unwrap();
+    assert_eq!(step(&d.incident(id), "roll-call")["state"], "done");
+}
+
+#[test]
+fn forged_and_expired_links_are_refused_with_a_page_and_an_audit_row() {
+    let smtp_port = free_port();
+    let smtp = SmtpServer::start_on(smtp_port);
+    let hooks = HookServer::start(&[]);
+    let f = fixture(smtp_port, &hooks.url);
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN);
+    let mail = wait_for(WAIT, "the switchover email", || {
+        smtp.to("it.a@bank.example").into_iter().next()
+    });
+    let path = mail.link_path().unwrap();
+    let token = path.trim_start_matches("/ack/");
+    let (payload, sig) = token.split_once('.').unwrap();
+
+    // Forged: the claims changed (another person), the signature kept.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: Value = serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();
+    claims["p"] = "head.a".into();
+    let forged = format!(
+        "/ack/{}.{sig}",
+        b64.encode(serde_json::to_vec(&claims).unwrap())
+    );
+    for r in [
+        d.http.get(format!("{}{forged}", d.url)).send().unwrap(),
+        d.http.post(format!("{}{forged}", d.url)).send().unwrap(),
+    ] {
+        assert_eq!(r.status().as_u16(), 403);
+        assert!(r.text().unwrap().contains("This link is not valid"));
+    }
+    // Expired: properly signed with the daemon's secret, but out of date.
+    let secret = hex::decode(
+        std::fs::read_to_string(f.path("data/link-secret"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let expired = branchguard::notify::links::Secret::from_bytes(&secret).sign(
+        &branchguard::notify::links::Claims {
+            incident: 1,
+            step: "switch".into(),
+            person: "it.a".into(),
+            action: "ack".into(),
+            expires: branchguard::clock::now().timestamp() - 60,
+        },
+    );
+    let r = d
+        .http
+        .post(format!("{}/ack/{expired}", d.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 410);
+    assert!(r.text().unwrap().contains("This link has expired"));
+    assert_eq!(
+        step(&d.incident(1), "switch")["acknowledged_at"],
+        Value::Null,
+        "nothing was recorded"
+    );
+
+    let db = rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
+    let refused = wait_for(WAIT, "the audit rows", || {
+        let n: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM audit WHERE what = 'link.refused'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (n >= 3).then_some(n)
+    });
+    assert_eq!(refused, 3, "forged GET, forged POST, expired POST");
+}
