@@ -550,6 +550,11 @@ impl Engine {
                     .map(|b| b.render(&vars))
                     .unwrap_or_else(|| spec.title.clone());
                 let subject = self.subject(&inc, spec);
+                let text = if inc.drill {
+                    format!("[DRILL] {text}")
+                } else {
+                    text
+                };
                 round.outbox.push(Notification {
                     incident: iid,
                     step: Some(spec.id.clone()),

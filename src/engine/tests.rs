@@ -450,3 +450,30 @@ fn failing_command_fails_the_step_and_escalates() {
             .any(|n| n.recipient == "ops-centre" && n.subject.contains("FAILED"))
     );
 }
+
+#[test]
+fn every_message_of_a_drill_incident_is_marked() {
+    let mut e = engine();
+    let ev = core_down();
+    let m = crate::matching::match_event(&e.loaded().playbooks, &ev).remove(0);
+    let mut r = Round::default();
+    let iid = e.open(&m, &ev, true, t0(), &mut r);
+    let mut t = Round::default();
+    e.tick(t0() + Duration::minutes(20), &mut t);
+    let all: Vec<&Notification> = r.outbox.iter().chain(t.outbox.iter()).collect();
+    assert!(all.len() > 5);
+    for n in all {
+        assert!(n.subject.starts_with("[DRILL] "), "{}", n.subject);
+        if let Some(p) = &n.payload {
+            let v: serde_json::Value = serde_json::from_str(p).unwrap();
+            assert_eq!(v["drill"], true);
+            assert!(v["subject"].as_str().unwrap().starts_with("[DRILL] "));
+            assert!(v["text"].as_str().unwrap().contains("[DRILL]"), "{v}");
+        } else {
+            assert!(n.body.starts_with("[DRILL] This is a drill."), "{}", n.body);
+        }
+    }
+    // A drill incident never absorbs a real event of the same group.
+    let (out, _) = ingest(&mut e, vec![core_down()], t0());
+    assert_ne!(out[0].1, vec![iid]);
+}
