@@ -103,6 +103,25 @@ impl EventError {
 }
 
 impl EventInput {
+    /// Back to the wire format, for the command-line client.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "kind": self.kind, "branch": self.branch, "labels": self.labels });
+        if let Some(s) = self.severity {
+            v["severity"] = s.as_str().into();
+        }
+        if let Some(s) = self.status {
+            v["status"] = s.as_str().into();
+        }
+        if let Some(s) = &self.summary {
+            v["summary"] = s.as_str().into();
+        }
+        if let Some(t) = self.occurred_at {
+            v["occurred_at"] = t.to_rfc3339().into();
+        }
+        v["source"] = self.source.clone().unwrap_or_else(|| "cli".into()).into();
+        v
+    }
+
     /// Checks the event against the known branches and fills the defaults.
     pub fn check(
         self,

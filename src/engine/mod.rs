@@ -907,7 +907,12 @@ impl Engine {
         if inc.drill {
             b.push_str("[DRILL] This is a drill. Respond exactly as in a real incident.\n\n");
         }
-        b.push_str(&format!("{}\n\n", why));
+        let opening = match why {
+            "assigned" => "You are assigned this step: acknowledge it now, then mark it done when it is.",
+            "notice" => "For your information.",
+            other => other,
+        };
+        b.push_str(&format!("{opening}\n\n"));
         b.push_str(&format!(
             "Incident:  #{} {}\n",
             inc.id, vars["playbook_name"]
