@@ -197,22 +197,18 @@ async fn reload(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     }
 }
 
-fn reject(e: EventError, index: Option<usize>, reason: &'static str) -> ApiError {
+fn reject(e: EventError, reason: &'static str) -> ApiError {
     crate::metrics::event_rejected(reason);
-    let field = match (index, e.field) {
-        (Some(i), Some(f)) => Some(format!("[{i}].{f}")),
-        (Some(i), None) => Some(format!("[{i}]")),
-        (None, f) => f,
-    };
-    ApiError::new(StatusCode::BAD_REQUEST, e.message, field)
+    ApiError::new(StatusCode::BAD_REQUEST, e.message, e.field)
 }
 
-/// Checks every event; one bad event refuses the whole request, so nothing is half-stored.
+/// Checks every event; one bad event refuses the whole request, so nothing is
+/// half-stored. `field_of` says where event `i`'s bad field is in the request.
 async fn accept(
     s: &AppState,
     inputs: Vec<EventInput>,
-    many: bool,
     default_source: &str,
+    field_of: impl Fn(usize, Option<String>) -> Option<String>,
 ) -> Result<Response, ApiError> {
     let now = clock::now();
     let mut events = Vec::with_capacity(inputs.len());
@@ -228,21 +224,28 @@ async fn accept(
             let ev = input
                 .check(|b| l.config.branches.contains_key(b), now, default_source)
                 .map_err(|e| {
+                    let reason = if e.field.as_deref() == Some("branch") {
+                        "unknown_branch"
+                    } else {
+                        "invalid"
+                    };
                     reject(
-                        e.clone(),
-                        many.then_some(i),
-                        if e.field.as_deref() == Some("branch") {
-                            "unknown_branch"
-                        } else {
-                            "invalid"
+                        EventError {
+                            field: field_of(i, e.field),
+                            message: e.message,
                         },
+                        reason,
                     )
                 })?;
             events.push(ev);
         }
     }
     let n = events.len();
-    let out = s.engine.ingest(events, now).await?;
+    let out = if events.is_empty() {
+        Vec::new()
+    } else {
+        s.engine.ingest(events, now).await?
+    };
     let incidents: BTreeSet<i64> = out.iter().flat_map(|(_, i)| i.iter().copied()).collect();
     let ids: Vec<i64> = out.iter().map(|(id, _)| *id).collect();
     Ok((
@@ -254,49 +257,22 @@ async fn accept(
 
 async fn post_events(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let many = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    let inputs = crate::event::parse_json(&body).map_err(|e| reject(e, None, "malformed"))?;
-    accept(&s, inputs, many, "api").await
+    let inputs = crate::event::parse_json(&body).map_err(|e| reject(e, "malformed"))?;
+    accept(&s, inputs, "api", |i, field| match (many, field) {
+        (true, Some(f)) => Some(format!("[{i}].{f}")),
+        (true, None) => Some(format!("[{i}]")),
+        (false, f) => f,
+    })
+    .await
 }
 
 async fn post_alertmanager(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let inputs = crate::alertmanager::parse(&body).map_err(|e| reject(e, None, "malformed"))?;
-    if inputs.is_empty() {
-        return Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "accepted": 0, "events": [], "incidents": [] })),
-        )
-            .into_response());
-    }
-    let n = inputs.len();
-    // Field paths from the payload already name the alert; add none of our own.
-    let now = clock::now();
-    let mut events = Vec::with_capacity(n);
-    {
-        let l = s.loaded.read().map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "config lock poisoned",
-                None,
-            )
-        })?;
-        for (i, input) in inputs.into_iter().enumerate() {
-            let ev = input
-                .check(|b| l.config.branches.contains_key(b), now, "alertmanager")
-                .map_err(|mut e| {
-                    e.field = e.field.map(|f| format!("alerts[{i}].labels.{f}"));
-                    reject(e, None, "unknown_branch")
-                })?;
-            events.push(ev);
-        }
-    }
-    let out = s.engine.ingest(events, now).await?;
-    let incidents: BTreeSet<i64> = out.iter().flat_map(|(_, i)| i.iter().copied()).collect();
-    let ids: Vec<i64> = out.iter().map(|(id, _)| *id).collect();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "accepted": n, "events": ids, "incidents": incidents })),
-    )
-        .into_response())
+    let inputs = crate::alertmanager::parse(&body).map_err(|e| reject(e, "malformed"))?;
+    // `branch` came from the alert's labels.
+    accept(&s, inputs, "alertmanager", |i, field| {
+        field.map(|f| format!("alerts[{i}].labels.{f}"))
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]

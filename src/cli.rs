@@ -202,9 +202,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let body = match file {
                 Some(f) => {
                     // JSON or YAML; checked here so a mistake is shown with its line and column.
-                    let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
-                    let events = crate::event::parse_file(&f.display().to_string(), &text).map_err(|d| anyhow::anyhow!("{d}"))?;
-                    serde_json::Value::Array(events.into_iter().map(|e| e.to_json()).collect()).to_string()
+                    let text = std::fs::read_to_string(&f)
+                        .with_context(|| format!("cannot read {}", f.display()))?;
+                    let events = crate::event::parse_file(&f.display().to_string(), &text)
+                        .map_err(|d| anyhow::anyhow!("{d}"))?;
+                    serde_json::Value::Array(events.into_iter().map(|e| e.to_json()).collect())
+                        .to_string()
                 }
                 None => {
                     let mut ev = serde_json::json!({

@@ -105,7 +105,8 @@ impl EventError {
 impl EventInput {
     /// Back to the wire format, for the command-line client.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({ "kind": self.kind, "branch": self.branch, "labels": self.labels });
+        let mut v =
+            serde_json::json!({ "kind": self.kind, "branch": self.branch, "labels": self.labels });
         if let Some(s) = self.severity {
             v["severity"] = s.as_str().into();
         }

@@ -908,7 +908,9 @@ impl Engine {
             b.push_str("[DRILL] This is a drill. Respond exactly as in a real incident.\n\n");
         }
         let opening = match why {
-            "assigned" => "You are assigned this step: acknowledge it now, then mark it done when it is.",
+            "assigned" => {
+                "You are assigned this step: acknowledge it now, then mark it done when it is."
+            }
             "notice" => "For your information.",
             other => other,
         };
