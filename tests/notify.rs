@@ -51,13 +51,43 @@ fn email_rows(inc: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// A running daemon wired to a real SMTP server (started now or later) and a
+/// real webhook receiver answering `script` first.
+struct Env {
+    smtp_port: u16,
+    smtp: Option<SmtpServer>,
+    hooks: HookServer,
+    f: Fixture,
+    d: Daemon,
+}
+
+impl Env {
+    fn start(smtp_up: bool, script: &[u16]) -> Env {
+        let smtp_port = free_port();
+        let smtp = smtp_up.then(|| SmtpServer::start_on(smtp_port));
+        let hooks = HookServer::start(script);
+        let f = fixture(smtp_port, &hooks.url);
+        let d = Daemon::start(&f);
+        Env {
+            smtp_port,
+            smtp,
+            hooks,
+            f,
+            d,
+        }
+    }
+}
+
 #[test]
 fn emails_arrive_with_deadline_and_a_link_that_get_shows_and_post_acknowledges() {
-    let smtp_port = free_port();
-    let smtp = SmtpServer::start_on(smtp_port);
-    let hooks = HookServer::start(&[]);
-    let f = fixture(smtp_port, &hooks.url);
-    let d = Daemon::start(&f);
+    let Env {
+        smtp,
+        hooks: _hooks,
+        f: _f,
+        d,
+        ..
+    } = Env::start(true, &[]);
+    let smtp = smtp.expect("SMTP is up");
     d.post("/api/v1/events", CORE_DOWN);
 
     let mail = wait_for(WAIT, "the switchover email", || {
@@ -133,10 +163,13 @@ fn emails_arrive_with_deadline_and_a_link_that_get_shows_and_post_acknowledges()
 
 #[test]
 fn smtp_down_then_up_delivers_every_row_exactly_once() {
-    let smtp_port = free_port();
-    let hooks = HookServer::start(&[]);
-    let f = fixture(smtp_port, &hooks.url);
-    let d = Daemon::start(&f);
+    let Env {
+        smtp_port,
+        hooks: _hooks,
+        f: _f,
+        d,
+        ..
+    } = Env::start(false, &[]);
     d.post("/api/v1/events", CORE_DOWN);
     // Nothing listens yet: attempts fail and are retried.
     wait_for(WAIT, "a failed attempt", || {
@@ -190,10 +223,13 @@ fn smtp_down_then_up_delivers_every_row_exactly_once() {
 
 #[test]
 fn rows_queued_at_kill_9_are_delivered_after_restart() {
-    let smtp_port = free_port();
-    let hooks = HookServer::start(&[]);
-    let f = fixture(smtp_port, &hooks.url);
-    let d = Daemon::start(&f);
+    let Env {
+        smtp_port,
+        hooks: _hooks,
+        f,
+        d,
+        ..
+    } = Env::start(false, &[]);
     d.post("/api/v1/events", CORE_DOWN);
     wait_for(WAIT, "a failed attempt", || {
         (!history(&d.incident(1), "notification.retry").is_empty()).then_some(())
@@ -223,11 +259,9 @@ fn rows_queued_at_kill_9_are_delivered_after_restart() {
 
 #[test]
 fn webhook_answering_500_twice_is_delivered_on_the_third_try_with_one_idempotency_key() {
-    let smtp_port = free_port();
-    let _smtp = SmtpServer::start_on(smtp_port);
-    let hooks = HookServer::start(&[500, 500]);
-    let f = fixture(smtp_port, &hooks.url);
-    let d = Daemon::start(&f);
+    let Env {
+        hooks, f: _f, d, ..
+    } = Env::start(true, &[500, 500]);
     let (_, body) = d.post(
         "/api/v1/events",
         r#"{"kind":"lobby.announce","branch":"br-a"}"#,
@@ -261,11 +295,14 @@ fn webhook_answering_500_twice_is_delivered_on_the_third_try_with_one_idempotenc
 
 #[test]
 fn roll_call_of_three_with_two_confirmed_names_and_escalates_the_third() {
-    let smtp_port = free_port();
-    let smtp = SmtpServer::start_on(smtp_port);
-    let hooks = HookServer::start(&[]);
-    let f = fixture(smtp_port, &hooks.url);
-    let d = Daemon::start(&f);
+    let Env {
+        smtp,
+        hooks,
+        f: _f,
+        d,
+        ..
+    } = Env::start(true, &[]);
+    let smtp = smtp.expect("SMTP is up");
     let (_, body) = d.post(
         "/api/v1/events",
         r#"{"kind":"disaster.alarm","branch":"br-a"}"#,
@@ -337,11 +374,14 @@ fn roll_call_of_three_with_two_confirmed_names_and_escalates_the_third() {
 
 #[test]
 fn forged_and_expired_links_are_refused_with_a_page_and_an_audit_row() {
-    let smtp_port = free_port();
-    let smtp = SmtpServer::start_on(smtp_port);
-    let hooks = HookServer::start(&[]);
-    let f = fixture(smtp_port, &hooks.url);
-    let d = Daemon::start(&f);
+    let Env {
+        smtp,
+        hooks: _hooks,
+        f,
+        d,
+        ..
+    } = Env::start(true, &[]);
+    let smtp = smtp.expect("SMTP is up");
     d.post("/api/v1/events", CORE_DOWN);
     let mail = wait_for(WAIT, "the switchover email", || {
         smtp.to("it.a@bank.example").into_iter().next()
