@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Loaded};
 use crate::matching::{self, Plan};
+use crate::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -432,6 +433,13 @@ fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) ->
     let cfg = &loaded.config;
     let tz = cfg.calendar.timezone;
     let mut failed = false;
+    // The daemon's database, when there is one, tells which groups have an open incident.
+    let store = cfg
+        .data_dir
+        .join("branchguard.db")
+        .exists()
+        .then(|| crate::store::SqliteStore::open_read_only(&cfg.data_dir).ok())
+        .flatten();
     for (i, input) in inputs.into_iter().enumerate() {
         let ev = match input.check(|b| cfg.branches.contains_key(b), now, "cli") {
             Ok(ev) => ev,
@@ -463,10 +471,20 @@ fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) ->
                 Some(n) => format!("tier {} ({n})", m.tier),
                 None => format!("tier {}", m.tier),
             };
-            let verb = if ev.status == crate::event::Status::Resolved {
-                "would resolve the open incident of group"
-            } else {
-                "would open an incident, or join the open one, for group"
+            let open = store
+                .as_ref()
+                .and_then(|st| st.open_for_group(&m.group_key).ok().flatten());
+            let verb = match (ev.status, open) {
+                (crate::event::Status::Resolved, Some(id)) => {
+                    format!("would join and resolve open incident #{id} of group")
+                }
+                (crate::event::Status::Resolved, None) => {
+                    "has no open incident to resolve for group".to_string()
+                }
+                (_, Some(id)) => {
+                    format!("would join open incident #{id} (no new notifications) of group")
+                }
+                (_, None) => "would open a new incident for group".to_string(),
             };
             println!(
                 "  playbook {} ({}), {tier}: {verb} {}",

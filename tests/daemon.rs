@@ -499,3 +499,117 @@ fn the_daemon_refuses_to_start_on_invalid_config() {
         out.stderr
     );
 }
+
+#[test]
+fn match_names_the_open_incident_an_event_would_join() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    f.write("core-down.json", CORE_DOWN);
+    let out = f.run(&["match", "core-down.json"]);
+    assert!(
+        out.stdout
+            .contains("would open a new incident for group failover/branch=br-a,system=core"),
+        "{}",
+        out.stdout
+    );
+    d.post("/api/v1/events", CORE_DOWN);
+    let out = f.run(&["match", "core-down.json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("would join open incident #1 (no new notifications) of group failover/branch=br-a,system=core"), "{}", out.stdout);
+}
+
+#[test]
+fn reload_keeps_running_incidents_on_their_version_and_refuses_bad_files() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN);
+    let first = d.incident(1);
+    assert_eq!(first["steps"].as_array().unwrap().len(), 3);
+
+    // A new version of the playbook: one more step.
+    let pb = std::fs::read_to_string(f.path("playbooks/failover.yaml")).unwrap();
+    f.write(
+        "playbooks/failover.yaml",
+        &format!("{pb}  - {{ id: tell-boss, assignee: branch-head, deadline: 1h }}\n"),
+    );
+    let (code, body) = d.post("/api/v1/reload", "");
+    assert_eq!(code, 200, "{body}");
+    let status = d.get("/api/v1/status");
+    let version = status["playbooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "failover")
+        .unwrap()["version"]
+        .clone();
+    assert_ne!(version, first["playbook_version"]);
+    assert_eq!(status["last_reload"]["ok"], true);
+
+    // The running incident keeps its version and its steps, even through a restart.
+    d.post("/api/v1/events", CORE_DOWN);
+    assert_eq!(d.incident(1)["steps"].as_array().unwrap().len(), 3);
+    assert_eq!(d.incident(1)["playbook_version"], first["playbook_version"]);
+    d.kill9();
+    let d = Daemon::start(&f);
+    assert_eq!(d.incident(1)["steps"].as_array().unwrap().len(), 3);
+    d.post(
+        "/api/v1/events",
+        r#"{"kind":"system.down","branch":"br-a","status":"resolved","labels":{"system":"core"}}"#,
+    );
+    assert_eq!(step(&d.incident(1), "backfill")["state"], "notified");
+    // A new incident takes the new version.
+    let (_, body) = d.post("/api/v1/events", CORE_DOWN);
+    let second = d.incident(body["incidents"][0].as_i64().unwrap());
+    assert_eq!(second["playbook_version"], version);
+    assert_eq!(step(&second, "tell-boss")["state"], "notified");
+
+    // A broken file is refused with its location; the previous set keeps running.
+    f.write("playbooks/failover.yaml", "id: failover\nname: Failover\ntrigger: { kind: system.down }\nsteps:\n  - { id: a, deadline: 5 minutes please }\n");
+    let (code, body) = d.post("/api/v1/reload", "");
+    assert_eq!(code, 422);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("playbooks/failover.yaml:5:24: steps.a.deadline: invalid duration"),
+        "{body}"
+    );
+    let status = d.get("/api/v1/status");
+    assert_eq!(status["last_reload"]["ok"], false);
+    assert_eq!(
+        status["playbooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "failover")
+            .unwrap()["version"],
+        version
+    );
+    let (_, body) = d.post("/api/v1/events", r#"{"kind":"system.down","branch":"br-b","severity":"critical","labels":{"system":"core"}}"#);
+    let third = d.incident(body["incidents"][0].as_i64().unwrap());
+    assert_eq!(
+        third["playbook_version"], version,
+        "the previous set still matches"
+    );
+
+    // SIGHUP takes the same path.
+    f.write("playbooks/failover.yaml", &pb);
+    std::process::Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = wait_for(Duration::from_secs(10), "the SIGHUP reload", || {
+        let s = d.get("/api/v1/status");
+        (s["last_reload"]["trigger"] == "SIGHUP").then_some(s)
+    });
+    assert_eq!(status["last_reload"]["ok"], true);
+    assert_eq!(
+        status["playbooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "failover")
+            .unwrap()["version"],
+        first["playbook_version"]
+    );
+}

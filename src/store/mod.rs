@@ -134,4 +134,6 @@ pub trait Store: Send {
     fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     fn outbox_pending(&self) -> Result<u64, StoreError>;
     fn verify_audit(&self) -> Result<AuditCheck, StoreError>;
+    /// The open incident of a group, if any.
+    fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError>;
 }

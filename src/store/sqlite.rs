@@ -551,6 +551,13 @@ impl Store for SqliteStore {
         )? as u64)
     }
 
+    fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT id FROM incidents WHERE group_key = ?1 AND status = 'open' ORDER BY id DESC LIMIT 1", [group_key], |r| r.get(0))
+            .optional()?)
+    }
+
     fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
         let mut st = self.conn.prepare(
             "SELECT seq, at, entity, what, by, detail, prev_hash, hash FROM audit ORDER BY seq",
