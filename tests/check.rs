@@ -357,3 +357,18 @@ fn every_error_of_a_run_is_reported() {
         out.stderr
     );
 }
+
+#[test]
+fn an_action_without_an_action_key_points_at_the_action() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down, labels: { system: core } }\nsteps:\n  - id: a\n    deadline: 5m\n    action: { body: hello }\n",
+    );
+    assert_errors(
+        &f,
+        &[
+            "playbooks/failover.yaml:7:13: steps.a.action: expected one of task, notify, webhook, command or roll_call",
+        ],
+    );
+}

@@ -239,7 +239,7 @@ pub struct StepFile {
     pub id: S,
     pub title: Option<String>,
     pub assignee: Option<S>,
-    pub action: Option<ActionFile>,
+    pub action: Option<S<ActionFile>>,
     pub deadline: S,
     #[serde(default)]
     pub critical: bool,

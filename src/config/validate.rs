@@ -814,7 +814,7 @@ fn compile_playbook(
             .as_ref()
             .and_then(|a| target(file, a, &f("assignee"), cfg, true, diags));
         let action = s.action.as_ref().map_or(Some(Action::Task), |a| {
-            compile_action(file, a, sid, cfg, diags)
+            compile_action(file, &a.value, a.referenced, sid, cfg, diags)
         });
         let deadline = delay(file, &s.deadline, &f("deadline"), diags);
         let weight = match &s.weight {
@@ -939,6 +939,7 @@ fn compile_playbook(
 fn compile_action(
     file: &str,
     a: &ActionFile,
+    at: Location,
     sid: &str,
     cfg: &Config,
     diags: &mut Diagnostics,
@@ -957,11 +958,6 @@ fn compile_action(
     let (kind, loc) = match kinds.as_slice() {
         [one] => *one,
         [] => {
-            let at = a
-                .body
-                .as_ref()
-                .or(a.timeout.as_ref())
-                .map_or(Location::UNKNOWN, |v| v.referenced);
             diags.at(file, at, format!("steps.{sid}.action: expected one of task, notify, webhook, command or roll_call"));
             return None;
         }
