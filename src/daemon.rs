@@ -620,3 +620,49 @@ pub fn reload(shared: &Shared, trigger: &str) -> Result<String, crate::diag::Dia
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(argv: &[&str], timeout_ms: u64) -> CommandRequest {
+        CommandRequest {
+            incident: 1,
+            step: "s".into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: vec![("BRANCHGUARD_BRANCH".into(), "sh-001".into())],
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_report_exit_output_timeout_and_start_failure() {
+        let dir = std::env::temp_dir();
+        let ok = run_command(
+            &req(
+                &["sh", "-c", "echo on $BRANCHGUARD_BRANCH; echo oops >&2"],
+                10_000,
+            ),
+            &dir,
+        )
+        .await;
+        assert_eq!(ok.exit_code, Some(0));
+        assert!(
+            ok.output.contains("on sh-001") && ok.output.contains("oops"),
+            "{}",
+            ok.output
+        );
+        let failed = run_command(&req(&["sh", "-c", "exit 3"], 10_000), &dir).await;
+        assert_eq!(failed.exit_code, Some(3));
+        let slow = run_command(&req(&["sleep", "5"], 100), &dir).await;
+        assert_eq!(slow.exit_code, None);
+        assert_eq!(slow.output, "timed out after 100ms");
+        let missing = run_command(&req(&["/no/such/program"], 1000), &dir).await;
+        assert_eq!(missing.exit_code, None);
+        assert!(
+            missing.output.contains("could not start"),
+            "{}",
+            missing.output
+        );
+    }
+}

@@ -85,6 +85,9 @@ impl std::fmt::Display for Delay {
 
 /// `15m`, `1h30m`, `24h`, `72h`, `45s`: the way playbooks write durations.
 pub fn short(d: Duration) -> String {
+    if d < Duration::from_secs(1) && !d.is_zero() {
+        return format!("{}ms", d.as_millis());
+    }
     let s = d.as_secs();
     let (h, m, sec) = (s / 3600, s % 3600 / 60, s % 60);
     let mut out = String::new();

@@ -137,3 +137,99 @@ pub fn plan<'a>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Pattern, ResolveMode, Trigger, anchored};
+    use crate::event::{Severity, Status};
+
+    fn pb(labels_re: &[(&str, &str)]) -> Playbook {
+        Playbook {
+            id: "p".into(),
+            name: "P".into(),
+            description: None,
+            version: "v".into(),
+            file: "p.yaml".into(),
+            trigger: Trigger {
+                kind: "atm.fault".into(),
+                labels: BTreeMap::new(),
+                labels_re: labels_re
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Pattern(anchored(v).unwrap())))
+                    .collect(),
+                severity_at_least: Some(Severity::Major),
+            },
+            group_by: vec!["branch".into(), "atm".into()],
+            resolve: ResolveMode::Auto,
+            tiers: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn ev(labels: &[(&str, &str)], severity: Severity, status: Status) -> Event {
+        Event {
+            kind: "atm.fault".into(),
+            branch: "b".into(),
+            severity,
+            status,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            summary: None,
+            occurred_at: DateTime::UNIX_EPOCH,
+            source: "t".into(),
+        }
+    }
+
+    #[test]
+    fn labels_re_matches_the_whole_value() {
+        let p = pb(&[("atm", "atm-0[0-9]")]);
+        assert!(triggers(
+            &p,
+            &ev(&[("atm", "atm-07")], Severity::Major, Status::Firing)
+        ));
+        assert!(
+            !triggers(
+                &p,
+                &ev(&[("atm", "atm-070")], Severity::Major, Status::Firing)
+            ),
+            "anchored"
+        );
+        assert!(
+            !triggers(&p, &ev(&[], Severity::Major, Status::Firing)),
+            "label missing"
+        );
+        assert!(
+            !triggers(
+                &p,
+                &ev(&[("atm", "atm-07")], Severity::Minor, Status::Firing)
+            ),
+            "below severity"
+        );
+        assert!(
+            triggers(
+                &p,
+                &ev(&[("atm", "atm-07")], Severity::Minor, Status::Resolved)
+            ),
+            "a resolution is not held to severity"
+        );
+    }
+
+    #[test]
+    fn group_key_uses_the_group_by_fields_and_missing_labels_are_empty() {
+        let p = pb(&[]);
+        let g = group_of(
+            &p,
+            &ev(
+                &[("atm", "atm-07"), ("other", "x")],
+                Severity::Major,
+                Status::Firing,
+            ),
+        );
+        assert_eq!(group_key(&p, &g), "p/branch=b,atm=atm-07");
+        let g = group_of(&p, &ev(&[], Severity::Major, Status::Firing));
+        assert_eq!(group_key(&p, &g), "p/branch=b,atm=");
+    }
+}
