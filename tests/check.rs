@@ -372,3 +372,21 @@ fn an_action_without_an_action_key_points_at_the_action() {
         ],
     );
 }
+
+#[test]
+fn a_configured_directory_that_is_missing_is_an_error_a_default_one_is_not() {
+    let f = Fixture::base();
+    std::fs::remove_dir_all(f.path("drills")).unwrap();
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("0 drills"), "{}", out.stdout);
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!("drills_dir: ./exercises\n{cfg}"),
+    );
+    assert_errors(
+        &f,
+        &["branchguard.yaml:1:13: drills_dir: cannot read directory ./exercises"],
+    );
+}

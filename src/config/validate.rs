@@ -40,9 +40,17 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
         }
     };
     let base = config_path.parent().unwrap_or(Path::new(""));
+    let playbooks_at = raw.playbooks_dir.as_ref().map(|s| s.referenced);
+    let drills_at = raw.drills_dir.as_ref().map(|s| s.referenced);
     let config = compile_config(&file, base, raw, &mut diags);
 
-    let playbook_files = read_dir_yaml(&config.playbooks_dir, &file, "playbooks_dir", &mut diags);
+    let playbook_files = read_dir_yaml(
+        &config.playbooks_dir,
+        &file,
+        "playbooks_dir",
+        playbooks_at,
+        &mut diags,
+    );
     let mut playbooks: Vec<Arc<Playbook>> = Vec::new();
     let mut seen_pb: BTreeMap<String, String> = BTreeMap::new();
     let mut unreadable_playbook = false;
@@ -73,7 +81,13 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
         }
     }
 
-    let drill_files = read_dir_yaml(&config.drills_dir, &file, "drills_dir", &mut diags);
+    let drill_files = read_dir_yaml(
+        &config.drills_dir,
+        &file,
+        "drills_dir",
+        drills_at,
+        &mut diags,
+    );
     let mut drills = Vec::new();
     let mut seen_drill: BTreeMap<String, String> = BTreeMap::new();
     for (path, text) in drill_files {
@@ -132,15 +146,21 @@ fn read_dir_yaml(
     dir: &Path,
     cfg_file: &str,
     field: &str,
+    written_at: Option<Location>,
     diags: &mut Diagnostics,
 ) -> Vec<(PathBuf, String)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
+        // The default directory may simply not exist: no playbooks or drills of that kind.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && written_at.is_none() => {
+            return Vec::new();
+        }
         Err(e) => {
-            diags.file(
-                cfg_file,
-                format!("{field}: cannot read directory {}: {e}", dir.display()),
-            );
+            let msg = format!("{field}: cannot read directory {}: {e}", dir.display());
+            match written_at {
+                Some(at) => diags.at(cfg_file, at, msg),
+                None => diags.file(cfg_file, msg),
+            }
             return Vec::new();
         }
     };
@@ -653,8 +673,8 @@ fn compile_config(file: &str, base: &Path, raw: ConfigFile, diags: &mut Diagnost
         listen,
         public_url,
         data_dir: rel(raw.data_dir, "data"),
-        playbooks_dir: rel(raw.playbooks_dir, "playbooks"),
-        drills_dir: rel(raw.drills_dir, "drills"),
+        playbooks_dir: rel(raw.playbooks_dir.map(|s| s.value), "playbooks"),
+        drills_dir: rel(raw.drills_dir.map(|s| s.value), "drills"),
         spool_dir: rel(raw.spool_dir, "spool"),
         calendar,
         email,
