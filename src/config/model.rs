@@ -56,6 +56,9 @@ pub struct Config {
     pub email: Option<EmailConfig>,
     pub webhooks: BTreeMap<String, WebhookConfig>,
     pub people: BTreeMap<String, Person>,
+    /// Person ids by (branch, role), in id order: role targets are resolved on
+    /// every notification, so this must not scan everyone.
+    pub roster: std::collections::HashMap<(String, String), Vec<String>>,
     pub branches: BTreeMap<String, Branch>,
     pub host: HostConfig,
     pub tokens: Vec<TokenConfig>,
@@ -174,10 +177,10 @@ impl Config {
     /// The people a target names, for an incident at `branch`. Channels name nobody.
     pub fn people_for(&self, target: &Target, branch: &str) -> Vec<&Person> {
         let with_role = |role: &str, branch: &str| -> Vec<&Person> {
-            self.people
-                .values()
-                .filter(|p| p.roles.contains(role) && p.branches.contains(branch))
-                .collect()
+            self.roster
+                .get(&(branch.to_string(), role.to_string()))
+                .map(|ids| ids.iter().filter_map(|id| self.people.get(id)).collect())
+                .unwrap_or_default()
         };
         match target {
             Target::Person(id) => self.people.get(id).into_iter().collect(),

@@ -679,6 +679,7 @@ fn compile_config(file: &str, base: &Path, raw: ConfigFile, diags: &mut Diagnost
         calendar,
         email,
         webhooks,
+        roster: roster(&people),
         people,
         branches,
         host,
@@ -686,6 +687,23 @@ fn compile_config(file: &str, base: &Path, raw: ConfigFile, diags: &mut Diagnost
         engine,
         delivery,
     }
+}
+
+fn roster(
+    people: &BTreeMap<String, Person>,
+) -> std::collections::HashMap<(String, String), Vec<String>> {
+    let mut r: std::collections::HashMap<(String, String), Vec<String>> =
+        std::collections::HashMap::new();
+    for p in people.values() {
+        for b in &p.branches {
+            for role in &p.roles {
+                r.entry((b.clone(), role.clone()))
+                    .or_default()
+                    .push(p.id.clone());
+            }
+        }
+    }
+    r
 }
 
 fn looks_like_email(s: &str) -> bool {

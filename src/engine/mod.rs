@@ -169,6 +169,10 @@ pub struct Engine {
     groups: HashMap<String, i64>,
     next_incident: i64,
     next_event: i64,
+    /// Each live incident's next timer, ordered: the engine thread sleeps until
+    /// the first, and a tick visits only incidents that are due.
+    timers: BTreeSet<(DateTime<Utc>, i64)>,
+    timer_of: HashMap<i64, DateTime<Utc>>,
 }
 
 fn fmt_time(t: DateTime<Utc>, loaded: &Loaded) -> String {
@@ -198,12 +202,16 @@ impl Engine {
             groups: HashMap::new(),
             next_incident,
             next_event,
+            timers: BTreeSet::new(),
+            timer_of: HashMap::new(),
         };
         for inc in live {
             if inc.status == IncidentStatus::Open {
                 e.groups.insert(inc.group_key.clone(), inc.id);
             }
-            e.live.insert(inc.id, inc);
+            let id = inc.id;
+            e.live.insert(id, inc);
+            e.reschedule(id);
         }
         let ids: Vec<i64> = e.live.keys().copied().collect();
         for id in ids {
@@ -267,7 +275,40 @@ impl Engine {
                     self.live.remove(&id);
                 }
             }
+            self.reschedule(id);
         }
+    }
+
+    /// Puts an incident's next timer in the queue (or takes it out).
+    fn reschedule(&mut self, id: i64) {
+        if let Some(old) = self.timer_of.remove(&id) {
+            self.timers.remove(&(old, id));
+        }
+        if let Some(due) = self.live.get(&id).and_then(|inc| self.incident_due(inc)) {
+            self.timers.insert((due, id));
+            self.timer_of.insert(id, due);
+        }
+    }
+
+    /// The earliest escalation or deadline of an incident's open steps.
+    fn incident_due(&self, inc: &Incident) -> Option<DateTime<Utc>> {
+        let cal = &self.loaded.config.calendar;
+        let pb = inc.playbook.as_ref()?;
+        let mut best: Option<DateTime<Utc>> = None;
+        for (run, spec) in inc.steps.iter().zip(&pb.steps) {
+            let (Some(start), true) = (run.activated_at, run.state.is_open()) else {
+                continue;
+            };
+            let esc = spec
+                .escalate
+                .get(run.escalations_fired)
+                .map(|e| e.after.after(start, cal));
+            let deadline = run.deadline.filter(|_| !run.overdue_escalated);
+            for c in esc.into_iter().chain(deadline) {
+                best = Some(best.map_or(c, |b| b.min(c)));
+            }
+        }
+        best
     }
 
     fn history(
@@ -966,38 +1007,21 @@ impl Engine {
 
     /// The next moment at which a timer is due, if any.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
-        let cal = &self.loaded.config.calendar;
-        let mut best: Option<DateTime<Utc>> = None;
-        for inc in self.live.values() {
-            let Some(pb) = &inc.playbook else { continue };
-            for (run, spec) in inc.steps.iter().zip(&pb.steps) {
-                if !run.state.is_open() {
-                    continue;
-                }
-                let Some(start) = run.activated_at else {
-                    continue;
-                };
-                let mut cands = Vec::new();
-                if let Some(e) = spec.escalate.get(run.escalations_fired) {
-                    cands.push(e.after.after(start, cal));
-                }
-                if !run.overdue_escalated
-                    && let Some(d) = run.deadline
-                {
-                    cands.push(d);
-                }
-                for c in cands {
-                    best = Some(best.map_or(c, |b| b.min(c)));
-                }
-            }
-        }
-        best
+        self.timers.first().map(|(t, _)| *t)
     }
 
     /// Fires every timer due at `now`: escalations, then overdue marking.
     pub fn tick(&mut self, now: DateTime<Utc>, round: &mut Round) {
         let cal = self.loaded.config.calendar.clone();
-        let ids: Vec<i64> = self.live.keys().copied().collect();
+        // Incidents changed earlier in this round have not been rescheduled yet.
+        for id in round.touched.clone() {
+            self.reschedule(id);
+        }
+        let ids: Vec<i64> = self
+            .timers
+            .range(..=(now, i64::MAX))
+            .map(|(_, id)| *id)
+            .collect();
         for iid in ids {
             let Some(inc) = self.live.get(&iid) else {
                 continue;
@@ -1097,6 +1121,7 @@ impl Engine {
                     round.touched.insert(iid);
                 }
             }
+            self.reschedule(iid);
         }
     }
 
