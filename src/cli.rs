@@ -387,7 +387,8 @@ fn run_daemon(loaded: Loaded, config_path: PathBuf) -> anyhow::Result<ExitCode> 
             tracing::info!("stopping");
             t.cancel();
         });
-        crate::daemon::run(listener, loaded, config_path, token).await
+        crate::daemon::run(listener, loaded, config_path, token).await?;
+        anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }

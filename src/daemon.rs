@@ -515,13 +515,26 @@ pub fn start_engine(
     Ok((handle, join))
 }
 
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("link secret: {0}")]
+    Secret(#[from] crate::notify::links::SecretError),
+    #[error("notifications: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Runs the daemon on `listener` until `shutdown` is cancelled.
 pub async fn run(
     listener: TcpListener,
     loaded: Loaded,
     config_path: PathBuf,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), DaemonError> {
     let data_dir = loaded.config.data_dir.clone();
     let store = SqliteStore::open(&data_dir)?;
     let reader = SqliteStore::open_read_only(&data_dir)?;
@@ -550,8 +563,7 @@ pub async fn run(
         SqliteStore::open_read_only(&data_dir)?,
         secret,
         wake,
-    )
-    .map_err(|e| anyhow::anyhow!("notifications: {e}"))?;
+    )?;
     let delivery = tokio::spawn(deliverer.run(shutdown.clone()));
     #[cfg(unix)]
     {

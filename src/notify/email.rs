@@ -21,11 +21,12 @@ pub enum SendError {
 }
 
 impl Mailer {
-    pub fn new(cfg: &Config) -> Result<Mailer, String> {
+    pub fn new(cfg: &Config) -> Result<Mailer, super::NotifyError> {
+        use super::NotifyError::Email;
         let Some(smtp) = cfg.email.as_ref().and_then(|e| e.smtp.as_ref()) else {
             let dir = cfg.data_dir.join("mail");
             std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(|e| Email(format!("cannot create {}: {e}", dir.display())))?;
             return Ok(Mailer::Files(AsyncFileTransport::new(dir)));
         };
         let builder = match smtp.security {
@@ -34,16 +35,17 @@ impl Mailer {
             }
             SmtpSecurity::Starttls => {
                 AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| Email(e.to_string()))?
             }
             SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| Email(e.to_string()))?,
         };
         let mut builder = builder.port(smtp.port).timeout(Some(smtp.timeout));
         if let Some(user) = &smtp.username {
             let password = match &smtp.password_env {
-                Some(var) => std::env::var(var)
-                    .map_err(|_| format!("notify.email.smtp.password_env: {var} is not set"))?,
+                Some(var) => std::env::var(var).map_err(|_| {
+                    Email(format!("notify.email.smtp.password_env: {var} is not set"))
+                })?,
                 None => String::new(),
             };
             builder = builder.credentials(Credentials::new(user.clone(), password));

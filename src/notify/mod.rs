@@ -28,6 +28,16 @@ use crate::store::{OutboxItem, SqliteStore, Store};
 use email::{Mailer, SendError};
 use links::{Claims, Secret};
 
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("email: {0}")]
+    Email(String),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the configuration lock is poisoned")]
+    Poisoned,
+}
+
 /// The outcome of one attempt, as the engine thread records it.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -79,17 +89,15 @@ impl Deliverer {
         reader: SqliteStore,
         secret: Secret,
         wake: Arc<Notify>,
-    ) -> Result<Deliverer, String> {
+    ) -> Result<Deliverer, NotifyError> {
         let cfg = shared
             .loaded
             .read()
-            .map_err(|_| "config lock poisoned".to_string())?
+            .map_err(|_| NotifyError::Poisoned)?
             .config
             .clone();
         let mailer = Mailer::new(&cfg)?;
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder().build()?;
         let engine = shared.engine.clone();
         Ok(Deliverer {
             inner: Arc::new(Inner {
