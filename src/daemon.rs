@@ -270,6 +270,7 @@ impl EngineThread {
                 received_at,
                 reply,
             } => {
+                failpoint(&events);
                 let n = events.len();
                 let out = self.engine.ingest(
                     events.into_iter().map(|e| (e, received_at)).collect(),
@@ -414,6 +415,18 @@ fn record_attempt(a: &crate::notify::Attempt, now: DateTime<Utc>, round: &mut Ro
     });
 }
 
+/// Debug builds only: with `BRANCHGUARD_FAILPOINT=engine-panic`, an event of kind
+/// `failpoint.panic` makes the engine thread panic, so tests can check that the
+/// daemon then stops (to be restarted) instead of running on without timers.
+fn failpoint(events: &[Event]) {
+    if cfg!(debug_assertions)
+        && events.iter().any(|e| e.kind == "failpoint.panic")
+        && std::env::var("BRANCHGUARD_FAILPOINT").as_deref() == Ok("engine-panic")
+    {
+        panic!("failpoint: engine-panic");
+    }
+}
+
 fn input_weight(i: &Input) -> usize {
     match i {
         Input::Events { events, .. } => events.len().max(1),
@@ -526,6 +539,8 @@ pub enum DaemonError {
     Notify(#[from] crate::notify::NotifyError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("the engine thread stopped unexpectedly")]
+    EngineStopped,
 }
 
 /// Runs the daemon on `listener` until `shutdown` is cancelled.
@@ -582,6 +597,25 @@ pub async fn run(
             }
         });
     }
+    // The engine thread ends only when told to. If it ends otherwise (a bug made it
+    // panic), no timer would fire again: stop the whole daemon so its supervisor
+    // restarts it, and the restart resumes every timer from the store.
+    let engine_ended = tokio::task::spawn_blocking(move || join.join());
+    let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let token = shutdown.clone();
+        let crashed = Arc::clone(&crashed);
+        tokio::spawn(async move {
+            let _ = engine_ended.await;
+            if !token.is_cancelled() {
+                tracing::error!(
+                    "the engine thread stopped unexpectedly; shutting down so the daemon can be restarted"
+                );
+                crashed.store(true, std::sync::atomic::Ordering::SeqCst);
+                token.cancel();
+            }
+        })
+    };
     let app = crate::api::router(Arc::clone(&shared));
     tracing::info!("listening on {}", listener.local_addr()?);
     let token = shutdown.clone();
@@ -591,7 +625,10 @@ pub async fn run(
     shutdown.cancel();
     let _ = delivery.await;
     let _ = engine.send(Input::Shutdown);
-    let _ = tokio::task::spawn_blocking(move || join.join()).await;
+    let _ = watch.await;
+    if crashed.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(DaemonError::EngineStopped);
+    }
     Ok(())
 }
 

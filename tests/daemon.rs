@@ -613,3 +613,30 @@ fn reload_keeps_running_incidents_on_their_version_and_refuses_bad_files() {
         first["playbook_version"]
     );
 }
+
+#[test]
+fn the_daemon_stops_rather_than_run_on_without_its_engine() {
+    let f = Fixture::engine();
+    let mut d = Daemon::start_with_env(&f, &[("BRANCHGUARD_FAILPOINT", "engine-panic")]);
+    d.post("/api/v1/events", CORE_DOWN);
+    let r = d
+        .http
+        .post(format!("{}/api/v1/events", d.url))
+        .body(r#"{"kind":"failpoint.panic","branch":"br-a"}"#)
+        .send();
+    assert!(
+        r.map(|r| !r.status().is_success()).unwrap_or(true),
+        "the request that crashed the engine is not acknowledged"
+    );
+    let status = wait_for(Duration::from_secs(20), "the daemon to exit", || {
+        d.child.try_wait().ok().flatten()
+    });
+    assert!(
+        !status.success(),
+        "a failed engine is a failed daemon: {status:?}"
+    );
+    // A restart resumes from the store: the incident accepted before is there.
+    drop(d);
+    let d = Daemon::start(&f);
+    assert_eq!(d.incident(1)["status"], "open");
+}

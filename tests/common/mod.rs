@@ -134,10 +134,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(f: &Fixture) -> Daemon {
+        Daemon::start_with_env(f, &[])
+    }
+
+    pub fn start_with_env(f: &Fixture, env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("branchguard"))
             .current_dir(f.dir.path())
             .args(["run"])
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
