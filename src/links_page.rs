@@ -16,13 +16,7 @@ use crate::store::Store;
 
 type AppState = Arc<Shared>;
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
+use crate::notify::escape_html as escape;
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(

@@ -118,6 +118,12 @@ fn emails_arrive_with_deadline_and_a_link_that_get_shows_and_post_acknowledges()
     );
 
     let path = mail.link_path().expect("a one-click link");
+    let html = mail.html();
+    assert!(
+        html.contains(&format!("{path}\" style=")) && html.contains(">Acknowledge this step</a>"),
+        "the HTML part has the link as a button:\n{html}"
+    );
+    assert!(html.contains("Owner:     role:it-duty (IT A)"), "{html}");
     let url = format!("{}{path}", d.url);
     let page = d.http.get(&url).send().unwrap();
     assert_eq!(page.status().as_u16(), 200);

@@ -2,7 +2,7 @@
 //! configured, otherwise `.eml` files under `data_dir/mail` — the default, so the
 //! bundled example works on a machine with no mail server.
 
-use lettre::message::header::ContentType;
+use lettre::message::MultiPart;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -59,6 +59,7 @@ impl Mailer {
         to: &str,
         subject: &str,
         text: String,
+        html: String,
         incident: i64,
     ) -> Result<(), SendError> {
         let from = from
@@ -71,9 +72,8 @@ impl Mailer {
             .from(from)
             .to(to)
             .subject(subject)
-            .header(ContentType::TEXT_PLAIN)
             .header(IncidentHeader(incident.to_string()))
-            .body(text)
+            .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))?;
         match self {
             Mailer::Smtp(t) => t.send(msg).await.map(|_| ()).map_err(|e| {

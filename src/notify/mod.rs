@@ -49,6 +49,15 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// Text made safe to put in HTML (emails here, link pages in `links_page`).
+pub fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
 /// When to try again after the `attempts`-th failure, or `None` to give up.
 pub fn next_attempt(
     cfg: &DeliveryConfig,
@@ -270,6 +279,11 @@ impl Inner {
 
     async fn send_email(&self, cfg: &Config, row: &OutboxItem) -> Result<(), SendError> {
         let mut text = row.body.clone();
+        // The HTML part is the same text, with the link as a button big enough for a phone.
+        let mut html = format!(
+            "<!doctype html><html><body><pre style=\"font:14px/1.4 monospace;white-space:pre-wrap\">{}</pre>",
+            escape_html(&row.body)
+        );
         if let Some((action, url)) = self.link(cfg, row) {
             let what = if action == "safe" {
                 "Confirm that you are safe"
@@ -279,13 +293,18 @@ impl Inner {
             text.push_str(&format!(
                 "\n{what} (opens a page with a confirm button):\n{url}\n"
             ));
+            html.push_str(&format!(
+                "<p><a href=\"{}\" style=\"display:inline-block;padding:12px 24px;background:#0b5;color:#fff;font:bold 18px sans-serif;text-decoration:none;border-radius:6px\">{what}</a></p>",
+                escape_html(&url)
+            ));
         }
+        html.push_str("</body></html>");
         let from = cfg
             .email
             .as_ref()
             .map_or("branchguard <branchguard@localhost>", |e| e.from.as_str());
         self.mailer
-            .send(from, &row.recipient, &row.subject, text, row.incident)
+            .send(from, &row.recipient, &row.subject, text, html, row.incident)
             .await
     }
 

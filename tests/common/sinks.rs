@@ -26,11 +26,26 @@ impl Mail {
             .unwrap_or_default()
     }
 
-    /// The decoded plain-text body.
+    /// The decoded plain-text part.
     pub fn text(&self) -> String {
+        self.part("text/plain")
+    }
+
+    /// The decoded HTML part.
+    pub fn html(&self) -> String {
+        self.part("text/html")
+    }
+
+    fn part(&self, mime: &str) -> String {
+        fn find(m: &mailparse::ParsedMail, mime: &str) -> Option<String> {
+            if m.ctype.mimetype == mime {
+                return m.get_body().ok();
+            }
+            m.subparts.iter().find_map(|p| find(p, mime))
+        }
         mailparse::parse_mail(&self.raw)
             .ok()
-            .and_then(|m| m.get_body().ok())
+            .and_then(|m| find(&m, mime))
             .unwrap_or_default()
     }
 
