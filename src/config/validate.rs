@@ -993,8 +993,8 @@ fn compile_action(
     .into_iter()
     .filter_map(|(k, l)| l.map(|l| (k, l)))
     .collect();
-    let (kind, loc) = match kinds.as_slice() {
-        [one] => *one,
+    let kind = match kinds.as_slice() {
+        [(one, _)] => *one,
         [] => {
             diags.at(file, at, format!("steps.{sid}.action: expected one of task, notify, webhook, command or roll_call"));
             return None;
@@ -1004,7 +1004,6 @@ fn compile_action(
             return None;
         }
     };
-    let _ = loc;
     if let Some(b) = &a.body
         && kind != "webhook"
     {
