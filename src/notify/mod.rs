@@ -24,7 +24,7 @@ use crate::clock;
 use crate::config::{Config, DeliveryConfig};
 use crate::daemon::{EngineHandle, Shared};
 use crate::engine::DeliveryUpdate;
-use crate::store::{OutboxItem, SqliteStore, Store};
+use crate::store::{OutboxRow, SqliteStore, Store};
 use email::{Mailer, SendError};
 use links::{Claims, Secret};
 
@@ -153,7 +153,7 @@ impl Deliverer {
                 .read(move |st| st.due_outbox(now, 200))
                 .await
                 .unwrap_or_default();
-            let due: Vec<OutboxItem> = {
+            let due: Vec<OutboxRow> = {
                 let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
                 due.into_iter().filter(|r| f.insert(r.id)).collect()
             };
@@ -208,7 +208,7 @@ impl Inner {
             .map(|l| Arc::clone(&l.config))
     }
 
-    async fn deliver(&self, row: OutboxItem) -> Attempt {
+    async fn deliver(&self, row: OutboxRow) -> Attempt {
         let result = match self.config() {
             None => Err(SendError::Retry("configuration unavailable".into())),
             Some(cfg) => match row.channel.as_str() {
@@ -260,7 +260,7 @@ impl Inner {
         }
     }
 
-    fn link(&self, cfg: &Config, row: &OutboxItem) -> Option<(String, String)> {
+    fn link(&self, cfg: &Config, row: &OutboxRow) -> Option<(String, String)> {
         let (Some(action), Some(step), Some(person)) = (&row.link, &row.step, &row.person) else {
             return None;
         };
@@ -277,7 +277,7 @@ impl Inner {
         Some((action.clone(), format!("{}/ack/{token}", cfg.public_url)))
     }
 
-    async fn send_email(&self, cfg: &Config, row: &OutboxItem) -> Result<(), SendError> {
+    async fn send_email(&self, cfg: &Config, row: &OutboxRow) -> Result<(), SendError> {
         let mut text = row.body.clone();
         // The HTML part is the same text, with the link as a button big enough for a phone.
         let mut html = format!(
@@ -308,7 +308,7 @@ impl Inner {
             .await
     }
 
-    async fn send_webhook(&self, cfg: &Config, row: &OutboxItem) -> Result<(), SendError> {
+    async fn send_webhook(&self, cfg: &Config, row: &OutboxRow) -> Result<(), SendError> {
         let Some(hook) = cfg.webhooks.get(&row.recipient) else {
             return Err(SendError::Permanent(format!(
                 "channel `{}` is no longer configured",

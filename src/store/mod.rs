@@ -78,6 +78,7 @@ pub struct EventRow {
     pub incidents: Vec<i64>,
 }
 
+/// One outbox row: what the engine queued and what delivery made of it.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxRow {
     pub id: i64,
@@ -86,30 +87,21 @@ pub struct OutboxRow {
     pub channel: String,
     pub target: String,
     pub recipient: String,
+    pub person: Option<String>,
     pub subject: String,
+    /// The message text and webhook JSON stay out of the incident view.
+    #[serde(skip)]
+    pub body: String,
     pub created_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub link: Option<String>,
+    #[serde(skip)]
+    pub payload: Option<String>,
     pub attempts: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
     pub failed_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
-}
-
-/// An outbox row as the delivery worker needs it.
-#[derive(Debug, Clone)]
-pub struct OutboxItem {
-    pub id: i64,
-    pub incident: i64,
-    pub step: Option<String>,
-    pub channel: String,
-    pub target: String,
-    pub recipient: String,
-    pub person: Option<String>,
-    pub subject: String,
-    pub body: String,
-    pub created_at: DateTime<Utc>,
-    pub attempts: i64,
-    pub link: Option<String>,
-    pub payload: Option<String>,
 }
 
 /// The result of checking the audit log's hash chain.
@@ -129,7 +121,7 @@ pub trait Store: Send {
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError>;
     fn outbox(&self, incident: i64) -> Result<Vec<OutboxRow>, StoreError>;
     /// Undelivered rows whose next attempt is due at `now`, oldest first.
-    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
+    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
     /// When the next undelivered row is due, if any.
     fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     fn outbox_pending(&self) -> Result<u64, StoreError>;

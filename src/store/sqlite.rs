@@ -228,6 +228,35 @@ impl SqliteStore {
     }
 }
 
+const OUTBOX_COLUMNS: &str = "id, incident, step, channel, target, recipient, person, subject, body, created_at, \
+     link, payload, attempts, next_attempt_at, delivered_at, failed_at, last_error";
+
+/// One row of `SELECT {OUTBOX_COLUMNS}`: the API's view and the delivery worker's input alike.
+fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    let time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        Ok(r.get::<_, Option<String>>(i)?.as_deref().map(parse_ts))
+    };
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        incident: r.get(1)?,
+        step: r.get(2)?,
+        channel: r.get(3)?,
+        target: r.get(4)?,
+        recipient: r.get(5)?,
+        person: r.get(6)?,
+        subject: r.get(7)?,
+        body: r.get(8)?,
+        created_at: parse_ts(&r.get::<_, String>(9)?),
+        link: r.get(10)?,
+        payload: r.get(11)?,
+        attempts: r.get(12)?,
+        next_attempt_at: time(13)?,
+        delivered_at: time(14)?,
+        failed_at: time(15)?,
+        last_error: r.get(16)?,
+    })
+}
+
 fn incident_from(body: &str) -> Result<Incident, StoreError> {
     serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
         what: "incident".into(),
@@ -485,52 +514,19 @@ impl Store for SqliteStore {
     }
 
     fn outbox(&self, incident: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, incident, step, channel, target, recipient, subject, created_at, attempts, delivered_at, last_error, failed_at
-             FROM outbox WHERE incident = ?1 ORDER BY id",
-        )?;
-        let rows = st.query_map([incident], |r| {
-            Ok(OutboxRow {
-                id: r.get(0)?,
-                incident: r.get(1)?,
-                step: r.get(2)?,
-                channel: r.get(3)?,
-                target: r.get(4)?,
-                recipient: r.get(5)?,
-                subject: r.get(6)?,
-                created_at: parse_ts(&r.get::<_, String>(7)?),
-                attempts: r.get(8)?,
-                delivered_at: r.get::<_, Option<String>>(9)?.as_deref().map(parse_ts),
-                last_error: r.get(10)?,
-                failed_at: r.get::<_, Option<String>>(11)?.as_deref().map(parse_ts),
-            })
-        })?;
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE incident = ?1 ORDER BY id"
+        ))?;
+        let rows = st.query_map([incident], outbox_row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, incident, step, channel, target, recipient, person, subject, body, created_at, attempts, link, payload
-             FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
-             AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ORDER BY id LIMIT ?2",
-        )?;
-        let rows = st.query_map(params![ts(now), limit as i64], |r| {
-            Ok(OutboxItem {
-                id: r.get(0)?,
-                incident: r.get(1)?,
-                step: r.get(2)?,
-                channel: r.get(3)?,
-                target: r.get(4)?,
-                recipient: r.get(5)?,
-                person: r.get(6)?,
-                subject: r.get(7)?,
-                body: r.get(8)?,
-                created_at: parse_ts(&r.get::<_, String>(9)?),
-                attempts: r.get(10)?,
-                link: r.get(11)?,
-                payload: r.get(12)?,
-            })
-        })?;
+    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
+             AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![ts(now), limit as i64], outbox_row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
