@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::clock;
-use crate::config::Person;
+use crate::config::{Config, Person};
 use crate::daemon::{HandleError, Input, Shared};
 use crate::engine::{ActionError, HistoryEntry, Incident, Verb};
 use crate::event::{EventError, EventInput};
@@ -340,11 +340,11 @@ async fn list_incidents(
         cursor,
     };
     let page = read(&s, move |st| st.list_incidents(&query)).await?;
-    let people = people_of(&s);
+    let cfg = config_of(&s)?;
     let items: Vec<Value> = page
         .items
         .iter()
-        .map(|i| incident_json(i, None, None, &people))
+        .map(|i| incident_json(i, None, None, &cfg.people))
         .collect();
     Ok(Json(json!({ "items": items, "next": page.next })))
 }
@@ -377,12 +377,15 @@ async fn list_events(
     Ok(Json(json!({ "items": page.items, "next": page.next })))
 }
 
-/// The people of the configuration in force, for names in incident views.
-fn people_of(s: &AppState) -> BTreeMap<String, Person> {
-    s.loaded
-        .read()
-        .map(|l| l.config.people.clone())
-        .unwrap_or_default()
+/// The configuration in force (a shared pointer, not a copy), for names in incident views.
+fn config_of(s: &AppState) -> Result<Arc<Config>, ApiError> {
+    s.loaded.read().map(|l| Arc::clone(&l.config)).map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "config lock poisoned",
+            None,
+        )
+    })
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {
@@ -409,7 +412,7 @@ async fn get_incident(
             &inc,
             Some(&history),
             Some(&outbox?),
-            &people_of(&s),
+            &config_of(&s)?.people,
         ))),
     }
 }
