@@ -214,7 +214,7 @@ impl EngineThread {
                     if !round.outbox.is_empty() {
                         self.wake.notify_one();
                     }
-                    if !round.incidents.is_empty() {
+                    if round.stats.open_set_changed {
                         crate::metrics::open_incidents(self.engine.live());
                     }
                     for r in replies {
@@ -518,6 +518,7 @@ pub fn start_engine(
             thread.spawn_command(c);
         }
     }
+    crate::metrics::open_incidents(thread.engine.live());
     let join = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || thread.run())

@@ -217,14 +217,19 @@ pub fn record_round(round: &Round) {
     }
 }
 
-/// Recomputes the open-incident gauge from the engine's live incidents.
+/// Recomputes the open-incident gauge from the engine's live incidents. Called
+/// only when the open set changed; counts first so each label set is looked up once.
 pub fn open_incidents<'a>(live: impl Iterator<Item = &'a Incident>) {
+    let mut counts: std::collections::BTreeMap<(&str, u8), i64> = std::collections::BTreeMap::new();
+    for i in live.filter(|i| i.status == IncidentStatus::Open) {
+        *counts.entry((i.playbook_id.as_str(), i.tier)).or_default() += 1;
+    }
     let m = get();
     m.incidents_open.reset();
-    for i in live.filter(|i| i.status == IncidentStatus::Open) {
+    for ((playbook, tier), n) in counts {
         m.incidents_open
-            .with_label_values(&[i.playbook_id.as_str(), &i.tier.to_string()])
-            .inc();
+            .with_label_values(&[playbook, &tier.to_string()])
+            .set(n);
     }
 }
 

@@ -103,6 +103,15 @@ fn events_open_attach_raise_tier_resolve_and_unmatched_are_listed() {
         metrics.contains("branchguard_events_unmatched_total 1"),
         "{metrics}"
     );
+    // The conflict is open at tier 2; the failover incident is resolved.
+    assert!(
+        metrics.contains("branchguard_incidents_open{playbook=\"conflict\",tier=\"2\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("branchguard_incidents_open{playbook=\"failover\""),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -93,6 +93,8 @@ pub struct RoundStats {
     pub resolved: Vec<(String, f64)>,
     /// (channel kind, outcome) of each delivery attempt.
     pub notifications: Vec<(String, &'static str)>,
+    /// An incident opened, resolved or changed tier: the open-incident gauge is stale.
+    pub open_set_changed: bool,
 }
 
 impl Round {
@@ -429,6 +431,7 @@ impl Engine {
         if tier > inc.tier {
             let old = inc.tier;
             inc.tier = tier;
+            round.stats.open_set_changed = true;
             Self::history(
                 round,
                 iid,
@@ -494,6 +497,7 @@ impl Engine {
         };
         round.playbooks.push(Arc::clone(&pb));
         round.stats.opened.push((pb.id.clone(), drill));
+        round.stats.open_set_changed = true;
         Self::history(
             round,
             iid,
@@ -1264,6 +1268,7 @@ impl Engine {
         inc.status = IncidentStatus::Resolved;
         inc.resolved_at = Some(now);
         self.groups.remove(&inc.group_key);
+        round.stats.open_set_changed = true;
         round.stats.resolved.push((
             inc.playbook_id.clone(),
             (now - inc.opened_at).num_milliseconds() as f64 / 1000.0,
