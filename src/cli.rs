@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::Write as _;
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
@@ -11,6 +13,27 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Loaded};
 use crate::matching::{self, Plan};
 use crate::store::Store;
+
+/// Writes to stdout. A closed pipe (`branchguard incidents | head`) ends the
+/// program quietly instead of panicking as `println!` does.
+fn emit(text: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { emit(format_args!($($t)*)) };
+}
+
+macro_rules! outln {
+    ($($t:tt)*) => { emit(format_args!("{}\n", format_args!($($t)*))) };
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -238,7 +261,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let c = crate::client::Client::new(&client)?;
             let v = c.post_raw("/api/v1/events", body)?;
-            println!(
+            outln!(
                 "accepted {} event(s); incidents: {}",
                 v["accepted"],
                 crate::client::ids(&v["incidents"])
@@ -264,7 +287,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 q.push(("playbook".into(), p));
             }
             let v = c.get("/api/v1/incidents", &q)?;
-            print!("{}", crate::client::incidents_table(&v, c.tz));
+            out!("{}", crate::client::incidents_table(&v, c.tz));
             Ok(ExitCode::SUCCESS)
         }
         Command::Incident {
@@ -272,7 +295,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let c = crate::client::Client::new(&client)?;
             let v = c.get(&format!("/api/v1/incidents/{id}"), &[])?;
-            print!("{}", crate::client::incident_text(&v, c.tz));
+            out!("{}", crate::client::incident_text(&v, c.tz));
             Ok(ExitCode::SUCCESS)
         }
         Command::Ack(a) => step_command(a, "ack"),
@@ -282,7 +305,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Escalate(a) => incident_command(a, "escalate"),
         Command::Check { config } => Ok(match load_or_report(&config) {
             Ok(loaded) => {
-                println!("ok: {}", loaded.summary());
+                outln!("ok: {}", loaded.summary());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -319,7 +342,7 @@ fn step_command(a: StepArgs, verb: &str) -> anyhow::Result<ExitCode> {
         &format!("/api/v1/incidents/{}/steps/{}/{verb}", a.id, a.step),
         body(a.by, a.note),
     )?;
-    print!("{}", crate::client::incident_text(&v, c.tz));
+    out!("{}", crate::client::incident_text(&v, c.tz));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -329,7 +352,7 @@ fn incident_command(a: IncidentArgs, action: &str) -> anyhow::Result<ExitCode> {
         &format!("/api/v1/incidents/{}/{action}", a.id),
         body(a.by, a.note),
     )?;
-    print!("{}", crate::client::incident_text(&v, c.tz));
+    out!("{}", crate::client::incident_text(&v, c.tz));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -339,11 +362,11 @@ fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
     match store.verify_audit()? {
         AuditCheck::Ok { rows } => {
-            println!("audit log ok: {rows} rows, hash chain intact");
+            outln!("audit log ok: {rows} rows, hash chain intact");
             Ok(ExitCode::SUCCESS)
         }
         AuditCheck::Broken { seq, reason } => {
-            println!("audit log BROKEN at row {seq}: {reason}");
+            outln!("audit log BROKEN at row {seq}: {reason}");
             Ok(ExitCode::from(1))
         }
     }
@@ -376,10 +399,11 @@ fn run_daemon(loaded: Loaded, config_path: PathBuf) -> anyhow::Result<ExitCode> 
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        // Tests and scripts read the real address (the config may say port 0).
-        println!("listening on {}", listener.local_addr()?);
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        // Tests and scripts read the real address (the config may say port 0). The
+        // daemon runs on even when nobody reads its stdout.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "listening on {}", listener.local_addr()?)
+            .and_then(|()| stdout.flush());
         let token = tokio_util::sync::CancellationToken::new();
         let t = token.clone();
         tokio::spawn(async move {
@@ -451,7 +475,7 @@ fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) ->
                 continue;
             }
         };
-        println!(
+        outln!(
             "event {} at {} ({}, {}){}",
             ev.kind,
             ev.branch,
@@ -464,7 +488,7 @@ fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) ->
         );
         let matches = matching::match_event(&loaded.playbooks, &ev);
         if matches.is_empty() {
-            println!("  no playbook matches: the event would be stored as unmatched");
+            outln!("  no playbook matches: the event would be stored as unmatched");
         }
         for m in matches {
             let pb = &m.playbook;
@@ -487,9 +511,11 @@ fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) ->
                 }
                 (_, None) => "would open a new incident for group".to_string(),
             };
-            println!(
+            outln!(
                 "  playbook {} ({}), {tier}: {verb} {}",
-                pb.id, pb.name, m.group_key
+                pb.id,
+                pb.name,
+                m.group_key
             );
             if ev.status == crate::event::Status::Resolved {
                 continue;
@@ -523,7 +549,7 @@ fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) ->
                     }
                     (None, _) => "-".into(),
                 };
-                println!(
+                outln!(
                     "    {:<24} {:<10} {:<28} {when}",
                     step.id,
                     step.action.name(),

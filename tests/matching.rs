@@ -289,3 +289,29 @@ fn match_rejects_a_bad_event_file_with_its_location() {
         out.stderr
     );
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let f = common::Fixture::bundled();
+    // Far more output than a pipe buffers, so the writes must meet the closed end.
+    let one = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/events/core-down.json"),
+    )
+    .unwrap();
+    f.write(
+        "many.json",
+        &format!("[{}]", vec![one.trim(); 500].join(",")),
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("branchguard"))
+        .current_dir(f.dir.path())
+        .args(["match", "many.json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?} {stderr}", out.status);
+}
