@@ -1,13 +1,12 @@
 //! branchguard: incident response and drills for a bank's branch network.
 //!
 //! See `docs/ARCHITECTURE.md` for the map. Data flows one way:
-//! sources (intake, drills) → core (matching, incidents, timers) → sinks (outbox, metrics).
+//! sources (HTTP intake, Alertmanager) → the engine's one door → the engine
+//! (pure decisions) → the store (one writer, group commit) → sinks (email,
+//! webhooks, metrics). One reload path publishes the configuration to every part.
 #![forbid(unsafe_code)]
 
-pub mod alertmanager;
-pub mod api;
 pub mod cli;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod daemon;
@@ -15,11 +14,14 @@ pub mod diag;
 pub mod duration;
 pub mod engine;
 pub mod event;
-pub mod links_page;
+pub mod html;
+pub mod http;
 pub mod matching;
 pub mod metrics;
 pub mod notify;
+pub mod reload;
 pub mod schedule;
+pub mod sources;
 pub mod store;
 pub mod target;
 pub mod template;

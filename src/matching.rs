@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Playbook, Step, Tier};
 use crate::duration::Calendar;
-use crate::event::{Event, Status};
+use crate::event::Event;
 
 /// One playbook that an event triggers.
 #[derive(Debug, Clone)]
@@ -24,24 +24,14 @@ pub struct Match {
     pub group_key: String,
 }
 
-fn labels_match(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
-    want.iter().all(|(k, v)| have.get(k) == Some(v))
-}
-
-/// Whether the event fires the playbook's trigger. A resolved event is not held
-/// to `severity_at_least`: it closes whatever the firing one opened.
+/// Whether the event fires the playbook's trigger (see [`Playbook::triggers`]).
 pub fn triggers(pb: &Playbook, ev: &Event) -> bool {
-    let t = &pb.trigger;
-    t.kind == ev.kind
-        && labels_match(&t.labels, &ev.labels)
-        && t.labels_re
-            .iter()
-            .all(|(k, re)| ev.labels.get(k).is_some_and(|v| re.0.is_match(v)))
-        && (ev.status == Status::Resolved || t.severity_at_least.is_none_or(|s| ev.severity >= s))
+    pb.triggers(ev)
 }
 
 fn tier_matches(t: &Tier, ev: &Event) -> bool {
-    labels_match(&t.labels, &ev.labels) && t.severity_at_least.is_none_or(|s| ev.severity >= s)
+    crate::config::labels_match(&t.labels, &ev.labels)
+        && t.severity_at_least.is_none_or(|s| ev.severity >= s)
 }
 
 /// The highest tier whose conditions the event meets; the lowest tier when it meets

@@ -1,4 +1,4 @@
-//! Every Prometheus metric of SPEC §9 is defined and updated here, and nowhere
+//! Every Prometheus metric (docs/API.md lists them) is defined and updated here, and nowhere
 //! else: the engine reports what a round decided, the API what it refused.
 //!
 //! **Invariant:** label values come from configuration (playbook and step ids,
@@ -25,11 +25,11 @@ pub struct Metrics {
     escalations: IntCounterVec,
     step_response: HistogramVec,
     incident_duration: HistogramVec,
-    pub notifications: IntCounterVec,
-    pub outbox_pending: IntGauge,
+    notifications: IntCounterVec,
+    outbox_pending: IntGauge,
     config_reloads: IntCounterVec,
     playbooks_loaded: IntGauge,
-    pub commit_seconds: Histogram,
+    commit_seconds: Histogram,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -158,8 +158,20 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
 });
 
-pub fn get() -> &'static Metrics {
+fn get() -> &'static Metrics {
     &METRICS
+}
+
+/// How long one group commit took.
+pub fn commit_took(seconds: f64) {
+    get().commit_seconds.observe(seconds);
+}
+
+/// Notifications not yet delivered.
+pub fn outbox_pending(n: u64) {
+    get()
+        .outbox_pending
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
 }
 
 /// Sources are free text on the wire; only known ones become label values.
@@ -203,11 +215,7 @@ pub fn record_round(round: &Round) {
             .observe(*secs);
     }
     for (channel, outcome) in &round.stats.notifications {
-        let channel = if channel == "email" {
-            "email"
-        } else {
-            "webhook"
-        };
+        let channel = channel.as_str();
         m.notifications.with_label_values(&[channel, outcome]).inc();
     }
     for (pb, secs) in &round.stats.resolved {

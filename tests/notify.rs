@@ -424,7 +424,7 @@ fn forged_and_expired_links_are_refused_with_a_page_and_an_audit_row() {
             incident: 1,
             step: "switch".into(),
             person: "it.a".into(),
-            action: "ack".into(),
+            action: branchguard::engine::LinkAction::Ack,
             expires: branchguard::clock::now().timestamp() - 60,
         },
     );

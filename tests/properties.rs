@@ -56,7 +56,7 @@ proptest! {
     #[test]
     fn event_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
         let _ = branchguard::event::parse_json(&body);
-        let _ = branchguard::alertmanager::parse(&body);
+        let _ = branchguard::sources::alertmanager::parse(&body);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct NotifyFile {
     pub webhooks: BTreeMap<String, WebhookFile>,
     pub retry: Option<RetryFile>,
     pub links: Option<LinksFile>,
+    /// The operations centre's webhook channel (default `ops-centre`, when configured).
+    pub ops_channel: Option<S>,
 }
 
 /// How undelivered notifications are retried: exponential backoff with jitter

@@ -55,6 +55,9 @@ pub struct Config {
     pub calendar: Calendar,
     pub email: Option<EmailConfig>,
     pub webhooks: BTreeMap<String, WebhookConfig>,
+    /// The operations centre's channel: overdue notices, failed commands, manual
+    /// escalations and steps that name nobody go there.
+    pub ops_channel: Option<String>,
     pub people: BTreeMap<String, Person>,
     /// Person ids by (branch, role), in id order: role targets are resolved on
     /// every notification, so this must not scan everyone.
@@ -225,6 +228,26 @@ impl<'de> Deserialize<'de> for Pattern {
 }
 
 /// `labels_re` matches the whole label value, as Prometheus matchers do.
+/// Whether every wanted label has exactly the wanted value.
+pub fn labels_match(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> bool {
+    want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+impl Playbook {
+    /// Whether the event fires this playbook's trigger. A resolved event is not
+    /// held to `severity_at_least`: it closes whatever the firing one opened.
+    pub fn triggers(&self, ev: &crate::event::Event) -> bool {
+        let t = &self.trigger;
+        t.kind == ev.kind
+            && labels_match(&t.labels, &ev.labels)
+            && t.labels_re
+                .iter()
+                .all(|(k, re)| ev.labels.get(k).is_some_and(|v| re.0.is_match(v)))
+            && (ev.status == crate::event::Status::Resolved
+                || t.severity_at_least.is_none_or(|s| ev.severity >= s))
+    }
+}
+
 pub fn anchored(re: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{re})$"))
 }

@@ -124,13 +124,64 @@ pub struct HistoryEntry {
     pub detail: String,
 }
 
+/// How a message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Email,
+    Webhook,
+}
+
+impl ChannelKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChannelKind::Email => "email",
+            ChannelKind::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChannelKind> {
+        match s {
+            "email" => Some(ChannelKind::Email),
+            "webhook" => Some(ChannelKind::Webhook),
+            _ => None,
+        }
+    }
+}
+
+/// What a one-click link lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkAction {
+    /// Acknowledge a step.
+    Ack,
+    /// Confirm "I am safe" in a roll call.
+    Safe,
+}
+
+impl LinkAction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LinkAction::Ack => "ack",
+            LinkAction::Safe => "safe",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LinkAction> {
+        match s {
+            "ack" => Some(LinkAction::Ack),
+            "safe" => Some(LinkAction::Safe),
+            _ => None,
+        }
+    }
+}
+
 /// A message the engine decided to send; delivered from the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     pub incident: i64,
     pub step: Option<String>,
-    /// `email` or `webhook`.
-    pub channel: String,
+    pub channel: ChannelKind,
     /// The target as written (`role:it-duty`), for the history.
     pub target: String,
     /// An email address or a webhook channel name.
@@ -139,8 +190,8 @@ pub struct Notification {
     pub subject: String,
     pub body: String,
     pub created_at: DateTime<Utc>,
-    /// The one-click link each person gets: `ack` or `safe`.
-    pub link: Option<String>,
+    /// The one-click link each person gets.
+    pub link: Option<LinkAction>,
     /// The JSON body for a webhook.
     pub payload: Option<String>,
 }

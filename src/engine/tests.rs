@@ -7,6 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, Duration, Utc};
 
 use super::*;
+use crate::config::Action;
 use crate::event::{Event, Severity, Status};
 
 fn loaded() -> Loaded {

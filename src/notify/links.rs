@@ -11,6 +11,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::engine::LinkAction;
+
 pub const SECRET_ENV: &str = "BRANCHGUARD_LINK_SECRET";
 
 /// What a link lets its holder do.
@@ -22,9 +24,8 @@ pub struct Claims {
     pub step: String,
     #[serde(rename = "p")]
     pub person: String,
-    /// `ack` or `safe`.
     #[serde(rename = "a")]
-    pub action: String,
+    pub action: LinkAction,
     /// Expiry, in seconds since the epoch.
     #[serde(rename = "e")]
     pub expires: i64,
@@ -92,6 +93,10 @@ impl Secret {
                 getrandom::fill(&mut b).map_err(|e| SecretError::Random(e.to_string()))?;
                 std::fs::create_dir_all(data_dir).map_err(io)?;
                 write_private(&path, &hex::encode(b)).map_err(io)?;
+                tracing::warn!(
+                    "created a new link secret in {}: links in emails sent before it no longer work",
+                    path.display()
+                );
                 Ok(Secret(b.to_vec()))
             }
             Err(e) => Err(io(e)),
@@ -158,7 +163,7 @@ mod tests {
             incident: 7,
             step: "roll-call".into(),
             person: "li.wei".into(),
-            action: "safe".into(),
+            action: LinkAction::Safe,
             expires,
         }
     }

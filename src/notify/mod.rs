@@ -17,14 +17,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
-use crate::config::{Config, DeliveryConfig};
-use crate::daemon::{EngineHandle, Shared};
-use crate::engine::DeliveryUpdate;
-use crate::store::{OutboxRow, SqliteStore, Store};
+use crate::config::{Config, DeliveryConfig, Loaded};
+use crate::engine::{Attempt, ChannelKind, DeliveryUpdate, EngineHandle, LinkAction};
+use crate::html::escape;
+use crate::store::{OutboxRow, Reader, StoreError};
 use email::{Mailer, SendError};
 use links::{Claims, Secret};
 
@@ -34,28 +34,6 @@ pub enum NotifyError {
     Email(String),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-    #[error("the configuration lock is poisoned")]
-    Poisoned,
-}
-
-/// The outcome of one attempt, as the engine thread records it.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    pub update: DeliveryUpdate,
-    pub incident: i64,
-    pub channel: String,
-    pub target: String,
-    pub recipient: String,
-    pub error: Option<String>,
-}
-
-/// Text made safe to put in HTML (emails here, link pages in `links_page`).
-pub fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 /// When to try again after the `attempts`-th failure, or `None` to give up.
@@ -78,61 +56,80 @@ pub fn next_attempt(
     (next <= horizon).then_some(next)
 }
 
-struct Inner {
-    shared: Arc<Shared>,
-    mailer: Mailer,
-    http: reqwest::Client,
-    secret: Secret,
+/// What one batch is sent with: the configuration in force and the mail
+/// transport built from it.
+#[derive(Clone)]
+struct Senders {
+    config: Arc<Config>,
+    mailer: Arc<Mailer>,
 }
 
 pub struct Deliverer {
-    inner: Arc<Inner>,
-    reader: Arc<Mutex<SqliteStore>>,
+    config: watch::Receiver<Arc<Loaded>>,
+    senders: Senders,
+    reader: Arc<dyn Reader>,
     engine: EngineHandle,
+    http: reqwest::Client,
+    secret: Secret,
     wake: Arc<Notify>,
 }
 
 impl Deliverer {
     pub fn new(
-        shared: Arc<Shared>,
-        reader: SqliteStore,
+        mut config: watch::Receiver<Arc<Loaded>>,
+        reader: Arc<dyn Reader>,
+        engine: EngineHandle,
         secret: Secret,
         wake: Arc<Notify>,
     ) -> Result<Deliverer, NotifyError> {
-        let cfg = shared
-            .loaded
-            .read()
-            .map_err(|_| NotifyError::Poisoned)?
-            .config
-            .clone();
-        let mailer = Mailer::new(&cfg)?;
-        let http = reqwest::Client::builder().build()?;
-        let engine = shared.engine.clone();
+        let current = Arc::clone(&config.borrow_and_update().config);
+        let mailer = Arc::new(Mailer::new(&current)?);
         Ok(Deliverer {
-            inner: Arc::new(Inner {
-                shared,
+            config,
+            senders: Senders {
+                config: current,
                 mailer,
-                http,
-                secret,
-            }),
-            reader: Arc::new(Mutex::new(reader)),
+            },
+            reader,
             engine,
+            http: reqwest::Client::builder().build()?,
+            secret,
             wake,
         })
     }
 
+    /// Takes a newly published configuration: webhooks, retry policy and links
+    /// are read from it per message; the mail transport is rebuilt from it.
+    fn follow_config(&mut self) {
+        if !self.config.has_changed().unwrap_or(false) {
+            return;
+        }
+        let cfg = Arc::clone(&self.config.borrow_and_update().config);
+        match Mailer::new(&cfg) {
+            Ok(m) => {
+                self.senders = Senders {
+                    config: cfg,
+                    mailer: Arc::new(m),
+                };
+                tracing::info!("delivery: configuration reloaded, mail transport rebuilt");
+            }
+            Err(e) => {
+                // The reload was valid, so this is the environment (a password
+                // variable unset, say): keep sending with what works.
+                tracing::error!(
+                    "delivery: cannot build the new mail transport, keeping the previous one: {e}"
+                );
+                self.senders.config = cfg;
+            }
+        }
+    }
+
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&SqliteStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+        f: impl FnOnce(&dyn Reader) -> Result<T, StoreError> + Send + 'static,
     ) -> Option<T> {
         let r = Arc::clone(&self.reader);
-        let out = tokio::task::spawn_blocking(move || {
-            r.lock()
-                .map_err(|_| "reader lock poisoned".to_string())
-                .and_then(|g| f(&g).map_err(|e| e.to_string()))
-        })
-        .await;
-        match out {
+        match tokio::task::spawn_blocking(move || f(r.as_ref())).await {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 tracing::error!("outbox: {e}");
@@ -145,9 +142,10 @@ impl Deliverer {
         }
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
         loop {
+            self.follow_config();
             let now = clock::now();
             let due = self
                 .read(move |st| st.due_outbox(now, 200))
@@ -166,6 +164,7 @@ impl Deliverer {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = self.wake.notified() => {}
+                    _ = self.config.changed() => {}
                     _ = tokio::time::sleep(wait) => {}
                 }
                 continue;
@@ -173,8 +172,12 @@ impl Deliverer {
             let mut set = tokio::task::JoinSet::new();
             let ids: Vec<i64> = due.iter().map(|r| r.id).collect();
             for row in due {
-                let inner = Arc::clone(&self.inner);
-                set.spawn(async move { inner.deliver(row).await });
+                let job = Job {
+                    senders: self.senders.clone(),
+                    http: self.http.clone(),
+                    secret: self.secret.clone(),
+                };
+                set.spawn(async move { job.deliver(row).await });
             }
             let mut attempts = Vec::new();
             while let Some(r) = set.join_next().await {
@@ -199,29 +202,22 @@ impl Deliverer {
     }
 }
 
-impl Inner {
-    fn config(&self) -> Option<Arc<Config>> {
-        self.shared
-            .loaded
-            .read()
-            .ok()
-            .map(|l| Arc::clone(&l.config))
-    }
+/// One message's delivery, with everything it needs.
+struct Job {
+    senders: Senders,
+    http: reqwest::Client,
+    secret: Secret,
+}
 
+impl Job {
     async fn deliver(&self, row: OutboxRow) -> Attempt {
-        let result = match self.config() {
-            None => Err(SendError::Retry("configuration unavailable".into())),
-            Some(cfg) => match row.channel.as_str() {
-                "email" => self.send_email(&cfg, &row).await,
-                "webhook" => self.send_webhook(&cfg, &row).await,
-                other => Err(SendError::Permanent(format!(
-                    "unknown channel kind `{other}`"
-                ))),
-            },
+        let cfg = &self.senders.config;
+        let result = match row.channel {
+            ChannelKind::Email => self.send_email(cfg, &row).await,
+            ChannelKind::Webhook => self.send_webhook(cfg, &row).await,
         };
         let now = clock::now();
         let attempts = row.attempts + 1;
-        let delivery = self.config().map(|c| c.delivery.clone());
         let mut update = DeliveryUpdate {
             id: row.id,
             attempts,
@@ -237,7 +233,7 @@ impl Inner {
             }
             Err(SendError::Retry(e)) => {
                 update.next_attempt_at =
-                    delivery.and_then(|d| next_attempt(&d, row.id, attempts, row.created_at, now));
+                    next_attempt(&cfg.delivery, row.id, attempts, row.created_at, now);
                 if update.next_attempt_at.is_none() {
                     update.failed_at = Some(now);
                 }
@@ -260,8 +256,8 @@ impl Inner {
         }
     }
 
-    fn link(&self, cfg: &Config, row: &OutboxRow) -> Option<(String, String)> {
-        let (Some(action), Some(step), Some(person)) = (&row.link, &row.step, &row.person) else {
+    fn link(&self, cfg: &Config, row: &OutboxRow) -> Option<(LinkAction, String)> {
+        let (Some(action), Some(step), Some(person)) = (row.link, &row.step, &row.person) else {
             return None;
         };
         let expires = clock::now()
@@ -271,10 +267,10 @@ impl Inner {
             incident: row.incident,
             step: step.clone(),
             person: person.clone(),
-            action: action.clone(),
+            action,
             expires: expires.timestamp(),
         });
-        Some((action.clone(), format!("{}/ack/{token}", cfg.public_url)))
+        Some((action, format!("{}/ack/{token}", cfg.public_url)))
     }
 
     async fn send_email(&self, cfg: &Config, row: &OutboxRow) -> Result<(), SendError> {
@@ -282,20 +278,19 @@ impl Inner {
         // The HTML part is the same text, with the link as a button big enough for a phone.
         let mut html = format!(
             "<!doctype html><html><body><pre style=\"font:14px/1.4 monospace;white-space:pre-wrap\">{}</pre>",
-            escape_html(&row.body)
+            escape(&row.body)
         );
         if let Some((action, url)) = self.link(cfg, row) {
-            let what = if action == "safe" {
-                "Confirm that you are safe"
-            } else {
-                "Acknowledge this step"
+            let what = match action {
+                LinkAction::Safe => "Confirm that you are safe",
+                LinkAction::Ack => "Acknowledge this step",
             };
             text.push_str(&format!(
                 "\n{what} (opens a page with a confirm button):\n{url}\n"
             ));
             html.push_str(&format!(
                 "<p><a href=\"{}\" style=\"display:inline-block;padding:12px 24px;background:#0b5;color:#fff;font:bold 18px sans-serif;text-decoration:none;border-radius:6px\">{what}</a></p>",
-                escape_html(&url)
+                escape(&url)
             ));
         }
         html.push_str("</body></html>");
@@ -303,7 +298,8 @@ impl Inner {
             .email
             .as_ref()
             .map_or("branchguard <branchguard@localhost>", |e| e.from.as_str());
-        self.mailer
+        self.senders
+            .mailer
             .send(from, &row.recipient, &row.subject, text, html, row.incident)
             .await
     }

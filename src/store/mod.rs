@@ -1,32 +1,50 @@
-//! Durable state behind the [`Store`] trait: events, incidents, history, the
-//! notification outbox and the audit log. SQLite is the one backend today; the
-//! trait is the seam for PostgreSQL.
+//! Durable state behind two traits: one [`Writer`] (owned by the engine loop:
+//! every round of decisions in one transaction) and a [`Reader`] shared by the
+//! API, the delivery worker and the CLI. [`open`] picks the backend from the
+//! configuration; SQLite is the one backend today, and nothing outside this
+//! folder names it. The audit hash chain lives in [`audit`] so a second backend
+//! shares it.
 //!
 //! **Invariant:** a [`Round`] is written in one transaction or not at all; the
 //! engine answers nobody before `commit` returns.
+//!
+//! **Invariant:** a stored value that cannot be read back (a bad timestamp, bad
+//! JSON) is a [`StoreError::Corrupt`], never a default.
 
+pub mod audit;
+mod health;
 mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::engine::{HistoryEntry, Incident, Round};
-pub use sqlite::SqliteStore;
+use crate::config::Config;
+use crate::engine::{ChannelKind, HistoryEntry, Incident, LinkAction, Round};
+pub use audit::AuditCheck;
+pub use health::StoreHealth;
 
+/// What went wrong in the store. None of these is the caller's fault: the API
+/// answers them with 503.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
-        path: String,
+        path: PathBuf,
         source: std::io::Error,
     },
-    #[error("stored data is corrupt ({what}): {source}")]
-    Corrupt {
-        what: String,
-        source: serde_json::Error,
-    },
+    #[error("no database in {0} (has the daemon run here yet?)")]
+    Missing(PathBuf),
+    #[error(
+        "the database file {0} was removed or replaced while the daemon ran; restore it and restart the daemon"
+    )]
+    Replaced(PathBuf),
+    #[error("stored data is corrupt ({what}): {detail}")]
+    Corrupt { what: String, detail: String },
 }
 
 /// What the engine needs at start-up.
@@ -84,7 +102,7 @@ pub struct OutboxRow {
     pub id: i64,
     pub incident: i64,
     pub step: Option<String>,
-    pub channel: String,
+    pub channel: ChannelKind,
     pub target: String,
     pub recipient: String,
     pub person: Option<String>,
@@ -94,7 +112,7 @@ pub struct OutboxRow {
     pub body: String,
     pub created_at: DateTime<Utc>,
     #[serde(skip)]
-    pub link: Option<String>,
+    pub link: Option<LinkAction>,
     #[serde(skip)]
     pub payload: Option<String>,
     pub attempts: i64,
@@ -104,18 +122,18 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
 }
 
-/// The result of checking the audit log's hash chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditCheck {
-    Ok { rows: u64 },
-    Broken { seq: i64, reason: String },
-}
-
-pub trait Store: Send {
+/// The one writer: only the engine loop holds it.
+pub trait Writer: Send {
     /// Writes everything a round decided, in one transaction.
     fn commit(&mut self, round: &Round) -> Result<(), StoreError>;
     /// Live incidents (with the playbook versions they opened with) and the next ids.
     fn load_live(&mut self) -> Result<LiveState, StoreError>;
+    /// Whether a write would go through now (used to find out that a fault has cleared).
+    fn check(&mut self) -> Result<(), StoreError>;
+}
+
+/// Reads, from any thread; each call sees committed data only.
+pub trait Reader: Send + Sync {
     fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<Incident>, StoreError>;
     fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<HistoryEntry>)>, StoreError>;
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError>;
@@ -128,4 +146,28 @@ pub trait Store: Send {
     fn verify_audit(&self) -> Result<AuditCheck, StoreError>;
     /// The open incident of a group, if any.
     fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError>;
+}
+
+/// The opened store: its writer (for the engine loop) and a shared reader.
+pub struct Opened {
+    pub writer: Box<dyn Writer>,
+    pub reader: Arc<dyn Reader>,
+    /// Whether the database was created just now (an empty data directory).
+    pub created: bool,
+}
+
+/// Opens (creating if needed) the store the configuration names.
+pub fn open(cfg: &Config) -> Result<Opened, StoreError> {
+    let (writer, created) = sqlite::SqliteWriter::open(&cfg.data_dir)?;
+    let reader = sqlite::SqliteReader::open(&cfg.data_dir)?;
+    Ok(Opened {
+        writer: Box::new(writer),
+        reader: Arc::new(reader),
+        created,
+    })
+}
+
+/// A reader of an existing store (the CLI): [`StoreError::Missing`] when there is none.
+pub fn open_reader(cfg: &Config) -> Result<Arc<dyn Reader>, StoreError> {
+    Ok(Arc::new(sqlite::SqliteReader::open(&cfg.data_dir)?))
 }

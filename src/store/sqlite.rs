@@ -3,15 +3,16 @@
 //! engine thread and separate connections for readers.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::audit::{AuditRow, Chain, Verifier};
 use super::*;
 use crate::config::Playbook;
-use crate::engine::{HistoryEntry, Incident, IncidentStatus};
+use crate::engine::{HistoryEntry, Incident};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,13 +96,14 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 "#;
 
-/// The hash of the row before the first one.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-pub struct SqliteStore {
+pub struct SqliteWriter {
     conn: Connection,
-    /// The last audit row's (seq, hash), read on first use.
-    tail: Option<(i64, String)>,
+    path: PathBuf,
+    /// The database file's identity when opened: a file removed or replaced under
+    /// the daemon would otherwise take writes into a deleted inode and lose them.
+    identity: Option<(u64, u64)>,
+    /// The end of the audit chain, read on first use.
+    chain: Option<Chain>,
     playbooks: HashMap<(String, String), Arc<Playbook>>,
 }
 
@@ -109,40 +111,79 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn parse_ts(s: &str) -> DateTime<Utc> {
+/// A stored timestamp. One that does not parse is corrupt data, reported as such.
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.to_utc())
-        .unwrap_or(DateTime::UNIX_EPOCH)
+        .map_err(|e| StoreError::Corrupt {
+            what: format!("timestamp `{s}`"),
+            detail: e.to_string(),
+        })
 }
 
-/// The audit chain: each row's hash covers its content and the previous hash.
-pub fn audit_hash(
-    prev: &str,
-    seq: i64,
-    at: &str,
-    entity: &str,
-    what: &str,
-    by: &str,
-    detail: &str,
-) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [prev, &seq.to_string(), at, entity, what, by, detail] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
+/// A column read as a timestamp, for row-mapping closures.
+fn time_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let s: String = r.get(i)?;
+    parse_ts(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn opt_time_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(_) => time_col(r, i).map(Some),
     }
-    hex::encode(h.finalize())
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) `data_dir/branchguard.db` for writing.
-    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+fn conversion(i: usize, e: StoreError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(_, _, inner) => {
+                match inner.downcast::<StoreError>() {
+                    Ok(se) => *se,
+                    Err(other) => StoreError::Corrupt {
+                        what: "a stored value".into(),
+                        detail: other.to_string(),
+                    },
+                }
+            }
+            other => StoreError::Backend(Box::new(other)),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+const DB_FILE: &str = "branchguard.db";
+
+impl SqliteWriter {
+    /// Opens (creating if needed) `data_dir/branchguard.db` for writing; also
+    /// says whether the database was created now.
+    pub fn open(data_dir: &Path) -> Result<(SqliteWriter, bool), StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.display().to_string(),
+            path: data_dir.to_path_buf(),
             source,
         })?;
-        let conn = Connection::open(data_dir.join("branchguard.db"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let path = data_dir.join(DB_FILE);
+        let created = !path.exists();
+        let conn = Connection::open(&path)?;
+        // Nobody else writes this database: a lock held longer than this is a
+        // fault, answered with 503 rather than by stalling intake.
+        conn.busy_timeout(std::time::Duration::from_secs(2))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
@@ -150,32 +191,31 @@ impl SqliteStore {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')",
             [],
         )?;
-        Ok(SqliteStore {
-            conn,
-            tail: None,
-            playbooks: HashMap::new(),
-        })
+        let identity = identity(&path);
+        Ok((
+            SqliteWriter {
+                conn,
+                path,
+                identity,
+                chain: None,
+                playbooks: HashMap::new(),
+            },
+            created,
+        ))
     }
 
-    /// Opens an existing database for reading only (the API, `audit verify`).
-    pub fn open_read_only(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open_with_flags(
-            data_dir.join("branchguard.db"),
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(SqliteStore {
-            conn,
-            tail: None,
-            playbooks: HashMap::new(),
-        })
-    }
-
-    fn audit_tail(&mut self) -> Result<(i64, String), StoreError> {
-        if let Some(t) = &self.tail {
-            return Ok(t.clone());
+    fn same_file(&self) -> Result<(), StoreError> {
+        if self.identity.is_some() && identity(&self.path) != self.identity {
+            return Err(StoreError::Replaced(self.path.clone()));
         }
-        let row: Option<(i64, String)> = self
+        Ok(())
+    }
+
+    fn chain(&mut self) -> Result<Chain, StoreError> {
+        if let Some(c) = &self.chain {
+            return Ok(c.clone());
+        }
+        let last: Option<(i64, String)> = self
             .conn
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -183,9 +223,9 @@ impl SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let t = row.unwrap_or((0, GENESIS.to_string()));
-        self.tail = Some(t.clone());
-        Ok(t)
+        let c = Chain::after(last);
+        self.chain = Some(c.clone());
+        Ok(c)
     }
 
     fn playbook(&mut self, id: &str, version: &str) -> Result<Option<Arc<Playbook>>, StoreError> {
@@ -202,30 +242,88 @@ impl SqliteStore {
             )
             .optional()?;
         let Some(body) = body else { return Ok(None) };
-        let pb: Playbook = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt {
+        let pb: Playbook = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
             what: format!("playbook {id} version {version}"),
-            source,
+            detail: e.to_string(),
         })?;
         let pb = Arc::new(pb);
         self.playbooks.insert(key, Arc::clone(&pb));
         Ok(Some(pb))
     }
+}
 
-    fn history_of(&self, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT at, what, by, detail FROM history WHERE incident = ?1 ORDER BY id",
-        )?;
-        let rows = st.query_map([id], |r| {
-            Ok(HistoryEntry {
-                incident: Some(id),
-                at: parse_ts(&r.get::<_, String>(0)?),
-                what: r.get(1)?,
-                by: r.get(2)?,
-                detail: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+/// Read connections, opened as needed and reused: any number of threads read at once.
+pub struct SqliteReader {
+    path: PathBuf,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl SqliteReader {
+    /// A reader of an existing database.
+    pub fn open(data_dir: &Path) -> Result<SqliteReader, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::Missing(data_dir.to_path_buf()));
+        }
+        let r = SqliteReader {
+            path,
+            pool: Mutex::new(Vec::new()),
+        };
+        // Fail now, not on the first request, if it cannot be opened.
+        let c = r.connect()?;
+        r.give_back(c);
+        Ok(r)
     }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(2))?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, c: Connection) {
+        if let Ok(mut p) = self.pool.lock()
+            && p.len() < 8
+        {
+            p.push(c);
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let out = f(&conn);
+        // A connection that just failed may be broken: open a fresh one next time.
+        if out.is_ok() {
+            self.give_back(conn);
+        }
+        out
+    }
+}
+
+fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT at, what, by, detail FROM history WHERE incident = ?1 ORDER BY id",
+    )?;
+    let rows = st.query_map([id], |r| {
+        Ok(HistoryEntry {
+            incident: Some(id),
+            at: time_col(r, 0)?,
+            what: r.get(1)?,
+            by: r.get(2)?,
+            detail: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 const OUTBOX_COLUMNS: &str = "id, incident, step, channel, target, recipient, person, subject, body, created_at, \
@@ -233,34 +331,70 @@ const OUTBOX_COLUMNS: &str = "id, incident, step, channel, target, recipient, pe
 
 /// One row of `SELECT {OUTBOX_COLUMNS}`: the API's view and the delivery worker's input alike.
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
-    let time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
-        Ok(r.get::<_, Option<String>>(i)?.as_deref().map(parse_ts))
+    let channel: String = r.get(3)?;
+    let channel = ChannelKind::parse(&channel).ok_or_else(|| {
+        conversion(
+            3,
+            StoreError::Corrupt {
+                what: "outbox channel".into(),
+                detail: format!("unknown channel kind `{channel}`"),
+            },
+        )
+    })?;
+    let link = match r.get::<_, Option<String>>(10)? {
+        None => None,
+        Some(l) => Some(LinkAction::parse(&l).ok_or_else(|| {
+            conversion(
+                10,
+                StoreError::Corrupt {
+                    what: "outbox link".into(),
+                    detail: format!("unknown link action `{l}`"),
+                },
+            )
+        })?),
     };
     Ok(OutboxRow {
         id: r.get(0)?,
         incident: r.get(1)?,
         step: r.get(2)?,
-        channel: r.get(3)?,
+        channel,
         target: r.get(4)?,
         recipient: r.get(5)?,
         person: r.get(6)?,
         subject: r.get(7)?,
         body: r.get(8)?,
-        created_at: parse_ts(&r.get::<_, String>(9)?),
-        link: r.get(10)?,
+        created_at: time_col(r, 9)?,
+        link,
         payload: r.get(11)?,
         attempts: r.get(12)?,
-        next_attempt_at: time(13)?,
-        delivered_at: time(14)?,
-        failed_at: time(15)?,
+        next_attempt_at: opt_time_col(r, 13)?,
+        delivered_at: opt_time_col(r, 14)?,
+        failed_at: opt_time_col(r, 15)?,
         last_error: r.get(16)?,
     })
 }
 
 fn incident_from(body: &str) -> Result<Incident, StoreError> {
-    serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
         what: "incident".into(),
-        source,
+        detail: e.to_string(),
+    })
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    what: &str,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        conversion(
+            i,
+            StoreError::Corrupt {
+                what: what.to_string(),
+                detail: e.to_string(),
+            },
+        )
     })
 }
 
@@ -269,9 +403,10 @@ fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-impl Store for SqliteStore {
+impl Writer for SqliteWriter {
     fn commit(&mut self, round: &Round) -> Result<(), StoreError> {
-        let (mut seq, mut prev) = self.audit_tail()?;
+        self.same_file()?;
+        let mut chain = self.chain()?;
         let tx = self.conn.transaction()?;
         {
             let mut audit = tx.prepare_cached(
@@ -283,10 +418,17 @@ impl Store for SqliteStore {
                               by: &str,
                               detail: &str|
              -> Result<(), rusqlite::Error> {
-                seq += 1;
-                let hash = audit_hash(&prev, seq, at, entity, what, by, detail);
-                audit.execute(params![seq, at, entity, what, by, detail, prev, hash])?;
-                prev = hash;
+                let r = chain.append(at, entity, what, by, detail);
+                audit.execute(params![
+                    r.seq,
+                    r.at,
+                    r.entity,
+                    r.what,
+                    r.by,
+                    r.detail,
+                    r.prev_hash,
+                    r.hash
+                ])?;
                 Ok(())
             };
             let mut pbs = tx.prepare_cached("INSERT OR IGNORE INTO playbook_versions (playbook, version, body) VALUES (?1, ?2, ?3)")?;
@@ -360,14 +502,14 @@ impl Store for SqliteStore {
                 out.execute(params![
                     n.incident,
                     n.step,
-                    n.channel,
+                    n.channel.as_str(),
                     n.target,
                     n.recipient,
                     n.person,
                     n.subject,
                     n.body,
                     ts(n.created_at),
-                    n.link,
+                    n.link.map(|l| l.as_str()),
                     n.payload
                 ])?;
             }
@@ -388,7 +530,7 @@ impl Store for SqliteStore {
             }
         }
         tx.commit()?;
-        self.tail = Some((seq, prev));
+        self.chain = Some(chain);
         Ok(())
     }
 
@@ -422,6 +564,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn check(&mut self) -> Result<(), StoreError> {
+        self.same_file()?;
+        // Taking the write lock and letting it go proves a commit could go through.
+        self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+        Ok(())
+    }
+}
+
+impl Reader for SqliteReader {
     fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<Incident>, StoreError> {
         let mut sql = String::from("SELECT id, body FROM incidents WHERE id < ?1");
         let mut args: Vec<String> = vec![q.cursor.unwrap_or(i64::MAX).to_string()];
@@ -436,33 +587,36 @@ impl Store for SqliteStore {
             }
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
-        let mut st = self.conn.prepare(&sql)?;
-        let rows: Vec<(i64, String)> = st
-            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut items = Vec::new();
-        for (_, body) in rows.iter().take(q.limit) {
-            items.push(incident_from(body)?);
-        }
-        let next = (rows.len() > q.limit)
-            .then(|| items.last().map(|i| i.id))
-            .flatten();
-        Ok(Page { items, next })
+        self.with(|conn| {
+            let mut st = conn.prepare(&sql)?;
+            let rows: Vec<(i64, String)> = st
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut items = Vec::new();
+            for (_, body) in rows.iter().take(q.limit) {
+                items.push(incident_from(body)?);
+            }
+            let next = (rows.len() > q.limit)
+                .then(|| items.last().map(|i| i.id))
+                .flatten();
+            Ok(Page { items, next })
+        })
     }
 
     fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<HistoryEntry>)>, StoreError> {
-        let body: Option<String> = self
-            .conn
-            .query_row("SELECT body FROM incidents WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match body {
-            None => Ok(None),
-            Some(b) => Ok(Some((incident_from(&b)?, self.history_of(id)?))),
-        }
+        self.with(|conn| {
+            let body: Option<String> = conn
+                .query_row("SELECT body FROM incidents WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match body {
+                None => Ok(None),
+                Some(b) => Ok(Some((incident_from(&b)?, history_of(conn, id)?))),
+            }
+        })
     }
 
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError> {
@@ -484,121 +638,110 @@ impl Store for SqliteStore {
             });
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
-        let mut st = self.conn.prepare(&sql)?;
-        let rows: Vec<EventRow> = st
-            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok(EventRow {
-                    id: r.get(0)?,
-                    received_at: parse_ts(&r.get::<_, String>(1)?),
-                    kind: r.get(2)?,
-                    branch: r.get(3)?,
-                    severity: r.get(4)?,
-                    status: r.get(5)?,
-                    labels: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
-                    summary: r.get(7)?,
-                    occurred_at: parse_ts(&r.get::<_, String>(8)?),
-                    source: r.get(9)?,
-                    matched: r.get(10)?,
-                    incidents: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let more = rows.len() > q.limit;
-        let items: Vec<EventRow> = rows.into_iter().take(q.limit).collect();
-        let next = if more {
-            items.last().map(|e| e.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        self.with(|conn| {
+            let mut st = conn.prepare(&sql)?;
+            let rows: Vec<EventRow> = st
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    Ok(EventRow {
+                        id: r.get(0)?,
+                        received_at: time_col(r, 1)?,
+                        kind: r.get(2)?,
+                        branch: r.get(3)?,
+                        severity: r.get(4)?,
+                        status: r.get(5)?,
+                        labels: json_col(r, 6, "event labels")?,
+                        summary: r.get(7)?,
+                        occurred_at: time_col(r, 8)?,
+                        source: r.get(9)?,
+                        matched: r.get(10)?,
+                        incidents: json_col(r, 11, "event incidents")?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let more = rows.len() > q.limit;
+            let items: Vec<EventRow> = rows.into_iter().take(q.limit).collect();
+            let next = if more {
+                items.last().map(|e| e.id)
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
     }
 
     fn outbox(&self, incident: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut st = self.conn.prepare_cached(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE incident = ?1 ORDER BY id"
-        ))?;
-        let rows = st.query_map([incident], outbox_row)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE incident = ?1 ORDER BY id"
+            ))?;
+            let rows = st.query_map([incident], outbox_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut st = self.conn.prepare_cached(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
-             AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ORDER BY id LIMIT ?2"
-        ))?;
-        let rows = st.query_map(params![ts(now), limit as i64], outbox_row)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![ts(now), limit as i64], outbox_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 
     fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let t: Option<String> = self.conn.query_row(
-            "SELECT MIN(COALESCE(next_attempt_at, created_at)) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(t.as_deref().map(parse_ts))
+        self.with(|conn| {
+            let t: Option<String> = conn.query_row(
+                "SELECT MIN(COALESCE(next_attempt_at, created_at)) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            t.as_deref().map(parse_ts).transpose()
+        })
     }
 
     fn outbox_pending(&self) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+        self.with(|conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
     }
 
     fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT id FROM incidents WHERE group_key = ?1 AND status = 'open' ORDER BY id DESC LIMIT 1", [group_key], |r| r.get(0))
-            .optional()?)
+        self.with(|conn| {
+            Ok(conn
+                .query_row("SELECT id FROM incidents WHERE group_key = ?1 AND status = 'open' ORDER BY id DESC LIMIT 1", [group_key], |r| r.get(0))
+                .optional()?)
+        })
     }
 
     fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
-        let mut st = self.conn.prepare(
-            "SELECT seq, at, entity, what, by, detail, prev_hash, hash FROM audit ORDER BY seq",
-        )?;
-        let mut rows = st.query([])?;
-        let mut prev = GENESIS.to_string();
-        let mut expect_seq = 1;
-        let mut count = 0;
-        while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
-            let (at, entity, what, by, detail): (String, String, String, String, String) =
-                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
-            let (prev_hash, hash): (String, String) = (r.get(6)?, r.get(7)?);
-            if seq != expect_seq {
-                return Ok(AuditCheck::Broken {
-                    seq,
-                    reason: format!("row {expect_seq} is missing (found {seq})"),
-                });
+        self.with(|conn| {
+            let mut st = conn.prepare(
+                "SELECT seq, at, entity, what, by, detail, prev_hash, hash FROM audit ORDER BY seq",
+            )?;
+            let mut rows = st.query([])?;
+            let mut v = Verifier::default();
+            while let Some(r) = rows.next()? {
+                let row = AuditRow {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    entity: r.get(2)?,
+                    what: r.get(3)?,
+                    by: r.get(4)?,
+                    detail: r.get(5)?,
+                    prev_hash: r.get(6)?,
+                    hash: r.get(7)?,
+                };
+                if !v.check(&row) {
+                    break;
+                }
             }
-            if prev_hash != prev {
-                return Ok(AuditCheck::Broken {
-                    seq,
-                    reason: "its prev_hash does not match the hash of the row before".into(),
-                });
-            }
-            if audit_hash(&prev, seq, &at, &entity, &what, &by, &detail) != hash {
-                return Ok(AuditCheck::Broken {
-                    seq,
-                    reason: "its content does not match its hash (altered)".into(),
-                });
-            }
-            prev = hash;
-            expect_seq += 1;
-            count += 1;
-        }
-        Ok(AuditCheck::Ok { rows: count })
-    }
-}
-
-impl IncidentStatus {
-    pub fn parse(s: &str) -> Option<IncidentStatus> {
-        match s {
-            "open" => Some(IncidentStatus::Open),
-            "resolved" => Some(IncidentStatus::Resolved),
-            _ => None,
-        }
+            Ok(v.finish())
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! The pages behind one-click links (`/ack/{token}`). `GET` only shows what the
 //! link would do — mail scanners fetch links — and its form `POST`s to the same
-//! address, which does it. Refused links get a clear page, a 4xx and an audit row.
+//! address, which does it. Refused links get a clear page, a 4xx and an audit
+//! row; a fault of ours (the store) gets a 503 page and is not audited as a
+//! refusal.
 
 use std::sync::Arc;
 
@@ -8,40 +10,28 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
+use super::AppState;
 use crate::clock;
-use crate::daemon::{HandleError, Input, Shared};
-use crate::engine::{ActionError, Verb};
+use crate::engine::{ActionError, HandleError, LinkAction, Verb};
+use crate::html::escape;
 use crate::notify::links::{Claims, LinkError};
-use crate::store::Store;
-
-type AppState = Arc<Shared>;
-
-use crate::notify::escape_html as escape;
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{t} — branchguard</title>\
-         <style>body{{font-family:sans-serif;max-width:36em;margin:2em auto;padding:0 1em;line-height:1.5}}\
-         button{{font-size:1.2em;padding:.6em 1.4em}}dt{{font-weight:bold}}</style></head>\
-         <body><h1>{t}</h1>{body}</body></html>",
-        t = escape(title)
-    );
-    (status, Html(html)).into_response()
+    (status, Html(crate::html::page(title, body))).into_response()
 }
 
-fn note(s: &Shared, incident: Option<i64>, what: &str, detail: String) {
-    let _ = s.engine.send(Input::Note {
-        incident,
-        what: what.into(),
-        by: "link".into(),
-        detail,
-    });
+fn unavailable(why: impl std::fmt::Display) -> Response {
+    tracing::error!("link page: {why}");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again in a minute",
+        "<p>branchguard cannot record or show this right now because of a fault on our side (not your link). Nothing was recorded. Try the link again shortly; if it keeps failing, call the operations centre.</p>",
+    )
 }
 
-fn refused(s: &Shared, token: &str, e: &LinkError) -> Response {
+fn refused(s: &AppState, token: &str, e: &LinkError) -> Response {
     let short: String = token.chars().take(16).collect();
-    note(s, None, "link.refused", format!("{e} (token {short}…)"));
+    s.engine.link_refused(None, format!("{e} (token {short}…)"));
     match e {
         LinkError::Expired(at) => page(
             StatusCode::GONE,
@@ -59,30 +49,18 @@ fn refused(s: &Shared, token: &str, e: &LinkError) -> Response {
     }
 }
 
-fn verb_of(c: &Claims) -> Option<Verb> {
-    match c.action.as_str() {
-        "ack" => Some(Verb::Ack),
-        "safe" => Some(Verb::Safe),
-        _ => None,
-    }
-}
-
 pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response {
     let claims = match s.links.verify(&token, clock::now()) {
         Ok(c) => c,
         Err(e) => return refused(&s, &token, &e),
     };
     let id = claims.incident;
-    let s2 = Arc::clone(&s);
-    let found = tokio::task::spawn_blocking(move || {
-        s2.reader
-            .lock()
-            .ok()
-            .and_then(|r| r.incident(id).ok().flatten())
-    })
-    .await
-    .ok()
-    .flatten();
+    let reader = Arc::clone(&s.reader);
+    let found = match tokio::task::spawn_blocking(move || reader.incident(id)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return unavailable(e),
+        Err(e) => return unavailable(e),
+    };
     let Some((inc, _)) = found else {
         return page(
             StatusCode::NOT_FOUND,
@@ -98,19 +76,18 @@ pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Respo
         );
     };
     let person = s
-        .loaded
-        .read()
-        .ok()
-        .and_then(|l| l.config.people.get(&claims.person).map(|p| p.name.clone()))
-        .unwrap_or_else(|| claims.person.clone());
-    let already = match claims.action.as_str() {
-        "safe" => step.confirmed.contains(&claims.person),
-        _ => step.acknowledged_at.is_some() || !step.state.is_open(),
+        .loaded()
+        .config
+        .people
+        .get(&claims.person)
+        .map_or_else(|| claims.person.clone(), |p| p.name.clone());
+    let already = match claims.action {
+        LinkAction::Safe => step.confirmed.contains(&claims.person),
+        LinkAction::Ack => step.acknowledged_at.is_some() || !step.state.is_open(),
     };
-    let (title, button) = if claims.action == "safe" {
-        ("I am safe", "Confirm: I am safe")
-    } else {
-        ("Acknowledge", "Acknowledge this step")
+    let (title, button) = match claims.action {
+        LinkAction::Safe => ("I am safe", "Confirm: I am safe"),
+        LinkAction::Ack => ("Acknowledge", "Acknowledge this step"),
     };
     let drill = if inc.drill {
         "<p><strong>[DRILL]</strong> This is a drill.</p>"
@@ -151,8 +128,9 @@ pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Re
         Ok(c) => c,
         Err(e) => return refused(&s, &token, &e),
     };
-    let Some(verb) = verb_of(&claims) else {
-        return refused(&s, &token, &LinkError::Malformed);
+    let verb = match claims.action {
+        LinkAction::Ack => Verb::Ack,
+        LinkAction::Safe => Verb::Safe,
     };
     let Claims {
         incident,
@@ -162,14 +140,13 @@ pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Re
     } = claims.clone();
     let result = s
         .engine
-        .act(|reply| Input::Step {
+        .step(
             incident,
             step,
             verb,
-            by: Some(person),
-            note: Some("via email link".into()),
-            reply,
-        })
+            Some(person),
+            Some("via email link".into()),
+        )
         .await;
     match result {
         Ok(()) => page(
@@ -178,10 +155,8 @@ pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Re
             &format!("<p>Recorded at {}.</p>", escape(&clock::now().to_rfc3339())),
         ),
         Err(HandleError::Action(ActionError::Conflict(why))) => {
-            note(
-                &s,
+            s.engine.link_refused(
                 Some(incident),
-                "link.refused",
                 format!("already used: {why} ({} {})", claims.person, claims.step),
             );
             page(
@@ -191,10 +166,8 @@ pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Re
             )
         }
         Err(HandleError::Action(e)) => {
-            note(
-                &s,
+            s.engine.link_refused(
                 Some(incident),
-                "link.refused",
                 format!("{e} ({} {})", claims.person, claims.step),
             );
             page(
@@ -203,10 +176,6 @@ pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Re
                 &format!("<p>{}</p>", escape(&e.to_string())),
             )
         }
-        Err(e) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Try again",
-            &format!("<p>{}</p>", escape(&e.to_string())),
-        ),
+        Err(e) => unavailable(e),
     }
 }

@@ -7,7 +7,7 @@ use chrono::DateTime;
 use chrono_tz::Tz;
 use serde_json::Value;
 
-use crate::cli::ClientArgs;
+use super::ClientArgs;
 
 pub struct Client {
     base: String,

@@ -1,4 +1,4 @@
-//! The command line (SPEC §7): parsing with clap and one function per command.
+//! The command line (docs/CLI.md): parsing with clap and one function per command.
 //! Library errors become `anyhow` here, at the program's edge.
 
 use std::path::PathBuf;
@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Loaded};
 use crate::matching::{self, Plan};
-use crate::store::Store;
+
+mod client;
 
 /// Writes to stdout. A closed pipe (`branchguard incidents | head`) ends the
 /// program quietly instead of panicking as `println!` does.
@@ -211,7 +212,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(l) => l,
                 Err(code) => return Ok(code),
             };
-            audit_verify(&loaded.config.data_dir)
+            audit_verify(&loaded.config)
         }
         Command::Event {
             kind,
@@ -259,12 +260,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ev.to_string()
                 }
             };
-            let c = crate::client::Client::new(&client)?;
+            let c = client::Client::new(&client)?;
             let v = c.post_raw("/api/v1/events", body)?;
             outln!(
                 "accepted {} event(s); incidents: {}",
                 v["accepted"],
-                crate::client::ids(&v["incidents"])
+                client::ids(&v["incidents"])
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -275,7 +276,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             client,
         } => {
-            let c = crate::client::Client::new(&client)?;
+            let c = client::Client::new(&client)?;
             let mut q = vec![("limit".to_string(), limit.to_string())];
             if open {
                 q.push(("status".into(), "open".into()));
@@ -287,15 +288,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 q.push(("playbook".into(), p));
             }
             let v = c.get("/api/v1/incidents", &q)?;
-            out!("{}", crate::client::incidents_table(&v, c.tz));
+            out!("{}", client::incidents_table(&v, c.tz));
             Ok(ExitCode::SUCCESS)
         }
         Command::Incident {
             what: IncidentCommand::Show { id, client },
         } => {
-            let c = crate::client::Client::new(&client)?;
+            let c = client::Client::new(&client)?;
             let v = c.get(&format!("/api/v1/incidents/{id}"), &[])?;
-            out!("{}", crate::client::incident_text(&v, c.tz));
+            out!("{}", client::incident_text(&v, c.tz));
             Ok(ExitCode::SUCCESS)
         }
         Command::Ack(a) => step_command(a, "ack"),
@@ -337,29 +338,29 @@ fn body(by: Option<String>, note: Option<String>) -> String {
 }
 
 fn step_command(a: StepArgs, verb: &str) -> anyhow::Result<ExitCode> {
-    let c = crate::client::Client::new(&a.client)?;
+    let c = client::Client::new(&a.client)?;
     let v = c.post_raw(
         &format!("/api/v1/incidents/{}/steps/{}/{verb}", a.id, a.step),
         body(a.by, a.note),
     )?;
-    out!("{}", crate::client::incident_text(&v, c.tz));
+    out!("{}", client::incident_text(&v, c.tz));
     Ok(ExitCode::SUCCESS)
 }
 
 fn incident_command(a: IncidentArgs, action: &str) -> anyhow::Result<ExitCode> {
-    let c = crate::client::Client::new(&a.client)?;
+    let c = client::Client::new(&a.client)?;
     let v = c.post_raw(
         &format!("/api/v1/incidents/{}/{action}", a.id),
         body(a.by, a.note),
     )?;
-    out!("{}", crate::client::incident_text(&v, c.tz));
+    out!("{}", client::incident_text(&v, c.tz));
     Ok(ExitCode::SUCCESS)
 }
 
-fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    use crate::store::{AuditCheck, SqliteStore, Store};
-    let store = SqliteStore::open_read_only(data_dir)
-        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+fn audit_verify(cfg: &crate::config::Config) -> anyhow::Result<ExitCode> {
+    use crate::store::AuditCheck;
+    let store = crate::store::open_reader(cfg)
+        .with_context(|| format!("cannot open the database in {}", cfg.data_dir.display()))?;
     match store.verify_audit()? {
         AuditCheck::Ok { rows } => {
             outln!("audit log ok: {rows} rows, hash chain intact");
@@ -459,12 +460,7 @@ fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) ->
     let tz = cfg.calendar.timezone;
     let mut failed = false;
     // The daemon's database, when there is one, tells which groups have an open incident.
-    let store = cfg
-        .data_dir
-        .join("branchguard.db")
-        .exists()
-        .then(|| crate::store::SqliteStore::open_read_only(&cfg.data_dir).ok())
-        .flatten();
+    let store = crate::store::open_reader(cfg).ok();
     for (i, input) in inputs.into_iter().enumerate() {
         let ev = match input.check(|b| cfg.branches.contains_key(b), now, "cli") {
             Ok(ev) => ev,

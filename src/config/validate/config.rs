@@ -1,0 +1,561 @@
+//! `branchguard.yaml` itself: addresses, calendar, branches, people,
+//! notification channels, host thresholds, tokens and engine settings, each
+//! section checked by its own function.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+
+use super::*;
+use crate::duration::{Calendar, parse_weekday};
+
+/// The operations centre's channel when `notify.ops_channel` is not set.
+const DEFAULT_OPS_CHANNEL: &str = "ops-centre";
+
+pub(super) fn compile_config(
+    file: &str,
+    base: &Path,
+    raw: ConfigFile,
+    diags: &mut Diagnostics,
+) -> Config {
+    let rel = |p: Option<String>, default: &str| -> PathBuf {
+        let p = PathBuf::from(p.unwrap_or_else(|| default.to_string()));
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let (listen, public_url) = addresses(file, &raw, diags);
+    let calendar = calendar(file, &raw, diags);
+    let branch_ids: BTreeSet<String> = raw.branches.iter().map(|b| b.id.value.clone()).collect();
+    let branches = branches(file, &raw, &branch_ids, diags);
+    let people = people(file, &raw, &branch_ids, diags);
+    let Notify {
+        email,
+        webhooks,
+        delivery,
+        ops_channel,
+    } = notify(file, &raw, diags);
+    let host = host(file, &raw, diags);
+    let tokens = tokens(file, &raw, &branch_ids, &people, diags);
+    let engine = engine(file, &raw, diags);
+    Config {
+        file: PathBuf::from(file),
+        listen,
+        public_url,
+        data_dir: rel(raw.data_dir, "data"),
+        playbooks_dir: rel(raw.playbooks_dir.map(|s| s.value), "playbooks"),
+        drills_dir: rel(raw.drills_dir.map(|s| s.value), "drills"),
+        spool_dir: rel(raw.spool_dir, "spool"),
+        calendar,
+        email,
+        webhooks,
+        ops_channel,
+        roster: roster(&people),
+        people,
+        branches,
+        host,
+        tokens,
+        engine,
+        delivery,
+    }
+}
+
+fn addresses(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> (SocketAddr, String) {
+    let listen = match &raw.listen {
+        Some(v) => v.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+            diags.at_value(
+                file,
+                v,
+                format!(
+                    "listen: invalid address `{}`: expected IP:PORT such as 127.0.0.1:9700",
+                    v.value
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 9700))
+        }),
+        None => SocketAddr::from(([127, 0, 0, 1], 9700)),
+    };
+    let public_url = match &raw.public_url {
+        Some(v) if !(v.value.starts_with("http://") || v.value.starts_with("https://")) => {
+            diags.at_value(
+                file,
+                v,
+                format!("public_url: `{}` is not an http(s) URL", v.value),
+            );
+            v.value.clone()
+        }
+        Some(v) => v.value.trim_end_matches('/').to_string(),
+        None => format!("http://{listen}"),
+    };
+    (listen, public_url)
+}
+
+fn calendar(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Calendar {
+    let timezone = match &raw.timezone {
+        Some(v) => v.value.parse::<Tz>().unwrap_or_else(|_| {
+            diags.at_value(
+                file,
+                v,
+                format!(
+                    "timezone: unknown time zone `{}`: expected an IANA name such as Asia/Shanghai",
+                    v.value
+                ),
+            );
+            Tz::UTC
+        }),
+        None => Tz::UTC,
+    };
+    let mut calendar = Calendar {
+        timezone,
+        ..Calendar::default()
+    };
+    if let Some(c) = &raw.calendar {
+        calendar.weekend = c
+            .weekend
+            .iter()
+            .filter_map(|d| {
+                parse_weekday(&d.value)
+                    .map_err(|e| diags.at_value(file, d, format!("calendar.weekend: {e}")))
+                    .ok()
+            })
+            .collect();
+        calendar.holidays = c
+            .holidays
+            .iter()
+            .filter_map(|d| {
+                NaiveDate::parse_from_str(&d.value, "%Y-%m-%d")
+                    .map_err(|_| {
+                        diags.at_value(
+                            file,
+                            d,
+                            format!(
+                                "calendar.holidays: invalid date `{}`: expected YYYY-MM-DD",
+                                d.value
+                            ),
+                        )
+                    })
+                    .ok()
+            })
+            .collect();
+    }
+    calendar
+}
+
+/// Branches come first: people, neighbours and tokens refer to them.
+fn branches(
+    file: &str,
+    raw: &ConfigFile,
+    branch_ids: &BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, Branch> {
+    let mut branches: BTreeMap<String, Branch> = BTreeMap::new();
+    for b in &raw.branches {
+        if b.id.value.trim().is_empty() {
+            diags.at_value(file, &b.id, "branches.id: must not be empty");
+        }
+        if branches.contains_key(&b.id.value) {
+            diags.at_value(file, &b.id, format!("duplicate branch id `{}`", b.id.value));
+            continue;
+        }
+        let branch_tz = b.timezone.as_ref().and_then(|tz| {
+            tz.value
+                .parse::<Tz>()
+                .map_err(|_| {
+                    diags.at_value(
+                        file,
+                        tz,
+                        format!("timezone: unknown time zone `{}`", tz.value),
+                    )
+                })
+                .ok()
+        });
+        for n in &b.neighbours {
+            if !branch_ids.contains(&n.value) {
+                diags.at_value(file, n, format!("neighbours: unknown branch `{}`", n.value));
+            } else if n.value == b.id.value {
+                diags.at_value(
+                    file,
+                    n,
+                    format!(
+                        "neighbours: branch `{}` cannot be its own neighbour",
+                        n.value
+                    ),
+                );
+            }
+        }
+        let mut systems = Vec::new();
+        let mut names = BTreeSet::new();
+        for s in &b.systems {
+            if !names.insert(s.name.value.clone()) {
+                diags.at_value(
+                    file,
+                    &s.name,
+                    format!(
+                        "duplicate system `{}` in branch `{}`",
+                        s.name.value, b.id.value
+                    ),
+                );
+            }
+            let probe = s.probe.as_ref().map(|p| {
+                match (&p.http, &p.tcp) {
+                    (Some(_), Some(t)) => {
+                        diags.at_value(file, t, "probe: give either `http` or `tcp`, not both")
+                    }
+                    (None, None) => diags.at(
+                        file,
+                        s.name.referenced,
+                        format!(
+                            "probe of `{}`: expected `http: URL` or `tcp: HOST:PORT`",
+                            s.name.value
+                        ),
+                    ),
+                    (Some(u), None)
+                        if !(u.value.starts_with("http://") || u.value.starts_with("https://")) =>
+                    {
+                        diags.at_value(
+                            file,
+                            u,
+                            format!("probe.http: `{}` is not an http(s) URL", u.value),
+                        )
+                    }
+                    (None, Some(t)) if !t.value.contains(':') => diags.at_value(
+                        file,
+                        t,
+                        format!("probe.tcp: `{}`: expected HOST:PORT", t.value),
+                    ),
+                    _ => {}
+                }
+                ProbeConfig {
+                    http: p.http.as_ref().map(|v| v.value.clone()),
+                    tcp: p.tcp.as_ref().map(|v| v.value.clone()),
+                    interval: opt_fixed(
+                        file,
+                        &p.interval,
+                        "probe.interval",
+                        Duration::from_secs(15),
+                        diags,
+                    ),
+                    timeout: opt_fixed(
+                        file,
+                        &p.timeout,
+                        "probe.timeout",
+                        Duration::from_secs(3),
+                        diags,
+                    ),
+                    failures: p.failures.unwrap_or(3).max(1),
+                    successes: p.successes.unwrap_or(2).max(1),
+                }
+            });
+            systems.push(SystemConfig {
+                name: s.name.value.clone(),
+                probe,
+            });
+        }
+        branches.insert(
+            b.id.value.clone(),
+            Branch {
+                id: b.id.value.clone(),
+                name: b.name.clone(),
+                region: b.region.clone(),
+                timezone: branch_tz,
+                neighbours: b.neighbours.iter().map(|n| n.value.clone()).collect(),
+                systems,
+            },
+        );
+    }
+    branches
+}
+
+fn people(
+    file: &str,
+    raw: &ConfigFile,
+    branch_ids: &BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, Person> {
+    let mut people: BTreeMap<String, Person> = BTreeMap::new();
+    for p in &raw.people {
+        if people.contains_key(&p.id.value) {
+            diags.at_value(file, &p.id, format!("duplicate person id `{}`", p.id.value));
+            continue;
+        }
+        if let Some(e) = &p.email
+            && !looks_like_email(&e.value)
+        {
+            diags.at_value(
+                file,
+                e,
+                format!("email: `{}` is not an email address", e.value),
+            );
+        }
+        for b in &p.branches {
+            if !branch_ids.contains(&b.value) {
+                diags.at_value(
+                    file,
+                    b,
+                    format!(
+                        "people.branches: unknown branch `{}` for person `{}`",
+                        b.value, p.id.value
+                    ),
+                );
+            }
+        }
+        people.insert(
+            p.id.value.clone(),
+            Person {
+                id: p.id.value.clone(),
+                name: p.name.clone(),
+                email: p.email.as_ref().map(|e| e.value.clone()),
+                roles: p.roles.iter().map(|r| r.value.clone()).collect(),
+                branches: p.branches.iter().map(|b| b.value.clone()).collect(),
+            },
+        );
+    }
+    people
+}
+
+struct Notify {
+    email: Option<EmailConfig>,
+    webhooks: BTreeMap<String, WebhookConfig>,
+    delivery: DeliveryConfig,
+    ops_channel: Option<String>,
+}
+
+fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
+    let mut webhooks = BTreeMap::new();
+    let mut email = None;
+    let mut delivery = DeliveryConfig {
+        retry_initial: Duration::from_secs(5),
+        retry_max: Duration::from_secs(300),
+        horizon: Duration::from_secs(24 * 3600),
+        link_ttl: Duration::from_secs(72 * 3600),
+    };
+    if let Some(n) = &raw.notify {
+        if let Some(r) = &n.retry {
+            delivery.retry_initial = opt_fixed(
+                file,
+                &r.initial,
+                "notify.retry.initial",
+                delivery.retry_initial,
+                diags,
+            );
+            delivery.retry_max =
+                opt_fixed(file, &r.max, "notify.retry.max", delivery.retry_max, diags);
+            delivery.horizon = opt_fixed(
+                file,
+                &r.horizon,
+                "notify.retry.horizon",
+                delivery.horizon,
+                diags,
+            );
+            if delivery.retry_max < delivery.retry_initial
+                && let Some(m) = &r.max
+            {
+                diags.at_value(
+                    file,
+                    m,
+                    "notify.retry.max: must not be shorter than notify.retry.initial",
+                );
+            }
+        }
+        if let Some(l) = &n.links {
+            delivery.link_ttl =
+                opt_fixed(file, &l.ttl, "notify.links.ttl", delivery.link_ttl, diags);
+        }
+        if let Some(e) = &n.email {
+            if !e.from.value.contains('@') {
+                diags.at_value(
+                    file,
+                    &e.from,
+                    format!(
+                        "notify.email.from: `{}` is not an email address",
+                        e.from.value
+                    ),
+                );
+            }
+            email = Some(EmailConfig {
+                from: e.from.value.clone(),
+                smtp: e.smtp.as_ref().map(|s| SmtpConfig {
+                    host: s.host.clone(),
+                    port: s.port.unwrap_or(match s.security {
+                        SmtpSecurity::None => 25,
+                        SmtpSecurity::Starttls => 587,
+                        SmtpSecurity::Tls => 465,
+                    }),
+                    security: s.security,
+                    username: s.username.clone(),
+                    password_env: s.password_env.clone(),
+                    timeout: opt_fixed(
+                        file,
+                        &s.timeout,
+                        "notify.email.smtp.timeout",
+                        Duration::from_secs(30),
+                        diags,
+                    ),
+                }),
+            });
+        }
+        for (name, w) in &n.webhooks {
+            if !(w.url.value.starts_with("http://") || w.url.value.starts_with("https://")) {
+                diags.at_value(
+                    file,
+                    &w.url,
+                    format!(
+                        "notify.webhooks.{name}.url: `{}` is not an http(s) URL",
+                        w.url.value
+                    ),
+                );
+            }
+            webhooks.insert(
+                name.clone(),
+                WebhookConfig {
+                    url: w.url.value.clone(),
+                    headers: w.headers.clone(),
+                    timeout: opt_fixed(file, &w.timeout, "timeout", Duration::from_secs(10), diags),
+                },
+            );
+        }
+    }
+    let ops_channel = match raw.notify.as_ref().and_then(|n| n.ops_channel.as_ref()) {
+        Some(c) if !webhooks.contains_key(&c.value) => {
+            diags.at_value(
+                file,
+                c,
+                format!(
+                    "notify.ops_channel: unknown channel `{}`: expected one of the webhooks under notify.webhooks ({})",
+                    c.value,
+                    webhooks.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+            None
+        }
+        Some(c) => Some(c.value.clone()),
+        None => webhooks
+            .contains_key(DEFAULT_OPS_CHANNEL)
+            .then(|| DEFAULT_OPS_CHANNEL.to_string()),
+    };
+    Notify {
+        email,
+        webhooks,
+        delivery,
+        ops_channel,
+    }
+}
+
+fn host(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> HostConfig {
+    match &raw.host {
+        Some(h) => HostConfig {
+            interval: opt_fixed(
+                file,
+                &h.interval,
+                "host.interval",
+                Duration::from_secs(15),
+                diags,
+            ),
+            disk_free_min_ratio: percent(file, &h.disk_free_min, "host.disk_free_min", 0.10, diags),
+            memory_used_max_ratio: percent(
+                file,
+                &h.memory_used_max,
+                "host.memory_used_max",
+                0.90,
+                diags,
+            ),
+        },
+        None => HostConfig {
+            interval: Duration::from_secs(15),
+            disk_free_min_ratio: 0.10,
+            memory_used_max_ratio: 0.90,
+        },
+    }
+}
+
+fn tokens(
+    file: &str,
+    raw: &ConfigFile,
+    branch_ids: &BTreeSet<String>,
+    people: &BTreeMap<String, Person>,
+    diags: &mut Diagnostics,
+) -> Vec<TokenConfig> {
+    let mut tokens = Vec::new();
+    for t in raw.auth.iter().flat_map(|a| a.tokens.iter()) {
+        let role = match t.role.value.as_str() {
+            "ops" => TokenRole::Ops,
+            "branch-head" => TokenRole::BranchHead,
+            "viewer" => TokenRole::Viewer,
+            other => {
+                diags.at_value(file, &t.role, format!("auth.tokens.role: unknown role `{other}`: expected ops, branch-head or viewer"));
+                TokenRole::Viewer
+            }
+        };
+        for b in &t.branches {
+            if !branch_ids.contains(&b.value) {
+                diags.at_value(
+                    file,
+                    b,
+                    format!("auth.tokens.branches: unknown branch `{}`", b.value),
+                );
+            }
+        }
+        if let Some(p) = &t.person
+            && !people.contains_key(&p.value)
+        {
+            diags.at_value(
+                file,
+                p,
+                format!("auth.tokens.person: unknown person `{}`", p.value),
+            );
+        }
+        if t.token_env.is_some() == t.token_sha256.is_some() {
+            diags.at_value(
+                file,
+                &t.name,
+                format!(
+                    "auth token `{}`: give exactly one of `token_env` or `token_sha256`",
+                    t.name.value
+                ),
+            );
+        }
+        if let Some(h) = &t.token_sha256
+            && (h.value.len() != 64 || !h.value.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            diags.at_value(
+                file,
+                h,
+                "auth.tokens.token_sha256: expected 64 hexadecimal characters",
+            );
+        }
+        tokens.push(TokenConfig {
+            name: t.name.value.clone(),
+            role,
+            branches: t.branches.iter().map(|b| b.value.clone()).collect(),
+            person: t.person.as_ref().map(|p| p.value.clone()),
+            token_env: t.token_env.clone(),
+            token_sha256: t
+                .token_sha256
+                .as_ref()
+                .map(|h| h.value.to_ascii_lowercase()),
+        });
+    }
+    tokens
+}
+
+fn engine(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> EngineConfig {
+    EngineConfig {
+        command_timeout: raw.engine.as_ref().map_or(Duration::from_secs(600), |e| {
+            opt_fixed(
+                file,
+                &e.command_timeout,
+                "engine.command_timeout",
+                Duration::from_secs(600),
+                diags,
+            )
+        }),
+        max_batch: raw
+            .engine
+            .as_ref()
+            .and_then(|e| e.max_batch)
+            .unwrap_or(1000)
+            .max(1),
+    }
+}

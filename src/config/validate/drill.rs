@@ -1,0 +1,133 @@
+//! Drill files: schedule, branches, the event a drill sends, targets, scoring.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+
+pub(super) fn compile_drill(
+    file: &str,
+    raw: DrillFile,
+    cfg: &Config,
+    playbooks: &[Arc<Playbook>],
+    playbook_failed: bool,
+    diags: &mut Diagnostics,
+) -> Option<Drill> {
+    let before = diags.len();
+    let pb = playbooks.iter().find(|p| p.id == raw.playbook.value);
+    if pb.is_none() && !playbook_failed {
+        let known: Vec<&str> = playbooks.iter().map(|p| p.id.as_str()).collect();
+        diags.at_value(
+            file,
+            &raw.playbook,
+            format!(
+                "playbook: unknown playbook `{}`: expected one of {}",
+                raw.playbook.value,
+                known.join(", ")
+            ),
+        );
+    }
+    let schedule = raw.schedule.as_ref().and_then(|s| {
+        Schedule::parse(&s.value)
+            .map_err(|e| diags.at_value(file, s, format!("schedule: {e}")))
+            .ok()
+    });
+    if let BranchSelection::List(list) = &raw.branches.value {
+        if list.is_empty() {
+            diags.at_value(
+                file,
+                &raw.branches,
+                "branches: expected `all` or at least one branch",
+            );
+        }
+        for b in list {
+            if !cfg.branches.contains_key(b) {
+                diags.at_value(
+                    file,
+                    &raw.branches,
+                    format!("branches: unknown branch `{b}`"),
+                );
+            }
+        }
+    }
+    let mut targets = BTreeMap::new();
+    for (step, v) in &raw.targets {
+        if let Some(pb) = pb
+            && !pb.steps.iter().any(|s| &s.id == step)
+        {
+            diags.at_value(
+                file,
+                v,
+                format!("targets.{step}: playbook `{}` has no step `{step}`", pb.id),
+            );
+        }
+        if let Some(d) = delay(file, v, &format!("targets.{step}"), diags) {
+            targets.insert(step.clone(), d);
+        }
+    }
+    let severity = raw.event.severity.unwrap_or(Severity::Major);
+    if let Some(pb) = pb {
+        let probe = crate::event::Event {
+            kind: raw.event.kind.value.clone(),
+            branch: String::new(),
+            severity,
+            status: crate::event::Status::Firing,
+            labels: raw.event.labels.clone(),
+            summary: None,
+            occurred_at: chrono::DateTime::UNIX_EPOCH,
+            source: "drill".into(),
+        };
+        if !pb.triggers(&probe) {
+            diags.at_value(file, &raw.event.kind, format!("event: this event would not trigger playbook `{}` (kind, labels or severity differ)", pb.id));
+        }
+    }
+    let timeout = opt_fixed(
+        file,
+        &raw.timeout,
+        "timeout",
+        Duration::from_secs(30 * 60),
+        diags,
+    );
+    let starting_deadline = opt_fixed(
+        file,
+        &raw.starting_deadline,
+        "starting_deadline",
+        Duration::from_secs(30 * 60),
+        diags,
+    );
+    let pass_score = match &raw.pass_score {
+        Some(p) if !(0.0..=100.0).contains(&p.value) => {
+            diags.at_value(
+                file,
+                p,
+                format!("pass_score: {} is out of range: expected 0 to 100", p.value),
+            );
+            80.0
+        }
+        Some(p) => p.value,
+        None => 80.0,
+    };
+    if diags.len() > before || pb.is_none() {
+        return None;
+    }
+    Some(Drill {
+        id: raw.id.value.clone(),
+        name: raw.name.unwrap_or(raw.id.value),
+        file: file.to_string(),
+        playbook: raw.playbook.value,
+        schedule,
+        branches: raw.branches.value,
+        event: DrillEvent {
+            kind: raw.event.kind.value,
+            severity,
+            labels: raw.event.labels,
+            summary: raw.event.summary,
+        },
+        targets,
+        timeout,
+        missed: raw.missed,
+        starting_deadline,
+        pass_score,
+        live: raw.live,
+    })
+}

@@ -1,0 +1,338 @@
+//! Turns the raw files into the typed model, checking every value and every
+//! reference between files. Problems are collected, never thrown.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_saphyr::Location;
+use sha2::{Digest, Sha256};
+
+mod config;
+mod drill;
+mod playbook;
+
+use config::compile_config;
+use drill::compile_drill;
+use playbook::compile_playbook;
+
+use super::files::*;
+use super::model::*;
+use crate::diag::{Diagnostics, parse_yaml};
+use crate::duration::Delay;
+use crate::event::Severity;
+use crate::schedule::Schedule;
+use crate::target::Target;
+use crate::template::Template;
+
+/// Loads the config file and the playbook and drill directories it names.
+pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let file = display(config_path);
+    let text = match std::fs::read_to_string(config_path) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.file(&file, format!("cannot read config file: {e}"));
+            return Err(diags);
+        }
+    };
+    let raw: ConfigFile = match parse_yaml(&file, &text) {
+        Ok(r) => r,
+        Err(d) => {
+            diags.push(d);
+            return Err(diags);
+        }
+    };
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    let playbooks_at = raw.playbooks_dir.as_ref().map(|s| s.referenced);
+    let drills_at = raw.drills_dir.as_ref().map(|s| s.referenced);
+    let config = compile_config(&file, base, raw, &mut diags);
+
+    let playbook_files = read_dir_yaml(
+        &config.playbooks_dir,
+        &file,
+        "playbooks_dir",
+        playbooks_at,
+        &mut diags,
+    );
+    let mut playbooks: Vec<Arc<Playbook>> = Vec::new();
+    let mut seen_pb: BTreeMap<String, String> = BTreeMap::new();
+    let mut unreadable_playbook = false;
+    for (path, text) in playbook_files {
+        let pfile = display(&path);
+        match parse_yaml::<PlaybookFile>(&pfile, &text) {
+            Err(d) => {
+                diags.push(d);
+                unreadable_playbook = true;
+            }
+            Ok(raw) => {
+                if let Some(prev) = seen_pb.get(&raw.id.value) {
+                    diags.at_value(
+                        &pfile,
+                        &raw.id,
+                        format!(
+                            "duplicate playbook id `{}`: already defined in {prev}",
+                            raw.id.value
+                        ),
+                    );
+                    continue;
+                }
+                seen_pb.insert(raw.id.value.clone(), pfile.clone());
+                if let Some(pb) = compile_playbook(&pfile, &text, raw, &config, &mut diags) {
+                    playbooks.push(Arc::new(pb));
+                }
+            }
+        }
+    }
+
+    let drill_files = read_dir_yaml(
+        &config.drills_dir,
+        &file,
+        "drills_dir",
+        drills_at,
+        &mut diags,
+    );
+    let mut drills = Vec::new();
+    let mut seen_drill: BTreeMap<String, String> = BTreeMap::new();
+    for (path, text) in drill_files {
+        let dfile = display(&path);
+        match parse_yaml::<DrillFile>(&dfile, &text) {
+            Err(d) => diags.push(d),
+            Ok(raw) => {
+                if let Some(prev) = seen_drill.get(&raw.id.value) {
+                    diags.at_value(
+                        &dfile,
+                        &raw.id,
+                        format!(
+                            "duplicate drill id `{}`: already defined in {prev}",
+                            raw.id.value
+                        ),
+                    );
+                    continue;
+                }
+                seen_drill.insert(raw.id.value.clone(), dfile.clone());
+                // A drill whose playbook failed to load is reported against the playbook
+                // only; one that could not even be parsed may hold any id.
+                let playbook_failed = unreadable_playbook
+                    || (seen_pb.contains_key(&raw.playbook.value)
+                        && !playbooks.iter().any(|p| p.id == raw.playbook.value));
+                if let Some(d) = compile_drill(
+                    &dfile,
+                    raw,
+                    &config,
+                    &playbooks,
+                    playbook_failed,
+                    &mut diags,
+                ) {
+                    drills.push(Arc::new(d));
+                }
+            }
+        }
+    }
+
+    if diags.is_empty() {
+        Ok(Loaded {
+            config: Arc::new(config),
+            playbooks,
+            drills,
+        })
+    } else {
+        Err(diags)
+    }
+}
+
+pub(super) fn display(p: &Path) -> String {
+    let s = p.display().to_string();
+    s.strip_prefix("./").map(str::to_string).unwrap_or(s)
+}
+
+pub(super) fn read_dir_yaml(
+    dir: &Path,
+    cfg_file: &str,
+    field: &str,
+    written_at: Option<Location>,
+    diags: &mut Diagnostics,
+) -> Vec<(PathBuf, String)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        // The default directory may simply not exist: no playbooks or drills of that kind.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && written_at.is_none() => {
+            return Vec::new();
+        }
+        Err(e) => {
+            let msg = format!("{field}: cannot read directory {}: {e}", dir.display());
+            match written_at {
+                Some(at) => diags.at(cfg_file, at, msg),
+                None => diags.file(cfg_file, msg),
+            }
+            return Vec::new();
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        match std::fs::read_to_string(&p) {
+            Ok(t) => out.push((p, t)),
+            Err(e) => diags.file(&display(&p), format!("cannot read file: {e}")),
+        }
+    }
+    out
+}
+
+pub(super) fn delay(file: &str, v: &S, field: &str, diags: &mut Diagnostics) -> Option<Delay> {
+    Delay::parse(&v.value)
+        .map_err(|e| diags.at_value(file, v, format!("{field}: {e}")))
+        .ok()
+}
+
+pub(super) fn fixed(file: &str, v: &S, field: &str, diags: &mut Diagnostics) -> Option<Duration> {
+    match delay(file, v, field, diags)? {
+        Delay::Fixed(d) => Some(d),
+        Delay::WorkingDays(_) => {
+            diags.at_value(file, v, format!("{field}: working days are not allowed here: expected a duration such as `30s` or `10m`"));
+            None
+        }
+    }
+}
+
+pub(super) fn opt_fixed(
+    file: &str,
+    v: &Option<S>,
+    field: &str,
+    default: Duration,
+    diags: &mut Diagnostics,
+) -> Duration {
+    v.as_ref()
+        .and_then(|v| fixed(file, v, field, diags))
+        .unwrap_or(default)
+}
+
+pub(super) fn percent(
+    file: &str,
+    v: &Option<S>,
+    field: &str,
+    default: f64,
+    diags: &mut Diagnostics,
+) -> f64 {
+    let Some(v) = v else { return default };
+    let parsed = v
+        .value
+        .trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    match parsed {
+        Some(p) if (0.0..=100.0).contains(&p) => p / 100.0,
+        _ => {
+            diags.at_value(
+                file,
+                v,
+                format!(
+                    "{field}: invalid percentage `{}`: expected e.g. `10%`",
+                    v.value
+                ),
+            );
+            default
+        }
+    }
+}
+
+pub(super) fn roster(
+    people: &BTreeMap<String, Person>,
+) -> std::collections::HashMap<(String, String), Vec<String>> {
+    let mut r: std::collections::HashMap<(String, String), Vec<String>> =
+        std::collections::HashMap::new();
+    for p in people.values() {
+        for b in &p.branches {
+            for role in &p.roles {
+                r.entry((b.clone(), role.clone()))
+                    .or_default()
+                    .push(p.id.clone());
+            }
+        }
+    }
+    r
+}
+
+pub(super) fn looks_like_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((user, domain)) => {
+            !user.is_empty() && domain.contains('.') && !s.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+/// Checks that a target is well-formed and names something that exists.
+pub(super) fn target(
+    file: &str,
+    v: &S,
+    field: &str,
+    cfg: &Config,
+    allow_channel: bool,
+    diags: &mut Diagnostics,
+) -> Option<Target> {
+    let t = match Target::parse(&v.value) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.at_value(file, v, format!("{field}: {e}"));
+            return None;
+        }
+    };
+    let problem = match &t {
+        Target::Person(p) if !cfg.people.contains_key(p) => Some(format!("unknown person `{p}`")),
+        Target::Role(r) if !cfg.people.values().any(|p| p.roles.contains(r)) => Some(format!(
+            "unknown role `{r}`: no person in the configuration has it"
+        )),
+        Target::BranchHead | Target::NeighbourHeads
+            if !cfg.people.values().any(|p| p.roles.contains("branch-head")) =>
+        {
+            Some("no person in the configuration has the role `branch-head`".to_string())
+        }
+        Target::Channel(c) if !allow_channel => Some(format!(
+            "`channel:{c}` names no people: expected a person, role or head"
+        )),
+        Target::Channel(c) if !cfg.webhooks.contains_key(c) => Some(format!(
+            "unknown channel `{c}`: expected one of the webhooks under notify.webhooks ({})",
+            cfg.webhooks.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        _ => None,
+    };
+    match problem {
+        Some(p) => {
+            diags.at_value(file, v, format!("{field}: {p}"));
+            None
+        }
+        None => Some(t),
+    }
+}
+
+/// Checks a template, pointing at the bad placeholder when the value is on one line.
+pub(super) fn template(
+    file: &str,
+    v: &S,
+    field: &str,
+    diags: &mut Diagnostics,
+) -> Option<Template> {
+    match Template::parse(&v.value) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let loc = v.referenced;
+            let quoted = loc.span().len() as usize > v.value.chars().count();
+            let col = if v.value.contains('\n') {
+                loc.column()
+            } else {
+                loc.column() + e.offset as u64 + u64::from(quoted)
+            };
+            diags.at_pos(file, loc.line(), col, format!("{field}: {}", e.message));
+            None
+        }
+    }
+}

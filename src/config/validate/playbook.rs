@@ -1,0 +1,332 @@
+//! Playbook files: trigger, tiers, steps, actions, targets, deadlines.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+
+pub(super) fn compile_playbook(
+    file: &str,
+    text: &str,
+    raw: PlaybookFile,
+    cfg: &Config,
+    diags: &mut Diagnostics,
+) -> Option<Playbook> {
+    let before = diags.len();
+    if raw.id.value.trim().is_empty() {
+        diags.at_value(file, &raw.id, "id: must not be empty");
+    }
+    if raw.steps.is_empty() {
+        diags.at_value(file, &raw.id, "steps: a playbook needs at least one step");
+    }
+    let mut labels_re = BTreeMap::new();
+    for (k, v) in &raw.trigger.labels_re {
+        match anchored(&v.value) {
+            Ok(r) => {
+                labels_re.insert(k.clone(), Pattern(r));
+            }
+            Err(e) => diags.at_value(
+                file,
+                v,
+                format!("trigger.labels_re.{k}: invalid regular expression: {e}"),
+            ),
+        }
+    }
+    let group_by: Vec<String> = match &raw.group_by {
+        Some(g) => {
+            for v in g {
+                if v.value.trim().is_empty() {
+                    diags.at_value(file, v, "group_by: empty field name");
+                }
+            }
+            g.iter().map(|v| v.value.clone()).collect()
+        }
+        None => vec!["branch".to_string()],
+    };
+    let mut tiers: Vec<Tier> = Vec::new();
+    for t in &raw.tiers {
+        if t.level.value == 0 {
+            diags.at_value(file, &t.level, "tiers.level: levels start at 1");
+        }
+        if tiers.iter().any(|x| x.level == t.level.value) {
+            diags.at_value(
+                file,
+                &t.level,
+                format!("tiers: duplicate level {}", t.level.value),
+            );
+        }
+        tiers.push(Tier {
+            level: t.level.value,
+            name: t.name.clone(),
+            labels: t.labels.clone(),
+            severity_at_least: t.severity_at_least,
+        });
+    }
+    tiers.sort_by_key(|t| t.level);
+
+    let mut steps: Vec<Step> = Vec::new();
+    let mut step_ids = BTreeSet::new();
+    for s in &raw.steps {
+        let sid = &s.id.value;
+        if sid.trim().is_empty() {
+            diags.at_value(file, &s.id, "steps.id: must not be empty");
+        }
+        if !step_ids.insert(sid.clone()) {
+            diags.at_value(file, &s.id, format!("duplicate step id `{sid}`"));
+        }
+        let f = |name: &str| format!("steps.{sid}.{name}");
+        let assignee = s
+            .assignee
+            .as_ref()
+            .and_then(|a| target(file, a, &f("assignee"), cfg, true, diags));
+        let action = s.action.as_ref().map_or(Some(Action::Task), |a| {
+            compile_action(file, &a.value, a.referenced, sid, cfg, diags)
+        });
+        let deadline = delay(file, &s.deadline, &f("deadline"), diags);
+        let weight = match &s.weight {
+            Some(w) if !(w.value > 0.0 && w.value.is_finite()) => {
+                diags.at_value(
+                    file,
+                    w,
+                    format!("{}: must be a positive number", f("weight")),
+                );
+                1.0
+            }
+            Some(w) => w.value,
+            None => 1.0,
+        };
+        let mut escalate = Vec::new();
+        for e in &s.escalate {
+            let after = delay(file, &e.after, &f("escalate.after"), diags);
+            if e.to.is_empty() {
+                diags.at_value(
+                    file,
+                    &e.after,
+                    format!("{}: needs at least one target", f("escalate.to")),
+                );
+            }
+            let to: Vec<Target> =
+                e.to.iter()
+                    .filter_map(|t| target(file, t, &f("escalate.to"), cfg, true, diags))
+                    .collect();
+            if let Some(after) = after {
+                escalate.push(Escalation { after, to });
+            }
+        }
+        let after_resolved = match &s.after {
+            Some(a) if a.value == "resolved" => true,
+            Some(a) => {
+                diags.at_value(
+                    file,
+                    a,
+                    format!(
+                        "{}: unknown value `{}`: expected `resolved`",
+                        f("after"),
+                        a.value
+                    ),
+                );
+                false
+            }
+            None => false,
+        };
+        let when = s
+            .when
+            .as_ref()
+            .and_then(|w| match TierCondition::parse(&w.value) {
+                Err(e) => {
+                    diags.at_value(file, w, format!("{}: {e}", f("when")));
+                    None
+                }
+                Ok(_) if tiers.is_empty() => {
+                    diags.at_value(
+                        file,
+                        w,
+                        format!(
+                            "{}: `{}` but the playbook defines no tiers",
+                            f("when"),
+                            w.value
+                        ),
+                    );
+                    None
+                }
+                Ok(c) if !tiers.iter().any(|t| t.level == c.level) => {
+                    let levels: Vec<String> = tiers.iter().map(|t| t.level.to_string()).collect();
+                    diags.at_value(
+                        file,
+                        w,
+                        format!(
+                            "{}: tier {} is not defined: the playbook's tiers are {}",
+                            f("when"),
+                            c.level,
+                            levels.join(", ")
+                        ),
+                    );
+                    None
+                }
+                Ok(c) => Some(c),
+            });
+        if let (Some(action), Some(deadline)) = (action, deadline) {
+            steps.push(Step {
+                id: sid.clone(),
+                title: s.title.clone().unwrap_or_else(|| sid.replace('-', " ")),
+                assignee,
+                action,
+                deadline,
+                critical: s.critical,
+                weight,
+                escalate,
+                after_resolved,
+                when,
+            });
+        }
+    }
+    if diags.len() > before {
+        return None;
+    }
+    Some(Playbook {
+        id: raw.id.value,
+        name: raw.name,
+        description: raw.description,
+        version: hex::encode(&Sha256::digest(text.as_bytes())[..6]),
+        file: file.to_string(),
+        trigger: Trigger {
+            kind: raw.trigger.kind.value,
+            labels: raw.trigger.labels,
+            labels_re,
+            severity_at_least: raw.trigger.severity_at_least,
+        },
+        group_by,
+        resolve: raw.resolve,
+        tiers,
+        steps,
+    })
+}
+
+pub(super) fn compile_action(
+    file: &str,
+    a: &ActionFile,
+    at: Location,
+    sid: &str,
+    cfg: &Config,
+    diags: &mut Diagnostics,
+) -> Option<Action> {
+    let f = |name: &str| format!("steps.{sid}.action.{name}");
+    let kinds: Vec<(&str, Location)> = [
+        ("task", a.task.as_ref().map(|v| v.referenced)),
+        ("notify", a.notify.as_ref().map(|v| v.referenced)),
+        ("webhook", a.webhook.as_ref().map(|v| v.referenced)),
+        ("command", a.command.as_ref().map(|v| v.referenced)),
+        ("roll_call", a.roll_call.as_ref().map(|v| v.referenced)),
+    ]
+    .into_iter()
+    .filter_map(|(k, l)| l.map(|l| (k, l)))
+    .collect();
+    let kind = match kinds.as_slice() {
+        [(one, _)] => *one,
+        [] => {
+            diags.at(file, at, format!("steps.{sid}.action: expected one of task, notify, webhook, command or roll_call"));
+            return None;
+        }
+        [_, (second, l), ..] => {
+            diags.at(file, *l, format!("steps.{sid}.action: `{second}` given together with `{}`: a step has one action", kinds[0].0));
+            return None;
+        }
+    };
+    if let Some(b) = &a.body
+        && kind != "webhook"
+    {
+        diags.at_value(
+            file,
+            b,
+            format!(
+                "{}: `body` belongs to a `webhook` action, not `{kind}`",
+                f("body")
+            ),
+        );
+    }
+    if let Some(t) = &a.timeout
+        && kind != "command"
+    {
+        diags.at_value(
+            file,
+            t,
+            format!(
+                "{}: `timeout` belongs to a `command` action, not `{kind}`",
+                f("timeout")
+            ),
+        );
+    }
+    match kind {
+        "task" => Some(Action::Task),
+        "notify" => {
+            let list = a.notify.as_ref()?;
+            if list.value.is_empty() {
+                diags.at_value(
+                    file,
+                    list,
+                    format!("{}: needs at least one target", f("notify")),
+                );
+            }
+            let ts: Vec<Target> = list
+                .value
+                .iter()
+                .filter_map(|t| target(file, t, &f("notify"), cfg, true, diags))
+                .collect();
+            (ts.len() == list.value.len()).then_some(Action::Notify(ts))
+        }
+        "webhook" => {
+            let ch = a.webhook.as_ref()?;
+            if !cfg.webhooks.contains_key(&ch.value) {
+                diags.at_value(
+                    file,
+                    ch,
+                    format!(
+                        "{}: unknown channel `{}`: it is not under notify.webhooks",
+                        f("webhook"),
+                        ch.value
+                    ),
+                );
+                return None;
+            }
+            let body = match &a.body {
+                Some(b) => Some(template(file, b, &f("body"), diags)?),
+                None => None,
+            };
+            Some(Action::Webhook {
+                channel: ch.value.clone(),
+                body,
+            })
+        }
+        "command" => {
+            let argv = a.command.as_ref()?;
+            if argv.value.is_empty() {
+                diags.at_value(
+                    file,
+                    argv,
+                    format!("{}: needs at least the program to run", f("command")),
+                );
+                return None;
+            }
+            let args: Vec<Template> = argv
+                .value
+                .iter()
+                .filter_map(|t| template(file, t, &f("command"), diags))
+                .collect();
+            let timeout = opt_fixed(
+                file,
+                &a.timeout,
+                &f("timeout"),
+                cfg.engine.command_timeout,
+                diags,
+            );
+            (args.len() == argv.value.len()).then_some(Action::Command {
+                argv: args,
+                timeout,
+            })
+        }
+        "roll_call" => {
+            let t = a.roll_call.as_ref()?;
+            target(file, t, &f("roll_call"), cfg, false, diags).map(Action::RollCall)
+        }
+        _ => None,
+    }
+}

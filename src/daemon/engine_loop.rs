@@ -1,0 +1,375 @@
+//! The engine loop: one thread owns the engine and the store's writer. Each
+//! turn takes everything queued on the handle's channel (up to
+//! `engine.max_batch` events), lets the engine decide, fires due timers, writes
+//! the whole round in one transaction (group commit) and only then answers.
+//!
+//! **Invariant:** no input is answered before what it caused is committed; an
+//! input whose round could not be stored is answered with the store's error and
+//! the engine's memory is rebuilt from the store, so nothing half-done remains.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock;
+use crate::config::Loaded;
+use crate::engine::handle::{HandleError, Input, StoreFault};
+use crate::engine::{Engine, EngineHandle, Round, Who};
+use crate::event::Event;
+use crate::store::{StoreError, StoreHealth, Writer};
+
+/// How often a failing store is tried again when nobody is asking.
+const RETRY: Duration = Duration::from_secs(1);
+
+type Reply = Box<dyn FnOnce(Result<(), &StoreFault>) + Send>;
+
+pub struct EngineLoop {
+    engine: Engine,
+    store: Box<dyn Writer>,
+    rx: mpsc::Receiver<Input>,
+    handle: EngineHandle,
+    runtime: tokio::runtime::Handle,
+    workdir: PathBuf,
+    /// Wakes the delivery worker when new rows are in the outbox.
+    wake: Arc<tokio::sync::Notify>,
+    health: Arc<StoreHealth>,
+    /// The engine's memory is ahead of the store (a commit failed and the
+    /// rebuild from the store failed too): rebuild before deciding anything.
+    stale: bool,
+    /// Inputs without a reply (command results) of a round that was not stored:
+    /// handled again next round instead of being lost.
+    carry: Vec<Input>,
+}
+
+/// Builds the engine from the store and starts its thread.
+pub fn start(
+    loaded: Arc<Loaded>,
+    mut store: Box<dyn Writer>,
+    workdir: PathBuf,
+    wake: Arc<tokio::sync::Notify>,
+    health: Arc<StoreHealth>,
+) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StoreError> {
+    let live = store.load_live()?;
+    let mut round = Round::default();
+    let now = clock::now();
+    let engine = Engine::new(
+        (*loaded).clone(),
+        live.incidents,
+        live.next_incident,
+        live.next_event,
+        now,
+        &mut round,
+    );
+    let (handle, rx) = EngineHandle::channel();
+    let mut this = EngineLoop {
+        engine,
+        store,
+        rx,
+        handle: handle.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        workdir,
+        wake,
+        health,
+        stale: false,
+        carry: Vec::new(),
+    };
+    if !round.history.is_empty() {
+        this.engine.finish(&mut round);
+        this.store.commit(&round)?;
+        for c in std::mem::take(&mut round.commands) {
+            super::commands::spawn(&this.runtime, &this.handle, &this.workdir, c);
+        }
+    }
+    crate::metrics::open_incidents(this.engine.live());
+    let join = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || this.run())
+        .map_err(|source| StoreError::DataDir {
+            path: "engine thread".into(),
+            source,
+        })?;
+    Ok((handle, join))
+}
+
+impl EngineLoop {
+    fn run(mut self) {
+        let mut stop = false;
+        while !stop {
+            let failing = self.health.failing().is_some();
+            let mut wait = self
+                .engine
+                .next_due()
+                .map(|d| (d - clock::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(3600));
+            if failing {
+                // Timers wait for the store; inputs are still answered at once.
+                wait = wait.max(RETRY);
+            }
+            let mut inputs: Vec<Input> = std::mem::take(&mut self.carry);
+            if inputs.is_empty() {
+                match self.rx.recv_timeout(wait) {
+                    Ok(i) => inputs.push(i),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            let max = self.engine.loaded().config.engine.max_batch;
+            let mut weight = inputs.iter().map(Input::weight).sum::<usize>();
+            while weight < max {
+                match self.rx.try_recv() {
+                    Ok(i) => {
+                        weight += i.weight();
+                        inputs.push(i);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let now = clock::now();
+            if (failing || self.stale) && !self.store_usable(now) {
+                stop = self.refuse(inputs);
+                continue;
+            }
+            stop = self.turn(inputs, now);
+        }
+        tracing::info!("engine stopped");
+    }
+
+    /// Whether the store takes writes again (rebuilding the engine if it is stale).
+    fn store_usable(&mut self, now: DateTime<Utc>) -> bool {
+        let result = self.store.check().and_then(|()| {
+            if self.stale {
+                self.rebuild()?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                self.health.ok();
+                true
+            }
+            Err(e) => {
+                self.health.failed(now, e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Answers every input with the store's fault, deciding nothing.
+    fn refuse(&mut self, inputs: Vec<Input>) -> bool {
+        let fault: StoreFault = Arc::new(StoreError::Backend(
+            self.health
+                .failing()
+                .map_or_else(|| "the store is failing".to_string(), |(_, why)| why)
+                .into(),
+        ));
+        let mut stop = false;
+        for input in inputs {
+            match input {
+                Input::Shutdown => stop = true,
+                Input::Reload { loaded } => self.engine.reload((*loaded).clone()),
+                Input::CommandFinished { .. } => self.carry.push(input),
+                Input::Events { reply, .. } => {
+                    let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
+                }
+                Input::Step { reply, .. }
+                | Input::Resolve { reply, .. }
+                | Input::Escalate { reply, .. }
+                | Input::Delivered { reply, .. } => {
+                    let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
+                }
+                Input::LinkRefused { .. } => {}
+            }
+        }
+        stop
+    }
+
+    /// One round: decide, fire timers, commit, answer. Returns whether to stop.
+    fn turn(&mut self, inputs: Vec<Input>, now: DateTime<Utc>) -> bool {
+        let mut stop = false;
+        let mut round = Round::default();
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut commands_reported = Vec::new();
+        for input in inputs {
+            match input {
+                Input::Shutdown => stop = true,
+                Input::CommandFinished {
+                    incident,
+                    step,
+                    outcome,
+                } => {
+                    self.engine
+                        .command_finished(incident, &step, outcome.clone(), now, &mut round);
+                    commands_reported.push(Input::CommandFinished {
+                        incident,
+                        step,
+                        outcome,
+                    });
+                }
+                other => self.handle(other, now, &mut round, &mut replies),
+            }
+        }
+        self.engine.tick(now, &mut round);
+        self.engine.finish(&mut round);
+        let started = clock::Stopwatch::start();
+        let result = if round.is_empty() {
+            Ok(())
+        } else {
+            self.store.commit(&round)
+        };
+        crate::metrics::commit_took(started.seconds());
+        match result {
+            Ok(()) => {
+                self.health.ok();
+                crate::metrics::record_round(&round);
+                if !round.outbox.is_empty() {
+                    self.wake.notify_one();
+                }
+                if round.stats.open_set_changed {
+                    crate::metrics::open_incidents(self.engine.live());
+                }
+                for r in replies {
+                    r(Ok(()));
+                }
+                for c in std::mem::take(&mut round.commands) {
+                    super::commands::spawn(&self.runtime, &self.handle, &self.workdir, c);
+                }
+            }
+            Err(e) => {
+                tracing::error!("could not store a round of work, nothing of it was answered: {e}");
+                self.health.failed(now, e.to_string());
+                let fault: StoreFault = Arc::new(e);
+                for r in replies {
+                    r(Err(&fault));
+                }
+                self.carry.extend(commands_reported);
+                self.stale = true;
+                if self.rebuild().is_ok() {
+                    self.stale = false;
+                }
+            }
+        }
+        stop
+    }
+
+    /// After a failed commit the engine's memory is ahead of the store: rebuild it.
+    fn rebuild(&mut self) -> Result<(), StoreError> {
+        let live = self.store.load_live()?;
+        let mut round = Round::default();
+        self.engine = Engine::new(
+            self.engine.loaded().clone(),
+            live.incidents,
+            live.next_incident,
+            live.next_event,
+            clock::now(),
+            &mut round,
+        );
+        self.stale = false;
+        Ok(())
+    }
+
+    fn handle(
+        &mut self,
+        input: Input,
+        now: DateTime<Utc>,
+        round: &mut Round,
+        replies: &mut Vec<Reply>,
+    ) {
+        match input {
+            Input::Events {
+                events,
+                received_at,
+                reply,
+            } => {
+                failpoint(&events);
+                let out = self.engine.ingest(
+                    events.into_iter().map(|e| (e, received_at)).collect(),
+                    now,
+                    round,
+                );
+                replies.push(Box::new(move |r| {
+                    let _ = reply.send(
+                        r.map(|()| out)
+                            .map_err(|f| HandleError::Store(Arc::clone(f))),
+                    );
+                }));
+            }
+            Input::Step {
+                incident,
+                step,
+                verb,
+                by,
+                note,
+                reply,
+            } => {
+                let r = self.engine.step_action(
+                    incident,
+                    &step,
+                    verb,
+                    Who::new(by.as_deref(), note.as_deref()),
+                    now,
+                    round,
+                );
+                replies.push(answer(reply, r));
+            }
+            Input::Resolve {
+                incident,
+                by,
+                reply,
+            } => {
+                let r = self.engine.resolve(incident, &by, now, round);
+                replies.push(answer(reply, r));
+            }
+            Input::Escalate {
+                incident,
+                by,
+                note,
+                reply,
+            } => {
+                let r = self
+                    .engine
+                    .escalate(incident, &by, note.as_deref(), now, round);
+                replies.push(answer(reply, r));
+            }
+            Input::Reload { loaded } => self.engine.reload((*loaded).clone()),
+            Input::Delivered { attempts, reply } => {
+                self.engine.delivered(attempts, now, round);
+                replies.push(answer(reply, Ok(())));
+            }
+            Input::LinkRefused { incident, detail } => {
+                self.engine.link_refused(incident, detail, now, round);
+            }
+            // Handled by the caller.
+            Input::CommandFinished { .. } | Input::Shutdown => {}
+        }
+    }
+}
+
+/// The answer to an action: the engine's verdict once stored, or the store's fault.
+fn answer(
+    reply: crate::engine::handle::Reply<()>,
+    verdict: Result<(), crate::engine::ActionError>,
+) -> Reply {
+    Box::new(move |stored| {
+        let out = match stored {
+            Ok(()) => verdict.map_err(HandleError::from),
+            Err(f) => Err(HandleError::Store(Arc::clone(f))),
+        };
+        let _ = reply.send(out);
+    })
+}
+
+/// Debug builds only: with `BRANCHGUARD_FAILPOINT=engine-panic`, an event of kind
+/// `failpoint.panic` makes the engine thread panic, so tests can check that the
+/// daemon then stops (to be restarted) instead of running on without timers.
+fn failpoint(events: &[Event]) {
+    if cfg!(debug_assertions)
+        && events.iter().any(|e| e.kind == "failpoint.panic")
+        && std::env::var("BRANCHGUARD_FAILPOINT").as_deref() == Ok("engine-panic")
+    {
+        panic!("failpoint: engine-panic");
+    }
+}

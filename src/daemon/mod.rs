@@ -1,0 +1,153 @@
+//! The running daemon: wiring only. It opens the store, publishes the first
+//! configuration, starts the engine loop, the delivery worker and the signal
+//! handler, and serves HTTP until shut down. Each part is handed only what it
+//! needs.
+//!
+//! **Invariant:** nothing here decides anything about incidents; decisions are
+//! the engine's, taken in the engine loop.
+
+mod commands;
+mod engine_loop;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::config::Loaded;
+use crate::reload::Reloader;
+use crate::store::{StoreError, StoreHealth};
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("link secret: {0}")]
+    Secret(#[from] crate::notify::links::SecretError),
+    #[error("notifications: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the engine thread stopped unexpectedly")]
+    EngineStopped,
+}
+
+/// Runs the daemon on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    loaded: Loaded,
+    config_path: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let data_dir = loaded.config.data_dir.clone();
+    let opened = crate::store::open(&loaded.config)?;
+    if opened.created {
+        tracing::warn!(
+            "created a new, empty database in {}: if this daemon had history, its data directory is not where the configuration says",
+            data_dir.display()
+        );
+    }
+    let secret = crate::notify::links::Secret::load(&data_dir)?;
+    let workdir = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let reloader = Reloader::start(config_path, loaded);
+    let health = Arc::new(StoreHealth::default());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (engine, join) = engine_loop::start(
+        reloader.current(),
+        opened.writer,
+        workdir,
+        Arc::clone(&wake),
+        Arc::clone(&health),
+    )?;
+
+    // The engine subscribes to the configuration through its door.
+    {
+        let mut rx = reloader.subscribe();
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let loaded = Arc::clone(&rx.borrow_and_update());
+                if engine.reload(loaded).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    let deliverer = crate::notify::Deliverer::new(
+        reloader.subscribe(),
+        Arc::clone(&opened.reader),
+        engine.clone(),
+        secret.clone(),
+        wake,
+    )?;
+    let delivery = tokio::spawn(deliverer.run(shutdown.clone()));
+
+    #[cfg(unix)]
+    {
+        let reloader = Arc::clone(&reloader);
+        let token = shutdown.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = hup.recv() => {
+                        let r = Arc::clone(&reloader);
+                        let _ = tokio::task::spawn_blocking(move || r.reload("SIGHUP")).await;
+                    }
+                }
+            }
+        });
+    }
+
+    // The engine thread ends only when told to. If it ends otherwise (a bug made it
+    // panic), no timer would fire again: stop the whole daemon so its supervisor
+    // restarts it, and the restart resumes every timer from the store.
+    let engine_ended = tokio::task::spawn_blocking(move || join.join());
+    let crashed = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let token = shutdown.clone();
+        let crashed = Arc::clone(&crashed);
+        tokio::spawn(async move {
+            let _ = engine_ended.await;
+            if !token.is_cancelled() {
+                tracing::error!(
+                    "the engine thread stopped unexpectedly; shutting down so the daemon can be restarted"
+                );
+                crashed.store(true, Ordering::SeqCst);
+                token.cancel();
+            }
+        })
+    };
+
+    let app = crate::http::router(crate::http::Parts {
+        engine: engine.clone(),
+        reader: opened.reader,
+        reloader,
+        links: secret,
+        health,
+        started_at: clock::now(),
+    });
+    tracing::info!("listening on {}", listener.local_addr()?);
+    let token = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
+    shutdown.cancel();
+    let _ = delivery.await;
+    engine.shutdown();
+    let _ = watch.await;
+    if crashed.load(Ordering::SeqCst) {
+        return Err(DaemonError::EngineStopped);
+    }
+    Ok(())
+}

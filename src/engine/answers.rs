@@ -1,0 +1,230 @@
+//! People's answers and orders: acknowledge, done, "I am safe", resolve, escalate.
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::target::Target;
+
+impl Engine {
+    /// Acknowledge, complete, or (roll call) confirm safety for a step.
+    pub fn step_action(
+        &mut self,
+        iid: i64,
+        step: &str,
+        verb: Verb,
+        who: Who<'_>,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) -> Result<(), ActionError> {
+        let Who { by, note } = who;
+        let inc = self
+            .live
+            .get_mut(&iid)
+            .ok_or(ActionError::NoIncident(iid))?;
+        let playbook_id = inc.playbook_id.clone();
+        let (_, run) = inc
+            .step_mut(step)
+            .ok_or_else(|| ActionError::NoStep(iid, step.to_string()))?;
+        let who = by.unwrap_or("anonymous").to_string();
+        if !run.state.is_open() {
+            let why = match run.state {
+                StepState::Pending => "has not started",
+                StepState::Skipped => "was skipped",
+                StepState::Failed => "has failed",
+                _ => "is already done",
+            };
+            return Err(ActionError::Conflict(format!("step `{step}` {why}")));
+        }
+        let what = match verb {
+            Verb::Ack => {
+                if run.acknowledged_at.is_some() {
+                    return Err(ActionError::Conflict(format!(
+                        "step `{step}` is already acknowledged"
+                    )));
+                }
+                run.acknowledged_at = Some(now);
+                if run.state != StepState::Overdue {
+                    run.state = StepState::Acknowledged;
+                }
+                "step.acknowledged"
+            }
+            Verb::Done => {
+                run.state = StepState::Done;
+                run.done_at = Some(now);
+                run.running = false;
+                "step.done"
+            }
+            Verb::Safe => {
+                if run.roll_call.is_empty() {
+                    return Err(ActionError::Invalid(format!(
+                        "step `{step}` is not a roll call"
+                    )));
+                }
+                let Some(person) = by else {
+                    return Err(ActionError::Invalid(
+                        "`by` must name the person who is safe".into(),
+                    ));
+                };
+                if !run.roll_call.contains(person) {
+                    return Err(ActionError::Invalid(format!(
+                        "`{person}` is not on the roll call of step `{step}`"
+                    )));
+                }
+                if !run.confirmed.insert(person.to_string()) {
+                    return Err(ActionError::Conflict(format!(
+                        "`{person}` has already confirmed"
+                    )));
+                }
+                if run.confirmed.len() == run.roll_call.len() {
+                    run.state = StepState::Done;
+                    run.done_at = Some(now);
+                }
+                "person.safe"
+            }
+        };
+        let mut response = None;
+        if run.response_seconds.is_none()
+            && let Some(n) = run.notified_at
+        {
+            let secs = (now - n).num_milliseconds() as f64 / 1000.0;
+            run.response_seconds = Some(secs);
+            response = Some(secs);
+        }
+        if run.by.is_none() {
+            run.by = Some(who.clone());
+        }
+        let mut detail = format!("step {step}");
+        if let Some(r) = response {
+            detail.push_str(&format!(", response {r:.1}s"));
+            round
+                .stats
+                .responses
+                .push((playbook_id, step.to_string(), r));
+        }
+        if let Some(n) = note {
+            detail.push_str(&format!(": {n}"));
+        }
+        let done_now = run.state == StepState::Done && verb == Verb::Safe;
+        Self::history(round, iid, now, what, &who, detail);
+        if done_now {
+            Self::history(
+                round,
+                iid,
+                now,
+                "step.done",
+                "branchguard",
+                format!("step {step}: everyone confirmed safe"),
+            );
+        }
+        round.touched.insert(iid);
+        Ok(())
+    }
+
+    /// Resolves an open incident and starts its follow-up steps.
+    pub fn resolve(
+        &mut self,
+        iid: i64,
+        by: &str,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) -> Result<(), ActionError> {
+        let inc = self
+            .live
+            .get_mut(&iid)
+            .ok_or(ActionError::NoIncident(iid))?;
+        if inc.status != IncidentStatus::Open {
+            return Err(ActionError::Conflict(format!(
+                "incident {iid} is already resolved"
+            )));
+        }
+        let Some(pb) = inc.playbook.clone() else {
+            return Err(ActionError::NoIncident(iid));
+        };
+        inc.status = IncidentStatus::Resolved;
+        inc.resolved_at = Some(now);
+        self.groups.remove(&inc.group_key);
+        round.stats.open_set_changed = true;
+        round.stats.resolved.push((
+            inc.playbook_id.clone(),
+            (now - inc.opened_at).num_milliseconds() as f64 / 1000.0,
+        ));
+        let mut skipped = Vec::new();
+        for (run, spec) in inc.steps.iter_mut().zip(&pb.steps) {
+            if spec.after_resolved {
+                continue;
+            }
+            if run.state == StepState::Pending || run.state.is_open() {
+                run.state = StepState::Skipped;
+                run.running = false;
+                skipped.push(run.id.clone());
+            }
+        }
+        let tier = inc.tier;
+        Self::history(
+            round,
+            iid,
+            now,
+            "incident.resolved",
+            by,
+            if skipped.is_empty() {
+                "resolved".into()
+            } else {
+                format!("resolved; closed unfinished steps: {}", skipped.join(", "))
+            },
+        );
+        round.touched.insert(iid);
+        let follow: Vec<usize> = pb
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.after_resolved && s.eligible(tier))
+            .map(|(i, _)| i)
+            .collect();
+        let skip: Vec<usize> = pb
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.after_resolved && !s.eligible(tier))
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(inc) = self.live.get_mut(&iid) {
+            for i in skip {
+                inc.steps[i].state = StepState::Skipped;
+            }
+        }
+        for idx in follow {
+            self.activate(iid, idx, now, round);
+        }
+        Ok(())
+    }
+
+    /// Escalates by hand: the operations centre and the branch head are told.
+    pub fn escalate(
+        &mut self,
+        iid: i64,
+        by: &str,
+        note: Option<&str>,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) -> Result<(), ActionError> {
+        let inc = self
+            .live
+            .get(&iid)
+            .ok_or(ActionError::NoIncident(iid))?
+            .clone();
+        let why = format!(
+            "ESCALATED by {by}{}",
+            note.map(|n| format!(": {n}")).unwrap_or_default()
+        );
+        let to: Vec<Target> = self
+            .ops_target()
+            .into_iter()
+            .chain([Target::BranchHead])
+            .collect();
+        let sent = self.notify(&inc, None, &to, Msg::text(&why), round, now);
+        round.stats.escalations.push(inc.playbook_id.clone());
+        Self::history(round, iid, now, "incident.escalated", by, sent);
+        round.touched.insert(iid);
+        Ok(())
+    }
+}

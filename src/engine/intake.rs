@@ -1,0 +1,214 @@
+//! Events into incidents: an event is stored, matched against every playbook,
+//! and opens an incident for its group or joins the open one (raising its tier).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::steps::pending_step;
+use super::*;
+use crate::config::ResolveMode;
+use crate::event::{Event, Status};
+use crate::matching::{self, Match};
+
+impl Engine {
+    /// Stores and matches events. Returns, per event, its id and the incidents it opened or joined.
+    pub fn ingest(
+        &mut self,
+        events: Vec<(Event, DateTime<Utc>)>,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) -> Ingested {
+        let mut out = Vec::with_capacity(events.len());
+        for (ev, received_at) in events {
+            let id = self.next_event;
+            self.next_event += 1;
+            let matches = matching::match_event(&self.loaded.playbooks, &ev);
+            let mut incidents = Vec::new();
+            for m in &matches {
+                if let Some(iid) = self.apply_match(id, &ev, m, now, round) {
+                    incidents.push(iid);
+                }
+            }
+            if matches.is_empty() {
+                round.stats.unmatched += 1;
+            }
+            out.push((id, incidents.clone()));
+            round.events.push(StoredEvent {
+                id,
+                received_at,
+                event: ev,
+                matched: !matches.is_empty(),
+                incidents,
+            });
+        }
+        out
+    }
+
+    pub(super) fn apply_match(
+        &mut self,
+        event_id: i64,
+        ev: &Event,
+        m: &Match,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) -> Option<i64> {
+        let existing = self.groups.get(&m.group_key).copied();
+        match (ev.status, existing) {
+            (Status::Resolved, None) => None,
+            (Status::Resolved, Some(iid)) => {
+                let auto = self
+                    .live
+                    .get(&iid)
+                    .and_then(|i| i.playbook.as_ref())
+                    .is_some_and(|p| p.resolve == ResolveMode::Auto);
+                self.attach(iid, event_id, ev, now, round);
+                if auto {
+                    let _ = self.resolve(iid, "event", now, round);
+                }
+                Some(iid)
+            }
+            (Status::Firing, Some(iid)) => {
+                self.attach(iid, event_id, ev, now, round);
+                Some(iid)
+            }
+            (Status::Firing, None) => Some(self.open(m, ev, false, now, round)),
+        }
+    }
+
+    pub(super) fn attach(
+        &mut self,
+        iid: i64,
+        event_id: i64,
+        ev: &Event,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) {
+        let Some(inc) = self.live.get_mut(&iid) else {
+            return;
+        };
+        inc.event_count += 1;
+        round.touched.insert(iid);
+        Self::history(
+            round,
+            iid,
+            now,
+            "event.attached",
+            "event",
+            format!(
+                "event {event_id} ({} {}) joined",
+                ev.kind,
+                ev.status.as_str()
+            ),
+        );
+        if ev.status == Status::Resolved {
+            return;
+        }
+        let Some(pb) = inc.playbook.clone() else {
+            return;
+        };
+        let tier = matching::tier_of(&pb, ev);
+        if tier > inc.tier {
+            let old = inc.tier;
+            inc.tier = tier;
+            round.stats.open_set_changed = true;
+            Self::history(
+                round,
+                iid,
+                now,
+                "tier.raised",
+                "event",
+                format!("tier {old} → {tier}"),
+            );
+            let newly: Vec<usize> = pb
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| {
+                    !s.after_resolved
+                        && s.eligible(tier)
+                        && inc.steps[*i].state == StepState::Pending
+                        && inc.status == IncidentStatus::Open
+                })
+                .map(|(i, _)| i)
+                .collect();
+            for idx in newly {
+                self.activate(iid, idx, now, round);
+            }
+        }
+    }
+
+    /// Opens an incident for a match (also used by drills, with `drill = true`).
+    pub fn open(
+        &mut self,
+        m: &Match,
+        ev: &Event,
+        drill: bool,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) -> i64 {
+        let iid = self.next_incident;
+        self.next_incident += 1;
+        let pb = Arc::clone(&m.playbook);
+        let group_key = if drill {
+            format!("drill:{iid}:{}", m.group_key)
+        } else {
+            m.group_key.clone()
+        };
+        let inc = Incident {
+            id: iid,
+            playbook_id: pb.id.clone(),
+            playbook_version: pb.version.clone(),
+            playbook: Some(Arc::clone(&pb)),
+            branch: ev.branch.clone(),
+            tier: m.tier,
+            status: IncidentStatus::Open,
+            drill,
+            group: m.group.clone(),
+            group_key: group_key.clone(),
+            opened_at: now,
+            resolved_at: None,
+            event_count: 1,
+            kind: ev.kind.clone(),
+            severity: ev.severity.as_str().to_string(),
+            summary: ev.summary.clone(),
+            labels: ev.labels.clone(),
+            steps: pb.steps.iter().map(pending_step).collect(),
+        };
+        round.playbooks.push(Arc::clone(&pb));
+        round.stats.opened.push((pb.id.clone(), drill));
+        round.stats.open_set_changed = true;
+        Self::history(
+            round,
+            iid,
+            now,
+            "incident.opened",
+            "event",
+            format!(
+                "playbook {} (version {}), tier {}, group {}",
+                pb.id,
+                pb.version,
+                m.tier,
+                m.group
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        );
+        self.groups.insert(group_key, iid);
+        self.live.insert(iid, inc);
+        round.touched.insert(iid);
+        let active: Vec<usize> = pb
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.after_resolved && s.eligible(m.tier))
+            .map(|(i, _)| i)
+            .collect();
+        for idx in active {
+            self.activate(iid, idx, now, round);
+        }
+        iid
+    }
+}

@@ -1,0 +1,272 @@
+//! What the engine says: template variables, subjects, email bodies, webhook
+//! payloads, and the outbox rows for a list of targets.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::config::Step;
+use crate::matching;
+use crate::target::Target;
+
+impl Engine {
+    /// The template variables of an incident (and step).
+    pub fn vars(&self, inc: &Incident, step: Option<&Step>) -> BTreeMap<String, String> {
+        let cfg = &self.loaded.config;
+        let branch = cfg.branches.get(&inc.branch);
+        let pb = inc.playbook.as_ref();
+        let link = format!("{}/api/v1/incidents/{}", cfg.public_url, inc.id);
+        let mut v: BTreeMap<String, String> = [
+            ("branch", inc.branch.clone()),
+            (
+                "branch_name",
+                branch
+                    .map(|b| b.name.clone())
+                    .unwrap_or_else(|| inc.branch.clone()),
+            ),
+            (
+                "region",
+                branch.and_then(|b| b.region.clone()).unwrap_or_default(),
+            ),
+            ("playbook", inc.playbook_id.clone()),
+            (
+                "playbook_name",
+                pb.map(|p| p.name.clone()).unwrap_or_default(),
+            ),
+            ("incident", inc.id.to_string()),
+            ("tier", inc.tier.to_string()),
+            (
+                "tier_name",
+                pb.and_then(|p| matching::tier_name(p, inc.tier))
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            ("kind", inc.kind.clone()),
+            ("severity", inc.severity.clone()),
+            ("summary", inc.summary.clone().unwrap_or_default()),
+            ("drill", inc.drill.to_string()),
+            ("links.incident", link.clone()),
+            ("links.ack", link),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(s) = step {
+            v.insert("step".into(), s.id.clone());
+            v.insert("step_title".into(), s.title.clone());
+            if let Some(run) = inc.steps.iter().find(|r| r.id == s.id)
+                && let Some(d) = run.deadline
+            {
+                v.insert("deadline".into(), fmt_time_in(d, cfg.tz_of(&inc.branch)));
+            }
+        }
+        for (k, val) in &inc.labels {
+            v.insert(format!("labels.{k}"), val.clone());
+        }
+        v
+    }
+
+    pub(super) fn subject(&self, inc: &Incident, step: &Step) -> String {
+        let drill = if inc.drill { "[DRILL] " } else { "" };
+        let branch = self
+            .loaded
+            .config
+            .branches
+            .get(&inc.branch)
+            .map_or(inc.branch.as_str(), |b| b.name.as_str());
+        format!("{drill}[{}] {branch}: {}", inc.playbook_id, step.title)
+    }
+
+    /// Queues messages to targets; returns a description for the history.
+    pub(super) fn notify(
+        &self,
+        inc: &Incident,
+        step: Option<&Step>,
+        targets: &[Target],
+        msg: Msg<'_>,
+        round: &mut Round,
+        now: DateTime<Utc>,
+    ) -> String {
+        let why = msg.text;
+        let cfg = &self.loaded.config;
+        let drill = if inc.drill { "[DRILL] " } else { "" };
+        let branch_name = cfg
+            .branches
+            .get(&inc.branch)
+            .map_or(inc.branch.as_str(), |b| b.name.as_str());
+        let subject = match step {
+            Some(s) => format!("{} ({why})", self.subject(inc, s)),
+            None => format!("{drill}[{}] {branch_name}: {why}", inc.playbook_id),
+        };
+        let body = self.body(inc, step, why);
+        let mut sent = Vec::new();
+        let mut targets: Vec<Target> = targets.to_vec();
+        if targets.is_empty() {
+            // Nobody named: the operations centre owns it.
+            match self.ops_target() {
+                Some(ops) => targets.push(ops),
+                None => sent.push("nobody (no operations-centre channel is configured)".into()),
+            }
+        }
+        for t in &targets {
+            match t {
+                Target::Channel(c) => {
+                    if !cfg.webhooks.contains_key(c) {
+                        sent.push(format!("{t} (no such channel)"));
+                        continue;
+                    }
+                    round.outbox.push(Notification {
+                        incident: inc.id,
+                        step: step.map(|s| s.id.clone()),
+                        channel: ChannelKind::Webhook,
+                        target: t.to_string(),
+                        recipient: c.clone(),
+                        person: None,
+                        subject: subject.clone(),
+                        body: body.clone(),
+                        created_at: now,
+                        link: None,
+                        payload: Some(self.webhook_payload(inc, step, why, &subject, &body)),
+                    });
+                    sent.push(t.to_string());
+                }
+                _ => {
+                    let people = cfg.people_for(t, &inc.branch);
+                    if people.is_empty() {
+                        sent.push(format!("{t} (nobody at {})", inc.branch));
+                    }
+                    for p in people {
+                        match &p.email {
+                            Some(email) => {
+                                round.outbox.push(Notification {
+                                    incident: inc.id,
+                                    step: step.map(|s| s.id.clone()),
+                                    channel: ChannelKind::Email,
+                                    target: t.to_string(),
+                                    recipient: email.clone(),
+                                    person: Some(p.id.clone()),
+                                    subject: subject.clone(),
+                                    body: body.clone(),
+                                    created_at: now,
+                                    link: step.and(msg.link),
+                                    payload: None,
+                                });
+                                sent.push(format!("{} <{email}>", p.name));
+                            }
+                            None => sent.push(format!("{} (no email address)", p.name)),
+                        }
+                    }
+                }
+            }
+        }
+        format!("{why} to {}", sent.join(", "))
+    }
+
+    /// The JSON posted to webhook channels: schema `branchguard.notification.v1`,
+    /// documented in docs/WEBHOOKS.md. The outbox id is added when it is sent.
+    pub(super) fn webhook_payload(
+        &self,
+        inc: &Incident,
+        step: Option<&Step>,
+        kind: &str,
+        subject: &str,
+        text: &str,
+    ) -> String {
+        let vars = self.vars(inc, step);
+        let step_json = step.map(|s| {
+            let run = inc.steps.iter().find(|r| r.id == s.id);
+            serde_json::json!({
+                "id": s.id,
+                "title": s.title,
+                "assignee": s.assignee.as_ref().map(|a| a.to_string()),
+                "state": run.map(|r| r.state),
+                "deadline": run.and_then(|r| r.deadline),
+            })
+        });
+        serde_json::json!({
+            "schema": "branchguard.notification.v1",
+            "kind": kind,
+            "drill": inc.drill,
+            "subject": subject,
+            "text": text,
+            "incident": {
+                "id": inc.id,
+                "playbook": inc.playbook_id,
+                "playbook_name": vars.get("playbook_name"),
+                "branch": inc.branch,
+                "branch_name": vars.get("branch_name"),
+                "tier": inc.tier,
+                "tier_name": vars.get("tier_name"),
+                "status": inc.status,
+                "opened_at": inc.opened_at,
+            },
+            "step": step_json,
+            "event": { "kind": inc.kind, "severity": inc.severity, "summary": inc.summary, "labels": inc.labels },
+            "links": { "incident": vars.get("links.incident") },
+        })
+        .to_string()
+    }
+
+    pub(super) fn body(&self, inc: &Incident, step: Option<&Step>, why: &str) -> String {
+        let cfg = &self.loaded.config;
+        let vars = self.vars(inc, step);
+        let mut b = String::new();
+        if inc.drill {
+            b.push_str("[DRILL] This is a drill. Respond exactly as in a real incident.\n\n");
+        }
+        let opening = match why {
+            "assigned" => {
+                "You are assigned this step: acknowledge it now, then mark it done when it is."
+            }
+            "notice" => "For your information.",
+            other => other,
+        };
+        b.push_str(&format!("{opening}\n\n"));
+        b.push_str(&format!(
+            "Incident:  #{} {}\n",
+            inc.id, vars["playbook_name"]
+        ));
+        b.push_str(&format!(
+            "Branch:    {} ({})\n",
+            vars["branch_name"], inc.branch
+        ));
+        let tier = match vars.get("tier_name").filter(|n| !n.is_empty()) {
+            Some(n) => format!("{} ({n})", inc.tier),
+            None => inc.tier.to_string(),
+        };
+        b.push_str(&format!("Tier:      {tier}\n"));
+        b.push_str(&format!(
+            "Event:     {} ({}){}\n",
+            inc.kind,
+            inc.severity,
+            inc.summary
+                .as_ref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        ));
+        if let Some(s) = step {
+            b.push_str(&format!("Step:      {} ({})\n", s.title, s.id));
+            if let Some(a) = &s.assignee {
+                let names: Vec<String> = cfg
+                    .people_for(a, &inc.branch)
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect();
+                b.push_str(&format!(
+                    "Owner:     {a}{}\n",
+                    if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", names.join(", "))
+                    }
+                ));
+            }
+            if let Some(d) = vars.get("deadline") {
+                b.push_str(&format!("Deadline:  {d}\n"));
+            }
+        }
+        b.push_str(&format!("\nIncident:  {}\n", vars["links.incident"]));
+        b
+    }
+}

@@ -1,0 +1,342 @@
+//! Starting a step (what each action does when it becomes active), and the end
+//! of a command step.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::config::Action;
+use crate::target::Target;
+
+impl Engine {
+    pub(super) fn activate(&mut self, iid: i64, idx: usize, now: DateTime<Utc>, round: &mut Round) {
+        let cal = self.loaded.config.calendar.clone();
+        let Some(inc) = self.live.get_mut(&iid) else {
+            return;
+        };
+        let Some(pb) = inc.playbook.clone() else {
+            return;
+        };
+        let spec = &pb.steps[idx];
+        {
+            let run = &mut inc.steps[idx];
+            run.activated_at = Some(now);
+            run.deadline = Some(spec.deadline.after(now, &cal));
+            run.notified_at = Some(now);
+            run.state = StepState::Notified;
+        }
+        round.touched.insert(iid);
+        let inc = inc.clone();
+        let due = inc.steps[idx]
+            .deadline
+            .map(|d| fmt_time(d, &self.loaded))
+            .unwrap_or_default();
+        match &spec.action {
+            Action::Task => {
+                let targets: Vec<Target> = spec.assignee.iter().cloned().collect();
+                let sent = self.notify(
+                    &inc,
+                    Some(spec),
+                    &targets,
+                    Msg::link("assigned", LinkAction::Ack),
+                    round,
+                    now,
+                );
+                Self::history(
+                    round,
+                    iid,
+                    now,
+                    "step.notified",
+                    "branchguard",
+                    format!("step {}: {sent}; due {due}", spec.id),
+                );
+            }
+            Action::Notify(targets) => {
+                let sent = self.notify(&inc, Some(spec), targets, Msg::text("notice"), round, now);
+                Self::history(
+                    round,
+                    iid,
+                    now,
+                    "step.done",
+                    "branchguard",
+                    format!("step {}: {sent}", spec.id),
+                );
+                self.set_done(iid, idx, now, "branchguard");
+            }
+            Action::Webhook { channel, body } => {
+                let vars = self.vars(&inc, Some(spec));
+                let text = body
+                    .as_ref()
+                    .map(|b| b.render(&vars))
+                    .unwrap_or_else(|| spec.title.clone());
+                let subject = self.subject(&inc, spec);
+                let text = if inc.drill {
+                    format!("[DRILL] {text}")
+                } else {
+                    text
+                };
+                round.outbox.push(Notification {
+                    incident: iid,
+                    step: Some(spec.id.clone()),
+                    channel: ChannelKind::Webhook,
+                    target: format!("channel:{channel}"),
+                    recipient: channel.clone(),
+                    person: None,
+                    payload: Some(self.webhook_payload(
+                        &inc,
+                        Some(spec),
+                        "announcement",
+                        &subject,
+                        &text,
+                    )),
+                    subject,
+                    body: text,
+                    created_at: now,
+                    link: None,
+                });
+                Self::history(
+                    round,
+                    iid,
+                    now,
+                    "step.done",
+                    "branchguard",
+                    format!("step {}: webhook to channel:{channel} queued", spec.id),
+                );
+                self.set_done(iid, idx, now, "branchguard");
+            }
+            Action::Command { .. } => {
+                if let Some(req) = self.command_request(&inc, idx) {
+                    Self::history(
+                        round,
+                        iid,
+                        now,
+                        "command.started",
+                        "branchguard",
+                        format!("step {}: {}", spec.id, req.argv.join(" ")),
+                    );
+                    round.commands.push(req);
+                }
+                if let Some(inc) = self.live.get_mut(&iid) {
+                    inc.steps[idx].running = true;
+                }
+            }
+            Action::RollCall(target) => {
+                let people: BTreeSet<String> = self
+                    .loaded
+                    .config
+                    .people_for(target, &inc.branch)
+                    .into_iter()
+                    .map(|p| p.id.clone())
+                    .collect();
+                let sent = self.notify(
+                    &inc,
+                    Some(spec),
+                    std::slice::from_ref(target),
+                    Msg::link("roll call: confirm you are safe", LinkAction::Safe),
+                    round,
+                    now,
+                );
+                Self::history(
+                    round,
+                    iid,
+                    now,
+                    "step.notified",
+                    "branchguard",
+                    format!(
+                        "step {}: roll call of {} people; {sent}; due {due}",
+                        spec.id,
+                        people.len()
+                    ),
+                );
+                if let Some(inc) = self.live.get_mut(&iid) {
+                    inc.steps[idx].roll_call = people;
+                }
+            }
+        }
+    }
+
+    /// Roll call: the names of those who have not confirmed yet.
+    pub(super) fn missing_names(&self, inc: &Incident, idx: usize) -> Vec<String> {
+        let run = &inc.steps[idx];
+        run.roll_call
+            .difference(&run.confirmed)
+            .map(|id| {
+                self.loaded
+                    .config
+                    .people
+                    .get(id)
+                    .map_or(id.clone(), |p| format!("{} ({id})", p.name))
+            })
+            .collect()
+    }
+
+    pub(super) fn set_done(&mut self, iid: i64, idx: usize, now: DateTime<Utc>, by: &str) {
+        if let Some(inc) = self.live.get_mut(&iid) {
+            let run = &mut inc.steps[idx];
+            run.state = StepState::Done;
+            run.done_at = Some(now);
+            run.by = Some(by.to_string());
+        }
+    }
+
+    pub(super) fn command_request(&self, inc: &Incident, idx: usize) -> Option<CommandRequest> {
+        let pb = inc.playbook.as_ref()?;
+        let spec = &pb.steps[idx];
+        let Action::Command { argv, timeout } = &spec.action else {
+            return None;
+        };
+        let vars = self.vars(inc, Some(spec));
+        let mut env: Vec<(String, String)> = vec![
+            ("BRANCHGUARD_INCIDENT".into(), inc.id.to_string()),
+            ("BRANCHGUARD_BRANCH".into(), inc.branch.clone()),
+            ("BRANCHGUARD_PLAYBOOK".into(), inc.playbook_id.clone()),
+            ("BRANCHGUARD_TIER".into(), inc.tier.to_string()),
+            ("BRANCHGUARD_STEP".into(), spec.id.clone()),
+            ("BRANCHGUARD_KIND".into(), inc.kind.clone()),
+            ("BRANCHGUARD_SEVERITY".into(), inc.severity.clone()),
+            (
+                "BRANCHGUARD_SUMMARY".into(),
+                inc.summary.clone().unwrap_or_default(),
+            ),
+            ("BRANCHGUARD_DRILL".into(), inc.drill.to_string()),
+            (
+                "BRANCHGUARD_URL".into(),
+                vars.get("links.incident").cloned().unwrap_or_default(),
+            ),
+        ];
+        for (k, v) in &inc.labels {
+            let name: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            env.push((format!("BRANCHGUARD_LABEL_{name}"), v.clone()));
+        }
+        Some(CommandRequest {
+            incident: inc.id,
+            step: spec.id.clone(),
+            argv: argv.iter().map(|a| a.render(&vars)).collect(),
+            env,
+            timeout: *timeout,
+        })
+    }
+
+    /// A command step ended: exit 0 is done; anything else fails and escalates.
+    pub fn command_finished(
+        &mut self,
+        iid: i64,
+        step: &str,
+        outcome: CommandOutcome,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) {
+        let Some(inc) = self.live.get_mut(&iid) else {
+            return;
+        };
+        let Some((idx, run)) = inc.step_mut(step) else {
+            return;
+        };
+        if !run.running {
+            return;
+        }
+        run.running = false;
+        let output = truncate(&outcome.output, 4000);
+        let ok = outcome.exit_code == Some(0);
+        let code = outcome.exit_code.map_or(
+            "none (killed, timed out or could not start)".to_string(),
+            |c| c.to_string(),
+        );
+        Self::history(
+            round,
+            iid,
+            now,
+            "command.finished",
+            "branchguard",
+            format!("step {step}: exit {code}\n{output}"),
+        );
+        round.touched.insert(iid);
+        if !run.state.is_open() {
+            return;
+        }
+        if ok {
+            run.state = StepState::Done;
+            run.done_at = Some(now);
+            run.by = Some("command".into());
+            return;
+        }
+        run.state = StepState::Failed;
+        run.done_at = Some(now);
+        let inc = inc.clone();
+        let Some(pb) = inc.playbook.clone() else {
+            return;
+        };
+        let spec = &pb.steps[idx];
+        let mut to: Vec<Target> = spec
+            .escalate
+            .iter()
+            .flat_map(|e| e.to.iter().cloned())
+            .collect();
+        if let Some(ops) = self.ops_target()
+            && !to.contains(&ops)
+        {
+            to.push(ops);
+        }
+        let sent = self.notify(
+            &inc,
+            Some(spec),
+            &to,
+            Msg::text(&format!("FAILED: the command exited with {code}")),
+            round,
+            now,
+        );
+        round.stats.escalations.push(inc.playbook_id.clone());
+        Self::history(
+            round,
+            iid,
+            now,
+            "step.failed",
+            "branchguard",
+            format!("step {step}: {sent}"),
+        );
+    }
+}
+
+pub(super) fn pending_step(s: &Step) -> StepRun {
+    StepRun {
+        id: s.id.clone(),
+        title: s.title.clone(),
+        action: s.action.name().to_string(),
+        state: StepState::Pending,
+        assignee: s.assignee.as_ref().map(|a| a.to_string()),
+        critical: s.critical,
+        activated_at: None,
+        deadline: None,
+        notified_at: None,
+        acknowledged_at: None,
+        done_at: None,
+        response_seconds: None,
+        by: None,
+        escalations_fired: 0,
+        overdue_escalated: false,
+        roll_call: BTreeSet::new(),
+        confirmed: BTreeSet::new(),
+        running: false,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes cut)", &s[..end], s.len() - end)
+}

@@ -1,0 +1,201 @@
+//! Timers: each timer owner's next moment in one ordered queue, so the loop
+//! sleeps until the first and a tick visits only what is due.
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+use crate::config::Action;
+use crate::target::Target;
+
+/// How far past its moment a timer may fire before it is called late in the
+/// history: well above the loop's jitter (milliseconds), well below a restart.
+const LATE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// Who a timer belongs to. Each owner has at most one entry in the queue: its
+/// next moment. Drill runs will own timers too, which is why this is not an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKey {
+    /// A live incident's next escalation or deadline.
+    Incident(i64),
+}
+
+impl TimerKey {
+    /// Sorts after every key, for "everything due at or before a moment".
+    const LAST: TimerKey = TimerKey::Incident(i64::MAX);
+}
+
+impl Engine {
+    /// Puts an owner's next timer in the queue (or takes it out).
+    pub(super) fn reschedule(&mut self, key: TimerKey) {
+        if let Some(old) = self.timer_of.remove(&key) {
+            self.timers.remove(&(old, key));
+        }
+        let due = match key {
+            TimerKey::Incident(id) => self.live.get(&id).and_then(|inc| self.incident_due(inc)),
+        };
+        if let Some(due) = due {
+            self.timers.insert((due, key));
+            self.timer_of.insert(key, due);
+        }
+    }
+
+    /// The earliest escalation or deadline of an incident's open steps.
+    pub(super) fn incident_due(&self, inc: &Incident) -> Option<DateTime<Utc>> {
+        let cal = &self.loaded.config.calendar;
+        let pb = inc.playbook.as_ref()?;
+        let mut best: Option<DateTime<Utc>> = None;
+        for (run, spec) in inc.steps.iter().zip(&pb.steps) {
+            let (Some(start), true) = (run.activated_at, run.state.is_open()) else {
+                continue;
+            };
+            let esc = spec
+                .escalate
+                .get(run.escalations_fired)
+                .map(|e| e.after.after(start, cal));
+            let deadline = run.deadline.filter(|_| !run.overdue_escalated);
+            for c in esc.into_iter().chain(deadline) {
+                best = Some(best.map_or(c, |b| b.min(c)));
+            }
+        }
+        best
+    }
+
+    /// The next moment at which a timer is due, if any.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn tick(&mut self, now: DateTime<Utc>, round: &mut Round) {
+        // Incidents changed earlier in this round have not been rescheduled yet.
+        for id in round.touched.clone() {
+            self.reschedule(TimerKey::Incident(id));
+        }
+        let due: Vec<TimerKey> = self
+            .timers
+            .range(..=(now, TimerKey::LAST))
+            .map(|(_, k)| *k)
+            .collect();
+        for key in due {
+            match key {
+                TimerKey::Incident(id) => self.fire_incident(id, now, round),
+            }
+            self.reschedule(key);
+        }
+    }
+
+    /// An incident's due escalations, then its overdue marking.
+    fn fire_incident(&mut self, iid: i64, now: DateTime<Utc>, round: &mut Round) {
+        let cal = self.loaded.config.calendar.clone();
+        let Some(inc) = self.live.get(&iid) else {
+            return;
+        };
+        let Some(pb) = inc.playbook.clone() else {
+            return;
+        };
+        for idx in 0..pb.steps.len() {
+            let spec = &pb.steps[idx];
+            while let Some(inc) = self.live.get(&iid) {
+                let run = &inc.steps[idx];
+                let (Some(start), true) = (run.activated_at, run.state.is_open()) else {
+                    break;
+                };
+                let Some(e) = spec.escalate.get(run.escalations_fired) else {
+                    break;
+                };
+                let due = e.after.after(start, &cal);
+                if due > now {
+                    break;
+                }
+                let inc = inc.clone();
+                let late = late_note(due, now, &self.loaded);
+                let mut why = format!("ESCALATION: not done {} after start", e.after);
+                let missing = self.missing_names(&inc, idx);
+                if !missing.is_empty() {
+                    why.push_str(&format!("; not yet confirmed safe: {}", missing.join(", ")));
+                }
+                let sent = self.notify(
+                    &inc,
+                    Some(spec),
+                    &e.to,
+                    Msg {
+                        text: &why,
+                        link: matches!(spec.action, Action::Task).then_some(LinkAction::Ack),
+                    },
+                    round,
+                    now,
+                );
+                Self::history(
+                    round,
+                    iid,
+                    now,
+                    "step.escalated",
+                    "branchguard",
+                    format!("step {}: {sent}{late}", spec.id),
+                );
+                round.stats.escalations.push(inc.playbook_id.clone());
+                if let Some(inc) = self.live.get_mut(&iid) {
+                    inc.steps[idx].escalations_fired += 1;
+                }
+                round.touched.insert(iid);
+            }
+            let Some(inc) = self.live.get(&iid) else {
+                continue;
+            };
+            let run = &inc.steps[idx];
+            let Some(deadline) = run.deadline else {
+                continue;
+            };
+            if run.state.is_open() && !run.overdue_escalated && deadline <= now {
+                let inc = inc.clone();
+                let late = late_note(deadline, now, &self.loaded);
+                let ops: Vec<Target> = self.ops_target().into_iter().collect();
+                let sent = self.notify(
+                    &inc,
+                    Some(spec),
+                    &ops,
+                    Msg {
+                        text: "OVERDUE: the deadline has passed",
+                        link: matches!(spec.action, Action::Task).then_some(LinkAction::Ack),
+                    },
+                    round,
+                    now,
+                );
+                Self::history(
+                    round,
+                    iid,
+                    now,
+                    "step.overdue",
+                    "branchguard",
+                    format!(
+                        "step {}: deadline {} passed; {sent}{late}",
+                        spec.id,
+                        fmt_time(deadline, &self.loaded)
+                    ),
+                );
+                round
+                    .stats
+                    .overdue
+                    .push((inc.playbook_id.clone(), spec.id.clone()));
+                round.stats.escalations.push(inc.playbook_id.clone());
+                if let Some(inc) = self.live.get_mut(&iid) {
+                    inc.steps[idx].overdue_escalated = true;
+                    inc.steps[idx].state = StepState::Overdue;
+                }
+                round.touched.insert(iid);
+            }
+        }
+    }
+}
+
+fn late_note(due: DateTime<Utc>, now: DateTime<Utc>, loaded: &Loaded) -> String {
+    if now - due > LATE_AFTER {
+        format!(
+            " (late: due at {}, fired {}s after)",
+            fmt_time(due, loaded),
+            (now - due).num_seconds()
+        )
+    } else {
+        String::new()
+    }
+}

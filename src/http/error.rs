@@ -1,0 +1,100 @@
+//! `{"error": "...", "field": "..."}` with a status code, and how every error
+//! of the layers below becomes one.
+//!
+//! **Invariant:** a fault of ours (store, engine) is a 5xx; only the caller's
+//! own mistakes are 4xx.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::engine::{ActionError, HandleError};
+use crate::sources::IntakeError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>, field: Option<String>) -> ApiError {
+        ApiError {
+            status,
+            error: error.into(),
+            field,
+        }
+    }
+
+    pub fn bad(error: impl Into<String>, field: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, error, Some(field.into()))
+    }
+
+    pub fn not_found(error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, error, None)
+    }
+
+    /// Our own fault: the caller may try again later.
+    pub fn unavailable(error: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("branchguard cannot serve this now (not your request's fault): {error}"),
+            None,
+        )
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.error });
+        if let Some(f) = self.field {
+            body["field"] = Value::String(f);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!("store: {e}");
+        ApiError::unavailable(format!("the database: {e}"))
+    }
+}
+
+impl From<HandleError> for ApiError {
+    fn from(e: HandleError) -> Self {
+        match e {
+            HandleError::Action(a) => a.into(),
+            other => ApiError::unavailable(other),
+        }
+    }
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        let status = match e {
+            ActionError::NoIncident(_) | ActionError::NoStep(..) => StatusCode::NOT_FOUND,
+            ActionError::Conflict(_) => StatusCode::CONFLICT,
+            ActionError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string(), None)
+    }
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::Invalid { message, field } => {
+                ApiError::new(StatusCode::BAD_REQUEST, message, field)
+            }
+            IntakeError::Engine(h) => h.into(),
+        }
+    }
+}

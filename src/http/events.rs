@@ -1,0 +1,64 @@
+//! `POST /api/v1/events`, `POST /api/v1/alertmanager` (through the sources'
+//! intake) and `GET /api/v1/events`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::incidents::{ListParams, params, parse_limit};
+use super::{ApiError, AppState, read};
+use crate::clock;
+use crate::sources::{self, Accepted};
+use crate::store::EventQuery;
+
+fn accepted(a: Accepted) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": a.events.len(), "events": a.events, "incidents": a.incidents })),
+    )
+        .into_response()
+}
+
+pub async fn post_events(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let a = sources::json_events(&s.engine, &s.loaded(), &body, clock::now()).await?;
+    Ok(accepted(a))
+}
+
+pub async fn post_alertmanager(
+    State(s): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let a = sources::alertmanager_events(&s.engine, &s.loaded(), &body, clock::now()).await?;
+    Ok(accepted(a))
+}
+
+pub async fn list_events(
+    State(s): State<AppState>,
+    q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let p = params(q)?;
+    let (limit, cursor) = parse_limit(&p)?;
+    let matched = match p.matched.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::bad(
+                format!("invalid matched `{other}`: expected true or false"),
+                "matched",
+            ));
+        }
+    };
+    let query = EventQuery {
+        branch: p.branch,
+        kind: p.kind,
+        matched,
+        limit,
+        cursor,
+    };
+    let page = read(&s, move |st| st.list_events(&query)).await?;
+    Ok(Json(json!({ "items": page.items, "next": page.next })))
+}

@@ -1,0 +1,187 @@
+//! Incidents: list, one, and people's actions on them (ack, done, safe,
+//! resolve, escalate).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::views::incident_json;
+use super::{ApiError, AppState, read};
+use crate::engine::Verb;
+use crate::store::IncidentQuery;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub status: Option<String>,
+    pub branch: Option<String>,
+    pub playbook: Option<String>,
+    pub kind: Option<String>,
+    pub matched: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+pub fn parse_limit(p: &ListParams) -> Result<(usize, Option<i64>), ApiError> {
+    let limit = match &p.limit {
+        None => 100,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad(
+                    format!("invalid limit `{l}`: expected a number from 1 to 1000"),
+                    "limit",
+                ));
+            }
+        },
+    };
+    let cursor = match &p.cursor {
+        None => None,
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| ApiError::bad(format!("invalid cursor `{c}`"), "cursor"))?,
+        ),
+    };
+    Ok((limit, cursor))
+}
+
+pub fn params(
+    q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<ListParams, ApiError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let p = params(q)?;
+    let (limit, cursor) = parse_limit(&p)?;
+    if let Some(st) = &p.status
+        && st != "open"
+        && st != "resolved"
+    {
+        return Err(ApiError::bad(
+            format!("invalid status `{st}`: expected open or resolved"),
+            "status",
+        ));
+    }
+    let query = IncidentQuery {
+        status: p.status,
+        branch: p.branch,
+        playbook: p.playbook,
+        limit,
+        cursor,
+    };
+    let page = read(&s, move |st| st.list_incidents(&query)).await?;
+    let loaded = s.loaded();
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|i| incident_json(i, None, None, &loaded.config.people))
+        .collect();
+    Ok(Json(json!({ "items": items, "next": page.next })))
+}
+
+fn parse_id(id: &str) -> Result<i64, ApiError> {
+    id.parse::<i64>()
+        .map_err(|_| ApiError::bad(format!("invalid incident id `{id}`"), "id"))
+}
+
+async fn incident_view(s: &AppState, id: i64) -> Result<Json<Value>, ApiError> {
+    let found = read(s, move |st| {
+        let Some((i, h)) = st.incident(id)? else {
+            return Ok(None);
+        };
+        Ok(Some((i, h, st.outbox(id)?)))
+    })
+    .await?;
+    let Some((inc, history, outbox)) = found else {
+        return Err(ApiError::not_found(format!("no incident {id}")));
+    };
+    Ok(Json(incident_json(
+        &inc,
+        Some(&history),
+        Some(&outbox),
+        &s.loaded().config.people,
+    )))
+}
+
+pub async fn get_one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    incident_view(&s, parse_id(&id)?).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    by: Option<String>,
+    note: Option<String>,
+}
+
+fn action_body(body: &Bytes) -> Result<ActionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ActionBody::default());
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            e.into_inner().to_string(),
+            (path != ".").then_some(path),
+        )
+    })
+}
+
+pub async fn step_action(
+    State(s): State<AppState>,
+    Path((id, step, verb)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let verb = match verb.as_str() {
+        "ack" => Verb::Ack,
+        "done" => Verb::Done,
+        "safe" => Verb::Safe,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "unknown step action `{other}`: expected ack, done or safe"
+            )));
+        }
+    };
+    let b = action_body(&body)?;
+    if let Some(p) = &b.by
+        && !s.loaded().config.people.contains_key(p)
+    {
+        return Err(ApiError::bad(format!("unknown person `{p}`"), "by"));
+    }
+    s.engine.step(id, step, verb, b.by, b.note).await?;
+    incident_view(&s, id).await
+}
+
+pub async fn incident_action(
+    State(s): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let b = action_body(&body)?;
+    let by = b.by.unwrap_or_else(|| "api".into());
+    match action.as_str() {
+        "resolve" => s.engine.resolve(id, by).await?,
+        "escalate" => s.engine.escalate(id, by, b.note).await?,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "unknown incident action `{other}`: expected resolve or escalate"
+            )));
+        }
+    }
+    incident_view(&s, id).await
+}

@@ -1,0 +1,81 @@
+//! `/healthz`, `/metrics`, `/api/v1/status` and `/api/v1/reload`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, read};
+
+/// Healthy when the store takes writes; 503 naming the fault otherwise, so a
+/// supervisor or load balancer sees a daemon that cannot store what it is sent.
+pub async fn healthz(State(s): State<AppState>) -> Response {
+    match s.health.failing() {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some((since, why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unhealthy", "store": why, "since": since })),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    if let Ok(n) = read(&s, |st| st.outbox_pending()).await {
+        crate::metrics::outbox_pending(n);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+pub async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let l = s.loaded();
+    let playbooks: Vec<Value> = l
+        .playbooks
+        .iter()
+        .map(|p| json!({"id": p.id, "name": p.name, "version": p.version}))
+        .collect();
+    let drills: Vec<Value> = l
+        .drills
+        .iter()
+        .map(|d| json!({"id": d.id, "playbook": d.playbook}))
+        .collect();
+    let store = match s.health.failing() {
+        None => json!({ "ok": true }),
+        Some((since, why)) => json!({ "ok": false, "since": since, "error": why }),
+    };
+    let pending = read(&s, |st| st.outbox_pending()).await.ok();
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": s.started_at,
+        "config": l.summary(),
+        "playbooks": playbooks,
+        "drills": drills,
+        "last_reload": s.reloader.status(),
+        "store": store,
+        "outbox_pending": pending,
+    })))
+}
+
+pub async fn reload(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let r = std::sync::Arc::clone(&s.reloader);
+    let result = tokio::task::spawn_blocking(move || r.reload("api"))
+        .await
+        .map_err(ApiError::internal)?;
+    match result {
+        Ok(summary) => Ok(Json(json!({
+            "ok": true,
+            "summary": summary,
+            "restart_required": s.reloader.status().restart_required,
+        }))),
+        Err(d) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            d.to_string().trim_end().to_string(),
+            None,
+        )),
+    }
+}
