@@ -1,4 +1,4 @@
-//! Events: what the monitoring world tells us (SPEC §4), and how raw input
+//! Events: what the monitoring world tells us (docs/API.md), and how raw input
 //! (JSON bodies, YAML or JSON files) becomes a checked [`Event`].
 
 use std::collections::BTreeMap;

@@ -78,7 +78,7 @@ pub fn group_key(pb: &Playbook, group: &BTreeMap<String, String>) -> String {
     format!("{}/{}", pb.id, parts.join(","))
 }
 
-/// Every playbook the event triggers (SPEC §5: every matching playbook applies).
+/// Every playbook the event triggers (every matching playbook applies).
 pub fn match_event(playbooks: &[Arc<Playbook>], ev: &Event) -> Vec<Match> {
     playbooks
         .iter()

@@ -1,4 +1,4 @@
-//! Cron schedules for drills, in the dialect of SPEC §6: a seconds field, an
+//! Cron schedules for drills, in the dialect of docs/PLAYBOOKS.md (drills): a seconds field, an
 //! optional year, five-field expressions run at second 0, and day-of-week by name.
 
 use std::str::FromStr;

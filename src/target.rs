@@ -1,4 +1,4 @@
-//! Who a step or message goes to, in the forms of SPEC §3.
+//! Who a step or message goes to, in the forms of docs/CONFIGURATION.md.
 
 use std::fmt;
 

@@ -390,3 +390,19 @@ fn a_configured_directory_that_is_missing_is_an_error_a_default_one_is_not() {
         &["branchguard.yaml:1:13: drills_dir: cannot read directory ./exercises"],
     );
 }
+
+#[test]
+fn an_ops_channel_that_is_not_a_configured_webhook_is_an_error_at_its_value() {
+    let f = Fixture::base();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace("notify:\n", "notify:\n  ops_channel: ops-center\n"),
+    );
+    assert_errors(
+        &f,
+        &[
+            "branchguard.yaml:4:16: notify.ops_channel: unknown channel `ops-center`: expected one of the webhooks under notify.webhooks (ops-centre)",
+        ],
+    );
+}

@@ -649,3 +649,78 @@ fn the_daemon_stops_rather_than_run_on_without_its_engine() {
     let d = Daemon::start(&f);
     assert_eq!(d.incident(1)["status"], "open");
 }
+
+fn healthz(d: &Daemon) -> (u16, serde_json::Value) {
+    let r = d
+        .http
+        .get(format!("{}/healthz", d.url))
+        .send()
+        .expect("GET /healthz");
+    (r.status().as_u16(), r.json().unwrap_or_default())
+}
+
+#[test]
+fn a_store_that_fails_is_a_503_and_unhealthy_and_the_daemon_serves_again_once_it_clears() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let (code, _) = d.post("/api/v1/events", CORE_DOWN);
+    assert_eq!(code, 202);
+    assert_eq!(healthz(&d).0, 200);
+
+    // Another process holds the database's write lock (a stuck backup job, a
+    // forgotten sqlite3 session): a fault of ours, not of the caller.
+    let lock = rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let other = CORE_DOWN.replace("\"br-a\"", "\"br-b\"");
+    let (code, body) = d.post("/api/v1/events", &other);
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("locked"),
+        "the answer names the fault: {body}"
+    );
+    let (code, body) = d.post("/api/v1/incidents/1/steps/switch/ack", r#"{"by":"it.a"}"#);
+    assert_eq!(code, 503, "an action is not blamed on its sender: {body}");
+    let (code, health) = healthz(&d);
+    assert_eq!(code, 503, "{health}");
+    assert_eq!(health["status"], "unhealthy");
+    assert!(
+        health["store"].as_str().unwrap().contains("locked"),
+        "{health}"
+    );
+
+    lock.execute_batch("ROLLBACK;").unwrap();
+    drop(lock);
+    wait_for(Duration::from_secs(20), "healthz to recover", || {
+        (healthz(&d).0 == 200).then_some(())
+    });
+    let (code, body) = d.post("/api/v1/events", &other);
+    assert_eq!(code, 202, "{body}");
+    // Nothing of the refused requests was half-kept: two events, and the
+    // acknowledgement that got a 503 did not happen.
+    let events = d.get("/api/v1/events");
+    assert_eq!(events["items"].as_array().unwrap().len(), 2, "{events}");
+    assert!(step(&d.incident(1), "switch")["acknowledged_at"].is_null());
+    let (code, _) = d.post("/api/v1/incidents/1/steps/switch/ack", r#"{"by":"it.a"}"#);
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn a_database_removed_under_the_daemon_is_refused_rather_than_written_to_a_deleted_file() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    assert_eq!(d.post("/api/v1/events", CORE_DOWN).0, 202);
+    for name in ["branchguard.db", "branchguard.db-wal", "branchguard.db-shm"] {
+        let _ = std::fs::remove_file(f.path(&format!("data/{name}")));
+    }
+    let (code, body) = d.post("/api/v1/events", CORE_DOWN);
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("removed or replaced"),
+        "{body}"
+    );
+    let (code, health) = healthz(&d);
+    assert_eq!(code, 503, "{health}");
+}

@@ -454,3 +454,47 @@ fn forged_and_expired_links_are_refused_with_a_page_and_an_audit_row() {
     });
     assert_eq!(refused, 3, "forged GET, forged POST, expired POST");
 }
+
+#[test]
+fn a_reload_with_a_new_smtp_port_sends_the_next_mail_to_the_new_server() {
+    let Env {
+        smtp_port,
+        smtp,
+        hooks: _hooks,
+        f,
+        d,
+    } = Env::start(true, &[]);
+    let old = smtp.expect("SMTP is up");
+    d.post("/api/v1/events", CORE_DOWN);
+    wait_for(WAIT, "the first email, at the old server", || {
+        old.to("it.a@bank.example").into_iter().next()
+    });
+
+    let new_port = free_port();
+    let new = SmtpServer::start_on(new_port);
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    let moved = cfg.replace(
+        &format!("port: {smtp_port},"),
+        &format!("port: {new_port},"),
+    );
+    assert_ne!(cfg, moved, "the fixture names the SMTP port");
+    f.write("branchguard.yaml", &moved);
+    std::process::Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    wait_for(WAIT, "the SIGHUP reload", || {
+        let s = d.get("/api/v1/status");
+        (s["last_reload"]["trigger"] == "SIGHUP" && s["last_reload"]["ok"] == true).then_some(())
+    });
+
+    d.post("/api/v1/events", &CORE_DOWN.replace("\"br-a\"", "\"br-b\""));
+    let mail = wait_for(WAIT, "the next email, at the new server", || {
+        new.to("it.b@bank.example").into_iter().next()
+    });
+    assert!(mail.subject().contains("Branch B"), "{}", mail.subject());
+    assert!(
+        old.to("it.b@bank.example").is_empty(),
+        "the old server got mail after the reload"
+    );
+}

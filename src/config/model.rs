@@ -1,7 +1,7 @@
 //! The checked, typed configuration the rest of the program works with.
 //!
 //! Playbook types are serialisable because an incident stores the exact version
-//! of the playbook it opened with (SPEC §5: a reload never changes a running incident).
+//! of the playbook it opened with (a reload never changes a running incident).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -36,7 +36,7 @@ pub struct StoredEvent {
     pub incidents: Vec<i64>,
 }
 
-/// A command step to start (SPEC §5): argv, `BRANCHGUARD_*` environment, timeout.
+/// A command step to start: argv, `BRANCHGUARD_*` environment, timeout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandRequest {
     pub incident: i64,

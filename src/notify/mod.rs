@@ -101,10 +101,11 @@ impl Deliverer {
     /// Takes a newly published configuration: webhooks, retry policy and links
     /// are read from it per message; the mail transport is rebuilt from it.
     fn follow_config(&mut self) {
-        if !self.config.has_changed().unwrap_or(false) {
+        // Compared by identity: waiting on `changed()` also marks a publish seen.
+        let cfg = Arc::clone(&self.config.borrow_and_update().config);
+        if Arc::ptr_eq(&cfg, &self.senders.config) {
             return;
         }
-        let cfg = Arc::clone(&self.config.borrow_and_update().config);
         match Mailer::new(&cfg) {
             Ok(m) => {
                 self.senders = Senders {

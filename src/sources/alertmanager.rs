@@ -1,4 +1,4 @@
-//! Alertmanager's webhook (payload version 4) → our events (SPEC §4): `kind` is
+//! Alertmanager's webhook (payload version 4) → our events (docs/API.md): `kind` is
 //! the `kind` label or `alertmanager.<alertname>`, `branch` the `branch` label,
 //! `severity` the `severity` label, the status the alert's own; other labels are kept.
 
