@@ -478,3 +478,33 @@ fn every_message_of_a_drill_incident_is_marked() {
     let (out, _) = ingest(&mut e, vec![core_down()], t0());
     assert_ne!(out[0].1, vec![iid]);
 }
+
+#[test]
+fn overdue_and_manual_escalation_go_to_the_configured_ops_channel() {
+    let mut l = loaded();
+    let mut cfg = (*l.config).clone();
+    let hook = cfg.webhooks["ops-centre"].clone();
+    cfg.webhooks.insert("noc".into(), hook);
+    cfg.ops_channel = Some("noc".into());
+    l.config = std::sync::Arc::new(cfg);
+    let mut e = Engine::new(l, Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut r = Round::default();
+    e.ingest(vec![(core_down(), t0())], t0(), &mut r);
+    e.finish(&mut r);
+    let r = tick(&mut e, t0() + Duration::minutes(15));
+    let channels: Vec<&str> = r
+        .outbox
+        .iter()
+        .filter(|n| n.subject.contains("OVERDUE"))
+        .map(|n| n.recipient.as_str())
+        .collect();
+    assert!(
+        !channels.is_empty() && channels.iter().all(|c| *c == "noc"),
+        "{channels:?}"
+    );
+    let mut r = Round::default();
+    e.escalate(1, "ops", None, t0() + Duration::minutes(16), &mut r)
+        .unwrap();
+    assert!(r.outbox.iter().any(|n| n.recipient == "noc"));
+    assert!(r.outbox.iter().all(|n| n.recipient != "ops-centre"));
+}
