@@ -123,6 +123,21 @@ impl EventInput {
         v
     }
 
+    /// What can be read of a refused event, with the defaults filled in and
+    /// nothing checked: kept so a refusal is visible, never matched.
+    pub fn unchecked(self, received_at: DateTime<Utc>, default_source: &str) -> Event {
+        Event {
+            kind: self.kind,
+            branch: self.branch,
+            severity: self.severity.unwrap_or(Severity::Major),
+            status: self.status.unwrap_or(Status::Firing),
+            labels: self.labels,
+            summary: self.summary,
+            occurred_at: self.occurred_at.map_or(received_at, |t| t.to_utc()),
+            source: self.source.unwrap_or_else(|| default_source.to_string()),
+        }
+    }
+
     /// Checks the event against the known branches and fills the defaults.
     pub fn check(
         self,

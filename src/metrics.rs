@@ -190,7 +190,7 @@ fn source_label(s: &str) -> &'static str {
 
 pub fn record_round(round: &Round) {
     let m = get();
-    for e in &round.events {
+    for e in round.events.iter().filter(|e| e.rejected.is_none()) {
         m.events_received
             .with_label_values(&[source_label(&e.event.source)])
             .inc();

@@ -394,14 +394,20 @@ fn alertmanager_webhook_maps_alerts_to_events() {
     resolved["alerts"][0]["status"] = json!("resolved");
     d.post("/api/v1/alertmanager", &resolved.to_string());
     assert_eq!(d.incident(id)["status"], "resolved");
+    // A bad alert is refused on its own (Alertmanager does not retry a 4xx, so
+    // refusing the payload would lose its good alerts); it is kept visible.
     let (code, body) = d.post(
         "/api/v1/alertmanager",
         r#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":"X"}}]}"#,
     );
     assert_eq!(
-        (code, body["field"].as_str()),
-        (400, Some("alerts[0].labels.branch"))
+        (code, body["rejected"][0]["field"].as_str()),
+        (202, Some("alerts[0].labels.branch")),
+        "{body}"
     );
+    // A payload that is not Alertmanager's is refused whole.
+    let (code, body) = d.post("/api/v1/alertmanager", r#"{"version":"3","alerts":[]}"#);
+    assert_eq!((code, body["field"].as_str()), (400, Some("version")));
 }
 
 #[test]
@@ -723,4 +729,86 @@ fn a_database_removed_under_the_daemon_is_refused_rather_than_written_to_a_delet
     );
     let (code, health) = healthz(&d);
     assert_eq!(code, 503, "{health}");
+}
+
+#[test]
+fn a_storm_of_repeats_is_counted_not_listed_in_the_history() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    assert_eq!(d.post("/api/v1/events", CORE_DOWN).0, 202);
+    let batch: Vec<Value> = (0..1000)
+        .map(|_| serde_json::from_str(CORE_DOWN).unwrap())
+        .collect();
+    let batch = Value::Array(batch).to_string();
+    for _ in 0..10 {
+        let (code, body) = d.post("/api/v1/events", &batch);
+        assert_eq!(code, 202, "{body}");
+    }
+    let raw = d
+        .http
+        .get(format!("{}/api/v1/incidents/1", d.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(raw.len() < 50_000, "incident JSON is {} bytes", raw.len());
+    let inc: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(inc["event_count"], 10_001);
+    let repeats = &inc["attached"]["system.down firing"];
+    assert_eq!(repeats["count"], 10_000, "{inc}");
+    assert!(repeats["first_event"].as_i64() < repeats["last_event"].as_i64());
+    assert_eq!(history(&inc, "event.attached").len(), 1);
+    // The events themselves are all in the event list.
+    let page = d.get("/api/v1/events?limit=1000");
+    assert_eq!(page["items"].as_array().unwrap().len(), 1000);
+    assert!(page["next"].is_i64());
+}
+
+/// Processes whose command line is exactly `argv`, from /proc.
+fn processes(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            (std::fs::read(e.path().join("cmdline")).ok()? == want).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_timed_out_command_leaves_no_process_of_its_group_behind() {
+    let f = Fixture::engine();
+    // Numbers of our own, so other runs cannot be mistaken for ours.
+    let a = (std::process::id() % 1000 + 5000).to_string();
+    let b = (std::process::id() % 1000 + 7000).to_string();
+    f.write(
+        "playbooks/hang.yaml",
+        &format!("id: hang\nname: Hang\ntrigger: {{ kind: test.hang }}\nsteps:\n  - id: run\n    action: {{ command: [\"sh\", \"-c\", \"sleep {a} & sleep {b}\"], timeout: 1s }}\n    deadline: 1h\n"),
+    );
+    let d = Daemon::start(&f);
+    let (code, _) = d.post("/api/v1/events", r#"{"kind":"test.hang","branch":"br-a"}"#);
+    assert_eq!(code, 202);
+    wait_for(Duration::from_secs(10), "both sleeps to run", || {
+        (!processes(&["sleep", &a]).is_empty() && !processes(&["sleep", &b]).is_empty())
+            .then_some(())
+    });
+    let inc = wait_for(Duration::from_secs(20), "the command to time out", || {
+        let inc = d.incident(1);
+        (!history(&inc, "command.finished").is_empty()).then_some(inc)
+    });
+    let detail = history(&inc, "command.finished")[0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(detail, "step run: timed out after 1s");
+    assert_eq!(step(&inc, "run")["state"], "failed");
+    // Killed with the group: gone at once, not whenever sleep would have ended.
+    wait_for(Duration::from_secs(5), "the group to be gone", || {
+        (processes(&["sleep", &a]).is_empty() && processes(&["sleep", &b]).is_empty()).then_some(())
+    });
 }

@@ -1,27 +1,79 @@
 //! The command runner: a `command` step's program, run with its timeout off the
 //! engine thread; its outcome goes back through the engine's door.
+//!
+//! Each command runs in a process group of its own. When it times out, the
+//! whole group is killed, and when it ends, whatever it left running in its
+//! group is killed too, as is every running group when the daemon stops: a
+//! step's script must not leave `sleep 3600 &` or a hung `ssh` behind.
+//!
+//! **Invariant:** no process started for a step outlives its step's command.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::engine::{CommandOutcome, CommandRequest, EngineHandle};
 
-/// Starts a command; its outcome reaches the engine as `CommandFinished`.
-pub fn spawn(
-    runtime: &tokio::runtime::Handle,
-    engine: &EngineHandle,
-    workdir: &Path,
-    c: CommandRequest,
-) {
-    let engine = engine.clone();
-    let workdir = workdir.to_path_buf();
-    runtime.spawn(async move {
-        let outcome = run_command(&c, &workdir).await;
-        engine.command_finished(c.incident, c.step, outcome);
-    });
+/// Starts commands and remembers their process groups until they end.
+#[derive(Clone)]
+pub struct CommandRunner {
+    runtime: tokio::runtime::Handle,
+    engine: EngineHandle,
+    workdir: PathBuf,
+    groups: Arc<Mutex<HashSet<u32>>>,
 }
 
+impl CommandRunner {
+    pub fn new(runtime: tokio::runtime::Handle, engine: EngineHandle, workdir: PathBuf) -> Self {
+        CommandRunner {
+            runtime,
+            engine,
+            workdir,
+            groups: Arc::default(),
+        }
+    }
+
+    /// Starts a command; its outcome reaches the engine as `CommandFinished`.
+    pub fn spawn(&self, c: CommandRequest) {
+        let this = self.clone();
+        self.runtime.spawn(async move {
+            let outcome = run_command(&c, &this.workdir, &this.groups).await;
+            this.engine.command_finished(c.incident, c.step, outcome);
+        });
+    }
+
+    /// Kills every running command's process group (the daemon is stopping).
+    pub fn kill_all(&self) {
+        let groups: Vec<u32> = match self.groups.lock() {
+            Ok(mut g) => g.drain().collect(),
+            Err(p) => p.into_inner().drain().collect(),
+        };
+        for g in groups {
+            kill_group(g);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn kill_group(pgid: u32) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    if let Ok(id) = i32::try_from(pgid) {
+        // ESRCH (nothing left in the group) is the usual, good case.
+        let _ = killpg(Pid::from_raw(id), Signal::SIGKILL);
+    }
+}
+
+#[cfg(not(unix))]
+fn kill_group(_: u32) {}
+
 /// Runs a command step with its timeout; output is captured for the history.
-async fn run_command(c: &CommandRequest, workdir: &Path) -> CommandOutcome {
+/// On failure to finish, `exit_code` is `None` and `output` says why.
+async fn run_command(
+    c: &CommandRequest,
+    workdir: &Path,
+    groups: &Mutex<HashSet<u32>>,
+) -> CommandOutcome {
     let Some((prog, args)) = c.argv.split_first() else {
         return CommandOutcome {
             exit_code: None,
@@ -33,19 +85,50 @@ async fn run_command(c: &CommandRequest, workdir: &Path) -> CommandOutcome {
         .envs(c.env.iter().cloned())
         .current_dir(workdir)
         .kill_on_drop(true)
-        .stdin(std::process::Stdio::null());
-    match tokio::time::timeout(c.timeout, cmd.output()).await {
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    #[cfg(unix)]
+    cmd.process_group(0);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return CommandOutcome {
+                exit_code: None,
+                output: format!("could not start `{prog}`: {e}"),
+            };
+        }
+    };
+    // With process_group(0) the group's id is the child's pid.
+    let group = child.id();
+    if let (Some(g), Ok(mut set)) = (group, groups.lock()) {
+        set.insert(g);
+    }
+    let result = tokio::time::timeout(c.timeout, child.wait_with_output()).await;
+    if let Some(g) = group {
+        kill_group(g);
+        if let Ok(mut set) = groups.lock() {
+            set.remove(&g);
+        }
+    }
+    match result {
         Ok(Ok(out)) => {
             let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&out.stderr));
-            CommandOutcome {
-                exit_code: out.status.code(),
-                output: text,
+            match out.status.code() {
+                Some(code) => CommandOutcome {
+                    exit_code: Some(code),
+                    output: text,
+                },
+                None => CommandOutcome {
+                    exit_code: None,
+                    output: format!("killed by a signal\n{text}"),
+                },
             }
         }
         Ok(Err(e)) => CommandOutcome {
             exit_code: None,
-            output: format!("could not start `{prog}`: {e}"),
+            output: format!("could not wait for `{prog}`: {e}"),
         },
         Err(_) => CommandOutcome {
             exit_code: None,
@@ -69,15 +152,20 @@ mod tests {
         }
     }
 
+    async fn run(argv: &[&str], timeout_ms: u64) -> CommandOutcome {
+        run_command(
+            &req(argv, timeout_ms),
+            &std::env::temp_dir(),
+            &Mutex::default(),
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn commands_report_exit_output_timeout_and_start_failure() {
-        let dir = std::env::temp_dir();
-        let ok = run_command(
-            &req(
-                &["sh", "-c", "echo on $BRANCHGUARD_BRANCH; echo oops >&2"],
-                10_000,
-            ),
-            &dir,
+        let ok = run(
+            &["sh", "-c", "echo on $BRANCHGUARD_BRANCH; echo oops >&2"],
+            10_000,
         )
         .await;
         assert_eq!(ok.exit_code, Some(0));
@@ -86,12 +174,12 @@ mod tests {
             "{}",
             ok.output
         );
-        let failed = run_command(&req(&["sh", "-c", "exit 3"], 10_000), &dir).await;
+        let failed = run(&["sh", "-c", "exit 3"], 10_000).await;
         assert_eq!(failed.exit_code, Some(3));
-        let slow = run_command(&req(&["sleep", "5"], 100), &dir).await;
+        let slow = run(&["sleep", "5"], 100).await;
         assert_eq!(slow.exit_code, None);
         assert_eq!(slow.output, "timed out after 100ms");
-        let missing = run_command(&req(&["/no/such/program"], 1000), &dir).await;
+        let missing = run(&["/no/such/program"], 1000).await;
         assert_eq!(missing.exit_code, None);
         assert!(
             missing.output.contains("could not start"),

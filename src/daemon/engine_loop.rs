@@ -21,6 +21,8 @@ use crate::engine::{Engine, EngineHandle, Round, Who};
 use crate::event::Event;
 use crate::store::{StoreError, StoreHealth, Writer};
 
+use super::commands::CommandRunner;
+
 /// How often a failing store is tried again when nobody is asking.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -30,9 +32,7 @@ pub struct EngineLoop {
     engine: Engine,
     store: Box<dyn Writer>,
     rx: mpsc::Receiver<Input>,
-    handle: EngineHandle,
-    runtime: tokio::runtime::Handle,
-    workdir: PathBuf,
+    commands: CommandRunner,
     /// Wakes the delivery worker when new rows are in the outbox.
     wake: Arc<tokio::sync::Notify>,
     health: Arc<StoreHealth>,
@@ -44,6 +44,14 @@ pub struct EngineLoop {
     carry: Vec<Input>,
 }
 
+/// What [`start`] hands back: the door, the thread, and the command runner
+/// (whose running commands are killed when the daemon stops).
+pub struct Started {
+    pub handle: EngineHandle,
+    pub join: std::thread::JoinHandle<()>,
+    pub commands: CommandRunner,
+}
+
 /// Builds the engine from the store and starts its thread.
 pub fn start(
     loaded: Arc<Loaded>,
@@ -51,7 +59,7 @@ pub fn start(
     workdir: PathBuf,
     wake: Arc<tokio::sync::Notify>,
     health: Arc<StoreHealth>,
-) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StoreError> {
+) -> Result<Started, StoreError> {
     let live = store.load_live()?;
     let mut round = Round::default();
     let now = clock::now();
@@ -64,13 +72,12 @@ pub fn start(
         &mut round,
     );
     let (handle, rx) = EngineHandle::channel();
+    let commands = CommandRunner::new(tokio::runtime::Handle::current(), handle.clone(), workdir);
     let mut this = EngineLoop {
         engine,
         store,
         rx,
-        handle: handle.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        workdir,
+        commands: commands.clone(),
         wake,
         health,
         stale: false,
@@ -80,7 +87,7 @@ pub fn start(
         this.engine.finish(&mut round);
         this.store.commit(&round)?;
         for c in std::mem::take(&mut round.commands) {
-            super::commands::spawn(&this.runtime, &this.handle, &this.workdir, c);
+            this.commands.spawn(c);
         }
     }
     crate::metrics::open_incidents(this.engine.live());
@@ -91,7 +98,11 @@ pub fn start(
             path: "engine thread".into(),
             source,
         })?;
-    Ok((handle, join))
+    Ok(Started {
+        handle,
+        join,
+        commands,
+    })
 }
 
 impl EngineLoop {
@@ -235,7 +246,7 @@ impl EngineLoop {
                     r(Ok(()));
                 }
                 for c in std::mem::take(&mut round.commands) {
-                    super::commands::spawn(&self.runtime, &self.handle, &self.workdir, c);
+                    self.commands.spawn(c);
                 }
             }
             Err(e) => {
@@ -281,15 +292,17 @@ impl EngineLoop {
         match input {
             Input::Events {
                 events,
+                refused,
                 received_at,
                 reply,
             } => {
                 failpoint(&events);
-                let out = self.engine.ingest(
+                let ingested = self.engine.ingest(
                     events.into_iter().map(|e| (e, received_at)).collect(),
                     now,
                     round,
                 );
+                let out = (ingested, self.engine.refused(refused, received_at, round));
                 replies.push(Box::new(move |r| {
                     let _ = reply.send(
                         r.map(|()| out)

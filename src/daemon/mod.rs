@@ -60,7 +60,11 @@ pub async fn run(
     let reloader = Reloader::start(config_path, loaded);
     let health = Arc::new(StoreHealth::default());
     let wake = Arc::new(tokio::sync::Notify::new());
-    let (engine, join) = engine_loop::start(
+    let engine_loop::Started {
+        handle: engine,
+        join,
+        commands,
+    } = engine_loop::start(
         reloader.current(),
         opened.writer,
         workdir,
@@ -145,6 +149,7 @@ pub async fn run(
     shutdown.cancel();
     let _ = delivery.await;
     engine.shutdown();
+    commands.kill_all();
     let _ = watch.await;
     if crashed.load(Ordering::SeqCst) {
         return Err(DaemonError::EngineStopped);

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::{ActionError, Attempt, CommandOutcome, Ingested, Verb};
+use super::{ActionError, Attempt, CommandOutcome, Ingested, RefusedEvent, Verb};
 use crate::config::Loaded;
 use crate::event::Event;
 
@@ -28,8 +28,10 @@ pub type Reply<T> = oneshot::Sender<Result<T, HandleError>>;
 pub enum Input {
     Events {
         events: Vec<Event>,
+        /// Refused by the source but kept visible (Alertmanager's bad alerts).
+        refused: Vec<RefusedEvent>,
         received_at: DateTime<Utc>,
-        reply: Reply<Ingested>,
+        reply: Reply<(Ingested, Vec<i64>)>,
     },
     Step {
         incident: i64,
@@ -76,7 +78,9 @@ impl Input {
     /// How much work an input is, for bounding a round.
     pub fn weight(&self) -> usize {
         match self {
-            Input::Events { events, .. } => events.len().max(1),
+            Input::Events {
+                events, refused, ..
+            } => (events.len() + refused.len()).max(1),
             _ => 1,
         }
     }
@@ -122,8 +126,23 @@ impl EngineHandle {
         events: Vec<Event>,
         received_at: DateTime<Utc>,
     ) -> Result<Ingested, HandleError> {
+        Ok(self
+            .ingest_with_refused(events, Vec::new(), received_at)
+            .await?
+            .0)
+    }
+
+    /// Stores and matches events, and stores refused ones as such; answers
+    /// with the ids of both once they are durable.
+    pub async fn ingest_with_refused(
+        &self,
+        events: Vec<Event>,
+        refused: Vec<RefusedEvent>,
+        received_at: DateTime<Utc>,
+    ) -> Result<(Ingested, Vec<i64>), HandleError> {
         self.ask(|reply| Input::Events {
             events,
+            refused,
             received_at,
             reply,
         })

@@ -101,6 +101,21 @@ pub struct Incident {
     pub summary: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub steps: Vec<StepRun>,
+    /// Events that joined after the one that opened it, summarised by kind and
+    /// status (`system.down firing`): a storm of repeats is a count, not a
+    /// history line each. The events themselves are in the event list.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attached: BTreeMap<String, Attached>,
+}
+
+/// How many events of one kind and status joined an incident, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attached {
+    pub count: u32,
+    pub first_event: i64,
+    pub first_at: DateTime<Utc>,
+    pub last_event: i64,
+    pub last_at: DateTime<Utc>,
 }
 
 impl Incident {

@@ -1,6 +1,7 @@
 //! Events into incidents: an event is stored, matched against every playbook,
 //! and opens an incident for its group or joins the open one (raising its tier).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -40,9 +41,35 @@ impl Engine {
                 event: ev,
                 matched: !matches.is_empty(),
                 incidents,
+                rejected: None,
             });
         }
         out
+    }
+
+    /// Stores refused events (unmatched, with their reason); returns their ids.
+    pub fn refused(
+        &mut self,
+        events: Vec<RefusedEvent>,
+        received_at: DateTime<Utc>,
+        round: &mut Round,
+    ) -> Vec<i64> {
+        events
+            .into_iter()
+            .map(|r| {
+                let id = self.next_event;
+                self.next_event += 1;
+                round.events.push(StoredEvent {
+                    id,
+                    received_at,
+                    event: r.event,
+                    matched: false,
+                    incidents: Vec::new(),
+                    rejected: Some(r.reason),
+                });
+                id
+            })
+            .collect()
     }
 
     pub(super) fn apply_match(
@@ -89,18 +116,39 @@ impl Engine {
         };
         inc.event_count += 1;
         round.touched.insert(iid);
-        Self::history(
-            round,
-            iid,
-            now,
-            "event.attached",
-            "event",
-            format!(
-                "event {event_id} ({} {}) joined",
-                ev.kind,
-                ev.status.as_str()
-            ),
-        );
+        let key = format!("{} {}", ev.kind, ev.status.as_str());
+        match inc.attached.get_mut(&key) {
+            Some(a) => {
+                a.count += 1;
+                a.last_event = event_id;
+                a.last_at = now;
+            }
+            None => {
+                inc.attached.insert(
+                    key,
+                    Attached {
+                        count: 1,
+                        first_event: event_id,
+                        first_at: now,
+                        last_event: event_id,
+                        last_at: now,
+                    },
+                );
+                // Only the first of each kind is a history line; the rest are counted.
+                Self::history(
+                    round,
+                    iid,
+                    now,
+                    "event.attached",
+                    "event",
+                    format!(
+                        "event {event_id} ({} {}) joined; more like it are counted, not listed",
+                        ev.kind,
+                        ev.status.as_str()
+                    ),
+                );
+            }
+        }
         if ev.status == Status::Resolved {
             return;
         }
@@ -174,6 +222,7 @@ impl Engine {
             summary: ev.summary.clone(),
             labels: ev.labels.clone(),
             steps: pb.steps.iter().map(pending_step).collect(),
+            attached: BTreeMap::new(),
         };
         round.playbooks.push(Arc::clone(&pb));
         round.stats.opened.push((pb.id.clone(), drill));

@@ -34,6 +34,15 @@ pub struct StoredEvent {
     pub event: Event,
     pub matched: bool,
     pub incidents: Vec<i64>,
+    /// Why it was refused at intake; a refused event is stored, never matched.
+    pub rejected: Option<String>,
+}
+
+/// An event a source refused but keeps visible: what could be read, and why.
+#[derive(Debug, Clone)]
+pub struct RefusedEvent {
+    pub event: Event,
+    pub reason: String,
 }
 
 /// A command step to start: argv, `BRANCHGUARD_*` environment, timeout.

@@ -248,17 +248,24 @@ impl Engine {
         run.running = false;
         let output = truncate(&outcome.output, 4000);
         let ok = outcome.exit_code == Some(0);
-        let code = outcome.exit_code.map_or(
-            "none (killed, timed out or could not start)".to_string(),
-            |c| c.to_string(),
-        );
+        // Without an exit code, the output's first line says what happened
+        // ("timed out after 10m", "could not start …").
+        let (code, output) = match outcome.exit_code {
+            Some(c) => (format!("exited with {c}"), output),
+            None => {
+                let (first, rest) = output.split_once('\n').unwrap_or((output.as_str(), ""));
+                (first.to_string(), rest.to_string())
+            }
+        };
         Self::history(
             round,
             iid,
             now,
             "command.finished",
             "branchguard",
-            format!("step {step}: exit {code}\n{output}"),
+            format!("step {step}: {code}\n{output}")
+                .trim_end()
+                .to_string(),
         );
         round.touched.insert(iid);
         if !run.state.is_open() {
@@ -291,7 +298,7 @@ impl Engine {
             &inc,
             Some(spec),
             &to,
-            Msg::text(&format!("FAILED: the command exited with {code}")),
+            Msg::text(&format!("FAILED: the command {code}")),
             round,
             now,
         );

@@ -15,11 +15,12 @@ use crate::sources::{self, Accepted};
 use crate::store::EventQuery;
 
 fn accepted(a: Accepted) -> Response {
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({ "accepted": a.events.len(), "events": a.events, "incidents": a.incidents })),
-    )
-        .into_response()
+    let mut body =
+        json!({ "accepted": a.events.len(), "events": a.events, "incidents": a.incidents });
+    if !a.rejected.is_empty() {
+        body["rejected"] = json!(a.rejected);
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 pub async fn post_events(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {

@@ -33,6 +33,9 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 pub async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    // The outcome first: a reload publishes before it records its outcome, so
+    // the set read after it is at least as new as the outcome says.
+    let last_reload = s.reloader.status();
     let l = s.loaded();
     let playbooks: Vec<Value> = l
         .playbooks
@@ -55,7 +58,7 @@ pub async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
         "config": l.summary(),
         "playbooks": playbooks,
         "drills": drills,
-        "last_reload": s.reloader.status(),
+        "last_reload": last_reload,
         "store": store,
         "outbox_pending": pending,
     })))

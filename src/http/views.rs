@@ -41,7 +41,7 @@ pub fn incident_json(
         "id": i.id, "playbook": i.playbook_id, "playbook_version": i.playbook_version, "branch": i.branch,
         "tier": i.tier, "status": i.status, "drill": i.drill, "group": i.group, "opened_at": i.opened_at,
         "resolved_at": i.resolved_at, "event_count": i.event_count, "kind": i.kind, "severity": i.severity,
-        "summary": i.summary, "labels": i.labels, "steps": steps,
+        "summary": i.summary, "labels": i.labels, "steps": steps, "attached": i.attached,
     });
     if let Some(h) = history {
         v["history"] = json!(

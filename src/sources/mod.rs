@@ -13,15 +13,30 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
+use serde::Serialize;
+
 use crate::config::Loaded;
-use crate::engine::{EngineHandle, HandleError};
+use crate::engine::{EngineHandle, HandleError, RefusedEvent};
 use crate::event::{EventError, EventInput};
 
-/// Events stored, with the ids they were given and the incidents they opened or joined.
+/// Events stored, with the ids they were given and the incidents they opened
+/// or joined; and, where a source keeps going past bad items, what it refused.
 #[derive(Debug, Clone, Default)]
 pub struct Accepted {
     pub events: Vec<i64>,
     pub incidents: BTreeSet<i64>,
+    pub rejected: Vec<RejectedItem>,
+}
+
+/// One refused item of a batch whose other items were taken: where it was in
+/// the input, the id it is stored under (as a rejected event), and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedItem {
+    pub index: usize,
+    pub event: i64,
+    pub reason: &'static str,
+    pub field: Option<String>,
+    pub error: String,
 }
 
 /// Why a batch was not taken.
@@ -85,6 +100,7 @@ pub async fn intake(
     Ok(Accepted {
         incidents: out.iter().flat_map(|(_, i)| i.iter().copied()).collect(),
         events: out.into_iter().map(|(id, _)| id).collect(),
+        rejected: Vec::new(),
     })
 }
 
@@ -107,17 +123,80 @@ pub async fn json_events(
     .await
 }
 
-/// An Alertmanager webhook body (payload version 4).
+/// An Alertmanager webhook body (payload version 4). Alertmanager does not
+/// retry a refused request and sends a whole group at once, so one bad alert
+/// must not lose the good ones: each alert is taken or refused on its own, and
+/// a refused alert is stored as a rejected event (visible in `GET /events`,
+/// counted in `events_rejected_total`). Only a payload that is not
+/// Alertmanager's at all is refused whole.
 pub async fn alertmanager_events(
     engine: &EngineHandle,
     loaded: &Loaded,
     body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Accepted, IntakeError> {
-    let inputs = alertmanager::parse(body).map_err(|e| refuse(e, "malformed"))?;
-    // `branch` came from the alert's labels.
-    intake(engine, loaded, inputs, "alertmanager", now, |i, field| {
-        field.map(|f| format!("alerts[{i}].labels.{f}"))
+    let alerts = alertmanager::parse(body).map_err(|e| refuse(e, "malformed"))?;
+    let mut events = Vec::new();
+    let mut refused = Vec::new();
+    let mut refusals = Vec::new();
+    for (i, alert) in alerts.into_iter().enumerate() {
+        let checked = alert.and_then(|input| {
+            let partial = Box::new(input.clone());
+            input
+                .check(
+                    |b| loaded.config.branches.contains_key(b),
+                    now,
+                    "alertmanager",
+                )
+                .map_err(|e| alertmanager::Refused {
+                    error: EventError {
+                        field: e.field.map(|f| format!("alerts[{i}].labels.{f}")),
+                        message: e.message,
+                    },
+                    partial,
+                })
+        });
+        match checked {
+            Ok(ev) => events.push(ev),
+            Err(r) => {
+                let reason = match r.error.field.as_deref() {
+                    Some(f) if f.ends_with(".branch") && r.partial.branch.is_empty() => {
+                        "missing_branch"
+                    }
+                    Some(f) if f.ends_with(".branch") => "unknown_branch",
+                    _ => "invalid",
+                };
+                crate::metrics::event_rejected(reason);
+                let field = r.error.field.clone();
+                refused.push(RefusedEvent {
+                    event: r.partial.unchecked(now, "alertmanager"),
+                    reason: format!(
+                        "{reason}: {}{}",
+                        r.error.message,
+                        field
+                            .as_deref()
+                            .map(|f| format!(" ({f})"))
+                            .unwrap_or_default()
+                    ),
+                });
+                refusals.push((i, reason, field, r.error.message));
+            }
+        }
+    }
+    let (out, refused_ids) = engine.ingest_with_refused(events, refused, now).await?;
+    Ok(Accepted {
+        incidents: out.iter().flat_map(|(_, i)| i.iter().copied()).collect(),
+        events: out.into_iter().map(|(id, _)| id).collect(),
+        rejected: refusals
+            .into_iter()
+            .zip(refused_ids)
+            .map(|((index, reason, field, error), event)| RejectedItem {
+                index,
+                event,
+                reason,
+                field,
+                error,
+            })
+            .collect(),
     })
-    .await
 }

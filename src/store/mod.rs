@@ -94,6 +94,8 @@ pub struct EventRow {
     pub source: String,
     pub matched: bool,
     pub incidents: Vec<i64>,
+    /// Why it was refused at intake (kept visible, never matched).
+    pub rejected: Option<String>,
 }
 
 /// One outbox row: what the engine queued and what delivery made of it.

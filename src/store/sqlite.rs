@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS events (
     summary TEXT,
     source TEXT NOT NULL,
     matched INTEGER NOT NULL,
-    incidents TEXT NOT NULL
+    incidents TEXT NOT NULL,
+    rejected TEXT
 );
 CREATE INDEX IF NOT EXISTS events_branch ON events (branch, id);
 CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
@@ -170,6 +171,19 @@ fn identity(_: &Path) -> Option<(u64, u64)> {
 
 const DB_FILE: &str = "branchguard.db";
 
+/// Brings a database made by an earlier version up to the current schema.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_rejected: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'rejected'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_rejected {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN rejected TEXT;")?;
+    }
+    Ok(())
+}
+
 impl SqliteWriter {
     /// Opens (creating if needed) `data_dir/branchguard.db` for writing; also
     /// says whether the database was created now.
@@ -187,6 +201,7 @@ impl SqliteWriter {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')",
             [],
@@ -436,8 +451,8 @@ impl Writer for SqliteWriter {
                 pbs.execute(params![pb.id, pb.version, json(&**pb)])?;
             }
             let mut ev = tx.prepare_cached(
-                "INSERT INTO events (id, received_at, occurred_at, kind, branch, severity, status, labels, summary, source, matched, incidents)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO events (id, received_at, occurred_at, kind, branch, severity, status, labels, summary, source, matched, incidents, rejected)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for e in &round.events {
                 let received = ts(e.received_at);
@@ -454,13 +469,18 @@ impl Writer for SqliteWriter {
                     e.event.source,
                     e.matched,
                     json(&e.incidents),
+                    e.rejected,
                 ])?;
+                let (what, detail) = match &e.rejected {
+                    None => ("event.received", json(&e.event)),
+                    Some(why) => ("event.rejected", format!("{why}: {}", json(&e.event))),
+                };
                 append(
                     &received,
                     &format!("event:{}", e.id),
-                    "event.received",
+                    what,
                     &e.event.source,
-                    &json(&e.event),
+                    &detail,
                 )?;
             }
             let mut inc = tx.prepare_cached(
@@ -621,7 +641,7 @@ impl Reader for SqliteReader {
 
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError> {
         let mut sql = String::from(
-            "SELECT id, received_at, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents FROM events WHERE id < ?1",
+            "SELECT id, received_at, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents, rejected FROM events WHERE id < ?1",
         );
         let mut args: Vec<String> = vec![q.cursor.unwrap_or(i64::MAX).to_string()];
         for (col, v) in [("branch", &q.branch), ("kind", &q.kind)] {
@@ -655,6 +675,7 @@ impl Reader for SqliteReader {
                         source: r.get(9)?,
                         matched: r.get(10)?,
                         incidents: json_col(r, 11, "event incidents")?,
+                        rejected: r.get(12)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
