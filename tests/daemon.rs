@@ -152,6 +152,9 @@ fn escalation_and_overdue_happen_at_the_configured_times() {
     assert_eq!(to("head.a@bank.example", "ESCALATION"), 1, "{outbox:?}");
     assert_eq!(to("ops-centre", "ESCALATION"), 1);
     assert_eq!(to("ops-centre", "OVERDUE"), 1);
+    // Overdue also reaches the owner and the step's escalation targets by email.
+    assert_eq!(to("it.a@bank.example", "OVERDUE"), 1, "{outbox:?}");
+    assert_eq!(to("head.a@bank.example", "OVERDUE"), 1, "{outbox:?}");
     // The command step ran, with the incident in its environment, and is done.
     let check = step(&inc, "check");
     assert_eq!(check["state"], "done", "{inc}");

@@ -19,7 +19,7 @@ fn fixture(smtp_port: u16, hook: &str) -> Fixture {
     let f = Fixture::engine();
     let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
     let notify = format!(
-        "notify:\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"{hook}\", headers: {{ X-Source: branchguard }} }}\n"
+        "notify:\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h, warn_after: 1s }}\n  webhooks:\n    ops-centre: {{ url: \"{hook}\", headers: {{ X-Source: branchguard }} }}\n"
     );
     let start = cfg.find("notify:").unwrap();
     let end = cfg.find("people:").unwrap();
@@ -434,7 +434,13 @@ fn forged_and_expired_links_are_refused_with_a_page_and_an_audit_row() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 410);
-    assert!(r.text().unwrap().contains("This link has expired"));
+    let page = r.text().unwrap();
+    assert!(page.contains("This link has expired"));
+    // The advice names a way that exists: the CLI command for this very step.
+    assert!(
+        page.contains("<code>branchguard ack 1 switch --by it.a</code>"),
+        "{page}"
+    );
     assert_eq!(
         step(&d.incident(1), "switch")["acknowledged_at"],
         Value::Null,
@@ -497,4 +503,98 @@ fn a_reload_with_a_new_smtp_port_sends_the_next_mail_to_the_new_server() {
         old.to("it.b@bank.example").is_empty(),
         "the old server got mail after the reload"
     );
+}
+
+#[test]
+fn a_failing_channel_is_logged_once_and_shown_in_status_until_it_delivers() {
+    let Env {
+        hooks, f: _f, d, ..
+    } = Env::start(true, &[500; 12]);
+    d.post(
+        "/api/v1/events",
+        r#"{"kind":"lobby.announce","branch":"br-a"}"#,
+    );
+    let status = wait_for(WAIT, "the channel to be alarmed", || {
+        let s = d.get("/api/v1/status");
+        (s["failing_channels"]["ops-centre"]["alarmed"] == true).then_some(s)
+    });
+    let failing = &status["failing_channels"]["ops-centre"];
+    assert!(
+        failing["last_error"].as_str().unwrap().contains("500"),
+        "{failing}"
+    );
+    let alarmed_at = failing["failed_attempts"].as_u64().unwrap();
+    // More failed attempts after the alarm: still one warning.
+    wait_for(WAIT, "more failed attempts", || {
+        let s = d.get("/api/v1/status");
+        (s["failing_channels"]["ops-centre"]["failed_attempts"].as_u64() >= Some(alarmed_at + 2))
+            .then_some(())
+    });
+    let warnings = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("notification channel ops-centre has been failing"))
+            .count()
+    };
+    assert_eq!(warnings(&d.log()), 1, "{}", d.log());
+    // The receiver recovers (its script runs out): the channel is cleared.
+    wait_for(WAIT, "the channel to deliver again", || {
+        let s = d.get("/api/v1/status");
+        s["failing_channels"]["ops-centre"].is_null().then_some(())
+    });
+    assert!(hooks.requests().len() >= 13);
+    assert_eq!(warnings(&d.log()), 1);
+}
+
+#[test]
+fn a_link_lives_until_its_step_deadline_plus_the_margin_even_past_its_ttl() {
+    let Env {
+        smtp,
+        hooks: _h,
+        f,
+        d,
+        ..
+    } = Env::start(true, &[]);
+    let smtp = smtp.expect("SMTP is up");
+    // Links are sent with a TTL of one minute; the roll call is due in an hour.
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace("  retry:", "  links: { ttl: 1m, margin: 2h }\n  retry:"),
+    );
+    let (code, _) = d.post("/api/v1/reload", "");
+    assert_eq!(code, 200);
+    d.post(
+        "/api/v1/events",
+        r#"{"kind":"disaster.alarm","branch":"br-a"}"#,
+    );
+    let mail = wait_for(WAIT, "the roll-call email", || {
+        smtp.to("guard.a@bank.example").into_iter().next()
+    });
+    let path = mail.link_path().expect("a link");
+    let payload = path
+        .trim_start_matches("/ack/")
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    use base64::Engine as _;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let deadline = chrono::DateTime::parse_from_rfc3339(
+        step(&d.incident(1), "roll-call")["deadline"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let expires = claims["e"].as_i64().unwrap();
+    assert!(
+        expires >= deadline.timestamp() + 2 * 3600 - 1,
+        "the link expires at {expires}, before the deadline {deadline} plus the margin"
+    );
+    let r = d.http.get(format!("{}{path}", d.url)).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 }

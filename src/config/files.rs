@@ -62,14 +62,18 @@ pub struct RetryFile {
     pub initial: Option<S>,
     pub max: Option<S>,
     pub horizon: Option<S>,
+    /// A channel failing for this long is logged at warn (once) and shown in status.
+    pub warn_after: Option<S>,
 }
 
 /// One-click links in emails.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinksFile {
-    /// How long a link stays valid after the message is sent.
+    /// How long a link stays valid after the message is sent, at least.
     pub ttl: Option<S>,
+    /// How long past its step's deadline a link stays valid.
+    pub margin: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

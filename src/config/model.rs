@@ -159,7 +159,12 @@ pub struct DeliveryConfig {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub horizon: Duration,
+    /// A channel failing this long is logged once at warn and shown in status.
+    pub warn_after: Duration,
+    /// A link is valid at least this long after it is sent…
     pub link_ttl: Duration,
+    /// …and at least this long past its step's deadline.
+    pub link_margin: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -86,12 +86,14 @@ pub async fn run(
         });
     }
 
+    let channels = Arc::new(crate::notify::channels::ChannelHealth::default());
     let deliverer = crate::notify::Deliverer::new(
         reloader.subscribe(),
         Arc::clone(&opened.reader),
         engine.clone(),
         secret.clone(),
         wake,
+        Arc::clone(&channels),
     )?;
     let delivery = tokio::spawn(deliverer.run(shutdown.clone()));
 
@@ -139,6 +141,7 @@ pub async fn run(
         reloader,
         links: secret,
         health,
+        channels,
         started_at: clock::now(),
     });
     tracing::info!("listening on {}", listener.local_addr()?);

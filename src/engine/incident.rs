@@ -207,6 +207,10 @@ pub struct Notification {
     pub created_at: DateTime<Utc>,
     /// The one-click link each person gets.
     pub link: Option<LinkAction>,
+    /// The link stays valid at least until then: the step's deadline plus
+    /// `notify.links.margin` (a 3-working-day follow-up outlives a fixed TTL).
+    #[serde(default)]
+    pub link_until: Option<DateTime<Utc>>,
     /// The JSON body for a webhook.
     pub payload: Option<String>,
 }

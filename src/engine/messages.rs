@@ -100,6 +100,12 @@ impl Engine {
             None => format!("{drill}[{}] {branch_name}: {why}", inc.playbook_id),
         };
         let body = self.body(inc, step, why);
+        let margin = chrono::Duration::from_std(cfg.delivery.link_margin)
+            .unwrap_or(chrono::Duration::days(1));
+        let link_until = step
+            .and_then(|s| inc.steps.iter().find(|r| r.id == s.id))
+            .and_then(|r| r.deadline)
+            .map(|d| d + margin);
         let mut sent = Vec::new();
         let mut targets: Vec<Target> = targets.to_vec();
         if targets.is_empty() {
@@ -127,6 +133,7 @@ impl Engine {
                         body: body.clone(),
                         created_at: now,
                         link: None,
+                        link_until: None,
                         payload: Some(self.webhook_payload(inc, step, why, &subject, &body)),
                     });
                     sent.push(t.to_string());
@@ -150,6 +157,7 @@ impl Engine {
                                     body: body.clone(),
                                     created_at: now,
                                     link: step.and(msg.link),
+                                    link_until,
                                     payload: None,
                                 });
                                 sent.push(format!("{} <{email}>", p.name));

@@ -94,6 +94,7 @@ impl Engine {
                     body: text,
                     created_at: now,
                     link: None,
+                    link_until: None,
                 });
                 Self::history(
                     round,

@@ -175,7 +175,18 @@ fn escalation_then_overdue_fire_once_each_at_their_times() {
         .collect();
     assert_eq!(overdue.len(), 2);
     assert_eq!(step(&e, 1, "switch-to-backup").state, StepState::Overdue);
-    assert!(r.outbox.iter().all(|n| n.recipient == "ops-centre"));
+    // Overdue reaches the owner, the step's escalation targets and the ops
+    // centre, each once (switch-to-backup: IT duty, the branch head, ops-centre).
+    let switch: Vec<&str> = r
+        .outbox
+        .iter()
+        .filter(|n| n.step.as_deref() == Some("switch-to-backup"))
+        .map(|n| n.recipient.as_str())
+        .collect();
+    assert!(switch.contains(&"sun.hao@bank.example"), "{switch:?}");
+    assert!(switch.contains(&"zhang.min@bank.example"), "{switch:?}");
+    assert_eq!(switch.iter().filter(|r| **r == "ops-centre").count(), 1);
+    assert!(r.outbox.iter().all(|n| n.subject.contains("OVERDUE")));
     assert!(
         tick(&mut e, t0() + Duration::hours(5)).history.is_empty(),
         "nothing twice"
@@ -492,15 +503,24 @@ fn overdue_and_manual_escalation_go_to_the_configured_ops_channel() {
     e.ingest(vec![(core_down(), t0())], t0(), &mut r);
     e.finish(&mut r);
     let r = tick(&mut e, t0() + Duration::minutes(15));
-    let channels: Vec<&str> = r
+    let overdue_to: Vec<&str> = r
         .outbox
         .iter()
-        .filter(|n| n.subject.contains("OVERDUE"))
+        .filter(|n| n.subject.contains("OVERDUE") && n.channel == ChannelKind::Webhook)
         .map(|n| n.recipient.as_str())
         .collect();
-    assert!(
-        !channels.is_empty() && channels.iter().all(|c| *c == "noc"),
-        "{channels:?}"
+    // The configured ops channel, once per overdue step; ops-centre only where
+    // a step itself escalates to it.
+    let overdue_steps = r
+        .history
+        .iter()
+        .filter(|h| h.what == "step.overdue")
+        .count();
+    assert!(overdue_steps > 0);
+    assert_eq!(
+        overdue_to.iter().filter(|c| **c == "noc").count(),
+        overdue_steps,
+        "{overdue_to:?}"
     );
     let mut r = Round::default();
     e.escalate(1, "ops", None, t0() + Duration::minutes(16), &mut r)

@@ -149,11 +149,20 @@ impl Engine {
             if run.state.is_open() && !run.overdue_escalated && deadline <= now {
                 let inc = inc.clone();
                 let late = late_note(deadline, now, &self.loaded);
-                let ops: Vec<Target> = self.ops_target().into_iter().collect();
+                // Overdue reaches the owner, everyone the step escalates to, and
+                // the operations centre: each once.
+                let mut to: Vec<Target> = Vec::new();
+                let owner = spec.assignee.iter().cloned();
+                let escalation = spec.escalate.iter().flat_map(|e| e.to.iter().cloned());
+                for t in owner.chain(escalation).chain(self.ops_target()) {
+                    if !to.contains(&t) {
+                        to.push(t);
+                    }
+                }
                 let sent = self.notify(
                     &inc,
                     Some(spec),
-                    &ops,
+                    &to,
                     Msg {
                         text: "OVERDUE: the deadline has passed",
                         link: matches!(spec.action, Action::Task).then_some(LinkAction::Ack),

@@ -33,12 +33,21 @@ fn refused(s: &AppState, token: &str, e: &LinkError) -> Response {
     let short: String = token.chars().take(16).collect();
     s.engine.link_refused(None, format!("{e} (token {short}…)"));
     match e {
-        LinkError::Expired(at) => page(
+        LinkError::Expired(at, c) => page(
             StatusCode::GONE,
             "This link has expired",
             &format!(
-                "<p>It was valid until {}. Answer from the operations dashboard or ask the operations centre.</p>",
-                escape(&at.to_rfc3339())
+                "<p>It was valid until {}. Nothing was recorded.</p>\
+                 <p>To answer now, call the operations centre and ask them to record it for you: \
+                 incident <strong>#{}</strong>, step <strong>{}</strong>. They can do it with \
+                 <code>branchguard {} {} {} --by {}</code>.</p>",
+                escape(&at.to_rfc3339()),
+                c.incident,
+                escape(&c.step),
+                escape(c.action.as_str()),
+                c.incident,
+                escape(&c.step),
+                escape(&c.person)
             ),
         ),
         _ => page(

@@ -37,6 +37,8 @@ pub struct Parts {
     /// Verifies one-click links.
     pub links: Secret,
     pub health: Arc<StoreHealth>,
+    /// Which notification channels are failing.
+    pub channels: Arc<crate::notify::channels::ChannelHealth>,
     pub started_at: DateTime<Utc>,
 }
 

@@ -60,6 +60,7 @@ pub async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
         "drills": drills,
         "last_reload": last_reload,
         "store": store,
+        "failing_channels": s.channels.failing(),
         "outbox_pending": pending,
     })))
 }

@@ -37,8 +37,10 @@ pub enum LinkError {
     Malformed,
     #[error("this link's signature is not valid")]
     Forged,
+    /// Genuine but out of date: what it was for is still known, so the page
+    /// can say how to answer another way.
     #[error("this link expired at {0}")]
-    Expired(DateTime<Utc>),
+    Expired(DateTime<Utc>, Box<Claims>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +133,7 @@ impl Secret {
         let c: Claims = serde_json::from_slice(&bytes).map_err(|_| LinkError::Malformed)?;
         let expires = DateTime::from_timestamp(c.expires, 0).unwrap_or(DateTime::UNIX_EPOCH);
         if expires <= now {
-            return Err(LinkError::Expired(expires));
+            return Err(LinkError::Expired(expires, Box::new(c)));
         }
         Ok(c)
     }
@@ -193,7 +195,7 @@ mod tests {
         assert_eq!(s.verify(&forged, now), Err(LinkError::Forged));
         assert!(matches!(
             s.verify(&s.sign(&claims(now.timestamp() - 1)), now),
-            Err(LinkError::Expired(_))
+            Err(LinkError::Expired(..))
         ));
         assert_eq!(s.verify("garbage", now), Err(LinkError::Malformed));
     }

@@ -8,6 +8,7 @@
 //! took a message but before the outcome was stored sends it again (webhooks
 //! carry an `Idempotency-Key` for this).
 
+pub mod channels;
 pub mod email;
 pub mod links;
 
@@ -25,6 +26,7 @@ use crate::config::{Config, DeliveryConfig, Loaded};
 use crate::engine::{Attempt, ChannelKind, DeliveryUpdate, EngineHandle, LinkAction};
 use crate::html::escape;
 use crate::store::{OutboxRow, Reader, StoreError};
+use channels::ChannelHealth;
 use email::{Mailer, SendError};
 use links::{Claims, Secret};
 
@@ -65,6 +67,7 @@ struct Senders {
 }
 
 pub struct Deliverer {
+    channels: Arc<ChannelHealth>,
     config: watch::Receiver<Arc<Loaded>>,
     senders: Senders,
     reader: Arc<dyn Reader>,
@@ -81,10 +84,12 @@ impl Deliverer {
         engine: EngineHandle,
         secret: Secret,
         wake: Arc<Notify>,
+        channels: Arc<ChannelHealth>,
     ) -> Result<Deliverer, NotifyError> {
         let current = Arc::clone(&config.borrow_and_update().config);
         let mailer = Arc::new(Mailer::new(&current)?);
         Ok(Deliverer {
+            channels,
             config,
             senders: Senders {
                 config: current,
@@ -181,8 +186,15 @@ impl Deliverer {
                 set.spawn(async move { job.deliver(row).await });
             }
             let mut attempts = Vec::new();
+            let warn_after = self.senders.config.delivery.warn_after;
             while let Some(r) = set.join_next().await {
                 if let Ok(a) = r {
+                    let channel = match a.channel {
+                        ChannelKind::Email => "email",
+                        ChannelKind::Webhook => a.recipient.as_str(),
+                    };
+                    self.channels
+                        .record(channel, a.error.as_deref(), clock::now(), warn_after);
                     attempts.push(a);
                 }
             }
@@ -261,9 +273,12 @@ impl Job {
         let (Some(action), Some(step), Some(person)) = (row.link, &row.step, &row.person) else {
             return None;
         };
-        let expires = clock::now()
+        // Valid for the TTL at least, and until the step's deadline plus the
+        // margin: a link must not die before the work it asks for is due.
+        let ttl = clock::now()
             + chrono::Duration::from_std(cfg.delivery.link_ttl)
                 .unwrap_or(chrono::Duration::days(3));
+        let expires = row.link_until.map_or(ttl, |until| until.max(ttl));
         let token = self.secret.sign(&Claims {
             incident: row.incident,
             step: step.clone(),
@@ -349,7 +364,9 @@ mod tests {
             retry_initial: Duration::from_secs(10),
             retry_max: Duration::from_secs(60),
             horizon: Duration::from_secs(300),
+            warn_after: Duration::from_secs(60),
             link_ttl: Duration::from_secs(3600),
+            link_margin: Duration::from_secs(3600),
         };
         let t0 = DateTime::parse_from_rfc3339("2026-11-24T09:00:00Z")
             .unwrap()

@@ -122,6 +122,8 @@ pub struct OutboxRow {
     pub delivered_at: Option<DateTime<Utc>>,
     pub failed_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    #[serde(skip)]
+    pub link_until: Option<DateTime<Utc>>,
 }
 
 /// The one writer: only the engine loop holds it.

@@ -81,7 +81,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at TEXT,
     delivered_at TEXT,
     failed_at TEXT,
-    last_error TEXT
+    last_error TEXT,
+    link_until TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS NULL AND failed_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, id);
@@ -180,6 +181,14 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     )?;
     if !has_rejected {
         conn.execute_batch("ALTER TABLE events ADD COLUMN rejected TEXT;")?;
+    }
+    let has_link_until: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'link_until'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_link_until {
+        conn.execute_batch("ALTER TABLE outbox ADD COLUMN link_until TEXT;")?;
     }
     Ok(())
 }
@@ -342,7 +351,7 @@ fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreErro
 }
 
 const OUTBOX_COLUMNS: &str = "id, incident, step, channel, target, recipient, person, subject, body, created_at, \
-     link, payload, attempts, next_attempt_at, delivered_at, failed_at, last_error";
+     link, payload, attempts, next_attempt_at, delivered_at, failed_at, last_error, link_until";
 
 /// One row of `SELECT {OUTBOX_COLUMNS}`: the API's view and the delivery worker's input alike.
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
@@ -386,6 +395,7 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
         delivered_at: opt_time_col(r, 14)?,
         failed_at: opt_time_col(r, 15)?,
         last_error: r.get(16)?,
+        link_until: opt_time_col(r, 17)?,
     })
 }
 
@@ -515,8 +525,8 @@ impl Writer for SqliteWriter {
                 append(&at, &entity, &h.what, &h.by, &h.detail)?;
             }
             let mut out = tx.prepare_cached(
-                "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for n in &round.outbox {
                 out.execute(params![
@@ -530,7 +540,8 @@ impl Writer for SqliteWriter {
                     n.body,
                     ts(n.created_at),
                     n.link.map(|l| l.as_str()),
-                    n.payload
+                    n.payload,
+                    n.link_until.map(ts)
                 ])?;
             }
             // Only a row not yet settled is updated: an outcome is never recorded twice.

@@ -130,6 +130,8 @@ pub struct Daemon {
     pub child: std::process::Child,
     pub url: String,
     pub http: reqwest::blocking::Client,
+    /// Everything the daemon logged (stderr), as it comes.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Daemon {
@@ -145,9 +147,22 @@ impl Daemon {
             .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start branchguard");
+        // The log is kept for assertions and passed on, so a failing test shows it.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let keep = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("{line}");
+                keep.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -168,7 +183,13 @@ impl Daemon {
             child,
             url: format!("http://{addr}"),
             http: reqwest::blocking::Client::new(),
+            log,
         }
+    }
+
+    /// What the daemon has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn get(&self, path: &str) -> serde_json::Value {

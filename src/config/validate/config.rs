@@ -329,7 +329,9 @@ fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
         retry_initial: Duration::from_secs(5),
         retry_max: Duration::from_secs(300),
         horizon: Duration::from_secs(24 * 3600),
+        warn_after: Duration::from_secs(5 * 60),
         link_ttl: Duration::from_secs(72 * 3600),
+        link_margin: Duration::from_secs(24 * 3600),
     };
     if let Some(n) = &raw.notify {
         if let Some(r) = &n.retry {
@@ -349,6 +351,13 @@ fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
                 delivery.horizon,
                 diags,
             );
+            delivery.warn_after = opt_fixed(
+                file,
+                &r.warn_after,
+                "notify.retry.warn_after",
+                delivery.warn_after,
+                diags,
+            );
             if delivery.retry_max < delivery.retry_initial
                 && let Some(m) = &r.max
             {
@@ -362,6 +371,13 @@ fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
         if let Some(l) = &n.links {
             delivery.link_ttl =
                 opt_fixed(file, &l.ttl, "notify.links.ttl", delivery.link_ttl, diags);
+            delivery.link_margin = opt_fixed(
+                file,
+                &l.margin,
+                "notify.links.margin",
+                delivery.link_margin,
+                diags,
+            );
         }
         if let Some(e) = &n.email {
             if !e.from.value.contains('@') {
