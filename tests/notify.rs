@@ -598,3 +598,99 @@ fn a_link_lives_until_its_step_deadline_plus_the_margin_even_past_its_ttl() {
     let r = d.http.get(format!("{}{path}", d.url)).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
+
+#[test]
+fn a_webhook_step_is_done_when_delivered_not_when_queued() {
+    let Env {
+        hooks, f: _f, d, ..
+    } = Env::start(true, &[500, 500]);
+    let (_, body) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"lobby.announce","branch":"br-a"}"#,
+    );
+    let id = body["incidents"][0].as_i64().unwrap();
+    let inc = wait_for(WAIT, "the first failed attempt", || {
+        let inc = d.incident(id);
+        (!history(&inc, "notification.retry").is_empty()).then_some(inc)
+    });
+    assert_eq!(
+        step(&inc, "screen")["state"],
+        "notified",
+        "not done while the receiver answers 500: {inc}"
+    );
+    let inc = wait_for(WAIT, "the step done", || {
+        let inc = d.incident(id);
+        (step(&inc, "screen")["state"] == "done").then_some(inc)
+    });
+    assert_eq!(step(&inc, "screen")["by"], "branchguard");
+    assert_eq!(hooks.requests().len(), 3);
+    let done = history(&inc, "step.done");
+    assert!(
+        done[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("announcement delivered to channel:ops-centre"),
+        "{done:?}"
+    );
+}
+
+#[test]
+fn resolving_withdraws_an_undelivered_announcement_but_not_messages_to_people() {
+    let Env {
+        smtp, hooks, f, d, ..
+    } = Env::start(true, &[500; 100]);
+    let smtp = smtp.expect("SMTP is up");
+    f.write(
+        "playbooks/screen.yaml",
+        "id: screen\nname: Screen\ntrigger: { kind: screen.test }\nresolve: manual\nsteps:\n  - id: show\n    action: { webhook: ops-centre, body: \"Maintenance in progress\" }\n    deadline: 1h\n  - id: tell\n    assignee: role:it-duty\n    deadline: 1h\n",
+    );
+    assert_eq!(d.post("/api/v1/reload", "").0, 200);
+    let (_, body) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"screen.test","branch":"br-a"}"#,
+    );
+    let id = body["incidents"][0].as_i64().unwrap();
+    wait_for(WAIT, "a failed announcement attempt", || {
+        let inc = d.incident(id);
+        (!history(&inc, "notification.retry").is_empty()).then_some(())
+    });
+    let (code, _) = d.post(
+        &format!("/api/v1/incidents/{id}/resolve"),
+        r#"{"by":"head.a"}"#,
+    );
+    assert_eq!(code, 200);
+    let inc = d.incident(id);
+    let withdrawn = history(&inc, "notification.withdrawn");
+    assert_eq!(withdrawn.len(), 1, "{inc}");
+    let announcement = outbox(&inc)
+        .into_iter()
+        .find(|r| r["channel"] == "webhook" && r["step"] == "show")
+        .unwrap();
+    assert!(announcement["failed_at"].is_string(), "{announcement}");
+    assert!(
+        announcement["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("withdrawn"),
+        "{announcement}"
+    );
+    // Settled: the worker never picks it up again. The email to a person is
+    // not withdrawn.
+    let attempts = announcement["attempts"].as_i64().unwrap();
+    wait_for(WAIT, "the assignee's email", || {
+        smtp.to("it.a@bank.example").into_iter().next()
+    });
+    let inc = d.incident(id);
+    let again = outbox(&inc)
+        .into_iter()
+        .find(|r| r["channel"] == "webhook" && r["step"] == "show")
+        .unwrap();
+    assert!(again["attempts"].as_i64().unwrap() <= attempts + 1);
+    assert!(hooks.requests().len() as i64 <= attempts + 1);
+    assert!(
+        email_rows(&inc)
+            .iter()
+            .all(|r| r["delivered_at"].is_string()),
+        "{inc}"
+    );
+}

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::config::Action;
 use crate::target::Target;
 
 impl Engine {
@@ -149,15 +150,35 @@ impl Engine {
             (now - inc.opened_at).num_milliseconds() as f64 / 1000.0,
         ));
         let mut skipped = Vec::new();
+        let mut withdrawn = Vec::new();
         for (run, spec) in inc.steps.iter_mut().zip(&pb.steps) {
             if spec.after_resolved {
                 continue;
+            }
+            if run.state.is_open()
+                && let Action::Webhook { channel, .. } = &spec.action
+            {
+                // Its announcement is still undelivered: stop retrying it.
+                withdrawn.push((run.id.clone(), channel.clone()));
             }
             if run.state == StepState::Pending || run.state.is_open() {
                 run.state = StepState::Skipped;
                 run.running = false;
                 skipped.push(run.id.clone());
             }
+        }
+        for (step, channel) in withdrawn {
+            Self::history(
+                round,
+                iid,
+                now,
+                "notification.withdrawn",
+                by,
+                format!(
+                    "step {step}: retries of the announcement to channel:{channel} stop: the incident is resolved"
+                ),
+            );
+            round.withdraw.push((iid, step, now));
         }
         let tier = inc.tier;
         Self::history(

@@ -10,6 +10,10 @@ use super::*;
 pub struct Attempt {
     pub update: DeliveryUpdate,
     pub incident: i64,
+    /// The step the message belongs to, if any.
+    pub step: Option<String>,
+    /// Whether it is a `webhook` step's own announcement.
+    pub announcement: bool,
     pub channel: ChannelKind,
     pub target: String,
     pub recipient: String,
@@ -52,7 +56,80 @@ impl Engine {
             };
             round.stats.notifications.push((a.channel, outcome));
             Self::history(round, a.incident, now, what, "branchguard", detail);
+            if a.announcement
+                && let Some(step) = &a.step
+            {
+                self.announcement_settled(a.incident, step, &a, now, round);
+            }
             round.deliveries.push(a.update);
+        }
+    }
+
+    /// A `webhook` step is done when its announcement is delivered, and fails
+    /// when delivery is given up (the operations centre is told).
+    fn announcement_settled(
+        &mut self,
+        iid: i64,
+        step: &str,
+        a: &Attempt,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) {
+        let Some(inc) = self.live.get_mut(&iid) else {
+            return;
+        };
+        let Some((idx, run)) = inc.step_mut(step) else {
+            return;
+        };
+        if !run.state.is_open() {
+            return;
+        }
+        if a.update.delivered_at.is_some() {
+            run.state = StepState::Done;
+            run.done_at = Some(now);
+            run.by = Some("branchguard".into());
+            round.touched.insert(iid);
+            Self::history(
+                round,
+                iid,
+                now,
+                "step.done",
+                "branchguard",
+                format!("step {step}: announcement delivered to {}", a.target),
+            );
+        } else if a.update.failed_at.is_some() {
+            run.state = StepState::Failed;
+            run.done_at = Some(now);
+            round.touched.insert(iid);
+            let inc = inc.clone();
+            let why = format!(
+                "FAILED: the announcement to {} could not be delivered: {}",
+                a.target,
+                a.error.as_deref().unwrap_or("unknown error")
+            );
+            let spec = inc
+                .playbook
+                .as_ref()
+                .and_then(|p| p.steps.get(idx))
+                .cloned();
+            let ops: Vec<_> = self
+                .ops_target()
+                .into_iter()
+                .filter(|t| t.to_string() != a.target)
+                .collect();
+            let sent = if ops.is_empty() {
+                "nobody else to tell".to_string()
+            } else {
+                self.notify(&inc, spec.as_ref(), &ops, Msg::text(&why), round, now)
+            };
+            Self::history(
+                round,
+                iid,
+                now,
+                "step.failed",
+                "branchguard",
+                format!("step {step}: {why}; {sent}"),
+            );
         }
     }
 

@@ -211,6 +211,11 @@ pub struct Notification {
     /// `notify.links.margin` (a 3-working-day follow-up outlives a fixed TTL).
     #[serde(default)]
     pub link_until: Option<DateTime<Utc>>,
+    /// A `webhook` step's own message (a lobby screen's text): its retries stop
+    /// when the incident resolves, so a screen that comes back late does not
+    /// announce what is over. Messages to people are never withdrawn.
+    #[serde(default)]
+    pub announcement: bool,
     /// The JSON body for a webhook.
     pub payload: Option<String>,
 }

@@ -134,6 +134,7 @@ impl Engine {
                         created_at: now,
                         link: None,
                         link_until: None,
+                        announcement: false,
                         payload: Some(self.webhook_payload(inc, step, why, &subject, &body)),
                     });
                     sent.push(t.to_string());
@@ -159,6 +160,7 @@ impl Engine {
                                     link: step.and(msg.link),
                                     link_until,
                                     payload: None,
+                                    announcement: false,
                                 });
                                 sent.push(format!("{} <{email}>", p.name));
                             }

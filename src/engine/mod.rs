@@ -74,6 +74,8 @@ pub struct Round {
     pub commands: Vec<CommandRequest>,
     /// Outcomes of delivery attempts, written to the outbox rows.
     pub deliveries: Vec<DeliveryUpdate>,
+    /// Undelivered announcements of these (incident, step) to withdraw, and when.
+    pub withdraw: Vec<(i64, String, DateTime<Utc>)>,
     pub stats: RoundStats,
     touched: BTreeSet<i64>,
 }
@@ -111,6 +113,7 @@ impl Round {
             && self.history.is_empty()
             && self.outbox.is_empty()
             && self.deliveries.is_empty()
+            && self.withdraw.is_empty()
     }
 }
 

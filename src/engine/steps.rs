@@ -95,16 +95,20 @@ impl Engine {
                     created_at: now,
                     link: None,
                     link_until: None,
+                    announcement: true,
                 });
+                // Done when delivered, not when queued: see `delivered`.
                 Self::history(
                     round,
                     iid,
                     now,
-                    "step.done",
+                    "step.notified",
                     "branchguard",
-                    format!("step {}: webhook to channel:{channel} queued", spec.id),
+                    format!(
+                        "step {}: announcement to channel:{channel} queued; done once delivered",
+                        spec.id
+                    ),
                 );
-                self.set_done(iid, idx, now, "branchguard");
             }
             Action::Command { .. } => {
                 if let Some(req) = self.command_request(&inc, idx) {

@@ -86,8 +86,11 @@ fn core_down_opens_failover_and_notifies_the_assignees() {
     let sw = step(&e, 1, "switch-to-backup");
     assert_eq!(sw.state, StepState::Notified);
     assert_eq!(sw.deadline, Some(t0() + Duration::minutes(15)));
-    // notify and webhook steps are done once their messages are queued.
+    // A notify step is done once its messages are queued; a webhook step once
+    // its announcement is delivered.
     assert_eq!(step(&e, 1, "notify-technology").state, StepState::Done);
+    assert_eq!(step(&e, 1, "led-notice").state, StepState::Notified);
+    announcement_delivered(&mut e, 1, "led-notice", t0() + Duration::seconds(1));
     assert_eq!(step(&e, 1, "led-notice").state, StepState::Done);
     // The follow-up waits for resolution.
     assert_eq!(step(&e, 1, "backfill-ledger").state, StepState::Pending);
@@ -133,10 +136,39 @@ fn the_same_event_again_attaches_without_new_messages() {
     assert_eq!(out, vec![(3, vec![2])]);
 }
 
+/// The delivery worker reports the announcement of `step` delivered.
+fn announcement_delivered(e: &mut Engine, iid: i64, step: &str, now: DateTime<Utc>) {
+    let mut r = Round::default();
+    e.delivered(
+        vec![Attempt {
+            update: DeliveryUpdate {
+                id: 1,
+                attempts: 1,
+                delivered_at: Some(now),
+                next_attempt_at: None,
+                failed_at: None,
+                last_error: None,
+            },
+            incident: iid,
+            step: Some(step.into()),
+            announcement: true,
+            channel: ChannelKind::Webhook,
+            target: "channel:lobby-display".into(),
+            recipient: "lobby-display".into(),
+            error: None,
+        }],
+        now,
+        &mut r,
+    );
+    e.finish(&mut r);
+}
+
 #[test]
 fn escalation_then_overdue_fire_once_each_at_their_times() {
     let mut e = engine();
     ingest(&mut e, vec![core_down()], t0());
+    announcement_delivered(&mut e, 1, "led-notice", t0());
+    announcement_delivered(&mut e, 1, "queue-announcement", t0());
     assert_eq!(e.next_due(), Some(t0() + Duration::minutes(10)));
     assert!(
         tick(&mut e, t0() + Duration::seconds(599))

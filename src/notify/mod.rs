@@ -262,6 +262,8 @@ impl Job {
         Attempt {
             update,
             incident: row.incident,
+            step: row.step,
+            announcement: row.announcement,
             channel: row.channel,
             target: row.target,
             recipient: row.recipient,

@@ -124,6 +124,8 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
     #[serde(skip)]
     pub link_until: Option<DateTime<Utc>>,
+    /// A `webhook` step's own announcement (withdrawn when the incident resolves).
+    pub announcement: bool,
 }
 
 /// The one writer: only the engine loop holds it.

@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at TEXT,
     failed_at TEXT,
     last_error TEXT,
-    link_until TEXT
+    link_until TEXT,
+    announcement INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS NULL AND failed_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, id);
@@ -189,6 +190,16 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     )?;
     if !has_link_until {
         conn.execute_batch("ALTER TABLE outbox ADD COLUMN link_until TEXT;")?;
+    }
+    let has_announcement: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'announcement'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_announcement {
+        conn.execute_batch(
+            "ALTER TABLE outbox ADD COLUMN announcement INTEGER NOT NULL DEFAULT 0;",
+        )?;
     }
     Ok(())
 }
@@ -351,7 +362,7 @@ fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreErro
 }
 
 const OUTBOX_COLUMNS: &str = "id, incident, step, channel, target, recipient, person, subject, body, created_at, \
-     link, payload, attempts, next_attempt_at, delivered_at, failed_at, last_error, link_until";
+     link, payload, attempts, next_attempt_at, delivered_at, failed_at, last_error, link_until, announcement";
 
 /// One row of `SELECT {OUTBOX_COLUMNS}`: the API's view and the delivery worker's input alike.
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
@@ -396,6 +407,7 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
         failed_at: opt_time_col(r, 15)?,
         last_error: r.get(16)?,
         link_until: opt_time_col(r, 17)?,
+        announcement: r.get(18)?,
     })
 }
 
@@ -525,8 +537,8 @@ impl Writer for SqliteWriter {
                 append(&at, &entity, &h.what, &h.by, &h.detail)?;
             }
             let mut out = tx.prepare_cached(
-                "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for n in &round.outbox {
                 out.execute(params![
@@ -541,7 +553,8 @@ impl Writer for SqliteWriter {
                     ts(n.created_at),
                     n.link.map(|l| l.as_str()),
                     n.payload,
-                    n.link_until.map(ts)
+                    n.link_until.map(ts),
+                    n.announcement
                 ])?;
             }
             // Only a row not yet settled is updated: an outcome is never recorded twice.
@@ -558,6 +571,15 @@ impl Writer for SqliteWriter {
                     d.failed_at.map(ts),
                     d.last_error
                 ])?;
+            }
+            // Withdrawn announcements: settled as failed, so never selected again
+            // (an attempt in flight then finds its row settled and changes nothing).
+            let mut withdraw = tx.prepare_cached(
+                "UPDATE outbox SET failed_at = ?3, last_error = 'withdrawn: the incident was resolved'
+                 WHERE incident = ?1 AND step = ?2 AND announcement = 1 AND delivered_at IS NULL AND failed_at IS NULL",
+            )?;
+            for (incident, step, at) in &round.withdraw {
+                withdraw.execute(params![incident, step, ts(*at)])?;
             }
         }
         tx.commit()?;
