@@ -406,3 +406,31 @@ fn an_ops_channel_that_is_not_a_configured_webhook_is_an_error_at_its_value() {
         ],
     );
 }
+
+#[test]
+fn a_broken_config_file_does_not_hide_the_errors_of_playbooks_and_drills() {
+    let f = Fixture::base();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write("branchguard.yaml", &format!("{cfg}listn: 1\n"));
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down\nsteps: []\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 1);
+    let lines = out.error_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("branchguard.yaml:13:1: listn: unknown field `listn`")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("playbooks/failover.yaml:")),
+        "the playbook's own error is reported too:\n{}",
+        out.stderr
+    );
+}

@@ -815,3 +815,28 @@ fn a_timed_out_command_leaves_no_process_of_its_group_behind() {
         (processes(&["sleep", &a]).is_empty() && processes(&["sleep", &b]).is_empty()).then_some(())
     });
 }
+
+#[test]
+fn listening_is_said_only_once_the_store_is_open_and_a_new_database_is_announced() {
+    // A data directory that cannot be created: no `listening`, an error, exit 1.
+    let f = Fixture::engine();
+    f.write("data", "not a directory");
+    let out = f.run(&["run"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(!out.stdout.contains("listening"), "{out:?}");
+    assert!(out.stderr.contains("data"), "{out:?}");
+
+    // A first start creates the database and says so loudly; a restart does not.
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    wait_for(Duration::from_secs(10), "the warning", || {
+        d.log()
+            .contains("created a new, empty database")
+            .then_some(())
+    });
+    assert!(d.log().contains("created a new link secret"), "{}", d.log());
+    d.stop();
+    let d = Daemon::start(&f);
+    assert_eq!(d.get("/healthz")["status"], "ok");
+    assert!(!d.log().contains("created a new"), "{}", d.log());
+}

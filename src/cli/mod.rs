@@ -400,11 +400,6 @@ fn run_daemon(loaded: Loaded, config_path: PathBuf) -> anyhow::Result<ExitCode> 
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        // Tests and scripts read the real address (the config may say port 0). The
-        // daemon runs on even when nobody reads its stdout.
-        let mut stdout = std::io::stdout();
-        let _ = writeln!(stdout, "listening on {}", listener.local_addr()?)
-            .and_then(|()| stdout.flush());
         let token = tokio_util::sync::CancellationToken::new();
         let t = token.clone();
         tokio::spawn(async move {
@@ -412,7 +407,14 @@ fn run_daemon(loaded: Loaded, config_path: PathBuf) -> anyhow::Result<ExitCode> 
             tracing::info!("stopping");
             t.cancel();
         });
-        crate::daemon::run(listener, loaded, config_path, token).await?;
+        // Tests and scripts read the real address (the config may say port 0),
+        // printed only once the store is open. The daemon runs on even when
+        // nobody reads its stdout.
+        crate::daemon::serve(listener, loaded, config_path, token, |addr| {
+            let mut stdout = std::io::stdout();
+            let _ = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush());
+        })
+        .await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

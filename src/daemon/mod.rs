@@ -43,6 +43,19 @@ pub async fn run(
     config_path: PathBuf,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    serve(listener, loaded, config_path, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `ready` with the address once the store is open and every
+/// part has started, just before requests are served: "listening" must never
+/// be said by a daemon that then fails to open its database.
+pub async fn serve(
+    listener: TcpListener,
+    loaded: Loaded,
+    config_path: PathBuf,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(std::net::SocketAddr) + Send,
+) -> Result<(), DaemonError> {
     let data_dir = loaded.config.data_dir.clone();
     let opened = crate::store::open(&loaded.config)?;
     if opened.created {
@@ -144,7 +157,9 @@ pub async fn run(
         channels,
         started_at: clock::now(),
     });
-    tracing::info!("listening on {}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on {addr}");
+    ready(addr);
     let token = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { token.cancelled().await })

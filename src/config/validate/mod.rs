@@ -41,6 +41,9 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
         Ok(r) => r,
         Err(d) => {
             diags.push(d);
+            // The playbooks and drills are still read, so their own mistakes are
+            // reported in the same run; checks against the configuration wait.
+            parse_others(config_path, &text, &mut diags);
             return Err(diags);
         }
     };
@@ -142,7 +145,39 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
     }
 }
 
-pub(super) fn display(p: &Path) -> String {
+/// Where the directories are, read leniently from a config file that did not
+/// parse as a whole (the defaults when even that fails).
+#[derive(Debug, Default, serde::Deserialize)]
+struct LooseDirs {
+    playbooks_dir: Option<String>,
+    drills_dir: Option<String>,
+}
+
+/// With a broken config file: parses the playbook and drill files for what can
+/// be checked on their own (YAML, fields, types).
+fn parse_others(config_path: &Path, text: &str, diags: &mut Diagnostics) {
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    let dirs: LooseDirs = serde_saphyr::from_str(text).unwrap_or_default();
+    let rel = |p: Option<String>, default: &str| {
+        let p = PathBuf::from(p.unwrap_or_else(|| default.to_string()));
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let playbooks = rel(dirs.playbooks_dir, "playbooks");
+    let drills = rel(dirs.drills_dir, "drills");
+    let mut ignore = Diagnostics::default();
+    for (path, text) in read_dir_yaml(&playbooks, "", "", None, &mut ignore) {
+        if let Err(d) = parse_yaml::<PlaybookFile>(&display(&path), &text) {
+            diags.push(d);
+        }
+    }
+    for (path, text) in read_dir_yaml(&drills, "", "", None, &mut ignore) {
+        if let Err(d) = parse_yaml::<DrillFile>(&display(&path), &text) {
+            diags.push(d);
+        }
+    }
+}
+
+fn display(p: &Path) -> String {
     let s = p.display().to_string();
     s.strip_prefix("./").map(str::to_string).unwrap_or(s)
 }
