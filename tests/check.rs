@@ -434,3 +434,38 @@ fn a_broken_config_file_does_not_hide_the_errors_of_playbooks_and_drills() {
         out.stderr
     );
 }
+
+#[test]
+fn check_refuses_a_listen_address_that_run_would_refuse() {
+    let f = Fixture::base();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace("listen: 127.0.0.1:0", "listen: 0.0.0.0:9700"),
+    );
+    let expected = "branchguard.yaml:1:9: listen: 0.0.0.0:9700 is not a loopback address";
+    assert_errors(&f, &[expected]);
+    let run = f.run(&["run"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains(expected), "{}", run.stderr);
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_config_files_own_directory() {
+    let f = Fixture::base();
+    std::fs::create_dir_all(f.path("elsewhere")).unwrap();
+    let out = Fixture {
+        dir: tempfile::tempdir().unwrap(),
+    }
+    .run(&[
+        "check",
+        "--config",
+        f.path("branchguard.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout.trim(),
+        "ok: 2 branches, 3 people, 1 playbooks, 1 drills",
+        "the playbooks and drills next to the file were found"
+    );
+}

@@ -840,3 +840,76 @@ fn listening_is_said_only_once_the_store_is_open_and_a_new_database_is_announced
     assert_eq!(d.get("/healthz")["status"], "ok");
     assert!(!d.log().contains("created a new"), "{}", d.log());
 }
+
+#[test]
+fn the_cli_shows_names_zoned_times_and_no_raw_control_characters() {
+    let f = Fixture::engine();
+    f.write(
+        "playbooks/evacuate.yaml",
+        "id: evacuate\nname: Evacuate\ntrigger: { kind: disaster.alarm }\nresolve: manual\nsteps:\n  - id: roll-call\n    action: { roll_call: role:staff }\n    deadline: 1h\n",
+    );
+    let d = Daemon::start(&f);
+    // Event text with an escape sequence (it would recolour or retitle a terminal) and a NUL.
+    let (code, _) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"disaster.alarm","branch":"br-a","summary":"fire \u001b]0;pwned\u0007 on floor 2\u0000"}"#,
+    );
+    assert_eq!(code, 202);
+    d.post(
+        "/api/v1/incidents/1/steps/roll-call/safe",
+        r#"{"by":"it.a"}"#,
+    );
+    let out = f.run(&["incident", "show", "1", "--url", &d.url]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        !out.stdout.contains('\u{1b}')
+            && !out.stdout.contains('\0')
+            && !out.stdout.contains('\u{7}'),
+        "raw control characters reached the terminal: {:?}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(r"fire \u{1b}]0;pwned\u{7} on floor 2\u{0}"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("missing: Guard A (guard.a), Head A (head.a)"),
+        "{}",
+        out.stdout
+    );
+    // Times carry their zone (the bank's, Asia/Shanghai).
+    assert!(out.stdout.contains(" +08:00"), "{}", out.stdout);
+    let help = f.run(&["event", "--help"]);
+    assert!(
+        help.stdout
+            .contains("[possible values: critical, major, minor, info]"),
+        "{}",
+        help.stdout
+    );
+    let help = f.run(&["incidents", "--help"]);
+    assert!(
+        help.stdout.contains("Only open incidents"),
+        "{}",
+        help.stdout
+    );
+    // A note given with resolve is kept, not dropped.
+    let out = f.run(&[
+        "resolve",
+        "1",
+        "--by",
+        "head.a",
+        "--note",
+        "everyone out",
+        "--url",
+        &d.url,
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let resolved = history(&d.incident(1), "incident.resolved")[0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(resolved.ends_with(": everyone out"), "{resolved}");
+}

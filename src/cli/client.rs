@@ -13,8 +13,8 @@ pub struct Client {
     base: String,
     http: reqwest::blocking::Client,
     token: Option<String>,
-    /// Times are shown in the bank's time zone when the config can be read.
-    pub tz: Tz,
+    /// Times are shown in each branch's time zone when the config can be read.
+    pub zones: Zones,
 }
 
 impl Client {
@@ -31,7 +31,15 @@ impl Client {
                 .timeout(std::time::Duration::from_secs(60))
                 .build()?,
             token: std::env::var("BRANCHGUARD_TOKEN").ok(),
-            tz: loaded.map_or(Tz::UTC, |l| l.config.calendar.timezone),
+            zones: loaded.map_or_else(Zones::default, |l| Zones {
+                default: l.config.calendar.timezone,
+                branches: l
+                    .config
+                    .branches
+                    .keys()
+                    .map(|b| (b.clone(), l.config.tz_of(b)))
+                    .collect(),
+            }),
         })
     }
 
@@ -81,26 +89,61 @@ pub fn ids(v: &Value) -> String {
     }
 }
 
+/// The time zone of each branch (the bank's when a branch has none of its own).
+#[derive(Debug, Clone, Default)]
+pub struct Zones {
+    pub default: Tz,
+    pub branches: std::collections::HashMap<String, Tz>,
+}
+
+impl Zones {
+    fn of(&self, branch: &Value) -> Tz {
+        branch
+            .as_str()
+            .and_then(|b| self.branches.get(b).copied())
+            .unwrap_or(self.default)
+    }
+}
+
+/// A time in a zone, with its offset so nobody has to guess which zone it is.
 fn time(v: &Value, tz: Tz) -> String {
     v.as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|t| {
+            t.with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S %:z")
+                .to_string()
+        })
         .unwrap_or_else(|| "-".to_string())
+}
+
+/// Text from the daemon made safe for a terminal: control characters (an ESC
+/// that would start a terminal sequence, a NUL) are shown escaped, not sent.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(x) => x.clone(),
-        other => other.to_string(),
+        Value::String(x) => clean(x),
+        other => clean(&other.to_string()),
     }
 }
 
-pub fn incidents_table(v: &Value, tz: Tz) -> String {
+pub fn incidents_table(v: &Value, zones: &Zones) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<6} {:<9} {:<22} {:<8} {:<4} {:<20} {:<6} STEPS",
+        "{:<6} {:<9} {:<22} {:<8} {:<4} {:<26} {:<6} STEPS",
         "ID", "STATUS", "PLAYBOOK", "BRANCH", "TIER", "OPENED", "EVENTS"
     );
     for i in v["items"].as_array().into_iter().flatten() {
@@ -120,13 +163,13 @@ pub fn incidents_table(v: &Value, tz: Tz) -> String {
         let drill = if i["drill"] == true { " [DRILL]" } else { "" };
         let _ = writeln!(
             out,
-            "{:<6} {:<9} {:<22} {:<8} {:<4} {:<20} {:<6} {summary}{drill}",
+            "{:<6} {:<9} {:<22} {:<8} {:<4} {:<26} {:<6} {summary}{drill}",
             s(&i["id"]),
             s(&i["status"]),
             s(&i["playbook"]),
             s(&i["branch"]),
             s(&i["tier"]),
-            time(&i["opened_at"], tz),
+            time(&i["opened_at"], zones.of(&i["branch"])),
             s(&i["event_count"])
         );
     }
@@ -136,7 +179,8 @@ pub fn incidents_table(v: &Value, tz: Tz) -> String {
     out
 }
 
-pub fn incident_text(i: &Value, tz: Tz) -> String {
+pub fn incident_text(i: &Value, zones: &Zones) -> String {
+    let tz = zones.of(&i["branch"]);
     let mut out = String::new();
     let drill = if i["drill"] == true { " [DRILL]" } else { "" };
     let _ = writeln!(
@@ -157,11 +201,11 @@ pub fn incident_text(i: &Value, tz: Tz) -> String {
         s(&i["event_count"])
     );
     if let Some(sum) = i["summary"].as_str() {
-        let _ = writeln!(out, "{sum}");
+        let _ = writeln!(out, "{}", clean(sum));
     }
     let _ = writeln!(
         out,
-        "\n{:<24} {:<13} {:<28} {:<20} {:<10} BY",
+        "\n{:<24} {:<13} {:<28} {:<26} {:<10} BY",
         "STEP", "STATE", "ASSIGNEE", "DEADLINE", "RESPONSE"
     );
     for st in i["steps"].as_array().into_iter().flatten() {
@@ -170,7 +214,7 @@ pub fn incident_text(i: &Value, tz: Tz) -> String {
             .map_or("-".to_string(), |r| format!("{r:.0}s"));
         let _ = writeln!(
             out,
-            "{:<24} {:<13} {:<28} {:<20} {:<10} {}",
+            "{:<24} {:<13} {:<28} {:<26} {:<10} {}",
             s(&st["id"]),
             s(&st["state"]),
             s(&st["assignee"]),
@@ -186,7 +230,14 @@ pub fn incident_text(i: &Value, tz: Tz) -> String {
                 out,
                 "{:<24} missing: {}",
                 "",
-                missing.iter().map(s).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .map(|p| match p["name"].as_str() {
+                        Some(name) => format!("{} ({})", clean(name), s(&p["id"])),
+                        None => s(&p["id"]),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

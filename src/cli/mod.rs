@@ -51,41 +51,53 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Run {
+        /// The configuration file; relative paths in it are relative to its own directory.
         #[arg(long, default_value = "branchguard.yaml")]
         config: PathBuf,
     },
     /// Post an event to a running daemon.
     Event {
+        /// What happened, e.g. system.down (matched against playbook triggers).
         #[arg(long)]
         kind: Option<String>,
+        /// The branch id, as in the configuration (e.g. sh-001).
         #[arg(long)]
         branch: Option<String>,
-        #[arg(long)]
+        /// critical, major, minor or info (default: major).
+        #[arg(long, value_parser = ["critical", "major", "minor", "info"])]
         severity: Option<String>,
-        /// firing (default) or resolved
-        #[arg(long)]
+        /// firing (default: it is happening) or resolved (it is over).
+        #[arg(long, value_parser = ["firing", "resolved"])]
         status: Option<String>,
-        /// A label, as KEY=VALUE; may be repeated.
+        /// A label, as KEY=VALUE; may be repeated (e.g. --label system=core-banking).
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// One line for people.
         #[arg(long)]
         summary: Option<String>,
-        /// Post the events of this JSON file instead.
+        /// Post the events of this JSON or YAML file instead (one event or a list).
         #[arg(long, conflicts_with_all = ["kind", "branch"])]
         file: Option<PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List incidents.
+    /// List incidents, newest first.
     Incidents {
+        /// Only open incidents (not resolved ones).
         #[arg(long)]
         open: bool,
+        /// Only incidents of this branch.
         #[arg(long)]
         branch: Option<String>,
+        /// Only incidents of this playbook (its id).
         #[arg(long)]
         playbook: Option<String>,
+        /// How many to show (1 to 1000).
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Continue after a previous page: the number it printed as `--cursor N`.
+        #[arg(long)]
+        cursor: Option<i64>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -100,7 +112,7 @@ pub enum Command {
     Done(StepArgs),
     /// Confirm a person safe in a roll call (`--by PERSON`).
     Safe(StepArgs),
-    /// Resolve an incident.
+    /// Resolve an incident (its follow-up steps start).
     Resolve(IncidentArgs),
     /// Escalate an incident to the operations centre and the branch head.
     Escalate(IncidentArgs),
@@ -111,6 +123,7 @@ pub enum Command {
     },
     /// Validate the config, playbooks and drills.
     Check {
+        /// The configuration file to check (with its playbooks and drills).
         #[arg(long, default_value = "branchguard.yaml")]
         config: PathBuf,
     },
@@ -118,6 +131,7 @@ pub enum Command {
     Match {
         /// An event file (JSON or YAML): one event or a list.
         event_file: PathBuf,
+        /// The configuration file to match against.
         #[arg(long, default_value = "branchguard.yaml")]
         config: PathBuf,
         /// Pretend the event arrives at this time (RFC 3339) instead of now.
@@ -128,7 +142,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum IncidentCommand {
+    /// Steps, deadlines, roll call and history of one incident.
     Show {
+        /// The incident's number.
         id: i64,
         #[command(flatten)]
         client: ClientArgs,
@@ -139,6 +155,7 @@ pub enum IncidentCommand {
 pub enum AuditCommand {
     /// Check the audit log's hash chain; exit 1 naming the first broken row.
     Verify {
+        /// The configuration file (its data_dir holds the database).
         #[arg(long, default_value = "branchguard.yaml")]
         config: PathBuf,
     },
@@ -149,17 +166,21 @@ pub struct ClientArgs {
     /// The daemon's base URL (default: from the config's `listen`).
     #[arg(long, env = "BRANCHGUARD_URL")]
     pub url: Option<String>,
+    /// The configuration file: where the daemon listens, and time zones for display.
     #[arg(long, default_value = "branchguard.yaml")]
     pub config: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct StepArgs {
+    /// The incident's number.
     pub id: i64,
+    /// The step's id, as in the playbook (e.g. switch-to-backup).
     pub step: String,
-    /// Who is answering (a person id).
+    /// Who is answering (a person id from the configuration).
     #[arg(long)]
     pub by: Option<String>,
+    /// A note for the history.
     #[arg(long)]
     pub note: Option<String>,
     #[command(flatten)]
@@ -168,9 +189,12 @@ pub struct StepArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct IncidentArgs {
+    /// The incident's number.
     pub id: i64,
+    /// Who is doing it (a person id; default: api).
     #[arg(long)]
     pub by: Option<String>,
+    /// A note for the history.
     #[arg(long)]
     pub note: Option<String>,
     #[command(flatten)]
@@ -274,6 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             branch,
             playbook,
             limit,
+            cursor,
             client,
         } => {
             let c = client::Client::new(&client)?;
@@ -287,8 +312,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(p) = playbook {
                 q.push(("playbook".into(), p));
             }
+            if let Some(c) = cursor {
+                q.push(("cursor".into(), c.to_string()));
+            }
             let v = c.get("/api/v1/incidents", &q)?;
-            out!("{}", client::incidents_table(&v, c.tz));
+            out!("{}", client::incidents_table(&v, &c.zones));
             Ok(ExitCode::SUCCESS)
         }
         Command::Incident {
@@ -296,7 +324,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let c = client::Client::new(&client)?;
             let v = c.get(&format!("/api/v1/incidents/{id}"), &[])?;
-            out!("{}", client::incident_text(&v, c.tz));
+            out!("{}", client::incident_text(&v, &c.zones));
             Ok(ExitCode::SUCCESS)
         }
         Command::Ack(a) => step_command(a, "ack"),
@@ -343,7 +371,7 @@ fn step_command(a: StepArgs, verb: &str) -> anyhow::Result<ExitCode> {
         &format!("/api/v1/incidents/{}/steps/{}/{verb}", a.id, a.step),
         body(a.by, a.note),
     )?;
-    out!("{}", client::incident_text(&v, c.tz));
+    out!("{}", client::incident_text(&v, &c.zones));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -353,7 +381,7 @@ fn incident_command(a: IncidentArgs, action: &str) -> anyhow::Result<ExitCode> {
         &format!("/api/v1/incidents/{}/{action}", a.id),
         body(a.by, a.note),
     )?;
-    out!("{}", client::incident_text(&v, c.tz));
+    out!("{}", client::incident_text(&v, &c.zones));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -380,12 +408,8 @@ fn run_daemon(loaded: Loaded, config_path: PathBuf) -> anyhow::Result<ExitCode> 
         )
         .with_writer(std::io::stderr)
         .init();
+    // A non-loopback `listen` was refused when the configuration was loaded.
     let addr = loaded.config.listen;
-    if !addr.ip().is_loopback() {
-        anyhow::bail!(
-            "listen {addr}: API authentication is not enforced yet, so branchguard listens on loopback addresses only"
-        );
-    }
     if loaded.config.tokens.is_empty() {
         tracing::warn!("no API tokens configured: loopback only, every request is allowed");
     } else {
@@ -553,6 +577,30 @@ fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) ->
                     step.action.name(),
                     who
                 );
+                // When it would escalate, if nobody finishes it: counted from its start.
+                let start = match plan {
+                    Plan::Active(_) => Some(now),
+                    _ => None,
+                };
+                for e in &step.escalate {
+                    let to =
+                        e.to.iter()
+                            .map(|t| t.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                    let at = match start {
+                        Some(s) => {
+                            let at = e.after.after(s, &cfg.calendar);
+                            format!(
+                                "at {} (in {})",
+                                at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z"),
+                                short((at - now).num_seconds())
+                            )
+                        }
+                        None => format!("{} after it starts", e.after),
+                    };
+                    outln!("      escalates {at} to {to}");
+                }
             }
         }
     }

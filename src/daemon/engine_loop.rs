@@ -331,9 +331,12 @@ impl EngineLoop {
             Input::Resolve {
                 incident,
                 by,
+                note,
                 reply,
             } => {
-                let r = self.engine.resolve(incident, &by, now, round);
+                let r = self
+                    .engine
+                    .resolve(incident, &by, note.as_deref(), now, round);
                 replies.push(answer(reply, r));
             }
             Input::Escalate {

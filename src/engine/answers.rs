@@ -126,6 +126,7 @@ impl Engine {
         &mut self,
         iid: i64,
         by: &str,
+        note: Option<&str>,
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Result<(), ActionError> {
@@ -187,11 +188,15 @@ impl Engine {
             now,
             "incident.resolved",
             by,
-            if skipped.is_empty() {
-                "resolved".into()
-            } else {
-                format!("resolved; closed unfinished steps: {}", skipped.join(", "))
-            },
+            format!(
+                "{}{}",
+                if skipped.is_empty() {
+                    "resolved".to_string()
+                } else {
+                    format!("resolved; closed unfinished steps: {}", skipped.join(", "))
+                },
+                note.map(|n| format!(": {n}")).unwrap_or_default()
+            ),
         );
         round.touched.insert(iid);
         let follow: Vec<usize> = pb

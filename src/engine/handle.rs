@@ -44,6 +44,7 @@ pub enum Input {
     Resolve {
         incident: i64,
         by: String,
+        note: Option<String>,
         reply: Reply<()>,
     },
     Escalate {
@@ -168,10 +169,16 @@ impl EngineHandle {
         .await
     }
 
-    pub async fn resolve(&self, incident: i64, by: String) -> Result<(), HandleError> {
+    pub async fn resolve(
+        &self,
+        incident: i64,
+        by: String,
+        note: Option<String>,
+    ) -> Result<(), HandleError> {
         self.ask(|reply| Input::Resolve {
             incident,
             by,
+            note,
             reply,
         })
         .await

@@ -91,7 +91,7 @@ impl Engine {
                     .is_some_and(|p| p.resolve == ResolveMode::Auto);
                 self.attach(iid, event_id, ev, now, round);
                 if auto {
-                    let _ = self.resolve(iid, "event", now, round);
+                    let _ = self.resolve(iid, "event", None, now, round);
                 }
                 Some(iid)
             }

@@ -374,7 +374,7 @@ fn tier_rises_and_activates_newly_eligible_steps_only() {
     assert_eq!(e.live_incident(1).unwrap().tier, 2);
     // Manual resolve; the return visit is due 3 working days later (Tuesday → Friday).
     let mut r = Round::default();
-    e.resolve(1, "ops", t0() + Duration::hours(1), &mut r)
+    e.resolve(1, "ops", None, t0() + Duration::hours(1), &mut r)
         .unwrap();
     assert_eq!(
         step(&e, 1, "return-visit").deadline,

@@ -175,7 +175,7 @@ pub async fn incident_action(
     let b = action_body(&body)?;
     let by = b.by.unwrap_or_else(|| "api".into());
     match action.as_str() {
-        "resolve" => s.engine.resolve(id, by).await?,
+        "resolve" => s.engine.resolve(id, by, b.note).await?,
         "escalate" => s.engine.escalate(id, by, b.note).await?,
         other => {
             return Err(ApiError::not_found(format!(

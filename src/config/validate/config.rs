@@ -77,6 +77,19 @@ fn addresses(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> (SocketAd
         }),
         None => SocketAddr::from(([127, 0, 0, 1], 9700)),
     };
+    // `check` refuses what `run` would: until API tokens are enforced, every
+    // request is allowed, so only this machine may reach the daemon.
+    if let Some(v) = &raw.listen
+        && !listen.ip().is_loopback()
+    {
+        diags.at_value(
+            file,
+            v,
+            format!(
+                "listen: {listen} is not a loopback address: API tokens are not enforced yet, so branchguard listens on loopback addresses only (127.0.0.1 or [::1])"
+            ),
+        );
+    }
     let public_url = match &raw.public_url {
         Some(v) if !(v.value.starts_with("http://") || v.value.starts_with("https://")) => {
             diags.at_value(
