@@ -16,8 +16,9 @@ pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
          <meta name=\"robots\" content=\"noindex\"><title>{t} — branchguard</title>\
-         <style>body{{font-family:sans-serif;max-width:36em;margin:2em auto;padding:0 1em;line-height:1.5}}\
-         button{{font-size:1.2em;padding:.6em 1.4em}}dt{{font-weight:bold}}</style></head>\
+         <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.5}}\
+         button{{font-size:1.2em;padding:.6em 1.4em}}dt{{font-weight:bold}}\
+         table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}}</style></head>\
          <body><h1>{t}</h1>{body}</body></html>",
         t = escape(title)
     )

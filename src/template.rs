@@ -25,6 +25,7 @@ pub const VARIABLES: &[&str] = &[
     "deadline",
     "drill",
     "links.incident",
+    "links.api",
     "links.ack",
 ];
 

@@ -113,7 +113,7 @@ fn emails_arrive_with_deadline_and_a_link_that_get_shows_and_post_acknowledges()
     );
     assert!(
         text.contains("Branch:    Branch A (br-a)")
-            && text.contains("Owner:     role:it-duty (IT A)"),
+            && text.contains("Owner:     IT duty at Branch A: IT A"),
         "{text}"
     );
 
@@ -123,7 +123,10 @@ fn emails_arrive_with_deadline_and_a_link_that_get_shows_and_post_acknowledges()
         html.contains(&format!("{path}\" style=")) && html.contains(">Acknowledge this step</a>"),
         "the HTML part has the link as a button:\n{html}"
     );
-    assert!(html.contains("Owner:     role:it-duty (IT A)"), "{html}");
+    assert!(
+        html.contains("Owner:     IT duty at Branch A: IT A"),
+        "{html}"
+    );
     let url = format!("{}{path}", d.url);
     let page = d.http.get(&url).send().unwrap();
     assert_eq!(page.status().as_u16(), 200);
@@ -692,5 +695,141 @@ fn resolving_withdraws_an_undelivered_announcement_but_not_messages_to_people() 
             .iter()
             .all(|r| r["delivered_at"].is_string()),
         "{inc}"
+    );
+}
+
+/// The one-click link labelled `label` in a mail's text, as a path.
+fn link_labelled(mail: &common::sinks::Mail, label: &str) -> Option<String> {
+    let text = mail.text();
+    let mut lines = text.lines().map(str::trim_end);
+    lines.find(|l| *l == format!("{label}:"))?;
+    let url = lines.next()?;
+    Some(url[url.find("/ack/")?..].to_string())
+}
+
+#[test]
+fn messages_offer_done_and_escalate_links_name_owners_and_link_a_readable_page() {
+    let Env {
+        smtp,
+        hooks: _h,
+        f: _f,
+        d,
+        ..
+    } = Env::start(true, &[]);
+    let smtp = smtp.expect("SMTP is up");
+    d.post("/api/v1/events", CORE_DOWN);
+    let mail = wait_for(WAIT, "the switchover email", || {
+        smtp.to("it.a@bank.example").into_iter().next()
+    });
+    // A task's email: acknowledge and done.
+    assert!(
+        link_labelled(&mail, "Acknowledge this step").is_some(),
+        "{}",
+        mail.text()
+    );
+    let done = link_labelled(&mail, "Mark this step done").expect("a done link");
+    // The incident link opens a page for people, not JSON.
+    let text = mail.text();
+    let incident_url = text
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("Incident:  http"))
+        .map(|rest| format!("http{rest}"))
+        .expect("an incident link");
+    assert!(incident_url.ends_with("/incidents/1"), "{incident_url}");
+    let path = &incident_url[incident_url.find("/incidents/").unwrap()..];
+    let page = d.http.get(format!("{}{path}", d.url)).send().unwrap();
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = page.text().unwrap();
+    assert!(
+        page.contains("Incident #1: Failover") && page.contains("IT duty at Branch A: IT A"),
+        "{page}"
+    );
+    // The escalation at 2s reaches the branch head with what a head can do.
+    let esc = wait_for(WAIT, "the escalation email", || {
+        smtp.to("head.a@bank.example")
+            .into_iter()
+            .find(|m| m.subject().contains("ESCALATION"))
+    });
+    assert!(
+        link_labelled(&esc, "Acknowledge for the team").is_some(),
+        "{}",
+        esc.text()
+    );
+    assert!(link_labelled(&esc, "Acknowledge this step").is_none());
+    let escalate =
+        link_labelled(&esc, "Escalate to the operations centre").expect("an escalate link");
+    let show = d
+        .http
+        .get(format!("{}{escalate}", d.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    // Times on the link page carry the branch's zone.
+    assert!(show.contains("+08:00"), "{show}");
+    assert_eq!(
+        d.http
+            .post(format!("{}{escalate}", d.url))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let inc = d.incident(1);
+    let escalated = history(&inc, "incident.escalated");
+    assert_eq!(escalated.len(), 1, "{inc}");
+    assert_eq!(escalated[0]["by"], "head.a");
+    // The done link finishes the step.
+    assert_eq!(
+        d.http
+            .post(format!("{}{done}", d.url))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let sw = step(&d.incident(1), "switch").clone();
+    assert_eq!(
+        (sw["state"].as_str(), sw["by"].as_str()),
+        (Some("done"), Some("it.a"))
+    );
+}
+
+#[test]
+fn mail_files_are_named_by_time_incident_and_recipient() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN);
+    let names = wait_for(WAIT, "a mail file", || {
+        let names: Vec<String> = std::fs::read_dir(f.path("data/mail"))
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".eml"))
+            .collect();
+        (!names.is_empty()).then_some(names)
+    });
+    let name = names
+        .iter()
+        .find(|n| n.ends_with("-it.a@bank.example.eml"))
+        .unwrap_or_else(|| panic!("{names:?}"));
+    // 20261124-091500-incident-1-row-3-it.a@bank.example.eml
+    let parts: Vec<&str> = name.splitn(7, '-').collect();
+    assert_eq!(parts[0].len(), 8, "{name}");
+    assert_eq!(parts[1].len(), 6, "{name}");
+    assert_eq!(
+        (parts[2], parts[3], parts[4]),
+        ("incident", "1", "row"),
+        "{name}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with('.')),
+        "no half-written files: {names:?}"
     );
 }

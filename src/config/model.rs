@@ -174,6 +174,36 @@ pub struct EngineConfig {
 }
 
 impl Config {
+    /// A target in words for people: "IT duty at Shanghai Pudong: Sun Hao",
+    /// not `role:it-duty`.
+    pub fn describe(&self, t: &Target, branch: &str) -> String {
+        let branch_name = self
+            .branches
+            .get(branch)
+            .map_or(branch, |b| b.name.as_str());
+        let names = || {
+            let names: Vec<String> = self
+                .people_for(t, branch)
+                .iter()
+                .map(|p| p.name.clone())
+                .collect();
+            if names.is_empty() {
+                "nobody is assigned".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        match t {
+            Target::Person(_) => names(),
+            Target::Role(r) => format!("{} at {branch_name}: {}", role_words(r), names()),
+            Target::BranchHead => format!("Branch head of {branch_name}: {}", names()),
+            Target::NeighbourHeads => {
+                format!("Heads of the branches next to {branch_name}: {}", names())
+            }
+            Target::Channel(c) => format!("the {c} channel"),
+        }
+    }
+
     /// The time zone deadlines of a branch are shown in.
     pub fn tz_of(&self, branch: &str) -> chrono_tz::Tz {
         self.branches
@@ -425,4 +455,34 @@ pub struct DrillEvent {
     pub severity: Severity,
     pub labels: BTreeMap<String, String>,
     pub summary: Option<String>,
+}
+
+/// A role id as words: `it-duty` → "IT duty", `lobby-manager` → "Lobby manager".
+pub fn role_words(role: &str) -> String {
+    role.split(['-', '_'])
+        .enumerate()
+        .map(|(i, w)| {
+            if w.len() <= 2 {
+                w.to_uppercase()
+            } else if i == 0 {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default()
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod words {
+    #[test]
+    fn roles_read_as_words() {
+        assert_eq!(super::role_words("it-duty"), "IT duty");
+        assert_eq!(super::role_words("lobby-manager"), "Lobby manager");
+        assert_eq!(super::role_words("branch_president"), "Branch president");
+    }
 }

@@ -38,6 +38,18 @@ pub enum StepState {
 }
 
 impl StepState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Notified => "notified",
+            StepState::Acknowledged => "acknowledged",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+            StepState::Overdue => "overdue",
+            StepState::Skipped => "skipped",
+        }
+    }
+
     /// Still someone's job: timers run on it.
     pub fn is_open(&self) -> bool {
         matches!(
@@ -118,6 +130,12 @@ pub struct Attached {
     pub last_at: DateTime<Utc>,
 }
 
+impl StepRun {
+    pub fn state_name(&self) -> &'static str {
+        self.state.as_str()
+    }
+}
+
 impl Incident {
     /// Live incidents stay in the engine's memory: open, or with follow-ups still running.
     pub fn is_live(&self) -> bool {
@@ -166,28 +184,81 @@ impl ChannelKind {
 
 /// What a one-click link lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum LinkAction {
-    /// Acknowledge a step.
+    /// Acknowledge a step assigned to the holder.
     Ack,
+    /// Acknowledge a step on behalf of the team (an escalation's recipient).
+    AckForTeam,
+    /// Mark a step done.
+    Done,
     /// Confirm "I am safe" in a roll call.
     Safe,
+    /// Escalate the incident to the operations centre and the branch head.
+    Escalate,
 }
+
+/// The links of a message assigning a task.
+pub const TASK_LINKS: &[LinkAction] = &[LinkAction::Ack, LinkAction::Done];
+/// The link of a roll call.
+pub const ROLL_CALL_LINKS: &[LinkAction] = &[LinkAction::Safe];
+/// What the recipient of an escalation can do about someone else's step.
+pub const ESCALATION_LINKS: &[LinkAction] = &[LinkAction::AckForTeam, LinkAction::Escalate];
+/// An overdue task: its owner may finish it, anyone may take it or escalate.
+pub const OVERDUE_LINKS: &[LinkAction] = &[
+    LinkAction::AckForTeam,
+    LinkAction::Done,
+    LinkAction::Escalate,
+];
 
 impl LinkAction {
     pub fn as_str(&self) -> &'static str {
         match self {
             LinkAction::Ack => "ack",
+            LinkAction::AckForTeam => "ack-for-team",
+            LinkAction::Done => "done",
             LinkAction::Safe => "safe",
+            LinkAction::Escalate => "escalate",
         }
     }
 
     pub fn parse(s: &str) -> Option<LinkAction> {
         match s {
             "ack" => Some(LinkAction::Ack),
+            "ack-for-team" => Some(LinkAction::AckForTeam),
+            "done" => Some(LinkAction::Done),
             "safe" => Some(LinkAction::Safe),
+            "escalate" => Some(LinkAction::Escalate),
             _ => None,
         }
+    }
+
+    /// What the link's button says, in the email and on its page.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LinkAction::Ack => "Acknowledge this step",
+            LinkAction::AckForTeam => "Acknowledge for the team",
+            LinkAction::Done => "Mark this step done",
+            LinkAction::Safe => "Confirm that you are safe",
+            LinkAction::Escalate => "Escalate to the operations centre",
+        }
+    }
+
+    /// Several actions as stored (`ack,done`).
+    pub fn join(links: &[LinkAction]) -> String {
+        links
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Parses [`LinkAction::join`]'s form; `None` if any part is unknown.
+    pub fn split(s: &str) -> Option<Vec<LinkAction>> {
+        s.split(',')
+            .filter(|p| !p.is_empty())
+            .map(LinkAction::parse)
+            .collect()
     }
 }
 
@@ -205,8 +276,9 @@ pub struct Notification {
     pub subject: String,
     pub body: String,
     pub created_at: DateTime<Utc>,
-    /// The one-click link each person gets.
-    pub link: Option<LinkAction>,
+    /// The one-click links each person gets (none for channels).
+    #[serde(default)]
+    pub links: Vec<LinkAction>,
     /// The link stays valid at least until then: the step's deadline plus
     /// `notify.links.margin` (a 3-working-day follow-up outlives a fixed TTL).
     #[serde(default)]

@@ -16,7 +16,9 @@ impl Engine {
         let cfg = &self.loaded.config;
         let branch = cfg.branches.get(&inc.branch);
         let pb = inc.playbook.as_ref();
-        let link = format!("{}/api/v1/incidents/{}", cfg.public_url, inc.id);
+        // People get the readable page; machines the API address.
+        let link = format!("{}/incidents/{}", cfg.public_url, inc.id);
+        let api = format!("{}/api/v1/incidents/{}", cfg.public_url, inc.id);
         let mut v: BTreeMap<String, String> = [
             ("branch", inc.branch.clone()),
             (
@@ -47,6 +49,7 @@ impl Engine {
             ("summary", inc.summary.clone().unwrap_or_default()),
             ("drill", inc.drill.to_string()),
             ("links.incident", link.clone()),
+            ("links.api", api),
             ("links.ack", link),
         ]
         .into_iter()
@@ -132,7 +135,7 @@ impl Engine {
                         subject: subject.clone(),
                         body: body.clone(),
                         created_at: now,
-                        link: None,
+                        links: Vec::new(),
                         link_until: None,
                         announcement: false,
                         payload: Some(self.webhook_payload(inc, step, why, &subject, &body)),
@@ -157,7 +160,11 @@ impl Engine {
                                     subject: subject.clone(),
                                     body: body.clone(),
                                     created_at: now,
-                                    link: step.and(msg.link),
+                                    links: if step.is_some() {
+                                        msg.links.to_vec()
+                                    } else {
+                                        Vec::new()
+                                    },
                                     link_until,
                                     payload: None,
                                     announcement: false,
@@ -213,7 +220,7 @@ impl Engine {
             },
             "step": step_json,
             "event": { "kind": inc.kind, "severity": inc.severity, "summary": inc.summary, "labels": inc.labels },
-            "links": { "incident": vars.get("links.incident") },
+            "links": { "incident": vars.get("links.incident"), "api": vars.get("links.api") },
         })
         .to_string()
     }
@@ -258,19 +265,7 @@ impl Engine {
         if let Some(s) = step {
             b.push_str(&format!("Step:      {} ({})\n", s.title, s.id));
             if let Some(a) = &s.assignee {
-                let names: Vec<String> = cfg
-                    .people_for(a, &inc.branch)
-                    .iter()
-                    .map(|p| p.name.clone())
-                    .collect();
-                b.push_str(&format!(
-                    "Owner:     {a}{}\n",
-                    if names.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", names.join(", "))
-                    }
-                ));
+                b.push_str(&format!("Owner:     {}\n", cfg.describe(a, &inc.branch)));
             }
             if let Some(d) = vars.get("deadline") {
                 b.push_str(&format!("Deadline:  {d}\n"));

@@ -153,23 +153,20 @@ pub enum ActionError {
     Invalid(String),
 }
 
-/// What a message says, and which one-click link each person gets.
+/// What a message says, and which one-click links each person gets.
 #[derive(Debug, Clone, Copy)]
 pub struct Msg<'a> {
     pub text: &'a str,
-    pub link: Option<LinkAction>,
+    pub links: &'static [LinkAction],
 }
 
 impl<'a> Msg<'a> {
     pub fn text(text: &'a str) -> Msg<'a> {
-        Msg { text, link: None }
+        Msg { text, links: &[] }
     }
 
-    pub fn link(text: &'a str, link: LinkAction) -> Msg<'a> {
-        Msg {
-            text,
-            link: Some(link),
-        }
+    pub fn links(text: &'a str, links: &'static [LinkAction]) -> Msg<'a> {
+        Msg { text, links }
     }
 }
 

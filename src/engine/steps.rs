@@ -39,7 +39,7 @@ impl Engine {
                     &inc,
                     Some(spec),
                     &targets,
-                    Msg::link("assigned", LinkAction::Ack),
+                    Msg::links("assigned", TASK_LINKS),
                     round,
                     now,
                 );
@@ -93,7 +93,7 @@ impl Engine {
                     subject,
                     body: text,
                     created_at: now,
-                    link: None,
+                    links: Vec::new(),
                     link_until: None,
                     announcement: true,
                 });
@@ -138,7 +138,7 @@ impl Engine {
                     &inc,
                     Some(spec),
                     std::slice::from_ref(target),
-                    Msg::link("roll call: confirm you are safe", LinkAction::Safe),
+                    Msg::links("roll call: confirm you are safe", ROLL_CALL_LINKS),
                     round,
                     now,
                 );

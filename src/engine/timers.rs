@@ -120,7 +120,11 @@ impl Engine {
                     &e.to,
                     Msg {
                         text: &why,
-                        link: matches!(spec.action, Action::Task).then_some(LinkAction::Ack),
+                        links: if matches!(spec.action, Action::Task) {
+                            ESCALATION_LINKS
+                        } else {
+                            &[]
+                        },
                     },
                     round,
                     now,
@@ -165,7 +169,11 @@ impl Engine {
                     &to,
                     Msg {
                         text: "OVERDUE: the deadline has passed",
-                        link: matches!(spec.action, Action::Task).then_some(LinkAction::Ack),
+                        links: if matches!(spec.action, Action::Task) {
+                            OVERDUE_LINKS
+                        } else {
+                            &[]
+                        },
                     },
                     round,
                     now,

@@ -84,25 +84,38 @@ pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Respo
             "<p>The step of this link does not exist.</p>",
         );
     };
-    let person = s
-        .loaded()
+    let loaded = s.loaded();
+    let person = loaded
         .config
         .people
         .get(&claims.person)
         .map_or_else(|| claims.person.clone(), |p| p.name.clone());
     let already = match claims.action {
         LinkAction::Safe => step.confirmed.contains(&claims.person),
-        LinkAction::Ack => step.acknowledged_at.is_some() || !step.state.is_open(),
+        LinkAction::Ack | LinkAction::AckForTeam => {
+            step.acknowledged_at.is_some() || !step.state.is_open()
+        }
+        LinkAction::Done => !step.state.is_open(),
+        LinkAction::Escalate => inc.status != crate::engine::IncidentStatus::Open,
     };
-    let (title, button) = match claims.action {
-        LinkAction::Safe => ("I am safe", "Confirm: I am safe"),
-        LinkAction::Ack => ("Acknowledge", "Acknowledge this step"),
+    let title = match claims.action {
+        LinkAction::Safe => "I am safe",
+        LinkAction::Ack => "Acknowledge",
+        LinkAction::AckForTeam => "Acknowledge for the team",
+        LinkAction::Done => "Mark done",
+        LinkAction::Escalate => "Escalate",
+    };
+    let who = match claims.action {
+        LinkAction::AckForTeam => format!("{person}, for the team"),
+        _ => person,
     };
     let drill = if inc.drill {
         "<p><strong>[DRILL]</strong> This is a drill.</p>"
     } else {
         ""
     };
+    // The deadline as the email gave it: in the branch's time zone, with its offset.
+    let tz = loaded.config.tz_of(&inc.branch);
     let details = format!(
         "{drill}<dl><dt>Incident</dt><dd>#{} {} at {} (tier {})</dd><dt>Step</dt><dd>{}</dd><dt>Who</dt><dd>{}</dd><dt>Deadline</dt><dd>{}</dd></dl>",
         inc.id,
@@ -110,9 +123,13 @@ pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Respo
         escape(&inc.branch),
         inc.tier,
         escape(&step.title),
-        escape(&person),
+        escape(&who),
         step.deadline
-            .map(|d| escape(&d.to_rfc3339()))
+            .map(|d| escape(
+                &d.with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M:%S %:z")
+                    .to_string()
+            ))
             .unwrap_or_else(|| "-".into())
     );
     if already {
@@ -127,7 +144,7 @@ pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Respo
         title,
         &format!(
             "{details}<form method=\"post\"><button type=\"submit\">{}</button></form>",
-            escape(button)
+            escape(claims.action.label())
         ),
     )
 }
@@ -137,26 +154,26 @@ pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Re
         Ok(c) => c,
         Err(e) => return refused(&s, &token, &e),
     };
-    let verb = match claims.action {
-        LinkAction::Ack => Verb::Ack,
-        LinkAction::Safe => Verb::Safe,
-    };
     let Claims {
         incident,
         step,
         person,
         ..
     } = claims.clone();
-    let result = s
-        .engine
-        .step(
-            incident,
-            step,
-            verb,
-            Some(person),
-            Some("via email link".into()),
-        )
-        .await;
+    let note = Some("via email link".to_string());
+    let result = match claims.action {
+        LinkAction::Escalate => s.engine.escalate(incident, person, note).await,
+        action => {
+            let verb = match action {
+                LinkAction::Safe => Verb::Safe,
+                LinkAction::Done => Verb::Done,
+                _ => Verb::Ack,
+            };
+            s.engine
+                .step(incident, step, verb, Some(person), note)
+                .await
+        }
+    };
     match result {
         Ok(()) => page(
             StatusCode::OK,

@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod incidents;
 mod links;
+mod pages;
 mod status;
 mod views;
 
@@ -54,6 +55,7 @@ pub fn router(parts: Parts) -> Router {
     Router::new()
         .route("/healthz", get(status::healthz))
         .route("/ack/{token}", get(links::show).post(links::perform))
+        .route("/incidents/{id}", get(pages::incident))
         .route("/metrics", get(status::metrics))
         .route("/api/v1/status", get(status::status))
         .route("/api/v1/reload", post(status::reload))

@@ -1,16 +1,52 @@
 //! Email through lettre: SMTP (none, STARTTLS or TLS, optional login) when
 //! configured, otherwise `.eml` files under `data_dir/mail` — the default, so the
-//! bundled example works on a machine with no mail server.
+//! bundled example works on a machine with no mail server. Mail files are named
+//! so a person can tell them apart in a listing: when, which incident, which
+//! outbox row, to whom (`20261124-091500-incident-1-row-3-sun.hao@bank.example.eml`).
 
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
 use lettre::message::MultiPart;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{Config, SmtpSecurity};
 
 pub enum Mailer {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Files(AsyncFileTransport<Tokio1Executor>),
+    Files(PathBuf),
+}
+
+/// Who, what and when of one message.
+pub struct Envelope<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub subject: &'a str,
+    pub incident: i64,
+    /// The outbox row: unique, so two messages never share a file name.
+    pub row: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// The file name of a message written to the mail directory.
+pub fn file_name(e: &Envelope<'_>) -> String {
+    let to: String =
+        e.to.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+    format!(
+        "{}-incident-{}-row-{}-{to}.eml",
+        e.at.format("%Y%m%d-%H%M%S"),
+        e.incident,
+        e.row
+    )
 }
 
 /// Whether trying again later can help.
@@ -27,7 +63,7 @@ impl Mailer {
             let dir = cfg.data_dir.join("mail");
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Email(format!("cannot create {}: {e}", dir.display())))?;
-            return Ok(Mailer::Files(AsyncFileTransport::new(dir)));
+            return Ok(Mailer::Files(dir));
         };
         let builder = match smtp.security {
             SmtpSecurity::None => {
@@ -55,39 +91,45 @@ impl Mailer {
 
     pub async fn send(
         &self,
-        from: &str,
-        to: &str,
-        subject: &str,
+        e: &Envelope<'_>,
         text: String,
         html: String,
-        incident: i64,
     ) -> Result<(), SendError> {
-        let from = from
+        let from = e
+            .from
             .parse()
-            .map_err(|e| SendError::Permanent(format!("bad sender `{from}`: {e}")))?;
-        let to = to
-            .parse()
-            .map_err(|e| SendError::Permanent(format!("bad recipient `{to}`: {e}")))?;
+            .map_err(|err| SendError::Permanent(format!("bad sender `{}`: {err}", e.from)))?;
+        let to =
+            e.to.parse()
+                .map_err(|err| SendError::Permanent(format!("bad recipient `{}`: {err}", e.to)))?;
         let msg = Message::builder()
             .from(from)
             .to(to)
-            .subject(subject)
-            .header(IncidentHeader(incident.to_string()))
+            .subject(e.subject)
+            .header(IncidentHeader(e.incident.to_string()))
             .multipart(MultiPart::alternative_plain_html(text, html))
-            .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))?;
+            .map_err(|err| SendError::Permanent(format!("cannot build the message: {err}")))?;
         match self {
-            Mailer::Smtp(t) => t.send(msg).await.map(|_| ()).map_err(|e| {
-                if e.is_permanent() {
-                    SendError::Permanent(e.to_string())
+            Mailer::Smtp(t) => t.send(msg).await.map(|_| ()).map_err(|err| {
+                if err.is_permanent() {
+                    SendError::Permanent(err.to_string())
                 } else {
-                    SendError::Retry(e.to_string())
+                    SendError::Retry(err.to_string())
                 }
             }),
-            Mailer::Files(t) => t
-                .send(msg)
-                .await
-                .map(|_| ())
-                .map_err(|e| SendError::Retry(e.to_string())),
+            Mailer::Files(dir) => {
+                // Written under a temporary name and renamed, so a reader never
+                // sees half a message.
+                let name = file_name(e);
+                let tmp = dir.join(format!(".{name}.tmp"));
+                let write = async {
+                    tokio::fs::write(&tmp, msg.formatted()).await?;
+                    tokio::fs::rename(&tmp, dir.join(&name)).await
+                };
+                write.await.map_err(|err| {
+                    SendError::Retry(format!("cannot write {}: {err}", dir.join(&name).display()))
+                })
+            }
         }
     }
 }

@@ -271,9 +271,10 @@ impl Job {
         }
     }
 
-    fn link(&self, cfg: &Config, row: &OutboxRow) -> Option<(LinkAction, String)> {
-        let (Some(action), Some(step), Some(person)) = (row.link, &row.step, &row.person) else {
-            return None;
+    /// The row's one-click links, each signed for its recipient.
+    fn links(&self, cfg: &Config, row: &OutboxRow) -> Vec<(LinkAction, String)> {
+        let (Some(step), Some(person)) = (&row.step, &row.person) else {
+            return Vec::new();
         };
         // Valid for the TTL at least, and until the step's deadline plus the
         // margin: a link must not die before the work it asks for is due.
@@ -281,33 +282,41 @@ impl Job {
             + chrono::Duration::from_std(cfg.delivery.link_ttl)
                 .unwrap_or(chrono::Duration::days(3));
         let expires = row.link_until.map_or(ttl, |until| until.max(ttl));
-        let token = self.secret.sign(&Claims {
-            incident: row.incident,
-            step: step.clone(),
-            person: person.clone(),
-            action,
-            expires: expires.timestamp(),
-        });
-        Some((action, format!("{}/ack/{token}", cfg.public_url)))
+        row.links
+            .iter()
+            .map(|&action| {
+                let token = self.secret.sign(&Claims {
+                    incident: row.incident,
+                    step: step.clone(),
+                    person: person.clone(),
+                    action,
+                    expires: expires.timestamp(),
+                });
+                (action, format!("{}/ack/{token}", cfg.public_url))
+            })
+            .collect()
     }
 
     async fn send_email(&self, cfg: &Config, row: &OutboxRow) -> Result<(), SendError> {
         let mut text = row.body.clone();
-        // The HTML part is the same text, with the link as a button big enough for a phone.
+        // The HTML part is the same text, with the links as buttons big enough for a phone.
         let mut html = format!(
             "<!doctype html><html><body><pre style=\"font:14px/1.4 monospace;white-space:pre-wrap\">{}</pre>",
             escape(&row.body)
         );
-        if let Some((action, url)) = self.link(cfg, row) {
-            let what = match action {
-                LinkAction::Safe => "Confirm that you are safe",
-                LinkAction::Ack => "Acknowledge this step",
+        let links = self.links(cfg, row);
+        if !links.is_empty() {
+            text.push_str("\nEach link opens a page with a confirm button:\n");
+        }
+        for (action, url) in links {
+            let what = action.label();
+            text.push_str(&format!("\n{what}:\n{url}\n"));
+            let colour = match action {
+                LinkAction::Escalate => "#c30",
+                _ => "#0b5",
             };
-            text.push_str(&format!(
-                "\n{what} (opens a page with a confirm button):\n{url}\n"
-            ));
             html.push_str(&format!(
-                "<p><a href=\"{}\" style=\"display:inline-block;padding:12px 24px;background:#0b5;color:#fff;font:bold 18px sans-serif;text-decoration:none;border-radius:6px\">{what}</a></p>",
+                "<p><a href=\"{}\" style=\"display:inline-block;padding:12px 24px;background:{colour};color:#fff;font:bold 18px sans-serif;text-decoration:none;border-radius:6px\">{what}</a></p>",
                 escape(&url)
             ));
         }
@@ -316,10 +325,15 @@ impl Job {
             .email
             .as_ref()
             .map_or("branchguard <branchguard@localhost>", |e| e.from.as_str());
-        self.senders
-            .mailer
-            .send(from, &row.recipient, &row.subject, text, html, row.incident)
-            .await
+        let envelope = email::Envelope {
+            from,
+            to: &row.recipient,
+            subject: &row.subject,
+            incident: row.incident,
+            row: row.id,
+            at: clock::now(),
+        };
+        self.senders.mailer.send(&envelope, text, html).await
     }
 
     async fn send_webhook(&self, cfg: &Config, row: &OutboxRow) -> Result<(), SendError> {

@@ -114,7 +114,7 @@ pub struct OutboxRow {
     pub body: String,
     pub created_at: DateTime<Utc>,
     #[serde(skip)]
-    pub link: Option<LinkAction>,
+    pub links: Vec<LinkAction>,
     #[serde(skip)]
     pub payload: Option<String>,
     pub attempts: i64,

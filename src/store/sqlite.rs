@@ -376,17 +376,17 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
             },
         )
     })?;
-    let link = match r.get::<_, Option<String>>(10)? {
-        None => None,
-        Some(l) => Some(LinkAction::parse(&l).ok_or_else(|| {
+    let links = match r.get::<_, Option<String>>(10)? {
+        None => Vec::new(),
+        Some(l) => LinkAction::split(&l).ok_or_else(|| {
             conversion(
                 10,
                 StoreError::Corrupt {
-                    what: "outbox link".into(),
-                    detail: format!("unknown link action `{l}`"),
+                    what: "outbox links".into(),
+                    detail: format!("unknown link action in `{l}`"),
                 },
             )
-        })?),
+        })?,
     };
     Ok(OutboxRow {
         id: r.get(0)?,
@@ -399,7 +399,7 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
         subject: r.get(7)?,
         body: r.get(8)?,
         created_at: time_col(r, 9)?,
-        link,
+        links,
         payload: r.get(11)?,
         attempts: r.get(12)?,
         next_attempt_at: opt_time_col(r, 13)?,
@@ -551,7 +551,7 @@ impl Writer for SqliteWriter {
                     n.subject,
                     n.body,
                     ts(n.created_at),
-                    n.link.map(|l| l.as_str()),
+                    (!n.links.is_empty()).then(|| LinkAction::join(&n.links)),
                     n.payload,
                     n.link_until.map(ts),
                     n.announcement
