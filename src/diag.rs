@@ -28,9 +28,10 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Every problem found in a run, in the order found.
+/// Every problem found in a run, in the order found: errors (the files cannot
+/// be used) and, apart, warnings (lints: it will run, but not as meant).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
+pub struct Diagnostics(pub Vec<Diagnostic>, pub Vec<Diagnostic>);
 
 impl Diagnostics {
     pub fn is_empty(&self) -> bool {
@@ -70,6 +71,22 @@ impl Diagnostics {
         self.at(file, v.referenced, message);
     }
 
+    /// Records a warning at the place a spanned value was written. Shown as
+    /// `file:line:col: warning: message`; it does not make the files invalid.
+    pub fn warn_at_value<T>(&mut self, file: &str, v: &Spanned<T>, message: impl Into<String>) {
+        self.1.push(Diagnostic {
+            file: file.to_string(),
+            line: v.referenced.line().max(1),
+            column: v.referenced.column().max(1),
+            message: format!("warning: {}", message.into()),
+        });
+    }
+
+    /// The warnings found.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.1
+    }
+
     /// Records a problem about a whole file (it could not be read, say).
     pub fn file(&mut self, file: &str, message: impl Into<String>) {
         self.0.push(Diagnostic {
@@ -82,6 +99,7 @@ impl Diagnostics {
 
     pub fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);
+        self.1.extend(other.1);
     }
 }
 

@@ -30,6 +30,9 @@ pub struct ReloadStatus {
     pub trigger: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Lints of the set in force (`file:line:col: warning: …`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Settings changed in the file that take effect only after a restart.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub restart_required: Vec<String>,
@@ -54,6 +57,7 @@ impl Reloader {
             ok: true,
             trigger: "start-up".into(),
             errors: Vec::new(),
+            warnings: loaded.warnings.iter().map(|w| w.to_string()).collect(),
             restart_required: Vec::new(),
         };
         Arc::new(Reloader {
@@ -94,11 +98,16 @@ impl Reloader {
             ok: result.is_ok(),
             trigger: trigger.to_string(),
             errors: Vec::new(),
+            warnings: Vec::new(),
             restart_required: Vec::new(),
         };
         let out = match result {
             Ok(loaded) => {
                 status.restart_required = self.needs_restart(&loaded);
+                status.warnings = loaded.warnings.iter().map(|w| w.to_string()).collect();
+                for w in &status.warnings {
+                    tracing::warn!("{w}");
+                }
                 let summary = loaded.summary();
                 crate::metrics::config_loaded(&loaded, true);
                 tracing::info!("configuration reloaded ({trigger}): {summary}");

@@ -469,3 +469,34 @@ fn relative_paths_are_relative_to_the_config_files_own_directory() {
         "the playbooks and drills next to the file were found"
     );
 }
+
+#[test]
+fn lints_are_warnings_with_their_place_and_do_not_fail_check() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/conflict.yaml",
+        "id: conflict\nname: Conflict\ntrigger: { kind: customer.conflict }\ntiers:\n  - { level: 1, name: complaint, labels: { level: \"1\" } }\n  - { level: 2, name: safety, labels: { level: \"2\" } }\nsteps:\n  - id: calm\n    assignee: branch-head\n    deadline: 15m\n    escalate:\n      - { after: 20m, to: [channel:ops-centre] }\n  - id: police\n    assignee: branch-head\n    when: \"tier > 2\"\n    deadline: 5m\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "lints alone do not fail check: {out:?}");
+    assert!(out.stdout.starts_with("ok: "), "{out:?}");
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": warning: "))
+        .collect();
+    let expect = [
+        "playbooks/conflict.yaml:12:18: warning: steps.calm.escalate.after: 20m is at or past the step's deadline (15m)",
+        "playbooks/conflict.yaml:15:11: warning: steps.police.when: `tier > 2` holds at none of the playbook's tiers (1, 2)",
+        "playbooks/failover.yaml:9:15: warning: steps.switch.assignee: nobody is `role:it-duty` at br-b",
+    ];
+    for want in expect {
+        assert!(
+            warnings.iter().any(|w| w.starts_with(want)),
+            "missing `{want}` in:\n{}",
+            out.stderr
+        );
+    }
+    assert_eq!(warnings.len(), 3, "{}", out.stderr);
+    assert!(out.stderr.contains("3 warning(s)"), "{}", out.stderr);
+}

@@ -334,7 +334,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Escalate(a) => incident_command(a, "escalate"),
         Command::Check { config } => Ok(match load_or_report(&config) {
             Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("{w}");
+                }
                 outln!("ok: {}", loaded.summary());
+                if !loaded.warnings.is_empty() {
+                    eprintln!("{} warning(s)", loaded.warnings.len());
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -410,6 +416,9 @@ fn run_daemon(loaded: Loaded, config_path: PathBuf) -> anyhow::Result<ExitCode> 
         .init();
     // A non-loopback `listen` was refused when the configuration was loaded.
     let addr = loaded.config.listen;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
     if loaded.config.tokens.is_empty() {
         tracing::warn!("no API tokens configured: loopback only, every request is allowed");
     } else {

@@ -25,6 +25,8 @@ pub struct Loaded {
     pub config: Arc<Config>,
     pub playbooks: Vec<Arc<Playbook>>,
     pub drills: Vec<Arc<Drill>>,
+    /// Lints: what will run, but probably not as meant (`file:line:col: warning: …`).
+    pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
 impl Loaded {

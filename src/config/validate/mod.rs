@@ -139,6 +139,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
             config: Arc::new(config),
             playbooks,
             drills,
+            warnings: diags.1,
         })
     } else {
         Err(diags)

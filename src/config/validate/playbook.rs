@@ -164,6 +164,16 @@ pub(super) fn compile_playbook(
                 }
                 Ok(c) => Some(c),
             });
+        lint_step(
+            file,
+            s,
+            deadline.as_ref(),
+            &escalate,
+            when.as_ref(),
+            &tiers,
+            cfg,
+            diags,
+        );
         if let (Some(action), Some(deadline)) = (action, deadline) {
             steps.push(Step {
                 id: sid.clone(),
@@ -328,5 +338,100 @@ pub(super) fn compile_action(
             target(file, t, &f("roll_call"), cfg, false, diags).map(Action::RollCall)
         }
         _ => None,
+    }
+}
+
+/// Warnings about a step that will load but not work as meant.
+#[allow(clippy::too_many_arguments)]
+fn lint_step(
+    file: &str,
+    s: &StepFile,
+    deadline: Option<&Delay>,
+    escalate: &[Escalation],
+    when: Option<&TierCondition>,
+    tiers: &[Tier],
+    cfg: &Config,
+    diags: &mut Diagnostics,
+) {
+    let sid = &s.id.value;
+    // An escalation at or past the deadline comes after the overdue notice.
+    for (raw, e) in s.escalate.iter().zip(escalate) {
+        let late = match (e.after, deadline) {
+            (Delay::Fixed(a), Some(Delay::Fixed(d))) => a >= *d,
+            (Delay::WorkingDays(a), Some(Delay::WorkingDays(d))) => a >= *d,
+            _ => false,
+        };
+        if late && let Some(d) = deadline {
+            diags.warn_at_value(
+                file,
+                &raw.after,
+                format!(
+                    "steps.{sid}.escalate.after: {} is at or past the step's deadline ({d}): the step is overdue (and the operations centre told) before this escalation; escalate earlier",
+                    e.after
+                ),
+            );
+        }
+    }
+    // A role (or head) nobody holds at some branch: the step would reach nobody there.
+    let mut targets: Vec<(&S, String)> = Vec::new();
+    if let Some(a) = &s.assignee {
+        targets.push((a, format!("steps.{sid}.assignee")));
+    }
+    for e in &s.escalate {
+        targets.extend(e.to.iter().map(|t| (t, format!("steps.{sid}.escalate.to"))));
+    }
+    if let Some(a) = &s.action {
+        if let Some(n) = &a.value.notify {
+            targets.extend(
+                n.value
+                    .iter()
+                    .map(|t| (t, format!("steps.{sid}.action.notify"))),
+            );
+        }
+        if let Some(r) = &a.value.roll_call {
+            targets.push((r, format!("steps.{sid}.action.roll_call")));
+        }
+    }
+    for (v, field) in targets {
+        let Ok(t) = Target::parse(&v.value) else {
+            continue;
+        };
+        if matches!(
+            t,
+            Target::Channel(_) | Target::Person(_) | Target::NeighbourHeads
+        ) {
+            continue;
+        }
+        let nobody: Vec<&str> = cfg
+            .branches
+            .keys()
+            .filter(|b| cfg.people_for(&t, b).is_empty())
+            .map(String::as_str)
+            .collect();
+        if !nobody.is_empty() {
+            diags.warn_at_value(
+                file,
+                v,
+                format!(
+                    "{field}: nobody is `{t}` at {}: the step would notify nobody there",
+                    nobody.join(", ")
+                ),
+            );
+        }
+    }
+    // A `when` that no tier of the playbook satisfies.
+    if let (Some(c), Some(w)) = (when, &s.when)
+        && !tiers.is_empty()
+        && !tiers.iter().any(|t| c.holds(t.level))
+    {
+        let levels: Vec<String> = tiers.iter().map(|t| t.level.to_string()).collect();
+        diags.warn_at_value(
+            file,
+            w,
+            format!(
+                "steps.{sid}.when: `{c}` holds at none of the playbook's tiers ({}): the step never starts",
+                levels.join(", ")
+            ),
+        );
     }
 }
