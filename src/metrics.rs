@@ -30,6 +30,8 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     playbooks_loaded: IntGauge,
     commit_seconds: Histogram,
+    drill_runs: IntCounterVec,
+    drill_score: prometheus::GaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -154,6 +156,26 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ),
         playbooks_loaded,
         commit_seconds,
+        drill_runs: counter(
+            &r,
+            "drill_runs_total",
+            "Drill runs by result: passed, failed, aborted, missed",
+            &["drill", "result"],
+        ),
+        drill_score: {
+            let g = prometheus::GaugeVec::new(
+                Opts::new(
+                    "drill_score",
+                    "Score of the last finished run of a drill at a branch (0-100)",
+                )
+                .namespace("branchguard"),
+                &["drill", "branch"],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            r.register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            g
+        },
         registry: r,
     }
 });
@@ -218,6 +240,16 @@ pub fn record_round(round: &Round) {
         let channel = channel.as_str();
         m.notifications.with_label_values(&[channel, outcome]).inc();
     }
+    for (drill, result, scores) in &round.stats.drills {
+        m.drill_runs
+            .with_label_values(&[drill.as_str(), result])
+            .inc();
+        for (branch, score) in scores {
+            m.drill_score
+                .with_label_values(&[drill.as_str(), branch.as_str()])
+                .set(*score);
+        }
+    }
     for (pb, secs) in &round.stats.resolved {
         m.incident_duration
             .with_label_values(&[pb.as_str()])
@@ -229,7 +261,8 @@ pub fn record_round(round: &Round) {
 /// only when the open set changed; counts first so each label set is looked up once.
 pub fn open_incidents<'a>(live: impl Iterator<Item = &'a Incident>) {
     let mut counts: std::collections::BTreeMap<(&str, u8), i64> = std::collections::BTreeMap::new();
-    for i in live.filter(|i| i.status == IncidentStatus::Open) {
+    // Drill incidents are not real incidents.
+    for i in live.filter(|i| i.status == IncidentStatus::Open && !i.drill) {
         *counts.entry((i.playbook_id.as_str(), i.tier)).or_default() += 1;
     }
     let m = get();

@@ -63,7 +63,7 @@ pub fn start(
     let live = store.load_live()?;
     let mut round = Round::default();
     let now = clock::now();
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         (*loaded).clone(),
         live.incidents,
         live.next_incident,
@@ -71,6 +71,7 @@ pub fn start(
         now,
         &mut round,
     );
+    engine.restore_drills(live.drills, now, &mut round);
     let (handle, rx) = EngineHandle::channel();
     let commands = CommandRunner::new(tokio::runtime::Handle::current(), handle.clone(), workdir);
     let mut this = EngineLoop {
@@ -83,7 +84,7 @@ pub fn start(
         stale: false,
         carry: Vec::new(),
     };
-    if !round.history.is_empty() {
+    if !round.is_empty() || !round.history.is_empty() {
         this.engine.finish(&mut round);
         this.store.commit(&round)?;
         for c in std::mem::take(&mut round.commands) {
@@ -181,7 +182,7 @@ impl EngineLoop {
         for input in inputs {
             match input {
                 Input::Shutdown => stop = true,
-                Input::Reload { loaded } => self.engine.reload((*loaded).clone()),
+                Input::Reload { loaded } => self.engine.reload((*loaded).clone(), clock::now()),
                 Input::CommandFinished { .. } => self.carry.push(input),
                 Input::Events { reply, .. } => {
                     let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
@@ -189,7 +190,11 @@ impl EngineLoop {
                 Input::Step { reply, .. }
                 | Input::Resolve { reply, .. }
                 | Input::Escalate { reply, .. }
+                | Input::AbortDrill { reply, .. }
                 | Input::Delivered { reply, .. } => {
+                    let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
+                }
+                Input::RunDrill { reply, .. } => {
                     let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
                 }
                 Input::LinkRefused { .. } => {}
@@ -270,14 +275,16 @@ impl EngineLoop {
     fn rebuild(&mut self) -> Result<(), StoreError> {
         let live = self.store.load_live()?;
         let mut round = Round::default();
+        let now = clock::now();
         self.engine = Engine::new(
             self.engine.loaded().clone(),
             live.incidents,
             live.next_incident,
             live.next_event,
-            clock::now(),
+            now,
             &mut round,
         );
+        self.engine.restore_drills(live.drills, now, &mut round);
         self.stale = false;
         Ok(())
     }
@@ -350,7 +357,31 @@ impl EngineLoop {
                     .escalate(incident, &by, note.as_deref(), now, round);
                 replies.push(answer(reply, r));
             }
-            Input::Reload { loaded } => self.engine.reload((*loaded).clone()),
+            Input::Reload { loaded } => self.engine.reload((*loaded).clone(), clock::now()),
+            Input::RunDrill {
+                drill,
+                branch,
+                reply,
+            } => {
+                let r = self.engine.run_drill(&drill, branch.as_deref(), now, round);
+                replies.push(Box::new(move |stored| {
+                    let out = match stored {
+                        Ok(()) => r.map_err(HandleError::from),
+                        Err(f) => Err(HandleError::Store(Arc::clone(f))),
+                    };
+                    let _ = reply.send(out);
+                }));
+            }
+            Input::AbortDrill { run, by, reply } => {
+                let r = self.engine.abort_drill(run, &by, now, round);
+                replies.push(Box::new(move |stored| {
+                    let out = match stored {
+                        Ok(()) => r.map_err(HandleError::from),
+                        Err(f) => Err(HandleError::Store(Arc::clone(f))),
+                    };
+                    let _ = reply.send(out);
+                }));
+            }
             Input::Delivered { attempts, reply } => {
                 self.engine.delivered(attempts, now, round);
                 replies.push(answer(reply, Ok(())));

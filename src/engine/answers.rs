@@ -23,6 +23,7 @@ impl Engine {
             .get_mut(&iid)
             .ok_or(ActionError::NoIncident(iid))?;
         let playbook_id = inc.playbook_id.clone();
+        let drill = inc.drill;
         let (_, run) = inc
             .step_mut(step)
             .ok_or_else(|| ActionError::NoStep(iid, step.to_string()))?;
@@ -76,6 +77,7 @@ impl Engine {
                         "`{person}` has already confirmed"
                     )));
                 }
+                run.confirmed_at.insert(person.to_string(), now);
                 if run.confirmed.len() == run.roll_call.len() {
                     run.state = StepState::Done;
                     run.done_at = Some(now);
@@ -97,10 +99,12 @@ impl Engine {
         let mut detail = format!("step {step}");
         if let Some(r) = response {
             detail.push_str(&format!(", response {r:.1}s"));
-            round
-                .stats
-                .responses
-                .push((playbook_id, step.to_string(), r));
+            if !drill {
+                round
+                    .stats
+                    .responses
+                    .push((playbook_id, step.to_string(), r));
+            }
         }
         if let Some(n) = note {
             detail.push_str(&format!(": {n}"));
@@ -146,10 +150,12 @@ impl Engine {
         inc.resolved_at = Some(now);
         self.groups.remove(&inc.group_key);
         round.stats.open_set_changed = true;
-        round.stats.resolved.push((
-            inc.playbook_id.clone(),
-            (now - inc.opened_at).num_milliseconds() as f64 / 1000.0,
-        ));
+        if !inc.drill {
+            round.stats.resolved.push((
+                inc.playbook_id.clone(),
+                (now - inc.opened_at).num_milliseconds() as f64 / 1000.0,
+            ));
+        }
         let mut skipped = Vec::new();
         let mut withdrawn = Vec::new();
         for (run, spec) in inc.steps.iter_mut().zip(&pb.steps) {
@@ -248,7 +254,7 @@ impl Engine {
             .chain([Target::BranchHead])
             .collect();
         let sent = self.notify(&inc, None, &to, Msg::text(&why), round, now);
-        round.stats.escalations.push(inc.playbook_id.clone());
+        round.stats.escalation(&inc);
         Self::history(round, iid, now, "incident.escalated", by, sent);
         round.touched.insert(iid);
         Ok(())

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::{ActionError, Attempt, CommandOutcome, Ingested, RefusedEvent, Verb};
+use super::{ActionError, Attempt, CommandOutcome, DrillError, Ingested, RefusedEvent, Verb};
 use crate::config::Loaded;
 use crate::event::Event;
 
@@ -58,6 +58,18 @@ pub enum Input {
         step: String,
         outcome: CommandOutcome,
     },
+    /// Start a drill now (all its branches, or one).
+    RunDrill {
+        drill: String,
+        branch: Option<String>,
+        reply: Reply<(i64, Vec<i64>)>,
+    },
+    /// Stop a drill run by hand.
+    AbortDrill {
+        run: i64,
+        by: String,
+        reply: Reply<()>,
+    },
     /// A newly published configuration.
     Reload {
         loaded: Arc<Loaded>,
@@ -96,6 +108,8 @@ pub enum HandleError {
     Store(StoreFault),
     #[error(transparent)]
     Action(#[from] ActionError),
+    #[error(transparent)]
+    Drill(#[from] DrillError),
 }
 
 /// A cheap, cloneable way to talk to the engine loop.
@@ -197,6 +211,23 @@ impl EngineHandle {
             reply,
         })
         .await
+    }
+
+    pub async fn run_drill(
+        &self,
+        drill: String,
+        branch: Option<String>,
+    ) -> Result<(i64, Vec<i64>), HandleError> {
+        self.ask(|reply| Input::RunDrill {
+            drill,
+            branch,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn abort_drill(&self, run: i64, by: String) -> Result<(), HandleError> {
+        self.ask(|reply| Input::AbortDrill { run, by, reply }).await
     }
 
     pub async fn delivered(&self, attempts: Vec<Attempt>) -> Result<(), HandleError> {

@@ -84,6 +84,9 @@ pub struct StepRun {
     pub roll_call: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub confirmed: BTreeSet<String>,
+    /// Roll call: when each person confirmed (drills score it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub confirmed_at: BTreeMap<String, DateTime<Utc>>,
     /// A command action is running (set when started, cleared when it ends).
     #[serde(default)]
     pub running: bool,
@@ -102,6 +105,13 @@ pub struct Incident {
     pub tier: u8,
     pub status: IncidentStatus,
     pub drill: bool,
+    /// The drill run this incident belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_run: Option<i64>,
+    /// A drill that is not `live`: command and webhook actions are recorded,
+    /// not carried out.
+    #[serde(default)]
+    pub rehearsal: bool,
     pub group: BTreeMap<String, String>,
     pub group_key: String,
     pub opened_at: DateTime<Utc>,

@@ -99,7 +99,12 @@ impl Engine {
                 self.attach(iid, event_id, ev, now, round);
                 Some(iid)
             }
-            (Status::Firing, None) => Some(self.open(m, ev, false, now, round)),
+            (Status::Firing, None) => {
+                let iid = self.open(m, ev, None, now, round);
+                // A real incident ends a drill of the same plan on the branch.
+                self.abort_drills_for(&m.playbook.id, &ev.branch, iid, now, round);
+                Some(iid)
+            }
         }
     }
 
@@ -186,15 +191,17 @@ impl Engine {
         }
     }
 
-    /// Opens an incident for a match (also used by drills, with `drill = true`).
+    /// Opens an incident for a match; a drill's incidents name their run and
+    /// whether it is live.
     pub fn open(
         &mut self,
         m: &Match,
         ev: &Event,
-        drill: bool,
+        drill_of: Option<(i64, bool)>,
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> i64 {
+        let drill = drill_of.is_some();
         let iid = self.next_incident;
         self.next_incident += 1;
         let pb = Arc::clone(&m.playbook);
@@ -212,6 +219,8 @@ impl Engine {
             tier: m.tier,
             status: IncidentStatus::Open,
             drill,
+            drill_run: drill_of.map(|(run, _)| run),
+            rehearsal: drill_of.is_some_and(|(_, live)| !live),
             group: m.group.clone(),
             group_key: group_key.clone(),
             opened_at: now,

@@ -22,6 +22,7 @@ use crate::config::{Loaded, Playbook, Step};
 use crate::event::Event;
 use crate::target::Target;
 pub use deliveries::Attempt;
+pub use drills::{BranchRun, DrillError, DrillRun, DrillState, RunStatus};
 pub use handle::{EngineHandle, HandleError, Input};
 pub use incident::*;
 pub use timers::TimerKey;
@@ -76,6 +77,10 @@ pub struct Round {
     pub deliveries: Vec<DeliveryUpdate>,
     /// Undelivered announcements of these (incident, step) to withdraw, and when.
     pub withdraw: Vec<(i64, String, DateTime<Utc>)>,
+    /// Drill runs started, changed or ended.
+    pub drill_runs: Vec<DrillRun>,
+    /// Scheduled drills that fired (or were missed): (drill, scheduled time).
+    pub drill_fires: Vec<(String, DateTime<Utc>)>,
     pub stats: RoundStats,
     touched: BTreeSet<i64>,
 }
@@ -91,6 +96,10 @@ pub struct DeliveryUpdate {
     pub last_error: Option<String>,
 }
 
+/// A drill run that ended: the drill, its result (`passed`, `failed`,
+/// `aborted`, `missed`) and each branch's score.
+pub type DrillResult = (String, &'static str, Vec<(String, f64)>);
+
 /// Counts for the metrics module.
 #[derive(Debug, Default, Clone)]
 pub struct RoundStats {
@@ -102,8 +111,19 @@ pub struct RoundStats {
     pub resolved: Vec<(String, f64)>,
     /// (channel kind, outcome) of each delivery attempt.
     pub notifications: Vec<(ChannelKind, &'static str)>,
+    /// Drill runs that ended.
+    pub drills: Vec<DrillResult>,
     /// An incident opened, resolved or changed tier: the open-incident gauge is stale.
     pub open_set_changed: bool,
+}
+
+impl RoundStats {
+    /// Drill incidents do not count in the real-incident metrics.
+    fn escalation(&mut self, inc: &Incident) {
+        if !inc.drill {
+            self.escalations.push(inc.playbook_id.clone());
+        }
+    }
 }
 
 impl Round {
@@ -114,6 +134,8 @@ impl Round {
             && self.outbox.is_empty()
             && self.deliveries.is_empty()
             && self.withdraw.is_empty()
+            && self.drill_runs.is_empty()
+            && self.drill_fires.is_empty()
     }
 }
 
@@ -182,6 +204,13 @@ pub struct Engine {
     /// the first, and a tick visits only owners that are due.
     timers: BTreeSet<(DateTime<Utc>, TimerKey)>,
     timer_of: HashMap<TimerKey, DateTime<Utc>>,
+    /// Drill runs in progress, by id, and the next run id.
+    runs: BTreeMap<i64, DrillRun>,
+    next_run: i64,
+    /// Scheduled drills: their timer slots, next and last fire times.
+    drill_slots: Vec<String>,
+    drill_next: BTreeMap<String, DateTime<Utc>>,
+    last_fire: BTreeMap<String, DateTime<Utc>>,
 }
 
 fn fmt_time(t: DateTime<Utc>, loaded: &Loaded) -> String {
@@ -213,6 +242,11 @@ impl Engine {
             next_event,
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
+            runs: BTreeMap::new(),
+            next_run: 1,
+            drill_slots: Vec::new(),
+            drill_next: BTreeMap::new(),
+            last_fire: BTreeMap::new(),
         };
         for inc in live {
             if inc.status == IncidentStatus::Open {
@@ -249,6 +283,7 @@ impl Engine {
                 }
             }
         }
+        e.schedule_drills(now);
         e
     }
 
@@ -256,9 +291,11 @@ impl Engine {
         &self.loaded
     }
 
-    /// A new configuration: new incidents use it, running ones keep their playbook.
-    pub fn reload(&mut self, loaded: Loaded) {
+    /// A new configuration: new incidents use it, running ones keep their
+    /// playbook; drill schedules are laid out again.
+    pub fn reload(&mut self, loaded: Loaded, now: DateTime<Utc>) {
         self.loaded = loaded;
+        self.schedule_drills(now);
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Incident> {
@@ -317,11 +354,15 @@ impl Engine {
 
 mod answers;
 mod deliveries;
+mod drills;
 pub mod handle;
 mod intake;
 mod messages;
+pub mod score;
 mod steps;
 mod timers;
 
+#[cfg(test)]
+mod drill_tests;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! Starting a step (what each action does when it becomes active), and the end
 //! of a command step.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
@@ -63,6 +63,38 @@ impl Engine {
                     format!("step {}: {sent}", spec.id),
                 );
                 self.set_done(iid, idx, now, "branchguard");
+            }
+            // A drill that is not live records what it would do, and does not.
+            Action::Webhook { channel, .. } if inc.rehearsal => {
+                Self::history(
+                    round,
+                    iid,
+                    now,
+                    "step.done",
+                    "drill",
+                    format!(
+                        "step {}: announcement to channel:{channel} recorded, not sent (the drill is not live)",
+                        spec.id
+                    ),
+                );
+                self.set_done(iid, idx, now, "drill");
+            }
+            Action::Command { argv, .. } if inc.rehearsal => {
+                let vars = self.vars(&inc, Some(spec));
+                let line: Vec<String> = argv.iter().map(|a| a.render(&vars)).collect();
+                Self::history(
+                    round,
+                    iid,
+                    now,
+                    "step.done",
+                    "drill",
+                    format!(
+                        "step {}: command recorded, not run (the drill is not live): {}",
+                        spec.id,
+                        line.join(" ")
+                    ),
+                );
+                self.set_done(iid, idx, now, "drill");
             }
             Action::Webhook { channel, body } => {
                 let vars = self.vars(&inc, Some(spec));
@@ -307,7 +339,7 @@ impl Engine {
             round,
             now,
         );
-        round.stats.escalations.push(inc.playbook_id.clone());
+        round.stats.escalation(&inc);
         Self::history(
             round,
             iid,
@@ -338,6 +370,7 @@ pub(super) fn pending_step(s: &Step) -> StepRun {
         overdue_escalated: false,
         roll_call: BTreeSet::new(),
         confirmed: BTreeSet::new(),
+        confirmed_at: BTreeMap::new(),
         running: false,
     }
 }

@@ -501,7 +501,7 @@ fn every_message_of_a_drill_incident_is_marked() {
     let ev = core_down();
     let m = crate::matching::match_event(&e.loaded().playbooks, &ev).remove(0);
     let mut r = Round::default();
-    let iid = e.open(&m, &ev, true, t0(), &mut r);
+    let iid = e.open(&m, &ev, Some((1, true)), t0(), &mut r);
     let mut t = Round::default();
     e.tick(t0() + Duration::minutes(20), &mut t);
     let all: Vec<&Notification> = r.outbox.iter().chain(t.outbox.iter()).collect();

@@ -17,11 +17,15 @@ const LATE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 pub enum TimerKey {
     /// A live incident's next escalation or deadline.
     Incident(i64),
+    /// A scheduled drill's next fire (its slot in the schedule).
+    DrillSchedule(u32),
+    /// A drill run's timeout.
+    DrillRun(i64),
 }
 
 impl TimerKey {
     /// Sorts after every key, for "everything due at or before a moment".
-    const LAST: TimerKey = TimerKey::Incident(i64::MAX);
+    const LAST: TimerKey = TimerKey::DrillRun(i64::MAX);
 }
 
 impl Engine {
@@ -32,6 +36,7 @@ impl Engine {
         }
         let due = match key {
             TimerKey::Incident(id) => self.live.get(&id).and_then(|inc| self.incident_due(inc)),
+            other => self.drill_due(other),
         };
         if let Some(due) = due {
             self.timers.insert((due, key));
@@ -71,6 +76,8 @@ impl Engine {
         for id in round.touched.clone() {
             self.reschedule(TimerKey::Incident(id));
         }
+        // Drill incidents answered in full end their branch's run.
+        self.check_drills(now, round);
         let due: Vec<TimerKey> = self
             .timers
             .range(..=(now, TimerKey::LAST))
@@ -79,6 +86,8 @@ impl Engine {
         for key in due {
             match key {
                 TimerKey::Incident(id) => self.fire_incident(id, now, round),
+                TimerKey::DrillSchedule(slot) => self.fire_schedule(slot, now, round),
+                TimerKey::DrillRun(run) => self.drill_timeout(run, now, round),
             }
             self.reschedule(key);
         }
@@ -137,7 +146,7 @@ impl Engine {
                     "branchguard",
                     format!("step {}: {sent}{late}", spec.id),
                 );
-                round.stats.escalations.push(inc.playbook_id.clone());
+                round.stats.escalation(&inc);
                 if let Some(inc) = self.live.get_mut(&iid) {
                     inc.steps[idx].escalations_fired += 1;
                 }
@@ -190,11 +199,13 @@ impl Engine {
                         fmt_time(deadline, &self.loaded)
                     ),
                 );
-                round
-                    .stats
-                    .overdue
-                    .push((inc.playbook_id.clone(), spec.id.clone()));
-                round.stats.escalations.push(inc.playbook_id.clone());
+                if !inc.drill {
+                    round
+                        .stats
+                        .overdue
+                        .push((inc.playbook_id.clone(), spec.id.clone()));
+                }
+                round.stats.escalation(&inc);
                 if let Some(inc) = self.live.get_mut(&iid) {
                     inc.steps[idx].overdue_escalated = true;
                     inc.steps[idx].state = StepState::Overdue;

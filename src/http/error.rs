@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::engine::{ActionError, HandleError};
+use crate::engine::{ActionError, DrillError, HandleError};
 use crate::sources::IntakeError;
 use crate::store::StoreError;
 
@@ -72,6 +72,16 @@ impl From<HandleError> for ApiError {
     fn from(e: HandleError) -> Self {
         match e {
             HandleError::Action(a) => a.into(),
+            HandleError::Drill(d) => {
+                let status = match d {
+                    DrillError::NoDrill(_) | DrillError::NoRun(_) => StatusCode::NOT_FOUND,
+                    DrillError::NotAtBranch { .. } => StatusCode::BAD_REQUEST,
+                    DrillError::AlreadyRunning(_) => StatusCode::CONFLICT,
+                };
+                let field =
+                    matches!(d, DrillError::NotAtBranch { .. }).then(|| "branch".to_string());
+                ApiError::new(status, d.to_string(), field)
+            }
             other => ApiError::unavailable(other),
         }
     }

@@ -5,6 +5,7 @@
 //! **Invariant:** handlers never change state themselves, and never name a
 //! store backend.
 
+mod drills;
 mod error;
 mod events;
 mod incidents;
@@ -64,6 +65,11 @@ pub fn router(parts: Parts) -> Router {
             post(events::post_events).get(events::list_events),
         )
         .route("/api/v1/alertmanager", post(events::post_alertmanager))
+        .route("/api/v1/drills", get(drills::list))
+        .route("/api/v1/drills/{id}/run", post(drills::run))
+        .route("/api/v1/drill-runs", get(drills::runs))
+        .route("/api/v1/drill-runs/{run}", get(drills::one))
+        .route("/api/v1/drill-runs/{run}/abort", post(drills::abort))
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::get_one))
         .route(

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::{ChannelKind, HistoryEntry, Incident, LinkAction, Round};
+use crate::engine::{ChannelKind, DrillRun, DrillState, HistoryEntry, Incident, LinkAction, Round};
 pub use audit::AuditCheck;
 pub use health::StoreHealth;
 
@@ -53,6 +53,16 @@ pub struct LiveState {
     pub incidents: Vec<Incident>,
     pub next_incident: i64,
     pub next_event: i64,
+    /// Drill runs in progress, last fire times, the next run id.
+    pub drills: DrillState,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DrillRunQuery {
+    pub drill: Option<String>,
+    pub branch: Option<String>,
+    pub limit: usize,
+    pub cursor: Option<i64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -152,6 +162,13 @@ pub trait Reader: Send + Sync {
     fn verify_audit(&self) -> Result<AuditCheck, StoreError>;
     /// The open incident of a group, if any.
     fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError>;
+    fn drill_run(&self, id: i64) -> Result<Option<DrillRun>, StoreError>;
+    /// Drill runs, newest first (a branch filter keeps runs that include it).
+    fn list_drill_runs(&self, q: &DrillRunQuery) -> Result<Page<DrillRun>, StoreError>;
+    /// Each drill's last scheduled fire time.
+    fn drill_last_fires(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, StoreError>;
 }
 
 /// The opened store: its writer (for the engine loop) and a shared reader.

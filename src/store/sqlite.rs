@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::audit::{AuditRow, Chain, Verifier};
 use super::*;
 use crate::config::Playbook;
-use crate::engine::{HistoryEntry, Incident};
+use crate::engine::{DrillRun, DrillState, HistoryEntry, Incident};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,6 +87,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS NULL AND failed_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, id);
+CREATE TABLE IF NOT EXISTS drill_runs (
+    id INTEGER PRIMARY KEY,
+    drill TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drill_runs_drill ON drill_runs (drill, id);
+CREATE INDEX IF NOT EXISTS drill_runs_status ON drill_runs (status);
+CREATE TABLE IF NOT EXISTS drill_schedule (
+    drill TEXT PRIMARY KEY,
+    last_fire TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -418,6 +431,21 @@ fn incident_from(body: &str) -> Result<Incident, StoreError> {
     })
 }
 
+fn drill_run_from(body: &str) -> Result<DrillRun, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
+        what: "drill run".into(),
+        detail: e.to_string(),
+    })
+}
+
+fn last_fires(
+    conn: &Connection,
+) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT drill, last_fire FROM drill_schedule")?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, time_col(r, 1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 fn json_col<T: serde::de::DeserializeOwned>(
     r: &rusqlite::Row<'_>,
     i: usize,
@@ -572,6 +600,35 @@ impl Writer for SqliteWriter {
                     d.last_error
                 ])?;
             }
+            let mut runs = tx.prepare_cached(
+                "INSERT OR REPLACE INTO drill_runs (id, drill, status, started_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for r in &round.drill_runs {
+                runs.execute(params![
+                    r.id,
+                    r.drill,
+                    r.status.as_str(),
+                    ts(r.started_at),
+                    json(r)
+                ])?;
+                append(
+                    &ts(r.finished_at.unwrap_or(r.started_at)),
+                    &format!("drill-run:{}", r.id),
+                    &format!("drill.{}", r.status.as_str()),
+                    "drill",
+                    &format!(
+                        "drill {}: score {}",
+                        r.drill,
+                        r.score.map_or("-".to_string(), |s| s.to_string())
+                    ),
+                )?;
+            }
+            let mut fires = tx.prepare_cached(
+                "INSERT OR REPLACE INTO drill_schedule (drill, last_fire) VALUES (?1, ?2)",
+            )?;
+            for (drill, at) in &round.drill_fires {
+                fires.execute(params![drill, ts(*at)])?;
+            }
             // Withdrawn announcements: settled as failed, so never selected again
             // (an attempt in flight then finds its row settled and changes nothing).
             let mut withdraw = tx.prepare_cached(
@@ -610,10 +667,31 @@ impl Writer for SqliteWriter {
                 .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM events", [], |r| {
                     r.get(0)
                 })?;
+        let running: Vec<String> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT body FROM drill_runs WHERE status = 'running' ORDER BY id")?;
+            st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        let running = running
+            .iter()
+            .map(|b| drill_run_from(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_run: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM drill_runs", [], |r| {
+                    r.get(0)
+                })?;
+        let last_fire = last_fires(&self.conn)?;
         Ok(LiveState {
             incidents,
             next_incident,
             next_event,
+            drills: DrillState {
+                running,
+                last_fire,
+                next_run,
+            },
         })
     }
 
@@ -771,6 +849,58 @@ impl Reader for SqliteReader {
                 .query_row("SELECT id FROM incidents WHERE group_key = ?1 AND status = 'open' ORDER BY id DESC LIMIT 1", [group_key], |r| r.get(0))
                 .optional()?)
         })
+    }
+
+    fn drill_run(&self, id: i64) -> Result<Option<DrillRun>, StoreError> {
+        self.with(|conn| {
+            let body: Option<String> = conn
+                .query_row("SELECT body FROM drill_runs WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            body.as_deref().map(drill_run_from).transpose()
+        })
+    }
+
+    fn list_drill_runs(&self, q: &DrillRunQuery) -> Result<Page<DrillRun>, StoreError> {
+        let mut sql = String::from("SELECT body FROM drill_runs WHERE id < ?1");
+        let mut args: Vec<String> = vec![q.cursor.unwrap_or(i64::MAX).to_string()];
+        if let Some(d) = &q.drill {
+            args.push(d.clone());
+            sql.push_str(&format!(" AND drill = ?{}", args.len()));
+        }
+        if let Some(b) = &q.branch {
+            args.push(b.clone());
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM json_each(body, '$.branches') WHERE json_extract(value, '$.branch') = ?{})",
+                args.len()
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+        self.with(|conn| {
+            let mut st = conn.prepare(&sql)?;
+            let bodies: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let more = bodies.len() > q.limit;
+            let items = bodies
+                .iter()
+                .take(q.limit)
+                .map(|b| drill_run_from(b))
+                .collect::<Result<Vec<_>, _>>()?;
+            let next = if more {
+                items.last().map(|r| r.id)
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+    }
+
+    fn drill_last_fires(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, StoreError> {
+        self.with(last_fires)
     }
 
     fn verify_audit(&self) -> Result<AuditCheck, StoreError> {

@@ -1,0 +1,351 @@
+//! Drills through the engine with an injected clock: scores at controlled
+//! answer times, critical steps, aborts, schedules across daylight saving,
+//! missed runs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::*;
+use crate::config::{Drill, MissedPolicy};
+use crate::event::{Event, Severity, Status};
+use crate::schedule::Schedule;
+
+fn loaded() -> Loaded {
+    crate::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml")).unwrap()
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+}
+
+/// A Tuesday morning in Shanghai.
+fn t0() -> DateTime<Utc> {
+    at("2026-11-24T09:00:00+08:00")
+}
+
+/// The bundled network with one drill changed by `f`.
+fn with_drill(id: &str, f: impl FnOnce(&mut Drill)) -> Loaded {
+    let mut l = loaded();
+    if let Some(d) = l.drills.iter_mut().find(|d| d.id == id) {
+        let mut x = (**d).clone();
+        f(&mut x);
+        *d = Arc::new(x);
+    }
+    l
+}
+
+fn engine_with(l: Loaded, now: DateTime<Utc>) -> Engine {
+    Engine::new(l, Vec::new(), 1, 1, now, &mut Round::default())
+}
+
+fn act(e: &mut Engine, iid: i64, step: &str, verb: Verb, by: &str, now: DateTime<Utc>) {
+    let mut r = Round::default();
+    e.step_action(iid, step, verb, Who::new(Some(by), None), now, &mut r)
+        .unwrap();
+    e.tick(now, &mut r);
+    e.finish(&mut r);
+}
+
+fn tick(e: &mut Engine, now: DateTime<Utc>) -> Round {
+    let mut r = Round::default();
+    e.tick(now, &mut r);
+    e.finish(&mut r);
+    r
+}
+
+fn run(e: &mut Engine, drill: &str, branch: &str, now: DateTime<Utc>) -> (i64, i64, Round) {
+    let mut r = Round::default();
+    let (run, incidents) = e.run_drill(drill, Some(branch), now, &mut r).unwrap();
+    e.tick(now, &mut r);
+    e.finish(&mut r);
+    (run, incidents[0], r)
+}
+
+/// The last state of a run as the round stored it.
+fn stored(r: &Round, run: i64) -> DrillRun {
+    r.drill_runs
+        .iter()
+        .rev()
+        .find(|x| x.id == run)
+        .cloned()
+        .unwrap_or_else(|| panic!("run {run} not in the round"))
+}
+
+#[test]
+fn a_run_is_scored_from_the_answer_times_as_the_rule_says() {
+    // failover-monthly: targets switch-to-backup 10m, manual-vouchers 10m,
+    // guide-customers 5m; timeout 30m.
+    let mut e = engine_with(loaded(), t0());
+    let (id, iid, r) = run(&mut e, "failover-monthly", "sh-001", t0());
+    let started = stored(&r, id);
+    assert_eq!(started.status, RunStatus::Running);
+    let inc = e.live_incident(iid).unwrap();
+    assert!(inc.drill && inc.rehearsal && inc.drill_run == Some(id));
+    // Every message is marked; the lobby screen is recorded, not sent.
+    assert!(r.outbox.iter().all(|n| n.subject.starts_with("[DRILL]")));
+    assert!(!r.outbox.iter().any(|n| n.recipient == "lobby-display"));
+    assert!(
+        r.history
+            .iter()
+            .any(|h| h.detail.contains("recorded, not sent"))
+    );
+
+    act(
+        &mut e,
+        iid,
+        "switch-to-backup",
+        Verb::Ack,
+        "sun.hao",
+        t0() + Duration::minutes(5),
+    );
+    act(
+        &mut e,
+        iid,
+        "manual-vouchers",
+        Verb::Done,
+        "wang.fang",
+        t0() + Duration::minutes(15),
+    );
+    assert!(
+        e.drill_runs().any(|r| r.id == id),
+        "still running until the timeout"
+    );
+    let r = tick(&mut e, t0() + Duration::minutes(30));
+    let done = stored(&r, id);
+    assert_eq!(done.status, RunStatus::Finished);
+    let b = &done.branches[0];
+    let credit = |s: &str| b.steps.iter().find(|x| x.id == s).unwrap().credit;
+    // By hand: 5m of 10m → 100; 15m of 10m → 100 − 50·5/10 = 75; never → 0.
+    assert_eq!(credit("switch-to-backup"), Some(100.0));
+    assert_eq!(credit("manual-vouchers"), Some(75.0));
+    assert_eq!(credit("guide-customers"), Some(0.0));
+    // The follow-up never started: left out.
+    assert_eq!(credit("backfill-ledger"), None);
+    let by_hand = ((100.0 + 75.0 + 0.0) / 3.0_f64 * 10.0).round() / 10.0;
+    assert_eq!(b.score, Some(by_hand));
+    assert_eq!(done.score, Some(by_hand));
+    assert_eq!(done.passed, Some(false));
+    // The drill incident is closed, and its follow-up did not start.
+    let r2 = &r.incidents.iter().find(|i| i.id == iid).unwrap();
+    assert_eq!(r2.status, IncidentStatus::Resolved);
+    assert!(
+        r.stats
+            .drills
+            .iter()
+            .any(|(d, res, _)| d == "failover-monthly" && *res == "failed")
+    );
+}
+
+#[test]
+fn a_late_critical_step_fails_a_run_whose_mean_passes() {
+    let l = with_drill("failover-monthly", |d| d.pass_score = 70.0);
+    let mut e = engine_with(l, t0());
+    let (id, iid, _) = run(&mut e, "failover-monthly", "sh-002", t0());
+    // switch-to-backup is critical, target 10m: answered at 25m, after 2T → 25.
+    act(
+        &mut e,
+        iid,
+        "manual-vouchers",
+        Verb::Done,
+        "huang.li",
+        t0() + Duration::minutes(1),
+    );
+    act(
+        &mut e,
+        iid,
+        "guide-customers",
+        Verb::Done,
+        "liu.yang",
+        t0() + Duration::minutes(1),
+    );
+    let mut r = Round::default();
+    e.step_action(
+        iid,
+        "switch-to-backup",
+        Verb::Done,
+        Who::new(Some("wu.tao"), None),
+        t0() + Duration::minutes(25),
+        &mut r,
+    )
+    .unwrap();
+    e.tick(t0() + Duration::minutes(25), &mut r);
+    e.finish(&mut r);
+    // Every active step is done: the run ends before its timeout.
+    let done = stored(&r, id);
+    assert_eq!(done.status, RunStatus::Finished);
+    assert_eq!(done.score, Some(75.0), "(25 + 100 + 100) / 3");
+    assert_eq!(
+        done.passed,
+        Some(false),
+        "75 ≥ 70, but the critical step was late"
+    );
+}
+
+#[test]
+fn a_real_incident_on_the_branch_aborts_the_drill_which_is_not_scored() {
+    let mut e = engine_with(loaded(), t0());
+    let (id, iid, _) = run(&mut e, "failover-monthly", "sh-001", t0());
+    let real = Event {
+        kind: "system.down".into(),
+        branch: "sh-001".into(),
+        severity: Severity::Critical,
+        status: Status::Firing,
+        labels: [("system".to_string(), "core-banking".to_string())].into(),
+        summary: None,
+        occurred_at: t0(),
+        source: "test".into(),
+    };
+    let mut r = Round::default();
+    let out = e.ingest(
+        vec![(real, t0() + Duration::minutes(2))],
+        t0() + Duration::minutes(2),
+        &mut r,
+    );
+    e.finish(&mut r);
+    assert_ne!(out[0].1, vec![iid], "the real event opens its own incident");
+    let aborted = stored(&r, id);
+    assert_eq!(aborted.status, RunStatus::Aborted);
+    assert_eq!(aborted.score, None);
+    assert!(
+        aborted.branches[0]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("real incident")
+    );
+    assert!(r.history.iter().any(|h| h.what == "drill.aborted"));
+}
+
+#[test]
+fn a_drill_never_overlaps_itself_on_a_branch() {
+    let mut e = engine_with(loaded(), t0());
+    run(&mut e, "failover-monthly", "sh-001", t0());
+    let mut r = Round::default();
+    let again = e.run_drill("failover-monthly", Some("sh-001"), t0(), &mut r);
+    assert_eq!(
+        again,
+        Err(DrillError::AlreadyRunning("failover-monthly".into()))
+    );
+    // All branches: the busy one is skipped, the others start.
+    let (id, incidents) = e.run_drill("failover-monthly", None, t0(), &mut r).unwrap();
+    assert_eq!(incidents.len(), 2);
+    assert_eq!(stored(&r, id).skipped, vec!["sh-001".to_string()]);
+}
+
+fn london(schedule: &str) -> Loaded {
+    let mut l = with_drill("failover-monthly", |d| {
+        d.schedule = Some(Schedule::parse(schedule).unwrap());
+        d.branches = crate::config::BranchSelection::List(vec!["sh-001".into()]);
+    });
+    let mut cfg = (*l.config).clone();
+    cfg.calendar.timezone = chrono_tz::Europe::London;
+    l.config = Arc::new(cfg);
+    l.drills.retain(|d| d.id == "failover-monthly");
+    l
+}
+
+#[test]
+fn a_run_in_the_spring_gap_fires_once_just_after_it() {
+    // 2026-03-29: at 01:00 GMT clocks go to 02:00 BST; 01:30 does not exist.
+    let mut e = engine_with(london("0 30 1 * * *"), at("2026-03-28T12:00:00Z"));
+    let due = at("2026-03-29T01:00:00Z"); // 02:00 BST, the first valid instant
+    assert_eq!(e.next_due(), Some(due));
+    assert!(
+        tick(&mut e, due - Duration::seconds(1))
+            .drill_runs
+            .is_empty()
+    );
+    let r = tick(&mut e, due);
+    let runs: Vec<_> = r
+        .drill_runs
+        .iter()
+        .filter(|x| x.trigger == "schedule")
+        .collect();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].scheduled_for, Some(due));
+    assert_eq!(r.drill_fires, vec![("failover-monthly".to_string(), due)]);
+    // The next is 01:30 BST the day after.
+    assert_eq!(
+        e.drill_schedule().get("failover-monthly"),
+        Some(&at("2026-03-30T00:30:00Z"))
+    );
+}
+
+#[test]
+fn a_run_in_the_repeated_autumn_hour_fires_once() {
+    // 2026-10-25: 01:30 happens at 00:30Z (BST) and again at 01:30Z (GMT).
+    let mut e = engine_with(london("0 30 1 * * *"), at("2026-10-24T12:00:00Z"));
+    let first = at("2026-10-25T00:30:00Z");
+    assert_eq!(e.next_due(), Some(first));
+    let r = tick(&mut e, first);
+    assert_eq!(r.drill_fires.len(), 1);
+    assert_eq!(
+        e.drill_schedule().get("failover-monthly"),
+        Some(&at("2026-10-26T01:30:00Z")),
+        "not again at 01:30 GMT the same night"
+    );
+}
+
+fn daily(policy: MissedPolicy) -> Loaded {
+    let mut l = with_drill("failover-monthly", |d| {
+        d.schedule = Some(Schedule::parse("0 0 10 * * *").unwrap()); // 02:00Z
+        d.missed = policy;
+        d.starting_deadline = std::time::Duration::from_secs(30 * 60);
+        d.branches = crate::config::BranchSelection::List(vec!["sh-001".into()]);
+    });
+    l.drills.retain(|d| d.id == "failover-monthly");
+    l
+}
+
+fn restart(l: Loaded, last_fire: DateTime<Utc>, now: DateTime<Utc>) -> (Engine, Round) {
+    let mut e = engine_with(l, now);
+    let mut r = Round::default();
+    e.restore_drills(
+        DrillState {
+            running: Vec::new(),
+            last_fire: [("failover-monthly".to_string(), last_fire)].into(),
+            next_run: 1,
+        },
+        now,
+        &mut r,
+    );
+    e.finish(&mut r);
+    (e, r)
+}
+
+#[test]
+fn missed_runs_are_recorded_or_run_once_within_the_starting_deadline_never_back_filled() {
+    let last = at("2026-11-21T02:00:00Z");
+    // Down for three days; back 10 minutes after the latest scheduled time.
+    let now = at("2026-11-24T02:10:00Z");
+    let (_, r) = restart(daily(MissedPolicy::Skip), last, now);
+    assert_eq!(r.drill_runs.len(), 1, "one record, not one per missed day");
+    assert_eq!(r.drill_runs[0].status, RunStatus::Missed);
+    assert_eq!(
+        r.drill_runs[0].scheduled_for,
+        Some(at("2026-11-24T02:00:00Z"))
+    );
+    assert!(r.incidents.is_empty());
+
+    let (e, r) = restart(daily(MissedPolicy::Run), last, now);
+    let runs: Vec<_> = r
+        .drill_runs
+        .iter()
+        .filter(|x| x.status == RunStatus::Running)
+        .collect();
+    assert_eq!(runs.len(), 1, "only the latest missed run fires");
+    assert_eq!(runs[0].trigger, "missed-run");
+    assert_eq!(r.incidents.len(), 1);
+    assert_eq!(
+        e.drill_schedule().get("failover-monthly"),
+        Some(&at("2026-11-25T02:00:00Z"))
+    );
+
+    // Back after the starting deadline: recorded as missed, not run.
+    let (_, r) = restart(daily(MissedPolicy::Run), last, at("2026-11-24T02:45:00Z"));
+    assert_eq!(r.drill_runs.len(), 1);
+    assert_eq!(r.drill_runs[0].status, RunStatus::Missed);
+    assert!(r.incidents.is_empty());
+}

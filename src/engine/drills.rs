@@ -1,0 +1,656 @@
+//! Drills: scheduled and on-demand exercises of a playbook, run through the
+//! same engine as real incidents (one drill incident per branch, every message
+//! marked `[DRILL]`), ended when every active step is answered or at the
+//! drill's timeout, then scored (`score.rs`).
+//!
+//! Schedules are engine timers: each scheduled drill's next fire time sits in
+//! the timer queue, so a test moves the clock instead of waiting. The last fire
+//! time is stored; runs missed while the daemon was down are never back-filled
+//! (`missed: skip` records a missed run; `missed: run` fires the latest one if
+//! it is still within `starting_deadline`).
+//!
+//! **Invariant:** a drill never overlaps itself on a branch, and a drill
+//! incident never joins or blocks a real incident (its group key is its own).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::score::{self, StepScore};
+use super::*;
+use crate::config::{Action, BranchSelection, Drill};
+use crate::event::{Event, Status};
+use crate::matching::{self, Match};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Finished,
+    Aborted,
+    Missed,
+}
+
+impl RunStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Aborted => "aborted",
+            RunStatus::Missed => "missed",
+        }
+    }
+}
+
+/// One branch's part of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BranchRun {
+    pub branch: String,
+    pub incident: Option<i64>,
+    pub status: RunStatus,
+    pub score: Option<f64>,
+    pub passed: Option<bool>,
+    #[serde(default)]
+    pub steps: Vec<StepScore>,
+    /// Why it was aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One run of a drill, over one or more branches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRun {
+    pub id: i64,
+    pub drill: String,
+    pub playbook: String,
+    pub status: RunStatus,
+    /// `schedule`, `manual` or `missed-run`.
+    pub trigger: String,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub live: bool,
+    pub pass_score: f64,
+    /// Over all scored branches: the mean score, and whether every one passed.
+    pub score: Option<f64>,
+    pub passed: Option<bool>,
+    pub branches: Vec<BranchRun>,
+    /// Branches left out because this drill was still running there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// Each step's target, in seconds, fixed when the run started.
+    #[serde(default)]
+    pub targets: BTreeMap<String, f64>,
+}
+
+/// Why a drill could not be started or stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DrillError {
+    #[error("no drill `{0}`")]
+    NoDrill(String),
+    #[error("drill `{drill}` does not run at branch `{branch}`")]
+    NotAtBranch { drill: String, branch: String },
+    #[error("drill `{0}` is already running at every branch it would start at")]
+    AlreadyRunning(String),
+    #[error("no running drill run {0}")]
+    NoRun(i64),
+}
+
+/// What the store keeps of drills, given back at start-up.
+#[derive(Debug, Default)]
+pub struct DrillState {
+    pub running: Vec<DrillRun>,
+    pub last_fire: BTreeMap<String, DateTime<Utc>>,
+    pub next_run: i64,
+}
+
+/// At most this many missed schedule times are walked to find the latest.
+const MISSED_WALK: usize = 100_000;
+
+impl Engine {
+    /// The runs in progress.
+    pub fn drill_runs(&self) -> impl Iterator<Item = &DrillRun> {
+        self.runs.values()
+    }
+
+    /// The next scheduled fire of each scheduled drill.
+    pub fn drill_schedule(&self) -> &BTreeMap<String, DateTime<Utc>> {
+        &self.drill_next
+    }
+
+    /// Takes back what the store holds of drills, and decides about runs
+    /// missed while the daemon was down.
+    pub fn restore_drills(&mut self, state: DrillState, now: DateTime<Utc>, round: &mut Round) {
+        self.next_run = self.next_run.max(state.next_run);
+        self.last_fire = state.last_fire;
+        for run in state.running {
+            let id = run.id;
+            self.runs.insert(id, run);
+            self.reschedule(TimerKey::DrillRun(id));
+        }
+        let drills: Vec<Arc<Drill>> = self.loaded.drills.clone();
+        let tz = self.loaded.config.calendar.timezone;
+        for d in drills {
+            let (Some(schedule), Some(last)) = (&d.schedule, self.last_fire.get(&d.id).copied())
+            else {
+                continue;
+            };
+            // The latest scheduled time at or before now, after the last fire.
+            let mut latest = None;
+            let mut t = last;
+            for _ in 0..MISSED_WALK {
+                match schedule.next_after(t, tz) {
+                    Some(n) if n <= now => {
+                        latest = Some(n);
+                        t = n;
+                    }
+                    _ => break,
+                }
+            }
+            let Some(missed) = latest else { continue };
+            let within =
+                chrono::Duration::from_std(d.starting_deadline).is_ok_and(|sd| now - missed <= sd);
+            self.last_fire.insert(d.id.clone(), missed);
+            round.drill_fires.push((d.id.clone(), missed));
+            if d.missed == crate::config::MissedPolicy::Run && within {
+                let _ = self.start_run(&d, None, "missed-run", Some(missed), now, round);
+            } else {
+                self.record_missed(&d, missed, now, round);
+            }
+        }
+        self.schedule_drills(now);
+    }
+
+    /// Puts every scheduled drill's next fire in the timer queue (at start-up
+    /// and after a reload).
+    pub(super) fn schedule_drills(&mut self, now: DateTime<Utc>) {
+        for slot in 0..self.drill_slots.len() {
+            let key = TimerKey::DrillSchedule(slot as u32);
+            if let Some(old) = self.timer_of.remove(&key) {
+                self.timers.remove(&(old, key));
+            }
+        }
+        let tz = self.loaded.config.calendar.timezone;
+        self.drill_slots.clear();
+        self.drill_next.clear();
+        let drills: Vec<Arc<Drill>> = self.loaded.drills.clone();
+        for d in drills {
+            let Some(schedule) = &d.schedule else {
+                continue;
+            };
+            // Never before the last fire (a reload must not fire it again).
+            let from = self.last_fire.get(&d.id).map_or(now, |l| (*l).max(now));
+            if let Some(next) = schedule.next_after(from, tz) {
+                self.drill_next.insert(d.id.clone(), next);
+            }
+            self.drill_slots.push(d.id.clone());
+            self.reschedule(TimerKey::DrillSchedule(self.drill_slots.len() as u32 - 1));
+        }
+    }
+
+    /// When a drill timer is due.
+    pub(super) fn drill_due(&self, key: TimerKey) -> Option<DateTime<Utc>> {
+        match key {
+            TimerKey::DrillSchedule(slot) => self
+                .drill_slots
+                .get(slot as usize)
+                .and_then(|d| self.drill_next.get(d))
+                .copied(),
+            TimerKey::DrillRun(id) => self.runs.get(&id).map(|r| r.ends_at),
+            TimerKey::Incident(_) => None,
+        }
+    }
+
+    /// A scheduled drill's time has come: run it, and schedule the next.
+    pub(super) fn fire_schedule(&mut self, slot: u32, now: DateTime<Utc>, round: &mut Round) {
+        let Some(id) = self.drill_slots.get(slot as usize).cloned() else {
+            return;
+        };
+        let Some(due) = self.drill_next.get(&id).copied() else {
+            return;
+        };
+        let Some(d) = self.loaded.drills.iter().find(|d| d.id == id).cloned() else {
+            return;
+        };
+        self.last_fire.insert(id.clone(), due);
+        round.drill_fires.push((id.clone(), due));
+        let _ = self.start_run(&d, None, "schedule", Some(due), now, round);
+        let tz = self.loaded.config.calendar.timezone;
+        // Never back-filled: if the loop was late past the next time too, skip it.
+        let next = d
+            .schedule
+            .as_ref()
+            .and_then(|s| s.next_after(due.max(now), tz));
+        match next {
+            Some(n) => self.drill_next.insert(id, n),
+            None => self.drill_next.remove(&id),
+        };
+    }
+
+    /// Starts a drill by hand (all its branches, or one).
+    pub fn run_drill(
+        &mut self,
+        drill: &str,
+        branch: Option<&str>,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) -> Result<(i64, Vec<i64>), DrillError> {
+        let d = self
+            .loaded
+            .drills
+            .iter()
+            .find(|d| d.id == drill)
+            .cloned()
+            .ok_or_else(|| DrillError::NoDrill(drill.to_string()))?;
+        self.start_run(&d, branch, "manual", None, now, round)
+    }
+
+    fn record_missed(
+        &mut self,
+        d: &Drill,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) {
+        let id = self.next_run;
+        self.next_run += 1;
+        round.drill_runs.push(DrillRun {
+            id,
+            drill: d.id.clone(),
+            playbook: d.playbook.clone(),
+            status: RunStatus::Missed,
+            trigger: "schedule".into(),
+            scheduled_for: Some(at),
+            started_at: now,
+            ends_at: now,
+            finished_at: Some(now),
+            live: d.live,
+            pass_score: d.pass_score,
+            score: None,
+            passed: None,
+            branches: Vec::new(),
+            skipped: Vec::new(),
+            targets: BTreeMap::new(),
+        });
+        round
+            .stats
+            .drills
+            .push((d.id.clone(), "missed", Vec::new()));
+    }
+
+    fn start_run(
+        &mut self,
+        d: &Drill,
+        only: Option<&str>,
+        trigger: &str,
+        scheduled_for: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) -> Result<(i64, Vec<i64>), DrillError> {
+        let Some(pb) = self.loaded.playbook(&d.playbook).cloned() else {
+            return Err(DrillError::NoDrill(d.id.clone()));
+        };
+        let mut branches: Vec<String> = match &d.branches {
+            BranchSelection::All => self.loaded.config.branches.keys().cloned().collect(),
+            BranchSelection::List(l) => l.clone(),
+        };
+        if let Some(b) = only {
+            if !branches.iter().any(|x| x == b) {
+                return Err(DrillError::NotAtBranch {
+                    drill: d.id.clone(),
+                    branch: b.to_string(),
+                });
+            }
+            branches = vec![b.to_string()];
+        }
+        let (busy, free): (Vec<String>, Vec<String>) = branches
+            .into_iter()
+            .partition(|b| self.drill_running_at(&d.id, b));
+        if free.is_empty() {
+            return Err(DrillError::AlreadyRunning(d.id.clone()));
+        }
+        let cal = self.loaded.config.calendar.clone();
+        let targets: BTreeMap<String, f64> = pb
+            .steps
+            .iter()
+            .map(|s| {
+                let delay = d.targets.get(&s.id).unwrap_or(&s.deadline);
+                let secs = (delay.after(now, &cal) - now).num_milliseconds() as f64 / 1000.0;
+                (s.id.clone(), secs)
+            })
+            .collect();
+        let id = self.next_run;
+        self.next_run += 1;
+        let mut run = DrillRun {
+            id,
+            drill: d.id.clone(),
+            playbook: pb.id.clone(),
+            status: RunStatus::Running,
+            trigger: trigger.to_string(),
+            scheduled_for,
+            started_at: now,
+            ends_at: now
+                + chrono::Duration::from_std(d.timeout).unwrap_or(chrono::Duration::hours(1)),
+            finished_at: None,
+            live: d.live,
+            pass_score: d.pass_score,
+            score: None,
+            passed: None,
+            branches: Vec::new(),
+            skipped: busy,
+            targets,
+        };
+        let mut incidents = Vec::new();
+        for branch in free {
+            let ev = Event {
+                kind: d.event.kind.clone(),
+                branch: branch.clone(),
+                severity: d.event.severity,
+                status: Status::Firing,
+                labels: d.event.labels.clone(),
+                summary: d.event.summary.clone(),
+                occurred_at: now,
+                source: "drill".into(),
+            };
+            let group = matching::group_of(&pb, &ev);
+            let m = Match {
+                playbook: Arc::clone(&pb),
+                tier: matching::tier_of(&pb, &ev),
+                group_key: matching::group_key(&pb, &group),
+                group,
+            };
+            let event_id = self.next_event;
+            self.next_event += 1;
+            let iid = self.open(&m, &ev, Some((id, d.live)), now, round);
+            round.events.push(StoredEvent {
+                id: event_id,
+                received_at: now,
+                event: ev,
+                matched: true,
+                incidents: vec![iid],
+                rejected: None,
+            });
+            Self::history(
+                round,
+                iid,
+                now,
+                "drill.started",
+                "drill",
+                format!(
+                    "drill {} run {id} ({trigger}){}; ends by {}",
+                    d.id,
+                    if d.live {
+                        ", live"
+                    } else {
+                        ": command and webhook actions are recorded, not carried out"
+                    },
+                    fmt_time(run.ends_at, &self.loaded)
+                ),
+            );
+            incidents.push(iid);
+            run.branches.push(BranchRun {
+                branch,
+                incident: Some(iid),
+                status: RunStatus::Running,
+                score: None,
+                passed: None,
+                steps: Vec::new(),
+                note: None,
+            });
+        }
+        round.drill_runs.push(run.clone());
+        self.runs.insert(id, run);
+        self.reschedule(TimerKey::DrillRun(id));
+        Ok((id, incidents))
+    }
+
+    fn drill_running_at(&self, drill: &str, branch: &str) -> bool {
+        self.runs.values().any(|r| {
+            r.drill == drill
+                && r.branches
+                    .iter()
+                    .any(|b| b.branch == branch && b.status == RunStatus::Running)
+        })
+    }
+
+    /// After a round's answers: ends the branch runs whose incident has no
+    /// active step left.
+    pub(super) fn check_drills(&mut self, now: DateTime<Utc>, round: &mut Round) {
+        let touched: Vec<i64> = round.touched.iter().copied().collect();
+        for iid in touched {
+            let Some(inc) = self.live.get(&iid) else {
+                continue;
+            };
+            let (Some(run), IncidentStatus::Open) = (inc.drill_run, inc.status) else {
+                continue;
+            };
+            let pending = inc.steps.iter().any(|s| s.state.is_open());
+            if !pending {
+                self.end_branch(run, iid, RunStatus::Finished, None, now, round);
+            }
+        }
+    }
+
+    /// The drill run's timeout: every branch still running ends, unanswered
+    /// steps scoring 0.
+    pub(super) fn drill_timeout(&mut self, run: i64, now: DateTime<Utc>, round: &mut Round) {
+        let Some(r) = self.runs.get(&run) else { return };
+        if r.ends_at > now {
+            return;
+        }
+        let running: Vec<i64> = r
+            .branches
+            .iter()
+            .filter(|b| b.status == RunStatus::Running)
+            .filter_map(|b| b.incident)
+            .collect();
+        for iid in running {
+            self.end_branch(run, iid, RunStatus::Finished, None, now, round);
+        }
+    }
+
+    /// Stops a run by hand: every branch still running is aborted, not scored.
+    pub fn abort_drill(
+        &mut self,
+        run: i64,
+        by: &str,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) -> Result<(), DrillError> {
+        let r = self.runs.get(&run).ok_or(DrillError::NoRun(run))?;
+        let running: Vec<i64> = r
+            .branches
+            .iter()
+            .filter(|b| b.status == RunStatus::Running)
+            .filter_map(|b| b.incident)
+            .collect();
+        for iid in running {
+            self.end_branch(
+                run,
+                iid,
+                RunStatus::Aborted,
+                Some(format!("stopped by {by}")),
+                now,
+                round,
+            );
+        }
+        Ok(())
+    }
+
+    /// A real incident of `playbook` opened at `branch`: drills of that plan
+    /// running there are aborted (their answers would be mixed with real ones).
+    pub(super) fn abort_drills_for(
+        &mut self,
+        playbook: &str,
+        branch: &str,
+        real: i64,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) {
+        let hit: Vec<(i64, i64)> = self
+            .runs
+            .values()
+            .filter(|r| r.playbook == playbook)
+            .flat_map(|r| {
+                r.branches
+                    .iter()
+                    .filter(|b| b.branch == branch && b.status == RunStatus::Running)
+                    .filter_map(move |b| b.incident.map(|i| (r.id, i)))
+            })
+            .collect();
+        for (run, iid) in hit {
+            self.end_branch(
+                run,
+                iid,
+                RunStatus::Aborted,
+                Some(format!(
+                    "a real incident #{real} of the same plan opened at {branch}"
+                )),
+                now,
+                round,
+            );
+        }
+    }
+
+    /// Ends one branch's part of a run: scores it (unless aborted), closes its
+    /// incident without starting follow-ups, and finishes the run when it was
+    /// the last branch.
+    fn end_branch(
+        &mut self,
+        run: i64,
+        iid: i64,
+        status: RunStatus,
+        note: Option<String>,
+        now: DateTime<Utc>,
+        round: &mut Round,
+    ) {
+        let Some(r) = self.runs.get(&run) else { return };
+        let targets = r.targets.clone();
+        let pass_score = r.pass_score;
+        let steps = match (status, self.live.get(&iid)) {
+            (RunStatus::Finished, Some(inc)) => scored_steps(inc, &targets),
+            _ => Vec::new(),
+        };
+        let mut steps = steps;
+        let outcome = (status == RunStatus::Finished).then(|| score::score(&mut steps, pass_score));
+        // Close the drill incident: open steps are skipped, follow-ups never start.
+        if let Some(inc) = self.live.get_mut(&iid) {
+            inc.status = IncidentStatus::Resolved;
+            inc.resolved_at = Some(now);
+            for s in inc.steps.iter_mut() {
+                if s.state == StepState::Pending || s.state.is_open() {
+                    s.state = StepState::Skipped;
+                    s.running = false;
+                }
+            }
+            self.groups.remove(&inc.group_key);
+            round.touched.insert(iid);
+            round.stats.open_set_changed = true;
+            let detail = match (&outcome, &note) {
+                (_, Some(n)) => format!("drill run {run} aborted: {n}; not scored"),
+                (Some(o), None) => format!(
+                    "drill run {run} ended: score {}{}",
+                    o.score
+                        .map_or("- (no step to score)".to_string(), |s| format!("{s:.1}")),
+                    if o.passed { ", passed" } else { ", not passed" }
+                ),
+                (None, None) => format!("drill run {run} ended"),
+            };
+            let what = if status == RunStatus::Aborted {
+                "drill.aborted"
+            } else {
+                "drill.ended"
+            };
+            Self::history(round, iid, now, what, "drill", detail);
+        }
+        let Some(r) = self.runs.get_mut(&run) else {
+            return;
+        };
+        if let Some(b) = r.branches.iter_mut().find(|b| b.incident == Some(iid)) {
+            b.status = status;
+            b.steps = steps;
+            b.note = note;
+            if let Some(o) = &outcome {
+                b.score = o.score;
+                b.passed = Some(o.passed);
+            }
+        }
+        if r.branches.iter().all(|b| b.status != RunStatus::Running) {
+            self.finish_run(run, now, round);
+        } else {
+            round.drill_runs.push(r.clone());
+        }
+    }
+
+    fn finish_run(&mut self, run: i64, now: DateTime<Utc>, round: &mut Round) {
+        let Some(mut r) = self.runs.remove(&run) else {
+            return;
+        };
+        let scored: Vec<&BranchRun> = r
+            .branches
+            .iter()
+            .filter(|b| b.status == RunStatus::Finished && b.score.is_some())
+            .collect();
+        if r.branches.iter().all(|b| b.status == RunStatus::Aborted) {
+            r.status = RunStatus::Aborted;
+        } else {
+            r.status = RunStatus::Finished;
+            if !scored.is_empty() {
+                let mean = scored.iter().filter_map(|b| b.score).sum::<f64>() / scored.len() as f64;
+                r.score = Some((mean * 10.0).round() / 10.0);
+                r.passed = Some(scored.iter().all(|b| b.passed == Some(true)));
+            }
+        }
+        r.finished_at = Some(now);
+        let result = match (r.status, r.passed) {
+            (RunStatus::Aborted, _) => "aborted",
+            (_, Some(true)) => "passed",
+            _ => "failed",
+        };
+        let scores: Vec<(String, f64)> = r
+            .branches
+            .iter()
+            .filter_map(|b| b.score.map(|s| (b.branch.clone(), s)))
+            .collect();
+        round.stats.drills.push((r.drill.clone(), result, scores));
+        round.drill_runs.push(r);
+        self.reschedule(TimerKey::DrillRun(run));
+    }
+}
+
+/// The steps people answer (tasks and roll calls), with their responses, for scoring.
+fn scored_steps(inc: &Incident, targets: &BTreeMap<String, f64>) -> Vec<StepScore> {
+    let Some(pb) = inc.playbook.as_ref() else {
+        return Vec::new();
+    };
+    inc.steps
+        .iter()
+        .zip(&pb.steps)
+        .filter(|(_, spec)| matches!(spec.action, Action::Task | Action::RollCall(_)))
+        .map(|(run, spec)| {
+            let since = |t: DateTime<Utc>| {
+                run.notified_at
+                    .map(|n| (t - n).num_milliseconds() as f64 / 1000.0)
+            };
+            let roll_call = run
+                .roll_call
+                .iter()
+                .map(|p| (p.clone(), run.confirmed_at.get(p).and_then(|t| since(*t))))
+                .collect();
+            StepScore {
+                id: run.id.clone(),
+                target_seconds: targets.get(&run.id).copied().unwrap_or(0.0),
+                weight: spec.weight,
+                critical: spec.critical,
+                active: run.activated_at.is_some(),
+                response_seconds: run.response_seconds,
+                roll_call,
+                credit: None,
+                by: run.by.clone(),
+            }
+        })
+        .collect()
+}
