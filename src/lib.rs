@@ -20,6 +20,7 @@ pub mod matching;
 pub mod metrics;
 pub mod notify;
 pub mod reload;
+pub mod report;
 pub mod schedule;
 pub mod sources;
 pub mod store;

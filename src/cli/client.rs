@@ -256,3 +256,31 @@ pub fn incident_text(i: &Value, zones: &Zones) -> String {
     }
     out
 }
+
+/// `drill list`: each drill's schedule, branches and next scheduled time.
+pub fn drills_table(v: &Value, zones: &Zones) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<26} {:<22} {:<34} {:<26} BRANCHES",
+        "DRILL", "PLAYBOOK", "SCHEDULE", "NEXT RUN"
+    );
+    for d in v["items"].as_array().into_iter().flatten() {
+        let branches: Vec<String> = d["branches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<26} {:<22} {:<34} {:<26} {}",
+            s(&d["id"]),
+            s(&d["playbook"]),
+            s(&d["schedule"]),
+            time(&d["next_run"], zones.default),
+            branches.join(", ")
+        );
+    }
+    out
+}

@@ -116,6 +116,11 @@ pub enum Command {
     Resolve(IncidentArgs),
     /// Escalate an incident to the operations centre and the branch head.
     Escalate(IncidentArgs),
+    /// Drills: list, run one now, read a run's report, stop a run.
+    Drill {
+        #[command(subcommand)]
+        what: DrillCommand,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -146,6 +151,42 @@ pub enum IncidentCommand {
     Show {
         /// The incident's number.
         id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Every drill with its schedule, branches and next scheduled time.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start a drill now, at all its branches or one.
+    Run {
+        /// The drill's id (see `drill list`).
+        id: String,
+        /// Only this branch.
+        #[arg(long)]
+        branch: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A run's report in Markdown: scores, steps, people, the trend.
+    Report {
+        /// The run's number (printed by `drill run`, listed by the API).
+        run: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop a running drill; it is recorded as aborted and not scored.
+    Abort {
+        /// The run's number.
+        run: i64,
+        /// Who stops it (a person id; default: api).
+        #[arg(long)]
+        by: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -327,6 +368,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out!("{}", client::incident_text(&v, &c.zones));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Drill { what } => drill_command(what),
         Command::Ack(a) => step_command(a, "ack"),
         Command::Done(a) => step_command(a, "done"),
         Command::Safe(a) => step_command(a, "safe"),
@@ -388,6 +430,48 @@ fn incident_command(a: IncidentArgs, action: &str) -> anyhow::Result<ExitCode> {
         body(a.by, a.note),
     )?;
     out!("{}", client::incident_text(&v, &c.zones));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn drill_command(what: DrillCommand) -> anyhow::Result<ExitCode> {
+    match what {
+        DrillCommand::List { client } => {
+            let c = client::Client::new(&client)?;
+            let v = c.get("/api/v1/drills", &[])?;
+            out!("{}", client::drills_table(&v, &c.zones));
+        }
+        DrillCommand::Run { id, branch, client } => {
+            let c = client::Client::new(&client)?;
+            let body = match branch {
+                Some(b) => serde_json::json!({ "branch": b }).to_string(),
+                None => String::new(),
+            };
+            let v = c.post_raw(&format!("/api/v1/drills/{id}/run"), body)?;
+            outln!(
+                "drill {id} started: run {}; incidents: {}",
+                v["run"],
+                client::ids(&v["incidents"])
+            );
+            outln!("report: branchguard drill report {}", v["run"]);
+        }
+        DrillCommand::Report { run, client } => {
+            let c = client::Client::new(&client)?;
+            let v = c.get(&format!("/api/v1/drill-runs/{run}"), &[])?;
+            let parsed: crate::engine::DrillRun = serde_json::from_value(v.clone())
+                .context("the daemon's answer is not a drill run")?;
+            let trend: std::collections::BTreeMap<String, Vec<crate::report::TrendPoint>> =
+                serde_json::from_value(v["trend"].clone()).unwrap_or_default();
+            out!(
+                "{}",
+                client::clean(&crate::report::markdown(&parsed, &trend, c.zones.default))
+            );
+        }
+        DrillCommand::Abort { run, by, client } => {
+            let c = client::Client::new(&client)?;
+            let v = c.post_raw(&format!("/api/v1/drill-runs/{run}/abort"), body(by, None))?;
+            outln!("run {run}: {}", v["status"].as_str().unwrap_or("?"));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

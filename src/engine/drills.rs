@@ -131,6 +131,17 @@ impl Engine {
             self.runs.insert(id, run);
             self.reschedule(TimerKey::DrillRun(id));
         }
+        // Runs whose time ran out while the daemon was down end first, so a
+        // missed run of the same drill is not refused as overlapping.
+        let over: Vec<i64> = self
+            .runs
+            .values()
+            .filter(|r| r.ends_at <= now)
+            .map(|r| r.id)
+            .collect();
+        for id in over {
+            self.drill_timeout(id, now, round);
+        }
         let drills: Vec<Arc<Drill>> = self.loaded.drills.clone();
         let tz = self.loaded.config.calendar.timezone;
         for d in drills {
