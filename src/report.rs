@@ -25,6 +25,64 @@ pub struct TrendPoint {
     pub passed: Option<bool>,
 }
 
+/// A person's median response over their recent runs of a drill.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+pub struct PersonMedian {
+    pub median_seconds: f64,
+    /// How many answers it is the median of.
+    pub answers: usize,
+}
+
+/// Every answer of a run: who, which step, how long after notification.
+pub fn answers(run: &DrillRun) -> Vec<(String, String, f64)> {
+    let mut out = Vec::new();
+    for b in &run.branches {
+        for s in &b.steps {
+            if s.roll_call.is_empty() {
+                if let (Some(by), Some(r)) = (&s.by, s.response_seconds) {
+                    out.push((by.clone(), s.id.clone(), r));
+                }
+            } else {
+                for (p, r) in &s.roll_call {
+                    if let Some(r) = r {
+                        out.push((p.clone(), s.id.clone(), *r));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Each person's median response over the given runs.
+pub fn medians<'a>(runs: impl IntoIterator<Item = &'a DrillRun>) -> BTreeMap<String, PersonMedian> {
+    let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in runs {
+        for (p, _, t) in answers(r) {
+            times.entry(p).or_default().push(t);
+        }
+    }
+    times
+        .into_iter()
+        .map(|(p, mut ts)| {
+            ts.sort_by(f64::total_cmp);
+            let n = ts.len();
+            let median = if n % 2 == 1 {
+                ts[n / 2]
+            } else {
+                (ts[n / 2 - 1] + ts[n / 2]) / 2.0
+            };
+            (
+                p,
+                PersonMedian {
+                    median_seconds: median,
+                    answers: n,
+                },
+            )
+        })
+        .collect()
+}
+
 fn time(t: DateTime<Utc>, tz: Tz) -> String {
     t.with_timezone(&tz)
         .format("%Y-%m-%d %H:%M %:z")
@@ -62,8 +120,14 @@ fn score_text(s: Option<f64>) -> String {
     s.map_or("-".to_string(), |s| format!("{s:.1}"))
 }
 
-/// The Markdown report of a run.
-pub fn markdown(run: &DrillRun, trend: &BTreeMap<String, Vec<TrendPoint>>, tz: Tz) -> String {
+/// The Markdown report of a run. `recent` is each person's median response
+/// over their recent runs of this drill (shown beside this run's answers).
+pub fn markdown(
+    run: &DrillRun,
+    trend: &BTreeMap<String, Vec<TrendPoint>>,
+    recent: &BTreeMap<String, PersonMedian>,
+    tz: Tz,
+) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# Drill report: {}, run {}\n", run.drill, run.id);
     let _ = writeln!(
@@ -119,22 +183,6 @@ pub fn markdown(run: &DrillRun, trend: &BTreeMap<String, Vec<TrendPoint>>, tz: T
             if let Some(c) = s.credit {
                 by_step.entry(s.id.clone()).or_default().push(c);
             }
-            if let (Some(by), Some(r)) = (&s.by, s.response_seconds)
-                && s.roll_call.is_empty()
-            {
-                people
-                    .entry(by.clone())
-                    .or_default()
-                    .push((s.id.clone(), r));
-            }
-            for (p, r) in &s.roll_call {
-                if let Some(r) = r {
-                    people
-                        .entry(p.clone())
-                        .or_default()
-                        .push((s.id.clone(), *r));
-                }
-            }
         }
         if let Some(points) = trend.get(&b.branch).filter(|p| !p.is_empty()) {
             let scores: Vec<f64> = points.iter().filter_map(|p| p.score).collect();
@@ -166,11 +214,25 @@ pub fn markdown(run: &DrillRun, trend: &BTreeMap<String, Vec<TrendPoint>>, tz: T
             }
         }
     }
+    for (p, step, t) in answers(run) {
+        people.entry(p).or_default().push((step, t));
+    }
     if !people.is_empty() {
-        let _ = writeln!(o, "\n## People\n\n| Person | Responses |\n|---|---|");
+        let _ = writeln!(
+            o,
+            "\n## People\n\n| Person | Responses | Median over recent runs |\n|---|---|---|"
+        );
         for (p, rs) in &people {
             let list: Vec<String> = rs.iter().map(|(s, r)| format!("{s} {}", dur(*r))).collect();
-            let _ = writeln!(o, "| {p} | {} |", list.join(", "));
+            let median = recent.get(p).map_or("-".to_string(), |m| {
+                format!(
+                    "{} ({} answer{})",
+                    dur(m.median_seconds),
+                    m.answers,
+                    if m.answers == 1 { "" } else { "s" }
+                )
+            });
+            let _ = writeln!(o, "| {p} | {} | {median} |", list.join(", "));
         }
     }
     let weakest = by_step
@@ -262,6 +324,9 @@ mod tests {
                 branch: "sh-001".into(),
                 incident: Some(12),
                 status: RunStatus::Finished,
+                starts_at: Some(at("2026-11-04T02:00:00Z")),
+                ends_at: Some(at("2026-11-04T02:30:00Z")),
+                raised: 0,
                 score: Some(83.3),
                 passed: Some(true),
                 steps: vec![
@@ -273,6 +338,7 @@ mod tests {
             }],
             skipped: Vec::new(),
             targets: BTreeMap::new(),
+            raise: Vec::new(),
         };
         let trend: BTreeMap<String, Vec<TrendPoint>> = [(
             "sh-001".to_string(),
@@ -301,7 +367,9 @@ mod tests {
             ],
         )]
         .into();
-        let md = markdown(&run, &trend, chrono_tz::Asia::Shanghai);
+        let recent = medians([&run]);
+        assert_eq!(recent["sun.hao"].median_seconds, 420.0);
+        let md = markdown(&run, &trend, &recent, chrono_tz::Asia::Shanghai);
         assert!(md.contains("▄▆▇ 41.7 → 66.7 → 91.7"), "{md}");
         insta::assert_snapshot!(md);
     }

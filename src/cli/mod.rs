@@ -461,9 +461,16 @@ fn drill_command(what: DrillCommand) -> anyhow::Result<ExitCode> {
                 .context("the daemon's answer is not a drill run")?;
             let trend: std::collections::BTreeMap<String, Vec<crate::report::TrendPoint>> =
                 serde_json::from_value(v["trend"].clone()).unwrap_or_default();
+            let people: std::collections::BTreeMap<String, crate::report::PersonMedian> =
+                serde_json::from_value(v["people"].clone()).unwrap_or_default();
             out!(
                 "{}",
-                client::clean(&crate::report::markdown(&parsed, &trend, c.zones.default))
+                client::clean(&crate::report::markdown(
+                    &parsed,
+                    &trend,
+                    &people,
+                    c.zones.default
+                ))
             );
         }
         DrillCommand::Abort { run, by, client } => {

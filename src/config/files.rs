@@ -295,9 +295,24 @@ pub struct DrillFile {
     #[serde(default)]
     pub missed: MissedPolicy,
     pub starting_deadline: Option<S>,
+    /// Spread the branches' starts over this long (a large network is not
+    /// paged in the same second).
+    pub stagger: Option<S>,
+    /// Follow-up events during the run: the same event with more labels after
+    /// a while, so a drill can climb through a playbook's tiers.
+    #[serde(default)]
+    pub raise: Vec<RaiseFile>,
     pub pass_score: Option<S<f64>>,
     #[serde(default)]
     pub live: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaiseFile {
+    pub after: S,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

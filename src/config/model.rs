@@ -447,6 +447,11 @@ pub struct Drill {
     pub timeout: Duration,
     pub missed: MissedPolicy,
     pub starting_deadline: Duration,
+    /// The branches' starts are spread evenly over this long.
+    pub stagger: Option<Duration>,
+    /// Follow-up events: after a while into the run, the drill event again
+    /// with these labels added (a conflict climbing to tier 3).
+    pub raise: Vec<(Duration, BTreeMap<String, String>)>,
     pub pass_score: f64,
     pub live: bool,
 }

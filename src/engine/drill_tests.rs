@@ -349,3 +349,77 @@ fn missed_runs_are_recorded_or_run_once_within_the_starting_deadline_never_back_
     assert_eq!(r.drill_runs[0].status, RunStatus::Missed);
     assert!(r.incidents.is_empty());
 }
+
+#[test]
+fn a_stagger_spreads_the_branches_starts_evenly() {
+    let l = with_drill("failover-monthly", |d| {
+        d.stagger = Some(std::time::Duration::from_secs(600));
+    });
+    let mut e = engine_with(l, t0());
+    let mut r = Round::default();
+    let (id, incidents) = e.run_drill("failover-monthly", None, t0(), &mut r).unwrap();
+    e.finish(&mut r);
+    assert_eq!(incidents.len(), 1, "only the first branch starts at once");
+    let run = e.drill_runs().find(|x| x.id == id).unwrap().clone();
+    let starts: Vec<_> = run.branches.iter().map(|b| b.starts_at.unwrap()).collect();
+    let third = Duration::seconds(200);
+    assert_eq!(starts, vec![t0(), t0() + third, t0() + third * 2]);
+    assert_eq!(run.branches[1].status, RunStatus::Pending);
+    assert_eq!(e.next_due(), Some(t0() + third));
+    let r = tick(&mut e, t0() + third);
+    assert_eq!(
+        r.incidents.iter().filter(|i| i.drill).count(),
+        1,
+        "the second branch starts"
+    );
+    let r = tick(&mut e, t0() + third * 2);
+    let started: Vec<_> = r
+        .incidents
+        .iter()
+        .filter(|i| i.drill)
+        .map(|i| i.branch.clone())
+        .collect();
+    assert_eq!(started, vec!["sh-003".to_string()]);
+    // Each branch has its own timeout, counted from its start.
+    let run = e.drill_runs().find(|x| x.id == id).unwrap();
+    assert_eq!(
+        run.branches[2].ends_at,
+        Some(t0() + third * 2 + Duration::minutes(30))
+    );
+}
+
+#[test]
+fn the_conflict_drill_climbs_to_tier_3_and_starts_the_tier_3_steps() {
+    // conflict-quarterly: tier 2 (safety), then `raise` to tier 3 after 5m.
+    let mut e = engine_with(loaded(), t0());
+    let (id, iid, _) = run(&mut e, "conflict-quarterly", "sh-002", t0());
+    let inc = e.live_incident(iid).unwrap();
+    assert_eq!(inc.tier, 2);
+    let pending = |e: &Engine, s: &str| {
+        e.live_incident(iid)
+            .unwrap()
+            .steps
+            .iter()
+            .find(|x| x.id == s)
+            .unwrap()
+            .state
+    };
+    assert_eq!(pending(&e, "emergency-team"), StepState::Pending);
+    assert_eq!(
+        e.next_due().map(|d| d <= t0() + Duration::minutes(5)),
+        Some(true)
+    );
+    let r = tick(&mut e, t0() + Duration::minutes(5));
+    assert_eq!(e.live_incident(iid).unwrap().tier, 3, "raised");
+    assert_eq!(pending(&e, "emergency-team"), StepState::Notified);
+    assert!(r.history.iter().any(|h| h.what == "tier.raised"));
+    assert!(
+        r.events
+            .iter()
+            .any(|ev| ev.event.labels.get("conflict_level").map(String::as_str) == Some("3"))
+    );
+    // Once: a later tick raises nothing more.
+    let again = tick(&mut e, t0() + Duration::minutes(6));
+    assert!(!again.history.iter().any(|h| h.what == "tier.raised"));
+    assert!(e.drill_runs().any(|r| r.id == id));
+}

@@ -27,6 +27,8 @@ use crate::matching::{self, Match};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
+    /// A branch waiting for its staggered start.
+    Pending,
     Running,
     Finished,
     Aborted,
@@ -36,6 +38,7 @@ pub enum RunStatus {
 impl RunStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
+            RunStatus::Pending => "pending",
             RunStatus::Running => "running",
             RunStatus::Finished => "finished",
             RunStatus::Aborted => "aborted",
@@ -50,6 +53,14 @@ pub struct BranchRun {
     pub branch: String,
     pub incident: Option<i64>,
     pub status: RunStatus,
+    /// When this branch starts (later than the run with `stagger`) and ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// How many of the run's follow-up events this branch has had.
+    #[serde(default)]
+    pub raised: usize,
     pub score: Option<f64>,
     pub passed: Option<bool>,
     #[serde(default)]
@@ -84,6 +95,9 @@ pub struct DrillRun {
     /// Each step's target, in seconds, fixed when the run started.
     #[serde(default)]
     pub targets: BTreeMap<String, f64>,
+    /// Follow-up events: seconds after a branch's start, and the labels added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raise: Vec<(i64, BTreeMap<String, String>)>,
 }
 
 /// Why a drill could not be started or stopped.
@@ -140,7 +154,7 @@ impl Engine {
             .map(|r| r.id)
             .collect();
         for id in over {
-            self.drill_timeout(id, now, round);
+            self.drill_run_due(id, now, round);
         }
         let drills: Vec<Arc<Drill>> = self.loaded.drills.clone();
         let tz = self.loaded.config.calendar.timezone;
@@ -210,7 +224,22 @@ impl Engine {
                 .get(slot as usize)
                 .and_then(|d| self.drill_next.get(d))
                 .copied(),
-            TimerKey::DrillRun(id) => self.runs.get(&id).map(|r| r.ends_at),
+            TimerKey::DrillRun(id) => self.runs.get(&id).and_then(|r| {
+                r.branches
+                    .iter()
+                    .filter_map(|b| match b.status {
+                        RunStatus::Pending => b.starts_at,
+                        RunStatus::Running => {
+                            let end = b.ends_at.unwrap_or(r.ends_at);
+                            let raise = r.raise.get(b.raised).and_then(|(secs, _)| {
+                                b.starts_at.map(|s| s + chrono::Duration::seconds(*secs))
+                            });
+                            Some(raise.map_or(end, |x| x.min(end)))
+                        }
+                        _ => None,
+                    })
+                    .min()
+            }),
             TimerKey::Incident(_) => None,
         }
     }
@@ -285,6 +314,7 @@ impl Engine {
             branches: Vec::new(),
             skipped: Vec::new(),
             targets: BTreeMap::new(),
+            raise: Vec::new(),
         });
         round
             .stats
@@ -335,6 +365,12 @@ impl Engine {
             .collect();
         let id = self.next_run;
         self.next_run += 1;
+        let timeout = chrono::Duration::from_std(d.timeout).unwrap_or(chrono::Duration::hours(1));
+        let stagger = d
+            .stagger
+            .and_then(|s| chrono::Duration::from_std(s).ok())
+            .unwrap_or(chrono::Duration::zero());
+        let n = free.len().max(1) as i32;
         let mut run = DrillRun {
             id,
             drill: d.id.clone(),
@@ -343,8 +379,7 @@ impl Engine {
             trigger: trigger.to_string(),
             scheduled_for,
             started_at: now,
-            ends_at: now
-                + chrono::Duration::from_std(d.timeout).unwrap_or(chrono::Duration::hours(1)),
+            ends_at: now + timeout,
             finished_at: None,
             live: d.live,
             pass_score: d.pass_score,
@@ -353,9 +388,65 @@ impl Engine {
             branches: Vec::new(),
             skipped: busy,
             targets,
+            raise: d
+                .raise
+                .iter()
+                .map(|(after, labels)| (after.as_secs() as i64, labels.clone()))
+                .collect(),
         };
+        for (k, branch) in free.into_iter().enumerate() {
+            // Branch k of n starts k/n of the way through the stagger.
+            let starts_at = now + stagger * (k as i32) / n;
+            run.ends_at = run.ends_at.max(starts_at + timeout);
+            run.branches.push(BranchRun {
+                branch,
+                incident: None,
+                status: RunStatus::Pending,
+                starts_at: Some(starts_at),
+                ends_at: Some(starts_at + timeout),
+                raised: 0,
+                score: None,
+                passed: None,
+                steps: Vec::new(),
+                note: None,
+            });
+        }
+        self.runs.insert(id, run);
+        let incidents = self.start_due_branches(id, now, round);
+        if let Some(run) = self.runs.get(&id) {
+            round.drill_runs.push(run.clone());
+        }
+        self.reschedule(TimerKey::DrillRun(id));
+        Ok((id, incidents))
+    }
+
+    /// Opens the drill incident of every branch whose start has come.
+    fn start_due_branches(&mut self, id: i64, now: DateTime<Utc>, round: &mut Round) -> Vec<i64> {
+        let Some(r) = self.runs.get(&id) else {
+            return Vec::new();
+        };
+        let due: Vec<String> = r
+            .branches
+            .iter()
+            .filter(|b| b.status == RunStatus::Pending && b.starts_at.is_none_or(|s| s <= now))
+            .map(|b| b.branch.clone())
+            .collect();
+        let drill = self.loaded.drills.iter().find(|d| d.id == r.drill).cloned();
+        let pb = self.loaded.playbook(&r.playbook).cloned();
+        let (trigger, live, ends) = (r.trigger.clone(), r.live, r.ends_at);
         let mut incidents = Vec::new();
-        for branch in free {
+        for branch in due {
+            let (Some(d), Some(pb)) = (&drill, &pb) else {
+                if let Some(b) = self
+                    .runs
+                    .get_mut(&id)
+                    .and_then(|r| r.branches.iter_mut().find(|b| b.branch == branch))
+                {
+                    b.status = RunStatus::Aborted;
+                    b.note = Some("the drill or its playbook was removed before it started".into());
+                }
+                continue;
+            };
             let ev = Event {
                 kind: d.event.kind.clone(),
                 branch: branch.clone(),
@@ -366,16 +457,16 @@ impl Engine {
                 occurred_at: now,
                 source: "drill".into(),
             };
-            let group = matching::group_of(&pb, &ev);
+            let group = matching::group_of(pb, &ev);
             let m = Match {
-                playbook: Arc::clone(&pb),
-                tier: matching::tier_of(&pb, &ev),
-                group_key: matching::group_key(&pb, &group),
+                playbook: Arc::clone(pb),
+                tier: matching::tier_of(pb, &ev),
+                group_key: matching::group_key(pb, &group),
                 group,
             };
             let event_id = self.next_event;
             self.next_event += 1;
-            let iid = self.open(&m, &ev, Some((id, d.live)), now, round);
+            let iid = self.open(&m, &ev, Some((id, live)), now, round);
             round.events.push(StoredEvent {
                 id: event_id,
                 received_at: now,
@@ -393,37 +484,34 @@ impl Engine {
                 format!(
                     "drill {} run {id} ({trigger}){}; ends by {}",
                     d.id,
-                    if d.live {
+                    if live {
                         ", live"
                     } else {
                         ": command and webhook actions are recorded, not carried out"
                     },
-                    fmt_time(run.ends_at, &self.loaded)
+                    fmt_time(ends, &self.loaded)
                 ),
             );
             incidents.push(iid);
-            run.branches.push(BranchRun {
-                branch,
-                incident: Some(iid),
-                status: RunStatus::Running,
-                score: None,
-                passed: None,
-                steps: Vec::new(),
-                note: None,
-            });
+            if let Some(b) = self
+                .runs
+                .get_mut(&id)
+                .and_then(|r| r.branches.iter_mut().find(|b| b.branch == branch))
+            {
+                b.status = RunStatus::Running;
+                b.incident = Some(iid);
+            }
         }
-        round.drill_runs.push(run.clone());
-        self.runs.insert(id, run);
-        self.reschedule(TimerKey::DrillRun(id));
-        Ok((id, incidents))
+        incidents
     }
 
     fn drill_running_at(&self, drill: &str, branch: &str) -> bool {
         self.runs.values().any(|r| {
             r.drill == drill
-                && r.branches
-                    .iter()
-                    .any(|b| b.branch == branch && b.status == RunStatus::Running)
+                && r.branches.iter().any(|b| {
+                    b.branch == branch
+                        && matches!(b.status, RunStatus::Running | RunStatus::Pending)
+                })
         })
     }
 
@@ -445,21 +533,89 @@ impl Engine {
         }
     }
 
-    /// The drill run's timeout: every branch still running ends, unanswered
-    /// steps scoring 0.
-    pub(super) fn drill_timeout(&mut self, run: i64, now: DateTime<Utc>, round: &mut Round) {
+    /// A run's timer: staggered branches whose start has come start; branches
+    /// whose time is up end, unanswered steps scoring 0.
+    pub(super) fn drill_run_due(&mut self, run: i64, now: DateTime<Utc>, round: &mut Round) {
+        self.start_due_branches(run, now, round);
+        self.raise_due(run, now, round);
         let Some(r) = self.runs.get(&run) else { return };
-        if r.ends_at > now {
-            return;
-        }
-        let running: Vec<i64> = r
+        let over: Vec<i64> = r
             .branches
             .iter()
-            .filter(|b| b.status == RunStatus::Running)
+            .filter(|b| b.status == RunStatus::Running && b.ends_at.unwrap_or(r.ends_at) <= now)
             .filter_map(|b| b.incident)
             .collect();
-        for iid in running {
+        for iid in over {
             self.end_branch(run, iid, RunStatus::Finished, None, now, round);
+        }
+        if let Some(r) = self.runs.get(&run) {
+            round.drill_runs.push(r.clone());
+        }
+    }
+
+    /// Sends each running branch the follow-up events whose time has come:
+    /// the drill event again with more labels, joining the drill incident
+    /// (which may raise its tier and start more steps).
+    fn raise_due(&mut self, run: i64, now: DateTime<Utc>, round: &mut Round) {
+        let Some(r) = self.runs.get(&run) else { return };
+        let Some(d) = self.loaded.drills.iter().find(|d| d.id == r.drill).cloned() else {
+            return;
+        };
+        let mut due: Vec<(String, i64, usize)> = Vec::new();
+        for b in r.branches.iter().filter(|b| b.status == RunStatus::Running) {
+            let (Some(start), Some(iid)) = (b.starts_at, b.incident) else {
+                continue;
+            };
+            let mut k = b.raised;
+            while let Some((secs, _)) = r.raise.get(k) {
+                if start + chrono::Duration::seconds(*secs) > now {
+                    break;
+                }
+                k += 1;
+            }
+            if k > b.raised {
+                due.push((b.branch.clone(), iid, k));
+            }
+        }
+        let raises = r.raise.clone();
+        for (branch, iid, upto) in due {
+            let from = self
+                .runs
+                .get(&run)
+                .and_then(|r| r.branches.iter().find(|b| b.branch == branch))
+                .map_or(upto, |b| b.raised);
+            for (_, labels) in &raises[from..upto] {
+                let mut all = d.event.labels.clone();
+                all.extend(labels.clone());
+                let ev = Event {
+                    kind: d.event.kind.clone(),
+                    branch: branch.clone(),
+                    severity: d.event.severity,
+                    status: Status::Firing,
+                    labels: all,
+                    summary: d.event.summary.clone(),
+                    occurred_at: now,
+                    source: "drill".into(),
+                };
+                let event_id = self.next_event;
+                self.next_event += 1;
+                self.attach(iid, event_id, &ev, now, round);
+                round.events.push(StoredEvent {
+                    id: event_id,
+                    received_at: now,
+                    event: ev,
+                    matched: true,
+                    incidents: vec![iid],
+                    rejected: None,
+                });
+            }
+            if let Some(b) = self
+                .runs
+                .get_mut(&run)
+                .and_then(|r| r.branches.iter_mut().find(|b| b.branch == branch))
+            {
+                b.raised = upto;
+            }
         }
     }
 
@@ -512,17 +668,34 @@ impl Engine {
                     .filter_map(move |b| b.incident.map(|i| (r.id, i)))
             })
             .collect();
+        let why = format!("a real incident #{real} of the same plan opened at {branch}");
+        // Branches that had not started yet there will not start.
+        let mut waiting = Vec::new();
+        for r in self.runs.values_mut().filter(|r| r.playbook == playbook) {
+            for b in r
+                .branches
+                .iter_mut()
+                .filter(|b| b.branch == branch && b.status == RunStatus::Pending)
+            {
+                b.status = RunStatus::Aborted;
+                b.note = Some(why.clone());
+                waiting.push(r.id);
+            }
+        }
         for (run, iid) in hit {
-            self.end_branch(
-                run,
-                iid,
-                RunStatus::Aborted,
-                Some(format!(
-                    "a real incident #{real} of the same plan opened at {branch}"
-                )),
-                now,
-                round,
-            );
+            self.end_branch(run, iid, RunStatus::Aborted, Some(why.clone()), now, round);
+        }
+        for run in waiting {
+            let done = self.runs.get(&run).is_some_and(|r| {
+                r.branches
+                    .iter()
+                    .all(|b| !matches!(b.status, RunStatus::Running | RunStatus::Pending))
+            });
+            if done {
+                self.finish_run(run, now, round);
+            } else if let Some(r) = self.runs.get(&run) {
+                round.drill_runs.push(r.clone());
+            }
         }
     }
 
@@ -589,7 +762,10 @@ impl Engine {
                 b.passed = Some(o.passed);
             }
         }
-        if r.branches.iter().all(|b| b.status != RunStatus::Running) {
+        if r.branches
+            .iter()
+            .all(|b| !matches!(b.status, RunStatus::Running | RunStatus::Pending))
+        {
             self.finish_run(run, now, round);
         } else {
             round.drill_runs.push(r.clone());

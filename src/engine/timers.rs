@@ -87,7 +87,7 @@ impl Engine {
             match key {
                 TimerKey::Incident(id) => self.fire_incident(id, now, round),
                 TimerKey::DrillSchedule(slot) => self.fire_schedule(slot, now, round),
-                TimerKey::DrillRun(run) => self.drill_timeout(run, now, round),
+                TimerKey::DrillRun(run) => self.drill_run_due(run, now, round),
             }
             self.reschedule(key);
         }

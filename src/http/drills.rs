@@ -133,6 +133,7 @@ pub async fn one(
             return Ok(None);
         };
         let mut trends = serde_json::Map::new();
+        let mut recent: Vec<crate::engine::DrillRun> = vec![run.clone()];
         for b in &run.branches {
             let page = st.list_drill_runs(&DrillRunQuery {
                 drill: Some(run.drill.clone()),
@@ -150,15 +151,22 @@ pub async fn one(
                 .collect();
             points.reverse();
             trends.insert(b.branch.clone(), Value::Array(points));
+            for r in page.items {
+                if !recent.iter().any(|x| x.id == r.id) {
+                    recent.push(r);
+                }
+            }
         }
-        Ok(Some((run, trends)))
+        let people = crate::report::medians(&recent);
+        Ok(Some((run, trends, people)))
     })
     .await?;
-    let Some((run, trends)) = found else {
+    let Some((run, trends, people)) = found else {
         return Err(ApiError::not_found(format!("no drill run {id}")));
     };
     let mut v = json!(run);
     v["trend"] = Value::Object(trends);
+    v["people"] = json!(people);
     Ok(Json(v))
 }
 

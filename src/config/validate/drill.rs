@@ -88,6 +88,16 @@ pub(super) fn compile_drill(
         Duration::from_secs(30 * 60),
         diags,
     );
+    let mut raise = Vec::new();
+    for (i, r) in raw.raise.iter().enumerate() {
+        if let Some(after) = fixed(file, &r.after, &format!("raise[{i}].after"), diags) {
+            raise.push((after, r.labels.clone()));
+        }
+    }
+    let stagger = raw
+        .stagger
+        .as_ref()
+        .and_then(|v| fixed(file, v, "stagger", diags));
     let starting_deadline = opt_fixed(
         file,
         &raw.starting_deadline,
@@ -127,6 +137,8 @@ pub(super) fn compile_drill(
         timeout,
         missed: raw.missed,
         starting_deadline,
+        stagger,
+        raise,
         pass_score,
         live: raw.live,
     })
