@@ -7,13 +7,10 @@ use std::process::ExitCode;
 use std::io::Write as _;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Loaded};
-use crate::matching::{self, Plan};
-
-mod client;
 
 /// Writes to stdout. A closed pipe (`branchguard incidents | head`) ends the
 /// program quietly instead of panicking as `println!` does.
@@ -35,6 +32,10 @@ macro_rules! out {
 macro_rules! outln {
     ($($t:tt)*) => { emit(format_args!("{}\n", format_args!($($t)*))) };
 }
+
+mod client;
+mod drills;
+mod explain;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -368,7 +369,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out!("{}", client::incident_text(&v, &c.zones));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Drill { what } => drill_command(what),
+        Command::Drill { what } => drills::drill_command(what),
         Command::Ack(a) => step_command(a, "ack"),
         Command::Done(a) => step_command(a, "done"),
         Command::Safe(a) => step_command(a, "safe"),
@@ -397,7 +398,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let now = at.map_or_else(crate::clock::now, |t| t.to_utc());
-            Ok(match_command(&loaded, &event_file, now))
+            Ok(explain::match_command(&loaded, &event_file, now))
         }
     }
 }
@@ -430,55 +431,6 @@ fn incident_command(a: IncidentArgs, action: &str) -> anyhow::Result<ExitCode> {
         body(a.by, a.note),
     )?;
     out!("{}", client::incident_text(&v, &c.zones));
-    Ok(ExitCode::SUCCESS)
-}
-
-fn drill_command(what: DrillCommand) -> anyhow::Result<ExitCode> {
-    match what {
-        DrillCommand::List { client } => {
-            let c = client::Client::new(&client)?;
-            let v = c.get("/api/v1/drills", &[])?;
-            out!("{}", client::drills_table(&v, &c.zones));
-        }
-        DrillCommand::Run { id, branch, client } => {
-            let c = client::Client::new(&client)?;
-            let body = match branch {
-                Some(b) => serde_json::json!({ "branch": b }).to_string(),
-                None => String::new(),
-            };
-            let v = c.post_raw(&format!("/api/v1/drills/{id}/run"), body)?;
-            outln!(
-                "drill {id} started: run {}; incidents: {}",
-                v["run"],
-                client::ids(&v["incidents"])
-            );
-            outln!("report: branchguard drill report {}", v["run"]);
-        }
-        DrillCommand::Report { run, client } => {
-            let c = client::Client::new(&client)?;
-            let v = c.get(&format!("/api/v1/drill-runs/{run}"), &[])?;
-            let parsed: crate::engine::DrillRun = serde_json::from_value(v.clone())
-                .context("the daemon's answer is not a drill run")?;
-            let trend: std::collections::BTreeMap<String, Vec<crate::report::TrendPoint>> =
-                serde_json::from_value(v["trend"].clone()).unwrap_or_default();
-            let people: std::collections::BTreeMap<String, crate::report::PersonMedian> =
-                serde_json::from_value(v["people"].clone()).unwrap_or_default();
-            out!(
-                "{}",
-                client::clean(&crate::report::markdown(
-                    &parsed,
-                    &trend,
-                    &people,
-                    c.zones.default
-                ))
-            );
-        }
-        DrillCommand::Abort { run, by, client } => {
-            let c = client::Client::new(&client)?;
-            let v = c.post_raw(&format!("/api/v1/drill-runs/{run}/abort"), body(by, None))?;
-            outln!("run {run}: {}", v["status"].as_str().unwrap_or("?"));
-        }
-    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -564,153 +516,4 @@ async fn wait_for_stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>) -> ExitCode {
-    let name = file.display().to_string();
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{name}:1:1: cannot read event file: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let inputs = match crate::event::parse_file(&name, &text) {
-        Ok(v) => v,
-        Err(d) => {
-            eprintln!("{d}");
-            return ExitCode::from(1);
-        }
-    };
-    let cfg = &loaded.config;
-    let tz = cfg.calendar.timezone;
-    let mut failed = false;
-    // The daemon's database, when there is one, tells which groups have an open incident.
-    let store = crate::store::open_reader(cfg).ok();
-    for (i, input) in inputs.into_iter().enumerate() {
-        let ev = match input.check(|b| cfg.branches.contains_key(b), now, "cli") {
-            Ok(ev) => ev,
-            Err(e) => {
-                let field = e.field.map(|f| format!("[{i}].{f}: ")).unwrap_or_default();
-                eprintln!("{name}: event {field}{}", e.message);
-                failed = true;
-                continue;
-            }
-        };
-        outln!(
-            "event {} at {} ({}, {}){}",
-            ev.kind,
-            ev.branch,
-            ev.severity.as_str(),
-            ev.status.as_str(),
-            ev.summary
-                .as_deref()
-                .map(|s| format!(": {s}"))
-                .unwrap_or_default()
-        );
-        let matches = matching::match_event(&loaded.playbooks, &ev);
-        if matches.is_empty() {
-            outln!("  no playbook matches: the event would be stored as unmatched");
-        }
-        for m in matches {
-            let pb = &m.playbook;
-            let tier = match matching::tier_name(pb, m.tier) {
-                Some(n) => format!("tier {} ({n})", m.tier),
-                None => format!("tier {}", m.tier),
-            };
-            let open = store
-                .as_ref()
-                .and_then(|st| st.open_for_group(&m.group_key).ok().flatten());
-            let verb = match (ev.status, open) {
-                (crate::event::Status::Resolved, Some(id)) => {
-                    format!("would join and resolve open incident #{id} of group")
-                }
-                (crate::event::Status::Resolved, None) => {
-                    "has no open incident to resolve for group".to_string()
-                }
-                (_, Some(id)) => {
-                    format!("would join open incident #{id} (no new notifications) of group")
-                }
-                (_, None) => "would open a new incident for group".to_string(),
-            };
-            outln!(
-                "  playbook {} ({}), {tier}: {verb} {}",
-                pb.id,
-                pb.name,
-                m.group_key
-            );
-            if ev.status == crate::event::Status::Resolved {
-                continue;
-            }
-            for (step, plan) in matching::plan(pb, m.tier, now, &cfg.calendar) {
-                let when = match plan {
-                    Plan::Active(due) => {
-                        let mins = (due - now).num_seconds();
-                        format!(
-                            "due {} (in {})",
-                            due.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z"),
-                            short(mins)
-                        )
-                    }
-                    Plan::OnResolution => format!("after resolution, within {}", step.deadline),
-                    Plan::NotAtTier => format!(
-                        "not started: needs {}",
-                        step.when.map(|c| c.to_string()).unwrap_or_default()
-                    ),
-                };
-                let who = match (&step.assignee, &step.action) {
-                    (Some(a), _) => a.to_string(),
-                    (None, crate::config::Action::Notify(ts)) => ts
-                        .iter()
-                        .map(|t| t.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    (None, crate::config::Action::RollCall(t)) => t.to_string(),
-                    (None, crate::config::Action::Webhook { channel, .. }) => {
-                        format!("channel:{channel}")
-                    }
-                    (None, _) => "-".into(),
-                };
-                outln!(
-                    "    {:<24} {:<10} {:<28} {when}",
-                    step.id,
-                    step.action.name(),
-                    who
-                );
-                // When it would escalate, if nobody finishes it: counted from its start.
-                let start = match plan {
-                    Plan::Active(_) => Some(now),
-                    _ => None,
-                };
-                for e in &step.escalate {
-                    let to =
-                        e.to.iter()
-                            .map(|t| t.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                    let at = match start {
-                        Some(s) => {
-                            let at = e.after.after(s, &cfg.calendar);
-                            format!(
-                                "at {} (in {})",
-                                at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z"),
-                                short((at - now).num_seconds())
-                            )
-                        }
-                        None => format!("{} after it starts", e.after),
-                    };
-                    outln!("      escalates {at} to {to}");
-                }
-            }
-        }
-    }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn short(secs: i64) -> String {
-    crate::duration::short(std::time::Duration::from_secs(secs.max(0) as u64))
 }

@@ -354,6 +354,7 @@ impl Engine {
 
 mod answers;
 mod deliveries;
+mod drill_runs;
 mod drills;
 pub mod handle;
 mod intake;

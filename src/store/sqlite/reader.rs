@@ -1,0 +1,231 @@
+//! The read side of the SQLite backend: lists, one incident, the outbox,
+//! drill runs, the audit check, each on a pooled read-only connection.
+
+use super::*;
+
+impl Reader for SqliteReader {
+    fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<Incident>, StoreError> {
+        let mut sql = String::from("SELECT id, body FROM incidents WHERE id < ?1");
+        let mut args: Vec<String> = vec![q.cursor.unwrap_or(i64::MAX).to_string()];
+        for (col, v) in [
+            ("status", &q.status),
+            ("branch", &q.branch),
+            ("playbook", &q.playbook),
+        ] {
+            if let Some(v) = v {
+                args.push(v.clone());
+                sql.push_str(&format!(" AND {col} = ?{}", args.len()));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+        self.with(|conn| {
+            let mut st = conn.prepare(&sql)?;
+            let rows: Vec<(i64, String)> = st
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut items = Vec::new();
+            for (_, body) in rows.iter().take(q.limit) {
+                items.push(incident_from(body)?);
+            }
+            let next = (rows.len() > q.limit)
+                .then(|| items.last().map(|i| i.id))
+                .flatten();
+            Ok(Page { items, next })
+        })
+    }
+
+    fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<HistoryEntry>)>, StoreError> {
+        self.with(|conn| {
+            let body: Option<String> = conn
+                .query_row("SELECT body FROM incidents WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match body {
+                None => Ok(None),
+                Some(b) => Ok(Some((incident_from(&b)?, history_of(conn, id)?))),
+            }
+        })
+    }
+
+    fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, received_at, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents, rejected FROM events WHERE id < ?1",
+        );
+        let mut args: Vec<String> = vec![q.cursor.unwrap_or(i64::MAX).to_string()];
+        for (col, v) in [("branch", &q.branch), ("kind", &q.kind)] {
+            if let Some(v) = v {
+                args.push(v.clone());
+                sql.push_str(&format!(" AND {col} = ?{}", args.len()));
+            }
+        }
+        if let Some(m) = q.matched {
+            sql.push_str(if m {
+                " AND matched = 1"
+            } else {
+                " AND matched = 0"
+            });
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+        self.with(|conn| {
+            let mut st = conn.prepare(&sql)?;
+            let rows: Vec<EventRow> = st
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    Ok(EventRow {
+                        id: r.get(0)?,
+                        received_at: time_col(r, 1)?,
+                        kind: r.get(2)?,
+                        branch: r.get(3)?,
+                        severity: r.get(4)?,
+                        status: r.get(5)?,
+                        labels: json_col(r, 6, "event labels")?,
+                        summary: r.get(7)?,
+                        occurred_at: time_col(r, 8)?,
+                        source: r.get(9)?,
+                        matched: r.get(10)?,
+                        incidents: json_col(r, 11, "event incidents")?,
+                        rejected: r.get(12)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let more = rows.len() > q.limit;
+            let items: Vec<EventRow> = rows.into_iter().take(q.limit).collect();
+            let next = if more {
+                items.last().map(|e| e.id)
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+    }
+
+    fn outbox(&self, incident: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE incident = ?1 ORDER BY id"
+            ))?;
+            let rows = st.query_map([incident], outbox_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![ts(now), limit as i64], outbox_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.with(|conn| {
+            let t: Option<String> = conn.query_row(
+                "SELECT MIN(COALESCE(next_attempt_at, created_at)) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            t.as_deref().map(parse_ts).transpose()
+        })
+    }
+
+    fn outbox_pending(&self) -> Result<u64, StoreError> {
+        self.with(|conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+    }
+
+    fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row("SELECT id FROM incidents WHERE group_key = ?1 AND status = 'open' ORDER BY id DESC LIMIT 1", [group_key], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn drill_run(&self, id: i64) -> Result<Option<DrillRun>, StoreError> {
+        self.with(|conn| {
+            let body: Option<String> = conn
+                .query_row("SELECT body FROM drill_runs WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            body.as_deref().map(drill_run_from).transpose()
+        })
+    }
+
+    fn list_drill_runs(&self, q: &DrillRunQuery) -> Result<Page<DrillRun>, StoreError> {
+        let mut sql = String::from("SELECT body FROM drill_runs WHERE id < ?1");
+        let mut args: Vec<String> = vec![q.cursor.unwrap_or(i64::MAX).to_string()];
+        if let Some(d) = &q.drill {
+            args.push(d.clone());
+            sql.push_str(&format!(" AND drill = ?{}", args.len()));
+        }
+        if let Some(b) = &q.branch {
+            args.push(b.clone());
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM json_each(body, '$.branches') WHERE json_extract(value, '$.branch') = ?{})",
+                args.len()
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+        self.with(|conn| {
+            let mut st = conn.prepare(&sql)?;
+            let bodies: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let more = bodies.len() > q.limit;
+            let items = bodies
+                .iter()
+                .take(q.limit)
+                .map(|b| drill_run_from(b))
+                .collect::<Result<Vec<_>, _>>()?;
+            let next = if more {
+                items.last().map(|r| r.id)
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+    }
+
+    fn drill_last_fires(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, StoreError> {
+        self.with(last_fires)
+    }
+
+    fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare(
+                "SELECT seq, at, entity, what, by, detail, prev_hash, hash FROM audit ORDER BY seq",
+            )?;
+            let mut rows = st.query([])?;
+            let mut v = Verifier::default();
+            while let Some(r) = rows.next()? {
+                let row = AuditRow {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    entity: r.get(2)?,
+                    what: r.get(3)?,
+                    by: r.get(4)?,
+                    detail: r.get(5)?,
+                    prev_hash: r.get(6)?,
+                    hash: r.get(7)?,
+                };
+                if !v.check(&row) {
+                    break;
+                }
+            }
+            Ok(v.finish())
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! The SQLite schema, and the migration of databases made by earlier versions.
+
+use rusqlite::Connection;
+
+use crate::store::StoreError;
+
+pub(super) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    status TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    summary TEXT,
+    source TEXT NOT NULL,
+    matched INTEGER NOT NULL,
+    incidents TEXT NOT NULL,
+    rejected TEXT
+);
+CREATE INDEX IF NOT EXISTS events_branch ON events (branch, id);
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
+CREATE TABLE IF NOT EXISTS playbook_versions (
+    playbook TEXT NOT NULL,
+    version TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (playbook, version)
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY,
+    playbook TEXT NOT NULL,
+    playbook_version TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    tier INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    drill INTEGER NOT NULL,
+    group_key TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    resolved_at TEXT,
+    live INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_live ON incidents (live);
+CREATE INDEX IF NOT EXISTS incidents_status ON incidents (status, id);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    incident INTEGER,
+    at TEXT NOT NULL,
+    what TEXT NOT NULL,
+    by TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_incident ON history (incident, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    incident INTEGER NOT NULL,
+    step TEXT,
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    person TEXT,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    link TEXT,
+    payload TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT,
+    delivered_at TEXT,
+    failed_at TEXT,
+    last_error TEXT,
+    link_until TEXT,
+    announcement INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS NULL AND failed_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, id);
+CREATE TABLE IF NOT EXISTS drill_runs (
+    id INTEGER PRIMARY KEY,
+    drill TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drill_runs_drill ON drill_runs (drill, id);
+CREATE INDEX IF NOT EXISTS drill_runs_status ON drill_runs (status);
+CREATE TABLE IF NOT EXISTS drill_schedule (
+    drill TEXT PRIMARY KEY,
+    last_fire TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    what TEXT NOT NULL,
+    by TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+"#;
+
+/// Brings a database made by an earlier version up to the current schema.
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_rejected: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'rejected'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_rejected {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN rejected TEXT;")?;
+    }
+    let has_link_until: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'link_until'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_link_until {
+        conn.execute_batch("ALTER TABLE outbox ADD COLUMN link_until TEXT;")?;
+    }
+    let has_announcement: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'announcement'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_announcement {
+        conn.execute_batch(
+            "ALTER TABLE outbox ADD COLUMN announcement INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
+    Ok(())
+}
