@@ -480,7 +480,11 @@ fn cli_client_commands_drive_a_running_daemon() {
         "{}",
         out.stdout
     );
+    // Nobody acts anonymously: without tokens, an action names its person.
     let out = f.run(&["resolve", "1", "--url", &url]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("`by` must be a person id"), "{out:?}");
+    let out = f.run(&["resolve", "1", "--by", "head.a", "--url", &url]);
     assert!(out.stdout.contains("resolved at br-a"), "{}", out.stdout);
     let out = f.run(&["incident", "show", "1", "--url", &url]);
     assert!(out.stdout.contains("incident.resolved"), "{}", out.stdout);
@@ -640,6 +644,7 @@ fn the_daemon_stops_rather_than_run_on_without_its_engine() {
     let r = d
         .http
         .post(format!("{}/api/v1/events", d.url))
+        .header("content-type", "application/json")
         .body(r#"{"kind":"failpoint.panic","branch":"br-a"}"#)
         .send();
     assert!(

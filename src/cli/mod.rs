@@ -462,13 +462,6 @@ fn run_daemon(loaded: Loaded, config_path: PathBuf) -> anyhow::Result<ExitCode> 
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    if loaded.config.tokens.is_empty() {
-        tracing::warn!("no API tokens configured: loopback only, every request is allowed");
-    } else {
-        tracing::warn!(
-            "auth.tokens are configured but not yet enforced: loopback only, every request is allowed"
-        );
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

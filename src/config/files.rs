@@ -30,7 +30,33 @@ pub struct ConfigFile {
     pub branches: Vec<BranchFile>,
     pub host: Option<HostFile>,
     pub auth: Option<AuthFile>,
+    pub limits: Option<LimitsFile>,
+    pub tls: Option<TlsFile>,
     pub engine: Option<EngineFile>,
+}
+
+/// What one request may carry, and how fast a client may send.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub body_bytes: Option<usize>,
+    pub events_per_request: Option<usize>,
+    pub labels_per_event: Option<usize>,
+    pub label_bytes: Option<usize>,
+    pub summary_bytes: Option<usize>,
+    /// Requests per second per client (token, or address without tokens).
+    pub requests_per_second: Option<u32>,
+    pub burst: Option<u32>,
+    /// A request taking longer than this (a slow client) is cut off.
+    pub request_timeout: Option<S>,
+}
+
+/// HTTPS: PEM files, re-read when they change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: S,
+    pub key: S,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +195,10 @@ pub struct HostFile {
 pub struct AuthFile {
     #[serde(default)]
     pub tokens: Vec<TokenFile>,
+    /// `/metrics` without a token (default true).
+    pub open_metrics: Option<bool>,
+    /// `/healthz` without a token (default true).
+    pub open_healthz: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

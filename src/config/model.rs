@@ -66,7 +66,9 @@ pub struct Config {
     pub roster: std::collections::HashMap<(String, String), Vec<String>>,
     pub branches: BTreeMap<String, Branch>,
     pub host: HostConfig,
-    pub tokens: Vec<TokenConfig>,
+    pub auth: AuthConfig,
+    pub limits: Limits,
+    pub tls: Option<TlsConfig>,
     pub engine: EngineConfig,
     pub delivery: DeliveryConfig,
 }
@@ -142,17 +144,84 @@ pub struct HostConfig {
 pub struct TokenConfig {
     pub name: String,
     pub role: TokenRole,
+    /// The branches it may see and act on; empty: all.
     pub branches: Vec<String>,
+    /// The person it acts as (a staff token's actions are recorded as theirs).
     pub person: Option<String>,
-    pub token_env: Option<String>,
-    pub token_sha256: Option<String>,
+    /// SHA-256 of the token; the token itself is never kept.
+    pub sha256: [u8; 32],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenRole {
+    /// Everything.
+    Admin,
+    /// All branches: read, answer, resolve, escalate, silences, drills.
     Ops,
+    /// Its branches: read, answer, resolve, escalate, run and read drills.
     BranchHead,
+    /// Its branches' incidents; answers the steps assigned to its person.
+    Staff,
+    /// Posts events only.
+    Ingest,
+    /// Reads only.
     Viewer,
+}
+
+impl TokenRole {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Ops => "ops",
+            TokenRole::BranchHead => "branch-head",
+            TokenRole::Staff => "staff",
+            TokenRole::Ingest => "ingest",
+            TokenRole::Viewer => "viewer",
+        }
+    }
+}
+
+/// API access: tokens, and which endpoints stay open without one.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub tokens: Vec<TokenConfig>,
+    pub open_metrics: bool,
+    pub open_healthz: bool,
+}
+
+/// Input limits (see docs/CONFIGURATION.md).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub body_bytes: usize,
+    pub events_per_request: usize,
+    pub labels_per_event: usize,
+    pub label_bytes: usize,
+    pub summary_bytes: usize,
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes: 1024 * 1024,
+            events_per_request: 1000,
+            labels_per_event: 64,
+            label_bytes: 1024,
+            summary_bytes: 4096,
+            requests_per_second: 200,
+            burst: 400,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// HTTPS certificate and key files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Delivery of the outbox: retries and one-click links.

@@ -197,7 +197,7 @@ impl EngineLoop {
                 Input::RunDrill { reply, .. } => {
                     let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
                 }
-                Input::LinkRefused { .. } => {}
+                Input::LinkRefused { .. } | Input::AuthDenied { .. } => {}
             }
         }
         stop
@@ -389,6 +389,7 @@ impl EngineLoop {
             Input::LinkRefused { incident, detail } => {
                 self.engine.link_refused(incident, detail, now, round);
             }
+            Input::AuthDenied { detail } => self.engine.auth_denied(detail, now, round),
             // Handled by the caller.
             Input::CommandFinished { .. } | Input::Shutdown => {}
         }

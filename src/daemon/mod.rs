@@ -71,6 +71,24 @@ pub async fn serve(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
     let reloader = Reloader::start(config_path, loaded);
+    // Without tokens every request is allowed: say so now and every hour.
+    {
+        let reloader = Arc::clone(&reloader);
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = every.tick() => {
+                        if reloader.current().config.auth.tokens.is_empty() {
+                            tracing::warn!("no API tokens configured: loopback only, every request is allowed");
+                        }
+                    }
+                }
+            }
+        });
+    }
     let health = Arc::new(StoreHealth::default());
     let wake = Arc::new(tokio::sync::Notify::new());
     let engine_loop::Started {
@@ -148,6 +166,8 @@ pub async fn serve(
         })
     };
 
+    let limits = reloader.current().config.limits.clone();
+    let rate = crate::http::RateLimit::new(limits.requests_per_second, limits.burst);
     let app = crate::http::router(crate::http::Parts {
         engine: engine.clone(),
         reader: opened.reader,
@@ -155,15 +175,19 @@ pub async fn serve(
         links: secret,
         health,
         channels,
+        rate,
         started_at: clock::now(),
     });
     let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
     ready(addr);
     let token = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { token.cancelled().await })
+    .await?;
     shutdown.cancel();
     let _ = delivery.await;
     engine.shutdown();

@@ -133,6 +133,18 @@ impl Engine {
         }
     }
 
+    /// A request refused by access control: an audit line (token name,
+    /// endpoint, reason; never the token).
+    pub fn auth_denied(&mut self, detail: String, now: DateTime<Utc>, round: &mut Round) {
+        round.history.push(HistoryEntry {
+            incident: None,
+            at: now,
+            what: "auth.denied".into(),
+            by: "auth".into(),
+            detail,
+        });
+    }
+
     /// A refused one-click link: an audit line, on the incident when it names one
     /// we can trust, else on the daemon.
     pub fn link_refused(

@@ -79,6 +79,10 @@ pub enum Input {
         attempts: Vec<Attempt>,
         reply: Reply<()>,
     },
+    /// A request was refused by access control: audited.
+    AuthDenied {
+        detail: String,
+    },
     /// A one-click link was refused (forged, expired, already used): audited.
     LinkRefused {
         incident: Option<i64>,
@@ -232,6 +236,11 @@ impl EngineHandle {
 
     pub async fn delivered(&self, attempts: Vec<Attempt>) -> Result<(), HandleError> {
         self.ask(|reply| Input::Delivered { attempts, reply }).await
+    }
+
+    /// Audits a request refused by access control; fire and forget.
+    pub fn auth_denied(&self, detail: String) {
+        let _ = self.send(Input::AuthDenied { detail });
     }
 
     /// Audits a refused link; fire and forget (the page is shown either way).

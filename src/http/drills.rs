@@ -1,15 +1,17 @@
 //! Drills: the list with next scheduled times, running one on demand, runs
 //! and their reports (with each branch's trend), stopping a run.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, read};
+use super::{ApiError, AppState, Principal, read};
 use crate::clock;
 use crate::config::BranchSelection;
 use crate::store::DrillRunQuery;
@@ -99,6 +101,7 @@ pub struct RunsParams {
 
 pub async fn runs(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
     q: Result<Query<RunsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
@@ -112,6 +115,7 @@ pub async fn runs(
     let q = DrillRunQuery {
         drill: p.drill,
         branch: p.branch,
+        within: who.branches(),
         limit,
         cursor: p.cursor,
     };
@@ -123,6 +127,7 @@ pub async fn runs(
 /// runs of the same drill (oldest first).
 pub async fn one(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: i64 = id
@@ -138,6 +143,7 @@ pub async fn one(
             let page = st.list_drill_runs(&DrillRunQuery {
                 drill: Some(run.drill.clone()),
                 branch: Some(b.branch.clone()),
+                within: None,
                 limit: TREND,
                 cursor: Some(run.id),
             })?;
@@ -161,7 +167,9 @@ pub async fn one(
         Ok(Some((run, trends, people)))
     })
     .await?;
-    let Some((run, trends, people)) = found else {
+    let Some((run, trends, people)) = found.filter(|(r, _, _)| {
+        r.branches.is_empty() || r.branches.iter().any(|b| who.sees(&b.branch))
+    }) else {
         return Err(ApiError::not_found(format!("no drill run {id}")));
     };
     let mut v = json!(run);
@@ -172,6 +180,7 @@ pub async fn one(
 
 pub async fn abort(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -179,8 +188,19 @@ pub async fn abort(
         .parse()
         .map_err(|_| ApiError::bad(format!("invalid run id `{id}`"), "run"))?;
     let b: RunBody = body(&b)?;
+    if who.branches().is_some() {
+        let run = read(&s, move |st| st.drill_run(id)).await?;
+        let all_mine = run.is_some_and(|r| r.branches.iter().all(|b| who.sees(&b.branch)));
+        if !all_mine {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this token may not stop a drill run that includes other branches",
+                None,
+            ));
+        }
+    }
     s.engine
         .abort_drill(id, b.by.unwrap_or_else(|| "api".into()))
         .await?;
-    one(State(s), Path(id.to_string())).await
+    one(State(s), Extension(who), Path(id.to_string())).await
 }

@@ -104,6 +104,10 @@ impl From<IntakeError> for ApiError {
             IntakeError::Invalid { message, field } => {
                 ApiError::new(StatusCode::BAD_REQUEST, message, field)
             }
+            IntakeError::Forbidden { message, field } => {
+                ApiError::new(StatusCode::FORBIDDEN, message, field)
+            }
+            IntakeError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m, None),
             IntakeError::Engine(h) => h.into(),
         }
     }

@@ -3,13 +3,16 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::incidents::{ListParams, params, parse_limit};
-use super::{ApiError, AppState, read};
+use super::{ApiError, AppState, Principal, read};
 use crate::clock;
 use crate::sources::{self, Accepted};
 use crate::store::EventQuery;
@@ -23,21 +26,43 @@ fn accepted(a: Accepted) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
-pub async fn post_events(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let a = sources::json_events(&s.engine, &s.loaded(), &body, clock::now()).await?;
+pub async fn post_events(
+    State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let within = who.branches();
+    let a = sources::json_events(
+        &s.engine,
+        &s.loaded(),
+        &body,
+        clock::now(),
+        within.as_deref(),
+    )
+    .await?;
     Ok(accepted(a))
 }
 
 pub async fn post_alertmanager(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let a = sources::alertmanager_events(&s.engine, &s.loaded(), &body, clock::now()).await?;
+    let within = who.branches();
+    let a = sources::alertmanager_events(
+        &s.engine,
+        &s.loaded(),
+        &body,
+        clock::now(),
+        within.as_deref(),
+    )
+    .await?;
     Ok(accepted(a))
 }
 
 pub async fn list_events(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let p = params(q)?;
@@ -55,6 +80,7 @@ pub async fn list_events(
     };
     let query = EventQuery {
         branch: p.branch,
+        within: who.branches(),
         kind: p.kind,
         matched,
         limit,

@@ -1,15 +1,17 @@
 //! Incidents: list, one, and people's actions on them (ack, done, safe,
 //! resolve, escalate).
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::views::incident_json;
-use super::{ApiError, AppState, read};
+use super::{ApiError, AppState, Principal, read};
 use crate::engine::Verb;
 use crate::store::IncidentQuery;
 
@@ -57,6 +59,7 @@ pub fn params(
 
 pub async fn list(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let p = params(q)?;
@@ -73,6 +76,7 @@ pub async fn list(
     let query = IncidentQuery {
         status: p.status,
         branch: p.branch,
+        within: who.branches(),
         playbook: p.playbook,
         limit,
         cursor,
@@ -92,7 +96,20 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::bad(format!("invalid incident id `{id}`"), "id"))
 }
 
-async fn incident_view(s: &AppState, id: i64) -> Result<Json<Value>, ApiError> {
+/// An incident the caller may see; another branch's is "not found", not
+/// "forbidden", so its existence is not told either.
+async fn visible(
+    s: &AppState,
+    who: &Principal,
+    id: i64,
+) -> Result<
+    (
+        crate::engine::Incident,
+        Vec<crate::engine::HistoryEntry>,
+        Vec<crate::store::OutboxRow>,
+    ),
+    ApiError,
+> {
     let found = read(s, move |st| {
         let Some((i, h)) = st.incident(id)? else {
             return Ok(None);
@@ -100,9 +117,14 @@ async fn incident_view(s: &AppState, id: i64) -> Result<Json<Value>, ApiError> {
         Ok(Some((i, h, st.outbox(id)?)))
     })
     .await?;
-    let Some((inc, history, outbox)) = found else {
-        return Err(ApiError::not_found(format!("no incident {id}")));
-    };
+    match found {
+        Some(f) if who.sees(&f.0.branch) => Ok(f),
+        _ => Err(ApiError::not_found(format!("no incident {id}"))),
+    }
+}
+
+async fn incident_view(s: &AppState, who: &Principal, id: i64) -> Result<Json<Value>, ApiError> {
+    let (inc, history, outbox) = visible(s, who, id).await?;
     Ok(Json(incident_json(
         &inc,
         Some(&history),
@@ -113,9 +135,10 @@ async fn incident_view(s: &AppState, id: i64) -> Result<Json<Value>, ApiError> {
 
 pub async fn get_one(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    incident_view(&s, parse_id(&id)?).await
+    incident_view(&s, &who, parse_id(&id)?).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +165,7 @@ fn action_body(body: &Bytes) -> Result<ActionBody, ApiError> {
 
 pub async fn step_action(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
     Path((id, step, verb)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -157,31 +181,44 @@ pub async fn step_action(
         }
     };
     let b = action_body(&body)?;
-    if let Some(p) = &b.by
-        && !s.loaded().config.people.contains_key(p)
-    {
-        return Err(ApiError::bad(format!("unknown person `{p}`"), "by"));
+    let (inc, _, _) = visible(&s, &who, id).await?;
+    let Some(run) = inc.steps.iter().find(|x| x.id == step) else {
+        return Err(ApiError::not_found(format!(
+            "incident {id} has no step `{step}`"
+        )));
+    };
+    // Staff answer their own steps; in a roll call, their own safety.
+    let assignee = match verb {
+        Verb::Safe => None,
+        _ => Some(run.assignee.clone().unwrap_or_default()),
+    };
+    let loaded = s.loaded();
+    let by = who.actor(&loaded.config, b.by, &inc.branch, assignee.as_deref())?;
+    if !loaded.config.people.contains_key(&by) && matches!(*who, Principal::Local) {
+        return Err(ApiError::bad(format!("unknown person `{by}`"), "by"));
     }
-    s.engine.step(id, step, verb, b.by, b.note).await?;
-    incident_view(&s, id).await
+    s.engine.step(id, step, verb, Some(by), b.note).await?;
+    incident_view(&s, &who, id).await
 }
 
 pub async fn incident_action(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
     Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let b = action_body(&body)?;
-    let by = b.by.unwrap_or_else(|| "api".into());
+    if !matches!(action.as_str(), "resolve" | "escalate") {
+        return Err(ApiError::not_found(format!(
+            "unknown incident action `{action}`: expected resolve or escalate"
+        )));
+    }
+    let (inc, _, _) = visible(&s, &who, id).await?;
+    let by = who.actor(&s.loaded().config, b.by, &inc.branch, None)?;
     match action.as_str() {
         "resolve" => s.engine.resolve(id, by, b.note).await?,
-        "escalate" => s.engine.escalate(id, by, b.note).await?,
-        other => {
-            return Err(ApiError::not_found(format!(
-                "unknown incident action `{other}`: expected resolve or escalate"
-            )));
-        }
+        _ => s.engine.escalate(id, by, b.note).await?,
     }
-    incident_view(&s, id).await
+    incident_view(&s, &who, id).await
 }

@@ -5,6 +5,7 @@
 //! **Invariant:** handlers never change state themselves, and never name a
 //! store backend.
 
+mod auth;
 mod drills;
 mod error;
 mod events;
@@ -27,6 +28,7 @@ use crate::engine::EngineHandle;
 use crate::notify::links::Secret;
 use crate::reload::Reloader;
 use crate::store::{Reader, StoreError, StoreHealth};
+pub use auth::{Principal, RateLimit};
 pub use error::ApiError;
 pub use views::incident_json;
 
@@ -39,6 +41,8 @@ pub struct Parts {
     /// Verifies one-click links.
     pub links: Secret,
     pub health: Arc<StoreHealth>,
+    /// Requests per second per client.
+    pub rate: auth::RateLimit,
     /// Which notification channels are failing.
     pub channels: Arc<crate::notify::channels::ChannelHealth>,
     pub started_at: DateTime<Utc>,
@@ -53,6 +57,8 @@ impl Parts {
 }
 
 pub fn router(parts: Parts) -> Router {
+    let limits = parts.loaded().config.limits.clone();
+    let state = Arc::new(parts);
     Router::new()
         .route("/healthz", get(status::healthz))
         .route("/ack/{token}", get(links::show).post(links::perform))
@@ -80,9 +86,17 @@ pub fn router(parts: Parts) -> Router {
             "/api/v1/incidents/{id}/{action}",
             post(incidents::incident_action),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::check,
+        ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint", None) })
-        .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
-        .with_state(Arc::new(parts))
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .with_state(state)
 }
 
 /// Runs a read on the store off the async threads.

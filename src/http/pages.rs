@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -31,7 +32,11 @@ fn when(t: Option<DateTime<Utc>>, tz: Tz) -> String {
     )
 }
 
-pub async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn incident(
+    State(s): State<AppState>,
+    Extension(who): Extension<Arc<super::Principal>>,
+    Path(id): Path<String>,
+) -> Response {
     let Ok(id) = id.parse::<i64>() else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -59,7 +64,7 @@ pub async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Resp
             );
         }
     };
-    let Some((inc, history)) = found else {
+    let Some((inc, history)) = found.filter(|(i, _)| who.sees(&i.branch)) else {
         return page(
             StatusCode::NOT_FOUND,
             "No such incident",

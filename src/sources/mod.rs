@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use serde::Serialize;
 
-use crate::config::Loaded;
+use crate::config::{Limits, Loaded};
 use crate::engine::{EngineHandle, HandleError, RefusedEvent};
 use crate::event::{EventError, EventInput};
 
@@ -49,6 +49,15 @@ pub enum IntakeError {
         /// Where in the input, as the source's user writes it (`[1].branch`).
         field: Option<String>,
     },
+    /// The sender may not post events for this branch.
+    #[error("{message}")]
+    Forbidden {
+        message: String,
+        field: Option<String>,
+    },
+    /// Over a size limit (too many events in one request).
+    #[error("{0}")]
+    TooLarge(String),
     /// Ours: the engine or the store could not take it.
     #[error(transparent)]
     Engine(#[from] HandleError),
@@ -63,18 +72,95 @@ pub fn refuse(e: EventError, reason: &'static str) -> IntakeError {
     }
 }
 
+/// Checks an event against the size limits (labels, their lengths, summary).
+fn within_limits(e: &EventInput, l: &Limits) -> Result<(), EventError> {
+    let bad = |field: &str, message: String| EventError {
+        field: Some(field.to_string()),
+        message,
+    };
+    if e.labels.len() > l.labels_per_event {
+        return Err(bad(
+            "labels",
+            format!(
+                "{} labels: at most {} per event",
+                e.labels.len(),
+                l.labels_per_event
+            ),
+        ));
+    }
+    for (k, v) in &e.labels {
+        if k.len() > l.label_bytes || v.len() > l.label_bytes {
+            return Err(bad(
+                &format!("labels.{}", k.chars().take(40).collect::<String>()),
+                format!(
+                    "a label name or value is longer than {} bytes",
+                    l.label_bytes
+                ),
+            ));
+        }
+    }
+    if e.kind.len() > l.label_bytes {
+        return Err(bad("kind", format!("longer than {} bytes", l.label_bytes)));
+    }
+    if let Some(s) = &e.summary
+        && s.len() > l.summary_bytes
+    {
+        return Err(bad(
+            "summary",
+            format!(
+                "{} bytes: at most {} (limits.summary_bytes)",
+                s.len(),
+                l.summary_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks every event; one bad event refuses the whole batch, so nothing is
-/// half-stored. `field_of` says where event `i`'s bad field is in the input.
+/// half-stored. `field_of` says where event `i`'s bad field is in the input;
+/// `within` limits the branches the sender may post for.
 pub async fn intake(
     engine: &EngineHandle,
     loaded: &Loaded,
     inputs: Vec<EventInput>,
     source: &str,
     now: DateTime<Utc>,
+    within: Option<&[String]>,
     field_of: impl Fn(usize, Option<String>) -> Option<String>,
 ) -> Result<Accepted, IntakeError> {
+    let limits = &loaded.config.limits;
+    if inputs.len() > limits.events_per_request {
+        crate::metrics::event_rejected("too_large");
+        return Err(IntakeError::TooLarge(format!(
+            "{} events in one request: at most {} (limits.events_per_request)",
+            inputs.len(),
+            limits.events_per_request
+        )));
+    }
     let mut events = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
+        if let Err(e) = within_limits(&input, limits) {
+            return Err(refuse(
+                EventError {
+                    field: field_of(i, e.field),
+                    message: e.message,
+                },
+                "too_large",
+            ));
+        }
+        if let Some(w) = within
+            && !w.contains(&input.branch)
+        {
+            crate::metrics::event_rejected("forbidden");
+            return Err(IntakeError::Forbidden {
+                message: format!(
+                    "this token may not post events for branch `{}`",
+                    input.branch
+                ),
+                field: field_of(i, Some("branch".into())),
+            });
+        }
         let ev = input
             .check(|b| loaded.config.branches.contains_key(b), now, source)
             .map_err(|e| {
@@ -110,16 +196,23 @@ pub async fn json_events(
     loaded: &Loaded,
     body: &[u8],
     now: DateTime<Utc>,
+    within: Option<&[String]>,
 ) -> Result<Accepted, IntakeError> {
     let many = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let inputs = crate::event::parse_json(body).map_err(|e| refuse(e, "malformed"))?;
-    intake(engine, loaded, inputs, "api", now, |i, field| {
-        match (many, field) {
+    intake(
+        engine,
+        loaded,
+        inputs,
+        "api",
+        now,
+        within,
+        |i, field| match (many, field) {
             (true, Some(f)) => Some(format!("[{i}].{f}")),
             (true, None) => Some(format!("[{i}]")),
             (false, f) => f,
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -134,14 +227,47 @@ pub async fn alertmanager_events(
     loaded: &Loaded,
     body: &[u8],
     now: DateTime<Utc>,
+    within: Option<&[String]>,
 ) -> Result<Accepted, IntakeError> {
     let alerts = alertmanager::parse(body).map_err(|e| refuse(e, "malformed"))?;
+    let limits = &loaded.config.limits;
+    if alerts.len() > limits.events_per_request {
+        crate::metrics::event_rejected("too_large");
+        return Err(IntakeError::TooLarge(format!(
+            "{} alerts in one request: at most {} (limits.events_per_request)",
+            alerts.len(),
+            limits.events_per_request
+        )));
+    }
     let mut events = Vec::new();
     let mut refused = Vec::new();
     let mut refusals = Vec::new();
     for (i, alert) in alerts.into_iter().enumerate() {
         let checked = alert.and_then(|input| {
             let partial = Box::new(input.clone());
+            if let Err(e) = within_limits(&input, limits) {
+                return Err(alertmanager::Refused {
+                    error: EventError {
+                        field: e.field.map(|f| format!("alerts[{i}].{f}")),
+                        message: e.message,
+                    },
+                    partial,
+                });
+            }
+            if let Some(w) = within
+                && !w.contains(&input.branch)
+            {
+                return Err(alertmanager::Refused {
+                    error: EventError {
+                        field: Some(format!("alerts[{i}].labels.branch")),
+                        message: format!(
+                            "this token may not post events for branch `{}`",
+                            input.branch
+                        ),
+                    },
+                    partial,
+                });
+            }
             input
                 .check(
                     |b| loaded.config.branches.contains_key(b),

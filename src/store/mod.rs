@@ -61,6 +61,8 @@ pub struct LiveState {
 pub struct DrillRunQuery {
     pub drill: Option<String>,
     pub branch: Option<String>,
+    /// Only runs that include one of these branches; `None`: all.
+    pub within: Option<Vec<String>>,
     pub limit: usize,
     pub cursor: Option<i64>,
 }
@@ -69,6 +71,8 @@ pub struct DrillRunQuery {
 pub struct IncidentQuery {
     pub status: Option<String>,
     pub branch: Option<String>,
+    /// Only these branches (a scoped token's); `None`: all.
+    pub within: Option<Vec<String>>,
     pub playbook: Option<String>,
     pub limit: usize,
     pub cursor: Option<i64>,
@@ -77,6 +81,8 @@ pub struct IncidentQuery {
 #[derive(Debug, Default, Clone)]
 pub struct EventQuery {
     pub branch: Option<String>,
+    /// Only these branches (a scoped token's); `None`: all.
+    pub within: Option<Vec<String>>,
     pub kind: Option<String>,
     pub matched: Option<bool>,
     pub limit: usize,

@@ -75,10 +75,16 @@ impl Fixture {
 
     /// `branchguard ARGS` run inside the fixture directory.
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    /// `branchguard ARGS` with environment variables set.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let out = Command::cargo_bin("branchguard")
             .unwrap()
             .current_dir(self.dir.path())
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         Output {

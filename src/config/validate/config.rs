@@ -10,6 +10,8 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
+use sha2::{Digest, Sha256};
+
 use super::*;
 use crate::duration::{Calendar, parse_weekday};
 
@@ -38,7 +40,23 @@ pub(super) fn compile_config(
         ops_channel,
     } = notify(file, &raw, diags);
     let host = host(file, &raw, diags);
-    let tokens = tokens(file, &raw, &branch_ids, &people, diags);
+    let auth = auth(file, &raw, &branch_ids, &people, diags);
+    let limits = limits(file, &raw, diags);
+    let tls = tls(base, &raw, file, diags);
+    // `check` refuses what `run` would: without tokens every request is
+    // allowed, so only this machine may reach the daemon.
+    if let Some(v) = &raw.listen
+        && !listen.ip().is_loopback()
+        && auth.tokens.is_empty()
+    {
+        diags.at_value(
+            file,
+            v,
+            format!(
+                "listen: {listen} is not a loopback address, and no API tokens are configured: without `auth.tokens` every request is allowed, so branchguard listens on loopback addresses only (127.0.0.1 or [::1])"
+            ),
+        );
+    }
     let engine = engine(file, &raw, diags);
     Config {
         file: PathBuf::from(file),
@@ -56,7 +74,9 @@ pub(super) fn compile_config(
         people,
         branches,
         host,
-        tokens,
+        auth,
+        limits,
+        tls,
         engine,
         delivery,
     }
@@ -77,19 +97,6 @@ fn addresses(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> (SocketAd
         }),
         None => SocketAddr::from(([127, 0, 0, 1], 9700)),
     };
-    // `check` refuses what `run` would: until API tokens are enforced, every
-    // request is allowed, so only this machine may reach the daemon.
-    if let Some(v) = &raw.listen
-        && !listen.ip().is_loopback()
-    {
-        diags.at_value(
-            file,
-            v,
-            format!(
-                "listen: {listen} is not a loopback address: API tokens are not enforced yet, so branchguard listens on loopback addresses only (127.0.0.1 or [::1])"
-            ),
-        );
-    }
     let public_url = match &raw.public_url {
         Some(v) if !(v.value.starts_with("http://") || v.value.starts_with("https://")) => {
             diags.at_value(
@@ -499,21 +506,32 @@ fn host(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> HostConfig {
     }
 }
 
-fn tokens(
+fn auth(
     file: &str,
     raw: &ConfigFile,
     branch_ids: &BTreeSet<String>,
     people: &BTreeMap<String, Person>,
     diags: &mut Diagnostics,
-) -> Vec<TokenConfig> {
+) -> AuthConfig {
     let mut tokens = Vec::new();
+    let mut names = BTreeSet::new();
     for t in raw.auth.iter().flat_map(|a| a.tokens.iter()) {
+        if !names.insert(t.name.value.clone()) {
+            diags.at_value(
+                file,
+                &t.name,
+                format!("duplicate token name `{}`", t.name.value),
+            );
+        }
         let role = match t.role.value.as_str() {
+            "admin" => TokenRole::Admin,
             "ops" => TokenRole::Ops,
             "branch-head" => TokenRole::BranchHead,
+            "staff" => TokenRole::Staff,
+            "ingest" => TokenRole::Ingest,
             "viewer" => TokenRole::Viewer,
             other => {
-                diags.at_value(file, &t.role, format!("auth.tokens.role: unknown role `{other}`: expected ops, branch-head or viewer"));
+                diags.at_value(file, &t.role, format!("auth.tokens.role: unknown role `{other}`: expected admin, ops, branch-head, staff, ingest or viewer"));
                 TokenRole::Viewer
             }
         };
@@ -526,47 +544,162 @@ fn tokens(
                 );
             }
         }
-        if let Some(p) = &t.person
-            && !people.contains_key(&p.value)
+        let person = t.person.as_ref().and_then(|p| match people.get(&p.value) {
+            Some(x) => Some(x),
+            None => {
+                diags.at_value(
+                    file,
+                    p,
+                    format!("auth.tokens.person: unknown person `{}`", p.value),
+                );
+                None
+            }
+        });
+        // A head's or a staff member's branches default to their person's.
+        let mut branches: Vec<String> = t.branches.iter().map(|b| b.value.clone()).collect();
+        if branches.is_empty()
+            && matches!(role, TokenRole::BranchHead | TokenRole::Staff)
+            && let Some(p) = person
         {
+            branches = p.branches.iter().cloned().collect();
+        }
+        if matches!(role, TokenRole::BranchHead | TokenRole::Staff) && branches.is_empty() {
             diags.at_value(
                 file,
-                p,
-                format!("auth.tokens.person: unknown person `{}`", p.value),
+                &t.role,
+                format!(
+                    "auth token `{}`: a {} token needs `branches` (or a `person` whose branches it takes)",
+                    t.name.value,
+                    role.as_str()
+                ),
             );
         }
-        if t.token_env.is_some() == t.token_sha256.is_some() {
+        if role == TokenRole::Staff && t.person.is_none() {
             diags.at_value(
                 file,
-                &t.name,
+                &t.role,
                 format!(
-                    "auth token `{}`: give exactly one of `token_env` or `token_sha256`",
+                    "auth token `{}`: a staff token names its `person`: their actions are recorded as that person's",
                     t.name.value
                 ),
             );
         }
-        if let Some(h) = &t.token_sha256
-            && (h.value.len() != 64 || !h.value.chars().all(|c| c.is_ascii_hexdigit()))
-        {
+        let sha256 = match (&t.token_env, &t.token_sha256) {
+            (Some(var), None) => match std::env::var(var) {
+                Ok(v) if v.len() >= 16 => Some(Sha256::digest(v.as_bytes()).into()),
+                Ok(_) => {
+                    diags.at_value(
+                        file,
+                        &t.name,
+                        format!(
+                            "auth token `{}`: the token in {var} is shorter than 16 characters",
+                            t.name.value
+                        ),
+                    );
+                    None
+                }
+                Err(_) => {
+                    diags.at_value(
+                        file,
+                        &t.name,
+                        format!("auth token `{}`: the environment variable {var} (token_env) is not set", t.name.value),
+                    );
+                    None
+                }
+            },
+            (None, Some(h)) => {
+                let bytes = hex::decode(h.value.trim()).ok().filter(|b| b.len() == 32);
+                match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                    Some(b) => Some(b),
+                    None => {
+                        diags.at_value(
+                            file,
+                            h,
+                            "auth.tokens.token_sha256: expected 64 hexadecimal characters (the SHA-256 of the token)",
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                diags.at_value(
+                    file,
+                    &t.name,
+                    format!(
+                        "auth token `{}`: give exactly one of `token_env` or `token_sha256`",
+                        t.name.value
+                    ),
+                );
+                None
+            }
+        };
+        if let Some(sha256) = sha256 {
+            tokens.push(TokenConfig {
+                name: t.name.value.clone(),
+                role,
+                branches,
+                person: t.person.as_ref().map(|p| p.value.clone()),
+                sha256,
+            });
+        }
+    }
+    AuthConfig {
+        tokens,
+        open_metrics: raw
+            .auth
+            .as_ref()
+            .and_then(|a| a.open_metrics)
+            .unwrap_or(true),
+        open_healthz: raw
+            .auth
+            .as_ref()
+            .and_then(|a| a.open_healthz)
+            .unwrap_or(true),
+    }
+}
+
+fn limits(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Limits {
+    let d = Limits::default();
+    let Some(l) = &raw.limits else { return d };
+    let at_least_1 = |v: Option<usize>, default: usize| v.unwrap_or(default).max(1);
+    Limits {
+        body_bytes: at_least_1(l.body_bytes, d.body_bytes),
+        events_per_request: at_least_1(l.events_per_request, d.events_per_request),
+        labels_per_event: l.labels_per_event.unwrap_or(d.labels_per_event),
+        label_bytes: at_least_1(l.label_bytes, d.label_bytes),
+        summary_bytes: at_least_1(l.summary_bytes, d.summary_bytes),
+        requests_per_second: l
+            .requests_per_second
+            .unwrap_or(d.requests_per_second)
+            .max(1),
+        burst: l.burst.unwrap_or(d.burst).max(1),
+        request_timeout: opt_fixed(
+            file,
+            &l.request_timeout,
+            "limits.request_timeout",
+            d.request_timeout,
+            diags,
+        ),
+    }
+}
+
+fn tls(base: &Path, raw: &ConfigFile, file: &str, diags: &mut Diagnostics) -> Option<TlsConfig> {
+    let t = raw.tls.as_ref()?;
+    let rel = |p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let (cert, key) = (rel(&t.cert.value), rel(&t.key.value));
+    for (v, p, what) in [(&t.cert, &cert, "tls.cert"), (&t.key, &key, "tls.key")] {
+        if !p.is_file() {
             diags.at_value(
                 file,
-                h,
-                "auth.tokens.token_sha256: expected 64 hexadecimal characters",
+                v,
+                format!("{what}: {} is not a readable file", p.display()),
             );
         }
-        tokens.push(TokenConfig {
-            name: t.name.value.clone(),
-            role,
-            branches: t.branches.iter().map(|b| b.value.clone()).collect(),
-            person: t.person.as_ref().map(|p| p.value.clone()),
-            token_env: t.token_env.clone(),
-            token_sha256: t
-                .token_sha256
-                .as_ref()
-                .map(|h| h.value.to_ascii_lowercase()),
-        });
     }
-    tokens
+    Some(TlsConfig { cert, key })
 }
 
 fn engine(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> EngineConfig {

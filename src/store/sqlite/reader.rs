@@ -17,6 +17,7 @@ impl Reader for SqliteReader {
                 sql.push_str(&format!(" AND {col} = ?{}", args.len()));
             }
         }
+        within(&mut sql, &mut args, "branch", &q.within);
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
         self.with(|conn| {
             let mut st = conn.prepare(&sql)?;
@@ -61,6 +62,7 @@ impl Reader for SqliteReader {
                 sql.push_str(&format!(" AND {col} = ?{}", args.len()));
             }
         }
+        within(&mut sql, &mut args, "branch", &q.within);
         if let Some(m) = q.matched {
             sql.push_str(if m {
                 " AND matched = 1"
@@ -176,6 +178,15 @@ impl Reader for SqliteReader {
                 args.len()
             ));
         }
+        if let Some(w) = &q.within {
+            let start = args.len();
+            args.extend(w.iter().cloned());
+            let marks: Vec<String> = (start + 1..=args.len()).map(|i| format!("?{i}")).collect();
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM json_each(body, '$.branches') WHERE json_extract(value, '$.branch') IN ({}))",
+                if marks.is_empty() { "NULL".to_string() } else { marks.join(", ") }
+            ));
+        }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
         self.with(|conn| {
             let mut st = conn.prepare(&sql)?;
@@ -227,5 +238,18 @@ impl Reader for SqliteReader {
             }
             Ok(v.finish())
         })
+    }
+}
+
+/// `AND col IN (…)` for a scoped token's branches (none: matches nothing).
+fn within(sql: &mut String, args: &mut Vec<String>, col: &str, w: &Option<Vec<String>>) {
+    let Some(w) = w else { return };
+    let start = args.len();
+    args.extend(w.iter().cloned());
+    let marks: Vec<String> = (start + 1..=args.len()).map(|i| format!("?{i}")).collect();
+    if marks.is_empty() {
+        sql.push_str(" AND 0");
+    } else {
+        sql.push_str(&format!(" AND {col} IN ({})", marks.join(", ")));
     }
 }
