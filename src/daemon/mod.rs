@@ -8,6 +8,7 @@
 
 mod commands;
 mod engine_loop;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
     #[error("the engine thread stopped unexpectedly")]
     EngineStopped,
+    #[error("TLS: cannot load the certificate or key: {0}")]
+    Tls(std::io::Error),
 }
 
 /// Runs the daemon on `listener` until `shutdown` is cancelled.
@@ -166,6 +169,7 @@ pub async fn serve(
         })
     };
 
+    let reloader_for_tls = Arc::clone(&reloader);
     let limits = reloader.current().config.limits.clone();
     let rate = crate::http::RateLimit::new(limits.requests_per_second, limits.burst);
     let app = crate::http::router(crate::http::Parts {
@@ -179,15 +183,43 @@ pub async fn serve(
         started_at: clock::now(),
     });
     let addr = listener.local_addr()?;
-    tracing::info!("listening on {addr}");
-    ready(addr);
-    let token = shutdown.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { token.cancelled().await })
-    .await?;
+    let tls = reloader_for_tls.current().config.tls.clone();
+    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match tls {
+        None => {
+            tracing::info!("listening on {addr}");
+            ready(addr);
+            let token = shutdown.clone();
+            axum::serve(listener, make)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await?;
+        }
+        Some(t) => {
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key)
+                .await
+                .map_err(DaemonError::Tls)?;
+            tokio::spawn(tls::follow_files(
+                rustls.clone(),
+                Arc::clone(&reloader_for_tls),
+                shutdown.clone(),
+            ));
+            let handle = axum_server::Handle::new();
+            {
+                let handle = handle.clone();
+                let token = shutdown.clone();
+                tokio::spawn(async move {
+                    token.cancelled().await;
+                    handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+                });
+            }
+            tracing::info!("listening on {addr} (TLS)");
+            ready(addr);
+            axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, rustls)?
+                .handle(handle)
+                .serve(make)
+                .await?;
+        }
+    }
     shutdown.cancel();
     let _ = delivery.await;
     engine.shutdown();

@@ -355,7 +355,7 @@ pub async fn check(
         && let Some(role) = principal.role()
         && !allows(role, need)
     {
-        let why = format!("a {} token may not do this", role.as_str());
+        let why = format!("a token with the role `{}` may not do this", role.as_str());
         return deny(
             &s,
             principal.name(),

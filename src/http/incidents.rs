@@ -119,7 +119,15 @@ async fn visible(
     .await?;
     match found {
         Some(f) if who.sees(&f.0.branch) => Ok(f),
-        _ => Err(ApiError::not_found(format!("no incident {id}"))),
+        Some(f) => {
+            s.engine.auth_denied(format!(
+                "{}: incident {id}: branch {} is outside this token's branches",
+                who.name(),
+                f.0.branch
+            ));
+            Err(ApiError::not_found(format!("no incident {id}")))
+        }
+        None => Err(ApiError::not_found(format!("no incident {id}"))),
     }
 }
 
@@ -163,6 +171,12 @@ fn action_body(body: &Bytes) -> Result<ActionBody, ApiError> {
     })
 }
 
+/// A refused action on an incident is audited (who, which incident, why).
+fn audit_refusal(s: &AppState, who: &Principal, id: i64, e: &ApiError) {
+    s.engine
+        .auth_denied(format!("{}: incident {id}: {}", who.name(), e.error));
+}
+
 pub async fn step_action(
     State(s): State<AppState>,
     Extension(who): Extension<Arc<Principal>>,
@@ -193,7 +207,9 @@ pub async fn step_action(
         _ => Some(run.assignee.clone().unwrap_or_default()),
     };
     let loaded = s.loaded();
-    let by = who.actor(&loaded.config, b.by, &inc.branch, assignee.as_deref())?;
+    let by = who
+        .actor(&loaded.config, b.by, &inc.branch, assignee.as_deref())
+        .inspect_err(|e| audit_refusal(&s, &who, id, e))?;
     if !loaded.config.people.contains_key(&by) && matches!(*who, Principal::Local) {
         return Err(ApiError::bad(format!("unknown person `{by}`"), "by"));
     }
@@ -215,7 +231,9 @@ pub async fn incident_action(
         )));
     }
     let (inc, _, _) = visible(&s, &who, id).await?;
-    let by = who.actor(&s.loaded().config, b.by, &inc.branch, None)?;
+    let by = who
+        .actor(&s.loaded().config, b.by, &inc.branch, None)
+        .inspect_err(|e| audit_refusal(&s, &who, id, e))?;
     match action.as_str() {
         "resolve" => s.engine.resolve(id, by, b.note).await?,
         _ => s.engine.escalate(id, by, b.note).await?,

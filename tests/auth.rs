@@ -1,0 +1,380 @@
+//! Access control against the real daemon: who may do what on which branch,
+//! no anonymous or foreign actions, cross-site requests, input limits and the
+//! rate limit, a public address with tokens, and TLS with a certificate that
+//! is replaced on disk.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, Fixture, wait_for};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const CORE_DOWN_A: &str =
+    r#"{"kind":"system.down","branch":"br-a","severity":"critical","labels":{"system":"core"}}"#;
+const CORE_DOWN_B: &str =
+    r#"{"kind":"system.down","branch":"br-b","severity":"critical","labels":{"system":"core"}}"#;
+
+/// (token name, role, extra fields) — each token's secret is `secret-<name>`.
+const TOKENS: &[(&str, &str, &str)] = &[
+    ("admin", "admin", ""),
+    ("ops", "ops", ""),
+    ("head-a", "branch-head", ", person: head.a"),
+    ("staff-it-a", "staff", ", person: it.a"),
+    ("staff-guard-a", "staff", ", person: guard.a"),
+    ("ingest", "ingest", ""),
+    ("ingest-b", "ingest", ", branches: [br-b]"),
+    ("viewer", "viewer", ""),
+];
+
+fn secret(name: &str) -> String {
+    format!("secret-{name}-0123456789")
+}
+
+fn with_tokens(extra: &str) -> Fixture {
+    let f = Fixture::engine();
+    let mut auth = String::from("auth:\n  tokens:\n");
+    for (name, role, more) in TOKENS {
+        let hash = hex::encode(Sha256::digest(secret(name).as_bytes()));
+        auth.push_str(&format!(
+            "    - {{ name: {name}, role: {role}, token_sha256: \"{hash}\"{more} }}\n"
+        ));
+    }
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write("branchguard.yaml", &format!("{cfg}{auth}{extra}"));
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    f
+}
+
+fn call(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let url = format!("{}{path}", d.url);
+    let mut r = match method {
+        "GET" => d.http.get(url),
+        _ => d
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+    };
+    if let Some(t) = token {
+        r = r.bearer_auth(secret(t));
+    }
+    let r = r.send().expect("request");
+    let code = r.status().as_u16();
+    (code, r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn roles_and_branches_decide_who_may_do_what() {
+    let f = with_tokens("");
+    let d = Daemon::start(&f);
+    // Incident 1 at br-a (step `switch` for it.a), incident 2 at br-b.
+    assert_eq!(
+        call(&d, "POST", "/api/v1/events", Some("ingest"), CORE_DOWN_A).0,
+        202
+    );
+    assert_eq!(
+        call(&d, "POST", "/api/v1/events", Some("ingest"), CORE_DOWN_B).0,
+        202
+    );
+
+    let ack = |n: i64| format!("/api/v1/incidents/{n}/steps/switch/ack");
+    // (token, method, path, body, expected status)
+    let table: Vec<(Option<&str>, &str, String, &str, u16)> = vec![
+        (None, "GET", "/api/v1/incidents".into(), "", 401),
+        (None, "GET", "/healthz".into(), "", 200),
+        (None, "GET", "/metrics".into(), "", 200),
+        (Some("nobody"), "GET", "/api/v1/incidents".into(), "", 401),
+        // ingest posts events and nothing else
+        (Some("ingest"), "GET", "/api/v1/incidents".into(), "", 403),
+        (
+            Some("ingest-b"),
+            "POST",
+            "/api/v1/events".into(),
+            CORE_DOWN_A,
+            403,
+        ),
+        (
+            Some("ingest-b"),
+            "POST",
+            "/api/v1/events".into(),
+            CORE_DOWN_B,
+            202,
+        ),
+        // viewer reads
+        (Some("viewer"), "GET", "/api/v1/incidents/2".into(), "", 200),
+        (Some("viewer"), "POST", ack(1), "{}", 403),
+        (
+            Some("viewer"),
+            "POST",
+            "/api/v1/events".into(),
+            CORE_DOWN_A,
+            403,
+        ),
+        // a branch head of br-a: its branch, not br-b
+        (Some("head-a"), "GET", "/api/v1/incidents/1".into(), "", 200),
+        (Some("head-a"), "GET", "/api/v1/incidents/2".into(), "", 404),
+        (Some("head-a"), "POST", ack(2), "{}", 404),
+        (
+            Some("head-a"),
+            "POST",
+            "/api/v1/incidents/2/resolve".into(),
+            "{}",
+            404,
+        ),
+        (Some("head-a"), "POST", "/api/v1/reload".into(), "", 403),
+        // staff: only the steps assigned to their person, never as someone else
+        (Some("staff-guard-a"), "POST", ack(1), "{}", 403),
+        (
+            Some("staff-it-a"),
+            "POST",
+            ack(1),
+            r#"{"by":"head.a"}"#,
+            403,
+        ),
+        (Some("staff-it-a"), "POST", ack(1), "{}", 200),
+        (
+            Some("staff-it-a"),
+            "POST",
+            "/api/v1/incidents/1/resolve".into(),
+            "{}",
+            403,
+        ),
+        (
+            Some("staff-it-a"),
+            "GET",
+            "/api/v1/incidents/2".into(),
+            "",
+            404,
+        ),
+        // ops: every branch, but not admin's reload
+        (
+            Some("ops"),
+            "POST",
+            "/api/v1/incidents/2/escalate".into(),
+            "{}",
+            200,
+        ),
+        (Some("ops"), "POST", "/api/v1/reload".into(), "", 403),
+        (Some("admin"), "POST", "/api/v1/reload".into(), "", 200),
+        (
+            Some("head-a"),
+            "POST",
+            "/api/v1/incidents/1/resolve".into(),
+            "{}",
+            200,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (token, method, path, body, want) in &table {
+        let (got, answer) = call(&d, method, path, *token, body);
+        if got != *want {
+            wrong.push(format!(
+                "{token:?} {method} {path} {body}: {got}, expected {want}: {answer}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // The staff member's acknowledgement is recorded as theirs; lists are scoped.
+    let inc = call(&d, "GET", "/api/v1/incidents/1", Some("admin"), "").1;
+    let sw = common::step(&inc, "switch");
+    assert_eq!(sw["by"], "it.a");
+    let listed = call(&d, "GET", "/api/v1/incidents", Some("head-a"), "").1;
+    let branches: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["branch"].as_str().unwrap())
+        .collect();
+    assert!(
+        !branches.is_empty() && branches.iter().all(|b| *b == "br-a"),
+        "{branches:?}"
+    );
+    // Every refusal is audited, naming the token but never its secret.
+    let db = rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
+    let audited = wait_for(Duration::from_secs(10), "the audit rows", || {
+        let rows: Vec<String> = db
+            .prepare("SELECT detail FROM audit WHERE what = 'auth.denied'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        (rows.len() >= 8).then_some(rows)
+    });
+    assert!(
+        audited
+            .iter()
+            .any(|r| r.starts_with("staff-guard-a: incident 1: `guard.a` is not assigned")),
+        "{audited:?}"
+    );
+    assert!(
+        audited
+            .iter()
+            .any(|r| r.starts_with("head-a: incident 2: branch br-b is outside")),
+        "{audited:?}"
+    );
+    assert!(
+        !audited.iter().any(|r| r.contains("secret-")),
+        "{audited:?}"
+    );
+}
+
+#[test]
+fn without_tokens_nobody_acts_anonymously_or_from_another_site() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN_A);
+    let ack = "/api/v1/incidents/1/steps/switch/ack";
+    let (code, body) = d.post(ack, "");
+    assert_eq!((code, body["field"].as_str()), (400, Some("by")), "{body}");
+    let (code, body) = d.post(ack, r#"{"by":"it.b"}"#);
+    assert_eq!(code, 403, "a person of br-b on a br-a incident: {body}");
+    // A form posted by a page on another site.
+    let r = d
+        .http
+        .post(format!("{}/api/v1/incidents/1/resolve", d.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "http://evil.example")
+        .body("by=head.a")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = d
+        .http
+        .post(format!("{}/api/v1/events", d.url))
+        .header("content-type", "text/plain")
+        .body(CORE_DOWN_A)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    // A summary over the limit is refused and nothing of it is stored.
+    let long = format!(
+        r#"{{"kind":"x","branch":"br-a","summary":"{}"}}"#,
+        "a".repeat(5000)
+    );
+    let before = d.get("/api/v1/events")["items"].as_array().unwrap().len();
+    let (code, body) = d.post("/api/v1/events", &long);
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (400, Some("summary")),
+        "{body}"
+    );
+    assert_eq!(
+        d.get("/api/v1/events")["items"].as_array().unwrap().len(),
+        before
+    );
+    let (code, _) = d.post(ack, r#"{"by":"it.a"}"#);
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn oversized_input_and_bursts_are_refused_while_others_are_served() {
+    let f = with_tokens(
+        "limits: { body_bytes: 65536, events_per_request: 10, labels_per_event: 4, requests_per_second: 1, burst: 5 }\n",
+    );
+    let d = Daemon::start(&f);
+    let big = format!(
+        r#"{{"kind":"x","branch":"br-a","summary":"{}"}}"#,
+        "a".repeat(70_000)
+    );
+    assert_eq!(
+        call(&d, "POST", "/api/v1/events", Some("admin"), &big).0,
+        413
+    );
+    let many = format!("[{}]", [CORE_DOWN_A; 11].join(","));
+    assert_eq!(
+        call(&d, "POST", "/api/v1/events", Some("ops"), &many).0,
+        413
+    );
+    let labels =
+        r#"{"kind":"x","branch":"br-a","labels":{"a":"1","b":"2","c":"3","d":"4","e":"5"}}"#;
+    let (code, body) = call(&d, "POST", "/api/v1/events", Some("viewer"), labels);
+    assert_eq!(code, 403, "viewer may not post: {body}");
+    let (code, body) = call(&d, "POST", "/api/v1/events", Some("ingest"), labels);
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (400, Some("labels")),
+        "{body}"
+    );
+    // A burst from one token: refused past its burst; another token is served.
+    let codes: Vec<u16> = (0..12)
+        .map(|_| call(&d, "GET", "/api/v1/incidents", Some("head-a"), "").0)
+        .collect();
+    assert!(codes.contains(&429), "{codes:?}");
+    assert_eq!(codes[0], 200);
+    assert_eq!(
+        call(&d, "GET", "/api/v1/incidents", Some("staff-it-a"), "").0,
+        200
+    );
+}
+
+#[test]
+fn with_tokens_a_public_listen_address_works() {
+    let f = with_tokens("");
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace("listen: 127.0.0.1:0", "listen: 0.0.0.0:0"),
+    );
+    let mut d = Daemon::start(&f);
+    assert!(d.url.starts_with("http://0.0.0.0:"), "{}", d.url);
+    d.url = d.url.replace("0.0.0.0", "127.0.0.1");
+    assert_eq!(call(&d, "GET", "/api/v1/status", Some("viewer"), "").0, 200);
+    assert_eq!(call(&d, "GET", "/api/v1/status", None, "").0, 401);
+}
+
+fn cert() -> (String, String, reqwest::Certificate) {
+    let c =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let pem = c.cert.pem();
+    let trust = reqwest::Certificate::from_pem(pem.as_bytes()).unwrap();
+    (pem, c.signing_key.serialize_pem(), trust)
+}
+
+#[test]
+fn tls_serves_and_a_certificate_replaced_on_disk_is_picked_up() {
+    let f = Fixture::engine();
+    let (pem, key, trust) = cert();
+    f.write("tls/cert.pem", &pem).write("tls/key.pem", &key);
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!("{cfg}tls: {{ cert: tls/cert.pem, key: tls/key.pem }}\n"),
+    );
+    let d = Daemon::start(&f);
+    let https = d.url.replace("http://", "https://");
+    let client = |trust: &reqwest::Certificate| {
+        reqwest::blocking::Client::builder()
+            .add_root_certificate(trust.clone())
+            .build()
+            .unwrap()
+    };
+    let r = client(&trust)
+        .get(format!("{https}/healthz"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Plain HTTP gets nothing.
+    assert!(d.http.get(format!("{}/healthz", d.url)).send().is_err());
+    // A renewed certificate, written over the old files: served without a restart.
+    let (pem2, key2, trust2) = cert();
+    f.write("tls/key.pem", &key2).write("tls/cert.pem", &pem2);
+    wait_for(Duration::from_secs(20), "the new certificate", || {
+        client(&trust2)
+            .get(format!("{https}/healthz"))
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+    });
+    assert!(
+        client(&trust)
+            .get(format!("{https}/healthz"))
+            .send()
+            .is_err(),
+        "the old certificate is no longer served"
+    );
+}
