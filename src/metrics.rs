@@ -32,6 +32,8 @@ pub struct Metrics {
     commit_seconds: Histogram,
     drill_runs: IntCounterVec,
     drill_score: prometheus::GaugeVec,
+    probe_up: IntGaugeVec,
+    probe_duration: Histogram,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -176,12 +178,48 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                 .unwrap_or_else(|e| panic!("{e}"));
             g
         },
+        probe_up: {
+            let g = IntGaugeVec::new(
+                Opts::new(
+                    "probe_up",
+                    "1 when the last check of a branch system succeeded, else 0",
+                )
+                .namespace("branchguard"),
+                &["branch", "system"],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            r.register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            g
+        },
+        probe_duration: {
+            let h = Histogram::with_opts(
+                HistogramOpts::new("probe_duration_seconds", "How long one probe check took")
+                    .namespace("branchguard")
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ]),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            r.register(Box::new(h.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            h
+        },
         registry: r,
     }
 });
 
 fn get() -> &'static Metrics {
     &METRICS
+}
+
+/// One probe check: how long it took, and whether the system answered.
+pub fn probe_checked(branch: &str, system: &str, seconds: f64, up: bool) {
+    let m = get();
+    m.probe_duration.observe(seconds);
+    m.probe_up
+        .with_label_values(&[branch, system])
+        .set(i64::from(up));
 }
 
 /// How long one group commit took.

@@ -43,7 +43,7 @@ fn bundled_network_passes() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
         out.stdout
-            .starts_with("ok: 3 branches, 17 people, 3 playbooks, 3 drills"),
+            .starts_with("ok: 3 branches, 17 people, 4 playbooks, 3 drills"),
         "{}",
         out.stdout
     );

@@ -176,10 +176,29 @@ pub struct SystemFile {
 pub struct ProbeFile {
     pub http: Option<S>,
     pub tcp: Option<S>,
+    /// A program; exit 0 is up.
+    pub command: Option<S<Vec<String>>>,
+    /// HTTP: the status that means up (default: any 2xx).
+    pub expect_status: Option<u16>,
+    /// HTTP: text the body must contain.
+    pub expect_body: Option<String>,
+    /// HTTP: read a number from the JSON body and compare it with thresholds.
+    pub value: Option<ValueFile>,
     pub interval: Option<S>,
     pub timeout: Option<S>,
     pub failures: Option<u32>,
     pub successes: Option<u32>,
+}
+
+/// A number read from a probe's JSON body (`path`: dotted field names).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueFile {
+    pub path: S,
+    pub warn: Option<f64>,
+    pub critical: Option<f64>,
+    /// The event kind it emits (default `value.high`).
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

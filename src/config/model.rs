@@ -123,14 +123,28 @@ pub struct SystemConfig {
     pub probe: Option<ProbeConfig>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeConfig {
     pub http: Option<String>,
     pub tcp: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub expect_status: Option<u16>,
+    pub expect_body: Option<String>,
+    pub value: Option<ValueProbe>,
     pub interval: Duration,
     pub timeout: Duration,
     pub failures: u32,
     pub successes: u32,
+}
+
+/// A number in a probe's JSON body and its thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValueProbe {
+    /// Field names from the top of the JSON body (`queue.wait_minutes`).
+    pub path: Vec<String>,
+    pub warn: Option<f64>,
+    pub critical: Option<f64>,
+    pub kind: String,
 }
 
 #[derive(Debug, Clone)]

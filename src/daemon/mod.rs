@@ -94,6 +94,7 @@ pub async fn serve(
     }
     let health = Arc::new(StoreHealth::default());
     let wake = Arc::new(tokio::sync::Notify::new());
+    let probe_dir = workdir.clone();
     let engine_loop::Started {
         handle: engine,
         join,
@@ -130,6 +131,12 @@ pub async fn serve(
         Arc::clone(&channels),
     )?;
     let delivery = tokio::spawn(deliverer.run(shutdown.clone()));
+    tokio::spawn(crate::sources::probes::run(
+        reloader.subscribe(),
+        engine.clone(),
+        probe_dir,
+        shutdown.clone(),
+    ));
 
     #[cfg(unix)]
     {

@@ -218,56 +218,7 @@ fn branches(
                     ),
                 );
             }
-            let probe = s.probe.as_ref().map(|p| {
-                match (&p.http, &p.tcp) {
-                    (Some(_), Some(t)) => {
-                        diags.at_value(file, t, "probe: give either `http` or `tcp`, not both")
-                    }
-                    (None, None) => diags.at(
-                        file,
-                        s.name.referenced,
-                        format!(
-                            "probe of `{}`: expected `http: URL` or `tcp: HOST:PORT`",
-                            s.name.value
-                        ),
-                    ),
-                    (Some(u), None)
-                        if !(u.value.starts_with("http://") || u.value.starts_with("https://")) =>
-                    {
-                        diags.at_value(
-                            file,
-                            u,
-                            format!("probe.http: `{}` is not an http(s) URL", u.value),
-                        )
-                    }
-                    (None, Some(t)) if !t.value.contains(':') => diags.at_value(
-                        file,
-                        t,
-                        format!("probe.tcp: `{}`: expected HOST:PORT", t.value),
-                    ),
-                    _ => {}
-                }
-                ProbeConfig {
-                    http: p.http.as_ref().map(|v| v.value.clone()),
-                    tcp: p.tcp.as_ref().map(|v| v.value.clone()),
-                    interval: opt_fixed(
-                        file,
-                        &p.interval,
-                        "probe.interval",
-                        Duration::from_secs(15),
-                        diags,
-                    ),
-                    timeout: opt_fixed(
-                        file,
-                        &p.timeout,
-                        "probe.timeout",
-                        Duration::from_secs(3),
-                        diags,
-                    ),
-                    failures: p.failures.unwrap_or(3).max(1),
-                    successes: p.successes.unwrap_or(2).max(1),
-                }
-            });
+            let probe = s.probe.as_ref().map(|p| probe(file, &s.name, p, diags));
             systems.push(SystemConfig {
                 name: s.name.value.clone(),
                 probe,
@@ -719,5 +670,100 @@ fn engine(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> EngineConfig
             .and_then(|e| e.max_batch)
             .unwrap_or(1000)
             .max(1),
+    }
+}
+
+fn probe(file: &str, system: &S, p: &ProbeFile, diags: &mut Diagnostics) -> ProbeConfig {
+    let given = [p.http.is_some(), p.tcp.is_some(), p.command.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if given != 1 {
+        diags.at(
+            file,
+            system.referenced,
+            format!(
+                "probe of `{}`: give exactly one of `http: URL`, `tcp: HOST:PORT` or `command: [PROGRAM, ARG, …]`",
+                system.value
+            ),
+        );
+    }
+    if let Some(u) = &p.http
+        && !(u.value.starts_with("http://") || u.value.starts_with("https://"))
+    {
+        diags.at_value(
+            file,
+            u,
+            format!("probe.http: `{}` is not an http(s) URL", u.value),
+        );
+    }
+    if let Some(t) = &p.tcp
+        && !t.value.contains(':')
+    {
+        diags.at_value(
+            file,
+            t,
+            format!("probe.tcp: `{}`: expected HOST:PORT", t.value),
+        );
+    }
+    if let Some(c) = &p.command
+        && c.value.is_empty()
+    {
+        diags.at_value(file, c, "probe.command: expected [PROGRAM, ARG, …]");
+    }
+    let value = p.value.as_ref().map(|v| {
+        if p.http.is_none() {
+            diags.at_value(
+                file,
+                &v.path,
+                "probe.value: reads an `http` probe's JSON body: give `http`",
+            );
+        }
+        if v.warn.is_none() && v.critical.is_none() {
+            diags.at_value(
+                file,
+                &v.path,
+                "probe.value: give `warn`, `critical` or both",
+            );
+        }
+        if let (Some(w), Some(c)) = (v.warn, v.critical)
+            && w > c
+        {
+            diags.at_value(
+                file,
+                &v.path,
+                format!("probe.value: warn ({w}) is above critical ({c})"),
+            );
+        }
+        ValueProbe {
+            path: v.path.value.split('.').map(str::to_string).collect(),
+            warn: v.warn,
+            critical: v.critical,
+            kind: v.kind.clone().unwrap_or_else(|| "value.high".into()),
+        }
+    });
+    ProbeConfig {
+        http: p.http.as_ref().map(|v| v.value.clone()),
+        tcp: p.tcp.as_ref().map(|v| v.value.clone()),
+        command: p.command.as_ref().map(|v| v.value.clone()),
+        expect_status: p.expect_status,
+        expect_body: p.expect_body.clone(),
+        value,
+        interval: opt_fixed(
+            file,
+            &p.interval,
+            "probe.interval",
+            Duration::from_secs(15),
+            diags,
+        ),
+        timeout: opt_fixed(
+            file,
+            &p.timeout,
+            "probe.timeout",
+            Duration::from_secs(3),
+            diags,
+        ),
+        failures: p.failures.unwrap_or(3).max(1),
+        successes: p.successes.unwrap_or(2).max(1),
     }
 }
