@@ -21,6 +21,8 @@ pub struct ConfigFile {
     pub playbooks_dir: Option<S>,
     pub drills_dir: Option<S>,
     pub spool_dir: Option<String>,
+    /// Reload when the configuration, playbook or drill files change (default true).
+    pub watch_files: Option<bool>,
     pub timezone: Option<S>,
     pub calendar: Option<CalendarFile>,
     pub notify: Option<NotifyFile>,

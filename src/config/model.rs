@@ -54,6 +54,8 @@ pub struct Config {
     pub playbooks_dir: PathBuf,
     pub drills_dir: PathBuf,
     pub spool_dir: PathBuf,
+    /// Reload when the configuration, playbook or drill files change.
+    pub watch_files: bool,
     pub calendar: Calendar,
     pub email: Option<EmailConfig>,
     pub webhooks: BTreeMap<String, WebhookConfig>,

@@ -9,6 +9,7 @@
 mod commands;
 mod engine_loop;
 mod tls;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,6 +132,12 @@ pub async fn serve(
         Arc::clone(&channels),
     )?;
     let delivery = tokio::spawn(deliverer.run(shutdown.clone()));
+    tokio::spawn(crate::sources::spool::run(
+        reloader.subscribe(),
+        engine.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(watch::run(Arc::clone(&reloader), shutdown.clone()));
     tokio::spawn(crate::sources::probes::run(
         reloader.subscribe(),
         engine.clone(),

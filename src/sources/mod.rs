@@ -9,6 +9,7 @@
 
 pub mod alertmanager;
 pub mod probes;
+pub mod spool;
 
 use std::collections::BTreeSet;
 

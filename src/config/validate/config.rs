@@ -66,6 +66,7 @@ pub(super) fn compile_config(
         playbooks_dir: rel(raw.playbooks_dir.map(|s| s.value), "playbooks"),
         drills_dir: rel(raw.drills_dir.map(|s| s.value), "drills"),
         spool_dir: rel(raw.spool_dir, "spool"),
+        watch_files: raw.watch_files.unwrap_or(true),
         calendar,
         email,
         webhooks,

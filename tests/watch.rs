@@ -1,0 +1,149 @@
+//! The daemon watching its files: event files dropped into the spool
+//! directory, and playbooks edited in place (saved by rename).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, Fixture, wait_for};
+
+const WAIT: Duration = Duration::from_secs(20);
+const CORE_DOWN: &str =
+    r#"{"kind":"system.down","branch":"br-a","severity":"critical","labels":{"system":"core"}}"#;
+
+fn watching() -> Fixture {
+    let f = Fixture::engine();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace("watch_files: false", "watch_files: true"),
+    );
+    f
+}
+
+/// Writes a file the way a gateway should: under a temporary name, then renamed.
+fn drop_file(f: &Fixture, name: &str, text: &str) {
+    let tmp = f.path(&format!("spool/.{name}.tmp"));
+    std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, f.path(&format!("spool/{name}"))).unwrap();
+}
+
+fn events(d: &Daemon) -> usize {
+    d.get("/api/v1/events")["items"].as_array().unwrap().len()
+}
+
+#[test]
+fn spool_files_are_ingested_refused_with_their_place_or_left_alone_until_renamed() {
+    let f = watching();
+    // Present before start-up.
+    f.write("spool/early.json", CORE_DOWN);
+    let d = Daemon::start(&f);
+    wait_for(WAIT, "the early file in done/", || {
+        f.path("spool/done/early.json").exists().then_some(())
+    });
+    assert_eq!(d.incident(1)["status"], "open");
+    // A temporary name is left alone until it is renamed.
+    let tmp = f.path("spool/late.json.tmp");
+    std::fs::write(&tmp, CORE_DOWN.replace("br-a", "br-b")).unwrap();
+    drop_file(&f, "marker.yaml", "kind: test.marker\nbranch: br-a\n");
+    wait_for(WAIT, "the marker file in done/", || {
+        f.path("spool/done/marker.yaml").exists().then_some(())
+    });
+    assert!(tmp.exists(), "a temporary file is not read");
+    assert_eq!(events(&d), 2);
+    std::fs::rename(&tmp, f.path("spool/late.json")).unwrap();
+    wait_for(WAIT, "the renamed file in done/", || {
+        f.path("spool/done/late.json").exists().then_some(())
+    });
+    // A malformed file: failed/, an .error naming the place, nothing stored.
+    drop_file(
+        &f,
+        "bad.yaml",
+        "- kind: system.down\n  branch: br-a\n- kind: system.down\n  branch: br-a\n  severity: awful\n",
+    );
+    let error = wait_for(WAIT, "the .error file", || {
+        std::fs::read_to_string(f.path("spool/failed/bad.yaml.error")).ok()
+    });
+    assert!(error.starts_with("bad.yaml:5:13: "), "{error}");
+    assert!(error.contains("severity"), "{error}");
+    assert!(f.path("spool/failed/bad.yaml").exists());
+    drop_file(
+        &f,
+        "unknown.json",
+        r#"[{"kind":"x","branch":"br-a"},{"kind":"x","branch":"nowhere"}]"#,
+    );
+    let error = wait_for(WAIT, "the second .error file", || {
+        std::fs::read_to_string(f.path("spool/failed/unknown.json.error")).ok()
+    });
+    assert!(
+        error.contains("[1].branch: unknown branch `nowhere`"),
+        "{error}"
+    );
+    assert_eq!(events(&d), 3, "nothing of a refused file is stored");
+    // kill -9 right after a file reaches done/: its events are there.
+    drop_file(
+        &f,
+        "last.json",
+        &CORE_DOWN.replace("system.down", "test.last"),
+    );
+    wait_for(WAIT, "the last file in done/", || {
+        f.path("spool/done/last.json").exists().then_some(())
+    });
+    d.kill9();
+    let d = Daemon::start(&f);
+    let kinds: Vec<String> = d.get("/api/v1/events")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(kinds.contains(&"test.last".to_string()), "{kinds:?}");
+    assert_eq!(kinds.len(), 4);
+}
+
+#[test]
+fn a_playbook_saved_by_rename_reloads_and_a_broken_edit_is_refused_with_its_place() {
+    let f = watching();
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN);
+    let before = d.incident(1)["playbook_version"].clone();
+    let pb = std::fs::read_to_string(f.path("playbooks/failover.yaml")).unwrap();
+    let save = |text: &str| {
+        let tmp = f.path("playbooks/.failover.yaml.swp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, f.path("playbooks/failover.yaml")).unwrap();
+    };
+    save(&pb.replace("name: Failover", "name: Failover, edited"));
+    let status = wait_for(WAIT, "the reload", || {
+        let s = d.get("/api/v1/status");
+        (s["last_reload"]["trigger"] == "file-watch" && s["last_reload"]["ok"] == true).then_some(s)
+    });
+    let version = status["playbooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "failover")
+        .unwrap()["version"]
+        .clone();
+    assert_ne!(version, before);
+    // A broken edit: refused, its place in the status, the incident runs on.
+    save(&pb.replace("deadline: 4s", "deadline: 4 seconds please"));
+    let status = wait_for(WAIT, "the refused reload", || {
+        let s = d.get("/api/v1/status");
+        (s["last_reload"]["ok"] == false).then_some(s)
+    });
+    let errors = status["last_reload"]["errors"].to_string();
+    assert!(
+        errors.contains("playbooks/failover.yaml:12:15: steps.switch.deadline"),
+        "{errors}"
+    );
+    assert_eq!(d.incident(1)["status"], "open");
+    assert_eq!(d.incident(1)["playbook_version"], before);
+    // Fixed: reloads again.
+    save(&pb);
+    wait_for(WAIT, "the fixed reload", || {
+        let s = d.get("/api/v1/status");
+        (s["last_reload"]["ok"] == true).then_some(())
+    });
+}
