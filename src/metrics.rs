@@ -34,6 +34,9 @@ pub struct Metrics {
     drill_score: prometheus::GaugeVec,
     probe_up: IntGaugeVec,
     probe_duration: Histogram,
+    host_cpu: prometheus::Gauge,
+    host_memory_used: IntGauge,
+    host_disk_free: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -205,6 +208,46 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                 .unwrap_or_else(|e| panic!("{e}"));
             h
         },
+        host_cpu: {
+            let g = prometheus::Gauge::with_opts(
+                Opts::new(
+                    "host_cpu_usage_ratio",
+                    "CPU in use on the daemon's host (0-1)",
+                )
+                .namespace("branchguard"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            r.register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            g
+        },
+        host_memory_used: {
+            let g = IntGauge::with_opts(
+                Opts::new(
+                    "host_memory_used_bytes",
+                    "Memory in use on the daemon's host",
+                )
+                .namespace("branchguard"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            r.register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            g
+        },
+        host_disk_free: {
+            let g = IntGaugeVec::new(
+                Opts::new(
+                    "host_disk_free_bytes",
+                    "Free space per mount on the daemon's host",
+                )
+                .namespace("branchguard"),
+                &["mount"],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            r.register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            g
+        },
         registry: r,
     }
 });
@@ -220,6 +263,19 @@ pub fn probe_checked(branch: &str, system: &str, seconds: f64, up: bool) {
     m.probe_up
         .with_label_values(&[branch, system])
         .set(i64::from(up));
+}
+
+/// One sample of the daemon's host.
+pub fn host_sampled(s: &crate::sources::host::Sample) {
+    let m = get();
+    m.host_cpu.set(s.cpu_ratio);
+    m.host_memory_used
+        .set(i64::try_from(s.memory_used).unwrap_or(i64::MAX));
+    for (mount, (free, _)) in &s.disks {
+        m.host_disk_free
+            .with_label_values(&[mount.as_str()])
+            .set(i64::try_from(*free).unwrap_or(i64::MAX));
+    }
 }
 
 /// How long one group commit took.

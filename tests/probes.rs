@@ -242,3 +242,42 @@ fn a_queue_wait_over_the_threshold_opens_an_incident_with_its_value() {
         resolved(&d, inc["id"].as_i64().unwrap()).then_some(())
     });
 }
+
+#[test]
+fn host_thresholds_send_host_events_for_the_configured_branch_and_feed_the_metrics() {
+    let f = Fixture::engine();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    // Thresholds no machine meets: every mount is "low", memory is "high".
+    f.write(
+        "branchguard.yaml",
+        &format!("{cfg}host: {{ interval: 100ms, disk_free_min: 100%, memory_used_max: 0%, branch: br-a }}\n"),
+    );
+    f.write(
+        "playbooks/host.yaml",
+        "id: host\nname: Host health\ntrigger: { kind: host.memory_high }\nsteps:\n  - id: look\n    assignee: role:it-duty\n    deadline: 1h\n",
+    );
+    assert_eq!(f.run(&["check"]).code, 0);
+    let d = Daemon::start(&f);
+    let inc = wait_for(WAIT, "the host incident", || {
+        open_incidents(&d, "host").into_iter().next()
+    });
+    assert_eq!(inc["branch"], "br-a");
+    let events = d.get("/api/v1/events?kind=host.disk_low");
+    let first = &events["items"][0];
+    assert_eq!(first["source"], "host");
+    assert!(first["labels"]["mount"].is_string(), "{events}");
+    let metrics = d
+        .http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for name in [
+        "branchguard_host_cpu_usage_ratio ",
+        "branchguard_host_memory_used_bytes ",
+        "branchguard_host_disk_free_bytes{mount=",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+}

@@ -209,6 +209,9 @@ pub struct HostFile {
     pub interval: Option<S>,
     pub disk_free_min: Option<S>,
     pub memory_used_max: Option<S>,
+    pub cpu_used_max: Option<S>,
+    /// The branch host events are sent for (the daemon's own site).
+    pub branch: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -154,6 +154,9 @@ pub struct HostConfig {
     pub interval: Duration,
     pub disk_free_min_ratio: f64,
     pub memory_used_max_ratio: f64,
+    pub cpu_used_max_ratio: f64,
+    /// The branch host events are sent for; none: the host is only measured.
+    pub branch: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -138,6 +138,11 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(watch::run(Arc::clone(&reloader), shutdown.clone()));
+    tokio::spawn(crate::sources::host::run(
+        reloader.subscribe(),
+        engine.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::sources::probes::run(
         reloader.subscribe(),
         engine.clone(),

@@ -8,6 +8,7 @@
 //! and an intake error is not an HTTP error: each caller words it for its own users.
 
 pub mod alertmanager;
+pub mod host;
 pub mod probes;
 pub mod spool;
 

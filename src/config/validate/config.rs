@@ -39,7 +39,7 @@ pub(super) fn compile_config(
         delivery,
         ops_channel,
     } = notify(file, &raw, diags);
-    let host = host(file, &raw, diags);
+    let host = host(file, &raw, &branch_ids, diags);
     let auth = auth(file, &raw, &branch_ids, &people, diags);
     let limits = limits(file, &raw, diags);
     let tls = tls(base, &raw, file, diags);
@@ -431,30 +431,48 @@ fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
     }
 }
 
-fn host(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> HostConfig {
-    match &raw.host {
-        Some(h) => HostConfig {
-            interval: opt_fixed(
-                file,
-                &h.interval,
-                "host.interval",
-                Duration::from_secs(15),
-                diags,
-            ),
-            disk_free_min_ratio: percent(file, &h.disk_free_min, "host.disk_free_min", 0.10, diags),
-            memory_used_max_ratio: percent(
-                file,
-                &h.memory_used_max,
-                "host.memory_used_max",
-                0.90,
-                diags,
-            ),
-        },
-        None => HostConfig {
+fn host(
+    file: &str,
+    raw: &ConfigFile,
+    branch_ids: &BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> HostConfig {
+    let Some(h) = &raw.host else {
+        return HostConfig {
             interval: Duration::from_secs(15),
             disk_free_min_ratio: 0.10,
             memory_used_max_ratio: 0.90,
-        },
+            cpu_used_max_ratio: 1.0,
+            branch: None,
+        };
+    };
+    if let Some(b) = &h.branch
+        && !branch_ids.contains(&b.value)
+    {
+        diags.at_value(
+            file,
+            b,
+            format!("host.branch: unknown branch `{}`", b.value),
+        );
+    }
+    HostConfig {
+        interval: opt_fixed(
+            file,
+            &h.interval,
+            "host.interval",
+            Duration::from_secs(15),
+            diags,
+        ),
+        disk_free_min_ratio: percent(file, &h.disk_free_min, "host.disk_free_min", 0.10, diags),
+        memory_used_max_ratio: percent(
+            file,
+            &h.memory_used_max,
+            "host.memory_used_max",
+            0.90,
+            diags,
+        ),
+        cpu_used_max_ratio: percent(file, &h.cpu_used_max, "host.cpu_used_max", 1.0, diags),
+        branch: h.branch.as_ref().map(|b| b.value.clone()),
     }
 }
 
