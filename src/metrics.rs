@@ -19,6 +19,7 @@ pub struct Metrics {
     events_received: IntCounterVec,
     events_rejected: IntCounterVec,
     events_unmatched: IntCounter,
+    events_silenced: IntCounter,
     incidents_opened: IntCounterVec,
     incidents_open: IntGaugeVec,
     steps_overdue: IntCounterVec,
@@ -118,6 +119,19 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         events_received: counter(&r, "events_received_total", "Events accepted", &["source"]),
         events_rejected: counter(&r, "events_rejected_total", "Events refused", &["reason"]),
         events_unmatched,
+        events_silenced: {
+            let c = IntCounter::with_opts(
+                Opts::new(
+                    "events_silenced_total",
+                    "Events a silence or maintenance window held back",
+                )
+                .namespace("branchguard"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            r.register(Box::new(c.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            c
+        },
         incidents_opened: counter(
             &r,
             "incidents_opened_total",
@@ -312,6 +326,7 @@ pub fn record_round(round: &Round) {
             .inc();
     }
     m.events_unmatched.inc_by(round.stats.unmatched);
+    m.events_silenced.inc_by(round.stats.silenced);
     for (pb, drill) in &round.stats.opened {
         m.incidents_opened
             .with_label_values(&[pb.as_str(), if *drill { "true" } else { "false" }])

@@ -68,6 +68,15 @@ impl Client {
         self.send(self.http.get(format!("{}{path}", self.base)).query(query))
     }
 
+    pub fn delete(&self, path: &str, body: String) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .delete(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+    }
+
     pub fn post_raw(&self, path: &str, body: String) -> anyhow::Result<Value> {
         self.send(
             self.http
@@ -280,6 +289,43 @@ pub fn drills_table(v: &Value, zones: &Zones) -> String {
             s(&d["schedule"]),
             time(&d["next_run"], zones.default),
             branches.join(", ")
+        );
+    }
+    out
+}
+
+/// `silence list`.
+pub fn silences_table(v: &Value, zones: &Zones) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<5} {:<7} {:<26} {:<26} {:<14} MATCHERS / COMMENT",
+        "ID", "ACTIVE", "FROM", "UNTIL", "BY"
+    );
+    for x in v["items"].as_array().into_iter().flatten() {
+        let m: Vec<String> = x["matchers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                format!(
+                    "{}{}{}",
+                    s(&m["name"]),
+                    if m["regex"] == true { "=~" } else { "=" },
+                    s(&m["value"])
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<5} {:<7} {:<26} {:<26} {:<14} {} {}",
+            s(&x["id"]),
+            if x["active"] == true { "yes" } else { "no" },
+            time(&x["starts_at"], zones.default),
+            time(&x["ends_at"], zones.default),
+            s(&x["created_by"]),
+            m.join(", "),
+            s(&x["comment"])
         );
     }
     out

@@ -1,10 +1,10 @@
-//! `branchguard drill list | run | report | abort`.
+//! `branchguard drill list | run | report | abort` and `silence add | list | expire`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{DrillCommand, body, client, emit};
+use super::{DrillCommand, SilenceCommand, body, client, emit};
 
 pub fn drill_command(what: DrillCommand) -> anyhow::Result<ExitCode> {
     match what {
@@ -50,6 +50,69 @@ pub fn drill_command(what: DrillCommand) -> anyhow::Result<ExitCode> {
             let c = client::Client::new(&client)?;
             let v = c.post_raw(&format!("/api/v1/drill-runs/{run}/abort"), body(by, None))?;
             outln!("run {run}: {}", v["status"].as_str().unwrap_or("?"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn matcher(arg: &str, regex: bool) -> anyhow::Result<serde_json::Value> {
+    let (name, value) = arg
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("`{arg}`: expected NAME=VALUE"))?;
+    Ok(serde_json::json!({ "name": name, "value": value, "regex": regex }))
+}
+
+pub fn silence_command(what: SilenceCommand) -> anyhow::Result<ExitCode> {
+    match what {
+        SilenceCommand::Add {
+            matches,
+            regexes,
+            duration,
+            until,
+            comment,
+            by,
+            force,
+            client,
+        } => {
+            let mut matchers = Vec::new();
+            for m in &matches {
+                matchers.push(matcher(m, false)?);
+            }
+            for m in &regexes {
+                matchers.push(matcher(m, true)?);
+            }
+            let ends = match (until, duration) {
+                (Some(u), _) => u.to_rfc3339(),
+                (None, Some(d)) => {
+                    let d = humantime::parse_duration(&d).with_context(|| {
+                        format!("--for `{d}`: expected a duration such as 2h or 30m")
+                    })?;
+                    (crate::clock::now() + chrono::Duration::from_std(d)?).to_rfc3339()
+                }
+                (None, None) => anyhow::bail!("give --for DURATION or --until TIME"),
+            };
+            let mut b = serde_json::json!({ "matchers": matchers, "ends_at": ends, "comment": comment, "force": force });
+            if let Some(by) = by {
+                b["created_by"] = by.into();
+            }
+            let c = client::Client::new(&client)?;
+            let v = c.post_raw("/api/v1/silences", b.to_string())?;
+            outln!("silence {} in force until {ends}", v["id"]);
+        }
+        SilenceCommand::List { all, client } => {
+            let c = client::Client::new(&client)?;
+            let q = if all {
+                vec![("all".to_string(), "true".to_string())]
+            } else {
+                Vec::new()
+            };
+            let v = c.get("/api/v1/silences", &q)?;
+            out!("{}", client::silences_table(&v, &c.zones));
+        }
+        SilenceCommand::Expire { id, by, client } => {
+            let c = client::Client::new(&client)?;
+            c.delete(&format!("/api/v1/silences/{id}"), body(by, None))?;
+            outln!("silence {id} ended");
         }
     }
     Ok(ExitCode::SUCCESS)

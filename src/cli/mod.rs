@@ -117,6 +117,11 @@ pub enum Command {
     Resolve(IncidentArgs),
     /// Escalate an incident to the operations centre and the branch head.
     Escalate(IncidentArgs),
+    /// Silences: hold back matching events for a while (planned maintenance).
+    Silence {
+        #[command(subcommand)]
+        what: SilenceCommand,
+    },
     /// Drills: list, run one now, read a run's report, stop a run.
     Drill {
         #[command(subcommand)]
@@ -152,6 +157,53 @@ pub enum IncidentCommand {
     Show {
         /// The incident's number.
         id: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Silence events matching every --match (and --match-re) for a while.
+    Add {
+        /// A field or label that must equal a value, as NAME=VALUE (branch, kind, severity or a label); may be repeated.
+        #[arg(long = "match", value_name = "NAME=VALUE")]
+        matches: Vec<String>,
+        /// A field or label that must match a regular expression, as NAME=REGEX.
+        #[arg(long = "match-re", value_name = "NAME=REGEX")]
+        regexes: Vec<String>,
+        /// How long from now (e.g. 2h, 30m).
+        #[arg(long = "for", value_name = "DURATION", conflicts_with = "until")]
+        duration: Option<String>,
+        /// Until this time (RFC 3339).
+        #[arg(long)]
+        until: Option<DateTime<chrono::FixedOffset>>,
+        /// Why (shown in the list).
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Who sets it (a person id; required without API tokens).
+        #[arg(long)]
+        by: Option<String>,
+        /// Allow a silence that matches every event.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Silences in force or to come (--all: also ended ones).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// End a silence now.
+    Expire {
+        /// The silence's number.
+        id: i64,
+        /// Who ends it (a person id; required without API tokens).
+        #[arg(long)]
+        by: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -370,6 +422,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Drill { what } => drills::drill_command(what),
+        Command::Silence { what } => drills::silence_command(what),
         Command::Ack(a) => step_command(a, "ack"),
         Command::Done(a) => step_command(a, "done"),
         Command::Safe(a) => step_command(a, "safe"),

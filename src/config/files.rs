@@ -34,7 +34,24 @@ pub struct ConfigFile {
     pub auth: Option<AuthFile>,
     pub limits: Option<LimitsFile>,
     pub tls: Option<TlsFile>,
+    /// Recurring maintenance windows: matching events are stored, open nothing.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceFile>,
     pub engine: Option<EngineFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceFile {
+    pub name: S,
+    /// When each window starts: a cron expression, in each branch's time zone.
+    pub start: S,
+    pub duration: S,
+    /// `all` or a list of branch ids.
+    pub branches: S<BranchSelection>,
+    /// Label (or kind, severity) equality the events must meet.
+    #[serde(default)]
+    pub matchers: BTreeMap<String, String>,
 }
 
 /// What one request may carry, and how fast a client may send.

@@ -71,6 +71,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: Limits,
     pub tls: Option<TlsConfig>,
+    pub maintenance: Vec<MaintenanceWindow>,
     pub engine: EngineConfig,
     pub delivery: DeliveryConfig,
 }
@@ -232,6 +233,34 @@ impl Default for Limits {
             requests_per_second: 200,
             burst: 400,
             request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A recurring maintenance window: from each `start` for `duration`, events of
+/// its branches meeting its matchers open nothing.
+#[derive(Debug, Clone)]
+pub struct MaintenanceWindow {
+    pub name: String,
+    pub start: Schedule,
+    pub duration: Duration,
+    pub branches: BranchSelection,
+    pub matchers: BTreeMap<String, String>,
+}
+
+impl MaintenanceWindow {
+    /// Whether the window is open at `t` in the branch's time zone.
+    pub fn open_at(&self, t: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> bool {
+        let Ok(d) = chrono::Duration::from_std(self.duration) else {
+            return false;
+        };
+        self.start.next_after(t - d, tz).is_some_and(|s| s <= t)
+    }
+
+    pub fn covers(&self, branch: &str) -> bool {
+        match &self.branches {
+            BranchSelection::All => true,
+            BranchSelection::List(l) => l.iter().any(|b| b == branch),
         }
     }
 }

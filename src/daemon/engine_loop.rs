@@ -71,6 +71,7 @@ pub fn start(
         now,
         &mut round,
     );
+    engine.restore_silences(live.silences);
     engine.restore_drills(live.drills, now, &mut round);
     let (handle, rx) = EngineHandle::channel();
     let commands = CommandRunner::new(tokio::runtime::Handle::current(), handle.clone(), workdir);
@@ -197,6 +198,12 @@ impl EngineLoop {
                 Input::RunDrill { reply, .. } => {
                     let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
                 }
+                Input::AddSilence { reply, .. } => {
+                    let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
+                }
+                Input::ExpireSilence { reply, .. } => {
+                    let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
+                }
                 Input::LinkRefused { .. } | Input::AuthDenied { .. } => {}
             }
         }
@@ -284,6 +291,7 @@ impl EngineLoop {
             now,
             &mut round,
         );
+        self.engine.restore_silences(live.silences);
         self.engine.restore_drills(live.drills, now, &mut round);
         self.stale = false;
         Ok(())
@@ -371,6 +379,20 @@ impl EngineLoop {
                     };
                     let _ = reply.send(out);
                 }));
+            }
+            Input::AddSilence { spec, reply } => {
+                let r = self.engine.add_silence(spec, now, round);
+                replies.push(Box::new(move |stored| {
+                    let out = match stored {
+                        Ok(()) => r.map_err(HandleError::from),
+                        Err(f) => Err(HandleError::Store(Arc::clone(f))),
+                    };
+                    let _ = reply.send(out);
+                }));
+            }
+            Input::ExpireSilence { id, by, reply } => {
+                let r = self.engine.expire_silence(id, &by, now, round);
+                replies.push(answer(reply, r));
             }
             Input::AbortDrill { run, by, reply } => {
                 let r = self.engine.abort_drill(run, &by, now, round);

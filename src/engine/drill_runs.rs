@@ -172,6 +172,7 @@ impl Engine {
                 matched: true,
                 incidents: vec![iid],
                 rejected: None,
+                silenced: None,
             });
             Self::history(
                 round,
@@ -305,6 +306,7 @@ impl Engine {
                     matched: true,
                     incidents: vec![iid],
                     rejected: None,
+                    silenced: None,
                 });
             }
             if let Some(b) = self

@@ -423,3 +423,43 @@ fn the_conflict_drill_climbs_to_tier_3_and_starts_the_tier_3_steps() {
     assert!(!again.history.iter().any(|h| h.what == "tier.raised"));
     assert!(e.drill_runs().any(|r| r.id == id));
 }
+
+#[test]
+fn a_sunday_night_window_holds_back_events_in_the_branch_s_own_time() {
+    use crate::config::{BranchSelection, MaintenanceWindow};
+    let mut l = loaded();
+    let mut cfg = (*l.config).clone();
+    cfg.calendar.timezone = chrono_tz::Europe::London;
+    cfg.maintenance = vec![MaintenanceWindow {
+        name: "core-sunday".into(),
+        start: Schedule::parse("0 0 1 * * Sun").unwrap(),
+        duration: std::time::Duration::from_secs(4 * 3600),
+        branches: BranchSelection::List(vec!["sh-001".into()]),
+        matchers: [("system".to_string(), "core-banking".to_string())].into(),
+    }];
+    l.config = Arc::new(cfg);
+    let mut e = engine_with(l, at("2026-11-29T00:00:00Z"));
+    let ev = |t: DateTime<Utc>| Event {
+        kind: "system.down".into(),
+        branch: "sh-001".into(),
+        severity: Severity::Critical,
+        status: Status::Firing,
+        labels: [("system".to_string(), "core-banking".to_string())].into(),
+        summary: None,
+        occurred_at: t,
+        source: "test".into(),
+    };
+    // Sunday 29 November 2026, London (GMT): 02:00 is inside 01:00–05:00.
+    let inside = at("2026-11-29T02:00:00Z");
+    let mut r = Round::default();
+    let out = e.ingest(vec![(ev(inside), inside)], inside, &mut r);
+    assert!(out[0].1.is_empty());
+    assert_eq!(
+        r.events[0].silenced.as_deref(),
+        Some("maintenance window core-sunday")
+    );
+    let after = at("2026-11-29T05:30:00Z");
+    let mut r = Round::default();
+    let out = e.ingest(vec![(ev(after), after)], after, &mut r);
+    assert_eq!(out[0].1.len(), 1, "after the window the incident opens");
+}

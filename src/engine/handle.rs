@@ -13,7 +13,9 @@ use std::sync::mpsc;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::{ActionError, Attempt, CommandOutcome, DrillError, Ingested, RefusedEvent, Verb};
+use super::{
+    ActionError, Attempt, CommandOutcome, DrillError, Ingested, RefusedEvent, SilenceSpec, Verb,
+};
 use crate::config::Loaded;
 use crate::event::Event;
 
@@ -67,6 +69,17 @@ pub enum Input {
     /// Stop a drill run by hand.
     AbortDrill {
         run: i64,
+        by: String,
+        reply: Reply<()>,
+    },
+    /// Create a silence.
+    AddSilence {
+        spec: SilenceSpec,
+        reply: Reply<i64>,
+    },
+    /// End a silence now.
+    ExpireSilence {
+        id: i64,
         by: String,
         reply: Reply<()>,
     },
@@ -232,6 +245,15 @@ impl EngineHandle {
 
     pub async fn abort_drill(&self, run: i64, by: String) -> Result<(), HandleError> {
         self.ask(|reply| Input::AbortDrill { run, by, reply }).await
+    }
+
+    pub async fn add_silence(&self, spec: SilenceSpec) -> Result<i64, HandleError> {
+        self.ask(|reply| Input::AddSilence { spec, reply }).await
+    }
+
+    pub async fn expire_silence(&self, id: i64, by: String) -> Result<(), HandleError> {
+        self.ask(|reply| Input::ExpireSilence { id, by, reply })
+            .await
     }
 
     pub async fn delivered(&self, attempts: Vec<Attempt>) -> Result<(), HandleError> {

@@ -21,9 +21,24 @@ impl Engine {
         round: &mut Round,
     ) -> Ingested {
         let mut out = Vec::with_capacity(events.len());
+        self.drop_ended_silences(now);
         for (ev, received_at) in events {
             let id = self.next_event;
             self.next_event += 1;
+            if let Some(by) = self.silenced_by(&ev, now) {
+                round.stats.silenced += 1;
+                out.push((id, Vec::new()));
+                round.events.push(StoredEvent {
+                    id,
+                    received_at,
+                    event: ev,
+                    matched: false,
+                    incidents: Vec::new(),
+                    rejected: None,
+                    silenced: Some(by),
+                });
+                continue;
+            }
             let matches = matching::match_event(&self.loaded.playbooks, &ev);
             let mut incidents = Vec::new();
             for m in &matches {
@@ -42,6 +57,7 @@ impl Engine {
                 matched: !matches.is_empty(),
                 incidents,
                 rejected: None,
+                silenced: None,
             });
         }
         out
@@ -66,6 +82,7 @@ impl Engine {
                     matched: false,
                     incidents: Vec::new(),
                     rejected: Some(r.reason),
+                    silenced: None,
                 });
                 id
             })

@@ -25,6 +25,7 @@ pub use deliveries::Attempt;
 pub use drills::{BranchRun, DrillError, DrillRun, DrillState, RunStatus};
 pub use handle::{EngineHandle, HandleError, Input};
 pub use incident::*;
+pub use silences::{Matcher, Silence, SilenceSpec};
 pub use timers::TimerKey;
 
 /// An accepted event with the id the engine gave it.
@@ -37,6 +38,8 @@ pub struct StoredEvent {
     pub incidents: Vec<i64>,
     /// Why it was refused at intake; a refused event is stored, never matched.
     pub rejected: Option<String>,
+    /// What silenced it (a silence or a maintenance window): stored, matched to nothing.
+    pub silenced: Option<String>,
 }
 
 /// An event a source refused but keeps visible: what could be read, and why.
@@ -79,6 +82,8 @@ pub struct Round {
     pub withdraw: Vec<(i64, String, DateTime<Utc>)>,
     /// Drill runs started, changed or ended.
     pub drill_runs: Vec<DrillRun>,
+    /// Silences created or expired.
+    pub silences: Vec<Silence>,
     /// Scheduled drills that fired (or were missed): (drill, scheduled time).
     pub drill_fires: Vec<(String, DateTime<Utc>)>,
     pub stats: RoundStats,
@@ -104,6 +109,8 @@ pub type DrillResult = (String, &'static str, Vec<(String, f64)>);
 #[derive(Debug, Default, Clone)]
 pub struct RoundStats {
     pub unmatched: u64,
+    /// Events a silence or maintenance window held back.
+    pub silenced: u64,
     pub opened: Vec<(String, bool)>,
     pub escalations: Vec<String>,
     pub overdue: Vec<(String, String)>,
@@ -135,6 +142,7 @@ impl Round {
             && self.deliveries.is_empty()
             && self.withdraw.is_empty()
             && self.drill_runs.is_empty()
+            && self.silences.is_empty()
             && self.drill_fires.is_empty()
     }
 }
@@ -211,6 +219,9 @@ pub struct Engine {
     drill_slots: Vec<String>,
     drill_next: BTreeMap<String, DateTime<Utc>>,
     last_fire: BTreeMap<String, DateTime<Utc>>,
+    /// Silences in force or to come, and the next silence id.
+    silences: silences::Silences,
+    next_silence: i64,
 }
 
 fn fmt_time(t: DateTime<Utc>, loaded: &Loaded) -> String {
@@ -247,6 +258,8 @@ impl Engine {
             drill_slots: Vec::new(),
             drill_next: BTreeMap::new(),
             last_fire: BTreeMap::new(),
+            silences: BTreeMap::new(),
+            next_silence: 1,
         };
         for inc in live {
             if inc.status == IncidentStatus::Open {
@@ -360,6 +373,7 @@ pub mod handle;
 mod intake;
 mod messages;
 pub mod score;
+mod silences;
 mod steps;
 mod timers;
 

@@ -43,6 +43,8 @@ pub enum Need {
     Command,
     DrillRead,
     DrillRun,
+    /// Create or end silences.
+    Silence,
     /// Reload the configuration.
     Admin,
 }
@@ -67,6 +69,9 @@ pub const RULES: &[(&str, &str, Need)] = &[
         Need::Answer,
     ),
     ("POST", "/api/v1/incidents/{id}/{action}", Need::Command),
+    ("GET", "/api/v1/silences", Need::Read),
+    ("POST", "/api/v1/silences", Need::Silence),
+    ("DELETE", "/api/v1/silences/{id}", Need::Silence),
     ("GET", "/api/v1/drills", Need::DrillRead),
     ("POST", "/api/v1/drills/{id}/run", Need::DrillRun),
     ("GET", "/api/v1/drill-runs", Need::DrillRead),
@@ -301,7 +306,7 @@ pub async fn check(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("application/json"));
-        if path.starts_with("/api/") && !json {
+        if method == Method::POST && path.starts_with("/api/") && !json {
             return ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "send JSON with `Content-Type: application/json`",
@@ -396,6 +401,8 @@ mod tests {
         assert!(!allows(TokenRole::Staff, Need::Command));
         assert!(!allows(TokenRole::Ingest, Need::Read));
         assert!(!allows(TokenRole::Viewer, Need::Answer));
+        assert!(allows(TokenRole::Ops, Need::Silence));
+        assert!(!allows(TokenRole::BranchHead, Need::Silence));
         assert!(need_of(&Method::GET, "/nowhere").is_none());
     }
 

@@ -12,6 +12,7 @@ mod events;
 mod incidents;
 mod links;
 mod pages;
+mod silences;
 mod status;
 mod views;
 
@@ -71,6 +72,14 @@ pub fn router(parts: Parts) -> Router {
             post(events::post_events).get(events::list_events),
         )
         .route("/api/v1/alertmanager", post(events::post_alertmanager))
+        .route(
+            "/api/v1/silences",
+            get(silences::list).post(silences::create),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(silences::expire),
+        )
         .route("/api/v1/drills", get(drills::list))
         .route("/api/v1/drills/{id}/run", post(drills::run))
         .route("/api/v1/drill-runs", get(drills::runs))

@@ -22,7 +22,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::{ChannelKind, DrillRun, DrillState, HistoryEntry, Incident, LinkAction, Round};
+use crate::engine::{
+    ChannelKind, DrillRun, DrillState, HistoryEntry, Incident, LinkAction, Round, Silence,
+};
 pub use audit::AuditCheck;
 pub use health::StoreHealth;
 
@@ -55,6 +57,8 @@ pub struct LiveState {
     pub next_event: i64,
     /// Drill runs in progress, last fire times, the next run id.
     pub drills: DrillState,
+    /// Silences still in force or to come.
+    pub silences: Vec<Silence>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -112,6 +116,8 @@ pub struct EventRow {
     pub incidents: Vec<i64>,
     /// Why it was refused at intake (kept visible, never matched).
     pub rejected: Option<String>,
+    /// What silenced it (stored, opened nothing).
+    pub silenced: Option<String>,
 }
 
 /// One outbox row: what the engine queued and what delivery made of it.
@@ -171,6 +177,8 @@ pub trait Reader: Send + Sync {
     fn drill_run(&self, id: i64) -> Result<Option<DrillRun>, StoreError>;
     /// Drill runs, newest first (a branch filter keeps runs that include it).
     fn list_drill_runs(&self, q: &DrillRunQuery) -> Result<Page<DrillRun>, StoreError>;
+    /// Silences: those in force or to come, or (`all`) the latest thousand.
+    fn silences(&self, all: bool) -> Result<Vec<Silence>, StoreError>;
     /// Each drill's last scheduled fire time.
     fn drill_last_fires(
         &self,

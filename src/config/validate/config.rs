@@ -43,6 +43,7 @@ pub(super) fn compile_config(
     let auth = auth(file, &raw, &branch_ids, &people, diags);
     let limits = limits(file, &raw, diags);
     let tls = tls(base, &raw, file, diags);
+    let maintenance = maintenance(file, &raw, &branch_ids, diags);
     // `check` refuses what `run` would: without tokens every request is
     // allowed, so only this machine may reach the daemon.
     if let Some(v) = &raw.listen
@@ -78,6 +79,7 @@ pub(super) fn compile_config(
         auth,
         limits,
         tls,
+        maintenance,
         engine,
         delivery,
     }
@@ -785,4 +787,50 @@ fn probe(file: &str, system: &S, p: &ProbeFile, diags: &mut Diagnostics) -> Prob
         failures: p.failures.unwrap_or(3).max(1),
         successes: p.successes.unwrap_or(2).max(1),
     }
+}
+
+fn maintenance(
+    file: &str,
+    raw: &ConfigFile,
+    branch_ids: &BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> Vec<MaintenanceWindow> {
+    let mut out = Vec::new();
+    for m in &raw.maintenance {
+        let start = crate::schedule::Schedule::parse(&m.start.value)
+            .map_err(|e| diags.at_value(file, &m.start, format!("maintenance.start: {e}")))
+            .ok();
+        let duration = fixed(file, &m.duration, "maintenance.duration", diags);
+        if let BranchSelection::List(l) = &m.branches.value {
+            for b in l {
+                if !branch_ids.contains(b) {
+                    diags.at_value(
+                        file,
+                        &m.branches,
+                        format!("maintenance.branches: unknown branch `{b}`"),
+                    );
+                }
+            }
+        }
+        if m.matchers.is_empty() {
+            diags.at_value(
+                file,
+                &m.name,
+                format!(
+                    "maintenance `{}`: give `matchers` (e.g. {{ system: core-banking }}): a window without them would silence every event of its branches",
+                    m.name.value
+                ),
+            );
+        }
+        if let (Some(start), Some(duration)) = (start, duration) {
+            out.push(MaintenanceWindow {
+                name: m.name.value.clone(),
+                start,
+                duration,
+                branches: m.branches.value.clone(),
+                matchers: m.matchers.clone(),
+            });
+        }
+    }
+    out
 }

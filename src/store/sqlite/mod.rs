@@ -15,7 +15,7 @@ mod schema;
 use super::audit::{AuditRow, Chain, Verifier};
 use super::*;
 use crate::config::Playbook;
-use crate::engine::{DrillRun, DrillState, HistoryEntry, Incident};
+use crate::engine::{DrillRun, DrillState, HistoryEntry, Incident, Silence};
 use schema::{SCHEMA, migrate};
 
 pub struct SqliteWriter {
@@ -306,6 +306,13 @@ fn incident_from(body: &str) -> Result<Incident, StoreError> {
     })
 }
 
+fn silence_from(body: &str) -> Result<Silence, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
+        what: "silence".into(),
+        detail: e.to_string(),
+    })
+}
+
 fn drill_run_from(body: &str) -> Result<DrillRun, StoreError> {
     serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
         what: "drill run".into(),
@@ -376,8 +383,8 @@ impl Writer for SqliteWriter {
                 pbs.execute(params![pb.id, pb.version, json(&**pb)])?;
             }
             let mut ev = tx.prepare_cached(
-                "INSERT INTO events (id, received_at, occurred_at, kind, branch, severity, status, labels, summary, source, matched, incidents, rejected)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO events (id, received_at, occurred_at, kind, branch, severity, status, labels, summary, source, matched, incidents, rejected, silenced)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             for e in &round.events {
                 let received = ts(e.received_at);
@@ -395,6 +402,7 @@ impl Writer for SqliteWriter {
                     e.matched,
                     json(&e.incidents),
                     e.rejected,
+                    e.silenced,
                 ])?;
                 let (what, detail) = match &e.rejected {
                     None => ("event.received", json(&e.event)),
@@ -498,6 +506,16 @@ impl Writer for SqliteWriter {
                     ),
                 )?;
             }
+            let mut sil = tx.prepare_cached(
+                "INSERT OR REPLACE INTO silences (id, ends_at, body) VALUES (?1, ?2, ?3)",
+            )?;
+            for x in &round.silences {
+                sil.execute(params![
+                    x.id,
+                    ts(x.expired_at.unwrap_or(x.ends_at)),
+                    json(x)
+                ])?;
+            }
             let mut fires = tx.prepare_cached(
                 "INSERT OR REPLACE INTO drill_schedule (drill, last_fire) VALUES (?1, ?2)",
             )?;
@@ -558,6 +576,18 @@ impl Writer for SqliteWriter {
                     r.get(0)
                 })?;
         let last_fire = last_fires(&self.conn)?;
+        let silences = {
+            let mut st = self
+                .conn
+                .prepare("SELECT body FROM silences WHERE ends_at > ?1 ORDER BY id")?;
+            let bodies: Vec<String> = st
+                .query_map([ts(crate::clock::now())], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            bodies
+                .iter()
+                .map(|b| silence_from(b))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         Ok(LiveState {
             incidents,
             next_incident,
@@ -567,6 +597,7 @@ impl Writer for SqliteWriter {
                 last_fire,
                 next_run,
             },
+            silences,
         })
     }
 

@@ -53,7 +53,7 @@ impl Reader for SqliteReader {
 
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError> {
         let mut sql = String::from(
-            "SELECT id, received_at, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents, rejected FROM events WHERE id < ?1",
+            "SELECT id, received_at, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents, rejected, silenced FROM events WHERE id < ?1",
         );
         let mut args: Vec<String> = vec![q.cursor.unwrap_or(i64::MAX).to_string()];
         for (col, v) in [("branch", &q.branch), ("kind", &q.kind)] {
@@ -89,6 +89,7 @@ impl Reader for SqliteReader {
                         matched: r.get(10)?,
                         incidents: json_col(r, 11, "event incidents")?,
                         rejected: r.get(12)?,
+                        silenced: r.get(13)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -205,6 +206,25 @@ impl Reader for SqliteReader {
                 None
             };
             Ok(Page { items, next })
+        })
+    }
+
+    fn silences(&self, all: bool) -> Result<Vec<Silence>, StoreError> {
+        self.with(|conn| {
+            let sql = if all {
+                "SELECT body FROM silences ORDER BY id DESC LIMIT 1000"
+            } else {
+                "SELECT body FROM silences WHERE ends_at > ?1 ORDER BY id DESC"
+            };
+            let mut st = conn.prepare(sql)?;
+            let rows = if all {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                st.query_map([ts(crate::clock::now())], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            rows.iter().map(|b| silence_from(b)).collect()
         })
     }
 

@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS events (
     source TEXT NOT NULL,
     matched INTEGER NOT NULL,
     incidents TEXT NOT NULL,
-    rejected TEXT
+    rejected TEXT,
+    silenced TEXT
 );
 CREATE INDEX IF NOT EXISTS events_branch ON events (branch, id);
 CREATE INDEX IF NOT EXISTS events_kind ON events (kind, id);
@@ -90,6 +91,11 @@ CREATE TABLE IF NOT EXISTS drill_schedule (
     drill TEXT PRIMARY KEY,
     last_fire TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS silences (
+    id INTEGER PRIMARY KEY,
+    ends_at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -129,6 +135,14 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         conn.execute_batch(
             "ALTER TABLE outbox ADD COLUMN announcement INTEGER NOT NULL DEFAULT 0;",
         )?;
+    }
+    let has_silenced: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'silenced'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_silenced {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN silenced TEXT;")?;
     }
     Ok(())
 }

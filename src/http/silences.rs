@@ -1,0 +1,128 @@
+//! `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/{id}`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, FixedOffset};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, Principal, read};
+use crate::clock;
+use crate::engine::{Matcher, SilenceSpec};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    all: Option<bool>,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
+    let all = p.all.unwrap_or(false);
+    let items = read(&s, move |st| st.silences(all)).await?;
+    let now = clock::now();
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|x| {
+            let active = x.active_at(now);
+            let mut v = json!(x);
+            v["active"] = json!(active);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "items": items, "next": null })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    matchers: Vec<Matcher>,
+    starts_at: Option<DateTime<FixedOffset>>,
+    ends_at: DateTime<FixedOffset>,
+    created_by: Option<String>,
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    force: bool,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(b: &Bytes) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(b);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            e.into_inner().to_string(),
+            (path != ".").then_some(path),
+        )
+    })
+}
+
+/// Who a silence is recorded as created or ended by.
+fn author(who: &Principal, given: Option<String>) -> Result<String, ApiError> {
+    match (who.person(), who, given) {
+        (Some(p), _, _) => Ok(p.to_string()),
+        (None, Principal::Token { name, .. }, g) => Ok(g.unwrap_or_else(|| name.clone())),
+        (None, Principal::Local, Some(g)) if !g.trim().is_empty() => Ok(g),
+        (None, Principal::Local, _) => Err(ApiError::bad(
+            "say who sets it: `created_by` (no API tokens are configured, so nothing is anonymous)",
+            "created_by",
+        )),
+    }
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
+    b: Bytes,
+) -> Result<Response, ApiError> {
+    let n: NewSilence = parse(&b)?;
+    let spec = SilenceSpec {
+        matchers: n.matchers,
+        starts_at: n.starts_at.map_or_else(clock::now, |t| t.to_utc()),
+        ends_at: n.ends_at.to_utc(),
+        created_by: author(&who, n.created_by)?,
+        comment: n.comment,
+        force: n.force,
+    };
+    let id = s.engine.add_silence(spec).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpireBody {
+    by: Option<String>,
+}
+
+pub async fn expire(
+    State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad(format!("invalid silence id `{id}`"), "id"))?;
+    let body: ExpireBody = if b.iter().all(u8::is_ascii_whitespace) {
+        ExpireBody::default()
+    } else {
+        parse(&b)?
+    };
+    let by = author(&who, body.by).map_err(|_| {
+        ApiError::bad(
+            "say who ends it: {\"by\": PERSON} (no API tokens are configured)",
+            "by",
+        )
+    })?;
+    s.engine.expire_silence(id, by).await?;
+    Ok(Json(json!({ "id": id, "expired": true })))
+}

@@ -1,0 +1,151 @@
+//! Silences and maintenance windows against the real daemon.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Timelike;
+use common::{Daemon, Fixture, wait_for};
+use serde_json::{Value, json};
+
+const A: &str =
+    r#"{"kind":"system.down","branch":"br-a","severity":"critical","labels":{"system":"core"}}"#;
+const B: &str =
+    r#"{"kind":"system.down","branch":"br-b","severity":"critical","labels":{"system":"core"}}"#;
+
+fn silence(d: &Daemon, matchers: Value, secs: i64, force: bool) -> (u16, Value) {
+    let end = branchguard::clock::now() + chrono::Duration::seconds(secs);
+    d.post(
+        "/api/v1/silences",
+        &json!({"matchers": matchers, "ends_at": end.to_rfc3339(), "created_by": "head.a", "comment": "core upgrade", "force": force}).to_string(),
+    )
+}
+
+fn post(d: &Daemon, ev: &str) -> Value {
+    let (code, body) = d.post("/api/v1/events", ev);
+    assert_eq!(code, 202, "{body}");
+    body
+}
+
+#[test]
+fn a_silenced_branch_opens_nothing_until_the_silence_ends_and_it_survives_a_restart() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let (code, body) = silence(
+        &d,
+        json!([{"name": "branch", "value": "br-a"}]),
+        3600,
+        false,
+    );
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_i64().unwrap();
+    assert_eq!(
+        post(&d, A)["incidents"],
+        json!([]),
+        "silenced: opens nothing"
+    );
+    assert_eq!(
+        post(&d, B)["incidents"].as_array().unwrap().len(),
+        1,
+        "another branch"
+    );
+    let events = d.get("/api/v1/events?branch=br-a");
+    assert_eq!(events["items"][0]["silenced"], format!("silence {id}"));
+    let metrics = d
+        .http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("branchguard_events_silenced_total 1"),
+        "{metrics}"
+    );
+    // Still in force after kill -9.
+    d.kill9();
+    let d = Daemon::start(&f);
+    assert_eq!(post(&d, A)["incidents"], json!([]));
+    let out = f.run(&["silence", "list", "--url", &d.url]);
+    assert!(
+        out.stdout.contains("branch=br-a") && out.stdout.contains("core upgrade"),
+        "{out:?}"
+    );
+    // Ended by hand (the CLI): events open incidents again.
+    let out = f.run(&[
+        "silence",
+        "expire",
+        &id.to_string(),
+        "--by",
+        "head.a",
+        "--url",
+        &d.url,
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(post(&d, A)["incidents"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_silence_ends_by_itself_and_one_matching_everything_needs_force() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let (code, body) = silence(&d, json!([]), 60, false);
+    assert_eq!((code, body["field"].as_str()), (400, None), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("every event"),
+        "{body}"
+    );
+    let (code, _) = silence(
+        &d,
+        json!([{"name": "system", "value": ".*", "regex": true}]),
+        60,
+        false,
+    );
+    assert_eq!(code, 400, "a regex matching anything is everything too");
+    let (code, _) = silence(
+        &d,
+        json!([{"name": "kind", "value": "system\\..*", "regex": true}]),
+        2,
+        false,
+    );
+    assert_eq!(code, 201);
+    let until = branchguard::clock::now() + chrono::Duration::seconds(2);
+    assert_eq!(post(&d, A)["incidents"], json!([]));
+    wait_for(Duration::from_secs(10), "the silence to end", || {
+        (branchguard::clock::now() > until).then_some(())
+    });
+    assert_eq!(post(&d, A)["incidents"].as_array().unwrap().len(), 1);
+    let (code, _) = silence(&d, json!([]), 60, true);
+    assert_eq!(code, 201, "forced");
+}
+
+#[test]
+fn a_recurring_maintenance_window_applies_at_its_local_time() {
+    let f = Fixture::engine();
+    // A daily window that opened a few seconds ago, in the branches' time zone.
+    let start = (branchguard::clock::now() - chrono::Duration::seconds(5))
+        .with_timezone(&chrono_tz::Asia::Shanghai);
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!(
+            "{cfg}maintenance:\n  - {{ name: core-upgrade, start: \"{} {} {} * * *\", duration: 1h, branches: [br-a], matchers: {{ system: core }} }}\n",
+            start.second(),
+            start.minute(),
+            start.hour()
+        ),
+    );
+    assert_eq!(f.run(&["check"]).code, 0);
+    let d = Daemon::start(&f);
+    assert_eq!(post(&d, A)["incidents"], json!([]));
+    let events = d.get("/api/v1/events?branch=br-a");
+    assert_eq!(
+        events["items"][0]["silenced"],
+        "maintenance window core-upgrade"
+    );
+    assert_eq!(
+        post(&d, B)["incidents"].as_array().unwrap().len(),
+        1,
+        "not its branch"
+    );
+}
