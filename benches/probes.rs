@@ -92,7 +92,12 @@ fn run(port: u16, probes: bool) {
     }
     let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
     // How many targets were checked and found up (from the daemon's metrics).
-    let metrics = http.get(format!("{url}/metrics")).send().unwrap().text().unwrap();
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     let up = metrics
         .lines()
         .filter(|l| l.starts_with("branchguard_probe_up{") && l.ends_with(" 1"))

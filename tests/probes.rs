@@ -143,6 +143,26 @@ fn an_http_endpoint_down_opens_an_incident_and_back_up_resolves_it() {
         "{inc}"
     );
     let id = inc["id"].as_i64().unwrap();
+    // A reload that leaves this probe unchanged keeps its state: no spurious
+    // resolve and fire again while it stays down.
+    let events_before = d.get("/api/v1/events?kind=system.down")["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(d.post("/api/v1/reload", "").0, 200);
+    let hits = h.hits.load(Ordering::SeqCst);
+    wait_for(WAIT, "more checks after the reload", || {
+        (h.hits.load(Ordering::SeqCst) >= hits + 5).then_some(())
+    });
+    let events_after = d.get("/api/v1/events?kind=system.down")["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        events_after, events_before,
+        "no new down/up events after the reload"
+    );
+    assert_eq!(d.incident(id)["status"], "open");
     h.mode.store(0, Ordering::SeqCst);
     wait_for(WAIT, "the incident to resolve by itself", || {
         resolved(&d, id).then_some(())
