@@ -279,16 +279,21 @@ pub fn probe_checked(branch: &str, system: &str, seconds: f64, up: bool) {
         .set(i64::from(up));
 }
 
-/// One sample of the daemon's host.
-pub fn host_sampled(s: &crate::sources::host::Sample) {
+/// One sample of the daemon's host: CPU in use (0-1), memory in use, and
+/// each mount's free bytes.
+pub fn host_sampled<'a>(
+    cpu_ratio: f64,
+    memory_used: u64,
+    disks_free: impl Iterator<Item = (&'a String, u64)>,
+) {
     let m = get();
-    m.host_cpu.set(s.cpu_ratio);
+    m.host_cpu.set(cpu_ratio);
     m.host_memory_used
-        .set(i64::try_from(s.memory_used).unwrap_or(i64::MAX));
-    for (mount, (free, _)) in &s.disks {
+        .set(i64::try_from(memory_used).unwrap_or(i64::MAX));
+    for (mount, free) in disks_free {
         m.host_disk_free
             .with_label_values(&[mount.as_str()])
-            .set(i64::try_from(*free).unwrap_or(i64::MAX));
+            .set(i64::try_from(free).unwrap_or(i64::MAX));
     }
 }
 

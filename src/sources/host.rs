@@ -139,7 +139,11 @@ pub async fn run(
             Ok(Some(x)) => x,
             _ => continue,
         };
-        crate::metrics::host_sampled(&sample);
+        crate::metrics::host_sampled(
+            sample.cpu_ratio,
+            sample.memory_used,
+            sample.disks.iter().map(|(m, (free, _))| (m, *free)),
+        );
         let Some(branch) = &h.branch else { continue };
         let mut events = Vec::new();
         let memory_ratio = sample.memory_used as f64 / (sample.memory_total.max(1)) as f64;
