@@ -38,6 +38,8 @@ pub struct Metrics {
     host_cpu: prometheus::Gauge,
     host_memory_used: IntGauge,
     host_disk_free: IntGaugeVec,
+    outbox_oldest: prometheus::Gauge,
+    last_reload_ok: prometheus::Gauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -109,8 +111,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     .unwrap_or_else(|e| panic!("{e}"));
     r.register(Box::new(commit_seconds.clone()))
         .unwrap_or_else(|e| panic!("{e}"));
+    // People answer in seconds to hours: 5 s to 2 h.
     let response_buckets = vec![
-        5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+        5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
     ];
     let duration_buckets = vec![
         60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0, 259200.0,
@@ -202,7 +205,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                     "1 when the last check of a branch system succeeded, else 0",
                 )
                 .namespace("branchguard"),
-                &["branch", "system"],
+                &["branch", "system", "region"],
             )
             .unwrap_or_else(|e| panic!("{e}"));
             r.register(Box::new(g.clone()))
@@ -262,7 +265,49 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                 .unwrap_or_else(|e| panic!("{e}"));
             g
         },
-        registry: r,
+        outbox_oldest: {
+            let g = prometheus::Gauge::with_opts(
+                Opts::new(
+                    "outbox_oldest_pending_seconds",
+                    "Age of the oldest notification not yet delivered (0 when none)",
+                )
+                .namespace("branchguard"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            r.register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            g
+        },
+        last_reload_ok: {
+            let g = prometheus::Gauge::with_opts(
+                Opts::new(
+                    "config_last_reload_success_timestamp_seconds",
+                    "When the configuration was last loaded successfully (Unix time)",
+                )
+                .namespace("branchguard"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            r.register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            g
+        },
+        registry: {
+            let build = IntGaugeVec::new(
+                Opts::new("build_info", "The running version (always 1)").namespace("branchguard"),
+                &["version"],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+            r.register(Box::new(build))
+                .unwrap_or_else(|e| panic!("{e}"));
+            // CPU, resident memory, open file descriptors of this process.
+            #[cfg(target_os = "linux")]
+            r.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+            r
+        },
     }
 });
 
@@ -271,11 +316,11 @@ fn get() -> &'static Metrics {
 }
 
 /// One probe check: how long it took, and whether the system answered.
-pub fn probe_checked(branch: &str, system: &str, seconds: f64, up: bool) {
+pub fn probe_checked(branch: &str, system: &str, region: &str, seconds: f64, up: bool) {
     let m = get();
     m.probe_duration.observe(seconds);
     m.probe_up
-        .with_label_values(&[branch, system])
+        .with_label_values(&[branch, system, region])
         .set(i64::from(up));
 }
 
@@ -302,11 +347,11 @@ pub fn commit_took(seconds: f64) {
     get().commit_seconds.observe(seconds);
 }
 
-/// Notifications not yet delivered.
-pub fn outbox_pending(n: u64) {
-    get()
-        .outbox_pending
-        .set(i64::try_from(n).unwrap_or(i64::MAX));
+/// Notifications not yet delivered, and how long the oldest has waited.
+pub fn outbox_pending(n: u64, oldest_seconds: f64) {
+    let m = get();
+    m.outbox_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
+    m.outbox_oldest.set(oldest_seconds.max(0.0));
 }
 
 /// Sources are free text on the wire; only known ones become label values.
@@ -399,6 +444,8 @@ pub fn config_loaded(loaded: &Loaded, ok: bool) {
         .inc();
     if ok {
         m.playbooks_loaded.set(loaded.playbooks.len() as i64);
+        m.last_reload_ok
+            .set(crate::clock::now().timestamp_millis() as f64 / 1000.0);
     }
 }
 

@@ -175,7 +175,7 @@ fn an_http_endpoint_down_opens_an_incident_and_back_up_resolves_it() {
         .text()
         .unwrap();
     assert!(
-        metrics.contains("branchguard_probe_up{branch=\"br-a\",system=\"core\"} 1"),
+        metrics.contains("branchguard_probe_up{branch=\"br-a\",region=\"none\",system=\"core\"} 1"),
         "{metrics}"
     );
 }

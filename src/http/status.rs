@@ -22,8 +22,15 @@ pub async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    if let Ok(n) = read(&s, |st| st.outbox_pending()).await {
-        crate::metrics::outbox_pending(n);
+    if let Ok((n, oldest)) = read(&s, |st| {
+        Ok((st.outbox_pending()?, st.outbox_oldest_pending()?))
+    })
+    .await
+    {
+        let age = oldest.map_or(0.0, |t| {
+            (crate::clock::now() - t).num_milliseconds() as f64 / 1000.0
+        });
+        crate::metrics::outbox_pending(n, age);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -5,6 +5,7 @@
 //! `host.disk_low` (per mount) for that branch, and crossing back resolves it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,11 +44,11 @@ impl Sampler {
         }
     }
 
-    fn sample(&mut self) -> Sample {
+    fn sample(&mut self, data_dir: &Path) -> Sample {
         self.sys.refresh_cpu_usage();
         self.sys.refresh_memory();
         self.disks.refresh(true);
-        Sample {
+        let mut sample = Sample {
             cpu_ratio: f64::from(self.sys.global_cpu_usage()) / 100.0,
             memory_used: self.sys.used_memory(),
             memory_total: self.sys.total_memory(),
@@ -62,7 +63,22 @@ impl Sampler {
                     )
                 })
                 .collect(),
+        };
+        // sysinfo skips file systems it does not recognise (overlay, some
+        // virtual disks); the one that holds the database must never be
+        // missing from the figures, so it is asked for directly.
+        let dir = data_dir
+            .canonicalize()
+            .unwrap_or_else(|_| data_dir.to_path_buf());
+        let covered = sample.disks.keys().any(|m| dir.starts_with(m));
+        if !covered && let Ok(st) = nix::sys::statvfs::statvfs(&dir) {
+            let frag = st.fragment_size();
+            sample.disks.insert(
+                dir.display().to_string(),
+                (st.blocks_available() * frag, st.blocks() * frag),
+            );
         }
+        sample
     }
 }
 
@@ -131,8 +147,9 @@ pub async fn run(
             _ = tokio::time::sleep(h.interval.max(Duration::from_millis(100))) => {}
         }
         let s = Arc::clone(&sampler);
+        let data_dir = loaded.config.data_dir.clone();
         let sample = match tokio::task::spawn_blocking(move || {
-            s.lock().ok().map(|mut s| s.sample())
+            s.lock().ok().map(|mut s| s.sample(&data_dir))
         })
         .await
         {
@@ -225,8 +242,11 @@ mod tests {
         assert_eq!(c.observe(true), None);
         assert_eq!(c.observe(false), None);
         assert_eq!(c.observe(false), Some(false));
-        let s = super::Sampler::new().sample();
+        let dir = tempfile::tempdir().unwrap();
+        let s = super::Sampler::new().sample(dir.path());
         assert!(s.memory_total > 0 && s.memory_used > 0);
-        assert!(!s.disks.is_empty());
+        // The data directory's file system is always measured.
+        let real = dir.path().canonicalize().unwrap();
+        assert!(s.disks.keys().any(|m| real.starts_with(m)), "{:?}", s.disks);
     }
 }

@@ -362,9 +362,17 @@ async fn target(
             };
             let watch = clock::Stopwatch::start();
             let o = check(&p, &http, &workdir).await;
+            let region = config
+                .borrow()
+                .config
+                .branches
+                .get(&key.0)
+                .and_then(|b| b.region.clone())
+                .unwrap_or_else(|| "none".into());
             crate::metrics::probe_checked(
                 &key.0,
                 &key.1,
+                &region,
                 watch.seconds(),
                 matches!(o, Outcome::Up { .. }),
             );

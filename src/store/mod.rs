@@ -171,6 +171,8 @@ pub trait Reader: Send + Sync {
     /// When the next undelivered row is due, if any.
     fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     fn outbox_pending(&self) -> Result<u64, StoreError>;
+    /// When the oldest undelivered row was queued, if any.
+    fn outbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     fn verify_audit(&self) -> Result<AuditCheck, StoreError>;
     /// The open incident of a group, if any.
     fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError>;

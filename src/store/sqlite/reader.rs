@@ -146,6 +146,17 @@ impl Reader for SqliteReader {
         })
     }
 
+    fn outbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.with(|conn| {
+            let t: Option<String> = conn.query_row(
+                "SELECT MIN(created_at) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            t.as_deref().map(parse_ts).transpose()
+        })
+    }
+
     fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError> {
         self.with(|conn| {
             Ok(conn
