@@ -113,6 +113,26 @@ fn wrong_type_in_the_config_file() {
 }
 
 #[test]
+fn a_zero_count_is_an_error_at_its_place_not_silently_raised() {
+    let f = Fixture::base();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace(
+            "listen: 127.0.0.1:0",
+            "listen: 127.0.0.1:0\nengine: { max_batch: 0 }\nlimits:\n  body_bytes: 0\n  burst: 5",
+        ),
+    );
+    assert_errors(
+        &f,
+        &[
+            "branchguard.yaml:4:15: limits.body_bytes: must be at least 1 (leave it out for the default, 1048576)",
+            "branchguard.yaml:2:22: engine.max_batch: must be at least 1 (leave it out for the default, 1000)",
+        ],
+    );
+}
+
+#[test]
 fn duplicate_key() {
     let f = Fixture::base();
     f.write(

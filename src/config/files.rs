@@ -58,14 +58,14 @@ pub struct MaintenanceFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
-    pub body_bytes: Option<usize>,
-    pub events_per_request: Option<usize>,
+    pub body_bytes: Option<S<usize>>,
+    pub events_per_request: Option<S<usize>>,
     pub labels_per_event: Option<usize>,
-    pub label_bytes: Option<usize>,
-    pub summary_bytes: Option<usize>,
+    pub label_bytes: Option<S<usize>>,
+    pub summary_bytes: Option<S<usize>>,
     /// Requests per second per client (token, or address without tokens).
-    pub requests_per_second: Option<u32>,
-    pub burst: Option<u32>,
+    pub requests_per_second: Option<S<usize>>,
+    pub burst: Option<S<usize>>,
     /// A request taking longer than this (a slow client) is cut off.
     pub request_timeout: Option<S>,
 }
@@ -261,7 +261,7 @@ pub struct EngineFile {
     /// How long a command step may run when the playbook gives no timeout.
     pub command_timeout: Option<S>,
     /// Largest number of events written in one transaction.
-    pub max_batch: Option<usize>,
+    pub max_batch: Option<S<usize>>,
 }
 
 // ---- playbooks ----

@@ -633,18 +633,26 @@ fn auth(
 fn limits(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Limits {
     let d = Limits::default();
     let Some(l) = &raw.limits else { return d };
-    let at_least_1 = |v: Option<usize>, default: usize| v.unwrap_or(default).max(1);
+    let mut at_least_1 = |v: &Option<S<usize>>, field: &str, default: usize| {
+        positive(file, v, &format!("limits.{field}"), default, diags)
+    };
     Limits {
-        body_bytes: at_least_1(l.body_bytes, d.body_bytes),
-        events_per_request: at_least_1(l.events_per_request, d.events_per_request),
+        body_bytes: at_least_1(&l.body_bytes, "body_bytes", d.body_bytes),
+        events_per_request: at_least_1(
+            &l.events_per_request,
+            "events_per_request",
+            d.events_per_request,
+        ),
         labels_per_event: l.labels_per_event.unwrap_or(d.labels_per_event),
-        label_bytes: at_least_1(l.label_bytes, d.label_bytes),
-        summary_bytes: at_least_1(l.summary_bytes, d.summary_bytes),
-        requests_per_second: l
-            .requests_per_second
-            .unwrap_or(d.requests_per_second)
-            .max(1),
-        burst: l.burst.unwrap_or(d.burst).max(1),
+        label_bytes: at_least_1(&l.label_bytes, "label_bytes", d.label_bytes),
+        summary_bytes: at_least_1(&l.summary_bytes, "summary_bytes", d.summary_bytes),
+        requests_per_second: u32::try_from(at_least_1(
+            &l.requests_per_second,
+            "requests_per_second",
+            d.requests_per_second as usize,
+        ))
+        .unwrap_or(u32::MAX),
+        burst: u32::try_from(at_least_1(&l.burst, "burst", d.burst as usize)).unwrap_or(u32::MAX),
         request_timeout: opt_fixed(
             file,
             &l.request_timeout,
@@ -685,12 +693,32 @@ fn engine(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> EngineConfig
                 diags,
             )
         }),
-        max_batch: raw
-            .engine
-            .as_ref()
-            .and_then(|e| e.max_batch)
-            .unwrap_or(1000)
-            .max(1),
+        max_batch: raw.engine.as_ref().map_or(1000, |e| {
+            positive(file, &e.max_batch, "engine.max_batch", 1000, diags)
+        }),
+    }
+}
+
+/// A count that must be at least 1: zero would silently disable the thing it
+/// sizes (no request could pass, no event could be written), so it is an error.
+fn positive(
+    file: &str,
+    v: &Option<S<usize>>,
+    field: &str,
+    default: usize,
+    diags: &mut Diagnostics,
+) -> usize {
+    match v {
+        None => default,
+        Some(n) if n.value == 0 => {
+            diags.at_value(
+                file,
+                n,
+                format!("{field}: must be at least 1 (leave it out for the default, {default})"),
+            );
+            default
+        }
+        Some(n) => n.value,
     }
 }
 
