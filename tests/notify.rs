@@ -833,3 +833,78 @@ fn mail_files_are_named_by_time_incident_and_recipient() {
         "no half-written files: {names:?}"
     );
 }
+
+#[test]
+fn a_hanging_webhook_receiver_holds_only_its_own_lane_and_at_most_in_flight_requests() {
+    // A receiver that accepts connections and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_url = format!("http://{}/hook", hang.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = std::sync::Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in hang.incoming().flatten() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(s);
+            }
+        });
+    }
+    let smtp_port = free_port();
+    let smtp = SmtpServer::start_on(smtp_port);
+    let f = fixture(smtp_port, &hang_url);
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace("notify:\n", "notify:\n  in_flight: 2\n")
+            .replace(
+                "headers: { X-Source: branchguard } }",
+                "headers: { X-Source: branchguard }, timeout: 60s }",
+            ),
+    );
+    // Each announcement its own incident, so each its own request.
+    f.write(
+        "playbooks/announce.yaml",
+        "id: announce\nname: Announce\ntrigger: { kind: lobby.announce }\ngroup_by: [branch, n]\nsteps:\n  - id: screen\n    action: { webhook: ops-centre, body: \"Hello {{branch_name}}\" }\n    deadline: 1h\n",
+    );
+    assert_eq!(f.run(&["check"]).code, 0);
+    let d = Daemon::start(&f);
+    // Five announcements for the hanging receiver: two go out, three wait.
+    let mut announced = Vec::new();
+    for b in ["br-a", "br-b", "br-a", "br-b", "br-a"] {
+        let (code, body) = d.post(
+            "/api/v1/events",
+            &format!(
+                r#"{{"kind":"lobby.announce","branch":"{b}","labels":{{"n":"{}"}}}}"#,
+                announced.len()
+            ),
+        );
+        assert_eq!(code, 202, "{body}");
+        announced.push(body["incidents"][0].as_i64().unwrap());
+    }
+    announced.dedup();
+    assert_eq!(announced.len(), 5);
+    wait_for(WAIT, "two requests at the hanging receiver", || {
+        (accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2).then_some(())
+    });
+    // Email is another lane: it goes out while the webhook lane is stuck
+    // (the receiver's timeout is 60 s, the wait here 20 s).
+    let (code, _) = d.post("/api/v1/events", CORE_DOWN);
+    assert_eq!(code, 202);
+    wait_for(WAIT, "the email while the webhook hangs", || {
+        (!smtp.to("it.a@bank.example").is_empty()).then_some(())
+    });
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "notify.in_flight: 2 bounds the requests at one receiver"
+    );
+    for id in announced {
+        let inc = d.incident(id);
+        assert!(
+            history(&inc, "notification.delivered").is_empty()
+                && history(&inc, "notification.failed").is_empty(),
+            "{inc}"
+        );
+    }
+}

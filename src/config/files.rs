@@ -97,6 +97,8 @@ pub struct NotifyFile {
     pub links: Option<LinksFile>,
     /// The operations centre's webhook channel (default `ops-centre`, when configured).
     pub ops_channel: Option<S>,
+    /// Deliveries at once per channel (email is one channel, each webhook one).
+    pub in_flight: Option<S<usize>>,
 }
 
 /// How undelivered notifications are retried: exponential backoff with jitter

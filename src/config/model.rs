@@ -284,6 +284,9 @@ pub struct DeliveryConfig {
     pub link_ttl: Duration,
     /// …and at least this long past its step's deadline.
     pub link_margin: Duration,
+    /// Deliveries at once per channel: a storm cannot crowd out intake, and a
+    /// hanging receiver holds only its own channel's slots.
+    pub in_flight: usize,
 }
 
 #[derive(Debug, Clone)]

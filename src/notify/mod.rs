@@ -12,13 +12,13 @@ pub mod channels;
 pub mod email;
 pub mod links;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
@@ -148,70 +148,138 @@ impl Deliverer {
         }
     }
 
+    /// Delivers until `shutdown`. Each lane (email; each webhook channel) has
+    /// at most `notify.in_flight` deliveries at once, topped up as each one
+    /// ends, so a receiver that hangs holds only its own lane and a storm's
+    /// backlog drains at a bounded pace beside intake.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Attempt>();
+        // Lane -> its rows in flight. A row leaves only once its outcome is
+        // stored, so it is never picked up twice.
+        let mut lanes: HashMap<String, HashSet<i64>> = HashMap::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut outcomes = Vec::new();
         loop {
             self.follow_config();
-            let now = clock::now();
-            let due = self
-                .read(move |st| st.due_outbox(now, 200))
-                .await
-                .unwrap_or_default();
-            let due: Vec<OutboxRow> = {
-                let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-                due.into_iter().filter(|r| f.insert(r.id)).collect()
-            };
-            if due.is_empty() {
-                let next = self.read(|st| st.next_outbox_attempt()).await.flatten();
-                let wait = next
-                    .map(|t| (t - clock::now()).to_std().unwrap_or(Duration::ZERO))
-                    .unwrap_or(Duration::from_secs(30))
-                    .clamp(Duration::from_millis(20), Duration::from_secs(30));
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = self.wake.notified() => {}
-                    _ = self.config.changed() => {}
-                    _ = tokio::time::sleep(wait) => {}
+            while tasks.try_join_next().is_some() {}
+            if !outcomes.is_empty() {
+                let batch = std::mem::take(&mut outcomes);
+                if !self.record(batch, &mut lanes).await {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
+            }
+            let started = self.top_up(&mut lanes, &mut tasks, &done_tx).await;
+            let in_flight: usize = lanes.values().map(HashSet::len).sum();
+            let wait = if started > 0 {
+                Duration::ZERO
+            } else {
+                let next = self.read(|st| st.next_outbox_attempt()).await.flatten();
+                match next.map(|t| (t - clock::now()).to_std()) {
+                    // Something is due but its lane is full: an outcome wakes us.
+                    Some(Err(_)) | Some(Ok(Duration::ZERO)) if in_flight > 0 => {
+                        Duration::from_secs(1)
+                    }
+                    Some(Ok(d)) => d,
+                    Some(Err(_)) => Duration::ZERO,
+                    None => Duration::from_secs(30),
+                }
+                .clamp(Duration::from_millis(20), Duration::from_secs(30))
+            };
+            if wait.is_zero() {
                 continue;
             }
-            let mut set = tokio::task::JoinSet::new();
-            let ids: Vec<i64> = due.iter().map(|r| r.id).collect();
-            for row in due {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = self.config.changed() => {}
+                _ = done_rx.recv_many(&mut outcomes, 512) => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            while let Ok(a) = done_rx.try_recv() {
+                outcomes.push(a);
+            }
+        }
+    }
+
+    /// Starts due rows in every lane with room; returns how many started.
+    async fn top_up(
+        &self,
+        lanes: &mut HashMap<String, HashSet<i64>>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        done: &mpsc::UnboundedSender<Attempt>,
+    ) -> usize {
+        let per_lane = self.senders.config.delivery.in_flight.max(1);
+        let now = clock::now();
+        let due = self
+            .read(move |st| st.due_lanes(now))
+            .await
+            .unwrap_or_default();
+        let mut started = 0;
+        for lane in due {
+            let busy = lanes.entry(lane.clone()).or_default();
+            let room = per_lane.saturating_sub(busy.len());
+            if room == 0 {
+                continue;
+            }
+            let skip: Vec<i64> = busy.iter().copied().collect();
+            let rows = self
+                .read(move |st| st.due_outbox_in(now, &lane, &skip, room))
+                .await
+                .unwrap_or_default();
+            for row in rows {
+                busy.insert(row.id);
+                started += 1;
                 let job = Job {
                     senders: self.senders.clone(),
                     http: self.http.clone(),
                     secret: self.secret.clone(),
                 };
-                set.spawn(async move { job.deliver(row).await });
-            }
-            let mut attempts = Vec::new();
-            let warn_after = self.senders.config.delivery.warn_after;
-            while let Some(r) = set.join_next().await {
-                if let Ok(a) = r {
-                    let channel = match a.channel {
-                        ChannelKind::Email => "email",
-                        ChannelKind::Webhook => a.recipient.as_str(),
-                    };
-                    self.channels
-                        .record(channel, a.error.as_deref(), clock::now(), warn_after);
-                    attempts.push(a);
-                }
-            }
-            // The rows leave the in-flight set only once their outcome is stored,
-            // so a row is never picked up again while its result is on the way.
-            if let Err(e) = self.engine.delivered(attempts).await {
-                tracing::error!("could not record delivery outcomes: {e}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-            let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            for id in ids {
-                f.remove(&id);
+                let done = done.clone();
+                tasks.spawn(async move {
+                    // The receiver lives as long as the worker; after shutdown
+                    // the outcome is not stored and the row is sent again.
+                    let _ = done.send(job.deliver(row).await);
+                });
             }
         }
+        started
+    }
+
+    /// Stores a batch of outcomes through the engine and frees their slots.
+    /// Returns false when they could not be stored (the rows are retried).
+    async fn record(
+        &self,
+        attempts: Vec<Attempt>,
+        lanes: &mut HashMap<String, HashSet<i64>>,
+    ) -> bool {
+        let warn_after = self.senders.config.delivery.warn_after;
+        let mut ids = Vec::with_capacity(attempts.len());
+        for a in &attempts {
+            let channel = match a.channel {
+                ChannelKind::Email => "email",
+                ChannelKind::Webhook => a.recipient.as_str(),
+            };
+            self.channels
+                .record(channel, a.error.as_deref(), clock::now(), warn_after);
+            ids.push(a.update.id);
+        }
+        let stored = match self.engine.delivered(attempts).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("could not record delivery outcomes: {e}");
+                false
+            }
+        };
+        for busy in lanes.values_mut() {
+            for id in &ids {
+                busy.remove(id);
+            }
+        }
+        lanes.retain(|_, busy| !busy.is_empty());
+        stored
     }
 }
 
@@ -383,6 +451,7 @@ mod tests {
             warn_after: Duration::from_secs(60),
             link_ttl: Duration::from_secs(3600),
             link_margin: Duration::from_secs(3600),
+            in_flight: 8,
         };
         let t0 = DateTime::parse_from_rfc3339("2026-11-24T09:00:00Z")
             .unwrap()

@@ -166,8 +166,18 @@ pub trait Reader: Send + Sync {
     fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<HistoryEntry>)>, StoreError>;
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError>;
     fn outbox(&self, incident: i64) -> Result<Vec<OutboxRow>, StoreError>;
-    /// Undelivered rows whose next attempt is due at `now`, oldest first.
-    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRow>, StoreError>;
+    /// The delivery lanes with rows due at `now`: `email`, or `webhook:NAME`
+    /// per webhook channel: all email goes through one mail server, each
+    /// webhook channel is its own receiver.
+    fn due_lanes(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
+    /// Due rows of one lane, oldest first, leaving out those in `skip` (in flight).
+    fn due_outbox_in(
+        &self,
+        now: DateTime<Utc>,
+        lane: &str,
+        skip: &[i64],
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
     /// When the next undelivered row is due, if any.
     fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     fn outbox_pending(&self) -> Result<u64, StoreError>;

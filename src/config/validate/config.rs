@@ -306,8 +306,16 @@ fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
         warn_after: Duration::from_secs(5 * 60),
         link_ttl: Duration::from_secs(72 * 3600),
         link_margin: Duration::from_secs(24 * 3600),
+        in_flight: 8,
     };
     if let Some(n) = &raw.notify {
+        delivery.in_flight = positive(
+            file,
+            &n.in_flight,
+            "notify.in_flight",
+            delivery.in_flight,
+            diags,
+        );
         if let Some(r) = &n.retry {
             delivery.retry_initial = opt_fixed(
                 file,

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// A row's delivery lane (see [`Reader::due_lanes`]).
+const LANE: &str = "(CASE channel WHEN 'webhook' THEN 'webhook:' || recipient ELSE 'email' END)";
+
 impl Reader for SqliteReader {
     fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<Incident>, StoreError> {
         let mut sql = String::from("SELECT id, body FROM incidents WHERE id < ?1");
@@ -114,13 +117,34 @@ impl Reader for SqliteReader {
         })
     }
 
-    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    fn due_lanes(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT DISTINCT {LANE} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)"
+            ))?;
+            let rows = st.query_map(params![ts(now)], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn due_outbox_in(
+        &self,
+        now: DateTime<Utc>,
+        lane: &str,
+        skip: &[i64],
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        // The rows in flight are at most the lane's bound (a handful), passed
+        // as one JSON array so the statement stays cached.
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
         self.with(|conn| {
             let mut st = conn.prepare_cached(&format!(
                 "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
-                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ORDER BY id LIMIT ?2"
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) AND {LANE} = ?2
+                 AND id NOT IN (SELECT value FROM json_each(?3)) ORDER BY id LIMIT ?4"
             ))?;
-            let rows = st.query_map(params![ts(now), limit as i64], outbox_row)?;
+            let rows = st.query_map(params![ts(now), lane, skip, limit as i64], outbox_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
