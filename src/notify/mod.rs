@@ -283,6 +283,20 @@ impl Deliverer {
     }
 }
 
+/// The longest one delivery attempt may take: three times the channel's own
+/// timeout (an SMTP exchange is several round trips), at least 10 s.
+fn attempt_limit(cfg: &Config, row: &OutboxRow) -> Duration {
+    let own = match row.channel {
+        ChannelKind::Email => cfg
+            .email
+            .as_ref()
+            .and_then(|e| e.smtp.as_ref())
+            .map(|s| s.timeout),
+        ChannelKind::Webhook => cfg.webhooks.get(&row.recipient).map(|w| w.timeout),
+    };
+    (own.unwrap_or(Duration::from_secs(30)) * 3).max(Duration::from_secs(10))
+}
+
 /// One message's delivery, with everything it needs.
 struct Job {
     senders: Senders,
@@ -293,9 +307,23 @@ struct Job {
 impl Job {
     async fn deliver(&self, row: OutboxRow) -> Attempt {
         let cfg = &self.senders.config;
-        let result = match row.channel {
-            ChannelKind::Email => self.send_email(cfg, &row).await,
-            ChannelKind::Webhook => self.send_webhook(cfg, &row).await,
+        // A watchdog over the whole attempt: the transports' own timeouts
+        // cover each read and write, but an attempt stuck elsewhere (a pooled
+        // SMTP connection that never comes, seen in the storm test) would
+        // hold its lane slot and its row forever.
+        let limit = attempt_limit(cfg, &row);
+        let send = async {
+            match row.channel {
+                ChannelKind::Email => self.send_email(cfg, &row).await,
+                ChannelKind::Webhook => self.send_webhook(cfg, &row).await,
+            }
+        };
+        let result = match tokio::time::timeout(limit, send).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Retry(format!(
+                "no outcome within {}s",
+                limit.as_secs()
+            ))),
         };
         let now = clock::now();
         let attempts = row.attempts + 1;

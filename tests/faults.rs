@@ -1,0 +1,201 @@
+//! Faults during a storm, through the real binary: `kill -9` in the middle of
+//! an ingest burst loses no event that got a 202, nor its incident.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Daemon, Fixture, wait_for};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn kill_9_in_the_middle_of_a_storm_loses_no_event_that_got_a_202() {
+    let f = Fixture::engine();
+    // Every ATM its own incident, one step for the on-duty engineer: the
+    // regional-outage storm.
+    f.write(
+        "playbooks/atm.yaml",
+        "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n",
+    );
+    assert_eq!(f.run(&["check"]).code, 0);
+    let d = Daemon::start(&f);
+    let url = d.url.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (url, stop, count) = (url.clone(), Arc::clone(&stop), Arc::clone(&count));
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
+                let mut got: Vec<(i64, i64)> = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let branch = if n % 2 == 0 { "br-a" } else { "br-b" };
+                    let ev = json!({"kind": "atm.down", "branch": branch, "labels": {"atm": format!("{c}-{n}")}});
+                    // Once the daemon is gone, requests fail: the burst is over.
+                    let Ok(r) = http.post(format!("{url}/api/v1/events")).json(&ev).send() else {
+                        break;
+                    };
+                    if r.status().as_u16() != 202 {
+                        continue;
+                    }
+                    let Ok(body) = r.json::<Value>() else { break };
+                    got.push((
+                        body["events"][0].as_i64().unwrap(),
+                        body["incidents"][0].as_i64().unwrap(),
+                    ));
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+                got
+            })
+        })
+        .collect();
+    wait_for(WAIT, "a few hundred events accepted", || {
+        (count.load(Ordering::SeqCst) >= 300).then_some(())
+    });
+    // Mid-burst: the clients are still sending.
+    d.kill9();
+    stop.store(true, Ordering::SeqCst);
+    let accepted: Vec<(i64, i64)> = clients
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(accepted.len() >= 300);
+
+    let d = Daemon::start(&f);
+    let stored = all_ids(&d, "/api/v1/events?kind=atm.down");
+    let lost: Vec<i64> = accepted
+        .iter()
+        .map(|(e, _)| *e)
+        .filter(|e| !stored.contains(e))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} accepted events lost: {lost:?}",
+        lost.len(),
+        accepted.len()
+    );
+    // Each accepted event opened its own incident, and each is there.
+    let incidents: std::collections::BTreeSet<i64> = accepted.iter().map(|(_, i)| *i).collect();
+    assert_eq!(incidents.len(), accepted.len());
+    let listed = all_ids(&d, "/api/v1/incidents?playbook=atm");
+    let missing: Vec<&i64> = incidents.iter().filter(|i| !listed.contains(i)).collect();
+    assert!(missing.is_empty(), "incidents lost: {missing:?}");
+}
+
+/// Every id of a paged list.
+fn all_ids(d: &Daemon, path: &str) -> std::collections::BTreeSet<i64> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut cursor: Option<i64> = None;
+    loop {
+        let q = match cursor {
+            Some(c) => format!("{path}&limit=500&cursor={c}"),
+            None => format!("{path}&limit=500"),
+        };
+        let page = d.get(&q);
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_i64().unwrap()),
+        );
+        match page["next"].as_i64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    ids
+}
+
+#[test]
+fn smtp_down_through_a_storm_of_a_thousand_incidents_delivers_each_mail_once_when_it_returns() {
+    let f = Fixture::engine();
+    let smtp_port = common::sinks::free_port();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    let start = cfg.find("notify:").unwrap();
+    let end = cfg.find("people:").unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!(
+            "{}notify:\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"http://127.0.0.1:9/hook\" }}\n{}",
+            &cfg[..start],
+            &cfg[end..]
+        ),
+    );
+    f.write(
+        "playbooks/atm.yaml",
+        "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let d = Daemon::start(&f);
+    let mut incidents = std::collections::BTreeSet::new();
+    for batch in 0..10 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| {
+                let branch = if i % 2 == 0 { "br-a" } else { "br-b" };
+                json!({"kind": "atm.down", "branch": branch, "labels": {"atm": format!("{batch}-{i}")}})
+            })
+            .collect();
+        let (code, body) = d.post("/api/v1/events", &Value::Array(events).to_string());
+        assert_eq!(code, 202, "{body}");
+        incidents.extend(
+            body["incidents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap()),
+        );
+    }
+    assert_eq!(incidents.len(), 1000);
+    let metrics = || {
+        d.http
+            .get(format!("{}/metrics", d.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    wait_for(
+        WAIT,
+        "attempts failing while the mail server is down",
+        || {
+            metrics()
+                .contains("branchguard_notifications_total{channel=\"email\",outcome=\"retry\"}")
+                .then_some(())
+        },
+    );
+    let smtp = common::sinks::SmtpServer::start_on(smtp_port);
+    wait_for(Duration::from_secs(90), "the backlog drained", || {
+        let m = metrics();
+        (smtp.mails().len() >= 1000 && m.contains("\nbranchguard_outbox_pending 0\n")).then_some(())
+    });
+    // One mail per incident, none twice.
+    let re = regex::Regex::new(r"/incidents/(\d+)").unwrap();
+    let mut per_incident = std::collections::BTreeMap::<i64, usize>::new();
+    for m in smtp.mails() {
+        let id = re
+            .captures(&m.text())
+            .and_then(|c| c[1].parse::<i64>().ok())
+            .expect("each mail names its incident");
+        *per_incident.entry(id).or_default() += 1;
+    }
+    let twice: Vec<_> = per_incident.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    assert_eq!(
+        per_incident
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        incidents
+    );
+}
