@@ -307,10 +307,10 @@ struct Job {
 impl Job {
     async fn deliver(&self, row: OutboxRow) -> Attempt {
         let cfg = &self.senders.config;
-        // A watchdog over the whole attempt: the transports' own timeouts
-        // cover each read and write, but an attempt stuck elsewhere (a pooled
-        // SMTP connection that never comes, seen in the storm test) would
-        // hold its lane slot and its row forever.
+        // A watchdog over the whole attempt. lettre's async SMTP `timeout`
+        // bounds only connecting (lettre issue #1027): a server that accepts
+        // and never greets - seen in the storm test, with a busy server's
+        // backlog - would hold the lane slot and the row forever.
         let limit = attempt_limit(cfg, &row);
         let send = async {
             match row.channel {
