@@ -274,27 +274,10 @@ fn a_thousand_events_from_eight_concurrent_clients_are_all_stored() {
     // Kill -9 straight away: a 202 means stored.
     d.kill9();
     let d = Daemon::start(&f);
-    let mut stored = Vec::new();
-    let mut cursor: Option<i64> = None;
-    loop {
-        let q = match cursor {
-            Some(c) => format!("/api/v1/events?kind=load.test&limit=300&cursor={c}"),
-            None => "/api/v1/events?kind=load.test&limit=300".to_string(),
-        };
-        let page = d.get(&q);
-        stored.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["id"].as_i64().unwrap()),
-        );
-        match page["next"].as_i64() {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    stored.sort_unstable();
+    let stored: Vec<i64> = d
+        .all_ids("/api/v1/events?kind=load.test")
+        .into_iter()
+        .collect();
     assert_eq!(stored, accepted);
 }
 

@@ -71,7 +71,7 @@ fn kill_9_in_the_middle_of_a_storm_loses_no_event_that_got_a_202() {
     assert!(accepted.len() >= 300);
 
     let d = Daemon::start(&f);
-    let stored = all_ids(&d, "/api/v1/events?kind=atm.down");
+    let stored = d.all_ids("/api/v1/events?kind=atm.down");
     let lost: Vec<i64> = accepted
         .iter()
         .map(|(e, _)| *e)
@@ -86,34 +86,9 @@ fn kill_9_in_the_middle_of_a_storm_loses_no_event_that_got_a_202() {
     // Each accepted event opened its own incident, and each is there.
     let incidents: std::collections::BTreeSet<i64> = accepted.iter().map(|(_, i)| *i).collect();
     assert_eq!(incidents.len(), accepted.len());
-    let listed = all_ids(&d, "/api/v1/incidents?playbook=atm");
+    let listed = d.all_ids("/api/v1/incidents?playbook=atm");
     let missing: Vec<&i64> = incidents.iter().filter(|i| !listed.contains(i)).collect();
     assert!(missing.is_empty(), "incidents lost: {missing:?}");
-}
-
-/// Every id of a paged list.
-fn all_ids(d: &Daemon, path: &str) -> std::collections::BTreeSet<i64> {
-    let mut ids = std::collections::BTreeSet::new();
-    let mut cursor: Option<i64> = None;
-    loop {
-        let q = match cursor {
-            Some(c) => format!("{path}&limit=500&cursor={c}"),
-            None => format!("{path}&limit=500"),
-        };
-        let page = d.get(&q);
-        ids.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["id"].as_i64().unwrap()),
-        );
-        match page["next"].as_i64() {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    ids
 }
 
 #[test]

@@ -221,6 +221,31 @@ impl Daemon {
         (code, r.json().unwrap_or(serde_json::Value::Null))
     }
 
+    /// Every id of a paged list (`path` already has a `?`), following `next`.
+    pub fn all_ids(&self, path: &str) -> std::collections::BTreeSet<i64> {
+        let mut ids = std::collections::BTreeSet::new();
+        let mut cursor: Option<i64> = None;
+        loop {
+            let q = match cursor {
+                Some(c) => format!("{path}&limit=500&cursor={c}"),
+                None => format!("{path}&limit=500"),
+            };
+            let page = self.get(&q);
+            ids.extend(
+                page["items"]
+                    .as_array()
+                    .expect("a list has items")
+                    .iter()
+                    .filter_map(|e| e["id"].as_i64()),
+            );
+            match page["next"].as_i64() {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        ids
+    }
+
     pub fn incident(&self, id: i64) -> serde_json::Value {
         self.get(&format!("/api/v1/incidents/{id}"))
     }
