@@ -11,6 +11,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::error::optional_json_body;
 use super::{ApiError, AppState, Principal, read};
 use crate::clock;
 use crate::config::BranchSelection;
@@ -53,27 +54,12 @@ struct RunBody {
     by: Option<String>,
 }
 
-fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, ApiError> {
-    if b.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let mut de = serde_json::Deserializer::from_slice(b);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            e.into_inner().to_string(),
-            (path != ".").then_some(path),
-        )
-    })
-}
-
 pub async fn run(
     State(s): State<AppState>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Response, ApiError> {
-    let b: RunBody = body(&b)?;
+    let b: RunBody = optional_json_body(&b)?;
     if let Some(branch) = &b.branch
         && !s.loaded().config.branches.contains_key(branch)
     {
@@ -187,7 +173,7 @@ pub async fn abort(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad(format!("invalid run id `{id}`"), "run"))?;
-    let b: RunBody = body(&b)?;
+    let b: RunBody = optional_json_body(&b)?;
     if who.branches().is_some() {
         let run = read(&s, move |st| st.drill_run(id)).await?;
         let all_mine = run.is_some_and(|r| r.branches.iter().all(|b| who.sees(&b.branch)));

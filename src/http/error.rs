@@ -13,6 +13,29 @@ use crate::engine::{ActionError, DrillError, HandleError};
 use crate::sources::IntakeError;
 use crate::store::StoreError;
 
+/// A JSON request body, with the path of the field that is wrong.
+pub fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(b);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            e.into_inner().to_string(),
+            (path != ".").then_some(path),
+        )
+    })
+}
+
+/// Like [`json_body`], but an empty body means every field left out.
+pub fn optional_json_body<T: serde::de::DeserializeOwned + Default>(
+    b: &[u8],
+) -> Result<T, ApiError> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    json_body(b)
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,

@@ -10,6 +10,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::error::optional_json_body;
 use super::views::incident_json;
 use super::{ApiError, AppState, Principal, read};
 use crate::engine::Verb;
@@ -156,21 +157,6 @@ struct ActionBody {
     note: Option<String>,
 }
 
-fn action_body(body: &Bytes) -> Result<ActionBody, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ActionBody::default());
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            e.into_inner().to_string(),
-            (path != ".").then_some(path),
-        )
-    })
-}
-
 /// A refused action on an incident is audited (who, which incident, why).
 fn audit_refusal(s: &AppState, who: &Principal, id: i64, e: &ApiError) {
     s.engine
@@ -194,7 +180,7 @@ pub async fn step_action(
             )));
         }
     };
-    let b = action_body(&body)?;
+    let b = optional_json_body::<ActionBody>(&body)?;
     let (inc, _, _) = visible(&s, &who, id).await?;
     let Some(run) = inc.steps.iter().find(|x| x.id == step) else {
         return Err(ApiError::not_found(format!(
@@ -224,7 +210,7 @@ pub async fn incident_action(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let b = action_body(&body)?;
+    let b = optional_json_body::<ActionBody>(&body)?;
     if !matches!(action.as_str(), "resolve" | "escalate") {
         return Err(ApiError::not_found(format!(
             "unknown incident action `{action}`: expected resolve or escalate"

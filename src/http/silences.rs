@@ -11,6 +11,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::error::{json_body, optional_json_body};
 use super::{ApiError, AppState, Principal, read};
 use crate::clock;
 use crate::engine::{Matcher, SilenceSpec};
@@ -54,18 +55,6 @@ struct NewSilence {
     force: bool,
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(b: &Bytes) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(b);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            e.into_inner().to_string(),
-            (path != ".").then_some(path),
-        )
-    })
-}
-
 /// Who a silence is recorded as created or ended by.
 fn author(who: &Principal, given: Option<String>) -> Result<String, ApiError> {
     match (who.person(), who, given) {
@@ -84,7 +73,7 @@ pub async fn create(
     Extension(who): Extension<Arc<Principal>>,
     b: Bytes,
 ) -> Result<Response, ApiError> {
-    let n: NewSilence = parse(&b)?;
+    let n: NewSilence = json_body(&b)?;
     let spec = SilenceSpec {
         matchers: n.matchers,
         starts_at: n.starts_at.map_or_else(clock::now, |t| t.to_utc()),
@@ -112,11 +101,7 @@ pub async fn expire(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad(format!("invalid silence id `{id}`"), "id"))?;
-    let body: ExpireBody = if b.iter().all(u8::is_ascii_whitespace) {
-        ExpireBody::default()
-    } else {
-        parse(&b)?
-    };
+    let body: ExpireBody = optional_json_body(&b)?;
     let by = author(&who, body.by).map_err(|_| {
         ApiError::bad(
             "say who ends it: {\"by\": PERSON} (no API tokens are configured)",
