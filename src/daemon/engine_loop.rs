@@ -36,6 +36,8 @@ pub struct EngineLoop {
     /// Wakes the delivery worker when new rows are in the outbox.
     wake: Arc<tokio::sync::Notify>,
     health: Arc<StoreHealth>,
+    /// Counts committed rounds; the dashboard's live feed follows it.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// The engine's memory is ahead of the store (a commit failed and the
     /// rebuild from the store failed too): rebuild before deciding anything.
     stale: bool,
@@ -59,6 +61,7 @@ pub fn start(
     workdir: PathBuf,
     wake: Arc<tokio::sync::Notify>,
     health: Arc<StoreHealth>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 ) -> Result<Started, StoreError> {
     let live = store.load_live()?;
     let mut round = Round::default();
@@ -82,6 +85,7 @@ pub fn start(
         commands: commands.clone(),
         wake,
         health,
+        changes,
         stale: false,
         carry: Vec::new(),
     };
@@ -250,6 +254,9 @@ impl EngineLoop {
                 crate::metrics::record_round(&round);
                 if !round.outbox.is_empty() {
                     self.wake.notify_one();
+                }
+                if !round.is_empty() {
+                    self.changes.send_modify(|n| *n = n.wrapping_add(1));
                 }
                 if round.stats.open_set_changed {
                     crate::metrics::open_incidents(self.engine.live());

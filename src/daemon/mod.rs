@@ -96,6 +96,8 @@ pub async fn serve(
     let health = Arc::new(StoreHealth::default());
     let wake = Arc::new(tokio::sync::Notify::new());
     let probe_dir = workdir.clone();
+    let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
+    let probes = crate::sources::probes::ProbeBoard::default();
     let engine_loop::Started {
         handle: engine,
         join,
@@ -106,6 +108,7 @@ pub async fn serve(
         workdir,
         Arc::clone(&wake),
         Arc::clone(&health),
+        Arc::clone(&changes),
     )?;
 
     // The engine subscribes to the configuration through its door.
@@ -147,6 +150,7 @@ pub async fn serve(
         reloader.subscribe(),
         engine.clone(),
         probe_dir,
+        Arc::clone(&probes),
         shutdown.clone(),
     ));
 
@@ -200,6 +204,9 @@ pub async fn serve(
         channels,
         rate,
         started_at: clock::now(),
+        changes: changes.subscribe(),
+        probes,
+        shutdown: shutdown.clone(),
     });
     let addr = listener.local_addr()?;
     let tls = reloader_for_tls.current().config.tls.clone();

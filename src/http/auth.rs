@@ -51,6 +51,10 @@ pub enum Need {
 
 /// Every route and what it needs: the one place access is decided.
 pub const RULES: &[(&str, &str, Need)] = &[
+    ("GET", "/", Need::Open),
+    ("GET", "/ui/{file}", Need::Open),
+    ("GET", "/api/v1/dashboard", Need::Read),
+    ("GET", "/api/v1/stream", Need::Read),
     ("GET", "/healthz", Need::Healthz),
     ("GET", "/metrics", Need::Metrics),
     ("GET", "/ack/{token}", Need::Open),

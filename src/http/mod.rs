@@ -6,6 +6,8 @@
 //! store backend.
 
 mod auth;
+mod board;
+mod dashboard;
 mod drills;
 mod error;
 mod events;
@@ -47,6 +49,12 @@ pub struct Parts {
     /// Which notification channels are failing.
     pub channels: Arc<crate::notify::channels::ChannelHealth>,
     pub started_at: DateTime<Utc>,
+    /// Ticks after every committed round of the engine (the live feed).
+    pub changes: tokio::sync::watch::Receiver<u64>,
+    /// Probe states, for the dashboard.
+    pub probes: crate::sources::probes::ProbeBoard,
+    /// Ends the live feeds, so a graceful shutdown does not wait on them.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 type AppState = Arc<Parts>;
@@ -61,6 +69,10 @@ pub fn router(parts: Parts) -> Router {
     let limits = parts.loaded().config.limits.clone();
     let state = Arc::new(parts);
     Router::new()
+        .route("/", get(dashboard::shell))
+        .route("/ui/{file}", get(dashboard::asset))
+        .route("/api/v1/dashboard", get(dashboard::data))
+        .route("/api/v1/stream", get(dashboard::stream))
         .route("/healthz", get(status::healthz))
         .route("/ack/{token}", get(links::show).post(links::perform))
         .route("/incidents/{id}", get(pages::incident))

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,9 @@ pub struct ProbeState {
     pub level: Level,
     /// The level the latest results point at, and how many in a row.
     pending: (Level, u32),
+    /// The latest check: when, and whether it answered (for the dashboard).
+    pub checked_at: Option<DateTime<Utc>>,
+    pub last_up: Option<bool>,
 }
 
 impl Default for ProbeState {
@@ -63,6 +67,8 @@ impl Default for ProbeState {
             oks: 0,
             level: Level::Ok,
             pending: (Level::Ok, 0),
+            checked_at: None,
+            last_up: None,
         }
     }
 }
@@ -272,6 +278,10 @@ fn event(branch: &str, system: &str, p: &ProbeConfig, change: &Change) -> EventI
 
 type Key = (String, String);
 
+/// Every probed target's state by (branch, system), shared with the
+/// dashboard, which only reads it.
+pub type ProbeBoard = Arc<Mutex<HashMap<Key, ProbeState>>>;
+
 struct Running {
     probe: ProbeConfig,
     task: JoinHandle<()>,
@@ -282,9 +292,9 @@ pub async fn run(
     mut config: watch::Receiver<Arc<Loaded>>,
     engine: EngineHandle,
     workdir: PathBuf,
+    states: ProbeBoard,
     stop: CancellationToken,
 ) {
-    let states: Arc<Mutex<HashMap<Key, ProbeState>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let http = reqwest::Client::new();
     let mut running: HashMap<Key, Running> = HashMap::new();
@@ -339,7 +349,7 @@ pub async fn run(
 async fn target(
     key: Key,
     p: ProbeConfig,
-    states: Arc<Mutex<HashMap<Key, ProbeState>>>,
+    states: ProbeBoard,
     slots: Arc<Semaphore>,
     http: reqwest::Client,
     engine: EngineHandle,
@@ -379,7 +389,12 @@ async fn target(
             o
         };
         let changes = match states.lock() {
-            Ok(mut st) => st.entry(key.clone()).or_default().observe(&p, &outcome),
+            Ok(mut st) => {
+                let state = st.entry(key.clone()).or_default();
+                state.checked_at = Some(clock::now());
+                state.last_up = Some(matches!(outcome, Outcome::Up { .. }));
+                state.observe(&p, &outcome)
+            }
             Err(_) => Vec::new(),
         };
         for c in changes {

@@ -1,0 +1,251 @@
+//! What the dashboard shows, computed from the store's rows and the loaded
+//! configuration: pure functions, so they are tested without a daemon.
+//!
+//! **Invariant:** the answer stays small whatever the network's size: open
+//! incidents and branches are counted in full, but only the most urgent
+//! [`Limits`] of them are listed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::engine::{DrillRun, Incident, StepRun};
+use crate::sources::probes::{Level, ProbeState};
+use crate::target::Target;
+
+/// How much of each list one answer carries.
+pub struct Limits {
+    pub incidents: usize,
+    pub branches: usize,
+    pub probes: usize,
+    /// Points per scoreboard chart.
+    pub trend: usize,
+}
+
+/// A step that is someone's job and past its deadline.
+fn overdue(s: &StepRun, now: DateTime<Utc>) -> bool {
+    s.state.is_open() && s.deadline.is_some_and(|d| d <= now)
+}
+
+/// Most urgent first: overdue steps, then the higher tier, then the nearest
+/// deadline, then the newest.
+fn urgency(i: &Incident, now: DateTime<Utc>) -> impl Ord {
+    let late = i.steps.iter().any(|s| overdue(s, now));
+    let next = i
+        .steps
+        .iter()
+        .filter(|s| s.state.is_open())
+        .filter_map(|s| s.deadline)
+        .min()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    (
+        std::cmp::Reverse(late),
+        std::cmp::Reverse(i.tier),
+        next,
+        std::cmp::Reverse(i.id),
+    )
+}
+
+fn step_view(s: &StepRun, cfg: &Config, branch: &str, now: DateTime<Utc>) -> Value {
+    let owner = s
+        .assignee
+        .as_deref()
+        .and_then(|a| Target::parse(a).ok())
+        .map(|t| cfg.describe(&t, branch));
+    let missing: Vec<&String> = s.roll_call.difference(&s.confirmed).collect();
+    json!({
+        "id": s.id, "title": s.title, "state": s.state_name(), "owner": owner,
+        "deadline": s.deadline, "overdue": overdue(s, now),
+        "acknowledged_at": s.acknowledged_at, "done_at": s.done_at, "by": s.by,
+        "response_seconds": s.response_seconds,
+        "roll_call_missing": if s.roll_call.is_empty() { Value::Null } else { json!(missing) },
+    })
+}
+
+fn incident_view(i: &Incident, cfg: &Config, playbook: &str, now: DateTime<Utc>) -> Value {
+    json!({
+        "id": i.id, "branch": i.branch,
+        "branch_name": cfg.branches.get(&i.branch).map(|b| b.name.as_str()),
+        "playbook": i.playbook_id, "playbook_name": playbook, "tier": i.tier, "drill": i.drill,
+        "opened_at": i.opened_at, "kind": i.kind, "severity": i.severity, "summary": i.summary,
+        "event_count": i.event_count,
+        "steps": i.steps.iter().filter(|s| s.state.as_str() != "pending")
+            .map(|s| step_view(s, cfg, &i.branch, now)).collect::<Vec<_>>(),
+    })
+}
+
+/// Open incidents: totals, per-branch counts and the most urgent ones.
+/// `playbook_name` names a playbook id; `branch` narrows the listed incidents.
+pub fn incidents(
+    open: &[Incident],
+    cfg: &Config,
+    playbook_name: impl Fn(&str) -> String,
+    branch: Option<&str>,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Value {
+    let mut by_tier: BTreeMap<u8, usize> = BTreeMap::new();
+    let mut by_playbook: BTreeMap<&str, usize> = BTreeMap::new();
+    // branch -> (open, overdue, highest tier)
+    let mut by_branch: BTreeMap<&str, (usize, usize, u8)> = BTreeMap::new();
+    let mut late_total = 0;
+    for i in open {
+        let late = i.steps.iter().any(|s| overdue(s, now));
+        late_total += usize::from(late);
+        *by_tier.entry(i.tier).or_default() += 1;
+        *by_playbook.entry(i.playbook_id.as_str()).or_default() += 1;
+        let b = by_branch.entry(i.branch.as_str()).or_default();
+        b.0 += 1;
+        b.1 += usize::from(late);
+        b.2 = b.2.max(i.tier);
+    }
+    let mut branches: Vec<(&str, (usize, usize, u8))> = by_branch.into_iter().collect();
+    branches.sort_by_key(|(id, (n, late, tier))| {
+        (
+            std::cmp::Reverse(*late),
+            std::cmp::Reverse(*tier),
+            std::cmp::Reverse(*n),
+            *id,
+        )
+    });
+    let branch_rows: Vec<Value> = branches
+        .iter()
+        .take(limits.branches)
+        .map(|(id, (n, late, tier))| {
+            let b = cfg.branches.get(*id);
+            json!({
+                "id": id, "name": b.map(|b| b.name.as_str()),
+                "region": b.and_then(|b| b.region.as_deref()),
+                "open": n, "overdue": late, "tier": tier,
+            })
+        })
+        .collect();
+    let mut listed: Vec<&Incident> = open
+        .iter()
+        .filter(|i| branch.is_none_or(|b| i.branch == b))
+        .collect();
+    let matching = listed.len();
+    listed.sort_by_cached_key(|i| urgency(i, now));
+    let items: Vec<Value> = listed
+        .iter()
+        .take(limits.incidents)
+        .map(|i| incident_view(i, cfg, &playbook_name(&i.playbook_id), now))
+        .collect();
+    json!({
+        "open": open.len(), "overdue": late_total,
+        "by_tier": by_tier.iter().map(|(t, n)| json!({"tier": t, "open": n})).collect::<Vec<_>>(),
+        "by_playbook": by_playbook.iter().map(|(p, n)| json!({"playbook": p, "name": playbook_name(p), "open": n})).collect::<Vec<_>>(),
+        "branches": branch_rows, "branches_total": branches.len(),
+        "items": items, "matching": matching,
+    })
+}
+
+/// Probe states: counts, and the targets that are not up first.
+pub fn probes(
+    states: &[((String, String), ProbeState)],
+    sees: impl Fn(&str) -> bool,
+    limits: &Limits,
+) -> Value {
+    let status = |s: &ProbeState| match (s.down, s.level, s.last_up) {
+        (true, _, _) => "down",
+        (false, Level::Critical, _) => "critical",
+        (false, Level::Warn, _) => "warn",
+        (false, Level::Ok, None) => "unknown",
+        (false, Level::Ok, Some(_)) => "up",
+    };
+    let mut rows: Vec<(&str, &(String, String), &ProbeState)> = states
+        .iter()
+        .filter(|((b, _), _)| sees(b))
+        .map(|(k, s)| (status(s), k, s))
+        .collect();
+    let rank = |st: &str| match st {
+        "down" => 0,
+        "critical" => 1,
+        "warn" => 2,
+        "unknown" => 3,
+        _ => 4,
+    };
+    rows.sort_by_key(|(st, k, _)| (rank(st), *k));
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (st, _, _) in &rows {
+        *counts.entry(st).or_default() += 1;
+    }
+    json!({
+        "counts": counts, "total": rows.len(),
+        "items": rows.iter().take(limits.probes).map(|(st, (b, sys), s)| json!({
+            "branch": b, "system": sys, "status": st, "checked_at": s.checked_at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The drill scoreboard: per drill and branch, the last score and the trend.
+/// `runs` are newest first, as the store lists them.
+pub fn scoreboard(
+    runs: &[DrillRun],
+    cfg: &Config,
+    sees: impl Fn(&str) -> bool,
+    limits: &Limits,
+) -> Value {
+    // (drill, branch) -> points, oldest first
+    let mut rows: BTreeMap<(&str, &str), Vec<Value>> = BTreeMap::new();
+    let mut pass: BTreeMap<&str, f64> = BTreeMap::new();
+    for run in runs.iter().rev() {
+        pass.insert(run.drill.as_str(), run.pass_score);
+        for b in run.branches.iter().filter(|b| sees(&b.branch)) {
+            let Some(score) = b.score else { continue };
+            rows.entry((run.drill.as_str(), b.branch.as_str()))
+                .or_default()
+                .push(json!({"run": run.id, "at": run.started_at, "score": score, "passed": b.passed}));
+        }
+    }
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|((drill, branch), mut points)| {
+            let keep = points.len().saturating_sub(limits.trend);
+            points.drain(..keep);
+            let last = points.last().cloned().unwrap_or(Value::Null);
+            json!({
+                "drill": drill, "branch": branch,
+                "branch_name": cfg.branches.get(branch).map(|b| b.name.as_str()),
+                "pass_score": pass.get(drill),
+                "score": last["score"], "passed": last["passed"], "run": last["run"], "at": last["at"],
+                "points": points,
+            })
+        })
+        .collect();
+    json!({ "items": items })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            incidents: 2,
+            branches: 10,
+            probes: 10,
+            trend: 3,
+        }
+    }
+
+    #[test]
+    fn probes_not_up_come_first_and_other_branches_are_hidden() {
+        let mut up = ProbeState::default();
+        up.last_up = Some(true);
+        let mut down = ProbeState::default();
+        down.down = true;
+        let states = vec![
+            (("a".to_string(), "atm".to_string()), up.clone()),
+            (("a".to_string(), "core".to_string()), down),
+            (("b".to_string(), "core".to_string()), up),
+        ];
+        let v = probes(&states, |b| b == "a", &limits());
+        assert_eq!(v["total"], 2);
+        assert_eq!(v["items"][0]["system"], "core");
+        assert_eq!(v["items"][0]["status"], "down");
+        assert_eq!(v["counts"]["up"], 1);
+    }
+}

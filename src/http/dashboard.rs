@@ -1,0 +1,208 @@
+//! The operations centre's page: `GET /` serves a shell and its script and
+//! style (embedded in the binary); the script reads `GET /api/v1/dashboard`
+//! with the signed-in token and refreshes when `GET /api/v1/stream` says the
+//! engine committed something.
+//!
+//! **Invariant:** the page holds no data of its own: everything it shows comes
+//! from the API with the viewer's token, so the token's role and branches
+//! decide what is shown exactly as they decide what the API answers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{Need, allows};
+use super::board::{self, Limits};
+use super::{ApiError, AppState, Principal, read};
+use crate::clock;
+use crate::store::{DrillRunQuery, IncidentQuery};
+
+const INDEX: &str = include_str!("ui/index.html");
+const SCRIPT: &str = include_str!("ui/app.js");
+const STYLE: &str = include_str!("ui/app.css");
+
+/// Open incidents read for one answer; beyond this the counts say "at least".
+const OPEN_READ: usize = 20_000;
+/// Drill runs behind the scoreboard.
+const RUNS_READ: usize = 500;
+/// Live-feed messages to one page are at most this often: a storm of commits
+/// becomes one refresh per interval, not one per commit.
+const FEED_EVERY: Duration = Duration::from_millis(300);
+
+pub async fn shell() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX,
+    )
+        .into_response()
+}
+
+pub async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "app.js" => (SCRIPT, "text/javascript; charset=utf-8"),
+        "app.css" => (STYLE, "text/css; charset=utf-8"),
+        _ => return ApiError::not_found(format!("no file `{file}`")).into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    branch: Option<String>,
+    limit: Option<String>,
+}
+
+pub async fn data(
+    State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
+    q: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
+    let limit = match &p.limit {
+        None => 100,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad(
+                    format!("invalid limit `{l}`: expected a number from 1 to 1000"),
+                    "limit",
+                ));
+            }
+        },
+    };
+    let within = who.branches();
+    let w2 = within.clone();
+    let (open, truncated, runs, silences) = read(&s, move |st| {
+        let page = st.list_incidents(&IncidentQuery {
+            status: Some("open".into()),
+            within: w2.clone(),
+            limit: OPEN_READ,
+            ..IncidentQuery::default()
+        })?;
+        let runs = st.list_drill_runs(&DrillRunQuery {
+            drill: None,
+            branch: None,
+            within: w2,
+            limit: RUNS_READ,
+            cursor: None,
+        })?;
+        Ok((
+            page.items,
+            page.next.is_some(),
+            runs.items,
+            st.silences(false)?,
+        ))
+    })
+    .await?;
+    let loaded = s.loaded();
+    let cfg = &loaded.config;
+    let now = clock::now();
+    let limits = Limits {
+        incidents: limit,
+        branches: 300,
+        probes: 300,
+        trend: 20,
+    };
+    let name = |id: &str| {
+        loaded
+            .playbook(id)
+            .map_or_else(|| id.to_string(), |p| p.name.clone())
+    };
+    let mut incidents = board::incidents(&open, cfg, name, p.branch.as_deref(), now, &limits);
+    incidents["truncated"] = json!(truncated);
+    let states: Vec<_> = match s.probes.lock() {
+        Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Err(_) => Vec::new(),
+    };
+    let sees = |b: &str| who.sees(b);
+    let may = |need: Need| who.role().is_none_or(|r| allows(r, need));
+    // A silence is shown to a branch-scoped viewer only when it names one of
+    // its branches; network-wide silences are for ops.
+    let silences: Vec<Value> = silences
+        .iter()
+        .filter(|x| {
+            within.is_none()
+                || x.matchers
+                    .iter()
+                    .any(|m| m.name == "branch" && !m.regex && who.sees(&m.value))
+        })
+        .map(|x| {
+            json!({
+                "id": x.id, "matchers": x.matchers, "starts_at": x.starts_at, "ends_at": x.ends_at,
+                "created_by": x.created_by, "comment": x.comment, "active": x.active_at(now),
+            })
+        })
+        .collect();
+    let windows: Vec<Value> = cfg
+        .maintenance
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name, "start": m.start.source, "duration_seconds": m.duration.as_secs(),
+                "matchers": m.matchers,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "now": now,
+        "who": {
+            "name": who.name(), "role": who.role().map(|r| r.as_str()),
+            "branches": within, "person": who.person(),
+            "tokens": !cfg.auth.tokens.is_empty(),
+        },
+        "can": {
+            "answer": may(Need::Answer), "command": may(Need::Command),
+            "silence": may(Need::Silence), "drill_run": may(Need::DrillRun),
+        },
+        "incidents": incidents,
+        "probes": board::probes(&states, sees, &limits),
+        "silences": silences,
+        "maintenance": windows,
+        "scoreboard": board::scoreboard(&runs, cfg, sees, &limits),
+    })))
+}
+
+/// Server-sent events: `change` after engine commits (at most one per
+/// [`FEED_EVERY`]), so the page refreshes without polling.
+pub async fn stream(State(s): State<AppState>) -> impl IntoResponse {
+    let rx = s.changes.clone();
+    let stop = s.shutdown.clone();
+    let feed = futures_util::stream::unfold((rx, stop, true), |(mut rx, stop, first)| async move {
+        if !first {
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                r = rx.changed() => r.ok()?,
+            }
+            // Let a burst of commits settle into one message.
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(FEED_EVERY) => {}
+            }
+        }
+        let seq = *rx.borrow_and_update();
+        let ev = SseEvent::default()
+            .event(if first { "hello" } else { "change" })
+            .data(seq.to_string());
+        Some((Ok::<_, Infallible>(ev), (rx, stop, false)))
+    });
+    Sse::new(feed).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,32 @@
+// For benches/dashboard.rs: how long the dashboard takes to show in Chromium,
+// from navigation to the incident cards being on screen, on a daemon without
+// tokens. Usage: node render.mjs URL
+import { chromium } from 'playwright-core';
+
+const url = process.argv[2];
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  const times = [];
+  for (const size of [[1280, 800], [390, 844]]) {
+    const page = await browser.newPage({ viewport: { width: size[0], height: size[1] } });
+    for (let k = 0; k < 5; k++) {
+      const t = Date.now();
+      await page.goto(url + '/');
+      await page.locator('[data-incident]').first().waitFor({ timeout: 10000 });
+      times.push(Date.now() - t);
+    }
+    const cards = await page.locator('[data-incident]').count();
+    const nodes = await page.evaluate(() => document.getElementsByTagName('*').length);
+    await page.close();
+    times.sort((a, b) => a - b);
+    console.log(`${size[0]}x${size[1]}: page shown in p50 ${times[2]} ms, max ${times[4]} ms (${cards} incident cards, ${nodes} elements)`);
+    times.length = 0;
+  }
+} finally {
+  await browser.close();
+}
