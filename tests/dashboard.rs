@@ -20,7 +20,9 @@ fn secret(name: &str) -> String {
     format!("secret-{name}-0123456789")
 }
 
-fn fixture() -> Fixture {
+/// `closed` is a port nobody listens on (br-a's queue system is down),
+/// `open` one the test listens on (br-b's ATM is up).
+fn fixture(closed: u16, open: u16) -> Fixture {
     let f = Fixture::engine();
     let mut auth = String::from("auth:\n  tokens:\n");
     for (name, role, more) in [
@@ -37,7 +39,28 @@ fn fixture() -> Fixture {
             "    - {{ name: {name}, role: {role}, token_sha256: \"{hash}\"{more} }}\n"
         ));
     }
-    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    let probe = |system: &str, port: u16| {
+        format!(
+            "systems: [{{ name: {system}, probe: {{ tcp: \"127.0.0.1:{port}\", interval: 1s, timeout: 1s, failures: 1 }} }}]"
+        )
+    };
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml"))
+        .unwrap()
+        .replace(
+            "{ id: br-a, name: Branch A, neighbours: [br-b] }",
+            &format!(
+                "{{ id: br-a, name: Branch A, neighbours: [br-b], {} }}",
+                probe("queue", closed)
+            ),
+        )
+        .replace(
+            "{ id: br-b, name: Branch B, neighbours: [br-a] }",
+            &format!(
+                "{{ id: br-b, name: Branch B, neighbours: [br-a], {} }}",
+                probe("atm", open)
+            ),
+        );
+    assert!(cfg.contains("queue") && cfg.contains("atm"), "{cfg}");
     f.write("branchguard.yaml", &format!("{cfg}{auth}"));
     f.write(
         &format!("drills/{DRILL}.yaml"),
@@ -114,7 +137,8 @@ fn the_dashboard_in_chromium_is_live_acts_scopes_by_token_and_shows_drill_trends
         browser_dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
     );
-    let f = fixture();
+    let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let f = fixture(common::sinks::free_port(), up.local_addr().unwrap().port());
     let d = Daemon::start(&f);
     let mut scores = vec![drill_run(&d, "br-a", false), drill_run(&d, "br-a", true)];
     drill_run(&d, "br-b", false);

@@ -221,6 +221,73 @@ pub fn scoreboard(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{Engine, Round};
+    use crate::event::{Event, Severity, Status};
+
+    fn event(kind: &str, branch: &str, labels: &[(&str, &str)], at: DateTime<Utc>) -> Event {
+        Event {
+            kind: kind.into(),
+            branch: branch.into(),
+            severity: Severity::Critical,
+            status: Status::Firing,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            summary: None,
+            occurred_at: at,
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn overdue_incidents_come_first_counts_cover_all_and_the_list_is_capped() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml");
+        let loaded = crate::config::load(&path).unwrap();
+        let t0 = DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00")
+            .unwrap()
+            .to_utc();
+        let mut e = Engine::new(loaded.clone(), Vec::new(), 1, 1, t0, &mut Round::default());
+        let mut r = Round::default();
+        // #1 at sh-001: core failover, 15 minutes. #2, #3 later at sh-002 and sh-003.
+        let core = event("system.down", "sh-001", &[("system", "core-banking")], t0);
+        e.ingest(vec![(core, t0)], t0, &mut r);
+        let later = t0 + chrono::Duration::minutes(14);
+        for b in ["sh-002", "sh-003"] {
+            let ev = event("system.down", b, &[("system", "core-banking")], later);
+            e.ingest(vec![(ev, later)], later, &mut r);
+        }
+        let open: Vec<Incident> = e.live().cloned().collect();
+        assert_eq!(open.len(), 3);
+        // 16 minutes in, only #1 has steps past their deadlines.
+        let now = t0 + chrono::Duration::minutes(16);
+        let cfg = &loaded.config;
+        let v = incidents(&open, cfg, |p| p.to_uppercase(), None, now, &limits());
+        assert_eq!(v["open"], 3);
+        assert_eq!(v["overdue"], 1);
+        assert_eq!(
+            v["items"].as_array().unwrap().len(),
+            2,
+            "capped at the limit"
+        );
+        assert_eq!(v["matching"], 3);
+        assert_eq!(v["items"][0]["id"], 1, "{v}");
+        assert_eq!(v["items"][0]["steps"][0]["overdue"], true);
+        assert_eq!(v["branches"][0]["id"], "sh-001");
+        assert_eq!(v["branches"][0]["overdue"], 1);
+        assert_eq!(v["branches_total"], 3);
+        let only = incidents(
+            &open,
+            cfg,
+            |p| p.to_string(),
+            Some("sh-003"),
+            now,
+            &limits(),
+        );
+        assert_eq!(only["matching"], 1);
+        assert_eq!(only["items"][0]["branch"], "sh-003");
+        assert_eq!(only["open"], 3, "counts stay network-wide");
+    }
 
     fn limits() -> Limits {
         Limits {

@@ -101,6 +101,27 @@ try {
   assert.equal(await row.locator('svg').getAttribute('aria-label'),
     'scores over time: ' + scores.map((s) => Math.round(s)).join(', '));
 
+  // Probe status per branch and system (checked every second by the daemon).
+  await wall.locator('#probes tr', { hasText: 'queue' }).locator('.st-down').waitFor({ timeout: 10000 });
+  await wall.locator('#probes tr', { hasText: 'atm' }).locator('.st-up').waitFor({ timeout: 10000 });
+
+  // A silence added from the form is in force in the API, and ends from its button.
+  await wall.getByLabel('Branch id').fill('br-b');
+  await wall.getByLabel('System (optional)').fill('core');
+  await wall.getByLabel('For how many minutes').fill('30');
+  await wall.getByLabel('Why').fill('core upgrade (browser test)');
+  await wall.getByRole('button', { name: 'Add silence' }).click();
+  const silenceRow = wall.locator('[data-silence]', { hasText: 'core upgrade (browser test)' });
+  await silenceRow.waitFor({ timeout: 5000 });
+  const silenced = await api('GET', '/api/v1/silences', env('BG_OPS_TOKEN'));
+  const mine = silenced.items.find((x) => x.comment === 'core upgrade (browser test)');
+  assert.ok(mine, JSON.stringify(silenced));
+  assert.deepEqual(mine.matchers.map((m) => `${m.name}=${m.value}`), ['branch=br-b', 'system=core']);
+  await silenceRow.getByRole('button', { name: `End silence ${mine.id}` }).click();
+  await silenceRow.waitFor({ state: 'detached', timeout: 5000 });
+  const left = await api('GET', '/api/v1/silences', env('BG_OPS_TOKEN'));
+  assert.ok(!left.items.some((x) => x.id === mine.id), 'the ended silence is no longer in force');
+
   // Every form field has a label.
   const unlabelled = await wall.evaluate(() => [...document.querySelectorAll('input')]
     .filter((i) => !i.hidden && !document.querySelector(`label[for="${i.id}"]`)).map((i) => i.id || i.name));
@@ -124,6 +145,10 @@ try {
   const boards = await phone.locator('[data-score]').evaluateAll((els) => els.map((e) => e.dataset.score));
   assert.deepEqual(boards, [`${drill}:br-a`]);
   assert.doesNotMatch(await phone.locator('#branches').textContent(), /Branch B/);
+  await phone.locator('#probes tr', { hasText: 'queue' }).waitFor();
+  assert.doesNotMatch(await phone.locator('#probes').textContent(), /br-b/);
+  // A branch head may not manage silences: no form.
+  assert.equal(await phone.locator('#silence-form').isVisible(), false);
   const width = await phone.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 390, `no sideways scrolling on a phone (page is ${width}px wide)`);
   figures.head_incidents = shown.length;
