@@ -64,7 +64,7 @@ fn fixture(closed: u16, open: u16) -> Fixture {
     f.write("branchguard.yaml", &format!("{cfg}{auth}"));
     f.write(
         &format!("drills/{DRILL}.yaml"),
-        &format!("id: {DRILL}\nplaybook: failover\nevent: {{ kind: system.down, severity: critical, labels: {{ system: core }} }}\ntargets: {{ switch: 2s }}\nbranches: [br-a, br-b]\ntimeout: 2m\n"),
+        &format!("id: {DRILL}\nplaybook: failover\nevent: {{ kind: system.down, severity: critical, labels: {{ system: core }} }}\ntargets: {{ switch: 1s }}\nbranches: [br-a, br-b]\ntimeout: 2m\n"),
     );
     let out = f.run(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -89,7 +89,8 @@ fn call(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, Value) {
 }
 
 /// Runs the drill at `branch` and waits for its score. A `late` answer comes
-/// only after the step escalated (2 s, the drill's target), so it scores less.
+/// only after the step escalated (2 s, twice the drill's 1 s target), so it
+/// scores far less.
 fn drill_run(d: &Daemon, branch: &str, late: bool) -> f64 {
     let (code, body) = call(
         d,

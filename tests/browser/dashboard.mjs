@@ -127,6 +127,7 @@ try {
     .filter((i) => !i.hidden && !document.querySelector(`label[for="${i.id}"]`)).map((i) => i.id || i.name));
   assert.deepEqual(unlabelled, []);
   await wall.locator('#timeline').evaluate((e) => { e.hidden = true; });
+  await wall.evaluate(() => window.scrollTo(0, 0));
   await wall.screenshot({ path: `${out}/dashboard-1280x800.png` });
   assert.deepEqual(problems, [], 'script errors on the page');
 
