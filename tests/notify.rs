@@ -19,7 +19,7 @@ fn fixture(smtp_port: u16, hook: &str) -> Fixture {
     let f = Fixture::engine();
     let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
     let notify = format!(
-        "notify:\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h, warn_after: 1s }}\n  webhooks:\n    ops-centre: {{ url: \"{hook}\", headers: {{ X-Source: branchguard }} }}\n"
+        "notify:\n  digest: 1s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h, warn_after: 1s }}\n  webhooks:\n    ops-centre: {{ url: \"{hook}\", headers: {{ X-Source: branchguard }} }}\n"
     );
     let start = cfg.find("notify:").unwrap();
     let end = cfg.find("people:").unwrap();
@@ -205,12 +205,12 @@ fn smtp_down_then_up_delivers_every_row_exactly_once() {
         (rows.len() > before && rows.iter().all(|r| r["delivered_at"].is_string())).then_some(inc)
     });
     let rows = email_rows(&inc);
-    wait_for(WAIT, "one mail per email row", || {
-        (smtp.mails().len() >= rows.len()).then_some(())
+    wait_for(WAIT, "every email row in a mail", || {
+        (smtp.messages() >= rows.len()).then_some(())
     });
-    // Each row once: as many mails as rows, and no row sent again later.
+    // Each row once (a digest counts each of its messages), none sent again.
     assert_eq!(
-        smtp.mails().len(),
+        smtp.messages(),
         rows.len(),
         "{:?}",
         smtp.mails().iter().map(|m| m.subject()).collect::<Vec<_>>()
@@ -261,9 +261,9 @@ fn rows_queued_at_kill_9_are_delivered_after_restart() {
     });
     let rows = email_rows(&inc).len();
     wait_for(WAIT, "the mails", || {
-        (smtp.mails().len() >= rows).then_some(())
+        (smtp.messages() >= rows).then_some(())
     });
-    assert_eq!(smtp.mails().len(), rows);
+    assert_eq!(smtp.messages(), rows);
 }
 
 #[test]

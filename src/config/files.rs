@@ -99,6 +99,9 @@ pub struct NotifyFile {
     pub ops_channel: Option<S>,
     /// Deliveries at once per channel (email is one channel, each webhook one).
     pub in_flight: Option<S<usize>>,
+    /// Emails to one person within this window after the last are combined
+    /// into one digest (`0s`: each is sent at once).
+    pub digest: Option<S>,
 }
 
 /// How undelivered notifications are retried: exponential backoff with jitter
@@ -158,6 +161,9 @@ pub struct WebhookFile {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub timeout: Option<S>,
+    /// At most one request per this interval; what waits meanwhile goes as
+    /// one digest payload.
+    pub min_interval: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

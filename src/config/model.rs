@@ -97,6 +97,9 @@ pub struct WebhookConfig {
     pub url: String,
     pub headers: BTreeMap<String, String>,
     pub timeout: Duration,
+    /// A rate limit: at most one request per this interval (drill and real
+    /// apart); what arrives meanwhile is sent as one digest payload.
+    pub min_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -287,6 +290,9 @@ pub struct DeliveryConfig {
     /// Deliveries at once per channel: a storm cannot crowd out intake, and a
     /// hanging receiver holds only its own channel's slots.
     pub in_flight: usize,
+    /// Further emails to a person within this long after the last one are
+    /// combined into one digest; zero sends each at once.
+    pub digest: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@
 
 pub mod channels;
 pub mod email;
+mod job;
 pub mod links;
 
 use std::collections::{HashMap, HashSet};
@@ -23,12 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::config::{Config, DeliveryConfig, Loaded};
-use crate::engine::{Attempt, ChannelKind, DeliveryUpdate, EngineHandle, LinkAction};
-use crate::html::escape;
-use crate::store::{OutboxRow, Reader, StoreError};
+use crate::engine::{Attempt, ChannelKind, EngineHandle};
+use crate::store::{DueGroup, OutboxRow, Reader, StoreError};
 use channels::ChannelHealth;
-use email::{Mailer, SendError};
-use links::{Claims, Secret};
+use email::Mailer;
+use links::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
@@ -56,6 +56,49 @@ pub fn next_attempt(
     let horizon =
         created + chrono::Duration::from_std(cfg.horizon).unwrap_or(chrono::Duration::MAX);
     (next <= horizon).then_some(next)
+}
+
+/// The most messages one digest carries; more wait for the next.
+const DIGEST_MAX: usize = 200;
+
+/// The window within which a lane's messages to one recipient are combined:
+/// `notify.digest` for email, a webhook channel's `min_interval`; zero: none.
+fn window(cfg: &Config, lane: &str) -> Duration {
+    match lane.strip_prefix("webhook:") {
+        None => cfg.delivery.digest,
+        Some(name) => cfg
+            .webhooks
+            .get(name)
+            .and_then(|w| w.min_interval)
+            .unwrap_or(Duration::ZERO),
+    }
+}
+
+/// A finished delivery: its lane, its digest group, what became of each row.
+struct Done {
+    lane: String,
+    group: Option<DueGroup>,
+    attempts: Vec<Attempt>,
+}
+
+/// What is under way. A row leaves only once its outcome is stored, so it is
+/// never picked up twice; a digest group has at most one delivery at a time.
+#[derive(Default)]
+struct Flight {
+    /// Lane -> rows in flight.
+    rows: HashMap<String, HashSet<i64>>,
+    /// Lane -> deliveries in flight (a digest is one).
+    units: HashMap<String, usize>,
+    groups: HashSet<(String, DueGroup)>,
+    /// When each group's last delivery started, and whether it was a full
+    /// digest: after a partial one the next waits for the window.
+    last: HashMap<(String, DueGroup), (DateTime<Utc>, bool)>,
+}
+
+impl Flight {
+    fn forget_before(&mut self, t: DateTime<Utc>) {
+        self.last.retain(|_, (at, _)| *at >= t);
+    }
 }
 
 /// What one batch is sent with: the configuration in force and the mail
@@ -153,10 +196,8 @@ impl Deliverer {
     /// ends, so a receiver that hangs holds only its own lane and a storm's
     /// backlog drains at a bounded pace beside intake.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Attempt>();
-        // Lane -> its rows in flight. A row leaves only once its outcome is
-        // stored, so it is never picked up twice.
-        let mut lanes: HashMap<String, HashSet<i64>> = HashMap::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut flight = Flight::default();
         let mut tasks = tokio::task::JoinSet::new();
         let mut outcomes = Vec::new();
         loop {
@@ -164,27 +205,31 @@ impl Deliverer {
             while tasks.try_join_next().is_some() {}
             if !outcomes.is_empty() {
                 let batch = std::mem::take(&mut outcomes);
-                if !self.record(batch, &mut lanes).await {
+                if !self.record(batch, &mut flight).await {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
             }
-            let started = self.top_up(&mut lanes, &mut tasks, &done_tx).await;
-            let in_flight: usize = lanes.values().map(HashSet::len).sum();
+            let (started, held_until) = self.top_up(&mut flight, &mut tasks, &done_tx).await;
+            let in_flight: usize = flight.units.values().sum();
             let wait = if started > 0 {
                 Duration::ZERO
             } else {
+                let now = clock::now();
                 let next = self.read(|st| st.next_outbox_attempt()).await.flatten();
-                match next.map(|t| (t - clock::now()).to_std()) {
+                // Rows held back for a digest are due but wait for their window.
+                let held = held_until.map(|h| (h - now).to_std().unwrap_or(Duration::ZERO));
+                match (next.map(|t| (t - now).to_std()), held) {
+                    (Some(Ok(d)), _) if !d.is_zero() => held.map_or(d, |h| h.min(d)),
                     // Something is due but its lane is full: an outcome wakes us.
-                    Some(Err(_)) | Some(Ok(Duration::ZERO)) if in_flight > 0 => {
-                        Duration::from_secs(1)
+                    (Some(_), h) if in_flight > 0 => {
+                        h.map_or(Duration::from_secs(1), |h| h.min(Duration::from_secs(1)))
                     }
-                    Some(Ok(d)) => d,
-                    Some(Err(_)) => Duration::ZERO,
-                    None => Duration::from_secs(30),
+                    (Some(_), Some(h)) => h,
+                    (Some(_), None) => Duration::ZERO,
+                    (None, _) => Duration::from_secs(30),
                 }
                 .clamp(Duration::from_millis(20), Duration::from_secs(30))
             };
@@ -204,59 +249,153 @@ impl Deliverer {
         }
     }
 
-    /// Starts due rows in every lane with room; returns how many started.
+    /// Starts due deliveries in every lane with room. Returns how many
+    /// started, and the earliest time a digest held back becomes due.
     async fn top_up(
         &self,
-        lanes: &mut HashMap<String, HashSet<i64>>,
+        flight: &mut Flight,
         tasks: &mut tokio::task::JoinSet<()>,
-        done: &mpsc::UnboundedSender<Attempt>,
-    ) -> usize {
-        let per_lane = self.senders.config.delivery.in_flight.max(1);
+        done: &mpsc::UnboundedSender<Done>,
+    ) -> (usize, Option<DateTime<Utc>>) {
+        let cfg = Arc::clone(&self.senders.config);
+        let per_lane = cfg.delivery.in_flight.max(1);
         let now = clock::now();
         let due = self
             .read(move |st| st.due_lanes(now))
             .await
             .unwrap_or_default();
         let mut started = 0;
+        let mut held: Option<DateTime<Utc>> = None;
+        flight.forget_before(now - chrono::Duration::hours(1));
         for lane in due {
-            let busy = lanes.entry(lane.clone()).or_default();
-            let room = per_lane.saturating_sub(busy.len());
+            let mut room = per_lane.saturating_sub(flight.units.get(&lane).copied().unwrap_or(0));
             if room == 0 {
                 continue;
             }
-            let skip: Vec<i64> = busy.iter().copied().collect();
-            let rows = self
-                .read(move |st| st.due_outbox_in(now, &lane, &skip, room))
+            let skip: Vec<i64> = flight
+                .rows
+                .get(&lane)
+                .map(|r| r.iter().copied().collect())
+                .unwrap_or_default();
+            let gap = window(&cfg, &lane);
+            if gap.is_zero() {
+                let l = lane.clone();
+                let rows = self
+                    .read(move |st| st.due_outbox_in(now, &l, &skip, room))
+                    .await
+                    .unwrap_or_default();
+                for row in rows {
+                    started += 1;
+                    self.start(flight, tasks, done, &lane, None, vec![row]);
+                }
+                continue;
+            }
+            let l = lane.clone();
+            let s = skip.clone();
+            let groups = self
+                .read(move |st| st.due_groups(now, &l, &s))
                 .await
                 .unwrap_or_default();
-            for row in rows {
-                busy.insert(row.id);
+            for g in groups {
+                if room == 0 {
+                    break;
+                }
+                let key = (lane.clone(), g.clone());
+                if flight.groups.contains(&key) {
+                    continue;
+                }
+                // After a full digest the rest of a backlog follows at once.
+                if let Some((last, false)) = flight.last.get(&key) {
+                    let until = *last + chrono::Duration::from_std(gap).unwrap_or_default();
+                    if until > now {
+                        held = Some(held.map_or(until, |h| h.min(until)));
+                        continue;
+                    }
+                }
+                let (l, s, g2) = (lane.clone(), skip.clone(), g.clone());
+                let rows = self
+                    .read(move |st| st.due_outbox_of(now, &l, &g2, &s, DIGEST_MAX))
+                    .await
+                    .unwrap_or_default();
+                if rows.is_empty() {
+                    continue;
+                }
+                flight
+                    .last
+                    .insert(key.clone(), (now, rows.len() >= DIGEST_MAX));
+                room -= 1;
                 started += 1;
-                let job = Job {
-                    senders: self.senders.clone(),
-                    http: self.http.clone(),
-                    secret: self.secret.clone(),
-                };
-                let done = done.clone();
-                tasks.spawn(async move {
-                    // The receiver lives as long as the worker; after shutdown
-                    // the outcome is not stored and the row is sent again.
-                    let _ = done.send(job.deliver(row).await);
-                });
+                self.start(flight, tasks, done, &lane, Some(g), rows);
             }
         }
-        started
+        (started, held)
+    }
+
+    /// Starts one delivery of `rows` (one message, or a digest).
+    fn start(
+        &self,
+        flight: &mut Flight,
+        tasks: &mut tokio::task::JoinSet<()>,
+        done: &mpsc::UnboundedSender<Done>,
+        lane: &str,
+        group: Option<DueGroup>,
+        rows: Vec<OutboxRow>,
+    ) {
+        flight
+            .rows
+            .entry(lane.to_string())
+            .or_default()
+            .extend(rows.iter().map(|r| r.id));
+        *flight.units.entry(lane.to_string()).or_default() += 1;
+        if let Some(g) = &group {
+            flight.groups.insert((lane.to_string(), g.clone()));
+        }
+        let job = job::Job {
+            senders: self.senders.clone(),
+            http: self.http.clone(),
+            secret: self.secret.clone(),
+        };
+        let done = done.clone();
+        let lane = lane.to_string();
+        tasks.spawn(async move {
+            // The receiver lives as long as the worker; after shutdown the
+            // outcome is not stored and the rows are sent again.
+            let attempts = job.deliver(rows).await;
+            let _ = done.send(Done {
+                lane,
+                group,
+                attempts,
+            });
+        });
     }
 
     /// Stores a batch of outcomes through the engine and frees their slots.
     /// Returns false when they could not be stored (the rows are retried).
-    async fn record(
-        &self,
-        attempts: Vec<Attempt>,
-        lanes: &mut HashMap<String, HashSet<i64>>,
-    ) -> bool {
+    async fn record(&self, batch: Vec<Done>, flight: &mut Flight) -> bool {
         let warn_after = self.senders.config.delivery.warn_after;
-        let mut ids = Vec::with_capacity(attempts.len());
+        let mut attempts = Vec::new();
+        for d in batch {
+            if let Some(n) = flight.units.get_mut(&d.lane) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(g) = d.group {
+                let key = (d.lane.clone(), g);
+                // The window is about what people received: after a failed
+                // attempt the retry follows its own backoff, not the window.
+                if d.attempts.iter().any(|a| a.error.is_some()) {
+                    flight.last.remove(&key);
+                }
+                flight.groups.remove(&key);
+            }
+            if let Some(rows) = flight.rows.get_mut(&d.lane) {
+                for a in &d.attempts {
+                    rows.remove(&a.update.id);
+                }
+            }
+            attempts.extend(d.attempts);
+        }
+        flight.units.retain(|_, n| *n > 0);
+        flight.rows.retain(|_, r| !r.is_empty());
         for a in &attempts {
             let channel = match a.channel {
                 ChannelKind::Email => "email",
@@ -264,204 +403,13 @@ impl Deliverer {
             };
             self.channels
                 .record(channel, a.error.as_deref(), clock::now(), warn_after);
-            ids.push(a.update.id);
         }
-        let stored = match self.engine.delivered(attempts).await {
+        match self.engine.delivered(attempts).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!("could not record delivery outcomes: {e}");
                 false
             }
-        };
-        for busy in lanes.values_mut() {
-            for id in &ids {
-                busy.remove(id);
-            }
-        }
-        lanes.retain(|_, busy| !busy.is_empty());
-        stored
-    }
-}
-
-/// The longest one delivery attempt may take: three times the channel's own
-/// timeout (an SMTP exchange is several round trips), at least 10 s.
-fn attempt_limit(cfg: &Config, row: &OutboxRow) -> Duration {
-    let own = match row.channel {
-        ChannelKind::Email => cfg
-            .email
-            .as_ref()
-            .and_then(|e| e.smtp.as_ref())
-            .map(|s| s.timeout),
-        ChannelKind::Webhook => cfg.webhooks.get(&row.recipient).map(|w| w.timeout),
-    };
-    (own.unwrap_or(Duration::from_secs(30)) * 3).max(Duration::from_secs(10))
-}
-
-/// One message's delivery, with everything it needs.
-struct Job {
-    senders: Senders,
-    http: reqwest::Client,
-    secret: Secret,
-}
-
-impl Job {
-    async fn deliver(&self, row: OutboxRow) -> Attempt {
-        let cfg = &self.senders.config;
-        // A watchdog over the whole attempt. lettre's async SMTP `timeout`
-        // bounds only connecting (lettre issue #1027): a server that accepts
-        // and never greets - seen in the storm test, with a busy server's
-        // backlog - would hold the lane slot and the row forever.
-        let limit = attempt_limit(cfg, &row);
-        let send = async {
-            match row.channel {
-                ChannelKind::Email => self.send_email(cfg, &row).await,
-                ChannelKind::Webhook => self.send_webhook(cfg, &row).await,
-            }
-        };
-        let result = match tokio::time::timeout(limit, send).await {
-            Ok(r) => r,
-            Err(_) => Err(SendError::Retry(format!(
-                "no outcome within {}s",
-                limit.as_secs()
-            ))),
-        };
-        let now = clock::now();
-        let attempts = row.attempts + 1;
-        let mut update = DeliveryUpdate {
-            id: row.id,
-            attempts,
-            delivered_at: None,
-            next_attempt_at: None,
-            failed_at: None,
-            last_error: None,
-        };
-        let error = match result {
-            Ok(()) => {
-                update.delivered_at = Some(now);
-                None
-            }
-            Err(SendError::Retry(e)) => {
-                update.next_attempt_at =
-                    next_attempt(&cfg.delivery, row.id, attempts, row.created_at, now);
-                if update.next_attempt_at.is_none() {
-                    update.failed_at = Some(now);
-                }
-                update.last_error = Some(e.clone());
-                Some(e)
-            }
-            Err(SendError::Permanent(e)) => {
-                update.failed_at = Some(now);
-                update.last_error = Some(e.clone());
-                Some(e)
-            }
-        };
-        Attempt {
-            update,
-            incident: row.incident,
-            step: row.step,
-            announcement: row.announcement,
-            channel: row.channel,
-            target: row.target,
-            recipient: row.recipient,
-            error,
-        }
-    }
-
-    /// The row's one-click links, each signed for its recipient.
-    fn links(&self, cfg: &Config, row: &OutboxRow) -> Vec<(LinkAction, String)> {
-        let (Some(step), Some(person)) = (&row.step, &row.person) else {
-            return Vec::new();
-        };
-        // Valid for the TTL at least, and until the step's deadline plus the
-        // margin: a link must not die before the work it asks for is due.
-        let ttl = clock::now()
-            + chrono::Duration::from_std(cfg.delivery.link_ttl)
-                .unwrap_or(chrono::Duration::days(3));
-        let expires = row.link_until.map_or(ttl, |until| until.max(ttl));
-        row.links
-            .iter()
-            .map(|&action| {
-                let token = self.secret.sign(&Claims {
-                    incident: row.incident,
-                    step: step.clone(),
-                    person: person.clone(),
-                    action,
-                    expires: expires.timestamp(),
-                });
-                (action, format!("{}/ack/{token}", cfg.public_url))
-            })
-            .collect()
-    }
-
-    async fn send_email(&self, cfg: &Config, row: &OutboxRow) -> Result<(), SendError> {
-        let mut text = row.body.clone();
-        // The HTML part is the same text, with the links as buttons big enough for a phone.
-        let mut html = format!(
-            "<!doctype html><html><body><pre style=\"font:14px/1.4 monospace;white-space:pre-wrap\">{}</pre>",
-            escape(&row.body)
-        );
-        let links = self.links(cfg, row);
-        if !links.is_empty() {
-            text.push_str("\nEach link opens a page with a confirm button:\n");
-        }
-        for (action, url) in links {
-            let what = action.label();
-            text.push_str(&format!("\n{what}:\n{url}\n"));
-            let colour = match action {
-                LinkAction::Escalate => "#c30",
-                _ => "#0b5",
-            };
-            html.push_str(&format!(
-                "<p><a href=\"{}\" style=\"display:inline-block;padding:12px 24px;background:{colour};color:#fff;font:bold 18px sans-serif;text-decoration:none;border-radius:6px\">{what}</a></p>",
-                escape(&url)
-            ));
-        }
-        html.push_str("</body></html>");
-        let from = cfg
-            .email
-            .as_ref()
-            .map_or("branchguard <branchguard@localhost>", |e| e.from.as_str());
-        let envelope = email::Envelope {
-            from,
-            to: &row.recipient,
-            subject: &row.subject,
-            incident: row.incident,
-            row: row.id,
-            at: clock::now(),
-        };
-        self.senders.mailer.send(&envelope, text, html).await
-    }
-
-    async fn send_webhook(&self, cfg: &Config, row: &OutboxRow) -> Result<(), SendError> {
-        let Some(hook) = cfg.webhooks.get(&row.recipient) else {
-            return Err(SendError::Permanent(format!(
-                "channel `{}` is no longer configured",
-                row.recipient
-            )));
-        };
-        let mut payload: serde_json::Value = row
-            .payload
-            .as_deref()
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or_else(|| serde_json::json!({ "schema": "branchguard.notification.v1", "subject": row.subject, "text": row.body }));
-        payload["id"] = serde_json::json!(row.id);
-        let mut req = self
-            .http
-            .post(&hook.url)
-            .timeout(hook.timeout)
-            .header("Idempotency-Key", format!("branchguard-{}", row.id))
-            .json(&payload);
-        for (k, v) in &hook.headers {
-            req = req.header(k, v);
-        }
-        match req.send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(SendError::Retry(format!(
-                "{} answered {}",
-                hook.url,
-                r.status()
-            ))),
-            Err(e) => Err(SendError::Retry(format!("{}: {e}", hook.url))),
         }
     }
 }
@@ -480,6 +428,7 @@ mod tests {
             link_ttl: Duration::from_secs(3600),
             link_margin: Duration::from_secs(3600),
             in_flight: 8,
+            digest: Duration::from_secs(30),
         };
         let t0 = DateTime::parse_from_rfc3339("2026-11-24T09:00:00Z")
             .unwrap()

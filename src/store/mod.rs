@@ -120,6 +120,13 @@ pub struct EventRow {
     pub silenced: Option<String>,
 }
 
+/// Due messages to one recipient of a lane, drill or real.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DueGroup {
+    pub recipient: String,
+    pub drill: bool,
+}
+
 /// One outbox row: what the engine queued and what delivery made of it.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxRow {
@@ -175,6 +182,23 @@ pub trait Reader: Send + Sync {
         &self,
         now: DateTime<Utc>,
         lane: &str,
+        skip: &[i64],
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// The due rows of one lane by recipient and drill or real (a digest
+    /// never mixes the two), oldest group first, leaving out `skip`.
+    fn due_groups(
+        &self,
+        now: DateTime<Utc>,
+        lane: &str,
+        skip: &[i64],
+    ) -> Result<Vec<DueGroup>, StoreError>;
+    /// The due rows of one group, oldest first, leaving out `skip`.
+    fn due_outbox_of(
+        &self,
+        now: DateTime<Utc>,
+        lane: &str,
+        group: &DueGroup,
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError>;

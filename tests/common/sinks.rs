@@ -31,6 +31,16 @@ impl Mail {
         self.part("text/plain")
     }
 
+    /// How many outbox messages this mail carries: a digest says how many
+    /// in its first words, any other mail is one.
+    pub fn messages(&self) -> usize {
+        let text = self.text();
+        match text.split_once(" messages for you, combined into one email") {
+            Some((n, _)) => n.trim().parse().unwrap_or(0),
+            None => 1,
+        }
+    }
+
     /// The decoded HTML part.
     pub fn html(&self) -> String {
         self.part("text/html")
@@ -126,6 +136,11 @@ impl SmtpServer {
 
     pub fn mails(&self) -> Vec<Mail> {
         self.inbox.lock().unwrap().clone()
+    }
+
+    /// Outbox messages received, counting each one of a digest.
+    pub fn messages(&self) -> usize {
+        self.mails().iter().map(Mail::messages).sum()
     }
 
     pub fn to(&self, address: &str) -> Vec<Mail> {

@@ -307,6 +307,7 @@ fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
         link_ttl: Duration::from_secs(72 * 3600),
         link_margin: Duration::from_secs(24 * 3600),
         in_flight: 8,
+        digest: Duration::from_secs(30),
     };
     if let Some(n) = &raw.notify {
         delivery.in_flight = positive(
@@ -316,6 +317,7 @@ fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
             delivery.in_flight,
             diags,
         );
+        delivery.digest = opt_fixed(file, &n.digest, "notify.digest", delivery.digest, diags);
         if let Some(r) = &n.retry {
             delivery.retry_initial = opt_fixed(
                 file,
@@ -411,6 +413,19 @@ fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
                     url: w.url.value.clone(),
                     headers: w.headers.clone(),
                     timeout: opt_fixed(file, &w.timeout, "timeout", Duration::from_secs(10), diags),
+                    min_interval: w
+                        .min_interval
+                        .as_ref()
+                        .map(|_| {
+                            opt_fixed(
+                                file,
+                                &w.min_interval,
+                                &format!("notify.webhooks.{name}.min_interval"),
+                                Duration::ZERO,
+                                diags,
+                            )
+                        })
+                        .filter(|d| !d.is_zero()),
                 },
             );
         }

@@ -3,6 +3,8 @@
 
 use super::*;
 
+/// A drill's messages are marked in their subject by the engine (and only there).
+const DRILL: &str = "(subject LIKE '[DRILL]%')";
 /// A row's delivery lane (see [`Reader::due_lanes`]).
 const LANE: &str = "(CASE channel WHEN 'webhook' THEN 'webhook:' || recipient ELSE 'email' END)";
 
@@ -145,6 +147,54 @@ impl Reader for SqliteReader {
                  AND id NOT IN (SELECT value FROM json_each(?3)) ORDER BY id LIMIT ?4"
             ))?;
             let rows = st.query_map(params![ts(now), lane, skip, limit as i64], outbox_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn due_groups(
+        &self,
+        now: DateTime<Utc>,
+        lane: &str,
+        skip: &[i64],
+    ) -> Result<Vec<DueGroup>, StoreError> {
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT recipient, {DRILL} AS drill FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) AND {LANE} = ?2
+                 AND id NOT IN (SELECT value FROM json_each(?3))
+                 GROUP BY recipient, drill ORDER BY MIN(id)"
+            ))?;
+            let rows = st.query_map(params![ts(now), lane, skip], |r| {
+                Ok(DueGroup {
+                    recipient: r.get(0)?,
+                    drill: r.get(1)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn due_outbox_of(
+        &self,
+        now: DateTime<Utc>,
+        lane: &str,
+        group: &DueGroup,
+        skip: &[i64],
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) AND {LANE} = ?2
+                 AND recipient = ?3 AND {DRILL} = ?4
+                 AND id NOT IN (SELECT value FROM json_each(?5)) ORDER BY id LIMIT ?6"
+            ))?;
+            let rows = st.query_map(
+                params![ts(now), lane, group.recipient, group.drill, skip, limit as i64],
+                outbox_row,
+            )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }

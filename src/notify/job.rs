@@ -1,0 +1,325 @@
+//! One delivery: a single message, or a digest of several due messages to the
+//! same recipient (an email to one person, or one webhook request), sent in one
+//! attempt whose outcome is recorded on every row it carried.
+//!
+//! **Invariant:** a digest carries every row's own text and one-click links
+//! (each signed for that row alone), so nothing is lost by combining, and drill
+//! and real messages are never in the same digest (the worker groups them
+//! apart).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::Senders;
+use super::email::{self, SendError};
+use super::links::{Claims, Secret};
+use crate::clock;
+use crate::config::Config;
+use crate::engine::{Attempt, ChannelKind, DeliveryUpdate, LinkAction};
+use crate::html::escape;
+use crate::store::OutboxRow;
+
+/// The longest one delivery attempt may take: three times the channel's own
+/// timeout (an SMTP exchange is several round trips), at least 10 s.
+fn attempt_limit(cfg: &Config, row: &OutboxRow) -> Duration {
+    let own = match row.channel {
+        ChannelKind::Email => cfg
+            .email
+            .as_ref()
+            .and_then(|e| e.smtp.as_ref())
+            .map(|s| s.timeout),
+        ChannelKind::Webhook => cfg.webhooks.get(&row.recipient).map(|w| w.timeout),
+    };
+    (own.unwrap_or(Duration::from_secs(30)) * 3).max(Duration::from_secs(10))
+}
+
+/// One delivery, with everything it needs.
+pub(super) struct Job {
+    pub senders: Senders,
+    pub http: reqwest::Client,
+    pub secret: Secret,
+}
+
+/// A message's text and HTML, its links included.
+struct Rendered {
+    text: String,
+    html: String,
+}
+
+impl Job {
+    /// Sends `rows` (all to the same recipient; usually one) and returns the
+    /// outcome of each.
+    pub async fn deliver(&self, rows: Vec<OutboxRow>) -> Vec<Attempt> {
+        let cfg = &self.senders.config;
+        let Some(first) = rows.first() else {
+            return Vec::new();
+        };
+        // A watchdog over the whole attempt. lettre's async SMTP `timeout`
+        // bounds only connecting (lettre issue #1027): a server that accepts
+        // and never greets - seen in the storm test, with a busy server's
+        // backlog - would hold the lane slot and the rows forever.
+        let limit = attempt_limit(cfg, first);
+        let send = async {
+            match (first.channel, rows.len()) {
+                (ChannelKind::Email, 1) => self.send_email(cfg, first).await,
+                (ChannelKind::Email, _) => self.send_digest_email(cfg, &rows).await,
+                (ChannelKind::Webhook, _) => self.send_webhook(cfg, &rows).await,
+            }
+        };
+        let result = match tokio::time::timeout(limit, send).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Retry(format!(
+                "no outcome within {}s",
+                limit.as_secs()
+            ))),
+        };
+        let now = clock::now();
+        rows.into_iter()
+            .map(|row| outcome(cfg, row, &result, now))
+            .collect()
+    }
+
+    /// The row's one-click links, each signed for its recipient.
+    fn links(&self, cfg: &Config, row: &OutboxRow) -> Vec<(LinkAction, String)> {
+        let (Some(step), Some(person)) = (&row.step, &row.person) else {
+            return Vec::new();
+        };
+        // Valid for the TTL at least, and until the step's deadline plus the
+        // margin: a link must not die before the work it asks for is due.
+        let ttl = clock::now()
+            + chrono::Duration::from_std(cfg.delivery.link_ttl)
+                .unwrap_or(chrono::Duration::days(3));
+        let expires = row.link_until.map_or(ttl, |until| until.max(ttl));
+        row.links
+            .iter()
+            .map(|&action| {
+                let token = self.secret.sign(&Claims {
+                    incident: row.incident,
+                    step: step.clone(),
+                    person: person.clone(),
+                    action,
+                    expires: expires.timestamp(),
+                });
+                (action, format!("{}/ack/{token}", cfg.public_url))
+            })
+            .collect()
+    }
+
+    /// The row's text with its links, and the same as HTML with the links as
+    /// buttons big enough for a phone.
+    fn render(&self, cfg: &Config, row: &OutboxRow) -> Rendered {
+        let mut text = row.body.clone();
+        let mut html = format!(
+            "<pre style=\"font:14px/1.4 monospace;white-space:pre-wrap\">{}</pre>",
+            escape(&row.body)
+        );
+        let links = self.links(cfg, row);
+        if !links.is_empty() {
+            text.push_str("\nEach link opens a page with a confirm button:\n");
+        }
+        for (action, url) in links {
+            let what = action.label();
+            text.push_str(&format!("\n{what}:\n{url}\n"));
+            let colour = match action {
+                LinkAction::Escalate => "#c30",
+                _ => "#0b5",
+            };
+            html.push_str(&format!(
+                "<p><a href=\"{}\" style=\"display:inline-block;padding:12px 24px;background:{colour};color:#fff;font:bold 18px sans-serif;text-decoration:none;border-radius:6px\">{what}</a></p>",
+                escape(&url)
+            ));
+        }
+        Rendered { text, html }
+    }
+
+    async fn mail(
+        &self,
+        cfg: &Config,
+        first: &OutboxRow,
+        subject: &str,
+        text: String,
+        html: String,
+    ) -> Result<(), SendError> {
+        let from = cfg
+            .email
+            .as_ref()
+            .map_or("branchguard <branchguard@localhost>", |e| e.from.as_str());
+        let envelope = email::Envelope {
+            from,
+            to: &first.recipient,
+            subject,
+            incident: first.incident,
+            row: first.id,
+            at: clock::now(),
+        };
+        self.senders.mailer.send(&envelope, text, html).await
+    }
+
+    async fn send_email(&self, cfg: &Config, row: &OutboxRow) -> Result<(), SendError> {
+        let r = self.render(cfg, row);
+        let html = format!("<!doctype html><html><body>{}</body></html>", r.html);
+        self.mail(cfg, row, &row.subject, r.text, html).await
+    }
+
+    /// Several messages to one person as one email: a list first, then each
+    /// message in full with its own links.
+    async fn send_digest_email(&self, cfg: &Config, rows: &[OutboxRow]) -> Result<(), SendError> {
+        let first = &rows[0];
+        let drill = first.subject.starts_with("[DRILL]");
+        let mut incidents: Vec<i64> = rows.iter().map(|r| r.incident).collect();
+        incidents.dedup();
+        let shown: Vec<String> = incidents.iter().take(5).map(|i| format!("#{i}")).collect();
+        let more = incidents.len().saturating_sub(shown.len());
+        let subject = format!(
+            "{}branchguard: {} messages for {} incident(s): {}{}",
+            if drill { "[DRILL] " } else { "" },
+            rows.len(),
+            incidents.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+        let mut text = format!(
+            "{} messages for you, combined into one email. Each has its own links, and each link works on its own.\n\n",
+            rows.len()
+        );
+        let mut html = format!(
+            "<!doctype html><html><body><p>{} messages for you, combined into one email. Each has its own links, and each link works on its own.</p><ol>",
+            rows.len()
+        );
+        for (n, r) in rows.iter().enumerate() {
+            text.push_str(&format!("{}. {}\n", n + 1, r.subject));
+            html.push_str(&format!("<li>{}</li>", escape(&r.subject)));
+        }
+        html.push_str("</ol>");
+        for (n, r) in rows.iter().enumerate() {
+            let part = self.render(cfg, r);
+            text.push_str(&format!(
+                "\n---------- {} of {}: {} ----------\n{}\n",
+                n + 1,
+                rows.len(),
+                r.subject,
+                part.text
+            ));
+            html.push_str(&format!(
+                "<hr><h2 style=\"font:bold 16px sans-serif\">{} of {}: {}</h2>{}",
+                n + 1,
+                rows.len(),
+                escape(&r.subject),
+                part.html
+            ));
+        }
+        html.push_str("</body></html>");
+        self.mail(cfg, first, &subject, text, html).await
+    }
+
+    /// One webhook request: the row's payload, or for several rows a digest
+    /// payload (`branchguard.digest.v1`, docs/WEBHOOKS.md) listing each.
+    async fn send_webhook(&self, cfg: &Config, rows: &[OutboxRow]) -> Result<(), SendError> {
+        let first = &rows[0];
+        let Some(hook) = cfg.webhooks.get(&first.recipient) else {
+            return Err(SendError::Permanent(format!(
+                "channel `{}` is no longer configured",
+                first.recipient
+            )));
+        };
+        let payload_of = |row: &OutboxRow| {
+            let mut p: serde_json::Value = row
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or_else(|| serde_json::json!({ "schema": "branchguard.notification.v1", "subject": row.subject, "text": row.body }));
+            p["id"] = serde_json::json!(row.id);
+            p
+        };
+        let (payload, key) = match rows {
+            [one] => (payload_of(one), format!("branchguard-{}", one.id)),
+            _ => {
+                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                (
+                    serde_json::json!({
+                        "schema": "branchguard.digest.v1",
+                        "id": first.id,
+                        "count": rows.len(),
+                        "drill": first.subject.starts_with("[DRILL]"),
+                        "items": rows.iter().map(payload_of).collect::<Vec<_>>(),
+                    }),
+                    format!(
+                        "branchguard-digest-{}",
+                        ids.iter().map(i64::to_string).collect::<Vec<_>>().join("-")
+                    ),
+                )
+            }
+        };
+        let mut req = self
+            .http
+            .post(&hook.url)
+            .timeout(hook.timeout)
+            .header("Idempotency-Key", key)
+            .json(&payload);
+        for (k, v) in &hook.headers {
+            req = req.header(k, v);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(SendError::Retry(format!(
+                "{} answered {}",
+                hook.url,
+                r.status()
+            ))),
+            Err(e) => Err(SendError::Retry(format!("{}: {e}", hook.url))),
+        }
+    }
+}
+
+/// What one attempt made of one row: delivered, retried later, or given up.
+fn outcome(
+    cfg: &Config,
+    row: OutboxRow,
+    result: &Result<(), SendError>,
+    now: DateTime<Utc>,
+) -> Attempt {
+    let attempts = row.attempts + 1;
+    let mut update = DeliveryUpdate {
+        id: row.id,
+        attempts,
+        delivered_at: None,
+        next_attempt_at: None,
+        failed_at: None,
+        last_error: None,
+    };
+    let error = match result {
+        Ok(()) => {
+            update.delivered_at = Some(now);
+            None
+        }
+        Err(SendError::Retry(e)) => {
+            update.next_attempt_at =
+                super::next_attempt(&cfg.delivery, row.id, attempts, row.created_at, now);
+            if update.next_attempt_at.is_none() {
+                update.failed_at = Some(now);
+            }
+            update.last_error = Some(e.clone());
+            Some(e.clone())
+        }
+        Err(SendError::Permanent(e)) => {
+            update.failed_at = Some(now);
+            update.last_error = Some(e.clone());
+            Some(e.clone())
+        }
+    };
+    Attempt {
+        update,
+        incident: row.incident,
+        step: row.step,
+        announcement: row.announcement,
+        channel: row.channel,
+        target: row.target,
+        recipient: row.recipient,
+        error,
+    }
+}

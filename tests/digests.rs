@@ -1,0 +1,250 @@
+//! Per-person digests and webhook rate limits against the real daemon, a real
+//! SMTP server and a real webhook receiver: the first message goes at once,
+//! the rest of a window's messages to the same person come as one email with
+//! every incident and its own links; drill and real are never mixed; a rate
+//! limited webhook channel gets one digest payload instead of a request each.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::sinks::{HookServer, SmtpServer, free_port};
+use common::{Daemon, Fixture, step, wait_for};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+/// The digest window of these tests, and the webhook's minimum interval.
+const WINDOW_S: i64 = 3;
+const INTERVAL_S: i64 = 2;
+
+fn fixture(smtp_port: u16, hook: &str) -> Fixture {
+    let f = Fixture::engine();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    let notify = format!(
+        "notify:\n  digest: {WINDOW_S}s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"{hook}\", min_interval: {INTERVAL_S}s }}\n"
+    );
+    let start = cfg.find("notify:").unwrap();
+    let end = cfg.find("people:").unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!("{}{notify}{}", &cfg[..start], &cfg[end..]),
+    );
+    f.write(
+        "playbooks/atm.yaml",
+        "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n",
+    );
+    f.write(
+        "playbooks/announce.yaml",
+        "id: announce\nname: Announce\ntrigger: { kind: lobby.announce }\ngroup_by: [branch, n]\nsteps:\n  - id: screen\n    action: { webhook: ops-centre, body: \"Notice {{labels.n}}\" }\n    deadline: 1h\n",
+    );
+    f.write(
+        "drills/atm-drill.yaml",
+        "id: atm-drill\nplaybook: atm\nevent: { kind: atm.down, labels: { atm: drill } }\nbranches: [br-a]\ntimeout: 2m\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    f
+}
+
+fn atm_events(from: usize, to: usize) -> String {
+    Value::Array(
+        (from..to)
+            .map(|i| json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": format!("atm-{i}")}}))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// A digest's sections: (subject, text) of each message it carries.
+fn sections(text: &str) -> Vec<(String, String)> {
+    let re = regex::Regex::new(r"(?m)^---------- \d+ of \d+: (.*?) ----------\r?$").unwrap();
+    let heads: Vec<(usize, usize, String)> = re
+        .captures_iter(text)
+        .map(|c| {
+            let m = c.get(0).unwrap();
+            (m.start(), m.end(), c[1].to_string())
+        })
+        .collect();
+    heads
+        .iter()
+        .enumerate()
+        .map(|(k, (_, end, subject))| {
+            let stop = heads.get(k + 1).map_or(text.len(), |h| h.0);
+            (subject.clone(), text[*end..stop].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_window_of_messages_to_one_person_is_one_digest_with_each_incidents_own_working_links() {
+    let smtp_port = free_port();
+    let smtp = SmtpServer::start_on(smtp_port);
+    let hooks = HookServer::start(&[]);
+    let f = fixture(smtp_port, &hooks.url);
+    let d = Daemon::start(&f);
+    // The first message goes at once, on its own.
+    let (code, first) = d.post("/api/v1/events", &atm_events(0, 1));
+    assert_eq!(code, 202, "{first}");
+    let single = wait_for(WAIT, "the first mail", || {
+        smtp.to("it.a@bank.example").into_iter().next()
+    });
+    assert_eq!(single.messages(), 1);
+    // Nineteen more real incidents and a drill, within the window.
+    let (code, more) = d.post("/api/v1/events", &atm_events(1, 20));
+    assert_eq!(code, 202, "{more}");
+    let (code, drill) = d.post("/api/v1/drills/atm-drill/run", r#"{"branch":"br-a"}"#);
+    assert_eq!(code, 202, "{drill}");
+    let drill_incident = drill["incidents"][0].as_i64().unwrap();
+    let mut real: Vec<i64> = vec![first["incidents"][0].as_i64().unwrap()];
+    real.extend(
+        more["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap()),
+    );
+    assert_eq!(real.len(), 20);
+    wait_for(WAIT, "all 21 messages to it.a", || {
+        let n: usize = smtp
+            .to("it.a@bank.example")
+            .iter()
+            .map(|m| m.messages())
+            .sum();
+        (n >= 21).then_some(())
+    });
+    let mails = smtp.to("it.a@bank.example");
+    // One at once, then one real digest and one drill digest (or the drill
+    // alone): a handful, not twenty-one.
+    assert!(mails.len() <= 4, "{} mails", mails.len());
+    let link_re = regex::Regex::new(r"/incidents/(\d+)").unwrap();
+    let ack_re = regex::Regex::new(r"Acknowledge this step:\s+(\S+)").unwrap();
+    let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut ack_links: BTreeMap<i64, String> = BTreeMap::new();
+    for m in &mails {
+        let drill_mail = m.subject().starts_with("[DRILL]");
+        let text = m.text();
+        let parts = if m.messages() > 1 {
+            sections(&text)
+        } else {
+            vec![(m.subject(), text.clone())]
+        };
+        assert_eq!(parts.len(), m.messages(), "{text}");
+        for (subject, body) in parts {
+            // Drill and real are never in the same mail.
+            assert_eq!(
+                subject.starts_with("[DRILL]"),
+                drill_mail,
+                "{subject} in {}",
+                m.subject()
+            );
+            let id: i64 = link_re.captures(&body).expect("an incident link")[1]
+                .parse()
+                .unwrap();
+            *seen.entry(id).or_default() += 1;
+            // Each message keeps its branch, step, deadline and own link.
+            assert!(
+                body.contains("Branch:    Branch A (br-a)") && body.contains("Deadline:"),
+                "{body}"
+            );
+            let ack = ack_re.captures(&body).expect("an acknowledge link")[1].to_string();
+            ack_links.insert(id, ack);
+        }
+    }
+    let mut expected: Vec<i64> = real.clone();
+    expected.push(drill_incident);
+    expected.sort();
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expected);
+    assert!(seen.values().all(|n| *n == 1), "each once: {seen:?}");
+    // No message waited longer than the window (plus a little for the send).
+    for id in &expected {
+        for row in d.incident(*id)["outbox"].as_array().unwrap() {
+            let at =
+                |k: &str| chrono::DateTime::parse_from_rfc3339(row[k].as_str().unwrap()).unwrap();
+            let waited = at("delivered_at") - at("created_at");
+            assert!(
+                waited <= chrono::Duration::seconds(WINDOW_S + 2),
+                "row {} waited {waited}",
+                row["id"]
+            );
+        }
+    }
+    // A link from the digest acts on its own incident only.
+    let (a, b) = (real[10], real[11]);
+    let path = ack_links[&a].trim_start_matches("http://127.0.0.1:9700");
+    let r = d.http.post(format!("{}{path}", d.url)).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(step(&d.incident(a), "fix")["state"], "acknowledged");
+    assert_eq!(step(&d.incident(b), "fix")["state"], "notified");
+}
+
+#[test]
+fn a_rate_limited_webhook_gets_one_digest_payload_per_interval_with_every_message_once() {
+    let smtp = SmtpServer::start_on(free_port());
+    let hooks = HookServer::start(&[]);
+    let f = fixture(free_port(), &hooks.url);
+    drop(smtp);
+    let d = Daemon::start(&f);
+    let notices = |from: usize, to: usize| {
+        Value::Array(
+            (from..to)
+                .map(|i| json!({"kind": "lobby.announce", "branch": "br-a", "labels": {"n": i.to_string()}}))
+                .collect(),
+        )
+        .to_string()
+    };
+    let (code, body) = d.post("/api/v1/events", &notices(0, 1));
+    assert_eq!(code, 202, "{body}");
+    wait_for(WAIT, "the first request", || {
+        (!hooks.requests().is_empty()).then_some(())
+    });
+    for k in 0..3 {
+        let (code, body) = d.post("/api/v1/events", &notices(1 + 10 * k, 11 + 10 * k));
+        assert_eq!(code, 202, "{body}");
+    }
+    let ids = |h: &common::sinks::Hook| -> Vec<i64> {
+        match h.body["schema"].as_str() {
+            Some("branchguard.digest.v1") => h.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_i64().unwrap())
+                .collect(),
+            _ => vec![h.body["id"].as_i64().unwrap()],
+        }
+    };
+    let got = wait_for(WAIT, "all 31 notices", || {
+        let got = hooks.requests();
+        (got.iter().map(|h| ids(h).len()).sum::<usize>() >= 31).then_some(got)
+    });
+    // 31 notices within a few seconds: a request now, then one digest per
+    // interval — not 31 requests.
+    assert!(got.len() <= 4, "{} requests", got.len());
+    let digest = got
+        .iter()
+        .find(|h| h.body["schema"] == "branchguard.digest.v1")
+        .expect("a digest payload");
+    assert_eq!(
+        digest.body["count"].as_u64().unwrap() as usize,
+        ids(digest).len()
+    );
+    assert_eq!(digest.body["drill"], false);
+    assert!(
+        digest.body["items"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Notice ")),
+        "{}",
+        digest.body
+    );
+    assert!(
+        digest
+            .header("Idempotency-Key")
+            .is_some_and(|k| k.starts_with("branchguard-digest-"))
+    );
+    let mut all: Vec<i64> = got.iter().flat_map(ids).collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "no notice twice");
+    assert_eq!(n, 31);
+}
