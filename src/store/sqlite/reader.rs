@@ -3,10 +3,50 @@
 
 use super::*;
 
-/// A drill's messages are marked in their subject by the engine (and only there).
-const DRILL: &str = "(subject LIKE '[DRILL]%')";
-/// A row's delivery lane (see [`Reader::due_lanes`]).
-const LANE: &str = "(CASE channel WHEN 'webhook' THEN 'webhook:' || recipient ELSE 'email' END)";
+/// A drill's messages are marked in their subject by the engine (and only
+/// there). Written exactly as in the `outbox_groups` index, so it is used.
+const DRILL: &str = "(substr(subject, 1, 7) = '[DRILL]')";
+/// Not yet delivered or given up.
+const PENDING: &str = "delivered_at IS NULL AND failed_at IS NULL";
+/// Due at `?1`.
+const DUE: &str = "(next_attempt_at IS NULL OR next_attempt_at <= ?1)";
+
+/// A lane's channel, and for a webhook lane its channel name (the recipient).
+fn lane_parts(lane: &str) -> (&'static str, Option<&str>) {
+    match lane.strip_prefix("webhook:") {
+        Some(name) => ("webhook", Some(name)),
+        None => ("email", None),
+    }
+}
+
+/// The first (recipient, drill) group of `channel` after `after` that has a
+/// due row: one index seek per group (`outbox_groups`), however large a
+/// storm's backlog, so the delivery worker can ask after every commit.
+fn next_group(
+    conn: &rusqlite::Connection,
+    now: DateTime<Utc>,
+    channel: &str,
+    after: Option<&(String, bool)>,
+) -> rusqlite::Result<Option<(String, bool)>> {
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?));
+    // A row-value comparison `(recipient, drill) > (?, ?)` would seek to the
+    // recipient and walk all its rows; two plain seeks never walk a group.
+    if let Some((recipient, false)) = after {
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT 1 FROM outbox WHERE {PENDING} AND channel = ?2 AND recipient = ?3 AND {DRILL} = 1 AND {DUE} LIMIT 1"
+        ))?;
+        if st.exists(params![ts(now), channel, recipient])? {
+            return Ok(Some((recipient.clone(), true)));
+        }
+    }
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT recipient, {DRILL} FROM outbox WHERE {PENDING} AND channel = ?2 AND {DUE}
+         AND recipient > ?3 ORDER BY recipient, {DRILL} LIMIT 1"
+    ))?;
+    let from = after.map_or("", |(r, _)| r.as_str());
+    st.query_row(params![ts(now), channel, from], row)
+        .optional()
+}
 
 impl Reader for SqliteReader {
     fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<Incident>, StoreError> {
@@ -121,12 +161,18 @@ impl Reader for SqliteReader {
 
     fn due_lanes(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
         self.with(|conn| {
-            let mut st = conn.prepare_cached(&format!(
-                "SELECT DISTINCT {LANE} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
-                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)"
-            ))?;
-            let rows = st.query_map(params![ts(now)], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut lanes = Vec::new();
+            if next_group(conn, now, "email", None)?.is_some() {
+                lanes.push("email".to_string());
+            }
+            let mut after: Option<(String, bool)> = None;
+            while let Some((recipient, drill)) = next_group(conn, now, "webhook", after.as_ref())? {
+                if lanes.last() != Some(&format!("webhook:{recipient}")) {
+                    lanes.push(format!("webhook:{recipient}"));
+                }
+                after = Some((recipient, drill));
+            }
+            Ok(lanes)
         })
     }
 
@@ -140,13 +186,17 @@ impl Reader for SqliteReader {
         // The rows in flight are at most the lane's bound (a handful), passed
         // as one JSON array so the statement stays cached.
         let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+        let (channel, recipient) = lane_parts(lane);
         self.with(|conn| {
             let mut st = conn.prepare_cached(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
-                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) AND {LANE} = ?2
-                 AND id NOT IN (SELECT value FROM json_each(?3)) ORDER BY id LIMIT ?4"
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {PENDING} AND {DUE} AND channel = ?2
+                 AND (?3 IS NULL OR recipient = ?3)
+                 AND id NOT IN (SELECT value FROM json_each(?4)) ORDER BY id LIMIT ?5"
             ))?;
-            let rows = st.query_map(params![ts(now), lane, skip, limit as i64], outbox_row)?;
+            let rows = st.query_map(
+                params![ts(now), channel, recipient, skip, limit as i64],
+                outbox_row,
+            )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
@@ -155,23 +205,34 @@ impl Reader for SqliteReader {
         &self,
         now: DateTime<Utc>,
         lane: &str,
-        skip: &[i64],
+        _skip: &[i64],
     ) -> Result<Vec<DueGroup>, StoreError> {
-        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+        let (channel, only) = lane_parts(lane);
         self.with(|conn| {
-            let mut st = conn.prepare_cached(&format!(
-                "SELECT recipient, {DRILL} AS drill FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
-                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) AND {LANE} = ?2
-                 AND id NOT IN (SELECT value FROM json_each(?3))
-                 GROUP BY recipient, drill ORDER BY MIN(id)"
-            ))?;
-            let rows = st.query_map(params![ts(now), lane, skip], |r| {
-                Ok(DueGroup {
-                    recipient: r.get(0)?,
-                    drill: r.get(1)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut groups = Vec::new();
+            if let Some(recipient) = only {
+                for drill in [false, true] {
+                    let mut st = conn.prepare_cached(&format!(
+                        "SELECT 1 FROM outbox WHERE {PENDING} AND channel = ?2 AND recipient = ?3 AND {DRILL} = ?4 AND {DUE} LIMIT 1"
+                    ))?;
+                    if st.exists(params![ts(now), channel, recipient, drill])? {
+                        groups.push(DueGroup {
+                            recipient: recipient.to_string(),
+                            drill,
+                        });
+                    }
+                }
+                return Ok(groups);
+            }
+            let mut after: Option<(String, bool)> = None;
+            while let Some(g) = next_group(conn, now, channel, after.as_ref())? {
+                groups.push(DueGroup {
+                    recipient: g.0.clone(),
+                    drill: g.1,
+                });
+                after = Some(g);
+            }
+            Ok(groups)
         })
     }
 
@@ -184,15 +245,22 @@ impl Reader for SqliteReader {
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+        let (channel, _) = lane_parts(lane);
         self.with(|conn| {
             let mut st = conn.prepare_cached(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL
-                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) AND {LANE} = ?2
-                 AND recipient = ?3 AND {DRILL} = ?4
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {PENDING} AND channel = ?2
+                 AND recipient = ?3 AND {DRILL} = ?4 AND {DUE}
                  AND id NOT IN (SELECT value FROM json_each(?5)) ORDER BY id LIMIT ?6"
             ))?;
             let rows = st.query_map(
-                params![ts(now), lane, group.recipient, group.drill, skip, limit as i64],
+                params![
+                    ts(now),
+                    channel,
+                    group.recipient,
+                    group.drill,
+                    skip,
+                    limit as i64
+                ],
                 outbox_row,
             )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -201,8 +269,24 @@ impl Reader for SqliteReader {
 
     fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|conn| {
+            // A new row (no retry time yet) is due at once; otherwise the
+            // earliest retry. Both are index lookups, never a scan.
+            let fresh: Option<String> = conn
+                .query_row(
+                    &format!(
+                        "SELECT created_at FROM outbox WHERE {PENDING} AND next_attempt_at IS NULL ORDER BY id LIMIT 1"
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(t) = fresh {
+                return parse_ts(&t).map(Some);
+            }
             let t: Option<String> = conn.query_row(
-                "SELECT MIN(COALESCE(next_attempt_at, created_at)) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+                &format!(
+                    "SELECT MIN(next_attempt_at) FROM outbox WHERE {PENDING} AND next_attempt_at IS NOT NULL"
+                ),
                 [],
                 |r| r.get(0),
             )?;

@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS NULL AND failed_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, id);
+-- The delivery worker's questions, answered by seeks rather than scans of a
+-- storm's backlog: due messages by channel, recipient, drill or real, oldest
+-- first; and the next retry.
+CREATE INDEX IF NOT EXISTS outbox_groups ON outbox (channel, recipient, (substr(subject, 1, 7) = '[DRILL]'), id)
+    WHERE delivered_at IS NULL AND failed_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_retry ON outbox (next_attempt_at)
+    WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS drill_runs (
     id INTEGER PRIMARY KEY,
     drill TEXT NOT NULL,
