@@ -1,5 +1,7 @@
 //! Faults during a storm, through the real binary: `kill -9` in the middle of
-//! an ingest burst loses no event that got a 202, nor its incident.
+//! an ingest burst loses no event that got a 202, nor its incident; the mail
+//! server down through a storm delivers each message once; a webhook receiver
+//! that hangs delays neither email nor the other channels.
 
 mod common;
 
@@ -198,4 +200,86 @@ fn smtp_down_through_a_storm_of_a_thousand_incidents_delivers_each_mail_once_whe
         let r = d.http.get(format!("{}{path}", d.url)).send().unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
+}
+
+#[test]
+fn a_hanging_webhook_receiver_through_a_storm_delays_neither_email_nor_the_other_channel() {
+    // A receiver that accepts every connection and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_url = format!("http://{}/announce", hang.local_addr().unwrap());
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let held = Arc::clone(&held);
+        std::thread::spawn(move || {
+            for s in hang.incoming().flatten() {
+                held.lock().unwrap().push(s);
+            }
+        });
+    }
+    let smtp_port = common::sinks::free_port();
+    let smtp = common::sinks::SmtpServer::start_on(smtp_port);
+    let ops = common::sinks::HookServer::start(&[]);
+    let f = Fixture::engine();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    let start = cfg.find("notify:").unwrap();
+    let end = cfg.find("people:").unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!(
+            "{}notify:\n  digest: 1s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  webhooks:\n    lobby: {{ url: \"{hang_url}\", timeout: 60s }}\n    ops-centre: {{ url: \"{}\" }}\n{}",
+            &cfg[..start],
+            ops.url,
+            &cfg[end..]
+        ),
+    );
+    f.write(
+        "playbooks/atm.yaml",
+        "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n  - { id: screen, action: { webhook: lobby, body: \"ATM {{labels.atm}} is out of order\" }, deadline: 1h }\n  - { id: tell, action: { webhook: ops-centre, body: \"ATM {{labels.atm}} down\" }, deadline: 1h }\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let d = Daemon::start(&f);
+    for batch in 0..5 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| {
+                let branch = if i % 2 == 0 { "br-a" } else { "br-b" };
+                json!({"kind": "atm.down", "branch": branch, "labels": {"atm": format!("{batch}-{i}")}})
+            })
+            .collect();
+        let (code, body) = d.post("/api/v1/events", &Value::Array(events).to_string());
+        assert_eq!(code, 202, "{body}");
+    }
+    // Every email and every ops-centre request arrives while the lobby
+    // receiver holds its connections (its timeout, 60 s, is longer than this wait).
+    wait_for(WAIT, "500 emails' worth of messages", || {
+        (smtp.messages() >= 500).then_some(())
+    });
+    wait_for(WAIT, "500 ops-centre requests", || {
+        (ops.requests().len() >= 500).then_some(())
+    });
+    assert_eq!(smtp.messages(), 500);
+    assert_eq!(ops.requests().len(), 500);
+    // The lobby lane holds at most its in-flight bound (default 8) and has
+    // delivered nothing.
+    let lobby = held.lock().unwrap().len();
+    assert!(
+        (1..=8).contains(&lobby),
+        "{lobby} connections to the hanging receiver"
+    );
+    let pending = d
+        .http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        pending.contains("\nbranchguard_outbox_pending 500\n"),
+        "the 500 lobby messages are still pending:\n{}",
+        pending
+            .lines()
+            .filter(|l| l.contains("outbox"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
