@@ -92,20 +92,26 @@ fn events_open_attach_raise_tier_resolve_and_unmatched_are_listed() {
     );
     let listed = d.get("/api/v1/incidents?playbook=failover");
     assert_eq!(listed["items"][0]["id"], 1);
-    let metrics = d
-        .http
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let scrape = || {
+        d.http
+            .get(format!("{}/metrics", d.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    // The open-incident gauge is recounted at most once a second.
+    let metrics = wait_for(
+        std::time::Duration::from_secs(10),
+        "the open-incident gauge",
+        || {
+            let m = scrape();
+            m.contains("branchguard_incidents_open{playbook=\"conflict\",tier=\"2\"} 1")
+                .then_some(m)
+        },
+    );
     assert!(
         metrics.contains("branchguard_events_unmatched_total 1"),
-        "{metrics}"
-    );
-    // The conflict is open at tier 2; the failover incident is resolved.
-    assert!(
-        metrics.contains("branchguard_incidents_open{playbook=\"conflict\",tier=\"2\"} 1"),
         "{metrics}"
     );
     assert!(

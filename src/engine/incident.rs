@@ -112,7 +112,7 @@ pub struct Incident {
     /// not carried out.
     #[serde(default)]
     pub rehearsal: bool,
-    pub group: BTreeMap<String, String>,
+    pub group: super::Pairs,
     pub group_key: String,
     pub opened_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
@@ -121,7 +121,7 @@ pub struct Incident {
     pub kind: String,
     pub severity: String,
     pub summary: Option<String>,
-    pub labels: BTreeMap<String, String>,
+    pub labels: super::Pairs,
     pub steps: Vec<StepRun>,
     /// Events that joined after the one that opened it, summarised by kind and
     /// status (`system.down firing`): a storm of repeats is a count, not a

@@ -238,7 +238,7 @@ impl Engine {
             drill,
             drill_run: drill_of.map(|(run, _)| run),
             rehearsal: drill_of.is_some_and(|(_, live)| !live),
-            group: m.group.clone(),
+            group: m.group.clone().into(),
             group_key: group_key.clone(),
             opened_at: now,
             resolved_at: None,
@@ -246,7 +246,7 @@ impl Engine {
             kind: ev.kind.clone(),
             severity: ev.severity.as_str().to_string(),
             summary: ev.summary.clone(),
-            labels: ev.labels.clone(),
+            labels: ev.labels.clone().into(),
             steps: pb.steps.iter().map(pending_step).collect(),
             attached: BTreeMap::new(),
         };

@@ -11,6 +11,7 @@
 //! argument, which is how a 15-minute deadline is tested in microseconds.
 
 pub mod incident;
+pub mod pairs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use deliveries::Attempt;
 pub use drills::{BranchRun, DrillError, DrillRun, DrillState, RunStatus};
 pub use handle::{EngineHandle, HandleError, Input};
 pub use incident::*;
+pub use pairs::Pairs;
 pub use silences::{Matcher, Silence, SilenceSpec};
 pub use timers::TimerKey;
 
