@@ -10,6 +10,7 @@
 //!   batches of 100, and events that attach to one open incident;
 //! - latency: event -> webhook p50/p99 at rest and under a background load of
 //!   17,000 events/s (batches of 100);
+//! - backlog: event -> 202 while a 10,000-message webhook backlog drains;
 //! - memory: 100,000 open incidents: load time, RSS, database bytes per
 //!   incident, and RSS and time to serve after `kill -9` and a restart.
 
@@ -75,7 +76,7 @@ impl Drop for Target {
 
 fn branchguard_config(hook: &str) -> String {
     let mut c = format!(
-        "listen: 127.0.0.1:0\ntimezone: Asia/Shanghai\nwatch_files: false\nlimits: {{ requests_per_second: 1000000, burst: 1000000 }}\nnotify:\n  webhooks:\n    probe: {{ url: \"{hook}\" }}\npeople:\n"
+        "listen: 127.0.0.1:0\ntimezone: Asia/Shanghai\nwatch_files: false\nlimits: {{ requests_per_second: 1000000, burst: 1000000 }}\nnotify:\n  webhooks:\n    probe: {{ url: \"{hook}\" }}\n    slow: {{ url: \"{hook}/slow\" }}\npeople:\n"
     );
     // Regional IT duty: one engineer for each 250 branches.
     for r in 0..BRANCHES / 250 {
@@ -106,6 +107,11 @@ fn start_branchguard(dir: &Path, hook: &str) -> Target {
     std::fs::write(
         dir.join("playbooks/ping.yaml"),
         "id: ping\nname: Ping\ntrigger: { kind: bench.ping }\ngroup_by: [branch, n]\nsteps:\n  - id: tell\n    action: { webhook: probe, body: \"{{labels.n}}\" }\n    deadline: 1h\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("playbooks/backlog.yaml"),
+        "id: backlog\nname: Backlog\ntrigger: { kind: bench.backlog }\ngroup_by: [branch, n]\nsteps:\n  - id: tell\n    action: { webhook: slow, body: \"{{labels.n}}\" }\n    deadline: 1h\n",
     )
     .unwrap();
     spawn_branchguard(dir)
@@ -330,28 +336,37 @@ struct Receiver {
 async fn receiver(clock: Arc<Stopwatch>) -> Receiver {
     let arrived: Arc<Mutex<HashMap<u64, f64>>> = Arc::default();
     let seen = Arc::clone(&arrived);
-    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-        let seen = Arc::clone(&seen);
-        let clock = Arc::clone(&clock);
-        async move {
-            let at = clock.seconds();
-            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            // Ours: the event's labels; Alertmanager: each alert's labels.
-            let mut ids: Vec<&Value> = vec![&v["event"]["labels"]["n"]];
-            if let Some(alerts) = v["alerts"].as_array() {
-                ids.extend(alerts.iter().map(|a| &a["labels"]["n"]));
-            }
-            if let Ok(mut m) = seen.lock() {
-                for id in ids
-                    .into_iter()
-                    .filter_map(|x| x.as_str()?.parse::<u64>().ok())
-                {
-                    m.entry(id).or_insert(at);
+    let app = axum::Router::new()
+        .route(
+            "/hook/slow",
+            axum::routing::post(|| async {
+                // A receiver that takes 20 ms: a backlog drains at a known pace.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                "ok"
+            }),
+        )
+        .fallback(move |body: axum::body::Bytes| {
+            let seen = Arc::clone(&seen);
+            let clock = Arc::clone(&clock);
+            async move {
+                let at = clock.seconds();
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                // Ours: the event's labels; Alertmanager: each alert's labels.
+                let mut ids: Vec<&Value> = vec![&v["event"]["labels"]["n"]];
+                if let Some(alerts) = v["alerts"].as_array() {
+                    ids.extend(alerts.iter().map(|a| &a["labels"]["n"]));
                 }
+                if let Ok(mut m) = seen.lock() {
+                    for id in ids
+                        .into_iter()
+                        .filter_map(|x| x.as_str()?.parse::<u64>().ok())
+                    {
+                        m.entry(id).or_insert(at);
+                    }
+                }
+                "ok"
             }
-            "ok"
-        }
-    });
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -491,6 +506,63 @@ async fn latency(ours: &Target, am: &Target, rx: &Receiver, clock: &Stopwatch) {
     }
 }
 
+/// Sequential single events attaching to one incident: 202 latency p50/p99.
+async fn answer_latency(url: &str, n: usize) -> (f64, f64) {
+    let http = reqwest::Client::new();
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Stopwatch::start();
+        let r = http
+            .post(format!("{url}/api/v1/events"))
+            .json(&json!({"kind": "atm.down", "branch": "b7", "labels": {"atm": "steady"}}))
+            .send()
+            .await;
+        assert!(r.is_ok_and(|r| r.status().as_u16() == 202), "refused");
+        lat.push(t.seconds() * 1000.0);
+    }
+    (pct(&mut lat, 0.5), pct(&mut lat, 0.99))
+}
+
+/// Event -> 202 while a 10,000-message webhook backlog drains (a receiver
+/// taking 20 ms, 8 in flight) against the same with no backlog.
+async fn backlog(hook: &str) {
+    println!("== event -> 202 while a 10,000-message backlog drains");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = start_branchguard(dir.path(), hook);
+    let (r50, r99) = answer_latency(&t.url, 2000).await;
+    let http = reqwest::Client::new();
+    for start in (0..10_000).step_by(500) {
+        let batch: Vec<Value> = (start..start + 500)
+            .map(|i| json!({"kind": "bench.backlog", "branch": format!("b{}", i % BRANCHES), "labels": {"n": i.to_string()}}))
+            .collect();
+        let r = http
+            .post(format!("{}/api/v1/events", t.url))
+            .json(&batch)
+            .send()
+            .await;
+        assert!(r.is_ok_and(|r| r.status().is_success()), "backlog refused");
+    }
+    let pending = || async {
+        let m = http
+            .get(format!("{}/metrics", t.url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        m.lines()
+            .find_map(|l| l.strip_prefix("branchguard_outbox_pending "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let before = pending().await.unwrap_or(0.0);
+    let (b50, b99) = answer_latency(&t.url, 2000).await;
+    let after = pending().await.unwrap_or(0.0);
+    println!(
+        "at rest: p50 {r50:.2} ms, p99 {r99:.2} ms | while draining ({before:.0} -> {after:.0} messages pending): p50 {b50:.2} ms, p99 {b99:.2} ms"
+    );
+}
+
 async fn memory(hook: &str) {
     const N: usize = 100_000;
     println!("== memory: {N} open incidents in {N} groups (batches of 500)");
@@ -573,6 +645,9 @@ fn main() {
             if want("latency") {
                 latency(&ours, &am, &rx, &clock).await;
             }
+        }
+        if want("backlog") {
+            backlog(&rx.url).await;
         }
         if want("memory") {
             memory(&rx.url).await;
