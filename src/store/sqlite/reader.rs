@@ -272,24 +272,19 @@ impl Reader for SqliteReader {
             // A new row (no retry time yet) is due at once; otherwise the
             // earliest retry. Both are index lookups, never a scan.
             let fresh: Option<String> = conn
-                .query_row(
-                    &format!(
-                        "SELECT created_at FROM outbox WHERE {PENDING} AND next_attempt_at IS NULL ORDER BY id LIMIT 1"
-                    ),
-                    [],
-                    |r| r.get(0),
-                )
+                .prepare_cached(&format!(
+                    "SELECT created_at FROM outbox WHERE {PENDING} AND next_attempt_at IS NULL ORDER BY id LIMIT 1"
+                ))?
+                .query_row([], |r| r.get(0))
                 .optional()?;
             if let Some(t) = fresh {
                 return parse_ts(&t).map(Some);
             }
-            let t: Option<String> = conn.query_row(
-                &format!(
+            let t: Option<String> = conn
+                .prepare_cached(&format!(
                     "SELECT MIN(next_attempt_at) FROM outbox WHERE {PENDING} AND next_attempt_at IS NOT NULL"
-                ),
-                [],
-                |r| r.get(0),
-            )?;
+                ))?
+                .query_row([], |r| r.get(0))?;
             t.as_deref().map(parse_ts).transpose()
         })
     }
