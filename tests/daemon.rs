@@ -92,14 +92,7 @@ fn events_open_attach_raise_tier_resolve_and_unmatched_are_listed() {
     );
     let listed = d.get("/api/v1/incidents?playbook=failover");
     assert_eq!(listed["items"][0]["id"], 1);
-    let scrape = || {
-        d.http
-            .get(format!("{}/metrics", d.url))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-    };
+    let scrape = || d.metrics();
     // The open-incident gauge is recounted at most once a second.
     let metrics = wait_for(
         std::time::Duration::from_secs(10),

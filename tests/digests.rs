@@ -20,16 +20,10 @@ const INTERVAL_S: i64 = 2;
 
 fn fixture(smtp_port: u16, hook: &str) -> Fixture {
     let f = Fixture::engine();
-    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
     let notify = format!(
         "notify:\n  digest: {WINDOW_S}s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"{hook}\", min_interval: {INTERVAL_S}s }}\n"
     );
-    let start = cfg.find("notify:").unwrap();
-    let end = cfg.find("people:").unwrap();
-    f.write(
-        "branchguard.yaml",
-        &format!("{}{notify}{}", &cfg[..start], &cfg[end..]),
-    );
+    f.set_notify(&notify);
     f.write(
         "playbooks/atm.yaml",
         "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n",

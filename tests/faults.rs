@@ -97,17 +97,9 @@ fn kill_9_in_the_middle_of_a_storm_loses_no_event_that_got_a_202() {
 fn smtp_down_through_a_storm_of_a_thousand_incidents_delivers_each_mail_once_when_it_returns() {
     let f = Fixture::engine();
     let smtp_port = common::sinks::free_port();
-    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
-    let start = cfg.find("notify:").unwrap();
-    let end = cfg.find("people:").unwrap();
-    f.write(
-        "branchguard.yaml",
-        &format!(
-            "{}notify:\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"http://127.0.0.1:9/hook\" }}\n{}",
-            &cfg[..start],
-            &cfg[end..]
-        ),
-    );
+    f.set_notify(&format!(
+        "notify:\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"http://127.0.0.1:9/hook\" }}\n"
+    ));
     f.write(
         "playbooks/atm.yaml",
         "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n",
@@ -134,14 +126,7 @@ fn smtp_down_through_a_storm_of_a_thousand_incidents_delivers_each_mail_once_whe
         );
     }
     assert_eq!(incidents.len(), 1000);
-    let metrics = || {
-        d.http
-            .get(format!("{}/metrics", d.url))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
-    };
+    let metrics = || d.metrics();
     wait_for(
         WAIT,
         "attempts failing while the mail server is down",
@@ -220,18 +205,10 @@ fn a_hanging_webhook_receiver_through_a_storm_delays_neither_email_nor_the_other
     let smtp = common::sinks::SmtpServer::start_on(smtp_port);
     let ops = common::sinks::HookServer::start(&[]);
     let f = Fixture::engine();
-    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
-    let start = cfg.find("notify:").unwrap();
-    let end = cfg.find("people:").unwrap();
-    f.write(
-        "branchguard.yaml",
-        &format!(
-            "{}notify:\n  digest: 1s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  webhooks:\n    lobby: {{ url: \"{hang_url}\", timeout: 60s }}\n    ops-centre: {{ url: \"{}\" }}\n{}",
-            &cfg[..start],
-            ops.url,
-            &cfg[end..]
-        ),
-    );
+    f.set_notify(&format!(
+        "notify:\n  digest: 1s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  webhooks:\n    lobby: {{ url: \"{hang_url}\", timeout: 60s }}\n    ops-centre: {{ url: \"{}\" }}\n",
+        ops.url,
+    ));
     f.write(
         "playbooks/atm.yaml",
         "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n  - { id: screen, action: { webhook: lobby, body: \"ATM {{labels.atm}} is out of order\" }, deadline: 1h }\n  - { id: tell, action: { webhook: ops-centre, body: \"ATM {{labels.atm}} down\" }, deadline: 1h }\n",
@@ -266,13 +243,7 @@ fn a_hanging_webhook_receiver_through_a_storm_delays_neither_email_nor_the_other
         (1..=8).contains(&lobby),
         "{lobby} connections to the hanging receiver"
     );
-    let pending = d
-        .http
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let pending = d.metrics();
     assert!(
         pending.contains("\nbranchguard_outbox_pending 500\n"),
         "the 500 lobby messages are still pending:\n{}",

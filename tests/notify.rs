@@ -17,16 +17,10 @@ const WAIT: Duration = Duration::from_secs(20);
 /// and retries in hundreds of milliseconds.
 fn fixture(smtp_port: u16, hook: &str) -> Fixture {
     let f = Fixture::engine();
-    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
     let notify = format!(
         "notify:\n  digest: 1s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h, warn_after: 1s }}\n  webhooks:\n    ops-centre: {{ url: \"{hook}\", headers: {{ X-Source: branchguard }} }}\n"
     );
-    let start = cfg.find("notify:").unwrap();
-    let end = cfg.find("people:").unwrap();
-    f.write(
-        "branchguard.yaml",
-        &format!("{}{notify}{}", &cfg[..start], &cfg[end..]),
-    );
+    f.set_notify(&notify);
     f.write(
         "playbooks/announce.yaml",
         "id: announce\nname: Announce\ntrigger: { kind: lobby.announce }\nsteps:\n  - id: screen\n    action: { webhook: ops-centre, body: \"Hello {{branch_name}}\" }\n    deadline: 1h\n",

@@ -77,18 +77,7 @@ pub async fn data(
     q: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
-    let limit = match &p.limit {
-        None => 100,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad(
-                    format!("invalid limit `{l}`: expected a number from 1 to 1000"),
-                    "limit",
-                ));
-            }
-        },
-    };
+    let limit = super::incidents::limit_of(p.limit.as_deref())?;
     let within = who.branches();
     let w2 = within.clone();
     let (open, truncated, runs, silences) = read(&s, move |st| {

@@ -28,19 +28,22 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-pub fn parse_limit(p: &ListParams) -> Result<(usize, Option<i64>), ApiError> {
-    let limit = match &p.limit {
-        None => 100,
+/// A list's `limit` parameter: 1 to 1000, 100 when absent.
+pub fn limit_of(l: Option<&str>) -> Result<usize, ApiError> {
+    match l {
+        None => Ok(100),
         Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad(
-                    format!("invalid limit `{l}`: expected a number from 1 to 1000"),
-                    "limit",
-                ));
-            }
+            Ok(n) if (1..=1000).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad(
+                format!("invalid limit `{l}`: expected a number from 1 to 1000"),
+                "limit",
+            )),
         },
-    };
+    }
+}
+
+pub fn parse_limit(p: &ListParams) -> Result<(usize, Option<i64>), ApiError> {
+    let limit = limit_of(p.limit.as_deref())?;
     let cursor = match &p.cursor {
         None => None,
         Some(c) => Some(

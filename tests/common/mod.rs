@@ -68,6 +68,18 @@ impl Fixture {
         self
     }
 
+    /// Replaces the `notify:` section of `branchguard.yaml` (up to `people:`)
+    /// with `notify`, which starts with `notify:`.
+    pub fn set_notify(&self, notify: &str) -> &Self {
+        let cfg = std::fs::read_to_string(self.path("branchguard.yaml")).unwrap();
+        let start = cfg.find("notify:").expect("a notify section");
+        let end = cfg.find("people:").expect("a people section");
+        self.write(
+            "branchguard.yaml",
+            &format!("{}{notify}{}", &cfg[..start], &cfg[end..]),
+        )
+    }
+
     pub fn remove(&self, rel: &str) -> &Self {
         std::fs::remove_file(self.path(rel)).unwrap();
         self
@@ -191,6 +203,16 @@ impl Daemon {
             http: reqwest::blocking::Client::new(),
             log,
         }
+    }
+
+    /// The metrics page, as scraped.
+    pub fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .expect("GET /metrics")
+            .text()
+            .expect("the metrics text")
     }
 
     /// What the daemon has logged so far.
