@@ -520,3 +520,23 @@ fn lints_are_warnings_with_their_place_and_do_not_fail_check() {
     assert_eq!(warnings.len(), 3, "{}", out.stderr);
     assert!(out.stderr.contains("3 warning(s)"), "{}", out.stderr);
 }
+
+#[test]
+fn digest_windows_take_zero_for_none_and_at_most_an_hour() {
+    let f = Fixture::base();
+    f.set_notify(
+        "notify:\n  digest: 0s\n  webhooks:\n    ops-centre: { url: \"http://127.0.0.1:9/hook\", min_interval: 0s }\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    f.set_notify(
+        "notify:\n  digest: 2h\n  webhooks:\n    ops-centre: { url: \"http://127.0.0.1:9/hook\", min_interval: 90m }\n",
+    );
+    assert_errors(
+        &f,
+        &[
+            "branchguard.yaml:4:11: notify.digest: `2h` is longer than 1h: expected at most `1h`, or `0s` for none",
+            "branchguard.yaml:6:65: notify.webhooks.ops-centre.min_interval: `90m` is longer than 1h: expected at most `1h`, or `0s` for none",
+        ],
+    );
+}

@@ -221,6 +221,16 @@ fn the_dashboard_in_chromium_is_live_acts_scopes_by_token_and_shows_drill_trends
     let (w, h) = png_size(&out_dir.join("dashboard-390x844.png"));
     assert!(w == 390 && h >= 844, "{w}x{h}");
 
+    // The page cannot be framed by another site (its buttons act).
+    let page = d.http.get(format!("{}/", d.url)).send().unwrap();
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+
     // The live feed needs a token, says hello at once, and does not hold up
     // a graceful stop while a page is still connected.
     let anonymous = d

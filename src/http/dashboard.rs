@@ -23,6 +23,7 @@ use super::auth::{Need, allows};
 use super::board::{self, Limits};
 use super::{ApiError, AppState, Principal, read};
 use crate::clock;
+use crate::config::BranchSelection;
 use crate::store::{DrillRunQuery, IncidentQuery};
 
 const INDEX: &str = include_str!("ui/index.html");
@@ -42,6 +43,12 @@ pub async fn shell() -> Response {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
+            // Its buttons act: no other site may frame it (clickjacking).
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; frame-ancestors 'none'",
+            ),
         ],
         INDEX,
     )
@@ -144,6 +151,10 @@ pub async fn data(
     let windows: Vec<Value> = cfg
         .maintenance
         .iter()
+        .filter(|m| match &m.branches {
+            BranchSelection::All => true,
+            BranchSelection::List(l) => l.iter().any(|b| who.sees(b)),
+        })
         .map(|m| {
             json!({
                 "name": m.name, "start": m.start.source, "duration_seconds": m.duration.as_secs(),

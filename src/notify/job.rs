@@ -167,8 +167,12 @@ impl Job {
     async fn send_digest_email(&self, cfg: &Config, rows: &[OutboxRow]) -> Result<(), SendError> {
         let first = &rows[0];
         let drill = first.subject.starts_with("[DRILL]");
-        let mut incidents: Vec<i64> = rows.iter().map(|r| r.incident).collect();
-        incidents.dedup();
+        let mut seen = std::collections::HashSet::new();
+        let incidents: Vec<i64> = rows
+            .iter()
+            .map(|r| r.incident)
+            .filter(|i| seen.insert(*i))
+            .collect();
         let shown: Vec<String> = incidents.iter().take(5).map(|i| format!("#{i}")).collect();
         let more = incidents.len().saturating_sub(shown.len());
         let subject = format!(
@@ -228,10 +232,13 @@ impl Job {
             )));
         };
         let payload_of = |row: &OutboxRow| {
+            // A stored payload is always an object; anything else (a damaged
+            // row) is replaced rather than indexed, which would panic.
             let mut p: serde_json::Value = row
                 .payload
                 .as_deref()
                 .and_then(|p| serde_json::from_str(p).ok())
+                .filter(serde_json::Value::is_object)
                 .unwrap_or_else(|| serde_json::json!({ "schema": "branchguard.notification.v1", "subject": row.subject, "text": row.body }));
             p["id"] = serde_json::json!(row.id);
             p

@@ -90,6 +90,8 @@ struct Flight {
     /// Lane -> deliveries in flight (a digest is one).
     units: HashMap<String, usize>,
     groups: HashSet<(String, DueGroup)>,
+    /// Lane -> the recipient whose delivery started last (round robin).
+    served: HashMap<String, String>,
     /// When each group's last delivery started, and whether it was a full
     /// digest: after a partial one the next waits for the window.
     last: HashMap<(String, DueGroup), (DateTime<Utc>, bool)>,
@@ -292,10 +294,16 @@ impl Deliverer {
             }
             let l = lane.clone();
             let s = skip.clone();
-            let groups = self
+            let mut groups = self
                 .read(move |st| st.due_groups(now, &l, &s))
                 .await
                 .unwrap_or_default();
+            // Round robin: start after the recipient served last, so with more
+            // recipients than slots nobody waits behind the alphabet.
+            if let Some(last) = flight.served.get(&lane) {
+                let at = groups.partition_point(|g| g.recipient.as_str() <= last.as_str());
+                groups.rotate_left(at);
+            }
             for g in groups {
                 if room == 0 {
                     break;
@@ -323,6 +331,7 @@ impl Deliverer {
                 flight
                     .last
                     .insert(key.clone(), (now, rows.len() >= DIGEST_MAX));
+                flight.served.insert(lane.clone(), g.recipient.clone());
                 room -= 1;
                 started += 1;
                 self.start(flight, tasks, done, &lane, Some(g), rows);

@@ -317,7 +317,7 @@ fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
             delivery.in_flight,
             diags,
         );
-        delivery.digest = opt_fixed(file, &n.digest, "notify.digest", delivery.digest, diags);
+        delivery.digest = window(file, &n.digest, "notify.digest", delivery.digest, diags);
         if let Some(r) = &n.retry {
             delivery.retry_initial = opt_fixed(
                 file,
@@ -413,19 +413,14 @@ fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
                     url: w.url.value.clone(),
                     headers: w.headers.clone(),
                     timeout: opt_fixed(file, &w.timeout, "timeout", Duration::from_secs(10), diags),
-                    min_interval: w
-                        .min_interval
-                        .as_ref()
-                        .map(|_| {
-                            opt_fixed(
-                                file,
-                                &w.min_interval,
-                                &format!("notify.webhooks.{name}.min_interval"),
-                                Duration::ZERO,
-                                diags,
-                            )
-                        })
-                        .filter(|d| !d.is_zero()),
+                    min_interval: Some(window(
+                        file,
+                        &w.min_interval,
+                        &format!("notify.webhooks.{name}.min_interval"),
+                        Duration::ZERO,
+                        diags,
+                    ))
+                    .filter(|d| !d.is_zero()),
                 },
             );
         }
@@ -884,4 +879,38 @@ fn maintenance(
         }
     }
     out
+}
+
+/// The longest digest window or webhook interval: the delivery worker
+/// remembers each recipient's last message for this long.
+const WINDOW_MAX: Duration = Duration::from_secs(3600);
+
+/// A digest window or webhook interval: a duration up to an hour, where `0s`
+/// (unlike other durations) means "none".
+fn window(
+    file: &str,
+    v: &Option<S>,
+    field: &str,
+    default: Duration,
+    diags: &mut Diagnostics,
+) -> Duration {
+    let Some(s) = v else { return default };
+    if humantime::parse_duration(s.value.trim()).is_ok_and(|d| d.is_zero()) {
+        return Duration::ZERO;
+    }
+    match fixed(file, s, field, diags) {
+        Some(d) if d > WINDOW_MAX => {
+            diags.at_value(
+                file,
+                s,
+                format!(
+                    "{field}: `{}` is longer than 1h: expected at most `1h`, or `0s` for none",
+                    s.value
+                ),
+            );
+            default
+        }
+        Some(d) => d,
+        None => default,
+    }
 }
