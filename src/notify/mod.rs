@@ -78,7 +78,43 @@ fn window(cfg: &Config, lane: &str) -> Duration {
 struct Done {
     lane: String,
     group: Option<DueGroup>,
+    /// The rows the delivery carried (freed even when it ended without outcomes).
+    rows: Vec<i64>,
     attempts: Vec<Attempt>,
+}
+
+/// Reports a delivery's end even if it panicked: the rows and the lane slot
+/// are freed (the rows, with no outcome stored, are tried again later), so a
+/// bug in one delivery cannot hold a lane until restart.
+struct Reporter {
+    done: mpsc::UnboundedSender<Done>,
+    report: Option<Done>,
+}
+
+impl Reporter {
+    fn finish(mut self, attempts: Vec<Attempt>) {
+        if let Some(mut d) = self.report.take() {
+            d.attempts = attempts;
+            let _ = self.done.send(d);
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        // A panic unwinds through here; a shutdown cancels the task instead,
+        // and then the rows are simply sent again after the restart.
+        if let Some(d) = self.report.take()
+            && std::thread::panicking()
+        {
+            tracing::error!(
+                "a delivery on {} ended without an outcome; its {} message(s) will be tried again",
+                d.lane,
+                d.rows.len()
+            );
+            let _ = self.done.send(d);
+        }
+    }
 }
 
 /// What is under way. A row leaves only once its outcome is stored, so it is
@@ -366,15 +402,20 @@ impl Deliverer {
         };
         let done = done.clone();
         let lane = lane.to_string();
+        let reporter = Reporter {
+            done: done.clone(),
+            report: Some(Done {
+                lane,
+                group,
+                rows: rows.iter().map(|r| r.id).collect(),
+                attempts: Vec::new(),
+            }),
+        };
         tasks.spawn(async move {
             // The receiver lives as long as the worker; after shutdown the
             // outcome is not stored and the rows are sent again.
             let attempts = job.deliver(rows).await;
-            let _ = done.send(Done {
-                lane,
-                group,
-                attempts,
-            });
+            reporter.finish(attempts);
         });
     }
 
@@ -397,8 +438,8 @@ impl Deliverer {
                 flight.groups.remove(&key);
             }
             if let Some(rows) = flight.rows.get_mut(&d.lane) {
-                for a in &d.attempts {
-                    rows.remove(&a.update.id);
+                for id in &d.rows {
+                    rows.remove(id);
                 }
             }
             attempts.extend(d.attempts);
@@ -453,5 +494,27 @@ mod tests {
             None,
             "past the horizon"
         );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_panics_still_frees_its_rows_and_slot() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let reporter = Reporter {
+            done: tx,
+            report: Some(Done {
+                lane: "email".into(),
+                group: None,
+                rows: vec![7, 8],
+                attempts: Vec::new(),
+            }),
+        };
+        let task = tokio::spawn(async move {
+            let _held = reporter;
+            panic!("a bug in one delivery");
+        });
+        assert!(task.await.is_err());
+        let d = rx.try_recv().expect("the end is reported");
+        assert_eq!((d.lane.as_str(), d.rows), ("email", vec![7, 8]));
+        assert!(d.attempts.is_empty());
     }
 }
