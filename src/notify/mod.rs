@@ -265,7 +265,16 @@ impl Deliverer {
                     (Some(_), h) if in_flight > 0 => {
                         h.map_or(Duration::from_secs(1), |h| h.min(Duration::from_secs(1)))
                     }
-                    (Some(_), Some(h)) => h,
+                    // Only held rows are due: wake at the window's end, or for a
+                    // retry in another lane that comes sooner.
+                    (Some(_), Some(h)) => {
+                        let retry = self
+                            .read(move |st| st.next_retry_after(now))
+                            .await
+                            .flatten()
+                            .and_then(|t| (t - now).to_std().ok());
+                        retry.map_or(h, |r| r.min(h))
+                    }
                     (Some(_), None) => Duration::ZERO,
                     (None, _) => Duration::from_secs(30),
                 }

@@ -202,6 +202,8 @@ pub trait Reader: Send + Sync {
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// The earliest retry time after `now`, if any.
+    fn next_retry_after(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// When the next undelivered row is due, if any.
     fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     fn outbox_pending(&self) -> Result<u64, StoreError>;

@@ -20,8 +20,10 @@ fn lane_parts(lane: &str) -> (&'static str, Option<&str>) {
 }
 
 /// The first (recipient, drill) group of `channel` after `after` that has a
-/// due row: one index seek per group (`outbox_groups`), however large a
-/// storm's backlog, so the delivery worker can ask after every commit.
+/// due row, through the `outbox_groups` index: one seek per group however
+/// many new messages a storm queued, so the delivery worker can ask after
+/// every commit. Rows waiting for a retry are not in the index's order, so a
+/// group whose oldest rows are in backoff is walked up to its first due row.
 fn next_group(
     conn: &rusqlite::Connection,
     now: DateTime<Utc>,
@@ -267,10 +269,22 @@ impl Reader for SqliteReader {
         })
     }
 
+    fn next_retry_after(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.with(|conn| {
+            let t: Option<String> = conn
+                .prepare_cached(&format!(
+                    "SELECT MIN(next_attempt_at) FROM outbox WHERE {PENDING} AND next_attempt_at > ?1"
+                ))?
+                .query_row(params![ts(now)], |r| r.get(0))?;
+            t.as_deref().map(parse_ts).transpose()
+        })
+    }
+
     fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|conn| {
             // A new row (no retry time yet) is due at once; otherwise the
-            // earliest retry. Both are index lookups, never a scan.
+            // earliest retry. Both use an index; the first walks past rows in
+            // backoff until it meets a new one.
             let fresh: Option<String> = conn
                 .prepare_cached(&format!(
                     "SELECT created_at FROM outbox WHERE {PENDING} AND next_attempt_at IS NULL ORDER BY id LIMIT 1"
