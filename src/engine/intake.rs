@@ -272,7 +272,7 @@ impl Engine {
             ),
         );
         self.groups.insert(group_key, iid);
-        self.live.insert(iid, inc);
+        self.live.insert(iid, Box::new(inc));
         round.touched.insert(iid);
         let active: Vec<usize> = pb
             .steps

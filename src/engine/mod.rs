@@ -205,7 +205,11 @@ impl<'a> Msg<'a> {
 /// The engine's state: the live incidents and the configuration they run under.
 pub struct Engine {
     loaded: Loaded,
-    live: BTreeMap<i64, Incident>,
+    /// Boxed: a map node has room for eleven values, so unboxed incidents
+    /// (312 bytes each) left about 500 bytes per incident in part-filled
+    /// nodes; boxed, the nodes hold pointers (massif, 100,000 open: 207 ->
+    /// 184 MB).
+    live: BTreeMap<i64, Box<Incident>>,
     /// Open incidents by group key: where a new event of the group attaches.
     groups: HashMap<String, i64>,
     next_incident: i64,
@@ -268,7 +272,7 @@ impl Engine {
                 e.groups.insert(inc.group_key.clone(), inc.id);
             }
             let id = inc.id;
-            e.live.insert(id, inc);
+            e.live.insert(id, Box::new(inc));
             e.reschedule(TimerKey::Incident(id));
         }
         let ids: Vec<i64> = e.live.keys().copied().collect();
@@ -314,11 +318,11 @@ impl Engine {
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Incident> {
-        self.live.values()
+        self.live.values().map(|i| &**i)
     }
 
     pub fn live_incident(&self, id: i64) -> Option<&Incident> {
-        self.live.get(&id)
+        self.live.get(&id).map(|i| &**i)
     }
 
     /// The open incident of a group, if any (for `match` and the API).
@@ -331,7 +335,7 @@ impl Engine {
         let touched = std::mem::take(&mut round.touched);
         for id in touched {
             if let Some(inc) = self.live.get(&id) {
-                round.incidents.push(inc.clone());
+                round.incidents.push((**inc).clone());
                 if !inc.is_live() {
                     self.live.remove(&id);
                 }
