@@ -5,8 +5,8 @@
 //!
 //! Run: `cargo bench --bench dashboard`
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+use std::process::Command;
 
 use branchguard::clock::Stopwatch;
 use serde_json::{Value, json};
@@ -27,11 +27,6 @@ fn config() -> String {
     c
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
@@ -41,19 +36,7 @@ fn main() {
         "id: bench\nname: Bench\ntrigger: { kind: bench.event }\ngroup_by: [branch, n]\nsteps:\n  - id: look\n    assignee: person:duty\n    deadline: 1h\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_branchguard"))
-        .arg("run")
-        .current_dir(dir.path())
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = format!("http://{}", line.trim().trim_start_matches("listening on "));
+    let (mut child, url) = common::start(dir.path());
     let http = reqwest::blocking::Client::new();
     for chunk in (0..INCIDENTS).collect::<Vec<_>>().chunks(500) {
         let batch: Vec<Value> = chunk
@@ -85,8 +68,8 @@ fn main() {
     }
     println!(
         "GET /api/v1/dashboard: p50 {:.0} ms, p99 {:.0} ms, {} KB",
-        percentile(&mut took, 0.5),
-        percentile(&mut took, 0.99),
+        common::percentile(&mut took, 0.5),
+        common::percentile(&mut took, 0.99),
         bytes / 1024
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/render.mjs");

@@ -6,8 +6,7 @@
 //!
 //! Run: `cargo bench --bench probes`
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
 use std::time::Duration;
 
 use branchguard::clock::Stopwatch;
@@ -40,11 +39,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn run(port: u16, probes: bool) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
@@ -54,19 +48,7 @@ fn run(port: u16, probes: bool) {
         "id: bench\nname: Bench\ntrigger: { kind: bench.event }\ngroup_by: [branch, n]\nsteps:\n  - id: look\n    assignee: person:duty\n    deadline: 1h\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_branchguard"))
-        .arg("run")
-        .current_dir(dir.path())
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = format!("http://{}", line.trim().trim_start_matches("listening on "));
+    let (mut child, url) = common::start(dir.path());
     let pid = child.id();
     // Let every target be checked a few times, then measure for 10 seconds.
     std::thread::sleep(Duration::from_secs(5));
@@ -90,7 +72,10 @@ fn run(port: u16, probes: bool) {
         assert!(r.status().is_success());
         lat.push(w.seconds() * 1000.0);
     }
-    let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
+    let (p50, p99) = (
+        common::percentile(&mut lat, 0.5),
+        common::percentile(&mut lat, 0.99),
+    );
     // How many targets were checked and found up (from the daemon's metrics).
     let metrics = http
         .get(format!("{url}/metrics"))

@@ -14,8 +14,8 @@
 //! - memory: 100,000 open incidents: load time, RSS, database bytes per
 //!   incident, and RSS and time to serve after `kill -9` and a restart.
 
+mod common;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,19 +118,7 @@ fn start_branchguard(dir: &Path, hook: &str) -> Target {
 }
 
 fn spawn_branchguard(dir: &Path) -> Target {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_branchguard"))
-        .arg("run")
-        .current_dir(dir)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start branchguard");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the listening line");
-    let url = format!("http://{}", line.trim().trim_start_matches("listening on "));
+    let (child, url) = common::start(dir);
     Target {
         child,
         url,
@@ -227,14 +215,6 @@ struct Rate {
     p99_ms: f64,
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// `conns` connections posting as fast as answers come, for [`SECONDS`].
 async fn blast(
     kind: Kind,
@@ -283,8 +263,8 @@ async fn blast(
     let secs = watch.seconds();
     Rate {
         per_second: lat.len() as f64 * batch as f64 / secs,
-        p50_ms: pct(&mut lat, 0.5),
-        p99_ms: pct(&mut lat, 0.99),
+        p50_ms: common::percentile(&mut lat, 0.5),
+        p99_ms: common::percentile(&mut lat, 0.99),
     }
 }
 
@@ -426,7 +406,11 @@ async fn pings(
         .filter_map(|(i, at)| Some((m.get(i)? - at) * 1000.0))
         .collect();
     let lost = sent.len() - lat.len();
-    (pct(&mut lat, 0.5), pct(&mut lat, 0.99), lost)
+    (
+        common::percentile(&mut lat, 0.5),
+        common::percentile(&mut lat, 0.99),
+        lost,
+    )
 }
 
 /// A steady load of `per_second` events in batches of 100, until `stop`.
@@ -520,7 +504,10 @@ async fn answer_latency(url: &str, n: usize) -> (f64, f64) {
         assert!(r.is_ok_and(|r| r.status().as_u16() == 202), "refused");
         lat.push(t.seconds() * 1000.0);
     }
-    (pct(&mut lat, 0.5), pct(&mut lat, 0.99))
+    (
+        common::percentile(&mut lat, 0.5),
+        common::percentile(&mut lat, 0.99),
+    )
 }
 
 /// Event -> 202 while a 10,000-message webhook backlog drains (a receiver

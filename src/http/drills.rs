@@ -116,9 +116,7 @@ pub async fn one(
     Extension(who): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad(format!("invalid run id `{id}`"), "run"))?;
+    let id = super::error::path_id(&id, "run id", "run")?;
     let found = read(&s, move |st| {
         let Some(run) = st.drill_run(id)? else {
             return Ok(None);
@@ -170,9 +168,7 @@ pub async fn abort(
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad(format!("invalid run id `{id}`"), "run"))?;
+    let id = super::error::path_id(&id, "run id", "run")?;
     let b: RunBody = optional_json_body(&b)?;
     if who.branches().is_some() {
         let run = read(&s, move |st| st.drill_run(id)).await?;

@@ -13,6 +13,13 @@ use crate::engine::{ActionError, DrillError, HandleError};
 use crate::sources::IntakeError;
 use crate::store::StoreError;
 
+/// A number in the path (`/incidents/{id}`): `what` names it in the error,
+/// `field` is the field reported.
+pub fn path_id(raw: &str, what: &str, field: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .map_err(|_| ApiError::bad(format!("invalid {what} `{raw}`"), field))
+}
+
 /// A JSON request body, with the path of the field that is wrong.
 pub fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(b);

@@ -96,8 +96,7 @@ pub async fn list(
 }
 
 fn parse_id(id: &str) -> Result<i64, ApiError> {
-    id.parse::<i64>()
-        .map_err(|_| ApiError::bad(format!("invalid incident id `{id}`"), "id"))
+    super::error::path_id(id, "incident id", "id")
 }
 
 /// An incident the caller may see; another branch's is "not found", not

@@ -98,9 +98,7 @@ pub async fn expire(
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::bad(format!("invalid silence id `{id}`"), "id"))?;
+    let id = super::error::path_id(&id, "silence id", "id")?;
     let body: ExpireBody = optional_json_body(&b)?;
     let by = author(&who, body.by).map_err(|_| {
         ApiError::bad(

@@ -1,0 +1,34 @@
+//! What the benchmarks share: starting the release binary in a directory and
+//! reading percentiles.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// `branchguard run` in `dir` (its `branchguard.yaml` listens on port 0):
+/// the process and the URL it printed once it listens.
+pub fn start(dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_branchguard"))
+        .arg("run")
+        .current_dir(dir)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start branchguard");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the listening line");
+    let url = format!("http://{}", line.trim().trim_start_matches("listening on "));
+    (child, url)
+}
+
+/// The `p` percentile (0 to 1) of `v`, NaN when empty.
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
