@@ -24,10 +24,7 @@ fn fixture(smtp_port: u16, hook: &str) -> Fixture {
         "notify:\n  digest: {WINDOW_S}s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"{hook}\", min_interval: {INTERVAL_S}s }}\n"
     );
     f.set_notify(&notify);
-    f.write(
-        "playbooks/atm.yaml",
-        "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n",
-    );
+    f.write("playbooks/atm.yaml", common::ATM_PLAYBOOK);
     f.write(
         "playbooks/announce.yaml",
         "id: announce\nname: Announce\ntrigger: { kind: lobby.announce }\ngroup_by: [branch, n]\nsteps:\n  - id: screen\n    action: { webhook: ops-centre, body: \"Notice {{labels.n}}\" }\n    deadline: 1h\n",

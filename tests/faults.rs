@@ -19,10 +19,7 @@ fn kill_9_in_the_middle_of_a_storm_loses_no_event_that_got_a_202() {
     let f = Fixture::engine();
     // Every ATM its own incident, one step for the on-duty engineer: the
     // regional-outage storm.
-    f.write(
-        "playbooks/atm.yaml",
-        "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n",
-    );
+    f.write("playbooks/atm.yaml", common::ATM_PLAYBOOK);
     assert_eq!(f.run(&["check"]).code, 0);
     let d = Daemon::start(&f);
     let url = d.url.clone();
@@ -100,10 +97,7 @@ fn smtp_down_through_a_storm_of_a_thousand_incidents_delivers_each_mail_once_whe
     f.set_notify(&format!(
         "notify:\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"http://127.0.0.1:9/hook\" }}\n"
     ));
-    f.write(
-        "playbooks/atm.yaml",
-        "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n",
-    );
+    f.write("playbooks/atm.yaml", common::ATM_PLAYBOOK);
     let out = f.run(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
     let d = Daemon::start(&f);

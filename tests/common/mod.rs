@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use tempfile::TempDir;
 
+/// The regional-outage playbook: every ATM its own incident, one step for
+/// the on-duty engineer.
+#[allow(dead_code)] // not every test binary uses it
+pub const ATM_PLAYBOOK: &str = "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n";
+
 pub struct Fixture {
     pub dir: TempDir,
 }
