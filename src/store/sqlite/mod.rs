@@ -204,6 +204,10 @@ impl SqliteReader {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(2))?;
+        // rusqlite's default (16) is fewer than the statements the delivery
+        // worker, the API and the dashboard use on one connection: past it
+        // each use would parse and plan its query again.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
 

@@ -12,10 +12,75 @@ const PENDING: &str = "delivered_at IS NULL AND failed_at IS NULL";
 const DUE: &str = "(next_attempt_at IS NULL OR next_attempt_at <= ?1)";
 
 /// A lane's channel, and for a webhook lane its channel name (the recipient).
+///
+/// The channel goes into the SQL as a literal (it is one of two constants),
+/// not as a parameter: compared with a bound `channel = ?`, SQLite's planner
+/// marks these statements to be prepared again whenever the parameter is
+/// rebound, and rusqlite clears bindings when a cached statement is put back,
+/// so every use parsed and planned the query anew (13% of the daemon's CPU in
+/// the storm benchmark's profile).
 fn lane_parts(lane: &str) -> (&'static str, Option<&str>) {
     match lane.strip_prefix("webhook:") {
         Some(name) => ("webhook", Some(name)),
         None => ("email", None),
+    }
+}
+
+/// The delivery worker's statements, asked after every commit. `channel` is
+/// `email` or `webhook` (see [`lane_parts`] for why it is not a parameter).
+mod sql {
+    use super::{DRILL, DUE, OUTBOX_COLUMNS, PENDING};
+
+    /// The recipient `?2`. Cast, because a bare parameter compared with an
+    /// indexed column in these statements also has SQLite prepare them again
+    /// on each use; the cast keeps the index (`EXPLAIN QUERY PLAN`: `SEARCH
+    /// outbox USING INDEX outbox_groups (channel=? AND recipient=? ...)`).
+    const RECIPIENT: &str = "CAST(?2 AS TEXT)";
+
+    /// Whether a recipient has a due drill message (`?2`).
+    pub(super) fn drill_group(channel: &str) -> String {
+        format!(
+            "SELECT 1 FROM outbox WHERE {PENDING} AND channel = '{channel}' AND recipient = {RECIPIENT} AND {DRILL} = 1 AND {DUE} LIMIT 1"
+        )
+    }
+
+    /// The first group with a due row after recipient `?2`.
+    pub(super) fn next_group(channel: &str) -> String {
+        format!(
+            "SELECT recipient, {DRILL} FROM outbox WHERE {PENDING} AND channel = '{channel}' AND {DUE}
+             AND recipient > ?2 ORDER BY recipient, {DRILL} LIMIT 1"
+        )
+    }
+
+    /// Due rows of a lane (`?2`: a webhook's name, or NULL), oldest first.
+    /// Callers take as many as they want: a bound `LIMIT ?` would also have
+    /// the statement prepared again on each use.
+    pub(super) fn lane_rows(channel: &str) -> String {
+        format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {PENDING} AND {DUE} AND channel = '{channel}'
+             AND (?2 IS NULL OR recipient = {RECIPIENT})
+             AND id NOT IN (SELECT value FROM json_each(?3)) ORDER BY id"
+        )
+    }
+
+    /// Whether group (`?2`, `drill`) has a due row. Drill or real is a
+    /// literal too: compared with the index's expression, a parameter would
+    /// have the statement prepared again on each use.
+    pub(super) fn group_due(channel: &str, drill: bool) -> String {
+        let drill = u8::from(drill);
+        format!(
+            "SELECT 1 FROM outbox WHERE {PENDING} AND channel = '{channel}' AND recipient = {RECIPIENT} AND {DRILL} = {drill} AND {DUE} LIMIT 1"
+        )
+    }
+
+    /// Due rows of group (`?2`, `drill`), oldest first.
+    pub(super) fn group_rows(channel: &str, drill: bool) -> String {
+        let drill = u8::from(drill);
+        format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {PENDING} AND channel = '{channel}'
+             AND recipient = {RECIPIENT} AND {DRILL} = {drill} AND {DUE}
+             AND id NOT IN (SELECT value FROM json_each(?3)) ORDER BY id"
+        )
     }
 }
 
@@ -27,27 +92,21 @@ fn lane_parts(lane: &str) -> (&'static str, Option<&str>) {
 fn next_group(
     conn: &rusqlite::Connection,
     now: DateTime<Utc>,
-    channel: &str,
+    channel: &'static str,
     after: Option<&(String, bool)>,
 ) -> rusqlite::Result<Option<(String, bool)>> {
     let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?));
     // A row-value comparison `(recipient, drill) > (?, ?)` would seek to the
     // recipient and walk all its rows; two plain seeks never walk a group.
     if let Some((recipient, false)) = after {
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT 1 FROM outbox WHERE {PENDING} AND channel = ?2 AND recipient = ?3 AND {DRILL} = 1 AND {DUE} LIMIT 1"
-        ))?;
-        if st.exists(params![ts(now), channel, recipient])? {
+        let mut st = conn.prepare_cached(&sql::drill_group(channel))?;
+        if st.exists(params![ts(now), recipient])? {
             return Ok(Some((recipient.clone(), true)));
         }
     }
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT recipient, {DRILL} FROM outbox WHERE {PENDING} AND channel = ?2 AND {DUE}
-         AND recipient > ?3 ORDER BY recipient, {DRILL} LIMIT 1"
-    ))?;
+    let mut st = conn.prepare_cached(&sql::next_group(channel))?;
     let from = after.map_or("", |(r, _)| r.as_str());
-    st.query_row(params![ts(now), channel, from], row)
-        .optional()
+    st.query_row(params![ts(now), from], row).optional()
 }
 
 impl Reader for SqliteReader {
@@ -190,16 +249,9 @@ impl Reader for SqliteReader {
         let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
         let (channel, recipient) = lane_parts(lane);
         self.with(|conn| {
-            let mut st = conn.prepare_cached(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {PENDING} AND {DUE} AND channel = ?2
-                 AND (?3 IS NULL OR recipient = ?3)
-                 AND id NOT IN (SELECT value FROM json_each(?4)) ORDER BY id LIMIT ?5"
-            ))?;
-            let rows = st.query_map(
-                params![ts(now), channel, recipient, skip, limit as i64],
-                outbox_row,
-            )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut st = conn.prepare_cached(&sql::lane_rows(channel))?;
+            let rows = st.query_map(params![ts(now), recipient, skip], outbox_row)?;
+            Ok(rows.take(limit).collect::<Result<Vec<_>, _>>()?)
         })
     }
 
@@ -214,10 +266,8 @@ impl Reader for SqliteReader {
             let mut groups = Vec::new();
             if let Some(recipient) = only {
                 for drill in [false, true] {
-                    let mut st = conn.prepare_cached(&format!(
-                        "SELECT 1 FROM outbox WHERE {PENDING} AND channel = ?2 AND recipient = ?3 AND {DRILL} = ?4 AND {DUE} LIMIT 1"
-                    ))?;
-                    if st.exists(params![ts(now), channel, recipient, drill])? {
+                    let mut st = conn.prepare_cached(&sql::group_due(channel, drill))?;
+                    if st.exists(params![ts(now), recipient])? {
                         groups.push(DueGroup {
                             recipient: recipient.to_string(),
                             drill,
@@ -249,23 +299,9 @@ impl Reader for SqliteReader {
         let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
         let (channel, _) = lane_parts(lane);
         self.with(|conn| {
-            let mut st = conn.prepare_cached(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {PENDING} AND channel = ?2
-                 AND recipient = ?3 AND {DRILL} = ?4 AND {DUE}
-                 AND id NOT IN (SELECT value FROM json_each(?5)) ORDER BY id LIMIT ?6"
-            ))?;
-            let rows = st.query_map(
-                params![
-                    ts(now),
-                    channel,
-                    group.recipient,
-                    group.drill,
-                    skip,
-                    limit as i64
-                ],
-                outbox_row,
-            )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut st = conn.prepare_cached(&sql::group_rows(channel, group.drill))?;
+            let rows = st.query_map(params![ts(now), group.recipient, skip], outbox_row)?;
+            Ok(rows.take(limit).collect::<Result<Vec<_>, _>>()?)
         })
     }
 
@@ -449,5 +485,91 @@ fn within(sql: &mut String, args: &mut Vec<String>, col: &str, w: &Option<Vec<St
         sql.push_str(" AND 0");
     } else {
         sql.push_str(&format!(" AND {col} IN ({})", marks.join(", ")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::StatementStatus;
+
+    /// The delivery worker asks its questions after every commit: none of its
+    /// statements may be parsed and planned again on each use.
+    #[test]
+    fn the_delivery_workers_statements_stay_prepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        for i in 0..60 {
+            let (channel, recipient) = match i % 3 {
+                0 => ("email", format!("p{}@bank.example", i % 4)),
+                1 => ("webhook", "lobby".to_string()),
+                _ => ("webhook", "ops".to_string()),
+            };
+            let subject = if i % 5 == 0 { "[DRILL] x" } else { "x" };
+            writer
+                .conn
+                .execute(
+                    "INSERT INTO outbox (incident, channel, target, recipient, subject, body, created_at)
+                     VALUES (?1, ?2, 't', ?3, ?4, 'b', '2026-11-24T00:00:00Z')",
+                    params![i, channel, recipient, subject],
+                )
+                .unwrap();
+        }
+        let reader = SqliteReader::open(dir.path()).unwrap();
+        let start: DateTime<Utc> = "2026-11-24T00:00:01Z".parse().unwrap();
+        let mut seen = 0;
+        for k in 0..4 {
+            let now = start + chrono::Duration::seconds(k);
+            let lanes = reader.due_lanes(now).unwrap();
+            assert_eq!(lanes, ["email", "webhook:lobby", "webhook:ops"]);
+            for lane in &lanes {
+                let groups = reader.due_groups(now, lane, &[]).unwrap();
+                assert!(!groups.is_empty(), "{lane}");
+                for g in &groups {
+                    seen += reader.due_outbox_of(now, lane, g, &[k], 200).unwrap().len();
+                }
+                seen += reader.due_outbox_in(now, lane, &[k], 5).unwrap().len();
+            }
+        }
+        assert!(seen > 0);
+        reader
+            .with(|conn| {
+                for channel in ["email", "webhook"] {
+                    let mut texts = vec![
+                        sql::drill_group(channel),
+                        sql::next_group(channel),
+                        sql::lane_rows(channel),
+                    ];
+                    for drill in [false, true] {
+                        texts.push(sql::group_rows(channel, drill));
+                        // A webhook lane is one group's channel: asked directly.
+                        if channel == "webhook" {
+                            texts.push(sql::group_due(channel, drill));
+                        }
+                    }
+                    for text in texts {
+                        let st = conn.prepare_cached(&text)?;
+                        let runs = st.get_status(StatementStatus::Run);
+                        assert!(runs >= 4, "ran {runs} times: {text}");
+                        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {text}"))?;
+                        let args = [ts(start), "ops".into(), "[]".into()];
+                        let args = &args[..explain.parameter_count()];
+                        let plan: Vec<String> = explain
+                            .query_map(rusqlite::params_from_iter(args), |r| r.get(3))?
+                            .collect::<Result<_, _>>()?;
+                        assert!(
+                            plan.iter().any(|p| p.contains("USING INDEX outbox_groups")),
+                            "{plan:?}: {text}"
+                        );
+                        let again = st.get_status(StatementStatus::RePrepare);
+                        assert_eq!(
+                            again, 0,
+                            "prepared again {again} times in {runs} runs: {text}"
+                        );
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }
