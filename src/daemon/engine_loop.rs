@@ -61,7 +61,7 @@ pub struct EngineLoop {
     rx: mpsc::Receiver<Input>,
     commands: CommandRunner,
     /// Wakes the delivery worker when new rows are in the outbox.
-    wake: Arc<tokio::sync::Notify>,
+    wake: Arc<crate::notify::Wake>,
     health: Arc<StoreHealth>,
     /// When the open-incident gauge was last recounted.
     open_counted: Recount,
@@ -88,7 +88,7 @@ pub fn start(
     loaded: Arc<Loaded>,
     mut store: Box<dyn Writer>,
     workdir: PathBuf,
-    wake: Arc<tokio::sync::Notify>,
+    wake: Arc<crate::notify::Wake>,
     health: Arc<StoreHealth>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
 ) -> Result<Started, StoreError> {
@@ -289,7 +289,7 @@ impl EngineLoop {
                 self.health.ok();
                 crate::metrics::record_round(&round);
                 if !round.outbox.is_empty() {
-                    self.wake.notify_one();
+                    self.wake.committed(&round.outbox);
                 }
                 if !round.is_empty() {
                     self.changes.send_modify(|n| *n = n.wrapping_add(1));

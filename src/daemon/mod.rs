@@ -94,7 +94,7 @@ pub async fn serve(
         });
     }
     let health = Arc::new(StoreHealth::default());
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake = Arc::new(crate::notify::Wake::default());
     let probe_dir = workdir.clone();
     let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
     let probes = crate::sources::probes::ProbeBoard::default();

@@ -12,6 +12,7 @@ pub mod channels;
 pub mod email;
 mod job;
 pub mod links;
+mod wake;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
@@ -29,6 +30,8 @@ use crate::store::{DueGroup, OutboxRow, Reader, StoreError};
 use channels::ChannelHealth;
 use email::Mailer;
 use links::Secret;
+use wake::GroupKey;
+pub use wake::Wake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
@@ -155,7 +158,7 @@ pub struct Deliverer {
     engine: EngineHandle,
     http: reqwest::Client,
     secret: Secret,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
 }
 
 impl Deliverer {
@@ -164,7 +167,7 @@ impl Deliverer {
         reader: Arc<dyn Reader>,
         engine: EngineHandle,
         secret: Secret,
-        wake: Arc<Notify>,
+        wake: Arc<Wake>,
         channels: Arc<ChannelHealth>,
     ) -> Result<Deliverer, NotifyError> {
         let current = Arc::clone(&config.borrow_and_update().config);
@@ -283,12 +286,22 @@ impl Deliverer {
             if wait.is_zero() {
                 continue;
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
-                _ = self.config.changed() => {}
-                _ = done_rx.recv_many(&mut outcomes, 512) => {}
-                _ = tokio::time::sleep(wait) => {}
+            let mut until = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.wake.notified() => {
+                        // New rows only for groups that wait anyway: nothing
+                        // to start, no need to read the outbox.
+                        match self.all_waiting(&flight, self.wake.take()) {
+                            Some(due) => until = until.min(due),
+                            None => break,
+                        }
+                    }
+                    _ = self.config.changed() => break,
+                    _ = done_rx.recv_many(&mut outcomes, 512) => break,
+                    _ = tokio::time::sleep_until(until) => break,
+                }
             }
             while let Ok(a) = done_rx.try_recv() {
                 outcomes.push(a);
@@ -306,6 +319,9 @@ impl Deliverer {
     ) -> (usize, Option<DateTime<Utc>>) {
         let cfg = Arc::clone(&self.senders.config);
         let per_lane = cfg.delivery.in_flight.max(1);
+        // Before reading the outbox: whatever is noted after this is seen by
+        // the next pass (see `wake`).
+        let _ = self.wake.take();
         let now = clock::now();
         let due = self
             .read(move |st| st.due_lanes(now))
@@ -383,6 +399,41 @@ impl Deliverer {
             }
         }
         (started, held)
+    }
+
+    /// When every group in `fresh` waits anyway, the time to look again (for
+    /// a window that ends before the worker's own wake-up); None when one of
+    /// them may have something to start now. A group waits while a delivery
+    /// to it is under way or its lane is full (the outcome wakes the worker),
+    /// or while its digest window runs.
+    fn all_waiting(
+        &self,
+        flight: &Flight,
+        fresh: HashSet<GroupKey>,
+    ) -> Option<tokio::time::Instant> {
+        let cfg = &self.senders.config;
+        let per_lane = cfg.delivery.in_flight.max(1);
+        let now = clock::now();
+        let mut until: Option<DateTime<Utc>> = None;
+        for key in fresh {
+            let lane = &key.0;
+            if flight.groups.contains(&key)
+                || flight.units.get(lane).copied().unwrap_or(0) >= per_lane
+            {
+                continue;
+            }
+            let gap = chrono::Duration::from_std(window(cfg, lane)).unwrap_or_default();
+            match flight.last.get(&key) {
+                Some((last, false)) if *last + gap > now => {
+                    until = Some(until.map_or(*last + gap, |u| u.min(*last + gap)));
+                }
+                _ => return None,
+            }
+        }
+        let wait = until.map_or(Duration::MAX, |u| {
+            (u - now).to_std().unwrap_or(Duration::ZERO)
+        });
+        Some(tokio::time::Instant::now() + wait.min(Duration::from_secs(3600)))
     }
 
     /// Starts one delivery of `rows` (one message, or a digest).
