@@ -12,7 +12,9 @@
 //!   17,000 events/s (batches of 100);
 //! - backlog: event -> 202 while a 10,000-message webhook backlog drains;
 //! - memory: 100,000 open incidents: load time, RSS, database bytes per
-//!   incident, and RSS and time to serve after `kill -9` and a restart.
+//!   incident, and RSS and time to serve after `kill -9` and a restart;
+//! - person: a 10,000-incident storm for one person (digest window 10 s):
+//!   emails per window, their sizes, and every one-click link opened.
 
 mod common;
 use std::collections::HashMap;
@@ -595,6 +597,141 @@ async fn memory(hook: &str) {
     drop(t);
 }
 
+/// Every mail file in `dir`, parsed: (arrived at, size, text part).
+fn mail_files(dir: &Path) -> Vec<(std::time::SystemTime, u64, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let (Ok(raw), Ok(meta)) = (std::fs::read(e.path()), e.metadata()) else {
+            continue;
+        };
+        let Ok(mail) = mailparse::parse_mail(&raw) else {
+            continue;
+        };
+        fn text(m: &mailparse::ParsedMail) -> Option<String> {
+            if m.ctype.mimetype == "text/plain" {
+                return m.get_body().ok();
+            }
+            m.subparts.iter().find_map(text)
+        }
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        out.push((modified, meta.len(), text(&mail).unwrap_or_default()));
+    }
+    out.sort_by_key(|m| m.0);
+    out
+}
+
+async fn person() {
+    const N: u64 = 10_000;
+    const WINDOW_S: u64 = 10;
+    println!("== person: {N} incidents for one person, digest window {WINDOW_S} s");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
+    let branches: String = (0..BRANCHES)
+        .map(|i| format!("  - {{ id: b{i}, name: Branch {i} }}\n"))
+        .collect();
+    let all: Vec<String> = (0..BRANCHES).map(|i| format!("b{i}")).collect();
+    let all = all.join(", ");
+    std::fs::write(
+        dir.path().join("branchguard.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\ntimezone: Asia/Shanghai\nwatch_files: false\nlimits: {{ requests_per_second: 1000000, burst: 1000000 }}\nnotify:\n  digest: {WINDOW_S}s\npeople:\n  - {{ id: duty, name: On duty, email: duty@bank.example, roles: [it-duty], branches: [{all}] }}\nbranches:\n{branches}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("playbooks/atm.yaml"),
+        "id: atm\nname: ATM down\ntrigger: { kind: atm.down }\ngroup_by: [branch, atm]\nsteps:\n  - { id: fix, assignee: role:it-duty, deadline: 1h }\n",
+    )
+    .unwrap();
+    let t = spawn_branchguard(dir.path());
+    let http = reqwest::Client::new();
+    let watch = Stopwatch::start();
+    for start in (0..N).step_by(100) {
+        let (u, body) = request(Kind::Ours, &t.url, "new", start, 100);
+        let r = http
+            .post(u)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let posted = watch.seconds();
+    let started =
+        std::time::SystemTime::from(branchguard::clock::now()) - Duration::from_secs_f64(posted);
+    let maildir = dir.path().join("data/mail");
+    let ack = regex::Regex::new(r"Acknowledge this step:\s+(\S+)").unwrap();
+    let mut links = Vec::new();
+    let mut mails = Vec::new();
+    while watch.seconds() < 120.0 {
+        mails = mail_files(&maildir);
+        links = mails
+            .iter()
+            .flat_map(|m| {
+                ack.captures_iter(&m.2)
+                    .map(|c| c[1].to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if links.len() as u64 >= N {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let done = watch.seconds();
+    println!(
+        "posted in {posted:.1} s; all {} messages in {} emails after {done:.1} s",
+        links.len(),
+        mails.len()
+    );
+    let mut windows: std::collections::BTreeMap<u64, (usize, u64)> = Default::default();
+    for (at, size, _) in &mails {
+        let s = at
+            .duration_since(started)
+            .map_or(0, |d| d.as_secs() / WINDOW_S);
+        let w = windows.entry(s).or_default();
+        w.0 += 1;
+        w.1 = w.1.max(*size);
+    }
+    for (w, (n, largest)) in &windows {
+        println!(
+            "   window {w} ({}-{} s): {n} emails, largest {:.1} MB",
+            w * WINDOW_S,
+            (w + 1) * WINDOW_S,
+            *largest as f64 / 1e6
+        );
+    }
+    // Every link opens its own page (a GET shows the confirmation).
+    let distinct: std::collections::HashSet<&String> = links.iter().collect();
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in links.chunks(links.len().div_ceil(16).max(1)) {
+        let (http, url, opened) = (http.clone(), t.url.clone(), Arc::clone(&opened));
+        let chunk: Vec<String> = chunk.to_vec();
+        tasks.spawn(async move {
+            for l in chunk {
+                // The links name the configured public URL; the daemon
+                // listens on a port of its own here.
+                let path = l.find("/ack/").map_or("", |at| &l[at..]);
+                if let Ok(r) = http.get(format!("{url}{path}")).send().await
+                    && r.status().is_success()
+                    && !path.is_empty()
+                {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    println!(
+        "   links: {} acknowledge links, {} distinct, {} open with 200",
+        links.len(),
+        distinct.len(),
+        opened.load(Ordering::Relaxed)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -635,6 +772,9 @@ fn main() {
         }
         if want("backlog") {
             backlog(&rx.url).await;
+        }
+        if want("person") {
+            person().await;
         }
         if want("memory") {
             memory(&rx.url).await;
