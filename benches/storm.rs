@@ -552,15 +552,11 @@ async fn backlog(hook: &str) {
     );
 }
 
-async fn memory(hook: &str) {
-    const N: usize = 100_000;
-    println!("== memory: {N} open incidents in {N} groups (batches of 500)");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut t = start_branchguard(dir.path(), hook);
-    let http = reqwest::Client::new();
-    let watch = Stopwatch::start();
-    for start in (0..N).step_by(500) {
-        let (u, body) = request(Kind::Ours, &t.url, "new", 10_000_000 + start as u64, 500);
+/// Events `from .. from + n`, each a new incident, posted in batches, one
+/// after another.
+async fn post_new(http: &reqwest::Client, url: &str, from: u64, n: u64, batch: u64) {
+    for start in (from..from + n).step_by(batch as usize) {
+        let (u, body) = request(Kind::Ours, url, "new", start, batch);
         let r = http
             .post(u)
             .header("content-type", "application/json")
@@ -570,6 +566,16 @@ async fn memory(hook: &str) {
             .expect("POST");
         assert!(r.status().is_success(), "{}", r.status());
     }
+}
+
+async fn memory(hook: &str) {
+    const N: usize = 100_000;
+    println!("== memory: {N} open incidents in {N} groups (batches of 500)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut t = start_branchguard(dir.path(), hook);
+    let http = reqwest::Client::new();
+    let watch = Stopwatch::start();
+    post_new(&http, &t.url, 10_000_000, N as u64, 500).await;
     let loaded = watch.seconds();
     let db = dir_bytes(&t.dir.join("data"));
     println!(
@@ -646,17 +652,7 @@ async fn person() {
     let t = spawn_branchguard(dir.path());
     let http = reqwest::Client::new();
     let watch = Stopwatch::start();
-    for start in (0..N).step_by(100) {
-        let (u, body) = request(Kind::Ours, &t.url, "new", start, 100);
-        let r = http
-            .post(u)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("POST");
-        assert!(r.status().is_success(), "{}", r.status());
-    }
+    post_new(&http, &t.url, 0, N, 100).await;
     let posted = watch.seconds();
     let started =
         std::time::SystemTime::from(branchguard::clock::now()) - Duration::from_secs_f64(posted);
