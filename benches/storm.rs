@@ -603,13 +603,25 @@ async fn memory(hook: &str) {
     drop(t);
 }
 
-/// Every mail file in `dir`, parsed: (arrived at, size, text part).
-fn mail_files(dir: &Path) -> Vec<(std::time::SystemTime, u64, String)> {
+/// Every mail file in `dir` not yet in `seen`, parsed: (arrived at, size,
+/// text part). A file being written (`.NAME.tmp`) is not a mail yet.
+fn mail_files(
+    dir: &Path,
+    seen: &mut std::collections::HashSet<std::ffi::OsString>,
+) -> Vec<(std::time::SystemTime, u64, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let done = name
+            .to_str()
+            .is_some_and(|n| n.ends_with(".eml") && !n.starts_with('.'));
+        if !done || seen.contains(&name) {
+            continue;
+        }
         let (Ok(raw), Ok(meta)) = (std::fs::read(e.path()), e.metadata()) else {
             continue;
         };
+        seen.insert(name);
         let Ok(mail) = mailparse::parse_mail(&raw) else {
             continue;
         };
@@ -658,26 +670,23 @@ async fn person() {
         std::time::SystemTime::from(branchguard::clock::now()) - Duration::from_secs_f64(posted);
     let maildir = dir.path().join("data/mail");
     let ack = regex::Regex::new(r"Acknowledge this step:\s+(\S+)").unwrap();
-    let mut links = Vec::new();
+    let mut links: Vec<String> = Vec::new();
     let mut mails = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     while watch.seconds() < 120.0 {
-        mails = mail_files(&maildir);
-        links = mails
-            .iter()
-            .flat_map(|m| {
-                ack.captures_iter(&m.2)
-                    .map(|c| c[1].to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        for m in mail_files(&maildir, &mut seen) {
+            links.extend(ack.captures_iter(&m.2).map(|c| c[1].to_string()));
+            mails.push(m);
+        }
         if links.len() as u64 >= N {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    mails.sort_by_key(|m| m.0);
     let done = watch.seconds();
     println!(
-        "posted in {posted:.1} s; all {} messages in {} emails after {done:.1} s",
+        "posted in {posted:.1} s; {} of {N} messages in {} emails after {done:.1} s",
         links.len(),
         mails.len()
     );

@@ -21,8 +21,14 @@ use crate::html::escape;
 use crate::store::OutboxRow;
 
 /// The longest one delivery attempt may take: three times the channel's own
-/// timeout (an SMTP exchange is several round trips), at least 10 s.
-fn attempt_limit(cfg: &Config, row: &OutboxRow) -> Duration {
+/// timeout (an SMTP exchange is several round trips), at least 10 s, and 2 s
+/// more for each megabyte of message text (a large digest on a slow relay).
+fn attempt_limit(cfg: &Config, rows: &[OutboxRow]) -> Duration {
+    let Some(row) = rows.first() else {
+        return Duration::from_secs(10);
+    };
+    let bytes: usize = rows.iter().map(|r| r.body.len()).sum();
+    let size = Duration::from_secs(2 * (bytes / 1_000_000) as u64);
     let own = match row.channel {
         ChannelKind::Email => cfg
             .email
@@ -31,7 +37,7 @@ fn attempt_limit(cfg: &Config, row: &OutboxRow) -> Duration {
             .map(|s| s.timeout),
         ChannelKind::Webhook => cfg.webhooks.get(&row.recipient).map(|w| w.timeout),
     };
-    (own.unwrap_or(Duration::from_secs(30)) * 3).max(Duration::from_secs(10))
+    (own.unwrap_or(Duration::from_secs(30)) * 3).max(Duration::from_secs(10)) + size
 }
 
 /// One delivery, with everything it needs.
@@ -59,7 +65,7 @@ impl Job {
         // bounds only connecting (lettre issue #1027): a server that accepts
         // and never greets - seen in the storm test, with a busy server's
         // backlog - would hold the lane slot and the rows forever.
-        let limit = attempt_limit(cfg, first);
+        let limit = attempt_limit(cfg, &rows);
         let send = async {
             match (first.channel, rows.len()) {
                 (ChannelKind::Email, 1) => self.send_email(cfg, first).await,

@@ -16,6 +16,7 @@ mod wake;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -72,6 +73,25 @@ fn digest_max(lane: &str) -> usize {
     } else {
         2000
     }
+}
+
+/// The most message text one digest carries. Rendered with its links, as text
+/// and HTML, and encoded, a digest is about five times this: well under the
+/// 10 MB many mail servers take, whatever the templates write.
+const DIGEST_BYTES: usize = 1_000_000;
+
+/// How many of `rows` (oldest first) one digest takes: up to [`DIGEST_BYTES`]
+/// of text, and always the first.
+fn within_budget(rows: &[OutboxRow]) -> usize {
+    let mut total = 0;
+    rows.iter()
+        .take_while(|r| {
+            total += r.body.len();
+            total <= DIGEST_BYTES
+        })
+        .count()
+        .max(1)
+        .min(rows.len())
 }
 
 /// The window within which a lane's messages to one recipient are combined:
@@ -169,6 +189,9 @@ pub struct Deliverer {
     http: reqwest::Client,
     secret: Secret,
     wake: Arc<Wake>,
+    /// An outbox read failed since the last look: the groups a wake named
+    /// may not have been read, so the worker looks again soon.
+    read_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Deliverer {
@@ -194,6 +217,7 @@ impl Deliverer {
             http: reqwest::Client::builder().build()?,
             secret,
             wake,
+            read_failed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -233,10 +257,12 @@ impl Deliverer {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 tracing::error!("outbox: {e}");
+                self.read_failed.store(true, Ordering::Relaxed);
                 None
             }
             Err(e) => {
                 tracing::error!("outbox: {e}");
+                self.read_failed.store(true, Ordering::Relaxed);
                 None
             }
         }
@@ -292,6 +318,11 @@ impl Deliverer {
                     (None, _) => Duration::from_secs(30),
                 }
                 .clamp(Duration::from_millis(20), Duration::from_secs(30))
+            };
+            let wait = if self.read_failed.swap(false, Ordering::Relaxed) {
+                wait.min(Duration::from_secs(1))
+            } else {
+                wait
             };
             if wait.is_zero() {
                 continue;
@@ -393,14 +424,18 @@ impl Deliverer {
                 }
                 let (l, s, g2) = (lane.clone(), skip.clone(), g.clone());
                 let max = digest_max(&lane);
-                let rows = self
+                let mut rows = self
                     .read(move |st| st.due_outbox_of(now, &l, &g2, &s, max))
                     .await
                     .unwrap_or_default();
+                // A digest cut short by its size is full: the rest follows at once.
+                let fit = within_budget(&rows);
+                let full = rows.len() >= max || fit < rows.len();
+                rows.truncate(fit);
                 if rows.is_empty() {
                     continue;
                 }
-                flight.last.insert(key.clone(), (now, rows.len() >= max));
+                flight.last.insert(key.clone(), (now, full));
                 flight.served.insert(lane.clone(), g.recipient.clone());
                 room -= 1;
                 started += 1;
@@ -585,5 +620,40 @@ mod tests {
         let d = rx.try_recv().expect("the end is reported");
         assert_eq!((d.lane.as_str(), d.rows), ("email", vec![7, 8]));
         assert!(d.attempts.is_empty());
+    }
+
+    fn row(id: i64, body_len: usize) -> OutboxRow {
+        OutboxRow {
+            id,
+            incident: id,
+            step: None,
+            channel: ChannelKind::Email,
+            target: "role:it-duty".into(),
+            recipient: "it@bank.example".into(),
+            person: None,
+            subject: "ATM down".into(),
+            body: "x".repeat(body_len),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            links: Vec::new(),
+            payload: None,
+            attempts: 0,
+            next_attempt_at: None,
+            delivered_at: None,
+            failed_at: None,
+            last_error: None,
+            link_until: None,
+            announcement: false,
+        }
+    }
+
+    #[test]
+    fn a_digest_takes_rows_up_to_its_size_and_always_the_first() {
+        let rows: Vec<OutboxRow> = (0..5).map(|i| row(i, 400_000)).collect();
+        assert_eq!(within_budget(&rows), 2);
+        let small: Vec<OutboxRow> = (0..2000).map(|i| row(i, 400)).collect();
+        assert_eq!(within_budget(&small), 2000);
+        // One message larger than the budget still goes, on its own.
+        assert_eq!(within_budget(&[row(1, 3_000_000), row(2, 10)]), 1);
+        assert_eq!(within_budget(&[]), 0);
     }
 }

@@ -10,7 +10,7 @@
 //! taken by a pass is always seen by that pass's queries.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
@@ -48,9 +48,10 @@ pub struct Wake {
 impl Wake {
     /// Notes the groups of `rows`, just committed, and wakes the worker.
     pub fn committed<'a>(&self, rows: impl IntoIterator<Item = &'a Notification>) {
-        if let Ok(mut fresh) = self.fresh.lock() {
-            fresh.extend(rows.into_iter().map(key_of));
-        }
+        // A set is always whole, so one left by a panic is still good.
+        let mut fresh = self.fresh.lock().unwrap_or_else(PoisonError::into_inner);
+        fresh.extend(rows.into_iter().map(key_of));
+        drop(fresh);
         self.notify.notify_one();
     }
 
@@ -60,10 +61,8 @@ impl Wake {
 
     /// The groups noted since the last take.
     pub(super) fn take(&self) -> HashSet<GroupKey> {
-        self.fresh
-            .lock()
-            .map(|mut f| std::mem::take(&mut *f))
-            .unwrap_or_default()
+        let mut fresh = self.fresh.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *fresh)
     }
 }
 

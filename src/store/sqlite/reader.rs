@@ -52,14 +52,16 @@ mod sql {
         )
     }
 
-    /// Due rows of a lane (`?2`: a webhook's name, or NULL), oldest first.
-    /// Callers take as many as they want: a bound `LIMIT ?` would also have
-    /// the statement prepared again on each use.
-    pub(super) fn lane_rows(channel: &str) -> String {
+    /// Due rows of a lane (`?2`: a webhook's name, or NULL), oldest first,
+    /// at most `cap`. The index does not give them in `id` order, so without
+    /// a limit SQLite would sort every due row of the lane; a bound `LIMIT ?`
+    /// would have the statement prepared again on each use, so the cap is a
+    /// literal (a power of two: a few texts, each cached).
+    pub(super) fn lane_rows(channel: &str, cap: usize) -> String {
         format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {PENDING} AND {DUE} AND channel = '{channel}'
              AND (?2 IS NULL OR recipient = {RECIPIENT})
-             AND id NOT IN (SELECT value FROM json_each(?3)) ORDER BY id"
+             AND id NOT IN (SELECT value FROM json_each(?3)) ORDER BY id LIMIT {cap}"
         )
     }
 
@@ -249,7 +251,8 @@ impl Reader for SqliteReader {
         let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
         let (channel, recipient) = lane_parts(lane);
         self.with(|conn| {
-            let mut st = conn.prepare_cached(&sql::lane_rows(channel))?;
+            let cap = limit.max(1).next_power_of_two();
+            let mut st = conn.prepare_cached(&sql::lane_rows(channel, cap))?;
             let rows = st.query_map(params![ts(now), recipient, skip], outbox_row)?;
             Ok(rows.take(limit).collect::<Result<Vec<_>, _>>()?)
         })
@@ -538,7 +541,7 @@ mod tests {
                     let mut texts = vec![
                         sql::drill_group(channel),
                         sql::next_group(channel),
-                        sql::lane_rows(channel),
+                        sql::lane_rows(channel, 8),
                     ];
                     for drill in [false, true] {
                         texts.push(sql::group_rows(channel, drill));
