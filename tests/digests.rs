@@ -87,6 +87,13 @@ fn a_window_of_messages_to_one_person_is_one_digest_with_each_incidents_own_work
     let (code, drill) = d.post("/api/v1/drills/atm-drill/run", r#"{"branch":"br-a"}"#);
     assert_eq!(code, 202, "{drill}");
     let drill_incident = drill["incidents"][0].as_i64().unwrap();
+    // Someone else's first message is not held behind it.a's window.
+    let (code, other) = d.post(
+        "/api/v1/events",
+        &json!([{"kind": "atm.down", "branch": "br-b", "labels": {"atm": "b-1"}}]).to_string(),
+    );
+    assert_eq!(code, 202, "{other}");
+    let other_incident = other["incidents"][0].as_i64().unwrap();
     let mut real: Vec<i64> = vec![first["incidents"][0].as_i64().unwrap()];
     real.extend(
         more["incidents"]
@@ -160,6 +167,23 @@ fn a_window_of_messages_to_one_person_is_one_digest_with_each_incidents_own_work
             );
         }
     }
+    wait_for(WAIT, "it.b's first mail", || {
+        smtp.to("it.b@bank.example").into_iter().next()
+    });
+    let delivered = |id: i64| {
+        let inc = d.incident(id);
+        let at = inc["outbox"][0]["delivered_at"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        chrono::DateTime::parse_from_rfc3339(&at).unwrap()
+    };
+    let digest_at = real[1..].iter().map(|id| delivered(*id)).min().unwrap();
+    let other_at = delivered(other_incident);
+    assert!(
+        other_at + chrono::Duration::seconds(1) < digest_at,
+        "it.b's first mail at {other_at}, it.a's digest at {digest_at}"
+    );
     // A link from the digest acts on its own incident only.
     let (a, b) = (real[10], real[11]);
     let path = ack_links[&a].trim_start_matches("http://127.0.0.1:9700");
