@@ -267,3 +267,42 @@ fn missed_runs_while_down_are_recorded_or_run_once() {
     });
     assert_eq!(again["branches"][0]["branch"], "br-b");
 }
+
+/// A run whose time runs out while the store refuses writes ends once the
+/// store takes writes again: what the engine decides while rebuilding itself
+/// after the fault is stored, not only held in memory.
+#[test]
+fn a_run_that_ends_while_the_store_is_locked_is_recorded_once_it_clears() {
+    let f = Fixture::engine();
+    drill(&f, "short", "branches: [br-a]\ntimeout: 2s\n");
+    let d = Daemon::start(&f);
+    let (code, body) = d.post("/api/v1/drills/short/run", r#"{"branch":"br-a"}"#);
+    assert_eq!(code, 202, "{body}");
+    let id = body["run"].as_i64().unwrap();
+    let ends: DateTime<Utc> = run(&d, id)["ends_at"].as_str().unwrap().parse().unwrap();
+    let healthz = || {
+        d.http
+            .get(format!("{}/healthz", d.url))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    // Another process holds the write lock past the run's end.
+    let lock = rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    wait_for(WAIT, "a refused write and the run's end", || {
+        (healthz() == 503 && branchguard::clock::now() > ends + chrono::Duration::milliseconds(500))
+            .then_some(())
+    });
+    assert_eq!(run(&d, id)["status"], "running");
+    lock.execute_batch("ROLLBACK;").unwrap();
+    drop(lock);
+    wait_for(WAIT, "the store to take writes", || {
+        (healthz() == 200).then_some(())
+    });
+    let ended = wait_for(WAIT, "the run's end to be stored", || {
+        let r = run(&d, id);
+        (r["status"] != "running").then_some(r)
+    });
+    assert!(ended["finished_at"].is_string(), "{ended}");
+}

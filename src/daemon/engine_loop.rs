@@ -152,9 +152,13 @@ impl EngineLoop {
                 .map(|d| (d - clock::now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(Duration::from_secs(3600))
                 .min(Duration::from_secs(3600));
-            if failing {
-                // Timers wait for the store; inputs are still answered at once.
-                wait = wait.max(RETRY);
+            if failing || self.stale {
+                // Timers wait for the store, which is tried again every RETRY
+                // (a due timer cannot be stored before that anyway); inputs
+                // are still answered at once. Waiting for the next timer
+                // instead left the daemon unhealthy, and its memory stale,
+                // for as long as nothing came in.
+                wait = RETRY;
             }
             if self.open_counted.dirty {
                 wait = wait.min(RECOUNT);
@@ -336,6 +340,21 @@ impl EngineLoop {
         );
         self.engine.restore_silences(live.silences);
         self.engine.restore_drills(live.drills, now, &mut round);
+        // What restoring decided (a drill run whose time ran out while the
+        // store failed, a scheduled drill it missed) is stored like any round:
+        // dropped, the engine would hold it and the store never would. The
+        // store's fault did not stop running commands, so none starts again.
+        round.commands.clear();
+        round.history.retain(|h| h.what != "command.restarted");
+        if !round.is_empty() || !round.history.is_empty() {
+            self.engine.finish(&mut round);
+            self.store.commit(&round)?;
+            crate::metrics::record_round(&round);
+            if !round.outbox.is_empty() {
+                self.wake.committed(&round.outbox);
+            }
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
         self.stale = false;
         Ok(())
     }
