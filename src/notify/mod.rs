@@ -246,11 +246,11 @@ impl Deliverer {
                     }
                 }
             }
-            let (started, held_until) = self.top_up(&mut flight, &mut tasks, &done_tx).await;
+            // A pass starts all it can; what it started wakes the worker when
+            // it ends, so another pass right away would find nothing new.
+            let held_until = self.top_up(&mut flight, &mut tasks, &done_tx).await;
             let in_flight: usize = flight.units.values().sum();
-            let wait = if started > 0 {
-                Duration::ZERO
-            } else {
+            let wait = {
                 let now = clock::now();
                 let next = self.read(|st| st.next_outbox_attempt()).await.flatten();
                 // Rows held back for a digest are due but wait for their window.
@@ -307,14 +307,14 @@ impl Deliverer {
         }
     }
 
-    /// Starts due deliveries in every lane with room. Returns how many
-    /// started, and the earliest time a digest held back becomes due.
+    /// Starts due deliveries in every lane with room. Returns the earliest
+    /// time a digest held back becomes due.
     async fn top_up(
         &self,
         flight: &mut Flight,
         tasks: &mut tokio::task::JoinSet<()>,
         done: &mpsc::UnboundedSender<Done>,
-    ) -> (usize, Option<DateTime<Utc>>) {
+    ) -> Option<DateTime<Utc>> {
         let cfg = Arc::clone(&self.senders.config);
         let per_lane = cfg.delivery.in_flight.max(1);
         // Before reading the outbox: whatever is noted after this is seen by
@@ -325,7 +325,6 @@ impl Deliverer {
             .read(move |st| st.due_lanes(now))
             .await
             .unwrap_or_default();
-        let mut started = 0;
         let mut held: Option<DateTime<Utc>> = None;
         flight.forget_before(now - chrono::Duration::hours(1));
         for lane in due {
@@ -346,15 +345,13 @@ impl Deliverer {
                     .await
                     .unwrap_or_default();
                 for row in rows {
-                    started += 1;
                     self.start(flight, tasks, done, &lane, None, vec![row]);
                 }
                 continue;
             }
             let l = lane.clone();
-            let s = skip.clone();
             let mut groups = self
-                .read(move |st| st.due_groups(now, &l, &s))
+                .read(move |st| st.due_groups(now, &l))
                 .await
                 .unwrap_or_default();
             // Round robin: start after the recipient served last, so with more
@@ -395,11 +392,10 @@ impl Deliverer {
                 flight.last.insert(key.clone(), (now, full));
                 flight.served.insert(lane.clone(), g.recipient.clone());
                 room -= 1;
-                started += 1;
                 self.start(flight, tasks, done, &lane, Some(g), rows);
             }
         }
-        (started, held)
+        held
     }
 
     /// When every group in `fresh` waits anyway, the time to look again (for

@@ -185,14 +185,10 @@ pub trait Reader: Send + Sync {
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError>;
-    /// The due rows of one lane by recipient and drill or real (a digest
-    /// never mixes the two), oldest group first, leaving out `skip`.
-    fn due_groups(
-        &self,
-        now: DateTime<Utc>,
-        lane: &str,
-        skip: &[i64],
-    ) -> Result<Vec<DueGroup>, StoreError>;
+    /// The groups of one lane with due rows: by recipient, and drill or real
+    /// (a digest never mixes the two), in recipient order. A group with a
+    /// delivery under way is passed over by the worker, so nothing is skipped here.
+    fn due_groups(&self, now: DateTime<Utc>, lane: &str) -> Result<Vec<DueGroup>, StoreError>;
     /// The due rows of one group, oldest first, leaving out `skip`.
     fn due_outbox_of(
         &self,

@@ -258,12 +258,7 @@ impl Reader for SqliteReader {
         })
     }
 
-    fn due_groups(
-        &self,
-        now: DateTime<Utc>,
-        lane: &str,
-        _skip: &[i64],
-    ) -> Result<Vec<DueGroup>, StoreError> {
+    fn due_groups(&self, now: DateTime<Utc>, lane: &str) -> Result<Vec<DueGroup>, StoreError> {
         let (channel, only) = lane_parts(lane);
         self.with(|conn| {
             let mut groups = Vec::new();
@@ -526,7 +521,7 @@ mod tests {
             let lanes = reader.due_lanes(now).unwrap();
             assert_eq!(lanes, ["email", "webhook:lobby", "webhook:ops"]);
             for lane in &lanes {
-                let groups = reader.due_groups(now, lane, &[]).unwrap();
+                let groups = reader.due_groups(now, lane).unwrap();
                 assert!(!groups.is_empty(), "{lane}");
                 for g in &groups {
                     seen += reader.due_outbox_of(now, lane, g, &[k], 200).unwrap().len();
