@@ -14,6 +14,20 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Posts 100 `atm.down` events, each a new incident, half at br-a and half
+/// at br-b; asserts the 202 and returns its body.
+fn post_atm_batch(d: &Daemon, batch: usize) -> Value {
+    let events: Vec<Value> = (0..100)
+        .map(|i| {
+            let branch = if i % 2 == 0 { "br-a" } else { "br-b" };
+            json!({"kind": "atm.down", "branch": branch, "labels": {"atm": format!("{batch}-{i}")}})
+        })
+        .collect();
+    let (code, body) = d.post("/api/v1/events", &Value::Array(events).to_string());
+    assert_eq!(code, 202, "{body}");
+    body
+}
+
 #[test]
 fn kill_9_in_the_middle_of_a_storm_loses_no_event_that_got_a_202() {
     let f = Fixture::engine();
@@ -103,14 +117,7 @@ fn smtp_down_through_a_storm_of_a_thousand_incidents_delivers_each_mail_once_whe
     let d = Daemon::start(&f);
     let mut incidents = std::collections::BTreeSet::new();
     for batch in 0..10 {
-        let events: Vec<Value> = (0..100)
-            .map(|i| {
-                let branch = if i % 2 == 0 { "br-a" } else { "br-b" };
-                json!({"kind": "atm.down", "branch": branch, "labels": {"atm": format!("{batch}-{i}")}})
-            })
-            .collect();
-        let (code, body) = d.post("/api/v1/events", &Value::Array(events).to_string());
-        assert_eq!(code, 202, "{body}");
+        let body = post_atm_batch(&d, batch);
         incidents.extend(
             body["incidents"]
                 .as_array()
@@ -211,14 +218,7 @@ fn a_hanging_webhook_receiver_through_a_storm_delays_neither_email_nor_the_other
     assert_eq!(out.code, 0, "{out:?}");
     let d = Daemon::start(&f);
     for batch in 0..5 {
-        let events: Vec<Value> = (0..100)
-            .map(|i| {
-                let branch = if i % 2 == 0 { "br-a" } else { "br-b" };
-                json!({"kind": "atm.down", "branch": branch, "labels": {"atm": format!("{batch}-{i}")}})
-            })
-            .collect();
-        let (code, body) = d.post("/api/v1/events", &Value::Array(events).to_string());
-        assert_eq!(code, 202, "{body}");
+        post_atm_batch(&d, batch);
     }
     // Every email and every ops-centre request arrives while the lobby
     // receiver holds its connections (its timeout, 60 s, is longer than this wait).
