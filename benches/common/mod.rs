@@ -6,9 +6,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// `branchguard run` in `dir` (its `branchguard.yaml` listens on port 0):
-/// the process and the URL it printed once it listens.
+/// the process and the URL it printed once it listens. `BRANCHGUARD_BIN`
+/// names another build to measure instead of this one (for A/B comparisons
+/// of two commits in alternating runs, since this machine's speed drifts).
 pub fn start(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_branchguard"))
+    let bin = std::env::var_os("BRANCHGUARD_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_branchguard").into());
+    let mut child = Command::new(bin)
         .arg("run")
         .current_dir(dir)
         .env("RUST_LOG", "error")

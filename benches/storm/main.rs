@@ -309,6 +309,38 @@ async fn ingest(ours: &Target, am: &Target) {
         rss_mb(ours.child.id()),
         rss_mb(am.child.id())
     );
+    branch_reads(ours).await;
+}
+
+/// What an operator reads after a storm: one branch's latest events, and a
+/// branch with none (which walks every epoch of the table).
+async fn branch_reads(ours: &Target) {
+    let http = reqwest::Client::new();
+    for (what, branch) in [
+        ("a branch's latest 100 events", None),
+        ("a branch with no events", Some("nowhere")),
+    ] {
+        let mut ms = Vec::new();
+        let mut found = 0;
+        for i in 0..40 {
+            let b = branch.map_or_else(|| format!("b{}", i * 123 % BRANCHES), str::to_string);
+            let started = Stopwatch::start();
+            let r = http
+                .get(format!("{}/api/v1/events?branch={b}&limit=100", ours.url))
+                .send()
+                .await
+                .expect("GET events");
+            assert!(r.status().is_success(), "GET events: {}", r.status());
+            let body: Value = r.json().await.expect("events JSON");
+            ms.push(started.seconds() * 1e3);
+            found += body["items"].as_array().map_or(0, Vec::len);
+        }
+        println!(
+            "   GET /api/v1/events?branch=…&limit=100, {what}: p50 {:.1} ms, p99 {:.1} ms ({found} events in 40 reads)",
+            common::percentile(&mut ms.clone(), 0.5),
+            common::percentile(&mut ms, 0.99),
+        );
+    }
 }
 
 fn main() {

@@ -160,56 +160,7 @@ impl Reader for SqliteReader {
     }
 
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, received_at, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents, rejected, silenced FROM events WHERE id < ?1",
-        );
-        let mut args: Vec<String> = vec![q.cursor.unwrap_or(i64::MAX).to_string()];
-        for (col, v) in [("branch", &q.branch), ("kind", &q.kind)] {
-            if let Some(v) = v {
-                args.push(v.clone());
-                sql.push_str(&format!(" AND {col} = ?{}", args.len()));
-            }
-        }
-        within(&mut sql, &mut args, "branch", &q.within);
-        if let Some(m) = q.matched {
-            sql.push_str(if m {
-                " AND matched = 1"
-            } else {
-                " AND matched = 0"
-            });
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
-        self.with(|conn| {
-            let mut st = conn.prepare(&sql)?;
-            let rows: Vec<EventRow> = st
-                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                    Ok(EventRow {
-                        id: r.get(0)?,
-                        received_at: time_col(r, 1)?,
-                        kind: r.get(2)?,
-                        branch: r.get(3)?,
-                        severity: r.get(4)?,
-                        status: r.get(5)?,
-                        labels: json_col(r, 6, "event labels")?,
-                        summary: r.get(7)?,
-                        occurred_at: time_col(r, 8)?,
-                        source: r.get(9)?,
-                        matched: r.get(10)?,
-                        incidents: json_col(r, 11, "event incidents")?,
-                        rejected: r.get(12)?,
-                        silenced: r.get(13)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            let more = rows.len() > q.limit;
-            let items: Vec<EventRow> = rows.into_iter().take(q.limit).collect();
-            let next = if more {
-                items.last().map(|e| e.id)
-            } else {
-                None
-            };
-            Ok(Page { items, next })
-        })
+        self.with(|conn| super::events::list(conn, q))
     }
 
     fn outbox(&self, incident: i64) -> Result<Vec<OutboxRow>, StoreError> {

@@ -1,0 +1,338 @@
+//! Listing stored events, newest first, and finding a branch's events
+//! without an index that costs a page write per event.
+//!
+//! An index on `(branch, id)` puts each new event on the leaf page of its
+//! branch: in a storm across 5,000 branches every event of a commit landed on
+//! a different page, and each of those 4 KB pages was written to the WAL and
+//! fsynced again (the largest part of the commit in the storm benchmark's
+//! profile). `events_bucket ((id >> 8), branch)` leads with the id's bucket of
+//! 256 instead, so a commit's new entries land on the last page or two, and a
+//! branch's events are read bucket by bucket from the newest down until a page
+//! of the list is full: one index seek per 256 events walked.
+//!
+//! **Invariant:** the bucket expression here is written exactly as in the
+//! schema, or SQLite does not use the index (a unit test checks the plan).
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, params_from_iter};
+
+use super::{json_col, time_col};
+use crate::store::{EventQuery, EventRow, Page, StoreError};
+
+/// Bits of an event id below its bucket (`events_bucket`).
+const BUCKET_BITS: u32 = 8;
+/// More branches than this are found by walking all events newest first (a
+/// scope that wide matches often), fewer bucket by bucket.
+const WALK_AT_MOST: usize = 32;
+
+const COLUMNS: &str = "id, received_at, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents, rejected, silenced";
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        id: r.get(0)?,
+        received_at: time_col(r, 1)?,
+        kind: r.get(2)?,
+        branch: r.get(3)?,
+        severity: r.get(4)?,
+        status: r.get(5)?,
+        labels: json_col(r, 6, "event labels")?,
+        summary: r.get(7)?,
+        occurred_at: time_col(r, 8)?,
+        source: r.get(9)?,
+        matched: r.get(10)?,
+        incidents: json_col(r, 11, "event incidents")?,
+        rejected: r.get(12)?,
+        silenced: r.get(13)?,
+    })
+}
+
+/// The branches a query is limited to: `None` for all of them.
+fn branches_of(q: &EventQuery) -> Option<Vec<String>> {
+    match (&q.branch, &q.within) {
+        (None, None) => None,
+        (None, Some(w)) => Some(w.clone()),
+        (Some(b), None) => Some(vec![b.clone()]),
+        (Some(b), Some(w)) => Some(w.iter().filter(|x| *x == b).cloned().collect()),
+    }
+}
+
+/// ` AND kind = ?n AND matched = 1`, binding from `args`' next position.
+/// `kind` is the column as written: `+kind` keeps SQLite off `events_kind`,
+/// which in the bucket walk it chose, walking all of a kind's events for
+/// every bucket.
+fn filters(q: &EventQuery, kind: &str, args: &mut Vec<Value>) -> String {
+    let mut sql = String::new();
+    if let Some(k) = &q.kind {
+        args.push(Value::Text(k.clone()));
+        sql.push_str(&format!(" AND {kind} = ?{}", args.len()));
+    }
+    match q.matched {
+        Some(true) => sql.push_str(" AND matched = 1"),
+        Some(false) => sql.push_str(" AND matched = 0"),
+        None => {}
+    }
+    sql
+}
+
+/// `branch IN (?n, …)` over `branches`, appended to `args`.
+fn branch_in(branches: &[String], args: &mut Vec<Value>) -> String {
+    let start = args.len();
+    args.extend(branches.iter().map(|b| Value::Text(b.clone())));
+    let marks: Vec<String> = (start + 1..=args.len()).map(|i| format!("?{i}")).collect();
+    format!("branch IN ({})", marks.join(", "))
+}
+
+pub(super) fn list(conn: &Connection, q: &EventQuery) -> Result<Page<EventRow>, StoreError> {
+    let before = q.cursor.unwrap_or(i64::MAX);
+    let want = q.limit + 1;
+    let rows = match branches_of(q) {
+        Some(b) if b.is_empty() => Vec::new(),
+        Some(b) if b.len() <= WALK_AT_MOST => walk(conn, &b, q, before, want)?,
+        scope => scan(conn, scope.as_deref(), q, before, want)?,
+    };
+    let more = rows.len() > q.limit;
+    let items: Vec<EventRow> = rows.into_iter().take(q.limit).collect();
+    let next = if more {
+        items.last().map(|e| e.id)
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+/// All events (or a wide scope's) newest first, along the table itself.
+fn scan(
+    conn: &Connection,
+    branches: Option<&[String]>,
+    q: &EventQuery,
+    before: i64,
+    want: usize,
+) -> Result<Vec<EventRow>, StoreError> {
+    let mut args = vec![Value::Integer(before)];
+    let mut sql = format!("SELECT {COLUMNS} FROM events WHERE id < ?1");
+    if let Some(b) = branches {
+        let cond = branch_in(b, &mut args);
+        sql.push_str(&format!(" AND {cond}"));
+    }
+    sql.push_str(&filters(q, "kind", &mut args));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {want}"));
+    let mut st = conn.prepare(&sql)?;
+    let rows = st
+        .query_map(params_from_iter(args.iter()), event_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// The events of the branches in `cond` in bucket `?1` below id `?2`.
+fn bucket_sql(cond: &str, rest: &str) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM events WHERE (id >> {BUCKET_BITS}) = ?1 AND {cond} AND id < ?2{rest} ORDER BY id DESC"
+    )
+}
+
+/// A few branches' events newest first, bucket by bucket.
+fn walk(
+    conn: &Connection,
+    branches: &[String],
+    q: &EventQuery,
+    before: i64,
+    want: usize,
+) -> Result<Vec<EventRow>, StoreError> {
+    let newest: Option<i64> =
+        conn.query_row("SELECT MAX(id) FROM events WHERE id < ?1", [before], |r| {
+            r.get(0)
+        })?;
+    let Some(newest) = newest.filter(|n| *n > 0) else {
+        return Ok(Vec::new());
+    };
+    // ?1: the bucket; ?2: below this id; then the branches and the filters.
+    let mut args = vec![Value::Integer(0), Value::Integer(before)];
+    let cond = branch_in(branches, &mut args);
+    let rest = filters(q, "+kind", &mut args);
+    let mut st = conn.prepare(&bucket_sql(&cond, &rest))?;
+    let mut out: Vec<EventRow> = Vec::new();
+    for bucket in (0..=newest >> BUCKET_BITS).rev() {
+        args[0] = Value::Integer(bucket);
+        for r in st.query_map(params_from_iter(args.iter()), event_row)? {
+            out.push(r?);
+        }
+        if out.len() >= want {
+            out.truncate(want);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Reader;
+    use crate::store::sqlite::{SqliteReader, SqliteWriter};
+
+    /// Events at sparse ids over 1,500 buckets, a dense run, a rare branch.
+    fn stored(dir: &std::path::Path) -> Vec<(i64, String, String, bool)> {
+        let (writer, _) = SqliteWriter::open(dir).unwrap();
+        drop(writer);
+        let conn = Connection::open(dir.join(super::super::DB_FILE)).unwrap();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut ids: Vec<i64> = (0..600).map(|_| 1 + next(400_000) as i64).collect();
+        ids.extend(131_000..131_300);
+        ids.extend([65_535, 65_536, 65_537, 255, 256]);
+        ids.sort_unstable();
+        ids.dedup();
+        let tx = conn.unchecked_transaction().unwrap();
+        let mut all = Vec::new();
+        for id in ids {
+            let branch = match next(20) {
+                0 if next(50) == 0 => "rare",
+                0..=8 => "b1",
+                9..=14 => "b2",
+                15..=18 => "b3",
+                _ => "b4",
+            };
+            let kind = if next(3) == 0 { "x" } else { "atm.down" };
+            let matched = next(2) == 0;
+            tx.execute(
+                "INSERT INTO events (id, received_at, occurred_at, kind, branch, severity, status, labels, source, matched, incidents)
+                 VALUES (?1, '2026-11-25T00:00:00Z', '2026-11-25T00:00:00Z', ?2, ?3, 'major', 'firing', '{}', 'api', ?4, '[]')",
+                rusqlite::params![id, kind, branch, matched],
+            )
+            .unwrap();
+            all.push((id, branch.to_string(), kind.to_string(), matched));
+        }
+        tx.commit().unwrap();
+        all
+    }
+
+    /// Every page of `q`, following the cursors.
+    fn pages(r: &SqliteReader, mut q: EventQuery) -> Vec<i64> {
+        let mut got = Vec::new();
+        loop {
+            let page = r.list_events(&q).unwrap();
+            assert!(page.items.len() <= q.limit, "a page longer than its limit");
+            got.extend(page.items.iter().map(|e| e.id));
+            match page.next {
+                Some(c) => q.cursor = Some(c),
+                None => return got,
+            }
+        }
+    }
+
+    #[test]
+    fn a_branchs_events_are_found_newest_first_across_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = stored(dir.path());
+        let r = SqliteReader::open(dir.path()).unwrap();
+        let wide: Vec<String> = (0..40)
+            .map(|i| format!("w{i}"))
+            .chain(["b2".to_string(), "rare".to_string()])
+            .collect();
+        let scopes = [
+            None,
+            Some(vec!["b1".to_string(), "rare".to_string()]),
+            Some(vec![]),
+            Some(wide),
+        ];
+        let mut checked = 0;
+        for branch in [None, Some("b1"), Some("b3"), Some("rare"), Some("nobody")] {
+            for within in &scopes {
+                for kind in [None, Some("x")] {
+                    for matched in [None, Some(true)] {
+                        for limit in [1, 7, 1000] {
+                            let q = EventQuery {
+                                branch: branch.map(str::to_string),
+                                within: within.clone(),
+                                kind: kind.map(str::to_string),
+                                matched,
+                                limit,
+                                cursor: None,
+                            };
+                            let mut want: Vec<i64> = all
+                                .iter()
+                                .filter(|(_, b, k, m)| {
+                                    branch.is_none_or(|x| x == b)
+                                        && within.as_ref().is_none_or(|w| w.contains(b))
+                                        && kind.is_none_or(|x| x == k)
+                                        && matched.is_none_or(|x| x == *m)
+                                })
+                                .map(|e| e.0)
+                                .collect();
+                            want.reverse();
+                            assert_eq!(pages(&r, q.clone()), want, "{q:?}");
+                            checked += want.len();
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            checked > 10_000,
+            "the data left most queries empty: {checked}"
+        );
+    }
+
+    #[test]
+    fn the_walk_uses_the_bucket_index() {
+        let dir = tempfile::tempdir().unwrap();
+        stored(dir.path());
+        let conn = Connection::open(dir.path().join(super::super::DB_FILE)).unwrap();
+        let cond = "branch IN (?3)";
+        let q = EventQuery {
+            kind: Some("x".into()),
+            matched: Some(true),
+            ..EventQuery::default()
+        };
+        let mut args = vec![Value::Null; 3];
+        let rest = filters(&q, "+kind", &mut args);
+        for sql in [bucket_sql(cond, ""), bucket_sql(cond, &rest)] {
+            let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let n = explain.parameter_count();
+            let args: Vec<Value> = (0..n).map(|i| Value::Integer(i as i64)).collect();
+            let plan: Vec<String> = explain
+                .query_map(params_from_iter(args.iter()), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().any(|p| p.contains("INDEX events_bucket (")),
+                "{plan:?}: {sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_database_with_the_old_branch_index_is_moved_to_the_bucket_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        stored(dir.path());
+        let path = dir.path().join(super::super::DB_FILE);
+        let indexes = || -> Vec<String> {
+            let conn = Connection::open(&path).unwrap();
+            let mut st = conn
+                .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events' ORDER BY name")
+                .unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP INDEX events_bucket;
+                 CREATE INDEX events_branch ON events (branch, id);",
+            )
+            .unwrap();
+        }
+        assert_eq!(indexes(), ["events_branch", "events_kind"]);
+        let (writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        drop(writer);
+        assert_eq!(indexes(), ["events_bucket", "events_kind"]);
+    }
+}
