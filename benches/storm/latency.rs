@@ -154,6 +154,7 @@ pub async fn latency(ours: &Target, am: &Target, rx: &Receiver, clock: &Stopwatc
     for loaded in [false, true] {
         let mut row = Vec::new();
         for (kind, t) in [(Kind::Ours, ours), (Kind::Am, am)] {
+            super::settle(&[ours.child.id(), am.child.id()]).await;
             let stop = Arc::new(AtomicU64::new(0));
             let done = Arc::new(AtomicU64::new(0));
             if loaded {

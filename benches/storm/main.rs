@@ -49,6 +49,38 @@ fn rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU time (user + system) `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// Waits (up to 60 s) until both programs are idle: Alertmanager goes on
+/// grouping and dispatching the alerts it has answered for seconds after a
+/// run, and branchguard sends its digests, each on the two cores the next
+/// run measures. Returns how long it waited.
+async fn settle(pids: &[u32]) -> f64 {
+    let clock = Stopwatch::start();
+    let mut last: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    while clock.seconds() < 60.0 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+        // Under 5% of one core each (ticks are 10 ms: 2 of 50).
+        let idle = now.iter().zip(&last).all(|(n, l)| n - l <= 2);
+        last = now;
+        if idle {
+            break;
+        }
+    }
+    clock.seconds()
+}
+
 fn dir_bytes(p: &Path) -> u64 {
     std::fs::read_dir(p)
         .map(|rd| {
@@ -134,7 +166,7 @@ fn spawn_branchguard(dir: &Path) -> Target {
 async fn start_alertmanager(dir: &Path, hook: &str) -> Target {
     std::fs::create_dir_all(dir).unwrap();
     let config = format!(
-        "route:\n  receiver: blackhole\n  group_by: [branch, atm, n]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n  routes:\n    - receiver: probe\n      matchers: [ 'kind=\"ping\"' ]\n      group_by: [n]\n      group_wait: 0s\nreceivers:\n  - name: blackhole\n  - name: probe\n    webhook_configs:\n      - url: {hook}\n"
+        "route:\n  receiver: blackhole\n  group_by: [branch, atm, n]\n  group_wait: 0s\n  repeat_interval: 1h\n  routes:\n    - receiver: probe\n      matchers: [ 'kind=\"ping\"' ]\n      group_by: [n]\n      group_wait: 0s\nreceivers:\n  - name: blackhole\n  - name: probe\n    webhook_configs:\n      - url: {hook}\n"
     );
     std::fs::write(dir.join("alertmanager.yml"), config).unwrap();
     let port = free_port();
@@ -300,9 +332,13 @@ async fn ingest(ours: &Target, am: &Target) {
             16,
         ),
     ] {
+        let pids = [ours.child.id(), am.child.id()];
+        let mut waited = settle(&pids).await;
         let a = blast(Kind::Ours, &ours.url, what, batch, conns, &n).await;
+        waited += settle(&pids).await;
         let b = blast(Kind::Am, &am.url, what, batch, conns, &n).await;
         line(label, &a, &b);
+        println!("   (both idle before each run: waited {waited:.1} s)");
     }
     println!(
         "   RSS after ingest: branchguard {:.0} MB, Alertmanager {:.0} MB",
