@@ -231,18 +231,26 @@ mod tests {
         all
     }
 
-    /// Every page of `q`, following the cursors.
+    /// Every page of `q` through the reader, following the cursors.
     fn pages(r: &SqliteReader, q: EventQuery) -> Vec<i64> {
-        pages_walking(r, q, WALK_BUCKETS).0
+        follow(q, |q| r.list_events(q).unwrap()).0
     }
 
-    /// Every page of `q` walking at most `budget` buckets a page; and how
-    /// many pages came back short with a cursor.
-    fn pages_walking(r: &SqliteReader, mut q: EventQuery, budget: i64) -> (Vec<i64>, usize) {
+    /// Every page of `q` walking at most `budget` buckets a page.
+    fn pages_walking(r: &SqliteReader, q: EventQuery, budget: i64) -> (Vec<i64>, usize) {
+        follow(q, |q| r.with(|conn| list_walking(conn, q, budget)).unwrap())
+    }
+
+    /// The ids of every page `list` gives for `q`, following the cursors; and
+    /// how many pages came back short with a cursor.
+    fn follow(
+        mut q: EventQuery,
+        list: impl Fn(&EventQuery) -> Page<EventRow>,
+    ) -> (Vec<i64>, usize) {
         let mut got = Vec::new();
         let mut short = 0;
         loop {
-            let page = r.with(|conn| list_walking(conn, &q, budget)).unwrap();
+            let page = list(&q);
             if page.items.len() < q.limit && page.next.is_some() {
                 short += 1;
             }
