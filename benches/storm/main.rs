@@ -72,7 +72,11 @@ async fn settle(pids: &[u32]) -> f64 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
         // Under 5% of one core each (ticks are 10 ms: 2 of 50).
-        let idle = now.iter().zip(&last).all(|(n, l)| n - l <= 2);
+        // A process that has exited reads as 0 ticks: idle.
+        let idle = now
+            .iter()
+            .zip(&last)
+            .all(|(n, l)| n.saturating_sub(*l) <= 2);
         last = now;
         if idle {
             break;
