@@ -98,11 +98,25 @@ fn list_walking(
     budget: i64,
 ) -> Result<Page<EventRow>, StoreError> {
     let before = q.cursor.unwrap_or(i64::MAX);
-    let want = q.limit + 1;
-    let (rows, walked_to) = match branches_of(q) {
-        Some(b) if b.is_empty() => (Vec::new(), None),
-        Some(b) if b.len() <= WALK_AT_MOST => walk(conn, &b, q, before, want, budget)?,
-        scope => scan(conn, scope.as_deref(), q, before, want, budget)?,
+    let scope = branches_of(q);
+    let newest = match &scope {
+        Some(b) if b.is_empty() => None,
+        _ => newest_below(conn, before)?,
+    };
+    let (rows, walked_to) = match (newest, scope) {
+        (None, _) => (Vec::new(), None),
+        (Some(newest), scope) => {
+            let look = Look {
+                before,
+                newest,
+                want: q.limit + 1,
+                budget,
+            };
+            match scope {
+                Some(b) if b.len() <= WALK_AT_MOST => walk(conn, &b, q, &look)?,
+                scope => scan(conn, scope.as_deref(), q, &look)?,
+            }
+        }
     };
     let more = rows.len() > q.limit;
     let items: Vec<EventRow> = rows.into_iter().take(q.limit).collect();
@@ -112,6 +126,15 @@ fn list_walking(
         walked_to
     };
     Ok(Page { items, next })
+}
+
+/// Where one request looks: below `before`, whose newest event is `newest`,
+/// for `want` rows, at most `budget` buckets far.
+struct Look {
+    before: i64,
+    newest: i64,
+    want: usize,
+    budget: i64,
 }
 
 /// The newest event id below `before`, if any.
@@ -130,27 +153,25 @@ fn scan(
     conn: &Connection,
     branches: Option<&[String]>,
     q: &EventQuery,
-    before: i64,
-    want: usize,
-    budget: i64,
+    look: &Look,
 ) -> Result<(Vec<EventRow>, Option<i64>), StoreError> {
-    let Some(newest) = newest_below(conn, before)? else {
-        return Ok((Vec::new(), None));
-    };
-    let lowest = newest.saturating_sub(budget.saturating_mul(1 << BUCKET_BITS)) + 1;
-    let mut args = vec![Value::Integer(before), Value::Integer(lowest)];
+    let lowest = look
+        .newest
+        .saturating_sub(look.budget.saturating_mul(1 << BUCKET_BITS))
+        + 1;
+    let mut args = vec![Value::Integer(look.before), Value::Integer(lowest)];
     let mut sql = format!("SELECT {COLUMNS} FROM events WHERE id < ?1 AND id >= ?2");
     if let Some(b) = branches {
         let cond = branch_in(b, &mut args);
         sql.push_str(&format!(" AND {cond}"));
     }
     sql.push_str(&filters(q, "kind", &mut args));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {want}"));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", look.want));
     let mut st = conn.prepare(&sql)?;
     let rows: Vec<EventRow> = st
         .query_map(params_from_iter(args.iter()), event_row)?
         .collect::<Result<_, _>>()?;
-    let rest = (rows.len() < want && lowest > 1).then_some(lowest);
+    let rest = (rows.len() < look.want && lowest > 1).then_some(lowest);
     Ok((rows, rest))
 }
 
@@ -163,35 +184,30 @@ fn bucket_sql(cond: &str, rest: &str) -> String {
 
 /// A few branches' events newest first, bucket by bucket.
 ///
-/// Returns with fewer than `want` rows and the id the walk stopped at (the
+/// Returns with fewer than `look.want` rows and the id the walk stopped at (the
 /// next page's cursor) after `budget` seeks, so that one request's work is
 /// bounded however rare the branch; the client follows `next` as for any page.
 fn walk(
     conn: &Connection,
     branches: &[String],
     q: &EventQuery,
-    before: i64,
-    want: usize,
-    budget: i64,
+    look: &Look,
 ) -> Result<(Vec<EventRow>, Option<i64>), StoreError> {
-    let Some(newest) = newest_below(conn, before)? else {
-        return Ok((Vec::new(), None));
-    };
-    let budget = (budget / branches.len() as i64).max(1);
+    let budget = (look.budget / branches.len() as i64).max(1);
     // ?1: the bucket; ?2: below this id; then the branches and the filters.
-    let mut args = vec![Value::Integer(0), Value::Integer(before)];
+    let mut args = vec![Value::Integer(0), Value::Integer(look.before)];
     let cond = branch_in(branches, &mut args);
     let rest = filters(q, "+kind", &mut args);
     let mut st = conn.prepare(&bucket_sql(&cond, &rest))?;
     let mut out: Vec<EventRow> = Vec::new();
-    let top = newest >> BUCKET_BITS;
+    let top = look.newest >> BUCKET_BITS;
     for bucket in (0..=top).rev() {
         args[0] = Value::Integer(bucket);
         for r in st.query_map(params_from_iter(args.iter()), event_row)? {
             out.push(r?);
         }
-        if out.len() >= want {
-            out.truncate(want);
+        if out.len() >= look.want {
+            out.truncate(look.want);
             break;
         }
         if top - bucket + 1 >= budget && bucket > 0 {
