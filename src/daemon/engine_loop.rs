@@ -291,16 +291,7 @@ impl EngineLoop {
         match result {
             Ok(()) => {
                 self.health.ok();
-                crate::metrics::record_round(&round);
-                if !round.outbox.is_empty() {
-                    self.wake.committed(&round.outbox);
-                }
-                if !round.is_empty() {
-                    self.changes.send_modify(|n| *n = n.wrapping_add(1));
-                }
-                if round.stats.open_set_changed {
-                    self.open_counted.dirty = true;
-                }
+                self.published(&round);
                 for r in replies {
                     r(Ok(()));
                 }
@@ -346,17 +337,28 @@ impl EngineLoop {
         // store's fault did not stop running commands, so none starts again.
         round.commands.clear();
         round.history.retain(|h| h.what != "command.restarted");
-        if !round.is_empty() || !round.history.is_empty() {
+        if !round.is_empty() {
             self.engine.finish(&mut round);
             self.store.commit(&round)?;
-            crate::metrics::record_round(&round);
-            if !round.outbox.is_empty() {
-                self.wake.committed(&round.outbox);
-            }
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+            self.published(&round);
         }
         self.stale = false;
         Ok(())
+    }
+
+    /// What follows a stored round: its metrics, the delivery worker told of
+    /// its messages, the live views of a change, the open count to redo.
+    fn published(&mut self, round: &Round) {
+        crate::metrics::record_round(round);
+        if !round.outbox.is_empty() {
+            self.wake.committed(&round.outbox);
+        }
+        if !round.is_empty() {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if round.stats.open_set_changed {
+            self.open_counted.dirty = true;
+        }
     }
 
     fn handle(
