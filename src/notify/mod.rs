@@ -332,7 +332,9 @@ impl Deliverer {
             if room == 0 {
                 continue;
             }
-            let skip: Vec<i64> = flight
+            // Shared, not copied, by each group's read below: a storm's lane
+            // can have thousands of rows in flight.
+            let skip: Arc<[i64]> = flight
                 .rows
                 .get(&lane)
                 .map(|r| r.iter().copied().collect())
