@@ -238,6 +238,24 @@ impl SqliteReader {
     }
 }
 
+/// The bodies of the live incidents, by id: every open incident is live, and
+/// so is a resolved one with a step still open. Two queries, each answered by
+/// an index, rather than one whose `OR` SQLite would answer with a scan.
+fn live_bodies(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut rows: Vec<(i64, String)> = Vec::new();
+    for sql in [
+        "SELECT id, body FROM incidents WHERE status = 'open' ORDER BY id",
+        "SELECT id, body FROM incidents WHERE live = 1 AND status <> 'open' ORDER BY id",
+    ] {
+        let mut st = conn.prepare(sql)?;
+        for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            rows.push(r?);
+        }
+    }
+    rows.sort_unstable_by_key(|(id, _)| *id);
+    Ok(rows.into_iter().map(|(_, body)| body).collect())
+}
+
 fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT at, what, by, detail FROM history WHERE incident = ?1 ORDER BY id",
@@ -543,12 +561,7 @@ impl Writer for SqliteWriter {
     }
 
     fn load_live(&mut self) -> Result<LiveState, StoreError> {
-        let bodies: Vec<String> = {
-            let mut st = self
-                .conn
-                .prepare("SELECT body FROM incidents WHERE live = 1 ORDER BY id")?;
-            st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
-        };
+        let bodies = live_bodies(&self.conn)?;
         let mut incidents = Vec::with_capacity(bodies.len());
         for b in bodies {
             let mut inc = incident_from(&b)?;

@@ -46,7 +46,11 @@ CREATE TABLE IF NOT EXISTS incidents (
     live INTEGER NOT NULL,
     body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS incidents_live ON incidents (live);
+-- The live incidents a start restores are the open ones (incidents_status) and
+-- the resolved ones with steps still open, such as a 72-hour report: only those
+-- are indexed by `live`, since an entry for every incident was a page written
+-- in each commit of a storm.
+CREATE INDEX IF NOT EXISTS incidents_followup ON incidents (id) WHERE live = 1 AND status <> 'open';
 CREATE INDEX IF NOT EXISTS incidents_status ON incidents (status, id);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY,
@@ -155,5 +159,100 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     // Replaced by events_bucket (see `events.rs`).
     conn.execute_batch("DROP INDEX IF EXISTS events_branch;")?;
+    // Replaced by incidents_followup (see the schema).
+    conn.execute_batch("DROP INDEX IF EXISTS incidents_live;")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, params};
+
+    use crate::store::sqlite::{DB_FILE, SqliteWriter, live_bodies};
+
+    /// Incidents open, resolved with a step still open, and resolved and done,
+    /// in a database made by an earlier version (with `incidents_live`).
+    fn earlier_database(dir: &std::path::Path) -> Connection {
+        drop(SqliteWriter::open(dir).unwrap());
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "DROP INDEX incidents_followup;
+             CREATE INDEX incidents_live ON incidents (live);",
+        )
+        .unwrap();
+        for (id, status, live) in [
+            (1, "resolved", false),
+            (2, "open", true),
+            (3, "resolved", true),
+            (4, "open", true),
+            (5, "resolved", false),
+            (6, "resolved", true),
+            (7, "open", true),
+        ] {
+            conn.execute(
+                "INSERT INTO incidents (id, playbook, playbook_version, branch, tier, status, drill, group_key, opened_at, live, body)
+                 VALUES (?1, 'p', 'v', 'b', 1, ?2, 0, ?3, '2026-11-25T00:00:00Z', ?4, ?5)",
+                params![id, status, format!("g{id}"), live, format!("body {id}")],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    fn indexes(conn: &Connection) -> Vec<String> {
+        let mut st = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'incidents' ORDER BY name")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_live_incidents_are_the_open_ones_and_the_resolved_ones_with_open_steps_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = earlier_database(dir.path());
+        assert_eq!(indexes(&conn), ["incidents_live", "incidents_status"]);
+        drop(SqliteWriter::open(dir.path()).unwrap());
+        assert_eq!(indexes(&conn), ["incidents_followup", "incidents_status"]);
+        assert_eq!(
+            live_bodies(&conn).unwrap(),
+            ["body 2", "body 3", "body 4", "body 6", "body 7"]
+        );
+    }
+
+    /// A start restores the live incidents without reading every incident
+    /// ever opened: both of its queries are answered by an index.
+    #[test]
+    fn the_live_incidents_are_found_through_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(earlier_database(dir.path()));
+        drop(SqliteWriter::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        for (sql, index) in [
+            ("WHERE status = 'open' ORDER BY id", "incidents_status"),
+            (
+                "WHERE live = 1 AND status <> 'open' ORDER BY id",
+                "incidents_followup",
+            ),
+        ] {
+            let mut st = conn
+                .prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT id, body FROM incidents {sql}"
+                ))
+                .unwrap();
+            let plan: Vec<String> = st
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join(" | ");
+            assert!(
+                plan.contains(&format!("USING INDEX {index}")),
+                "{sql}: {plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+        }
+    }
 }
