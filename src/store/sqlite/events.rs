@@ -436,13 +436,7 @@ mod tests {
         let path = dir.path().join(super::super::DB_FILE);
         let indexes = || -> Vec<String> {
             let conn = Connection::open(&path).unwrap();
-            let mut st = conn
-                .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events' ORDER BY name")
-                .unwrap();
-            st.query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
+            super::super::schema::tests::indexes_of(&conn, "events")
         };
         {
             let conn = Connection::open(&path).unwrap();

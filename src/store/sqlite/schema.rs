@@ -165,7 +165,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use rusqlite::{Connection, params};
 
     use crate::store::sqlite::{DB_FILE, SqliteWriter, live_bodies};
@@ -199,14 +199,19 @@ mod tests {
         conn
     }
 
-    fn indexes(conn: &Connection) -> Vec<String> {
+    /// The names of `table`'s indexes, in order (the migration tests' check).
+    pub(in crate::store::sqlite) fn indexes_of(conn: &Connection, table: &str) -> Vec<String> {
         let mut st = conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'incidents' ORDER BY name")
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = ?1 ORDER BY name")
             .unwrap();
-        st.query_map([], |r| r.get(0))
+        st.query_map([table], |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
+    }
+
+    fn indexes(conn: &Connection) -> Vec<String> {
+        indexes_of(conn, "incidents")
     }
 
     #[test]
