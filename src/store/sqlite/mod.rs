@@ -390,14 +390,9 @@ impl Writer for SqliteWriter {
              -> Result<(), rusqlite::Error> {
                 let r = chain.append(at, entity, what, by, detail);
                 audit.execute(params![
-                    r.seq,
-                    r.at,
-                    r.entity,
-                    r.what,
-                    r.by,
-                    r.detail,
-                    r.prev_hash,
-                    r.hash
+                    r.seq, r.at, r.entity, r.what, r.by, r.detail,
+                    // The previous row's hash: not stored twice (see AuditRow).
+                    "", r.hash
                 ])?;
                 Ok(())
             };

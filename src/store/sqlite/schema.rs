@@ -116,6 +116,7 @@ CREATE TABLE IF NOT EXISTS audit (
     what TEXT NOT NULL,
     by TEXT NOT NULL,
     detail TEXT NOT NULL,
+    -- Empty since 2026-11-25: the previous row's `hash` (see `AuditRow`).
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
