@@ -256,20 +256,29 @@ fn live_bodies(conn: &Connection) -> Result<Vec<String>, StoreError> {
     Ok(rows.into_iter().map(|(_, body)| body).collect())
 }
 
+/// An incident's history: the lines an earlier version wrote to `history`,
+/// then its audit rows (all written later).
 fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
-    let mut st = conn.prepare_cached(
+    let mut lines = Vec::new();
+    for sql in [
         "SELECT at, what, by, detail FROM history WHERE incident = ?1 ORDER BY id",
-    )?;
-    let rows = st.query_map([id], |r| {
-        Ok(HistoryEntry {
-            incident: Some(id),
-            at: time_col(r, 0)?,
-            what: r.get(1)?,
-            by: r.get(2)?,
-            detail: r.get(3)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        "SELECT at, what, by, detail FROM audit WHERE incident = ?1 ORDER BY seq",
+    ] {
+        let mut st = conn.prepare_cached(sql)?;
+        let rows = st.query_map([id], |r| {
+            Ok(HistoryEntry {
+                incident: Some(id),
+                at: time_col(r, 0)?,
+                what: r.get(1)?,
+                by: r.get(2)?,
+                detail: r.get(3)?,
+            })
+        })?;
+        for line in rows {
+            lines.push(line?);
+        }
+    }
+    Ok(lines)
 }
 
 const OUTBOX_COLUMNS: &str = "id, incident, step, channel, target, recipient, person, subject, body, created_at, \
@@ -380,19 +389,20 @@ impl Writer for SqliteWriter {
         let tx = self.conn.transaction()?;
         {
             let mut audit = tx.prepare_cached(
-                "INSERT INTO audit (seq, at, entity, what, by, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO audit (seq, at, entity, what, by, detail, prev_hash, hash, incident) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             let mut append = |at: &str,
                               entity: &str,
                               what: &str,
                               by: &str,
-                              detail: &str|
+                              detail: &str,
+                              incident: Option<i64>|
              -> Result<(), rusqlite::Error> {
                 let r = chain.append(at, entity, what, by, detail);
                 audit.execute(params![
                     r.seq, r.at, r.entity, r.what, r.by, r.detail,
                     // The previous row's hash: not stored twice (see AuditRow).
-                    "", r.hash
+                    "", r.hash, incident
                 ])?;
                 Ok(())
             };
@@ -432,6 +442,7 @@ impl Writer for SqliteWriter {
                     what,
                     &e.event.source,
                     &detail,
+                    None,
                 )?;
             }
             let mut inc = tx.prepare_cached(
@@ -454,16 +465,12 @@ impl Writer for SqliteWriter {
                     json(i),
                 ])?;
             }
-            let mut hist = tx.prepare_cached(
-                "INSERT INTO history (incident, at, what, by, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
+            // An incident's history is its audit rows (see `history_of`).
             for h in &round.history {
-                let at = ts(h.at);
-                hist.execute(params![h.incident, at, h.what, h.by, h.detail])?;
                 let entity = h
                     .incident
                     .map_or("daemon".to_string(), |i| format!("incident:{i}"));
-                append(&at, &entity, &h.what, &h.by, &h.detail)?;
+                append(&ts(h.at), &entity, &h.what, &h.by, &h.detail, h.incident)?;
             }
             let mut out = tx.prepare_cached(
                 "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement)
@@ -522,6 +529,7 @@ impl Writer for SqliteWriter {
                         r.drill,
                         r.score.map_or("-".to_string(), |s| s.to_string())
                     ),
+                    None,
                 )?;
             }
             let mut sil = tx.prepare_cached(

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS incidents (
 -- in each commit of a storm.
 CREATE INDEX IF NOT EXISTS incidents_followup ON incidents (id) WHERE live = 1 AND status <> 'open';
 CREATE INDEX IF NOT EXISTS incidents_status ON incidents (status, id);
+-- An incident's history until 2026-11-25. Since then it is the audit log's rows
+-- for the incident (`audit.incident`), which said the same a second time.
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY,
     incident INTEGER,
@@ -118,7 +120,9 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL,
     -- Empty since 2026-11-25: the previous row's `hash` (see `AuditRow`).
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    -- The incident a row is about: its history (see `migrate` for the index).
+    incident INTEGER
 );
 "#;
 
@@ -162,6 +166,18 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("DROP INDEX IF EXISTS events_branch;")?;
     // Replaced by incidents_followup (see the schema).
     conn.execute_batch("DROP INDEX IF EXISTS incidents_live;")?;
+    let has_audit_incident: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('audit') WHERE name = 'incident'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_audit_incident {
+        // Older rows keep their history in `history`; none is copied.
+        conn.execute_batch("ALTER TABLE audit ADD COLUMN incident INTEGER;")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS audit_incident ON audit (incident, seq) WHERE incident IS NOT NULL;",
+    )?;
     Ok(())
 }
 
@@ -169,7 +185,10 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
 pub(super) mod tests {
     use rusqlite::{Connection, params};
 
-    use crate::store::sqlite::{DB_FILE, SqliteWriter, live_bodies};
+    use crate::engine::{HistoryEntry, Round};
+    use crate::store::audit::AuditCheck;
+    use crate::store::sqlite::{DB_FILE, SqliteReader, SqliteWriter, history_of, live_bodies};
+    use crate::store::{Reader, Writer};
 
     /// Incidents open, resolved with a step still open, and resolved and done,
     /// in a database made by an earlier version (with `incidents_live`).
@@ -260,5 +279,71 @@ pub(super) mod tests {
             );
             assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
         }
+    }
+
+    /// Since the audit log says what `history` said, a new line is written
+    /// once: an incident's history is what an earlier version wrote to
+    /// `history`, then its audit rows, found through their index.
+    #[test]
+    fn an_incidents_history_is_its_older_history_rows_then_its_audit_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            drop(SqliteWriter::open(dir.path()).unwrap());
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP INDEX audit_incident;
+                 ALTER TABLE audit DROP COLUMN incident;
+                 INSERT INTO history (incident, at, what, by, detail) VALUES
+                   (1, '2026-11-24T01:00:00.000Z', 'incident.opened', 'event', 'old 1'),
+                   (2, '2026-11-24T01:00:01.000Z', 'incident.opened', 'event', 'old 2'),
+                   (1, '2026-11-24T01:00:02.000Z', 'step.notified', 'branchguard', 'old 3');",
+            )
+            .unwrap();
+        }
+        let (mut writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        let mut round = Round::default();
+        for (incident, detail) in [
+            (Some(1), "new 1"),
+            (None, "daemon"),
+            (Some(2), "new 2"),
+            (Some(1), "new 3"),
+        ] {
+            round.history.push(HistoryEntry {
+                incident,
+                at: "2026-11-25T01:00:00Z".parse().unwrap(),
+                what: "step.acknowledged".into(),
+                by: "it.a".into(),
+                detail: detail.into(),
+            });
+        }
+        writer.commit(&round).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let details = |id| -> Vec<String> {
+            history_of(&conn, id)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.detail)
+                .collect()
+        };
+        assert_eq!(details(1), ["old 1", "old 3", "new 1", "new 3"]);
+        assert_eq!(details(2), ["old 2", "new 2"]);
+        let history_rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            history_rows, 3,
+            "a new line is written once, to the audit log"
+        );
+        let reader = SqliteReader::open(dir.path()).unwrap();
+        assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 4 });
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT at FROM audit WHERE incident = 1 ORDER BY seq",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("USING INDEX audit_incident"), "{plan}");
     }
 }
