@@ -241,12 +241,14 @@ impl SqliteReader {
 /// The bodies of the live incidents, by id: every open incident is live, and
 /// so is a resolved one with a step still open. Two queries, each answered by
 /// an index, rather than one whose `OR` SQLite would answer with a scan.
+const LIVE: [&str; 2] = [
+    "SELECT id, body FROM incidents WHERE status = 'open' ORDER BY id",
+    "SELECT id, body FROM incidents WHERE live = 1 AND status <> 'open' ORDER BY id",
+];
+
 fn live_bodies(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let mut rows: Vec<(i64, String)> = Vec::new();
-    for sql in [
-        "SELECT id, body FROM incidents WHERE status = 'open' ORDER BY id",
-        "SELECT id, body FROM incidents WHERE live = 1 AND status <> 'open' ORDER BY id",
-    ] {
+    for sql in LIVE {
         let mut st = conn.prepare(sql)?;
         for r in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
             rows.push(r?);
@@ -258,12 +260,14 @@ fn live_bodies(conn: &Connection) -> Result<Vec<String>, StoreError> {
 
 /// An incident's history: the lines an earlier version wrote to `history`,
 /// then its audit rows (all written later).
+const HISTORY: [&str; 2] = [
+    "SELECT at, what, by, detail FROM history WHERE incident = ?1 ORDER BY id",
+    "SELECT at, what, by, detail FROM audit WHERE incident = ?1 ORDER BY seq",
+];
+
 fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
     let mut lines = Vec::new();
-    for sql in [
-        "SELECT at, what, by, detail FROM history WHERE incident = ?1 ORDER BY id",
-        "SELECT at, what, by, detail FROM audit WHERE incident = ?1 ORDER BY seq",
-    ] {
+    for sql in HISTORY {
         let mut st = conn.prepare_cached(sql)?;
         let rows = st.query_map([id], |r| {
             Ok(HistoryEntry {

@@ -399,9 +399,22 @@ impl Reader for SqliteReader {
 
     fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
         self.with(|conn| {
-            let mut st = conn.prepare(
-                "SELECT seq, at, entity, what, by, detail, prev_hash, hash FROM audit ORDER BY seq",
-            )?;
+            // A database an earlier version wrote, not yet opened by this one,
+            // has no `incident` column: none of its rows is filed by it.
+            let filed = super::schema::has_column(conn, "audit", "incident")?;
+            let since: i64 = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'audit_incident_since'",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(i64::MAX);
+            let mut st = conn.prepare(&format!(
+                "SELECT seq, at, entity, what, by, detail, prev_hash, hash, {} FROM audit ORDER BY seq",
+                if filed { "incident" } else { "NULL" }
+            ))?;
             let mut rows = st.query([])?;
             let mut v = Verifier::default();
             while let Some(r) = rows.next()? {
@@ -417,6 +430,12 @@ impl Reader for SqliteReader {
                 };
                 if !v.check(&row) {
                     break;
+                }
+                if !crate::store::audit::filed_rightly(row.seq, &row.entity, r.get(8)?, since) {
+                    return Ok(AuditCheck::Broken {
+                        seq: row.seq,
+                        reason: "its incident does not match its entity (a history line moved or hidden)".into(),
+                    });
                 }
             }
             Ok(v.finish())

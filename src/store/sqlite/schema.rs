@@ -126,39 +126,32 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 "#;
 
+/// Whether `table` has `column` (a database made by an earlier version may not).
+pub(super) fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?)
+}
+
 /// Brings a database made by an earlier version up to the current schema.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let has_rejected: bool = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'rejected'",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )?;
+    let has_rejected = has_column(conn, "events", "rejected")?;
     if !has_rejected {
         conn.execute_batch("ALTER TABLE events ADD COLUMN rejected TEXT;")?;
     }
-    let has_link_until: bool = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'link_until'",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )?;
+    let has_link_until = has_column(conn, "outbox", "link_until")?;
     if !has_link_until {
         conn.execute_batch("ALTER TABLE outbox ADD COLUMN link_until TEXT;")?;
     }
-    let has_announcement: bool = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'announcement'",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )?;
+    let has_announcement = has_column(conn, "outbox", "announcement")?;
     if !has_announcement {
         conn.execute_batch(
             "ALTER TABLE outbox ADD COLUMN announcement INTEGER NOT NULL DEFAULT 0;",
         )?;
     }
-    let has_silenced: bool = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'silenced'",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )?;
+    let has_silenced = has_column(conn, "events", "silenced")?;
     if !has_silenced {
         conn.execute_batch("ALTER TABLE events ADD COLUMN silenced TEXT;")?;
     }
@@ -166,17 +159,16 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("DROP INDEX IF EXISTS events_branch;")?;
     // Replaced by incidents_followup (see the schema).
     conn.execute_batch("DROP INDEX IF EXISTS incidents_live;")?;
-    let has_audit_incident: bool = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('audit') WHERE name = 'incident'",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )?;
+    let has_audit_incident = has_column(conn, "audit", "incident")?;
     if !has_audit_incident {
         // Older rows keep their history in `history`; none is copied.
         conn.execute_batch("ALTER TABLE audit ADD COLUMN incident INTEGER;")?;
     }
     conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS audit_incident ON audit (incident, seq) WHERE incident IS NOT NULL;",
+        "CREATE INDEX IF NOT EXISTS audit_incident ON audit (incident, seq) WHERE incident IS NOT NULL;
+         -- The first row that carries its incident: `audit verify` checks from there.
+         INSERT OR IGNORE INTO meta (key, value)
+           SELECT 'audit_incident_since', COALESCE(MAX(seq), 0) + 1 FROM audit;",
     )?;
     Ok(())
 }
@@ -187,7 +179,10 @@ pub(super) mod tests {
 
     use crate::engine::{HistoryEntry, Round};
     use crate::store::audit::AuditCheck;
-    use crate::store::sqlite::{DB_FILE, SqliteReader, SqliteWriter, history_of, live_bodies};
+    use crate::store::audit::Chain;
+    use crate::store::sqlite::{
+        DB_FILE, HISTORY, LIVE, SqliteReader, SqliteWriter, history_of, live_bodies,
+    };
     use crate::store::{Reader, Writer};
 
     /// Incidents open, resolved with a step still open, and resolved and done,
@@ -255,18 +250,11 @@ pub(super) mod tests {
         drop(earlier_database(dir.path()));
         drop(SqliteWriter::open(dir.path()).unwrap());
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        for (sql, index) in [
-            ("WHERE status = 'open' ORDER BY id", "incidents_status"),
-            (
-                "WHERE live = 1 AND status <> 'open' ORDER BY id",
-                "incidents_followup",
-            ),
-        ] {
-            let mut st = conn
-                .prepare(&format!(
-                    "EXPLAIN QUERY PLAN SELECT id, body FROM incidents {sql}"
-                ))
-                .unwrap();
+        for (sql, index) in LIVE
+            .into_iter()
+            .zip(["incidents_status", "incidents_followup"])
+        {
+            let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let plan: Vec<String> = st
                 .query_map([], |r| r.get::<_, String>(3))
                 .unwrap()
@@ -294,12 +282,47 @@ pub(super) mod tests {
             conn.execute_batch(
                 "DROP INDEX audit_incident;
                  ALTER TABLE audit DROP COLUMN incident;
-                 INSERT INTO history (incident, at, what, by, detail) VALUES
-                   (1, '2026-11-24T01:00:00.000Z', 'incident.opened', 'event', 'old 1'),
-                   (2, '2026-11-24T01:00:01.000Z', 'incident.opened', 'event', 'old 2'),
-                   (1, '2026-11-24T01:00:02.000Z', 'step.notified', 'branchguard', 'old 3');",
+                 DELETE FROM meta WHERE key = 'audit_incident_since';",
             )
             .unwrap();
+            // What an earlier version wrote: each line in `history` and, with
+            // both hashes, in the audit log.
+            let mut chain = Chain::after(None);
+            for (incident, at, what, by, detail) in [
+                (
+                    1,
+                    "2026-11-24T01:00:00.000Z",
+                    "incident.opened",
+                    "event",
+                    "old 1",
+                ),
+                (
+                    2,
+                    "2026-11-24T01:00:01.000Z",
+                    "incident.opened",
+                    "event",
+                    "old 2",
+                ),
+                (
+                    1,
+                    "2026-11-24T01:00:02.000Z",
+                    "step.notified",
+                    "branchguard",
+                    "old 3",
+                ),
+            ] {
+                conn.execute(
+                    "INSERT INTO history (incident, at, what, by, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![incident, at, what, by, detail],
+                )
+                .unwrap();
+                let r = chain.append(at, &format!("incident:{incident}"), what, by, detail);
+                conn.execute(
+                    "INSERT INTO audit (seq, at, entity, what, by, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![r.seq, r.at, r.entity, r.what, r.by, r.detail, r.prev_hash, r.hash],
+                )
+                .unwrap();
+            }
         }
         let (mut writer, _) = SqliteWriter::open(dir.path()).unwrap();
         let mut round = Round::default();
@@ -336,14 +359,31 @@ pub(super) mod tests {
             "a new line is written once, to the audit log"
         );
         let reader = SqliteReader::open(dir.path()).unwrap();
-        assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 4 });
+        assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 7 });
         let plan: String = conn
-            .query_row(
-                "EXPLAIN QUERY PLAN SELECT at FROM audit WHERE incident = 1 ORDER BY seq",
-                [],
-                |r| r.get(3),
-            )
+            .query_row(&format!("EXPLAIN QUERY PLAN {}", HISTORY[1]), [1], |r| {
+                r.get(3)
+            })
             .unwrap();
         assert!(plan.contains("USING INDEX audit_incident"), "{plan}");
+        // The column that files a line is not hashed: `audit verify` checks it
+        // against the hashed entity, for a line moved to another incident and
+        // for one hidden from its own.
+        for tamper in [
+            "UPDATE audit SET incident = 2 WHERE detail = 'new 1'",
+            "UPDATE audit SET incident = NULL WHERE detail = 'new 1'",
+        ] {
+            conn.execute(tamper, []).unwrap();
+            assert!(
+                matches!(
+                    reader.verify_audit().unwrap(),
+                    AuditCheck::Broken { seq: 4, .. }
+                ),
+                "{tamper}"
+            );
+            conn.execute("UPDATE audit SET incident = 1 WHERE detail = 'new 1'", [])
+                .unwrap();
+            assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 7 });
+        }
     }
 }
