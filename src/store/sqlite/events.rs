@@ -302,20 +302,41 @@ mod tests {
         }
     }
 
+    /// What `q` should list from `all`, newest first, by a plain filter.
+    fn expected(all: &[(i64, String, String, bool)], q: &EventQuery) -> Vec<i64> {
+        let mut want: Vec<i64> = all
+            .iter()
+            .filter(|(_, b, k, m)| {
+                q.branch.as_ref().is_none_or(|x| x == b)
+                    && q.within.as_ref().is_none_or(|w| w.contains(b))
+                    && q.kind.as_ref().is_none_or(|x| x == k)
+                    && q.matched.is_none_or(|x| x == *m)
+            })
+            .map(|e| e.0)
+            .collect();
+        want.reverse();
+        want
+    }
+
+    /// A token's scope of more branches than a walk takes: 40 with no events,
+    /// and `also`.
+    fn wide_scope(also: &[&str]) -> Vec<String> {
+        (0..40)
+            .map(|i| format!("w{i}"))
+            .chain(also.iter().map(|b| b.to_string()))
+            .collect()
+    }
+
     #[test]
     fn a_branchs_events_are_found_newest_first_across_buckets() {
         let dir = tempfile::tempdir().unwrap();
         let all = stored(dir.path());
         let r = SqliteReader::open(dir.path()).unwrap();
-        let wide: Vec<String> = (0..40)
-            .map(|i| format!("w{i}"))
-            .chain(["b2".to_string(), "rare".to_string()])
-            .collect();
         let scopes = [
             None,
             Some(vec!["b1".to_string(), "rare".to_string()]),
             Some(vec![]),
-            Some(wide),
+            Some(wide_scope(&["b2", "rare"])),
         ];
         let mut checked = 0;
         for branch in [None, Some("b1"), Some("b3"), Some("rare"), Some("nobody")] {
@@ -331,17 +352,7 @@ mod tests {
                                 limit,
                                 cursor: None,
                             };
-                            let mut want: Vec<i64> = all
-                                .iter()
-                                .filter(|(_, b, k, m)| {
-                                    branch.is_none_or(|x| x == b)
-                                        && within.as_ref().is_none_or(|w| w.contains(b))
-                                        && kind.is_none_or(|x| x == k)
-                                        && matched.is_none_or(|x| x == *m)
-                                })
-                                .map(|e| e.0)
-                                .collect();
-                            want.reverse();
+                            let want = expected(&all, &q);
                             assert_eq!(pages(&r, q.clone()), want, "{q:?}");
                             checked += want.len();
                         }
@@ -360,10 +371,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let all = stored(dir.path());
         let r = SqliteReader::open(dir.path()).unwrap();
-        let wide: Vec<String> = (0..40)
-            .map(|i| format!("w{i}"))
-            .chain(["rare".to_string()])
-            .collect();
+        let wide = wide_scope(&["rare"]);
         let cases = [
             ("rare", Some("rare"), None, None),
             ("b3", Some("b3"), None, None),
@@ -384,16 +392,7 @@ mod tests {
                 limit: 50,
                 ..EventQuery::default()
             };
-            let mut want: Vec<i64> = all
-                .iter()
-                .filter(|(_, b, k, _)| {
-                    branch.is_none_or(|x| x == b)
-                        && within.as_ref().is_none_or(|w| w.contains(b))
-                        && kind.is_none_or(|x| x == k)
-                })
-                .map(|e| e.0)
-                .collect();
-            want.reverse();
+            let want = expected(&all, &q);
             let (got, short) = pages_walking(&r, q, 7);
             assert_eq!(got, want, "{what}");
             assert!(short > 0, "{what}: the budget never ran out");
