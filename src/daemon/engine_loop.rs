@@ -2,6 +2,8 @@
 //! turn takes everything queued on the handle's channel (up to
 //! `engine.max_batch` events), lets the engine decide, fires due timers, writes
 //! the whole round in one transaction (group commit) and only then answers.
+//! A turn that mixes small inputs with bulk runs the small ones as a round of
+//! their own first (see `priority`).
 //!
 //! **Invariant:** no input is answered before what it caused is committed; an
 //! input whose round could not be stored is answered with the store's error and
@@ -182,12 +184,15 @@ impl EngineLoop {
                     Err(_) => break,
                 }
             }
-            let now = clock::now();
-            if (failing || self.stale) && !self.store_usable(now) {
-                stop = self.refuse(inputs);
-                continue;
+            for part in super::priority::rounds(inputs) {
+                let now = clock::now();
+                let failing = self.health.failing().is_some();
+                if (failing || self.stale) && !self.store_usable(now) {
+                    stop |= self.refuse(part);
+                    continue;
+                }
+                stop |= self.turn(part, now);
             }
-            stop = self.turn(inputs, now);
             if self.open_counted.due() {
                 crate::metrics::open_incidents(self.engine.live());
             }

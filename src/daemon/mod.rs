@@ -8,6 +8,7 @@
 
 mod commands;
 mod engine_loop;
+mod priority;
 mod tls;
 mod watch;
 
