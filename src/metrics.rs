@@ -12,7 +12,7 @@ use prometheus::{
 };
 
 use crate::config::Loaded;
-use crate::engine::{Incident, IncidentStatus, Round};
+use crate::engine::Round;
 
 pub struct Metrics {
     registry: Registry,
@@ -418,15 +418,11 @@ pub fn record_round(round: &Round) {
 
 /// Recomputes the open-incident gauge from the engine's live incidents. Called
 /// only when the open set changed; counts first so each label set is looked up once.
-pub fn open_incidents<'a>(live: impl Iterator<Item = &'a Incident>) {
-    let mut counts: std::collections::BTreeMap<(&str, u8), i64> = std::collections::BTreeMap::new();
-    // Drill incidents are not real incidents.
-    for i in live.filter(|i| i.status == IncidentStatus::Open && !i.drill) {
-        *counts.entry((i.playbook_id.as_str(), i.tier)).or_default() += 1;
-    }
+/// Real incidents open now: (playbook, tier, count), as the engine keeps them.
+pub fn open_incidents<'a>(counts: impl Iterator<Item = (&'a str, u8, i64)>) {
     let m = get();
     m.incidents_open.reset();
-    for ((playbook, tier), n) in counts {
+    for (playbook, tier, n) in counts {
         m.incidents_open
             .with_label_values(&[playbook, &tier.to_string()])
             .set(n);

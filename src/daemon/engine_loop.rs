@@ -27,33 +27,6 @@ use super::commands::CommandRunner;
 
 /// How often a failing store is tried again when nobody is asking.
 const RETRY: Duration = Duration::from_secs(1);
-/// The open-incident gauge is recounted at most this often: a count walks every
-/// live incident, and a storm opening one per round at 100,000 open would spend
-/// the engine's time counting (seen in the storm benchmark's profile).
-const RECOUNT: Duration = Duration::from_secs(1);
-
-/// Whether the open-incident gauge needs a recount, and when it had one.
-#[derive(Default)]
-struct Recount {
-    dirty: bool,
-    last: Option<clock::Stopwatch>,
-}
-
-impl Recount {
-    /// True (and resets) when a recount is needed and the last is old enough.
-    fn due(&mut self) -> bool {
-        let ready = self
-            .last
-            .as_ref()
-            .is_none_or(|l| l.seconds() >= RECOUNT.as_secs_f64());
-        if self.dirty && ready {
-            self.dirty = false;
-            self.last = Some(clock::Stopwatch::start());
-            return true;
-        }
-        false
-    }
-}
 
 type Reply = Box<dyn FnOnce(Result<(), &StoreFault>) + Send>;
 
@@ -65,8 +38,6 @@ pub struct EngineLoop {
     /// Wakes the delivery worker when new rows are in the outbox.
     wake: Arc<crate::notify::Wake>,
     health: Arc<StoreHealth>,
-    /// When the open-incident gauge was last recounted.
-    open_counted: Recount,
     /// Counts committed rounds; the dashboard's live feed follows it.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// The engine's memory is ahead of the store (a commit failed and the
@@ -117,7 +88,6 @@ pub fn start(
         wake,
         health,
         changes,
-        open_counted: Recount::default(),
         stale: false,
         carry: Vec::new(),
     };
@@ -128,7 +98,7 @@ pub fn start(
             this.commands.spawn(c);
         }
     }
-    crate::metrics::open_incidents(this.engine.live());
+    this.publish_open();
     let join = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || this.run())
@@ -162,9 +132,6 @@ impl EngineLoop {
                 // for as long as nothing came in.
                 wait = RETRY;
             }
-            if self.open_counted.dirty {
-                wait = wait.min(RECOUNT);
-            }
             let mut inputs: Vec<Input> = std::mem::take(&mut self.carry);
             if inputs.is_empty() {
                 match self.rx.recv_timeout(wait) {
@@ -193,9 +160,7 @@ impl EngineLoop {
                 }
                 stop |= self.turn(part, now);
             }
-            if self.open_counted.due() {
-                crate::metrics::open_incidents(self.engine.live());
-            }
+            self.publish_open();
         }
         tracing::info!("engine stopped");
     }
@@ -351,8 +316,16 @@ impl EngineLoop {
         Ok(())
     }
 
+    /// The open-incident gauge, when the engine's counts changed.
+    fn publish_open(&mut self) {
+        let (counts, changed) = self.engine.open_counts();
+        if changed {
+            crate::metrics::open_incidents(counts.counts());
+        }
+    }
+
     /// What follows a stored round: its metrics, the delivery worker told of
-    /// its messages, the live views of a change, the open count to redo.
+    /// its messages, the live views of a change.
     fn published(&mut self, round: &Round) {
         crate::metrics::record_round(round);
         if !round.outbox.is_empty() {
@@ -360,9 +333,6 @@ impl EngineLoop {
         }
         if !round.is_empty() {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        if round.stats.open_set_changed {
-            self.open_counted.dirty = true;
         }
     }
 

@@ -149,7 +149,6 @@ impl Engine {
         inc.status = IncidentStatus::Resolved;
         inc.resolved_at = Some(now);
         self.groups.remove(&inc.group_key);
-        round.stats.open_set_changed = true;
         if !inc.drill {
             round.stats.resolved.push((
                 inc.playbook_id.clone(),

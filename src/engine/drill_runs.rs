@@ -432,7 +432,6 @@ impl Engine {
             }
             self.groups.remove(&inc.group_key);
             round.touched.insert(iid);
-            round.stats.open_set_changed = true;
             let detail = match (&outcome, &note) {
                 (_, Some(n)) => format!("drill run {run} aborted: {n}; not scored"),
                 (Some(o), None) => format!(

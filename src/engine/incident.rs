@@ -128,6 +128,10 @@ pub struct Incident {
     /// history line each. The events themselves are in the event list.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attached: BTreeMap<String, Attached>,
+    /// The tier this incident is counted under in the open-incident gauge
+    /// (see `open_count`): the engine's bookkeeping, not stored.
+    #[serde(skip)]
+    pub counted_tier: Option<u8>,
 }
 
 /// How many events of one kind and status joined an incident, and when.

@@ -181,7 +181,6 @@ impl Engine {
         if tier > inc.tier {
             let old = inc.tier;
             inc.tier = tier;
-            round.stats.open_set_changed = true;
             Self::history(
                 round,
                 iid,
@@ -249,10 +248,10 @@ impl Engine {
             labels: ev.labels.clone().into(),
             steps: pb.steps.iter().map(pending_step).collect(),
             attached: BTreeMap::new(),
+            counted_tier: None,
         };
         round.playbooks.push(Arc::clone(&pb));
         round.stats.opened.push((pb.id.clone(), drill));
-        round.stats.open_set_changed = true;
         Self::history(
             round,
             iid,

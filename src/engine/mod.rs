@@ -11,6 +11,7 @@
 //! argument, which is how a 15-minute deadline is tested in microseconds.
 
 pub mod incident;
+pub mod open_count;
 pub mod pairs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -122,8 +123,6 @@ pub struct RoundStats {
     pub notifications: Vec<(ChannelKind, &'static str)>,
     /// Drill runs that ended.
     pub drills: Vec<DrillResult>,
-    /// An incident opened, resolved or changed tier: the open-incident gauge is stale.
-    pub open_set_changed: bool,
 }
 
 impl RoundStats {
@@ -228,6 +227,7 @@ pub struct Engine {
     /// Silences in force or to come, and the next silence id.
     silences: silences::Silences,
     next_silence: i64,
+    open: open_count::OpenCounts,
 }
 
 fn fmt_time(t: DateTime<Utc>, loaded: &Loaded) -> String {
@@ -266,11 +266,13 @@ impl Engine {
             last_fire: BTreeMap::new(),
             silences: BTreeMap::new(),
             next_silence: 1,
+            open: open_count::OpenCounts::default(),
         };
-        for inc in live {
+        for mut inc in live {
             if inc.status == IncidentStatus::Open {
                 e.groups.insert(inc.group_key.clone(), inc.id);
             }
+            e.open.settle(&mut inc);
             let id = inc.id;
             e.live.insert(id, Box::new(inc));
             e.reschedule(TimerKey::Incident(id));
@@ -321,6 +323,12 @@ impl Engine {
         self.live.values().map(|i| &**i)
     }
 
+    /// The open-incident gauge's counts, and whether they changed since asked.
+    pub fn open_counts(&mut self) -> (&open_count::OpenCounts, bool) {
+        let changed = self.open.take_changed();
+        (&self.open, changed)
+    }
+
     pub fn live_incident(&self, id: i64) -> Option<&Incident> {
         self.live.get(&id).map(|i| &**i)
     }
@@ -334,7 +342,8 @@ impl Engine {
     pub fn finish(&mut self, round: &mut Round) {
         let touched = std::mem::take(&mut round.touched);
         for id in touched {
-            if let Some(inc) = self.live.get(&id) {
+            if let Some(inc) = self.live.get_mut(&id) {
+                self.open.settle(inc);
                 round.incidents.push((**inc).clone());
                 if !inc.is_live() {
                     self.live.remove(&id);
