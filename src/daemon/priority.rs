@@ -11,7 +11,10 @@
 //! small part first, so the bulk is never put off by later small inputs; a
 //! turn that holds a reload, a drill run or the shutdown is not split, so no
 //! input is decided under a different configuration or drill state than the
-//! order it was queued in would give.
+//! order it was queued in would give; events of a branch the bulk also holds
+//! are never decided before it.
+
+use std::collections::HashSet;
 
 use crate::engine::Input;
 
@@ -53,10 +56,43 @@ pub(super) fn rounds(inputs: Vec<Input>) -> Vec<Vec<Input>> {
     if bulk < BULK || sizes.iter().all(|s| *s > SMALL) {
         return vec![inputs];
     }
-    let (small, rest): (Vec<Input>, Vec<Input>) = inputs
-        .into_iter()
-        .partition(|i| size(i).is_some_and(|s| s <= SMALL));
+    // A monitoring system that posts a branch's recovery without waiting for
+    // the answer to its failure must not see the recovery decided first (the
+    // incident would stay open): events of a branch the bulk also holds keep
+    // their place behind it.
+    let bulk_branches: HashSet<&str> = inputs
+        .iter()
+        .zip(&sizes)
+        .filter(|(_, s)| **s > SMALL)
+        .flat_map(|(i, _)| branches(i))
+        .collect();
+    let first: Vec<bool> = inputs
+        .iter()
+        .zip(&sizes)
+        .map(|(i, s)| *s <= SMALL && !branches(i).any(|b| bulk_branches.contains(b)))
+        .collect();
+    if !first.contains(&true) {
+        return vec![inputs];
+    }
+    let mut small = Vec::new();
+    let mut rest = Vec::new();
+    for (input, first) in inputs.into_iter().zip(first) {
+        if first {
+            small.push(input);
+        } else {
+            rest.push(input);
+        }
+    }
     vec![small, rest]
+}
+
+/// The branches an input's events are about (none for other inputs).
+fn branches(input: &Input) -> impl Iterator<Item = &str> {
+    let events: &[crate::event::Event] = match input {
+        Input::Events { events, .. } => events,
+        _ => &[],
+    };
+    events.iter().map(|e| e.branch.as_str())
 }
 
 #[cfg(test)]
@@ -65,10 +101,14 @@ mod tests {
     use crate::event::{Event, Severity, Status};
 
     fn events(n: usize, tag: &str) -> Input {
+        events_of(n, tag, &format!("branch-{tag}"))
+    }
+
+    fn events_of(n: usize, tag: &str, branch: &str) -> Input {
         let (reply, _) = tokio::sync::oneshot::channel();
         let event = Event {
             kind: tag.to_string(),
-            branch: "b1".into(),
+            branch: branch.into(),
             severity: Severity::Critical,
             status: Status::Firing,
             labels: Default::default(),
@@ -146,6 +186,25 @@ mod tests {
         // 64 events of bulk: split.
         let at_bulk = vec![events(64, "a"), events(1, "b")];
         assert_eq!(labels(&rounds(at_bulk)), vec![vec!["bx1"], vec!["ax64"]]);
+    }
+
+    #[test]
+    fn a_small_input_about_a_branch_the_bulk_holds_stays_behind_it() {
+        // A recovery posted before the failure's batch was answered.
+        let turn = vec![
+            events_of(100, "down", "sh-001"),
+            events_of(1, "up", "sh-001"),
+            events(1, "other"),
+        ];
+        assert_eq!(
+            labels(&rounds(turn)),
+            vec![vec!["otherx1"], vec!["downx100", "upx1"]]
+        );
+        let only_that = vec![
+            events_of(100, "down", "sh-001"),
+            events_of(1, "up", "sh-001"),
+        ];
+        assert_eq!(labels(&rounds(only_that)), vec![vec!["downx100", "upx1"]]);
     }
 
     #[test]
