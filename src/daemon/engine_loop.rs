@@ -151,7 +151,13 @@ impl EngineLoop {
                     Err(_) => break,
                 }
             }
-            for part in super::priority::rounds(inputs) {
+            let by_branch = self
+                .engine
+                .loaded()
+                .playbooks
+                .iter()
+                .all(|p| p.group_by.iter().any(|f| f == "branch"));
+            for part in super::priority::rounds(inputs, by_branch) {
                 let now = clock::now();
                 let failing = self.health.failing().is_some();
                 if (failing || self.stale) && !self.store_usable(now) {
