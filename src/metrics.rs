@@ -416,9 +416,8 @@ pub fn record_round(round: &Round) {
     }
 }
 
-/// Recomputes the open-incident gauge from the engine's live incidents. Called
-/// only when the open set changed; counts first so each label set is looked up once.
-/// Real incidents open now: (playbook, tier, count), as the engine keeps them.
+/// Sets the open-incident gauge to the engine's counts of real incidents open
+/// now: (playbook, tier, count). Called when the counts changed.
 pub fn open_incidents<'a>(counts: impl Iterator<Item = (&'a str, u8, i64)>) {
     let m = get();
     m.incidents_open.reset();

@@ -138,6 +138,7 @@ impl Round {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
             && self.touched.is_empty()
+            && self.incidents.is_empty()
             && self.history.is_empty()
             && self.outbox.is_empty()
             && self.deliveries.is_empty()

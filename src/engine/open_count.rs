@@ -13,10 +13,22 @@ use std::collections::BTreeMap;
 
 use super::{Incident, IncidentStatus};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OpenCounts {
     by: BTreeMap<(String, u8), i64>,
     changed: bool,
+}
+
+impl Default for OpenCounts {
+    /// Changed from the start: a new engine (a start, or a rebuild after a
+    /// failed commit) publishes its counts even when there are none, so a
+    /// gauge left by the engine before it never lingers.
+    fn default() -> Self {
+        OpenCounts {
+            by: BTreeMap::new(),
+            changed: true,
+        }
+    }
 }
 
 impl OpenCounts {
@@ -128,6 +140,9 @@ mod tests {
             t0(),
             &mut Round::default(),
         );
+        // A new engine publishes its counts, even none: a gauge left by the
+        // engine it replaces (after a failed commit) must not linger.
+        assert_eq!(counts(&mut e), (Vec::new(), true));
         let core = |status| ev("system.down", "sh-001", status, ("system", "core-banking"));
         let conflict = |level| {
             ev(
