@@ -402,15 +402,23 @@ impl Reader for SqliteReader {
             // A database an earlier version wrote, not yet opened by this one,
             // has no `incident` column: none of its rows is filed by it.
             let filed = super::schema::has_column(conn, "audit", "incident")?;
-            let since: i64 = conn
-                .query_row(
-                    "SELECT value FROM meta WHERE key = 'audit_incident_since'",
+            // With the column, a missing or unreadable start checks every
+            // row: the key is only ever set, so its loss is tampering.
+            let since: i64 = if filed {
+                conn.query_row(
+                    &format!(
+                        "SELECT value FROM meta WHERE key = '{}'",
+                        super::schema::AUDIT_INCIDENT_SINCE
+                    ),
                     [],
                     |r| r.get::<_, String>(0),
                 )
                 .optional()?
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(i64::MAX);
+                .unwrap_or(0)
+            } else {
+                i64::MAX
+            };
             let mut st = conn.prepare(&format!(
                 "SELECT seq, at, entity, what, by, detail, prev_hash, hash, {} FROM audit ORDER BY seq",
                 if filed { "incident" } else { "NULL" }

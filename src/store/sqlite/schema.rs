@@ -159,19 +159,27 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("DROP INDEX IF EXISTS events_branch;")?;
     // Replaced by incidents_followup (see the schema).
     conn.execute_batch("DROP INDEX IF EXISTS incidents_live;")?;
-    let has_audit_incident = has_column(conn, "audit", "incident")?;
-    if !has_audit_incident {
+    // The first row that carries its incident: `audit verify` checks from
+    // there. Set only when the column is added, or on a new database, so a
+    // deleted key is not quietly set again past rows it would expose.
+    let since = format!(
+        "INSERT OR IGNORE INTO meta (key, value)
+           SELECT '{AUDIT_INCIDENT_SINCE}', COALESCE(MAX(seq), 0) + 1 FROM audit"
+    );
+    if !has_column(conn, "audit", "incident")? {
         // Older rows keep their history in `history`; none is copied.
         conn.execute_batch("ALTER TABLE audit ADD COLUMN incident INTEGER;")?;
+        conn.execute_batch(&since)?;
     }
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "CREATE INDEX IF NOT EXISTS audit_incident ON audit (incident, seq) WHERE incident IS NOT NULL;
-         -- The first row that carries its incident: `audit verify` checks from there.
-         INSERT OR IGNORE INTO meta (key, value)
-           SELECT 'audit_incident_since', COALESCE(MAX(seq), 0) + 1 FROM audit;",
-    )?;
+         {since} HAVING COUNT(*) = 0;"
+    ))?;
     Ok(())
 }
+
+/// The `meta` key naming the first audit row filed under its incident.
+pub(super) const AUDIT_INCIDENT_SINCE: &str = "audit_incident_since";
 
 #[cfg(test)]
 pub(super) mod tests {
@@ -385,5 +393,16 @@ pub(super) mod tests {
                 .unwrap();
             assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 7 });
         }
+        // Where filing starts is only ever set: deleted, every row is checked
+        // (the older lines carry no incident), and a start does not set it
+        // again past them.
+        conn.execute("DELETE FROM meta WHERE key = 'audit_incident_since'", [])
+            .unwrap();
+        drop(writer);
+        drop(SqliteWriter::open(dir.path()).unwrap());
+        assert!(matches!(
+            reader.verify_audit().unwrap(),
+            AuditCheck::Broken { seq: 1, .. }
+        ));
     }
 }
