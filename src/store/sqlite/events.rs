@@ -103,9 +103,9 @@ fn list_walking(
         Some(b) if b.is_empty() => None,
         _ => newest_below(conn, before)?,
     };
-    let (rows, walked_to) = match (newest, scope) {
-        (None, _) => (Vec::new(), None),
-        (Some(newest), scope) => {
+    let (rows, walked_to) = match newest {
+        None => (Vec::new(), None),
+        Some(newest) => {
             let look = Look {
                 before,
                 newest,

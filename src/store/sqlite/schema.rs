@@ -137,22 +137,18 @@ pub(super) fn has_column(conn: &Connection, table: &str, column: &str) -> Result
 
 /// Brings a database made by an earlier version up to the current schema.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let has_rejected = has_column(conn, "events", "rejected")?;
-    if !has_rejected {
+    if !has_column(conn, "events", "rejected")? {
         conn.execute_batch("ALTER TABLE events ADD COLUMN rejected TEXT;")?;
     }
-    let has_link_until = has_column(conn, "outbox", "link_until")?;
-    if !has_link_until {
+    if !has_column(conn, "outbox", "link_until")? {
         conn.execute_batch("ALTER TABLE outbox ADD COLUMN link_until TEXT;")?;
     }
-    let has_announcement = has_column(conn, "outbox", "announcement")?;
-    if !has_announcement {
+    if !has_column(conn, "outbox", "announcement")? {
         conn.execute_batch(
             "ALTER TABLE outbox ADD COLUMN announcement INTEGER NOT NULL DEFAULT 0;",
         )?;
     }
-    let has_silenced = has_column(conn, "events", "silenced")?;
-    if !has_silenced {
+    if !has_column(conn, "events", "silenced")? {
         conn.execute_batch("ALTER TABLE events ADD COLUMN silenced TEXT;")?;
     }
     // Replaced by events_bucket (see `events.rs`).
