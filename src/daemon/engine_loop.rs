@@ -21,7 +21,7 @@ use crate::config::Loaded;
 use crate::engine::handle::{HandleError, Input, StoreFault};
 use crate::engine::{Engine, EngineHandle, Round, Who};
 use crate::event::Event;
-use crate::store::{StoreError, StoreHealth, Writer};
+use crate::store::{Committed, StoreError, StoreHealth, Writer};
 
 use super::commands::CommandRunner;
 
@@ -259,15 +259,15 @@ impl EngineLoop {
         self.engine.finish(&mut round);
         let started = clock::Stopwatch::start();
         let result = if round.is_empty() {
-            Ok(())
+            Ok(Committed::default())
         } else {
             self.store.commit(&round)
         };
         crate::metrics::commit_took(started.seconds());
         match result {
-            Ok(()) => {
+            Ok(committed) => {
                 self.health.ok();
-                self.published(&round);
+                self.published(&round, &committed);
                 for r in replies {
                     r(Ok(()));
                 }
@@ -315,8 +315,8 @@ impl EngineLoop {
         round.history.retain(|h| h.what != "command.restarted");
         if !round.is_empty() {
             self.engine.finish(&mut round);
-            self.store.commit(&round)?;
-            self.published(&round);
+            let committed = self.store.commit(&round)?;
+            self.published(&round, &committed);
         }
         self.stale = false;
         Ok(())
@@ -332,10 +332,11 @@ impl EngineLoop {
 
     /// What follows a stored round: its metrics, the delivery worker told of
     /// its messages, the live views of a change.
-    fn published(&mut self, round: &Round) {
+    fn published(&mut self, round: &Round, committed: &Committed) {
         crate::metrics::record_round(round);
         if !round.outbox.is_empty() {
-            self.wake.committed(&round.outbox);
+            let ids = committed.outbox.iter().copied();
+            self.wake.committed(round.outbox.iter().zip(ids));
         }
         if !round.is_empty() {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));

@@ -129,6 +129,36 @@ impl Flight {
     }
 }
 
+/// Of the rows just committed, those that start without reading the outbox:
+/// rows to lanes that send each message alone and at once (no digest window,
+/// no rate limit) and have nothing in flight, at most `in_flight` per lane.
+/// Such a lane's last read found nothing due, so nothing older due then is
+/// passed over. Returns them with their lanes, and the groups of the rest.
+fn ready_now(
+    fresh: wake::Fresh,
+    flight: &Flight,
+    cfg: &Config,
+) -> (Vec<(String, OutboxRow)>, HashSet<GroupKey>) {
+    let Some(rows) = fresh.rows else {
+        return (Vec::new(), fresh.groups);
+    };
+    let per_lane = cfg.delivery.in_flight.max(1);
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    let mut now = Vec::new();
+    let mut rest = HashSet::new();
+    for ((lane, group), row) in rows {
+        let idle = !flight.units.contains_key(&lane) && window(cfg, &lane).is_zero();
+        let n = taken.entry(lane.clone()).or_default();
+        if idle && *n < per_lane {
+            *n += 1;
+            now.push((lane, row));
+        } else {
+            rest.insert((lane, group));
+        }
+    }
+    (now, rest)
+}
+
 /// What one batch is sent with: the configuration in force and the mail
 /// transport built from it.
 #[derive(Clone)]
@@ -289,9 +319,11 @@ impl Deliverer {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = self.wake.notified() => {
-                        // New rows only for groups that wait anyway: nothing
-                        // to start, no need to read the outbox.
-                        match self.all_waiting(&flight, self.wake.take()) {
+                        // New rows that can start at once start here; if the
+                        // rest are only for groups that wait anyway, there is
+                        // nothing else to start and no need to read the outbox.
+                        let rest = self.start_ready(&mut flight, &mut tasks, &done_tx, self.wake.take());
+                        match self.all_waiting(&flight, rest) {
                             Some(due) => until = until.min(due),
                             None => break,
                         }
@@ -398,6 +430,22 @@ impl Deliverer {
             }
         }
         held
+    }
+
+    /// Starts the rows just committed that [`ready_now`] lets start, and
+    /// returns the groups of the others, to be read from the outbox.
+    fn start_ready(
+        &self,
+        flight: &mut Flight,
+        tasks: &mut tokio::task::JoinSet<()>,
+        done: &mpsc::UnboundedSender<Done>,
+        fresh: wake::Fresh,
+    ) -> HashSet<GroupKey> {
+        let (now, rest) = ready_now(fresh, flight, &self.senders.config);
+        for (lane, row) in now {
+            self.start(flight, tasks, done, &lane, None, vec![row]);
+        }
+        rest
     }
 
     /// When every group in `fresh` waits anyway, the time to look again (for
@@ -553,6 +601,91 @@ mod tests {
             None,
             "past the horizon"
         );
+    }
+
+    fn fresh(rows: &[(&str, &str, i64)]) -> wake::Fresh {
+        let mut f = wake::Fresh {
+            groups: HashSet::new(),
+            rows: Some(Vec::new()),
+        };
+        for (lane, recipient, id) in rows {
+            let group = DueGroup {
+                recipient: recipient.to_string(),
+                drill: false,
+            };
+            let key = (lane.to_string(), group);
+            let n = crate::engine::Notification {
+                incident: *id,
+                step: None,
+                channel: if *lane == "email" {
+                    ChannelKind::Email
+                } else {
+                    ChannelKind::Webhook
+                },
+                target: "role:it-duty".into(),
+                recipient: recipient.to_string(),
+                person: None,
+                subject: "ATM down".into(),
+                body: String::new(),
+                created_at: DateTime::UNIX_EPOCH,
+                links: Vec::new(),
+                link_until: None,
+                announcement: false,
+                payload: None,
+            };
+            f.groups.insert(key.clone());
+            if let Some(r) = f.rows.as_mut() {
+                r.push((key, OutboxRow::queued(*id, &n)));
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn only_rows_to_idle_lanes_that_send_at_once_start_without_a_read() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml");
+        let mut cfg = (*crate::config::load(&path).unwrap().config).clone();
+        cfg.delivery.in_flight = 2;
+        if let Some(w) = cfg.webhooks.get_mut("lobby-display") {
+            w.min_interval = Some(Duration::from_secs(5));
+        }
+        let mut flight = Flight::default();
+        flight.units.insert("webhook:queue-caller".into(), 1);
+        let rows = fresh(&[
+            ("webhook:ops-centre", "ops-centre", 1),
+            ("email", "it@bank.example", 2),
+            ("webhook:lobby-display", "lobby-display", 3),
+            ("webhook:queue-caller", "queue-caller", 4),
+            ("webhook:ops-centre", "ops-centre", 5),
+            ("webhook:ops-centre", "ops-centre", 6),
+        ]);
+        let (now, rest) = ready_now(rows, &flight, &cfg);
+        let started: Vec<(&str, i64)> = now.iter().map(|(l, r)| (l.as_str(), r.id)).collect();
+        // Two to the idle ops-centre (its bound), oldest first; the digest
+        // lane, the rate-limited screen, a lane with a delivery under way and
+        // the third ops-centre row are left to the outbox read.
+        assert_eq!(
+            started,
+            [("webhook:ops-centre", 1), ("webhook:ops-centre", 5)]
+        );
+        let mut lanes: Vec<&str> = rest.iter().map(|(l, _)| l.as_str()).collect();
+        lanes.sort_unstable();
+        assert_eq!(
+            lanes,
+            [
+                "email",
+                "webhook:lobby-display",
+                "webhook:ops-centre",
+                "webhook:queue-caller"
+            ]
+        );
+
+        // Rows not all kept by the wake: nothing starts, every group is read.
+        let mut spilled = fresh(&[("webhook:ops-centre", "ops-centre", 7)]);
+        spilled.rows = None;
+        let (now, rest) = ready_now(spilled, &Flight::default(), &cfg);
+        assert!(now.is_empty());
+        assert_eq!(rest.len(), 1);
     }
 
     #[tokio::test]

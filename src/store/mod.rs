@@ -23,7 +23,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::{
-    ChannelKind, DrillRun, DrillState, HistoryEntry, Incident, LinkAction, Round, Silence,
+    ChannelKind, DrillRun, DrillState, HistoryEntry, Incident, LinkAction, Notification, Round,
+    Silence,
 };
 pub use audit::AuditCheck;
 pub use health::StoreHealth;
@@ -157,10 +158,45 @@ pub struct OutboxRow {
     pub announcement: bool,
 }
 
+impl OutboxRow {
+    /// The row a notification became when it was committed as `id`: what a
+    /// read of the outbox would give before any attempt.
+    pub fn queued(id: i64, n: &Notification) -> OutboxRow {
+        OutboxRow {
+            id,
+            incident: n.incident,
+            step: n.step.clone(),
+            channel: n.channel,
+            target: n.target.clone(),
+            recipient: n.recipient.clone(),
+            person: n.person.clone(),
+            subject: n.subject.clone(),
+            body: n.body.clone(),
+            created_at: n.created_at,
+            links: n.links.clone(),
+            payload: n.payload.clone(),
+            attempts: 0,
+            next_attempt_at: None,
+            delivered_at: None,
+            failed_at: None,
+            last_error: None,
+            link_until: n.link_until,
+            announcement: n.announcement,
+        }
+    }
+}
+
+/// What a commit assigned: the outbox ids of the round's notifications, in
+/// the round's order.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub outbox: Vec<i64>,
+}
+
 /// The one writer: only the engine loop holds it.
 pub trait Writer: Send {
     /// Writes everything a round decided, in one transaction.
-    fn commit(&mut self, round: &Round) -> Result<(), StoreError>;
+    fn commit(&mut self, round: &Round) -> Result<Committed, StoreError>;
     /// Live incidents (with the playbook versions they opened with) and the next ids.
     fn load_live(&mut self) -> Result<LiveState, StoreError>;
     /// Whether a write would go through now (used to find out that a fault has cleared).

@@ -387,10 +387,13 @@ fn json<T: Serialize>(v: &T) -> String {
 }
 
 impl Writer for SqliteWriter {
-    fn commit(&mut self, round: &Round) -> Result<(), StoreError> {
+    fn commit(&mut self, round: &Round) -> Result<Committed, StoreError> {
         self.same_file()?;
         let mut chain = self.chain()?;
         let tx = self.conn.transaction()?;
+        let mut committed = Committed {
+            outbox: Vec::with_capacity(round.outbox.len()),
+        };
         {
             let mut audit = tx.prepare_cached(
                 "INSERT INTO audit (seq, at, entity, what, by, detail, prev_hash, hash, incident) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -481,7 +484,7 @@ impl Writer for SqliteWriter {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for n in &round.outbox {
-                out.execute(params![
+                committed.outbox.push(out.insert(params![
                     n.incident,
                     n.step,
                     n.channel.as_str(),
@@ -495,7 +498,7 @@ impl Writer for SqliteWriter {
                     n.payload,
                     n.link_until.map(ts),
                     n.announcement
-                ])?;
+                ])?);
             }
             // Only a row not yet settled is updated: an outcome is never recorded twice.
             let mut upd = tx.prepare_cached(
@@ -564,7 +567,7 @@ impl Writer for SqliteWriter {
         }
         tx.commit()?;
         self.chain = Some(chain);
-        Ok(())
+        Ok(committed)
     }
 
     fn load_live(&mut self) -> Result<LiveState, StoreError> {
