@@ -51,20 +51,6 @@ pub fn hash(
     hex::encode(h.finalize())
 }
 
-/// Whether a row's `incident`, which files it in that incident's history and
-/// is not covered by the hash, agrees with its hashed `entity`: rows from
-/// `since` on carry it exactly when their entity is an incident; rows written
-/// before the column existed carry none.
-pub fn filed_rightly(seq: i64, entity: &str, incident: Option<i64>, since: i64) -> bool {
-    let named = entity
-        .strip_prefix("incident:")
-        .and_then(|n| n.parse::<i64>().ok());
-    match incident {
-        Some(_) => incident == named,
-        None => named.is_none() || seq < since,
-    }
-}
-
 /// The end of the chain: where the next row attaches.
 #[derive(Debug, Clone)]
 pub struct Chain {
@@ -232,19 +218,5 @@ mod tests {
         let resumed = Chain::after(Some((4, rows[3].hash.clone()))).append("t", "e", "w", "b", "d");
         assert_eq!(resumed.seq, 5);
         assert_eq!(resumed.prev_hash, rows[3].hash);
-    }
-
-    #[test]
-    fn a_row_is_filed_under_the_incident_its_entity_names() {
-        assert!(filed_rightly(9, "incident:7", Some(7), 5));
-        assert!(filed_rightly(9, "event:7", None, 5));
-        assert!(filed_rightly(9, "daemon", None, 5));
-        // Written before the column existed.
-        assert!(filed_rightly(4, "incident:7", None, 5));
-        // Moved to another incident, hidden from its own, or filed without one.
-        assert!(!filed_rightly(9, "incident:7", Some(8), 5));
-        assert!(!filed_rightly(9, "incident:7", None, 5));
-        assert!(!filed_rightly(9, "event:7", Some(7), 5));
-        assert!(!filed_rightly(4, "daemon", Some(7), 5));
     }
 }

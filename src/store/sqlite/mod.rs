@@ -260,29 +260,21 @@ fn live_bodies(conn: &Connection) -> Result<Vec<String>, StoreError> {
 
 /// An incident's history: the lines an earlier version wrote to `history`,
 /// then its audit rows (all written later).
-const HISTORY: [&str; 2] = [
-    "SELECT at, what, by, detail FROM history WHERE incident = ?1 ORDER BY id",
-    "SELECT at, what, by, detail FROM audit WHERE incident = ?1 ORDER BY seq",
-];
+/// An incident's history: its audit rows, through `audit_incident_lines`.
+const HISTORY: &str = "SELECT at, what, by, detail FROM audit WHERE entity GLOB 'incident:*' AND entity = ?1 ORDER BY seq";
 
 fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
-    let mut lines = Vec::new();
-    for sql in HISTORY {
-        let mut st = conn.prepare_cached(sql)?;
-        let rows = st.query_map([id], |r| {
-            Ok(HistoryEntry {
-                incident: Some(id),
-                at: time_col(r, 0)?,
-                what: r.get(1)?,
-                by: r.get(2)?,
-                detail: r.get(3)?,
-            })
-        })?;
-        for line in rows {
-            lines.push(line?);
-        }
-    }
-    Ok(lines)
+    let mut st = conn.prepare_cached(HISTORY)?;
+    let rows = st.query_map([format!("incident:{id}")], |r| {
+        Ok(HistoryEntry {
+            incident: Some(id),
+            at: time_col(r, 0)?,
+            what: r.get(1)?,
+            by: r.get(2)?,
+            detail: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 const OUTBOX_COLUMNS: &str = "id, incident, step, channel, target, recipient, person, subject, body, created_at, \
@@ -396,20 +388,19 @@ impl Writer for SqliteWriter {
         };
         {
             let mut audit = tx.prepare_cached(
-                "INSERT INTO audit (seq, at, entity, what, by, detail, prev_hash, hash, incident) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO audit (seq, at, entity, what, by, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut append = |at: &str,
                               entity: &str,
                               what: &str,
                               by: &str,
-                              detail: &str,
-                              incident: Option<i64>|
+                              detail: &str|
              -> Result<(), rusqlite::Error> {
                 let r = chain.append(at, entity, what, by, detail);
                 audit.execute(params![
                     r.seq, r.at, r.entity, r.what, r.by, r.detail,
                     // The previous row's hash: not stored twice (see AuditRow).
-                    "", r.hash, incident
+                    "", r.hash
                 ])?;
                 Ok(())
             };
@@ -449,7 +440,6 @@ impl Writer for SqliteWriter {
                     what,
                     &e.event.source,
                     &detail,
-                    None,
                 )?;
             }
             let mut inc = tx.prepare_cached(
@@ -477,7 +467,7 @@ impl Writer for SqliteWriter {
                 let entity = h
                     .incident
                     .map_or("daemon".to_string(), |i| format!("incident:{i}"));
-                append(&ts(h.at), &entity, &h.what, &h.by, &h.detail, h.incident)?;
+                append(&ts(h.at), &entity, &h.what, &h.by, &h.detail)?;
             }
             let mut out = tx.prepare_cached(
                 "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement)
@@ -536,7 +526,6 @@ impl Writer for SqliteWriter {
                         r.drill,
                         r.score.map_or("-".to_string(), |s| s.to_string())
                     ),
-                    None,
                 )?;
             }
             let mut sil = tx.prepare_cached(

@@ -399,30 +399,9 @@ impl Reader for SqliteReader {
 
     fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
         self.with(|conn| {
-            // A database an earlier version wrote, not yet opened by this one,
-            // has no `incident` column: none of its rows is filed by it.
-            let filed = super::schema::has_column(conn, "audit", "incident")?;
-            // With the column, a missing or unreadable start checks every
-            // row: the key is only ever set, so its loss is tampering.
-            let since: i64 = if filed {
-                conn.query_row(
-                    &format!(
-                        "SELECT value FROM meta WHERE key = '{}'",
-                        super::schema::AUDIT_INCIDENT_SINCE
-                    ),
-                    [],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-            } else {
-                i64::MAX
-            };
-            let mut st = conn.prepare(&format!(
-                "SELECT seq, at, entity, what, by, detail, prev_hash, hash, {} FROM audit ORDER BY seq",
-                if filed { "incident" } else { "NULL" }
-            ))?;
+            let mut st = conn.prepare(
+                "SELECT seq, at, entity, what, by, detail, prev_hash, hash FROM audit ORDER BY seq",
+            )?;
             let mut rows = st.query([])?;
             let mut v = Verifier::default();
             while let Some(r) = rows.next()? {
@@ -438,12 +417,6 @@ impl Reader for SqliteReader {
                 };
                 if !v.check(&row) {
                     break;
-                }
-                if !crate::store::audit::filed_rightly(row.seq, &row.entity, r.get(8)?, since) {
-                    return Ok(AuditCheck::Broken {
-                        seq: row.seq,
-                        reason: "its incident does not match its entity (a history line moved or hidden)".into(),
-                    });
                 }
             }
             Ok(v.finish())

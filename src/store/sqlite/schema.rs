@@ -52,17 +52,6 @@ CREATE TABLE IF NOT EXISTS incidents (
 -- in each commit of a storm.
 CREATE INDEX IF NOT EXISTS incidents_followup ON incidents (id) WHERE live = 1 AND status <> 'open';
 CREATE INDEX IF NOT EXISTS incidents_status ON incidents (status, id);
--- An incident's history until 2026-11-25. Since then it is the audit log's rows
--- for the incident (`audit.incident`), which said the same a second time.
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY,
-    incident INTEGER,
-    at TEXT NOT NULL,
-    what TEXT NOT NULL,
-    by TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS history_incident ON history (incident, id);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
     incident INTEGER NOT NULL,
@@ -120,10 +109,13 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL,
     -- Empty since 2026-11-25: the previous row's `hash` (see `AuditRow`).
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    -- The incident a row is about: its history (see `migrate` for the index).
-    incident INTEGER
+    hash TEXT NOT NULL
 );
+-- An incident's history is its audit rows: every line has been one since the
+-- first version (entity `incident:N`, with the line's time, what, by and
+-- detail), so it is written once and covered by the hash chain. A query must
+-- name this GLOB to use the index.
+CREATE INDEX IF NOT EXISTS audit_incident_lines ON audit (entity, seq) WHERE entity GLOB 'incident:*';
 "#;
 
 /// Whether `table` has `column` (a database made by an earlier version may not).
@@ -155,27 +147,18 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("DROP INDEX IF EXISTS events_branch;")?;
     // Replaced by incidents_followup (see the schema).
     conn.execute_batch("DROP INDEX IF EXISTS incidents_live;")?;
-    // The first row that carries its incident: `audit verify` checks from
-    // there. Set only when the column is added, or on a new database, so a
-    // deleted key is not quietly set again past rows it would expose.
-    let since = format!(
-        "INSERT OR IGNORE INTO meta (key, value)
-           SELECT '{AUDIT_INCIDENT_SINCE}', COALESCE(MAX(seq), 0) + 1 FROM audit"
-    );
-    if !has_column(conn, "audit", "incident")? {
-        // Older rows keep their history in `history`; none is copied.
-        conn.execute_batch("ALTER TABLE audit ADD COLUMN incident INTEGER;")?;
-        conn.execute_batch(&since)?;
-    }
-    conn.execute_batch(&format!(
-        "CREATE INDEX IF NOT EXISTS audit_incident ON audit (incident, seq) WHERE incident IS NOT NULL;
-         {since} HAVING COUNT(*) = 0;"
-    ))?;
+    // An earlier version also filed history lines by an unhashed column, read
+    // through this index and checked from the row this key named; the lines
+    // are found by their hashed entity now (see the schema). The column stays
+    // in such a database, unread: dropping it would rewrite the audit log.
+    // Likewise `history`, where versions before that wrote each line a second
+    // time: every one of its lines is also an audit row.
+    conn.execute_batch(
+        "DROP INDEX IF EXISTS audit_incident;
+         DELETE FROM meta WHERE key = 'audit_incident_since';",
+    )?;
     Ok(())
 }
-
-/// The `meta` key naming the first audit row filed under its incident.
-pub(super) const AUDIT_INCIDENT_SINCE: &str = "audit_incident_since";
 
 #[cfg(test)]
 pub(super) mod tests {
@@ -273,24 +256,28 @@ pub(super) mod tests {
         }
     }
 
-    /// Since the audit log says what `history` said, a new line is written
-    /// once: an incident's history is what an earlier version wrote to
-    /// `history`, then its audit rows, found through their index.
+    /// Every history line has always been an audit row of its incident, so
+    /// a line is written once and an incident's history is its audit rows,
+    /// found through their index: in a database made by the versions that
+    /// also wrote `history`, or that filed lines by an unhashed column, the
+    /// older lines are found the same way, and that column's index and key go.
     #[test]
-    fn an_incidents_history_is_its_older_history_rows_then_its_audit_rows() {
+    fn an_incidents_history_is_its_audit_rows_old_and_new() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
         {
             drop(SqliteWriter::open(dir.path()).unwrap());
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
-                "DROP INDEX audit_incident;
-                 ALTER TABLE audit DROP COLUMN incident;
-                 DELETE FROM meta WHERE key = 'audit_incident_since';",
+                "CREATE TABLE history (id INTEGER PRIMARY KEY, incident INTEGER, at TEXT NOT NULL,
+                     what TEXT NOT NULL, by TEXT NOT NULL, detail TEXT NOT NULL);
+                 ALTER TABLE audit ADD COLUMN incident INTEGER;
+                 CREATE INDEX audit_incident ON audit (incident, seq) WHERE incident IS NOT NULL;
+                 INSERT INTO meta (key, value) VALUES ('audit_incident_since', '3');",
             )
             .unwrap();
-            // What an earlier version wrote: each line in `history` and, with
-            // both hashes, in the audit log.
+            // What earlier versions wrote: each line in `history` and, with
+            // both hashes, in the audit log; then filed by the column.
             let mut chain = Chain::after(None);
             for (incident, at, what, by, detail) in [
                 (
@@ -315,26 +302,40 @@ pub(super) mod tests {
                     "old 3",
                 ),
             ] {
-                conn.execute(
-                    "INSERT INTO history (incident, at, what, by, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![incident, at, what, by, detail],
-                )
-                .unwrap();
                 let r = chain.append(at, &format!("incident:{incident}"), what, by, detail);
+                let filed = (r.seq >= 3).then_some(incident);
+                if filed.is_none() {
+                    conn.execute(
+                        "INSERT INTO history (incident, at, what, by, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![incident, at, what, by, detail],
+                    )
+                    .unwrap();
+                }
                 conn.execute(
-                    "INSERT INTO audit (seq, at, entity, what, by, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![r.seq, r.at, r.entity, r.what, r.by, r.detail, r.prev_hash, r.hash],
+                    "INSERT INTO audit (seq, at, entity, what, by, detail, prev_hash, hash, incident) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![r.seq, r.at, r.entity, r.what, r.by, r.detail, r.prev_hash, r.hash, filed],
                 )
                 .unwrap();
             }
         }
         let (mut writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(indexes_of(&conn, "audit"), ["audit_incident_lines"]);
+        let key: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM meta WHERE key = 'audit_incident_since'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(key, 0);
         let mut round = Round::default();
         for (incident, detail) in [
             (Some(1), "new 1"),
             (None, "daemon"),
             (Some(2), "new 2"),
             (Some(1), "new 3"),
+            (Some(10), "new 4"),
         ] {
             round.history.push(HistoryEntry {
                 incident,
@@ -345,7 +346,6 @@ pub(super) mod tests {
             });
         }
         writer.commit(&round).unwrap();
-        let conn = Connection::open(&path).unwrap();
         let details = |id| -> Vec<String> {
             history_of(&conn, id)
                 .unwrap()
@@ -355,29 +355,33 @@ pub(super) mod tests {
         };
         assert_eq!(details(1), ["old 1", "old 3", "new 1", "new 3"]);
         assert_eq!(details(2), ["old 2", "new 2"]);
+        // `incident:10` is not `incident:1`'s: the entity is matched whole.
+        assert_eq!(details(10), ["new 4"]);
         let history_rows: i64 = conn
             .query_row("SELECT COUNT(*) FROM history", [], |r| r.get(0))
             .unwrap();
         assert_eq!(
-            history_rows, 3,
+            history_rows, 2,
             "a new line is written once, to the audit log"
         );
         let reader = SqliteReader::open(dir.path()).unwrap();
-        assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 7 });
+        assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 8 });
         let plan: String = conn
-            .query_row(&format!("EXPLAIN QUERY PLAN {}", HISTORY[1]), [1], |r| {
-                r.get(3)
-            })
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN {HISTORY}"),
+                ["incident:1"],
+                |r| r.get(3),
+            )
             .unwrap();
-        assert!(plan.contains("USING INDEX audit_incident"), "{plan}");
-        // The column that files a line is not hashed: `audit verify` checks it
-        // against the hashed entity, for a line moved to another incident and
-        // for one hidden from its own.
-        for tamper in [
-            "UPDATE audit SET incident = 2 WHERE detail = 'new 1'",
-            "UPDATE audit SET incident = NULL WHERE detail = 'new 1'",
-        ] {
-            conn.execute(tamper, []).unwrap();
+        assert!(plan.contains("USING INDEX audit_incident_lines"), "{plan}");
+        // What files a line is hashed: a line moved to another incident, or
+        // hidden from its own, breaks the chain at that row.
+        for tamper in ["incident:2", "event:1"] {
+            conn.execute(
+                "UPDATE audit SET entity = ?1 WHERE detail = 'new 1'",
+                [tamper],
+            )
+            .unwrap();
             assert!(
                 matches!(
                     reader.verify_audit().unwrap(),
@@ -385,20 +389,12 @@ pub(super) mod tests {
                 ),
                 "{tamper}"
             );
-            conn.execute("UPDATE audit SET incident = 1 WHERE detail = 'new 1'", [])
-                .unwrap();
-            assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 7 });
-        }
-        // Where filing starts is only ever set: deleted, every row is checked
-        // (the older lines carry no incident), and a start does not set it
-        // again past them.
-        conn.execute("DELETE FROM meta WHERE key = 'audit_incident_since'", [])
+            conn.execute(
+                "UPDATE audit SET entity = 'incident:1' WHERE detail = 'new 1'",
+                [],
+            )
             .unwrap();
-        drop(writer);
-        drop(SqliteWriter::open(dir.path()).unwrap());
-        assert!(matches!(
-            reader.verify_audit().unwrap(),
-            AuditCheck::Broken { seq: 1, .. }
-        ));
+            assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 8 });
+        }
     }
 }
