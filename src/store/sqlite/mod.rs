@@ -27,6 +27,9 @@ pub struct SqliteWriter {
     identity: Option<(u64, u64)>,
     /// The end of the audit chain, read on first use.
     chain: Option<Chain>,
+    /// Playbook versions known to be stored: read back, or written by a
+    /// commit that went through. A storm opens thousands of incidents of one
+    /// version, and serializing it again for each was wasted work.
     playbooks: HashMap<(String, String), Arc<Playbook>>,
 }
 
@@ -386,6 +389,8 @@ impl Writer for SqliteWriter {
         let mut committed = Committed {
             outbox: Vec::with_capacity(round.outbox.len()),
         };
+        // Known stored only once the transaction holding them commits.
+        let mut stored: Vec<((String, String), Arc<Playbook>)> = Vec::new();
         {
             let mut audit = tx.prepare_cached(
                 "INSERT INTO audit (seq, at, entity, what, by, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -406,7 +411,12 @@ impl Writer for SqliteWriter {
             };
             let mut pbs = tx.prepare_cached("INSERT OR IGNORE INTO playbook_versions (playbook, version, body) VALUES (?1, ?2, ?3)")?;
             for pb in &round.playbooks {
+                let key = (pb.id.clone(), pb.version.clone());
+                if self.playbooks.contains_key(&key) || stored.iter().any(|(k, _)| *k == key) {
+                    continue;
+                }
                 pbs.execute(params![pb.id, pb.version, json(&**pb)])?;
+                stored.push((key, Arc::clone(pb)));
             }
             let mut ev = tx.prepare_cached(
                 "INSERT INTO events (id, received_at, occurred_at, kind, branch, severity, status, labels, summary, source, matched, incidents, rejected, silenced)
@@ -556,6 +566,7 @@ impl Writer for SqliteWriter {
         }
         tx.commit()?;
         self.chain = Some(chain);
+        self.playbooks.extend(stored);
         Ok(committed)
     }
 

@@ -397,4 +397,57 @@ pub(super) mod tests {
             assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 8 });
         }
     }
+
+    /// A storm opens thousands of incidents of one playbook version: it is
+    /// written once, and only a commit that went through makes it known.
+    #[test]
+    fn a_playbook_version_is_written_once_and_only_a_commit_that_went_through_counts() {
+        use crate::engine::StoredEvent;
+        use crate::event::{Event, Severity, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml");
+        let pb = std::sync::Arc::clone(&crate::config::load(&path).unwrap().playbooks[0]);
+        let versions = || -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM playbook_versions WHERE playbook = ?1",
+                [&pb.id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let event = |id| StoredEvent {
+            id,
+            received_at: "2026-11-25T01:00:00Z".parse().unwrap(),
+            event: Event {
+                kind: "atm.down".into(),
+                branch: "sh-001".into(),
+                severity: Severity::Critical,
+                status: Status::Firing,
+                labels: Default::default(),
+                summary: None,
+                occurred_at: "2026-11-25T01:00:00Z".parse().unwrap(),
+                source: "test".into(),
+            },
+            matched: false,
+            incidents: Vec::new(),
+            rejected: None,
+            silenced: None,
+        };
+        // Two events with one id: the commit fails and stores nothing.
+        let mut failing = Round::default();
+        failing.playbooks = vec![pb.clone(), pb.clone()];
+        failing.events = vec![event(1), event(1)];
+        assert!(writer.commit(&failing).is_err());
+        assert_eq!(versions(), 0);
+        let mut round = Round::default();
+        round.playbooks = vec![pb.clone(), pb.clone()];
+        writer.commit(&round).unwrap();
+        assert_eq!(versions(), 1);
+        // Known stored now, so not serialized and written again.
+        conn.execute("DELETE FROM playbook_versions", []).unwrap();
+        writer.commit(&round).unwrap();
+        assert_eq!(versions(), 0, "a version known stored is not written again");
+    }
 }
