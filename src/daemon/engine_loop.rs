@@ -334,9 +334,10 @@ impl EngineLoop {
     /// its messages, the live views of a change.
     fn published(&mut self, round: &Round, committed: &Committed) {
         crate::metrics::record_round(round);
-        if !round.outbox.is_empty() {
-            let ids = committed.outbox.iter().copied();
-            self.wake.committed(round.outbox.iter().zip(ids));
+        if !round.outbox.is_empty() || !round.withdraw.is_empty() {
+            let withdrew = !round.withdraw.is_empty();
+            self.wake
+                .committed(&round.outbox, &committed.outbox, withdrew);
         }
         if !round.is_empty() {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));

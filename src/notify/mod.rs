@@ -132,8 +132,9 @@ impl Flight {
 /// Of the rows just committed, those that start without reading the outbox:
 /// rows to lanes that send each message alone and at once (no digest window,
 /// no rate limit) and have nothing in flight, at most `in_flight` per lane.
-/// Such a lane's last read found nothing due, so nothing older due then is
-/// passed over. Returns them with their lanes, and the groups of the rest.
+/// Such a lane's last read (if it did not fail: the caller passes no rows
+/// then) found nothing due, so nothing older due then is passed over.
+/// Returns them with their lanes, and the groups of the rest.
 fn ready_now(
     fresh: wake::Fresh,
     flight: &Flight,
@@ -306,7 +307,10 @@ impl Deliverer {
                 }
                 .clamp(Duration::from_millis(20), Duration::from_secs(30))
             };
-            let wait = if self.read_failed.swap(false, Ordering::Relaxed) {
+            // After a failed read a lane may look idle with due rows unread:
+            // until the next pass, new rows are not started ahead of them.
+            let read_failed = self.read_failed.swap(false, Ordering::Relaxed);
+            let wait = if read_failed {
                 wait.min(Duration::from_secs(1))
             } else {
                 wait
@@ -319,10 +323,19 @@ impl Deliverer {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = self.wake.notified() => {
+                        // A new configuration first: what starts here is sent
+                        // with the one in force (a window, a URL).
+                        if self.config.has_changed().unwrap_or(true) {
+                            break;
+                        }
                         // New rows that can start at once start here; if the
                         // rest are only for groups that wait anyway, there is
                         // nothing else to start and no need to read the outbox.
-                        let rest = self.start_ready(&mut flight, &mut tasks, &done_tx, self.wake.take());
+                        let mut fresh = self.wake.take();
+                        if read_failed {
+                            fresh.rows = None;
+                        }
+                        let rest = self.start_ready(&mut flight, &mut tasks, &done_tx, fresh);
                         match self.all_waiting(&flight, rest) {
                             Some(due) => until = until.min(due),
                             None => break,

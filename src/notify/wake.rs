@@ -72,22 +72,28 @@ pub struct Wake {
 }
 
 impl Wake {
-    /// Notes `rows`, just committed with these outbox ids, and wakes the worker.
-    pub fn committed<'a>(&self, rows: impl IntoIterator<Item = (&'a Notification, i64)>) {
+    /// Notes `rows`, just committed as outbox rows `ids`, and wakes the worker.
+    /// A commit that withdrew announcements keeps no rows, nor does any row
+    /// noted before it and not yet taken: one of them may be withdrawn, and
+    /// only the outbox knows which.
+    pub fn committed(&self, rows: &[Notification], ids: &[i64], withdrew: bool) {
         // What is noted is always whole, so what a panic left is still good.
         let mut fresh = self.fresh.lock().unwrap_or_else(PoisonError::into_inner);
-        for (n, id) in rows {
+        if withdrew || ids.len() != rows.len() || fresh.rows.len() + rows.len() > READY_MAX {
+            fresh.spilled = true;
+            fresh.rows = Vec::new();
+        }
+        for (i, n) in rows.iter().enumerate() {
             let key = key_of(n);
-            if !fresh.spilled && fresh.rows.len() < READY_MAX {
-                fresh.rows.push((key.clone(), OutboxRow::queued(id, n)));
-            } else if !fresh.spilled {
-                fresh.spilled = true;
-                fresh.rows = Vec::new();
+            if !fresh.spilled {
+                fresh.rows.push((key.clone(), OutboxRow::queued(ids[i], n)));
             }
             fresh.groups.insert(key);
         }
         drop(fresh);
-        self.notify.notify_one();
+        if !rows.is_empty() {
+            self.notify.notify_one();
+        }
     }
 
     pub(super) async fn notified(&self) {
@@ -136,7 +142,7 @@ mod tests {
             note(ChannelKind::Email, "a@bank.example", "[DRILL] ATM down"),
             note(ChannelKind::Webhook, "lobby", "ATM down"),
         ];
-        wake.committed(rows.iter().zip(1..));
+        wake.committed(&rows, &[1, 2, 3, 4], false);
         let taken = wake.take();
         let ready = taken.rows.expect("four rows are kept");
         let ids: Vec<i64> = ready.iter().map(|(_, r)| r.id).collect();
@@ -173,13 +179,34 @@ mod tests {
                 )
             })
             .collect();
-        wake.committed(rows[..READY_MAX].iter().zip(1..));
-        wake.committed(rows[READY_MAX..].iter().zip(100..));
+        let ids: Vec<i64> = (1..=READY_MAX as i64).collect();
+        wake.committed(&rows[..READY_MAX], &ids, false);
+        wake.committed(&rows[READY_MAX..], &[100], false);
         let taken = wake.take();
         assert!(taken.rows.is_none(), "some rows were not kept");
         assert_eq!(taken.groups.len(), READY_MAX + 1);
         // The next commit after a take is kept again.
-        wake.committed(rows[..1].iter().zip(200..));
+        wake.committed(&rows[..1], &[200], false);
         assert_eq!(wake.take().rows.map(|r| r.len()), Some(1));
+    }
+
+    /// An announcement withdrawn in the round that queued it, or in a later
+    /// one before the worker looked, must not be started from the note.
+    #[test]
+    fn a_commit_that_withdraws_keeps_no_rows_noted_before_the_next_take() {
+        let wake = Wake::default();
+        let screen = [note(ChannelKind::Webhook, "lobby", "ATM down")];
+        wake.committed(&screen, &[1], true);
+        assert!(wake.take().rows.is_none(), "withdrawn in the same round");
+        wake.committed(&screen, &[2], false);
+        wake.committed(&[], &[], true);
+        let taken = wake.take();
+        assert!(taken.rows.is_none(), "withdrawn in a later round");
+        assert_eq!(taken.groups.len(), 1, "its group is still read");
+        // Ids that do not match the rows: nothing is kept, every group noted.
+        wake.committed(&screen, &[], false);
+        let taken = wake.take();
+        assert!(taken.rows.is_none());
+        assert_eq!(taken.groups.len(), 1);
     }
 }

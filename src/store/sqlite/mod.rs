@@ -261,8 +261,6 @@ fn live_bodies(conn: &Connection) -> Result<Vec<String>, StoreError> {
     Ok(rows.into_iter().map(|(_, body)| body).collect())
 }
 
-/// An incident's history: the lines an earlier version wrote to `history`,
-/// then its audit rows (all written later).
 /// An incident's history: its audit rows, through `audit_incident_lines`.
 const HISTORY: &str = "SELECT at, what, by, detail FROM audit WHERE entity GLOB 'incident:*' AND entity = ?1 ORDER BY seq";
 
