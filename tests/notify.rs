@@ -692,6 +692,41 @@ fn resolving_withdraws_an_undelivered_announcement_but_not_messages_to_people() 
     );
 }
 
+/// An announcement queued and withdrawn in one round (its incident opened
+/// and resolved by one request) is never sent: the rows a commit hands the
+/// delivery worker are not started when that commit withdrew any.
+#[test]
+fn an_announcement_opened_and_resolved_in_one_request_is_never_sent() {
+    let Env {
+        hooks, f: _f, d, ..
+    } = Env::start(true, &[]);
+    let (code, body) = d.post(
+        "/api/v1/events",
+        r#"[{"kind":"lobby.announce","branch":"br-a"},{"kind":"lobby.announce","branch":"br-a","status":"resolved"}]"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = body["incidents"][0].as_i64().unwrap();
+    let inc = d.incident(id);
+    assert_eq!(inc["status"], "resolved", "{inc}");
+    assert_eq!(history(&inc, "notification.withdrawn").len(), 1, "{inc}");
+    // A later announcement goes through the same lane: once it has arrived,
+    // the withdrawn one would have too.
+    let (_, later) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"lobby.announce","branch":"br-b"}"#,
+    );
+    let later = later["incidents"][0].as_i64().unwrap();
+    let got = wait_for(WAIT, "the later announcement", || {
+        let got = hooks.requests();
+        (!got.is_empty()).then_some(got)
+    });
+    let incidents: Vec<i64> = got
+        .iter()
+        .filter_map(|h| h.body["incident"]["id"].as_i64())
+        .collect();
+    assert_eq!(incidents, [later], "only the later one was sent");
+}
+
 /// The one-click link labelled `label` in a mail's text, as a path.
 fn link_labelled(mail: &common::sinks::Mail, label: &str) -> Option<String> {
     let text = mail.text();
