@@ -151,12 +151,13 @@ impl EngineLoop {
                     Err(_) => break,
                 }
             }
-            let by_branch = self
-                .engine
-                .loaded()
-                .playbooks
-                .iter()
-                .all(|p| p.group_by.iter().any(|f| f == "branch"));
+            let loaded = self.engine.loaded();
+            let by_branch = || {
+                loaded
+                    .playbooks
+                    .iter()
+                    .all(|p| p.group_by.iter().any(|f| f == "branch"))
+            };
             for part in super::priority::rounds(inputs, by_branch) {
                 let now = clock::now();
                 let failing = self.health.failing().is_some();
@@ -267,7 +268,7 @@ impl EngineLoop {
         match result {
             Ok(committed) => {
                 self.health.ok();
-                self.published(&round, &committed);
+                self.published(&mut round, &committed);
                 for r in replies {
                     r(Ok(()));
                 }
@@ -316,7 +317,7 @@ impl EngineLoop {
         if !round.is_empty() {
             self.engine.finish(&mut round);
             let committed = self.store.commit(&round)?;
-            self.published(&round, &committed);
+            self.published(&mut round, &committed);
         }
         self.stale = false;
         Ok(())
@@ -330,17 +331,18 @@ impl EngineLoop {
         }
     }
 
-    /// What follows a stored round: its metrics, the delivery worker told of
-    /// its messages, the live views of a change.
-    fn published(&mut self, round: &Round, committed: &Committed) {
+    /// What follows a stored round: its metrics, the live views of a change,
+    /// the delivery worker given its messages (moved, not copied: they are
+    /// stored, and the round has no more use for them).
+    fn published(&mut self, round: &mut Round, committed: &Committed) {
         crate::metrics::record_round(round);
-        if !round.outbox.is_empty() || !round.withdraw.is_empty() {
-            let withdrew = !round.withdraw.is_empty();
-            self.wake
-                .committed(&round.outbox, &committed.outbox, withdrew);
-        }
         if !round.is_empty() {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        if !round.outbox.is_empty() || !round.withdraw.is_empty() {
+            let withdrew = !round.withdraw.is_empty();
+            let rows = std::mem::take(&mut round.outbox);
+            self.wake.committed(rows, &committed.outbox, withdrew);
         }
     }
 

@@ -51,9 +51,10 @@ fn size(input: &Input) -> Option<usize> {
 
 /// The rounds to run for one turn's inputs, in order: the small inputs that
 /// may go first, then the rest (each part in the order queued), or everything
-/// in one round. `by_branch`: every playbook groups its incidents by branch,
-/// so events of different branches never meet in one incident.
-pub(super) fn rounds(inputs: Vec<Input>, by_branch: bool) -> Vec<Vec<Input>> {
+/// in one round. `by_branch`: whether every playbook groups its incidents by
+/// branch, so events of different branches never meet in one incident (asked
+/// only for a turn that may split).
+pub(super) fn rounds(inputs: Vec<Input>, by_branch: impl FnOnce() -> bool) -> Vec<Vec<Input>> {
     let Some(sizes) = inputs.iter().map(size).collect::<Option<Vec<usize>>>() else {
         return vec![inputs];
     };
@@ -61,6 +62,7 @@ pub(super) fn rounds(inputs: Vec<Input>, by_branch: bool) -> Vec<Vec<Input>> {
     if bulk < BULK || sizes.iter().all(|s| *s > SMALL) {
         return vec![inputs];
     }
+    let by_branch = by_branch();
     // Walked in the order queued: what stays behind holds its branches (a
     // recovery posted before the answer to its failure's batch must not be
     // decided first, or the incident would stay open), or everything.
@@ -171,7 +173,7 @@ mod tests {
 
     /// The rounds of a turn, with every playbook grouping by branch.
     fn split(turn: Vec<Input>) -> Vec<Vec<String>> {
-        labels(&rounds(turn, true))
+        labels(&rounds(turn, || true))
     }
 
     /// One input of events, one for each of `branches`.
@@ -259,7 +261,7 @@ mod tests {
     fn without_grouping_by_branch_events_keep_their_order() {
         let turn = vec![ack(1), events(100, "a"), events(1, "b")];
         assert_eq!(
-            labels(&rounds(turn, false)),
+            labels(&rounds(turn, || false)),
             vec![vec!["ack1"], vec!["ax100", "bx1"]]
         );
     }

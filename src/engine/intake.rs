@@ -250,7 +250,11 @@ impl Engine {
             attached: BTreeMap::new(),
             counted_tier: None,
         };
-        round.playbooks.push(Arc::clone(&pb));
+        // Once per round, not per incident: a storm opens hundreds of one
+        // playbook's incidents in a round, and the store writes each version once.
+        if !round.playbooks.iter().any(|p| Arc::ptr_eq(p, &pb)) {
+            round.playbooks.push(Arc::clone(&pb));
+        }
         round.stats.opened.push((pb.id.clone(), drill));
         Self::history(
             round,

@@ -136,6 +136,27 @@ fn the_same_event_again_attaches_without_new_messages() {
     assert_eq!(out, vec![(3, vec![2])]);
 }
 
+/// A round names each playbook it opened incidents of once, however many it
+/// opened: the store writes a version once, not per incident.
+#[test]
+fn a_round_names_each_playbook_it_opened_once() {
+    let mut e = engine();
+    let branches = ["sh-001", "sh-002", "sh-003"];
+    let evs = branches
+        .iter()
+        .map(|b| {
+            let mut ev = core_down();
+            ev.branch = b.to_string();
+            ev
+        })
+        .collect();
+    let (out, r) = ingest(&mut e, evs, t0());
+    assert_eq!(out.len(), 3);
+    assert_eq!(r.incidents.len(), 3, "three incidents opened");
+    let names: Vec<&str> = r.playbooks.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(names, ["system-failover"]);
+}
+
 /// The delivery worker reports the announcement of `step` delivered.
 fn announcement_delivered(e: &mut Engine, iid: i64, step: &str, now: DateTime<Utc>) {
     let mut r = Round::default();

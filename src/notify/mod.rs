@@ -648,7 +648,7 @@ mod tests {
             };
             f.groups.insert(key.clone());
             if let Some(r) = f.rows.as_mut() {
-                r.push((key, OutboxRow::queued(*id, &n)));
+                r.push((key, OutboxRow::queued(*id, n)));
             }
         }
         f

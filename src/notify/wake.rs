@@ -76,22 +76,24 @@ impl Wake {
     /// A commit that withdrew announcements keeps no rows, nor does any row
     /// noted before it and not yet taken: one of them may be withdrawn, and
     /// only the outbox knows which.
-    pub fn committed(&self, rows: &[Notification], ids: &[i64], withdrew: bool) {
+    pub fn committed(&self, rows: Vec<Notification>, ids: &[i64], withdrew: bool) {
         // What is noted is always whole, so what a panic left is still good.
         let mut fresh = self.fresh.lock().unwrap_or_else(PoisonError::into_inner);
         if withdrew || ids.len() != rows.len() || fresh.rows.len() + rows.len() > READY_MAX {
             fresh.spilled = true;
             fresh.rows = Vec::new();
         }
-        for (i, n) in rows.iter().enumerate() {
-            let key = key_of(n);
-            if !fresh.spilled {
-                fresh.rows.push((key.clone(), OutboxRow::queued(ids[i], n)));
+        let any = !rows.is_empty();
+        for (i, n) in rows.into_iter().enumerate() {
+            let key = key_of(&n);
+            fresh.groups.insert(key.clone());
+            match ids.get(i) {
+                Some(id) if !fresh.spilled => fresh.rows.push((key, OutboxRow::queued(*id, n))),
+                _ => {}
             }
-            fresh.groups.insert(key);
         }
         drop(fresh);
-        if !rows.is_empty() {
+        if any {
             self.notify.notify_one();
         }
     }
@@ -142,7 +144,7 @@ mod tests {
             note(ChannelKind::Email, "a@bank.example", "[DRILL] ATM down"),
             note(ChannelKind::Webhook, "lobby", "ATM down"),
         ];
-        wake.committed(&rows, &[1, 2, 3, 4], false);
+        wake.committed(rows.to_vec(), &[1, 2, 3, 4], false);
         let taken = wake.take();
         let ready = taken.rows.expect("four rows are kept");
         let ids: Vec<i64> = ready.iter().map(|(_, r)| r.id).collect();
@@ -180,13 +182,13 @@ mod tests {
             })
             .collect();
         let ids: Vec<i64> = (1..=READY_MAX as i64).collect();
-        wake.committed(&rows[..READY_MAX], &ids, false);
-        wake.committed(&rows[READY_MAX..], &[100], false);
+        wake.committed(rows[..READY_MAX].to_vec(), &ids, false);
+        wake.committed(rows[READY_MAX..].to_vec(), &[100], false);
         let taken = wake.take();
         assert!(taken.rows.is_none(), "some rows were not kept");
         assert_eq!(taken.groups.len(), READY_MAX + 1);
         // The next commit after a take is kept again.
-        wake.committed(&rows[..1], &[200], false);
+        wake.committed(rows[..1].to_vec(), &[200], false);
         assert_eq!(wake.take().rows.map(|r| r.len()), Some(1));
     }
 
@@ -196,15 +198,15 @@ mod tests {
     fn a_commit_that_withdraws_keeps_no_rows_noted_before_the_next_take() {
         let wake = Wake::default();
         let screen = [note(ChannelKind::Webhook, "lobby", "ATM down")];
-        wake.committed(&screen, &[1], true);
+        wake.committed(screen.to_vec(), &[1], true);
         assert!(wake.take().rows.is_none(), "withdrawn in the same round");
-        wake.committed(&screen, &[2], false);
-        wake.committed(&[], &[], true);
+        wake.committed(screen.to_vec(), &[2], false);
+        wake.committed(Vec::new(), &[], true);
         let taken = wake.take();
         assert!(taken.rows.is_none(), "withdrawn in a later round");
         assert_eq!(taken.groups.len(), 1, "its group is still read");
         // Ids that do not match the rows: nothing is kept, every group noted.
-        wake.committed(&screen, &[], false);
+        wake.committed(screen.to_vec(), &[], false);
         let taken = wake.take();
         assert!(taken.rows.is_none());
         assert_eq!(taken.groups.len(), 1);

@@ -161,20 +161,20 @@ pub struct OutboxRow {
 impl OutboxRow {
     /// The row a notification became when it was committed as `id`: what a
     /// read of the outbox would give before any attempt.
-    pub fn queued(id: i64, n: &Notification) -> OutboxRow {
+    pub fn queued(id: i64, n: Notification) -> OutboxRow {
         OutboxRow {
             id,
             incident: n.incident,
-            step: n.step.clone(),
+            step: n.step,
             channel: n.channel,
-            target: n.target.clone(),
-            recipient: n.recipient.clone(),
-            person: n.person.clone(),
-            subject: n.subject.clone(),
-            body: n.body.clone(),
+            target: n.target,
+            recipient: n.recipient,
+            person: n.person,
+            subject: n.subject,
+            body: n.body,
             created_at: n.created_at,
-            links: n.links.clone(),
-            payload: n.payload.clone(),
+            links: n.links,
+            payload: n.payload,
             attempts: 0,
             next_attempt_at: None,
             delivered_at: None,
