@@ -12,11 +12,9 @@ use chrono_tz::Tz;
 
 use sha2::{Digest, Sha256};
 
+use super::channels::Notify;
 use super::*;
 use crate::duration::{Calendar, parse_weekday};
-
-/// The operations centre's channel when `notify.ops_channel` is not set.
-const DEFAULT_OPS_CHANNEL: &str = "ops-centre";
 
 pub(super) fn compile_config(
     file: &str,
@@ -31,19 +29,19 @@ pub(super) fn compile_config(
     let (listen, public_url) = addresses(file, &raw, diags);
     let calendar = calendar(file, &raw, diags);
     let branch_ids: BTreeSet<String> = raw.branches.iter().map(|b| b.id.value.clone()).collect();
-    let branches = branches(file, &raw, &branch_ids, diags);
+    let branches = branches::branches(file, &raw, &branch_ids, diags);
     let people = people(file, &raw, &branch_ids, diags);
     let Notify {
         email,
         webhooks,
         delivery,
         ops_channel,
-    } = notify(file, &raw, diags);
+    } = channels::notify(file, &raw, diags);
     let host = host(file, &raw, &branch_ids, diags);
     let auth = auth(file, &raw, &branch_ids, &people, diags);
     let limits = limits(file, &raw, diags);
     let tls = tls(base, &raw, file, diags);
-    let maintenance = maintenance(file, &raw, &branch_ids, diags);
+    let maintenance = branches::maintenance(file, &raw, &branch_ids, diags);
     // `check` refuses what `run` would: without tokens every request is
     // allowed, so only this machine may reach the daemon.
     if let Some(v) = &raw.listen
@@ -166,82 +164,6 @@ fn calendar(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Calendar {
     calendar
 }
 
-/// Branches come first: people, neighbours and tokens refer to them.
-fn branches(
-    file: &str,
-    raw: &ConfigFile,
-    branch_ids: &BTreeSet<String>,
-    diags: &mut Diagnostics,
-) -> BTreeMap<String, Branch> {
-    let mut branches: BTreeMap<String, Branch> = BTreeMap::new();
-    for b in &raw.branches {
-        if b.id.value.trim().is_empty() {
-            diags.at_value(file, &b.id, "branches.id: must not be empty");
-        }
-        if branches.contains_key(&b.id.value) {
-            diags.at_value(file, &b.id, format!("duplicate branch id `{}`", b.id.value));
-            continue;
-        }
-        let branch_tz = b.timezone.as_ref().and_then(|tz| {
-            tz.value
-                .parse::<Tz>()
-                .map_err(|_| {
-                    diags.at_value(
-                        file,
-                        tz,
-                        format!("timezone: unknown time zone `{}`", tz.value),
-                    )
-                })
-                .ok()
-        });
-        for n in &b.neighbours {
-            if !branch_ids.contains(&n.value) {
-                diags.at_value(file, n, format!("neighbours: unknown branch `{}`", n.value));
-            } else if n.value == b.id.value {
-                diags.at_value(
-                    file,
-                    n,
-                    format!(
-                        "neighbours: branch `{}` cannot be its own neighbour",
-                        n.value
-                    ),
-                );
-            }
-        }
-        let mut systems = Vec::new();
-        let mut names = BTreeSet::new();
-        for s in &b.systems {
-            if !names.insert(s.name.value.clone()) {
-                diags.at_value(
-                    file,
-                    &s.name,
-                    format!(
-                        "duplicate system `{}` in branch `{}`",
-                        s.name.value, b.id.value
-                    ),
-                );
-            }
-            let probe = s.probe.as_ref().map(|p| probe(file, &s.name, p, diags));
-            systems.push(SystemConfig {
-                name: s.name.value.clone(),
-                probe,
-            });
-        }
-        branches.insert(
-            b.id.value.clone(),
-            Branch {
-                id: b.id.value.clone(),
-                name: b.name.clone(),
-                region: b.region.clone(),
-                timezone: branch_tz,
-                neighbours: b.neighbours.iter().map(|n| n.value.clone()).collect(),
-                systems,
-            },
-        );
-    }
-    branches
-}
-
 fn people(
     file: &str,
     raw: &ConfigFile,
@@ -287,168 +209,6 @@ fn people(
         );
     }
     people
-}
-
-struct Notify {
-    email: Option<EmailConfig>,
-    webhooks: BTreeMap<String, WebhookConfig>,
-    delivery: DeliveryConfig,
-    ops_channel: Option<String>,
-}
-
-fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Notify {
-    let mut webhooks = BTreeMap::new();
-    let mut email = None;
-    let mut delivery = DeliveryConfig {
-        retry_initial: Duration::from_secs(5),
-        retry_max: Duration::from_secs(300),
-        horizon: Duration::from_secs(24 * 3600),
-        warn_after: Duration::from_secs(5 * 60),
-        link_ttl: Duration::from_secs(72 * 3600),
-        link_margin: Duration::from_secs(24 * 3600),
-        in_flight: 8,
-        digest: Duration::from_secs(30),
-    };
-    if let Some(n) = &raw.notify {
-        delivery.in_flight = positive(
-            file,
-            &n.in_flight,
-            "notify.in_flight",
-            delivery.in_flight,
-            diags,
-        );
-        delivery.digest = window(file, &n.digest, "notify.digest", delivery.digest, diags);
-        if let Some(r) = &n.retry {
-            delivery.retry_initial = opt_fixed(
-                file,
-                &r.initial,
-                "notify.retry.initial",
-                delivery.retry_initial,
-                diags,
-            );
-            delivery.retry_max =
-                opt_fixed(file, &r.max, "notify.retry.max", delivery.retry_max, diags);
-            delivery.horizon = opt_fixed(
-                file,
-                &r.horizon,
-                "notify.retry.horizon",
-                delivery.horizon,
-                diags,
-            );
-            delivery.warn_after = opt_fixed(
-                file,
-                &r.warn_after,
-                "notify.retry.warn_after",
-                delivery.warn_after,
-                diags,
-            );
-            if delivery.retry_max < delivery.retry_initial
-                && let Some(m) = &r.max
-            {
-                diags.at_value(
-                    file,
-                    m,
-                    "notify.retry.max: must not be shorter than notify.retry.initial",
-                );
-            }
-        }
-        if let Some(l) = &n.links {
-            delivery.link_ttl =
-                opt_fixed(file, &l.ttl, "notify.links.ttl", delivery.link_ttl, diags);
-            delivery.link_margin = opt_fixed(
-                file,
-                &l.margin,
-                "notify.links.margin",
-                delivery.link_margin,
-                diags,
-            );
-        }
-        if let Some(e) = &n.email {
-            if !e.from.value.contains('@') {
-                diags.at_value(
-                    file,
-                    &e.from,
-                    format!(
-                        "notify.email.from: `{}` is not an email address",
-                        e.from.value
-                    ),
-                );
-            }
-            email = Some(EmailConfig {
-                from: e.from.value.clone(),
-                smtp: e.smtp.as_ref().map(|s| SmtpConfig {
-                    host: s.host.clone(),
-                    port: s.port.unwrap_or(match s.security {
-                        SmtpSecurity::None => 25,
-                        SmtpSecurity::Starttls => 587,
-                        SmtpSecurity::Tls => 465,
-                    }),
-                    security: s.security,
-                    username: s.username.clone(),
-                    password_env: s.password_env.clone(),
-                    timeout: opt_fixed(
-                        file,
-                        &s.timeout,
-                        "notify.email.smtp.timeout",
-                        Duration::from_secs(30),
-                        diags,
-                    ),
-                }),
-            });
-        }
-        for (name, w) in &n.webhooks {
-            if !(w.url.value.starts_with("http://") || w.url.value.starts_with("https://")) {
-                diags.at_value(
-                    file,
-                    &w.url,
-                    format!(
-                        "notify.webhooks.{name}.url: `{}` is not an http(s) URL",
-                        w.url.value
-                    ),
-                );
-            }
-            webhooks.insert(
-                name.clone(),
-                WebhookConfig {
-                    url: w.url.value.clone(),
-                    headers: w.headers.clone(),
-                    timeout: opt_fixed(file, &w.timeout, "timeout", Duration::from_secs(10), diags),
-                    min_interval: Some(window(
-                        file,
-                        &w.min_interval,
-                        &format!("notify.webhooks.{name}.min_interval"),
-                        Duration::ZERO,
-                        diags,
-                    ))
-                    .filter(|d| !d.is_zero()),
-                },
-            );
-        }
-    }
-    let ops_channel = match raw.notify.as_ref().and_then(|n| n.ops_channel.as_ref()) {
-        Some(c) if !webhooks.contains_key(&c.value) => {
-            diags.at_value(
-                file,
-                c,
-                format!(
-                    "notify.ops_channel: unknown channel `{}`: expected one of the webhooks under notify.webhooks ({})",
-                    c.value,
-                    webhooks.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            );
-            None
-        }
-        Some(c) => Some(c.value.clone()),
-        None => webhooks
-            .contains_key(DEFAULT_OPS_CHANNEL)
-            .then(|| DEFAULT_OPS_CHANNEL.to_string()),
-    };
-    Notify {
-        email,
-        webhooks,
-        delivery,
-        ops_channel,
-    }
 }
 
 fn host(
@@ -714,203 +474,5 @@ fn engine(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> EngineConfig
         max_batch: raw.engine.as_ref().map_or(1000, |e| {
             positive(file, &e.max_batch, "engine.max_batch", 1000, diags)
         }),
-    }
-}
-
-/// A count that must be at least 1: zero would silently disable the thing it
-/// sizes (no request could pass, no event could be written), so it is an error.
-fn positive(
-    file: &str,
-    v: &Option<S<usize>>,
-    field: &str,
-    default: usize,
-    diags: &mut Diagnostics,
-) -> usize {
-    match v {
-        None => default,
-        Some(n) if n.value == 0 => {
-            diags.at_value(
-                file,
-                n,
-                format!("{field}: must be at least 1 (leave it out for the default, {default})"),
-            );
-            default
-        }
-        Some(n) => n.value,
-    }
-}
-
-fn probe(file: &str, system: &S, p: &ProbeFile, diags: &mut Diagnostics) -> ProbeConfig {
-    let given = [p.http.is_some(), p.tcp.is_some(), p.command.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
-    if given != 1 {
-        diags.at(
-            file,
-            system.referenced,
-            format!(
-                "probe of `{}`: give exactly one of `http: URL`, `tcp: HOST:PORT` or `command: [PROGRAM, ARG, …]`",
-                system.value
-            ),
-        );
-    }
-    if let Some(u) = &p.http
-        && !(u.value.starts_with("http://") || u.value.starts_with("https://"))
-    {
-        diags.at_value(
-            file,
-            u,
-            format!("probe.http: `{}` is not an http(s) URL", u.value),
-        );
-    }
-    if let Some(t) = &p.tcp
-        && !t.value.contains(':')
-    {
-        diags.at_value(
-            file,
-            t,
-            format!("probe.tcp: `{}`: expected HOST:PORT", t.value),
-        );
-    }
-    if let Some(c) = &p.command
-        && c.value.is_empty()
-    {
-        diags.at_value(file, c, "probe.command: expected [PROGRAM, ARG, …]");
-    }
-    let value = p.value.as_ref().map(|v| {
-        if p.http.is_none() {
-            diags.at_value(
-                file,
-                &v.path,
-                "probe.value: reads an `http` probe's JSON body: give `http`",
-            );
-        }
-        if v.warn.is_none() && v.critical.is_none() {
-            diags.at_value(
-                file,
-                &v.path,
-                "probe.value: give `warn`, `critical` or both",
-            );
-        }
-        if let (Some(w), Some(c)) = (v.warn, v.critical)
-            && w > c
-        {
-            diags.at_value(
-                file,
-                &v.path,
-                format!("probe.value: warn ({w}) is above critical ({c})"),
-            );
-        }
-        ValueProbe {
-            path: v.path.value.split('.').map(str::to_string).collect(),
-            warn: v.warn,
-            critical: v.critical,
-            kind: v.kind.clone().unwrap_or_else(|| "value.high".into()),
-        }
-    });
-    ProbeConfig {
-        http: p.http.as_ref().map(|v| v.value.clone()),
-        tcp: p.tcp.as_ref().map(|v| v.value.clone()),
-        command: p.command.as_ref().map(|v| v.value.clone()),
-        expect_status: p.expect_status,
-        expect_body: p.expect_body.clone(),
-        value,
-        interval: opt_fixed(
-            file,
-            &p.interval,
-            "probe.interval",
-            Duration::from_secs(15),
-            diags,
-        ),
-        timeout: opt_fixed(
-            file,
-            &p.timeout,
-            "probe.timeout",
-            Duration::from_secs(3),
-            diags,
-        ),
-        failures: p.failures.unwrap_or(3).max(1),
-        successes: p.successes.unwrap_or(2).max(1),
-    }
-}
-
-fn maintenance(
-    file: &str,
-    raw: &ConfigFile,
-    branch_ids: &BTreeSet<String>,
-    diags: &mut Diagnostics,
-) -> Vec<MaintenanceWindow> {
-    let mut out = Vec::new();
-    for m in &raw.maintenance {
-        let start = crate::schedule::Schedule::parse(&m.start.value)
-            .map_err(|e| diags.at_value(file, &m.start, format!("maintenance.start: {e}")))
-            .ok();
-        let duration = fixed(file, &m.duration, "maintenance.duration", diags);
-        if let BranchSelection::List(l) = &m.branches.value {
-            for b in l {
-                if !branch_ids.contains(b) {
-                    diags.at_value(
-                        file,
-                        &m.branches,
-                        format!("maintenance.branches: unknown branch `{b}`"),
-                    );
-                }
-            }
-        }
-        if m.matchers.is_empty() {
-            diags.at_value(
-                file,
-                &m.name,
-                format!(
-                    "maintenance `{}`: give `matchers` (e.g. {{ system: core-banking }}): a window without them would silence every event of its branches",
-                    m.name.value
-                ),
-            );
-        }
-        if let (Some(start), Some(duration)) = (start, duration) {
-            out.push(MaintenanceWindow {
-                name: m.name.value.clone(),
-                start,
-                duration,
-                branches: m.branches.value.clone(),
-                matchers: m.matchers.clone(),
-            });
-        }
-    }
-    out
-}
-
-/// The longest digest window or webhook interval: the delivery worker
-/// remembers each recipient's last message for this long.
-const WINDOW_MAX: Duration = Duration::from_secs(3600);
-
-/// A digest window or webhook interval: a duration up to an hour, where `0s`
-/// (unlike other durations) means "none".
-fn window(
-    file: &str,
-    v: &Option<S>,
-    field: &str,
-    default: Duration,
-    diags: &mut Diagnostics,
-) -> Duration {
-    let Some(s) = v else { return default };
-    if humantime::parse_duration(s.value.trim()).is_ok_and(|d| d.is_zero()) {
-        return Duration::ZERO;
-    }
-    match fixed(file, s, field, diags) {
-        Some(d) if d > WINDOW_MAX => {
-            diags.at_value(
-                file,
-                s,
-                format!(
-                    "{field}: `{}` is longer than 1h: expected at most `1h`, or `0s` for none",
-                    s.value
-                ),
-            );
-            default
-        }
-        Some(d) => d,
-        None => default,
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde_saphyr::Location;
 use sha2::{Digest, Sha256};
 
+mod branches;
+mod channels;
 mod config;
 mod drill;
 mod playbook;
@@ -370,5 +372,28 @@ pub(super) fn template(
             diags.at_pos(file, loc.line(), col, format!("{field}: {}", e.message));
             None
         }
+    }
+}
+
+/// A count that must be at least 1: zero would silently disable the thing it
+/// sizes (no request could pass, no event could be written), so it is an error.
+pub(super) fn positive(
+    file: &str,
+    v: &Option<S<usize>>,
+    field: &str,
+    default: usize,
+    diags: &mut Diagnostics,
+) -> usize {
+    match v {
+        None => default,
+        Some(n) if n.value == 0 => {
+            diags.at_value(
+                file,
+                n,
+                format!("{field}: must be at least 1 (leave it out for the default, {default})"),
+            );
+            default
+        }
+        Some(n) => n.value,
     }
 }
