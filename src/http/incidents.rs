@@ -105,21 +105,8 @@ async fn visible(
     s: &AppState,
     who: &Principal,
     id: i64,
-) -> Result<
-    (
-        crate::engine::Incident,
-        Vec<crate::engine::HistoryEntry>,
-        Vec<crate::store::OutboxRow>,
-    ),
-    ApiError,
-> {
-    let found = read(s, move |st| {
-        let Some((i, h)) = st.incident(id)? else {
-            return Ok(None);
-        };
-        Ok(Some((i, h, st.outbox(id)?)))
-    })
-    .await?;
+) -> Result<crate::store::IncidentRecord, ApiError> {
+    let found = read(s, move |st| st.incident_with_outbox(id)).await?;
     match found {
         Some(f) if who.sees(&f.0.branch) => Ok(f),
         Some(f) => {

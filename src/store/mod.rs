@@ -193,6 +193,9 @@ pub struct Committed {
     pub outbox: Vec<i64>,
 }
 
+/// An incident with everything the API shows of it.
+pub type IncidentRecord = (Incident, Vec<HistoryEntry>, Vec<OutboxRow>);
+
 /// The one writer: only the engine loop holds it.
 pub trait Writer: Send {
     /// Writes everything a round decided, in one transaction.
@@ -206,9 +209,12 @@ pub trait Writer: Send {
 /// Reads, from any thread; each call sees committed data only.
 pub trait Reader: Send + Sync {
     fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<Incident>, StoreError>;
+    /// An incident and its history, as of one commit.
     fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<HistoryEntry>)>, StoreError>;
+    /// An incident, its history and its outbox rows, as of one commit: a
+    /// row shown delivered has its history line, and a step its outcome.
+    fn incident_with_outbox(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError>;
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError>;
-    fn outbox(&self, incident: i64) -> Result<Vec<OutboxRow>, StoreError>;
     /// The delivery lanes with rows due at `now`: `email`, or `webhook:NAME`
     /// per webhook channel: all email goes through one mail server, each
     /// webhook channel is its own receiver.

@@ -147,30 +147,36 @@ impl Reader for SqliteReader {
 
     fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<HistoryEntry>)>, StoreError> {
         self.with(|conn| {
-            let body: Option<String> = conn
-                .query_row("SELECT body FROM incidents WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            match body {
-                None => Ok(None),
-                Some(b) => Ok(Some((incident_from(&b)?, history_of(conn, id)?))),
-            }
+            // One read transaction: without it each SELECT sees the latest
+            // commit, and a commit between them shows a step done with no
+            // history line saying so.
+            let tx = conn.unchecked_transaction()?;
+            let found = incident_in(&tx, id)?;
+            tx.finish()?;
+            Ok(found)
+        })
+    }
+
+    fn incident_with_outbox(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let found = match incident_in(&tx, id)? {
+                None => None,
+                Some((i, h)) => {
+                    let mut st = tx.prepare_cached(&format!(
+                        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE incident = ?1 ORDER BY id"
+                    ))?;
+                    let rows = st.query_map([id], outbox_row)?;
+                    Some((i, h, rows.collect::<Result<Vec<_>, _>>()?))
+                }
+            };
+            tx.finish()?;
+            Ok(found)
         })
     }
 
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError> {
         self.with(|conn| super::events::list(conn, q))
-    }
-
-    fn outbox(&self, incident: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        self.with(|conn| {
-            let mut st = conn.prepare_cached(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE incident = ?1 ORDER BY id"
-            ))?;
-            let rows = st.query_map([incident], outbox_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
     }
 
     fn due_lanes(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
@@ -424,6 +430,22 @@ impl Reader for SqliteReader {
     }
 }
 
+/// An incident and its history, read inside the caller's transaction.
+fn incident_in(
+    conn: &Connection,
+    id: i64,
+) -> Result<Option<(Incident, Vec<HistoryEntry>)>, StoreError> {
+    let body: Option<String> = conn
+        .query_row("SELECT body FROM incidents WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match body {
+        None => Ok(None),
+        Some(b) => Ok(Some((incident_from(&b)?, history_of(conn, id)?))),
+    }
+}
+
 /// `AND col IN (…)` for a scoped token's branches (none: matches nothing).
 fn within(sql: &mut String, args: &mut Vec<String>, col: &str, w: &Option<Vec<String>>) {
     let Some(w) = w else { return };
@@ -520,5 +542,104 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    /// What the API shows of an incident is one commit's: read while the
+    /// writer records deliveries one round at a time, every row shown
+    /// delivered has its history line. Read in two statements (as it once
+    /// was), a commit in between shows a row delivered with no line.
+    #[test]
+    fn an_incident_its_history_and_outbox_are_read_as_of_one_commit() {
+        use crate::engine::{ChannelKind, DeliveryUpdate, IncidentStatus, Notification, Round};
+        const ROWS: usize = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        let at: DateTime<Utc> = "2026-12-06T00:00:00Z".parse().unwrap();
+        let mut first = Round::default();
+        first.incidents.push(Incident {
+            id: 1,
+            playbook_id: "atm".into(),
+            playbook_version: "v".into(),
+            playbook: None,
+            branch: "br-a".into(),
+            tier: 1,
+            status: IncidentStatus::Open,
+            drill: false,
+            drill_run: None,
+            rehearsal: false,
+            group: Default::default(),
+            group_key: "br-a".into(),
+            opened_at: at,
+            resolved_at: None,
+            event_count: 1,
+            kind: "atm.down".into(),
+            severity: "warning".into(),
+            summary: None,
+            labels: Default::default(),
+            steps: Vec::new(),
+            attached: Default::default(),
+            counted_tier: None,
+        });
+        for i in 0..ROWS {
+            first.outbox.push(Notification {
+                incident: 1,
+                step: None,
+                channel: ChannelKind::Webhook,
+                target: "channel:ops".into(),
+                recipient: "ops".into(),
+                person: None,
+                subject: format!("message {i}"),
+                body: String::new(),
+                created_at: at,
+                links: Vec::new(),
+                link_until: None,
+                announcement: false,
+                payload: None,
+            });
+        }
+        let ids = writer.commit(&first).unwrap().outbox;
+        assert_eq!(ids.len(), ROWS);
+        let reader = Arc::new(SqliteReader::open(dir.path()).unwrap());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (reader, done) = (Arc::clone(&reader), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (_, history, outbox) = reader.incident_with_outbox(1).unwrap().unwrap();
+                    let lines = history
+                        .iter()
+                        .filter(|h| h.what == "notification.delivered")
+                        .count();
+                    let sent = outbox.iter().filter(|r| r.delivered_at.is_some()).count();
+                    assert_eq!(sent, lines, "read {reads}: rows delivered vs history lines");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for (k, id) in ids.iter().enumerate() {
+            let when = at + chrono::Duration::milliseconds(k as i64);
+            let mut round = Round::default();
+            round.deliveries.push(DeliveryUpdate {
+                id: *id,
+                attempts: 1,
+                delivered_at: Some(when),
+                next_attempt_at: None,
+                failed_at: None,
+                last_error: None,
+            });
+            round.history.push(HistoryEntry {
+                incident: Some(1),
+                at: when,
+                what: "notification.delivered".into(),
+                by: "branchguard".into(),
+                detail: format!("webhook to ops: delivered row {id}"),
+            });
+            writer.commit(&round).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads = watcher.join().expect("every read was one commit's");
+        assert!(reads > 0);
     }
 }
