@@ -133,8 +133,9 @@ fn fail(path: &Path, spool: &Path, why: String) -> Fate {
         Ok(to) => {
             let mut err = to.clone().into_os_string();
             err.push(".error");
-            if let Err(e) = std::fs::write(&err, format!("{why}\n")) {
-                tracing::error!("spool: cannot write {}: {e}", PathBuf::from(err).display());
+            let err = PathBuf::from(err);
+            if let Err(e) = write_whole(&err, &format!("{why}\n")) {
+                tracing::error!("spool: cannot write {}: {e}", err.display());
             }
             tracing::warn!("spool: refused {}: {why}", path.display());
             Fate::Failed(why)
@@ -144,6 +145,15 @@ fn fail(path: &Path, spool: &Path, why: String) -> Fate {
             Fate::Left
         }
     }
+}
+
+/// Written under a temporary name and renamed, so whoever watches failed/
+/// never reads half an explanation.
+fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn listing(dir: &Path) -> Vec<PathBuf> {
