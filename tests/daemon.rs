@@ -127,15 +127,15 @@ fn escalation_and_overdue_happen_at_the_configured_times() {
     assert_eq!(esc.len(), 1, "{inc}");
     let esc_after = (at(&esc[0]["at"]) - opened).num_milliseconds();
     assert!(
-        (2000..5000).contains(&esc_after),
+        (2000..10_000).contains(&esc_after),
         "escalated {esc_after} ms after opening, configured 2s"
     );
     let overdue = history(&inc, "step.overdue");
     assert_eq!(overdue.len(), 1);
     let overdue_after = (at(&overdue[0]["at"]) - opened).num_milliseconds();
     assert!(
-        (4000..7000).contains(&overdue_after),
-        "overdue {overdue_after} ms after opening, configured 4s"
+        (4000..12_000).contains(&overdue_after) && esc_after < overdue_after,
+        "overdue {overdue_after} ms after opening, configured 4s (escalated at {esc_after} ms)"
     );
     // Both are in the outbox: the escalation to the branch head and the ops centre,
     // the overdue mark to the ops centre once more.
@@ -816,12 +816,11 @@ fn listening_is_said_only_once_the_store_is_open_and_a_new_database_is_announced
     // A first start creates the database and says so loudly; a restart does not.
     let f = Fixture::engine();
     let d = Daemon::start(&f);
-    wait_for(Duration::from_secs(10), "the warning", || {
-        d.log()
-            .contains("created a new, empty database")
+    wait_for(Duration::from_secs(10), "both warnings", || {
+        let log = d.log();
+        (log.contains("created a new, empty database") && log.contains("created a new link secret"))
             .then_some(())
     });
-    assert!(d.log().contains("created a new link secret"), "{}", d.log());
     d.stop();
     let d = Daemon::start(&f);
     assert_eq!(d.get("/healthz")["status"], "ok");

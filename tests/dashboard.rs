@@ -204,7 +204,11 @@ fn the_dashboard_in_chromium_is_live_acts_scopes_by_token_and_shows_drill_trends
     let figures: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("figures from the browser test: {e}: {stdout}"));
     eprintln!("browser figures: {figures}");
-    assert!(figures["event_to_page_ms"].as_u64().unwrap() < 2000);
+    // Live: far sooner than a reload would show it, with room for a loaded CI machine.
+    assert!(
+        figures["event_to_page_ms"].as_u64().unwrap() < 5000,
+        "{figures}"
+    );
     // The click on the page was an acknowledgement the API records.
     let id = figures["acked_incident"].as_i64().unwrap();
     let (_, inc) = call(&d, "GET", &format!("/api/v1/incidents/{id}"), "");

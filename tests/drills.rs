@@ -60,7 +60,7 @@ fn a_drill_scheduled_seconds_ahead_fires_once_per_branch_with_drill_marked_mail(
     let smtp_port = free_port();
     let smtp = SmtpServer::start_on(smtp_port);
     let f = fixture(smtp_port);
-    let at = branchguard::clock::now() + chrono::Duration::seconds(4);
+    let at = branchguard::clock::now() + chrono::Duration::seconds(10);
     drill(
         &f,
         "soon",
