@@ -206,7 +206,8 @@ pub trait Writer: Send {
     fn check(&mut self) -> Result<(), StoreError>;
 }
 
-/// Reads, from any thread; each call sees committed data only.
+/// Reads, from any thread; each call sees committed data only, and a call
+/// that reads several tables reads them as of one commit.
 pub trait Reader: Send + Sync {
     fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<Incident>, StoreError>;
     /// An incident and its history, as of one commit.
