@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::sinks::{HookServer, SmtpServer, free_port};
-use common::{Daemon, Fixture, step, wait_for};
+use common::{Daemon, Fixture, delivered_rows, step, wait_for};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -65,16 +65,6 @@ fn sections(text: &str) -> Vec<(String, String)> {
             (subject.clone(), text[*end..stop].to_string())
         })
         .collect()
-}
-
-/// An incident's outbox rows once the daemon has recorded every send: the
-/// SMTP receiver holds a mail a moment before the sender's commit says so.
-fn delivered_rows(d: &Daemon, id: i64) -> Vec<Value> {
-    wait_for(WAIT, &format!("incident {id}'s sends recorded"), || {
-        let rows = d.incident(id)["outbox"].as_array().cloned()?;
-        let done = !rows.is_empty() && rows.iter().all(|r| r["delivered_at"].is_string());
-        done.then_some(rows)
-    })
 }
 
 #[test]

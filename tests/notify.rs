@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::sinks::{HookServer, SmtpServer, free_port};
-use common::{Daemon, Fixture, history, step, wait_for};
+use common::{Daemon, Fixture, delivered_rows, history, step, wait_for};
 use serde_json::Value;
 
 const CORE_DOWN: &str = r#"{"kind":"system.down","branch":"br-a","severity":"critical","labels":{"system":"core"},"summary":"core down"}"#;
@@ -740,6 +740,14 @@ fn an_announcement_opened_and_resolved_in_one_request_is_never_sent() {
         .filter_map(|h| h.body["incident"]["id"].as_i64())
         .collect();
     assert_eq!(incidents, [later], "only the later one was sent");
+    // Once the later one is recorded sent, the withdrawn row was never tried.
+    delivered_rows(&d, later);
+    let inc = d.incident(id);
+    let withdrawn = outbox(&inc);
+    assert_eq!(withdrawn.len(), 1, "{inc}");
+    assert_eq!(withdrawn[0]["attempts"], 0, "{inc}");
+    assert!(withdrawn[0]["delivered_at"].is_null(), "{inc}");
+    assert_eq!(hooks.requests().len(), 1);
 }
 
 /// The one-click link labelled `label` in a mail's text, as a path.

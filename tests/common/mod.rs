@@ -313,6 +313,20 @@ pub fn step<'a>(incident: &'a serde_json::Value, id: &str) -> &'a serde_json::Va
         .unwrap_or_else(|| panic!("no step {id} in {incident}"))
 }
 
+/// An incident's outbox rows once the daemon has recorded every send: a
+/// receiver holds a message a moment before the sender's commit says so.
+pub fn delivered_rows(d: &Daemon, id: i64) -> Vec<serde_json::Value> {
+    wait_for(
+        std::time::Duration::from_secs(30),
+        &format!("incident {id}'s sends recorded"),
+        || {
+            let rows = d.incident(id)["outbox"].as_array().cloned()?;
+            let done = !rows.is_empty() && rows.iter().all(|r| r["delivered_at"].is_string());
+            done.then_some(rows)
+        },
+    )
+}
+
 /// History lines of an incident whose `what` is `what`.
 pub fn history<'a>(incident: &'a serde_json::Value, what: &str) -> Vec<&'a serde_json::Value> {
     incident["history"]
