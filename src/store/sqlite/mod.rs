@@ -239,6 +239,21 @@ impl SqliteReader {
         }
         out
     }
+
+    /// Like `with`, inside one read transaction: without it each statement
+    /// sees the latest commit, and a commit between two of them shows half
+    /// of a round (a step done with no history line saying so).
+    fn with_snapshot<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let out = f(&tx)?;
+            tx.finish()?;
+            Ok(out)
+        })
+    }
 }
 
 /// The bodies of the live incidents, by id: every open incident is live, and

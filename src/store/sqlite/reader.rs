@@ -146,32 +146,19 @@ impl Reader for SqliteReader {
     }
 
     fn incident(&self, id: i64) -> Result<Option<(Incident, Vec<HistoryEntry>)>, StoreError> {
-        self.with(|conn| {
-            // One read transaction: without it each SELECT sees the latest
-            // commit, and a commit between them shows a step done with no
-            // history line saying so.
-            let tx = conn.unchecked_transaction()?;
-            let found = incident_in(&tx, id)?;
-            tx.finish()?;
-            Ok(found)
-        })
+        self.with_snapshot(|conn| incident_in(conn, id))
     }
 
     fn incident_with_outbox(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
-        self.with(|conn| {
-            let tx = conn.unchecked_transaction()?;
-            let found = match incident_in(&tx, id)? {
-                None => None,
-                Some((i, h)) => {
-                    let mut st = tx.prepare_cached(&format!(
-                        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE incident = ?1 ORDER BY id"
-                    ))?;
-                    let rows = st.query_map([id], outbox_row)?;
-                    Some((i, h, rows.collect::<Result<Vec<_>, _>>()?))
-                }
+        self.with_snapshot(|conn| {
+            let Some((i, h)) = incident_in(conn, id)? else {
+                return Ok(None);
             };
-            tx.finish()?;
-            Ok(found)
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE incident = ?1 ORDER BY id"
+            ))?;
+            let rows = st.query_map([id], outbox_row)?;
+            Ok(Some((i, h, rows.collect::<Result<Vec<_>, _>>()?)))
         })
     }
 
