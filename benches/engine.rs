@@ -95,7 +95,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let watch = Stopwatch::start();
     let mut round = Round::default();
-    engine.ingest(opens, t0, &mut round);
+    engine.ingest(opens, "test", t0, &mut round);
     engine.finish(&mut round);
     let s = watch.seconds();
     println!(
@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             .collect();
         let watch = Stopwatch::start();
         let mut round = Round::default();
-        engine.ingest(evs, t0, &mut round);
+        engine.ingest(evs, "test", t0, &mut round);
         engine.finish(&mut round);
         let s = watch.seconds();
         println!(

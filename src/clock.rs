@@ -24,3 +24,10 @@ impl Stopwatch {
         self.0.elapsed().as_secs_f64()
     }
 }
+
+/// A monotonic instant, for rate limits and idle times (never for timers,
+/// which take `now` as an argument).
+#[allow(clippy::disallowed_methods)]
+pub fn instant() -> std::time::Instant {
+    std::time::Instant::now()
+}

@@ -165,6 +165,54 @@ fn clean_path(path: &str) -> String {
         .join(".")
 }
 
+/// The most bytes of someone's input that an error file or a log line
+/// quotes: enough to recognise a value, never a whole secret (a 32-byte key
+/// in hex is 64 characters).
+pub const QUOTE_MAX: usize = 40;
+
+/// `message` with every quoted part (between `"` or `` ` ``) cut to
+/// [`QUOTE_MAX`] bytes, and the whole to 400 bytes. Parsers quote the value
+/// they refused; what they were given may be a file someone had no business
+/// reading, so no more of it than this is written anywhere.
+pub fn clip_quotes(message: &str) -> String {
+    const WHOLE: usize = 400;
+    let mut out = String::with_capacity(message.len().min(WHOLE + 4));
+    let mut open: Option<char> = None;
+    let mut quoted = 0usize;
+    let mut clipped = false;
+    for c in message.chars() {
+        if out.len() >= WHOLE {
+            out.push('…');
+            return out;
+        }
+        match open {
+            None => {
+                // Not `'`: our own sentences use it as an apostrophe.
+                if matches!(c, '"' | '`') {
+                    open = Some(c);
+                    quoted = 0;
+                    clipped = false;
+                }
+                out.push(c);
+            }
+            Some(q) if c == q => {
+                open = None;
+                out.push(c);
+            }
+            Some(_) => {
+                quoted += c.len_utf8();
+                if quoted <= QUOTE_MAX {
+                    out.push(c);
+                } else if !clipped {
+                    clipped = true;
+                    out.push('…');
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +257,28 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn quoted_input_is_clipped_and_the_rest_kept() {
+        let secret = "2767".repeat(16);
+        let m = clip_quotes(&format!(
+            "invalid type: string \"{secret}\", expected a map"
+        ));
+        assert!(!m.contains(&secret), "{m}");
+        assert!(m.starts_with("invalid type: string \"2767"), "{m}");
+        assert!(m.ends_with("…\", expected a map"), "{m}");
+        let quoted = m.split('"').nth(1).unwrap();
+        assert!(quoted.trim_end_matches('…').len() <= QUOTE_MAX, "{m}");
+        assert_eq!(
+            clip_quotes("unknown branch `sh-009`"),
+            "unknown branch `sh-009`"
+        );
+        let long = "x".repeat(5000);
+        assert!(clip_quotes(&long).len() <= 404);
+        // An unclosed quote is clipped too; an apostrophe is not a quote.
+        assert!(clip_quotes(&format!("bad `{long}")).len() < 100);
+        let prose = format!("not owned by the daemon's user: {}", "y".repeat(60));
+        assert_eq!(clip_quotes(&prose), prose);
     }
 }

@@ -40,7 +40,17 @@ pub struct Metrics {
     host_disk_free: IntGaugeVec,
     outbox_oldest: prometheus::Gauge,
     last_reload_ok: prometheus::Gauge,
+    requests_denied: IntCounterVec,
 }
+
+/// Why a request was refused, as `requests_denied_total{reason}` counts it.
+pub const DENIAL_REASONS: [&str; 5] = [
+    "unauthorized",
+    "forbidden",
+    "out_of_scope",
+    "rate_limited",
+    "cross_site",
+];
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help).namespace("branchguard"), labels)
@@ -291,6 +301,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                 .unwrap_or_else(|e| panic!("{e}"));
             g
         },
+        requests_denied: {
+            let c = counter(
+                &r,
+                "requests_denied_total",
+                "HTTP requests refused: unauthorized (401), forbidden (403), out_of_scope (another branch's, 404), rate_limited (429), cross_site",
+                &["reason"],
+            );
+            for reason in DENIAL_REASONS {
+                c.with_label_values(&[reason]);
+            }
+            c
+        },
         registry: {
             let build = IntGaugeVec::new(
                 Opts::new("build_info", "The running version (always 1)").namespace("branchguard"),
@@ -426,6 +448,11 @@ pub fn open_incidents<'a>(counts: impl Iterator<Item = (&'a str, u8, i64)>) {
             .with_label_values(&[playbook, &tier.to_string()])
             .set(n);
     }
+}
+
+/// A refused HTTP request (`reason` is one of [`DENIAL_REASONS`]).
+pub fn request_denied(reason: &'static str) {
+    get().requests_denied.with_label_values(&[reason]).inc();
 }
 
 pub fn event_rejected(reason: &'static str) {

@@ -339,6 +339,8 @@ mod tests {
             skipped: Vec::new(),
             targets: BTreeMap::new(),
             raise: Vec::new(),
+            started_by: None,
+            via: None,
         };
         let trend: BTreeMap<String, Vec<TrendPoint>> = [(
             "sh-001".to_string(),

@@ -26,7 +26,8 @@ impl Alertmanager {
             "route:\n  receiver: branchguard\n  group_by: [kind]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: branchguard\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: true\n"
         );
         std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
-        let port = free_port();
+        // Released just before Alertmanager binds it (it cannot share a held port).
+        let port = free_port().port;
         let child = std::process::Command::new(BINARY)
             .arg(format!(
                 "--config.file={}",

@@ -107,12 +107,14 @@ fn drill_run(d: &Daemon, branch: &str, late: bool) -> f64 {
             (common::step(&i, "switch")["escalations"].as_u64() >= Some(1)).then_some(())
         });
     }
+    // The ops desk records the branch's IT duty, who answered.
+    let by = if branch == "br-a" { "it.a" } else { "it.b" };
     for verb in ["ack", "done"] {
         let (code, body) = call(
             d,
             "POST",
             &format!("/api/v1/incidents/{incident}/steps/switch/{verb}"),
-            "{}",
+            &format!(r#"{{"by":"{by}"}}"#),
         );
         assert_eq!(code, 200, "{verb}: {body}");
     }
@@ -139,7 +141,8 @@ fn the_dashboard_in_chromium_is_live_acts_scopes_by_token_and_shows_drill_trends
         "playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
     );
     let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let f = fixture(common::sinks::free_port(), up.local_addr().unwrap().port());
+    let refused = common::sinks::free_port();
+    let f = fixture(refused.port, up.local_addr().unwrap().port());
     let d = Daemon::start(&f);
     let mut scores = vec![drill_run(&d, "br-a", false), drill_run(&d, "br-a", true)];
     drill_run(&d, "br-b", false);
@@ -217,7 +220,10 @@ fn the_dashboard_in_chromium_is_live_acts_scopes_by_token_and_shows_drill_trends
         .unwrap()
         .iter()
         .find(|h| h["what"].as_str().is_some_and(|w| w.contains("ack")));
-    assert!(ack.is_some_and(|h| h["by"] == "ops"), "{inc}");
+    assert!(
+        ack.is_some_and(|h| h["by"] == "head.b" && h["via"] == "ops"),
+        "{inc}"
+    );
     assert_eq!(
         png_size(&out_dir.join("dashboard-1280x800.png")),
         (1280, 800)

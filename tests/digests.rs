@@ -69,8 +69,8 @@ fn sections(text: &str) -> Vec<(String, String)> {
 
 #[test]
 fn a_window_of_messages_to_one_person_is_one_digest_with_each_incidents_own_working_links() {
-    let smtp_port = free_port();
-    let smtp = SmtpServer::start_on(smtp_port);
+    let smtp = SmtpServer::start();
+    let smtp_port = smtp.port;
     let hooks = HookServer::start(&[]);
     let f = fixture(smtp_port, &hooks.url);
     let d = Daemon::start(&f);
@@ -191,9 +191,10 @@ fn a_window_of_messages_to_one_person_is_one_digest_with_each_incidents_own_work
 
 #[test]
 fn a_rate_limited_webhook_gets_one_digest_payload_per_interval_with_every_message_once() {
-    let smtp = SmtpServer::start_on(free_port());
+    let smtp = SmtpServer::start();
     let hooks = HookServer::start(&[]);
-    let f = fixture(free_port(), &hooks.url);
+    let refused = free_port();
+    let f = fixture(refused.port, &hooks.url);
     drop(smtp);
     let d = Daemon::start(&f);
     let notices = |from: usize, to: usize| {

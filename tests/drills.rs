@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use common::sinks::{SmtpServer, free_port};
+use common::sinks::SmtpServer;
 use common::{Daemon, Fixture, history, step, wait_for};
 use serde_json::Value;
 
@@ -57,8 +57,8 @@ fn run(d: &Daemon, id: i64) -> Value {
 
 #[test]
 fn a_drill_scheduled_seconds_ahead_fires_once_per_branch_with_drill_marked_mail() {
-    let smtp_port = free_port();
-    let smtp = SmtpServer::start_on(smtp_port);
+    let smtp = SmtpServer::start();
+    let smtp_port = smtp.port;
     let f = fixture(smtp_port);
     let at = branchguard::clock::now() + chrono::Duration::seconds(10);
     drill(

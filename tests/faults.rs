@@ -107,7 +107,8 @@ fn kill_9_in_the_middle_of_a_storm_loses_no_event_that_got_a_202() {
 #[test]
 fn smtp_down_through_a_storm_of_a_thousand_incidents_delivers_each_mail_once_when_it_returns() {
     let f = Fixture::engine();
-    let smtp_port = common::sinks::free_port();
+    let reserved = common::sinks::free_port();
+    let smtp_port = reserved.port;
     f.set_notify(&format!(
         "notify:\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp_port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"http://127.0.0.1:9/hook\" }}\n"
     ));
@@ -137,7 +138,7 @@ fn smtp_down_through_a_storm_of_a_thousand_incidents_delivers_each_mail_once_whe
                 .then_some(())
         },
     );
-    let smtp = common::sinks::SmtpServer::start_on(smtp_port);
+    let smtp = common::sinks::SmtpServer::start_on(reserved);
     wait_for(Duration::from_secs(90), "the backlog drained", || {
         metrics()
             .contains("\nbranchguard_outbox_pending 0\n")
@@ -202,8 +203,8 @@ fn a_hanging_webhook_receiver_through_a_storm_delays_neither_email_nor_the_other
             }
         });
     }
-    let smtp_port = common::sinks::free_port();
-    let smtp = common::sinks::SmtpServer::start_on(smtp_port);
+    let smtp = common::sinks::SmtpServer::start();
+    let smtp_port = smtp.port;
     let ops = common::sinks::HookServer::start(&[]);
     let f = Fixture::engine();
     f.set_notify(&format!(

@@ -232,7 +232,8 @@ fn a_real_prometheus_scrapes_the_values_the_daemon_caused() {
         format!("global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: branchguard\n    static_configs:\n      - targets: [\"{target}\"]\n"),
     )
     .unwrap();
-    let port = free_port();
+    // Released just before Prometheus binds it (it cannot share a held port).
+    let port = free_port().port;
     let mut prom = tool("prometheus")
         .arg(format!(
             "--config.file={}",

@@ -326,11 +326,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             what: AuditCommand::Verify { config },
         } => {
-            let loaded = match load_or_report(&config) {
-                Ok(l) => l,
-                Err(code) => return Ok(code),
+            let records = match config::records(&config) {
+                Ok(r) => r,
+                Err(diags) => {
+                    eprint!("{diags}");
+                    return Ok(ExitCode::from(1));
+                }
             };
-            audit_verify(&loaded.config)
+            audit_verify(&records)
         }
         Command::Event {
             kind,
@@ -487,13 +490,30 @@ fn incident_command(a: IncidentArgs, action: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn audit_verify(cfg: &crate::config::Config) -> anyhow::Result<ExitCode> {
+fn audit_verify(r: &config::Records) -> anyhow::Result<ExitCode> {
     use crate::store::AuditCheck;
-    let store = crate::store::open_reader(cfg)
-        .with_context(|| format!("cannot open the database in {}", cfg.data_dir.display()))?;
-    match store.verify_audit()? {
-        AuditCheck::Ok { rows } => {
-            outln!("audit log ok: {rows} rows, hash chain intact");
+    let store = crate::store::open_reader(&r.data_dir)
+        .with_context(|| format!("cannot open the database in {}", r.data_dir.display()))?;
+    let key = crate::store::AuditKey::load(&r.key_file)?;
+    if key.is_none() {
+        eprintln!(
+            "note: no audit key at {} (nor in {}): only rows written before the log was signed can be checked",
+            r.key_file.display(),
+            crate::store::audit::KEY_ENV
+        );
+    }
+    let published = key
+        .as_ref()
+        .and_then(|k| crate::notify::anchor::read_head(&r.data_dir, k));
+    if let Some((h, at)) = &published {
+        eprintln!("published chain head ({at}): {} rows", h.rows);
+    }
+    match store.verify_audit(key, published.map(|(h, _)| h))? {
+        AuditCheck::Ok { rows, keyed } => {
+            outln!(
+                "audit log ok: {rows} rows, {} chain intact; stored events, incidents and history agree with it",
+                if keyed { "signed" } else { "hash" }
+            );
             Ok(ExitCode::SUCCESS)
         }
         AuditCheck::Broken { seq, reason } => {
@@ -510,6 +530,8 @@ fn run_daemon(loaded: Loaded, config_path: PathBuf) -> anyhow::Result<ExitCode> 
         )
         .with_writer(std::io::stderr)
         .init();
+    // What the daemon creates (database, mail, secrets) is its user's only.
+    crate::private::umask();
     // A non-loopback `listen` was refused when the configuration was loaded.
     let addr = loaded.config.listen;
     for w in &loaded.warnings {

@@ -38,6 +38,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub maintenance: Vec<MaintenanceFile>,
     pub engine: Option<EngineFile>,
+    pub audit: Option<AuditFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,11 +64,22 @@ pub struct LimitsFile {
     pub labels_per_event: Option<usize>,
     pub label_bytes: Option<S<usize>>,
     pub summary_bytes: Option<S<usize>>,
-    /// Requests per second per client (token, or address without tokens).
+    /// Requests per second per token without its own `rate` (people's
+    /// tokens; ingest tokens have their own default).
     pub requests_per_second: Option<S<usize>>,
     pub burst: Option<S<usize>>,
+    /// Refused requests (401, 403, 404 of a scoped read) per second per
+    /// client address, and their burst.
+    pub denied_per_second: Option<S<usize>>,
+    pub denied_burst: Option<S<usize>>,
     /// A request taking longer than this (a slow client) is cut off.
     pub request_timeout: Option<S>,
+    /// A connection that has not sent its request headers by then is closed.
+    pub header_timeout: Option<S>,
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub connections: Option<S<usize>>,
+    /// The longest a silence may last.
+    pub silence_max: Option<S>,
 }
 
 /// HTTPS: PEM files, re-read when they change.
@@ -260,6 +272,8 @@ pub struct TokenFile {
     pub person: Option<S>,
     pub token_env: Option<String>,
     pub token_sha256: Option<S>,
+    /// Requests per second this token may send (bursts of twice that).
+    pub rate: Option<S<usize>>,
 }
 
 /// Engine tuning; the defaults suit production, tests shorten them.
@@ -270,6 +284,18 @@ pub struct EngineFile {
     pub command_timeout: Option<S>,
     /// Largest number of events written in one transaction.
     pub max_batch: Option<S<usize>>,
+    /// Events waiting for the engine at most; past it intake answers 503.
+    pub queue: Option<S<usize>>,
+}
+
+/// The audit log's key and where its chain head is published.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// The key the chain is signed with (default `DATA_DIR/audit.key`).
+    pub key_file: Option<String>,
+    /// How often the chain head is published (at most 10m).
+    pub anchor_every: Option<S>,
 }
 
 // ---- playbooks ----

@@ -13,4 +13,4 @@ mod model;
 mod validate;
 
 pub use model::*;
-pub use validate::load;
+pub use validate::{Records, load, records};

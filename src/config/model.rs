@@ -74,6 +74,14 @@ pub struct Config {
     pub maintenance: Vec<MaintenanceWindow>,
     pub engine: EngineConfig,
     pub delivery: DeliveryConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit log's key file and how often its chain head is published.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub key_file: PathBuf,
+    pub anchor_every: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +181,8 @@ pub struct TokenConfig {
     pub person: Option<String>,
     /// SHA-256 of the token; the token itself is never kept.
     pub sha256: [u8; 32],
+    /// Requests per second (bursts of twice that).
+    pub rate: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,10 +230,22 @@ pub struct Limits {
     pub labels_per_event: usize,
     pub label_bytes: usize,
     pub summary_bytes: usize,
+    /// Per token without its own `rate` (people's tokens).
     pub requests_per_second: u32,
     pub burst: u32,
+    /// Refused requests per client address.
+    pub denied_per_second: u32,
+    pub denied_burst: u32,
     pub request_timeout: Duration,
+    pub header_timeout: Duration,
+    pub connections: usize,
+    pub silence_max: Duration,
 }
+
+/// The default `rate` of an ingest token, and the rate of each client
+/// address without tokens (loopback only): an alarm gateway posting one
+/// event per request through a storm of 20,000 events a second stays under it.
+pub const INGEST_RATE: u32 = 50_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -235,7 +257,12 @@ impl Default for Limits {
             summary_bytes: 4096,
             requests_per_second: 200,
             burst: 400,
+            denied_per_second: 5,
+            denied_burst: 100,
             request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            connections: 4096,
+            silence_max: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -299,6 +326,8 @@ pub struct DeliveryConfig {
 pub struct EngineConfig {
     pub command_timeout: Duration,
     pub max_batch: usize,
+    /// Events waiting for the engine at most (past it intake answers 503).
+    pub queue: usize,
 }
 
 impl Config {

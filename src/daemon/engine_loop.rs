@@ -18,8 +18,9 @@ use chrono::{DateTime, Utc};
 
 use crate::clock;
 use crate::config::Loaded;
+use crate::engine::handle::Queue;
 use crate::engine::handle::{HandleError, Input, StoreFault};
-use crate::engine::{Engine, EngineHandle, Round, Who};
+use crate::engine::{Engine, EngineHandle, Round};
 use crate::event::Event;
 use crate::store::{Committed, StoreError, StoreHealth, Writer};
 
@@ -46,6 +47,10 @@ pub struct EngineLoop {
     /// Inputs without a reply (command results) of a round that was not stored:
     /// handled again next round instead of being lost.
     carry: Vec<Input>,
+    /// The bound on waiting events: released as they are taken off the channel.
+    queue: Queue,
+    /// The audit chain's head after the last commit, for whoever publishes it.
+    head: Arc<crate::store::AuditHead>,
 }
 
 /// What [`start`] hands back: the door, the thread, and the command runner
@@ -64,6 +69,7 @@ pub fn start(
     wake: Arc<crate::notify::Wake>,
     health: Arc<StoreHealth>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    head: Arc<crate::store::AuditHead>,
 ) -> Result<Started, StoreError> {
     let live = store.load_live()?;
     let mut round = Round::default();
@@ -78,7 +84,7 @@ pub fn start(
     );
     engine.restore_silences(live.silences);
     engine.restore_drills(live.drills, now, &mut round);
-    let (handle, rx) = EngineHandle::channel();
+    let (handle, rx, queue) = EngineHandle::channel(loaded.config.engine.queue);
     let commands = CommandRunner::new(tokio::runtime::Handle::current(), handle.clone(), workdir);
     let mut this = EngineLoop {
         engine,
@@ -90,10 +96,15 @@ pub fn start(
         changes,
         stale: false,
         carry: Vec::new(),
+        queue,
+        head: Arc::clone(&head),
     };
     if !round.is_empty() || !round.history.is_empty() {
         this.engine.finish(&mut round);
-        this.store.commit(&round)?;
+        let committed = this.store.commit(&round)?;
+        if let Some(h) = committed.head {
+            this.head.set(h);
+        }
         for c in std::mem::take(&mut round.commands) {
             this.commands.spawn(c);
         }
@@ -135,7 +146,10 @@ impl EngineLoop {
             let mut inputs: Vec<Input> = std::mem::take(&mut self.carry);
             if inputs.is_empty() {
                 match self.rx.recv_timeout(wait) {
-                    Ok(i) => inputs.push(i),
+                    Ok(i) => {
+                        self.taken(&i);
+                        inputs.push(i);
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
@@ -146,6 +160,7 @@ impl EngineLoop {
                 match self.rx.try_recv() {
                     Ok(i) => {
                         weight += i.weight();
+                        self.taken(&i);
                         inputs.push(i);
                     }
                     Err(_) => break,
@@ -170,6 +185,19 @@ impl EngineLoop {
             self.publish_open();
         }
         tracing::info!("engine stopped");
+    }
+
+    /// An input is off the channel: its events no longer count as waiting.
+    fn taken(&self, input: &Input) {
+        if let Input::Events { .. } = input {
+            self.queue.release(input.weight());
+        }
+    }
+
+    /// A new configuration: the engine takes it, and the queue its bound.
+    fn reload(&mut self, loaded: Arc<Loaded>) {
+        self.queue.set_capacity(loaded.config.engine.queue);
+        self.engine.reload((*loaded).clone(), clock::now());
     }
 
     /// Whether the store takes writes again (rebuilding the engine if it is stale).
@@ -204,7 +232,7 @@ impl EngineLoop {
         for input in inputs {
             match input {
                 Input::Shutdown => stop = true,
-                Input::Reload { loaded } => self.engine.reload((*loaded).clone(), clock::now()),
+                Input::Reload { loaded } => self.reload(loaded),
                 Input::CommandFinished { .. } => self.carry.push(input),
                 Input::Events { reply, .. } => {
                     let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
@@ -336,6 +364,9 @@ impl EngineLoop {
     /// stored, and the round has no more use for them).
     fn published(&mut self, round: &mut Round, committed: &Committed) {
         crate::metrics::record_round(round);
+        if let Some(h) = &committed.head {
+            self.head.set(h.clone());
+        }
         if !round.is_empty() {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
@@ -358,15 +389,20 @@ impl EngineLoop {
                 events,
                 refused,
                 received_at,
+                via,
                 reply,
             } => {
                 failpoint(&events);
                 let ingested = self.engine.ingest(
                     events.into_iter().map(|e| (e, received_at)).collect(),
+                    &via,
                     now,
                     round,
                 );
-                let out = (ingested, self.engine.refused(refused, received_at, round));
+                let out = (
+                    ingested,
+                    self.engine.refused(refused, received_at, &via, round),
+                );
                 replies.push(Box::new(move |r| {
                     let _ = reply.send(
                         r.map(|()| out)
@@ -378,49 +414,46 @@ impl EngineLoop {
                 incident,
                 step,
                 verb,
-                by,
-                note,
+                actor,
                 reply,
             } => {
-                let r = self.engine.step_action(
-                    incident,
-                    &step,
-                    verb,
-                    Who::new(by.as_deref(), note.as_deref()),
-                    now,
-                    round,
-                );
+                let r = self
+                    .engine
+                    .step_action(incident, &step, verb, actor.who(), now, round);
                 replies.push(answer(reply, r));
             }
             Input::Resolve {
                 incident,
-                by,
-                note,
+                actor,
                 reply,
             } => {
-                let r = self
-                    .engine
-                    .resolve(incident, &by, note.as_deref(), now, round);
+                let r = self.engine.resolve(incident, actor.who(), now, round);
                 replies.push(answer(reply, r));
             }
             Input::Escalate {
                 incident,
-                by,
-                note,
+                actor,
                 reply,
             } => {
-                let r = self
-                    .engine
-                    .escalate(incident, &by, note.as_deref(), now, round);
+                let r = self.engine.escalate(incident, actor.who(), now, round);
                 replies.push(answer(reply, r));
             }
-            Input::Reload { loaded } => self.engine.reload((*loaded).clone(), clock::now()),
+            Input::Reload { loaded } => self.reload(loaded),
             Input::RunDrill {
                 drill,
                 branch,
+                scope,
+                actor,
                 reply,
             } => {
-                let r = self.engine.run_drill(&drill, branch.as_deref(), now, round);
+                let r = self.engine.run_drill(
+                    &drill,
+                    branch.as_deref(),
+                    &scope,
+                    actor.who(),
+                    now,
+                    round,
+                );
                 replies.push(Box::new(move |stored| {
                     let out = match stored {
                         Ok(()) => r.map_err(HandleError::from),
@@ -439,12 +472,12 @@ impl EngineLoop {
                     let _ = reply.send(out);
                 }));
             }
-            Input::ExpireSilence { id, by, reply } => {
-                let r = self.engine.expire_silence(id, &by, now, round);
+            Input::ExpireSilence { id, actor, reply } => {
+                let r = self.engine.expire_silence(id, actor.who(), now, round);
                 replies.push(answer(reply, r));
             }
-            Input::AbortDrill { run, by, reply } => {
-                let r = self.engine.abort_drill(run, &by, now, round);
+            Input::AbortDrill { run, actor, reply } => {
+                let r = self.engine.abort_drill(run, actor.who(), now, round);
                 replies.push(Box::new(move |stored| {
                     let out = match stored {
                         Ok(()) => r.map_err(HandleError::from),

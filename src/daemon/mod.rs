@@ -8,6 +8,7 @@
 
 mod commands;
 mod engine_loop;
+mod lock;
 mod priority;
 mod tls;
 mod watch;
@@ -23,12 +24,15 @@ use crate::clock;
 use crate::config::Loaded;
 use crate::reload::Reloader;
 use crate::store::{StoreError, StoreHealth};
+pub use lock::LockError;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("link secret: {0}")]
     Secret(#[from] crate::notify::links::SecretError),
     #[error("notifications: {0}")]
@@ -62,6 +66,11 @@ pub async fn serve(
     ready: impl FnOnce(std::net::SocketAddr) + Send,
 ) -> Result<(), DaemonError> {
     let data_dir = loaded.config.data_dir.clone();
+    if let Some(w) = crate::private::open_to_others(&data_dir) {
+        tracing::warn!("{w}");
+    }
+    // Before the store is opened: a second daemon must not touch it at all.
+    let _lock = lock::acquire(&data_dir)?;
     let opened = crate::store::open(&loaded.config)?;
     if opened.created {
         tracing::warn!(
@@ -98,6 +107,7 @@ pub async fn serve(
     let wake = Arc::new(crate::notify::Wake::default());
     let probe_dir = workdir.clone();
     let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
+    let head = Arc::new(crate::store::AuditHead::default());
     let probes = crate::sources::probes::ProbeBoard::default();
     let engine_loop::Started {
         handle: engine,
@@ -110,7 +120,14 @@ pub async fn serve(
         Arc::clone(&wake),
         Arc::clone(&health),
         Arc::clone(&changes),
+        Arc::clone(&head),
     )?;
+    let anchor = tokio::spawn(crate::notify::anchor::run(
+        reloader.subscribe(),
+        Arc::clone(&head),
+        opened.key.clone(),
+        shutdown.clone(),
+    ));
 
     // The engine subscribes to the configuration through its door.
     {
@@ -195,7 +212,7 @@ pub async fn serve(
 
     let reloader_for_tls = Arc::clone(&reloader);
     let limits = reloader.current().config.limits.clone();
-    let rate = crate::http::RateLimit::new(limits.requests_per_second, limits.burst);
+    let rate = crate::http::RateLimit::new(&limits);
     let app = crate::http::router(crate::http::Parts {
         engine: engine.clone(),
         reader: opened.reader,
@@ -204,9 +221,11 @@ pub async fn serve(
         health,
         channels,
         rate,
+        denials: crate::http::Denials::default(),
         started_at: clock::now(),
         changes: changes.subscribe(),
         probes,
+        head,
         shutdown: shutdown.clone(),
     });
     let addr = listener.local_addr()?;
@@ -250,6 +269,7 @@ pub async fn serve(
     shutdown.cancel();
     let _ = delivery.await;
     engine.shutdown();
+    let _ = anchor.await;
     commands.kill_all();
     let _ = watch.await;
     if crashed.load(Ordering::SeqCst) {

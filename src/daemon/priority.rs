@@ -135,6 +135,7 @@ mod tests {
             events: vec![event; n],
             refused: Vec::new(),
             received_at: chrono::DateTime::UNIX_EPOCH,
+            via: "test".into(),
             reply,
         }
     }
@@ -145,8 +146,7 @@ mod tests {
             incident,
             step: "s".into(),
             verb: crate::engine::Verb::Ack,
-            by: None,
-            note: None,
+            actor: crate::engine::handle::Actor::new("it.a", "test"),
             reply,
         }
     }
@@ -274,7 +274,7 @@ mod tests {
         let (reply, _) = tokio::sync::oneshot::channel();
         let expire = Input::ExpireSilence {
             id: 1,
-            by: "ops".into(),
+            actor: crate::engine::handle::Actor::new("ops", "test"),
             reply,
         };
         let turn = vec![events(100, "a"), expire, events(1, "b")];

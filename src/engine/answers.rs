@@ -17,17 +17,19 @@ impl Engine {
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Result<(), ActionError> {
-        let Who { by, note } = who;
+        let Who { by, note, .. } = who;
         let inc = self
             .live
             .get_mut(&iid)
             .ok_or(ActionError::NoIncident(iid))?;
+        Self::link_unused(inc, &who)?;
         let playbook_id = inc.playbook_id.clone();
         let drill = inc.drill;
         let (_, run) = inc
             .step_mut(step)
             .ok_or_else(|| ActionError::NoStep(iid, step.to_string()))?;
-        let who = by.unwrap_or("anonymous").to_string();
+        let actor = who;
+        let who = who.by().to_string();
         if !run.state.is_open() {
             let why = match run.state {
                 StepState::Pending => "has not started",
@@ -110,7 +112,7 @@ impl Engine {
             detail.push_str(&format!(": {n}"));
         }
         let done_now = run.state == StepState::Done && verb == Verb::Safe;
-        Self::history(round, iid, now, what, &who, detail);
+        Self::history_of(round, iid, now, what, &actor, detail);
         if done_now {
             Self::history(
                 round,
@@ -121,6 +123,7 @@ impl Engine {
                 format!("step {step}: everyone confirmed safe"),
             );
         }
+        self.link_used(iid, &actor);
         round.touched.insert(iid);
         Ok(())
     }
@@ -129,11 +132,11 @@ impl Engine {
     pub fn resolve(
         &mut self,
         iid: i64,
-        by: &str,
-        note: Option<&str>,
+        who: Who<'_>,
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Result<(), ActionError> {
+        let note = who.note;
         let inc = self
             .live
             .get_mut(&iid)
@@ -174,12 +177,12 @@ impl Engine {
             }
         }
         for (step, channel) in withdrawn {
-            Self::history(
+            Self::history_of(
                 round,
                 iid,
                 now,
                 "notification.withdrawn",
-                by,
+                &who,
                 format!(
                     "step {step}: retries of the announcement to channel:{channel} stop: the incident is resolved"
                 ),
@@ -187,12 +190,12 @@ impl Engine {
             round.withdraw.push((iid, step, now));
         }
         let tier = inc.tier;
-        Self::history(
+        Self::history_of(
             round,
             iid,
             now,
             "incident.resolved",
-            by,
+            &who,
             format!(
                 "{}{}",
                 if skipped.is_empty() {
@@ -233,29 +236,48 @@ impl Engine {
     pub fn escalate(
         &mut self,
         iid: i64,
-        by: &str,
-        note: Option<&str>,
+        who: Who<'_>,
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Result<(), ActionError> {
-        let inc = self
+        let live = self
             .live
-            .get(&iid)
-            .ok_or(ActionError::NoIncident(iid))?
-            .clone();
+            .get_mut(&iid)
+            .ok_or(ActionError::NoIncident(iid))?;
+        Self::link_unused(live, &who)?;
+        let inc = live.clone();
         let why = format!(
-            "ESCALATED by {by}{}",
-            note.map(|n| format!(": {n}")).unwrap_or_default()
+            "ESCALATED by {}{}",
+            who.by(),
+            who.note.map(|n| format!(": {n}")).unwrap_or_default()
         );
         let to: Vec<Target> = self
             .ops_target()
             .into_iter()
             .chain([Target::BranchHead])
             .collect();
-        let sent = self.notify(&inc, None, &to, Msg::text(&why), round, now);
+        let sent = self.notify(&inc, None, &to, Msg::new(Ask::Escalation, &why), round, now);
         round.stats.escalation(&inc);
-        Self::history(round, iid, now, "incident.escalated", by, sent);
+        Self::history_of(round, iid, now, "incident.escalated", &who, sent);
+        self.link_used(iid, &who);
         round.touched.insert(iid);
         Ok(())
+    }
+
+    /// A one-click link works once: a second use is refused and changes nothing.
+    fn link_unused(inc: &Incident, who: &Who<'_>) -> Result<(), ActionError> {
+        match who.link {
+            Some(link) if inc.used_links.contains(link) => Err(ActionError::Conflict(
+                "this link has already been used".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a link's use, once what it did is decided.
+    fn link_used(&mut self, iid: i64, who: &Who<'_>) {
+        if let (Some(link), Some(inc)) = (who.link, self.live.get_mut(&iid)) {
+            inc.used_links.insert(link.to_string());
+        }
     }
 }

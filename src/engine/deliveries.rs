@@ -26,6 +26,11 @@ impl Engine {
     pub fn delivered(&mut self, attempts: Vec<Attempt>, now: DateTime<Utc>, round: &mut Round) {
         for a in attempts {
             let u = &a.update;
+            let branch = self
+                .live
+                .get(&a.incident)
+                .map(|i| i.branch.clone())
+                .unwrap_or_default();
             let to = match a.channel {
                 ChannelKind::Email => format!("email to {} ({})", a.recipient, a.target),
                 ChannelKind::Webhook => format!("webhook to {}", a.target),
@@ -49,7 +54,7 @@ impl Engine {
                         "{to}: attempt {} failed: {error}; next attempt at {}",
                         u.attempts,
                         u.next_attempt_at
-                            .map(|t| t.to_rfc3339())
+                            .map(|t| fmt_time(t, &self.loaded, &branch))
                             .unwrap_or_default()
                     ),
                 ),
@@ -120,7 +125,14 @@ impl Engine {
             let sent = if ops.is_empty() {
                 "nobody else to tell".to_string()
             } else {
-                self.notify(&inc, spec.as_ref(), &ops, Msg::text(&why), round, now)
+                self.notify(
+                    &inc,
+                    spec.as_ref(),
+                    &ops,
+                    Msg::new(Ask::Failed, &why),
+                    round,
+                    now,
+                )
             };
             Self::history(
                 round,
@@ -141,6 +153,7 @@ impl Engine {
             at: now,
             what: "auth.denied".into(),
             by: "auth".into(),
+            via: VIA_ENGINE.into(),
             detail,
         });
     }
@@ -159,6 +172,7 @@ impl Engine {
             at: now,
             what: "link.refused".into(),
             by: "link".into(),
+            via: VIA_LINK.into(),
             detail,
         });
     }

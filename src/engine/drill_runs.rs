@@ -18,7 +18,7 @@ impl Engine {
     pub(super) fn start_run(
         &mut self,
         d: &Drill,
-        only: Option<&str>,
+        at: super::drills::Start<'_>,
         trigger: &str,
         scheduled_for: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -31,14 +31,23 @@ impl Engine {
             BranchSelection::All => self.loaded.config.branches.keys().cloned().collect(),
             BranchSelection::List(l) => l.clone(),
         };
-        if let Some(b) = only {
-            if !branches.iter().any(|x| x == b) {
-                return Err(DrillError::NotAtBranch {
-                    drill: d.id.clone(),
-                    branch: b.to_string(),
-                });
+        match at {
+            super::drills::Start::Everywhere => {}
+            super::drills::Start::At(b) => {
+                if !branches.iter().any(|x| x == b) {
+                    return Err(DrillError::NotAtBranch {
+                        drill: d.id.clone(),
+                        branch: b.to_string(),
+                    });
+                }
+                branches = vec![b.to_string()];
             }
-            branches = vec![b.to_string()];
+            super::drills::Start::Within(scope) => {
+                branches = scope.pick(&branches);
+                if branches.is_empty() {
+                    return Err(DrillError::NoBranchInScope(d.id.clone()));
+                }
+            }
         }
         let (busy, free): (Vec<String>, Vec<String>) = branches
             .into_iter()
@@ -86,6 +95,9 @@ impl Engine {
                 .iter()
                 .map(|(after, labels)| (after.as_secs() as i64, labels.clone()))
                 .collect(),
+            // A manual run names its starter (`run_drill`); the others are the daemon's.
+            started_by: (trigger != "manual").then(|| trigger.to_string()),
+            via: (trigger != "manual").then(|| VIA_ENGINE.to_string()),
         };
         for (k, branch) in free.into_iter().enumerate() {
             // Branch k of n starts k/n of the way through the stagger.
@@ -188,7 +200,7 @@ impl Engine {
                     } else {
                         ": command and webhook actions are recorded, not carried out"
                     },
-                    fmt_time(ends, &self.loaded)
+                    fmt_time(ends, &self.loaded, &branch)
                 ),
             );
             incidents.push(iid);
@@ -323,10 +335,11 @@ impl Engine {
     pub fn abort_drill(
         &mut self,
         run: i64,
-        by: &str,
+        who: Who<'_>,
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Result<(), DrillError> {
+        let by = format!("{} (via {})", who.by(), who.via);
         let r = self.runs.get(&run).ok_or(DrillError::NoRun(run))?;
         let running: Vec<i64> = r
             .branches

@@ -57,7 +57,16 @@ fn tick(e: &mut Engine, now: DateTime<Utc>) -> Round {
 
 fn run(e: &mut Engine, drill: &str, branch: &str, now: DateTime<Utc>) -> (i64, i64, Round) {
     let mut r = Round::default();
-    let (run, incidents) = e.run_drill(drill, Some(branch), now, &mut r).unwrap();
+    let (run, incidents) = e
+        .run_drill(
+            drill,
+            Some(branch),
+            &crate::scope::Scope::all(),
+            Who::new(Some("ops"), None),
+            now,
+            &mut r,
+        )
+        .unwrap();
     e.tick(now, &mut r);
     e.finish(&mut r);
     (run, incidents[0], r)
@@ -200,6 +209,7 @@ fn a_real_incident_on_the_branch_aborts_the_drill_which_is_not_scored() {
     let mut r = Round::default();
     let out = e.ingest(
         vec![(real, t0() + Duration::minutes(2))],
+        "test",
         t0() + Duration::minutes(2),
         &mut r,
     );
@@ -223,13 +233,29 @@ fn a_drill_never_overlaps_itself_on_a_branch() {
     let mut e = engine_with(loaded(), t0());
     run(&mut e, "failover-monthly", "sh-001", t0());
     let mut r = Round::default();
-    let again = e.run_drill("failover-monthly", Some("sh-001"), t0(), &mut r);
+    let again = e.run_drill(
+        "failover-monthly",
+        Some("sh-001"),
+        &crate::scope::Scope::all(),
+        Who::new(Some("ops"), None),
+        t0(),
+        &mut r,
+    );
     assert_eq!(
         again,
         Err(DrillError::AlreadyRunning("failover-monthly".into()))
     );
     // All branches: the busy one is skipped, the others start.
-    let (id, incidents) = e.run_drill("failover-monthly", None, t0(), &mut r).unwrap();
+    let (id, incidents) = e
+        .run_drill(
+            "failover-monthly",
+            None,
+            &crate::scope::Scope::all(),
+            Who::new(Some("ops"), None),
+            t0(),
+            &mut r,
+        )
+        .unwrap();
     assert_eq!(incidents.len(), 2);
     assert_eq!(stored(&r, id).skipped, vec!["sh-001".to_string()]);
 }
@@ -357,7 +383,16 @@ fn a_stagger_spreads_the_branches_starts_evenly() {
     });
     let mut e = engine_with(l, t0());
     let mut r = Round::default();
-    let (id, incidents) = e.run_drill("failover-monthly", None, t0(), &mut r).unwrap();
+    let (id, incidents) = e
+        .run_drill(
+            "failover-monthly",
+            None,
+            &crate::scope::Scope::all(),
+            Who::new(Some("ops"), None),
+            t0(),
+            &mut r,
+        )
+        .unwrap();
     e.finish(&mut r);
     assert_eq!(incidents.len(), 1, "only the first branch starts at once");
     let run = e.drill_runs().find(|x| x.id == id).unwrap().clone();
@@ -452,7 +487,7 @@ fn a_sunday_night_window_holds_back_events_in_the_branch_s_own_time() {
     // Sunday 29 November 2026, London (GMT): 02:00 is inside 01:00–05:00.
     let inside = at("2026-11-29T02:00:00Z");
     let mut r = Round::default();
-    let out = e.ingest(vec![(ev(inside), inside)], inside, &mut r);
+    let out = e.ingest(vec![(ev(inside), inside)], "test", inside, &mut r);
     assert!(out[0].1.is_empty());
     assert_eq!(
         r.events[0].silenced.as_deref(),
@@ -460,6 +495,6 @@ fn a_sunday_night_window_holds_back_events_in_the_branch_s_own_time() {
     );
     let after = at("2026-11-29T05:30:00Z");
     let mut r = Round::default();
-    let out = e.ingest(vec![(ev(after), after)], after, &mut r);
+    let out = e.ingest(vec![(ev(after), after)], "test", after, &mut r);
     assert_eq!(out[0].1.len(), 1, "after the window the incident opens");
 }

@@ -96,6 +96,12 @@ pub struct DrillRun {
     /// Follow-up events: seconds after a branch's start, and the labels added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub raise: Vec<(i64, BTreeMap<String, String>)>,
+    /// Who started it (a person, or `schedule`) and how (a token's name,
+    /// `local`, `engine`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// Why a drill could not be started or stopped.
@@ -107,8 +113,21 @@ pub enum DrillError {
     NotAtBranch { drill: String, branch: String },
     #[error("drill `{0}` is already running at every branch it would start at")]
     AlreadyRunning(String),
+    #[error("drill `{0}` runs at none of the branches this token may act on")]
+    NoBranchInScope(String),
     #[error("no running drill run {0}")]
     NoRun(i64),
+}
+
+/// Where a run starts.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Start<'a> {
+    /// Every branch of the drill.
+    Everywhere,
+    /// One branch, which must be one of the drill's.
+    At(&'a str),
+    /// The drill's branches within a scope.
+    Within(&'a crate::scope::Scope),
 }
 
 /// What the store keeps of drills, given back at start-up.
@@ -179,7 +198,14 @@ impl Engine {
             self.last_fire.insert(d.id.clone(), missed);
             round.drill_fires.push((d.id.clone(), missed));
             if d.missed == crate::config::MissedPolicy::Run && within {
-                let _ = self.start_run(&d, None, "missed-run", Some(missed), now, round);
+                let _ = self.start_run(
+                    &d,
+                    Start::Everywhere,
+                    "missed-run",
+                    Some(missed),
+                    now,
+                    round,
+                );
             } else {
                 self.record_missed(&d, missed, now, round);
             }
@@ -255,7 +281,7 @@ impl Engine {
         };
         self.last_fire.insert(id.clone(), due);
         round.drill_fires.push((id.clone(), due));
-        let _ = self.start_run(&d, None, "schedule", Some(due), now, round);
+        let _ = self.start_run(&d, Start::Everywhere, "schedule", Some(due), now, round);
         let tz = self.loaded.config.calendar.timezone;
         // Never back-filled: if the loop was late past the next time too, skip it.
         let next = d
@@ -269,10 +295,14 @@ impl Engine {
     }
 
     /// Starts a drill by hand (all its branches, or one).
+    /// Starts a drill now: at `branch`, or at every branch of the drill
+    /// within `scope` (a branch head runs drills at their own branches).
     pub fn run_drill(
         &mut self,
         drill: &str,
         branch: Option<&str>,
+        scope: &crate::scope::Scope,
+        who: Who<'_>,
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Result<(i64, Vec<i64>), DrillError> {
@@ -283,7 +313,21 @@ impl Engine {
             .find(|d| d.id == drill)
             .cloned()
             .ok_or_else(|| DrillError::NoDrill(drill.to_string()))?;
-        self.start_run(&d, branch, "manual", None, now, round)
+        let at = match branch {
+            Some(b) => Start::At(b),
+            None if scope.is_all() => Start::Everywhere,
+            None => Start::Within(scope),
+        };
+        let (id, incidents) = self.start_run(&d, at, "manual", None, now, round)?;
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.started_by = Some(who.by().to_string());
+            run.via = Some(who.via.to_string());
+            if let Some(r) = round.drill_runs.iter_mut().rev().find(|r| r.id == id) {
+                r.started_by = run.started_by.clone();
+                r.via = run.via.clone();
+            }
+        }
+        Ok((id, incidents))
     }
 
     pub(super) fn record_missed(
@@ -313,6 +357,8 @@ impl Engine {
             skipped: Vec::new(),
             targets: BTreeMap::new(),
             raise: Vec::new(),
+            started_by: None,
+            via: None,
         });
         round
             .stats

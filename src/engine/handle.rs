@@ -8,6 +8,7 @@
 //! is answered only after what it caused is stored (or with the store's error).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use chrono::{DateTime, Utc};
@@ -15,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::{
     ActionError, Attempt, CommandOutcome, DrillError, Ingested, RefusedEvent, SilenceSpec, Verb,
+    Who,
 };
 use crate::config::Loaded;
 use crate::event::Event;
@@ -26,6 +28,41 @@ pub type StoreFault = Arc<dyn std::error::Error + Send + Sync>;
 /// The answer to one input.
 pub type Reply<T> = oneshot::Sender<Result<T, HandleError>>;
 
+/// Who asks, as the HTTP layer established it: the person recorded as
+/// `by`, the way they came (`via`), their note, and the one-click link used.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub by: String,
+    pub via: String,
+    pub note: Option<String>,
+    pub link: Option<String>,
+}
+
+impl Actor {
+    pub fn new(by: impl Into<String>, via: impl Into<String>) -> Actor {
+        Actor {
+            by: by.into(),
+            via: via.into(),
+            note: None,
+            link: None,
+        }
+    }
+
+    pub fn with_note(mut self, note: Option<String>) -> Actor {
+        self.note = note;
+        self
+    }
+
+    pub fn who(&self) -> Who<'_> {
+        Who {
+            by: Some(&self.by),
+            via: &self.via,
+            note: self.note.as_deref(),
+            link: self.link.as_deref(),
+        }
+    }
+}
+
 /// What the engine loop is asked to do.
 pub enum Input {
     Events {
@@ -33,26 +70,25 @@ pub enum Input {
         /// Refused by the source but kept visible (Alertmanager's bad alerts).
         refused: Vec<RefusedEvent>,
         received_at: DateTime<Utc>,
+        /// The token's name (`local`, `engine` for the daemon's own sources).
+        via: String,
         reply: Reply<(Ingested, Vec<i64>)>,
     },
     Step {
         incident: i64,
         step: String,
         verb: Verb,
-        by: Option<String>,
-        note: Option<String>,
+        actor: Actor,
         reply: Reply<()>,
     },
     Resolve {
         incident: i64,
-        by: String,
-        note: Option<String>,
+        actor: Actor,
         reply: Reply<()>,
     },
     Escalate {
         incident: i64,
-        by: String,
-        note: Option<String>,
+        actor: Actor,
         reply: Reply<()>,
     },
     CommandFinished {
@@ -60,16 +96,18 @@ pub enum Input {
         step: String,
         outcome: CommandOutcome,
     },
-    /// Start a drill now (all its branches, or one).
+    /// Start a drill now (one branch, or all of its branches within scope).
     RunDrill {
         drill: String,
         branch: Option<String>,
+        scope: crate::scope::Scope,
+        actor: Actor,
         reply: Reply<(i64, Vec<i64>)>,
     },
     /// Stop a drill run by hand.
     AbortDrill {
         run: i64,
-        by: String,
+        actor: Actor,
         reply: Reply<()>,
     },
     /// Create a silence.
@@ -80,7 +118,7 @@ pub enum Input {
     /// End a silence now.
     ExpireSilence {
         id: i64,
-        by: String,
+        actor: Actor,
         reply: Reply<()>,
     },
     /// A newly published configuration.
@@ -120,6 +158,12 @@ impl Input {
 pub enum HandleError {
     #[error("the engine has stopped")]
     Stopped,
+    /// Too many events wait for the engine: try again shortly (503 with
+    /// `Retry-After`); nothing of the request was stored.
+    #[error(
+        "{waiting} events are waiting to be stored (engine.queue is {capacity}): try again in a second"
+    )]
+    Busy { waiting: usize, capacity: usize },
     /// Our own fault: the round could not be stored, so nothing of it happened.
     #[error("could not store: {0}")]
     Store(StoreFault),
@@ -129,17 +173,75 @@ pub enum HandleError {
     Drill(#[from] DrillError),
 }
 
+/// The bound on events waiting for the engine. People's actions and the
+/// daemon's own inputs (delivery outcomes, command results) are bounded by
+/// their producers and never refused; events from outside are, once this
+/// many wait, so a flood is answered 503 rather than held in memory.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    waiting: Arc<AtomicUsize>,
+    capacity: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn new(capacity: usize) -> Queue {
+        Queue {
+            waiting: Arc::new(AtomicUsize::new(0)),
+            capacity: Arc::new(AtomicUsize::new(capacity.max(1))),
+        }
+    }
+
+    /// Counts `weight` events as waiting, or refuses them. One batch is
+    /// always taken into an empty queue, however large.
+    fn take(&self, weight: usize) -> Result<(), HandleError> {
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w == 0 || w + weight <= capacity).then_some(w + weight)
+            })
+            .map(|_| ())
+            .map_err(|waiting| HandleError::Busy { waiting, capacity })
+    }
+
+    /// The engine loop took `weight` events off the channel.
+    pub fn release(&self, weight: usize) {
+        let _ = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                Some(w.saturating_sub(weight))
+            });
+    }
+
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity.max(1), Ordering::Relaxed);
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
 /// A cheap, cloneable way to talk to the engine loop.
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Input>,
+    queue: Queue,
 }
 
 impl EngineHandle {
-    /// A handle and the receiving end, which the engine loop owns.
-    pub fn channel() -> (EngineHandle, mpsc::Receiver<Input>) {
+    /// A handle and the receiving end, which the engine loop owns, with the
+    /// bound on waiting events.
+    pub fn channel(capacity: usize) -> (EngineHandle, mpsc::Receiver<Input>, Queue) {
         let (tx, rx) = mpsc::channel();
-        (EngineHandle { tx }, rx)
+        let queue = Queue::new(capacity);
+        (
+            EngineHandle {
+                tx,
+                queue: queue.clone(),
+            },
+            rx,
+            queue,
+        )
     }
 
     pub fn send(&self, input: Input) -> Result<(), HandleError> {
@@ -152,33 +254,31 @@ impl EngineHandle {
         rx.await.map_err(|_| HandleError::Stopped)?
     }
 
-    /// Stores and matches events; answers once they are durable.
-    pub async fn ingest(
-        &self,
-        events: Vec<Event>,
-        received_at: DateTime<Utc>,
-    ) -> Result<Ingested, HandleError> {
-        Ok(self
-            .ingest_with_refused(events, Vec::new(), received_at)
-            .await?
-            .0)
-    }
-
     /// Stores and matches events, and stores refused ones as such; answers
-    /// with the ids of both once they are durable.
-    pub async fn ingest_with_refused(
+    /// with the ids of both once they are durable. Refused at once with
+    /// [`HandleError::Busy`] when the queue is full: nothing is half-stored.
+    pub async fn ingest(
         &self,
         events: Vec<Event>,
         refused: Vec<RefusedEvent>,
         received_at: DateTime<Utc>,
+        via: String,
     ) -> Result<(Ingested, Vec<i64>), HandleError> {
-        self.ask(|reply| Input::Events {
+        let weight = (events.len() + refused.len()).max(1);
+        self.queue.take(weight)?;
+        let (reply, rx) = oneshot::channel();
+        let sent = self.send(Input::Events {
             events,
             refused,
             received_at,
+            via,
             reply,
-        })
-        .await
+        });
+        if let Err(e) = sent {
+            self.queue.release(weight);
+            return Err(e);
+        }
+        rx.await.map_err(|_| HandleError::Stopped)?
     }
 
     pub async fn step(
@@ -186,45 +286,31 @@ impl EngineHandle {
         incident: i64,
         step: String,
         verb: Verb,
-        by: Option<String>,
-        note: Option<String>,
+        actor: Actor,
     ) -> Result<(), HandleError> {
         self.ask(|reply| Input::Step {
             incident,
             step,
             verb,
-            by,
-            note,
+            actor,
             reply,
         })
         .await
     }
 
-    pub async fn resolve(
-        &self,
-        incident: i64,
-        by: String,
-        note: Option<String>,
-    ) -> Result<(), HandleError> {
+    pub async fn resolve(&self, incident: i64, actor: Actor) -> Result<(), HandleError> {
         self.ask(|reply| Input::Resolve {
             incident,
-            by,
-            note,
+            actor,
             reply,
         })
         .await
     }
 
-    pub async fn escalate(
-        &self,
-        incident: i64,
-        by: String,
-        note: Option<String>,
-    ) -> Result<(), HandleError> {
+    pub async fn escalate(&self, incident: i64, actor: Actor) -> Result<(), HandleError> {
         self.ask(|reply| Input::Escalate {
             incident,
-            by,
-            note,
+            actor,
             reply,
         })
         .await
@@ -234,25 +320,30 @@ impl EngineHandle {
         &self,
         drill: String,
         branch: Option<String>,
+        scope: crate::scope::Scope,
+        actor: Actor,
     ) -> Result<(i64, Vec<i64>), HandleError> {
         self.ask(|reply| Input::RunDrill {
             drill,
             branch,
+            scope,
+            actor,
             reply,
         })
         .await
     }
 
-    pub async fn abort_drill(&self, run: i64, by: String) -> Result<(), HandleError> {
-        self.ask(|reply| Input::AbortDrill { run, by, reply }).await
+    pub async fn abort_drill(&self, run: i64, actor: Actor) -> Result<(), HandleError> {
+        self.ask(|reply| Input::AbortDrill { run, actor, reply })
+            .await
     }
 
     pub async fn add_silence(&self, spec: SilenceSpec) -> Result<i64, HandleError> {
         self.ask(|reply| Input::AddSilence { spec, reply }).await
     }
 
-    pub async fn expire_silence(&self, id: i64, by: String) -> Result<(), HandleError> {
-        self.ask(|reply| Input::ExpireSilence { id, by, reply })
+    pub async fn expire_silence(&self, id: i64, actor: Actor) -> Result<(), HandleError> {
+        self.ask(|reply| Input::ExpireSilence { id, actor, reply })
             .await
     }
 
@@ -260,9 +351,14 @@ impl EngineHandle {
         self.ask(|reply| Input::Delivered { attempts, reply }).await
     }
 
-    /// Audits a request refused by access control; fire and forget.
+    /// Audits refused requests (a summary per client); fire and forget.
     pub fn auth_denied(&self, detail: String) {
         let _ = self.send(Input::AuthDenied { detail });
+    }
+
+    /// The bound on waiting events (the reload path sets its capacity).
+    pub fn queue(&self) -> &Queue {
+        &self.queue
     }
 
     /// Audits a refused link; fire and forget (the page is shown either way).

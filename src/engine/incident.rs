@@ -128,6 +128,9 @@ pub struct Incident {
     /// history line each. The events themselves are in the event list.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attached: BTreeMap<String, Attached>,
+    /// One-click links already used (`action:step:person`): each works once.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub used_links: BTreeSet<String>,
     /// The tier this incident is counted under in the open-incident gauge
     /// (see `open_count`): the engine's bookkeeping, not stored.
     #[serde(skip)]
@@ -168,6 +171,24 @@ pub struct HistoryEntry {
     pub at: DateTime<Utc>,
     pub what: String,
     pub by: String,
+    /// How it came: an API token's name, `link`, `local`, or `engine`
+    /// (empty on lines written before it was recorded).
+    #[serde(default)]
+    pub via: String,
+    pub detail: String,
+}
+
+/// An audit line about something other than an incident (an event received
+/// or refused, a drill run's change): decided by the engine like a history
+/// line, and written to the audit log as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditLine {
+    pub at: DateTime<Utc>,
+    /// `event:N`, `drill-run:N`.
+    pub entity: String,
+    pub what: String,
+    pub by: String,
+    pub via: String,
     pub detail: String,
 }
 
@@ -302,6 +323,14 @@ pub struct Notification {
     /// announce what is over. Messages to people are never withdrawn.
     #[serde(default)]
     pub announcement: bool,
+    /// Urgent (an escalation, an overdue notice, a roll call, a critical
+    /// step): never held for a digest, sent at once and alone.
+    #[serde(default)]
+    pub urgent: bool,
+    /// The incident page's read-only grant in the message lasts until then:
+    /// the incident's last deadline plus seven days.
+    #[serde(default)]
+    pub grant_until: Option<DateTime<Utc>>,
     /// The JSON body for a webhook.
     pub payload: Option<String>,
 }

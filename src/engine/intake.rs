@@ -17,6 +17,7 @@ impl Engine {
     pub fn ingest(
         &mut self,
         events: Vec<(Event, DateTime<Utc>)>,
+        via: &str,
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Ingested {
@@ -28,15 +29,19 @@ impl Engine {
             if let Some(by) = self.silenced_by(&ev, now) {
                 round.stats.silenced += 1;
                 out.push((id, Vec::new()));
-                round.events.push(StoredEvent {
-                    id,
-                    received_at,
-                    event: ev,
-                    matched: false,
-                    incidents: Vec::new(),
-                    rejected: None,
-                    silenced: Some(by),
-                });
+                Self::received(
+                    round,
+                    StoredEvent {
+                        id,
+                        received_at,
+                        event: ev,
+                        matched: false,
+                        incidents: Vec::new(),
+                        rejected: None,
+                        silenced: Some(by),
+                    },
+                    via,
+                );
                 continue;
             }
             let matches = matching::match_event(&self.loaded.playbooks, &ev);
@@ -50,17 +55,48 @@ impl Engine {
                 round.stats.unmatched += 1;
             }
             out.push((id, incidents.clone()));
-            round.events.push(StoredEvent {
-                id,
-                received_at,
-                event: ev,
-                matched: !matches.is_empty(),
-                incidents,
-                rejected: None,
-                silenced: None,
-            });
+            Self::received(
+                round,
+                StoredEvent {
+                    id,
+                    received_at,
+                    event: ev,
+                    matched: !matches.is_empty(),
+                    incidents,
+                    rejected: None,
+                    silenced: None,
+                },
+                via,
+            );
         }
         out
+    }
+
+    /// An event into the round, with the audit line that records it: the
+    /// event as received, and what became of it (its incidents, a silence),
+    /// so a stored row that disagrees with it is found by `audit verify`.
+    fn received(round: &mut Round, e: StoredEvent, via: &str) {
+        let mut detail = serde_json::to_value(&e.event).unwrap_or_default();
+        if let Some(o) = detail.as_object_mut() {
+            o.insert("matched".into(), e.matched.into());
+            o.insert("incidents".into(), serde_json::json!(e.incidents));
+            if let Some(s) = &e.silenced {
+                o.insert("silenced".into(), s.clone().into());
+            }
+        }
+        let (what, detail) = match &e.rejected {
+            None => ("event.received", detail.to_string()),
+            Some(why) => ("event.rejected", format!("{why}: {detail}")),
+        };
+        round.audit.push(AuditLine {
+            at: e.received_at,
+            entity: format!("event:{}", e.id),
+            what: what.to_string(),
+            by: e.event.source.clone(),
+            via: via.to_string(),
+            detail,
+        });
+        round.events.push(e);
     }
 
     /// Stores refused events (unmatched, with their reason); returns their ids.
@@ -68,6 +104,7 @@ impl Engine {
         &mut self,
         events: Vec<RefusedEvent>,
         received_at: DateTime<Utc>,
+        via: &str,
         round: &mut Round,
     ) -> Vec<i64> {
         events
@@ -75,15 +112,19 @@ impl Engine {
             .map(|r| {
                 let id = self.next_event;
                 self.next_event += 1;
-                round.events.push(StoredEvent {
-                    id,
-                    received_at,
-                    event: r.event,
-                    matched: false,
-                    incidents: Vec::new(),
-                    rejected: Some(r.reason),
-                    silenced: None,
-                });
+                Self::received(
+                    round,
+                    StoredEvent {
+                        id,
+                        received_at,
+                        event: r.event,
+                        matched: false,
+                        incidents: Vec::new(),
+                        rejected: Some(r.reason),
+                        silenced: None,
+                    },
+                    via,
+                );
                 id
             })
             .collect()
@@ -108,7 +149,7 @@ impl Engine {
                     .is_some_and(|p| p.resolve == ResolveMode::Auto);
                 self.attach(iid, event_id, ev, now, round);
                 if auto {
-                    let _ = self.resolve(iid, "event", None, now, round);
+                    let _ = self.resolve(iid, Who::engine("event"), now, round);
                 }
                 Some(iid)
             }
@@ -248,6 +289,7 @@ impl Engine {
             labels: ev.labels.clone().into(),
             steps: pb.steps.iter().map(pending_step).collect(),
             attached: BTreeMap::new(),
+            used_links: Default::default(),
             counted_tier: None,
         };
         // Once per round, not per incident: a storm opens hundreds of one

@@ -61,7 +61,10 @@ impl Engine {
             if let Some(run) = inc.steps.iter().find(|r| r.id == s.id)
                 && let Some(d) = run.deadline
             {
-                v.insert("deadline".into(), fmt_time_in(d, cfg.tz_of(&inc.branch)));
+                v.insert(
+                    "deadline".into(),
+                    crate::show::time(d, cfg.tz_of(&inc.branch)),
+                );
             }
         }
         for (k, val) in &inc.labels {
@@ -70,15 +73,36 @@ impl Engine {
         v
     }
 
-    pub(super) fn subject(&self, inc: &Incident, step: &Step) -> String {
-        let drill = if inc.drill { "[DRILL] " } else { "" };
+    /// A message's subject: `[DRILL] `, what it asks, the branch and the
+    /// step (or, without a step, the plan), in at most 78 characters.
+    pub(super) fn subject(&self, inc: &Incident, step: Option<&Step>, ask: Ask) -> String {
         let branch = self
             .loaded
             .config
             .branches
             .get(&inc.branch)
             .map_or(inc.branch.as_str(), |b| b.name.as_str());
-        format!("{drill}[{}] {branch}: {}", inc.playbook_id, step.title)
+        let what = match step {
+            Some(s) => s.title.clone(),
+            None => inc
+                .playbook
+                .as_ref()
+                .map_or_else(|| inc.playbook_id.clone(), |p| p.name.clone()),
+        };
+        subject_line(inc.drill, ask.word(), branch, &what)
+    }
+
+    /// How long the incident's page may be opened from a message: its last
+    /// deadline plus seven days (and a week from now at least).
+    fn grant_until(inc: &Incident, now: DateTime<Utc>) -> DateTime<Utc> {
+        let last = inc
+            .steps
+            .iter()
+            .filter_map(|s| s.deadline)
+            .max()
+            .unwrap_or(now)
+            .max(now);
+        last + chrono::Duration::days(7)
     }
 
     /// Queues messages to targets; returns a description for the history.
@@ -93,16 +117,12 @@ impl Engine {
     ) -> String {
         let why = msg.text;
         let cfg = &self.loaded.config;
-        let drill = if inc.drill { "[DRILL] " } else { "" };
-        let branch_name = cfg
-            .branches
-            .get(&inc.branch)
-            .map_or(inc.branch.as_str(), |b| b.name.as_str());
-        let subject = match step {
-            Some(s) => format!("{} ({why})", self.subject(inc, s)),
-            None => format!("{drill}[{}] {branch_name}: {why}", inc.playbook_id),
-        };
+        let subject = self.subject(inc, step, msg.ask);
         let body = self.body(inc, step, why);
+        // Escalations, overdue notices, roll calls and critical steps go at
+        // once, alone; the rest may wait in a digest window.
+        let urgent = msg.ask.urgent() || step.is_some_and(|s| s.critical);
+        let grant_until = Some(Self::grant_until(inc, now));
         let margin = chrono::Duration::from_std(cfg.delivery.link_margin)
             .unwrap_or(chrono::Duration::days(1));
         let link_until = step
@@ -138,6 +158,8 @@ impl Engine {
                         links: Vec::new(),
                         link_until: None,
                         announcement: false,
+                        urgent,
+                        grant_until: None,
                         payload: Some(self.webhook_payload(inc, step, why, &subject, &body)),
                     });
                     sent.push(t.to_string());
@@ -168,6 +190,8 @@ impl Engine {
                                     link_until,
                                     payload: None,
                                     announcement: false,
+                                    urgent,
+                                    grant_until,
                                 });
                                 sent.push(format!("{} <{email}>", p.name));
                             }
@@ -177,7 +201,11 @@ impl Engine {
                 }
             }
         }
-        format!("{why} to {}", sent.join(", "))
+        let what = match msg.ask {
+            Ask::Action | Ask::Notice | Ask::RollCall => msg.ask.sent().to_string(),
+            _ => format!("{}: {why}", msg.ask.sent()),
+        };
+        format!("{what} to {}", sent.join(", "))
     }
 
     /// The JSON posted to webhook channels: schema `branchguard.notification.v1`,
@@ -232,13 +260,7 @@ impl Engine {
         if inc.drill {
             b.push_str("[DRILL] This is a drill. Respond exactly as in a real incident.\n\n");
         }
-        let opening = match why {
-            "assigned" => {
-                "You are assigned this step: acknowledge it now, then mark it done when it is."
-            }
-            "notice" => "For your information.",
-            other => other,
-        };
+        let opening = why;
         b.push_str(&format!("{opening}\n\n"));
         b.push_str(&format!(
             "Incident:  #{} {}\n",
@@ -269,6 +291,9 @@ impl Engine {
             }
             if let Some(d) = vars.get("deadline") {
                 b.push_str(&format!("Deadline:  {d}\n"));
+            }
+            if s.critical {
+                b.push_str("Critical:  yes (a drill that misses it fails)\n");
             }
         }
         b.push_str(&format!("\nIncident:  {}\n", vars["links.incident"]));

@@ -28,7 +28,7 @@ pub use drills::{BranchRun, DrillError, DrillRun, DrillState, RunStatus};
 pub use handle::{EngineHandle, HandleError, Input};
 pub use incident::*;
 pub use pairs::Pairs;
-pub use silences::{Matcher, Silence, SilenceSpec};
+pub use silences::{Breadth, Matcher, Silence, SilenceSpec, breadth};
 pub use timers::TimerKey;
 
 /// An accepted event with the id the engine gave it.
@@ -77,6 +77,8 @@ pub struct Round {
     pub incidents: Vec<Incident>,
     pub playbooks: Vec<Arc<Playbook>>,
     pub history: Vec<HistoryEntry>,
+    /// Audit lines of what is not an incident (events, drill runs).
+    pub audit: Vec<AuditLine>,
     pub outbox: Vec<Notification>,
     pub commands: Vec<CommandRequest>,
     /// Outcomes of delivery attempts, written to the outbox rows.
@@ -91,6 +93,8 @@ pub struct Round {
     pub drill_fires: Vec<(String, DateTime<Utc>)>,
     pub stats: RoundStats,
     touched: BTreeSet<i64>,
+    /// How many of `drill_runs` have their audit line already.
+    runs_audited: usize,
 }
 
 /// The outcome of one attempt to deliver an outbox row.
@@ -140,6 +144,7 @@ impl Round {
             && self.touched.is_empty()
             && self.incidents.is_empty()
             && self.history.is_empty()
+            && self.audit.is_empty()
             && self.outbox.is_empty()
             && self.deliveries.is_empty()
             && self.withdraw.is_empty()
@@ -149,18 +154,51 @@ impl Round {
     }
 }
 
-/// Who answered a step, and what they said.
-#[derive(Debug, Clone, Copy, Default)]
+/// Who acted, how they reached us, and what they said: every history line
+/// records `by` (a person id, or the daemon's own name for what it did by
+/// itself) and `via` (an API token's name, `link`, `local`, or `engine`).
+#[derive(Debug, Clone, Copy)]
 pub struct Who<'a> {
     pub by: Option<&'a str>,
+    pub via: &'a str,
     pub note: Option<&'a str>,
+    /// The one-click link this came through (its action, step and person):
+    /// a link works once.
+    pub link: Option<&'a str>,
 }
 
 impl<'a> Who<'a> {
+    /// A person's action without tokens (`via: local`).
     pub fn new(by: Option<&'a str>, note: Option<&'a str>) -> Who<'a> {
-        Who { by, note }
+        Who {
+            by,
+            via: VIA_LOCAL,
+            note,
+            link: None,
+        }
+    }
+
+    /// What the daemon did by itself, on behalf of `by` (`event`, `drill`).
+    pub fn engine(by: &'a str) -> Who<'a> {
+        Who {
+            by: Some(by),
+            via: VIA_ENGINE,
+            note: None,
+            link: None,
+        }
+    }
+
+    pub fn by(&self) -> &'a str {
+        self.by.unwrap_or("anonymous")
     }
 }
+
+/// `via` of what the daemon decided by itself.
+pub const VIA_ENGINE: &str = "engine";
+/// `via` of a request when no API tokens are configured.
+pub const VIA_LOCAL: &str = "local";
+/// `via` of a one-click link.
+pub const VIA_LINK: &str = "link";
 
 /// The ids an ingested batch was given: per event, its id and its incidents.
 pub type Ingested = Vec<(i64, Vec<i64>)>;
@@ -185,21 +223,98 @@ pub enum ActionError {
     Invalid(String),
 }
 
-/// What a message says, and which one-click links each person gets.
+/// What a message asks of its reader: the first word of its subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// A task assigned: acknowledge it, then mark it done.
+    Action,
+    /// For information.
+    Notice,
+    /// Confirm that you are safe.
+    RollCall,
+    /// Someone else's step is late: take it or push it on.
+    Escalation,
+    /// A deadline has passed.
+    Overdue,
+    /// An action failed (a command, an announcement).
+    Failed,
+}
+
+impl Ask {
+    pub fn word(&self) -> &'static str {
+        match self {
+            Ask::Action => "ACTION",
+            Ask::Notice => "NOTICE",
+            Ask::RollCall => "ROLL CALL",
+            Ask::Escalation => "ESCALATION",
+            Ask::Overdue => "OVERDUE",
+            Ask::Failed => "FAILED",
+        }
+    }
+
+    /// What the history says was sent.
+    pub fn sent(&self) -> &'static str {
+        match self {
+            Ask::Action => "assigned",
+            Ask::Notice => "notice",
+            Ask::RollCall => "roll call",
+            Ask::Escalation => "escalation",
+            Ask::Overdue => "overdue notice",
+            Ask::Failed => "failure notice",
+        }
+    }
+
+    /// Never held for a digest: each goes at once, alone.
+    pub fn urgent(&self) -> bool {
+        !matches!(self, Ask::Action | Ask::Notice)
+    }
+}
+
+/// What a message asks, says, and which one-click links each person gets.
 #[derive(Debug, Clone, Copy)]
 pub struct Msg<'a> {
+    pub ask: Ask,
+    /// The opening of the body (the detail the subject leaves out).
     pub text: &'a str,
     pub links: &'static [LinkAction],
 }
 
 impl<'a> Msg<'a> {
-    pub fn text(text: &'a str) -> Msg<'a> {
-        Msg { text, links: &[] }
+    pub fn new(ask: Ask, text: &'a str) -> Msg<'a> {
+        Msg {
+            ask,
+            text,
+            links: &[],
+        }
     }
 
-    pub fn links(text: &'a str, links: &'static [LinkAction]) -> Msg<'a> {
-        Msg { text, links }
+    pub fn links(mut self, links: &'static [LinkAction]) -> Msg<'a> {
+        self.links = links;
+        self
     }
+}
+
+/// The longest subject before any detail: what a phone shows of it.
+pub const SUBJECT_MAX: usize = 78;
+
+/// A subject: `[DRILL] ` where it applies, what it asks, the branch and the
+/// step (or what happened), cut to [`SUBJECT_MAX`] characters.
+pub fn subject_line(drill: bool, ask: &str, branch: &str, what: &str) -> String {
+    let full = format!(
+        "{}{ask} {branch}: {what}",
+        if drill { "[DRILL] " } else { "" }
+    );
+    cut(&full, SUBJECT_MAX)
+}
+
+/// `s` cut to at most `max` characters, with `…` when cut.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// The engine's state: the live incidents and the configuration they run under.
@@ -231,14 +346,9 @@ pub struct Engine {
     open: open_count::OpenCounts,
 }
 
-fn fmt_time(t: DateTime<Utc>, loaded: &Loaded) -> String {
-    fmt_time_in(t, loaded.config.calendar.timezone)
-}
-
-fn fmt_time_in(t: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
-    t.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M:%S %:z")
-        .to_string()
+/// A time for people, in `branch`'s time zone (see `show`).
+fn fmt_time(t: DateTime<Utc>, loaded: &Loaded, branch: &str) -> String {
+    crate::show::time(t, loaded.config.tz_of(branch))
 }
 
 impl Engine {
@@ -295,6 +405,7 @@ impl Engine {
                         at: now,
                         what: "command.restarted".into(),
                         by: "branchguard".into(),
+                        via: VIA_ENGINE.into(),
                         detail: format!(
                             "step {step_id}: the daemon stopped while it ran; starting it again"
                         ),
@@ -339,8 +450,24 @@ impl Engine {
         self.groups.get(key).copied()
     }
 
-    /// Copies the touched incidents into the round, ready to be stored.
+    /// Copies the touched incidents into the round, ready to be stored, and
+    /// writes the audit line of each drill run's change.
     pub fn finish(&mut self, round: &mut Round) {
+        for r in &round.drill_runs[round.runs_audited..] {
+            round.audit.push(AuditLine {
+                at: r.finished_at.unwrap_or(r.started_at),
+                entity: format!("drill-run:{}", r.id),
+                what: format!("drill.{}", r.status.as_str()),
+                by: r.started_by.clone().unwrap_or_else(|| "drill".into()),
+                via: r.via.clone().unwrap_or_else(|| VIA_ENGINE.into()),
+                detail: format!(
+                    "drill {}: score {}",
+                    r.drill,
+                    r.score.map_or("-".to_string(), |s| s.to_string())
+                ),
+            });
+        }
+        round.runs_audited = round.drill_runs.len();
         let touched = std::mem::take(&mut round.touched);
         for id in touched {
             if let Some(inc) = self.live.get_mut(&id) {
@@ -363,6 +490,7 @@ impl Engine {
             .map(|c| Target::Channel(c.clone()))
     }
 
+    /// A line of what the daemon did by itself (`via: engine`).
     pub(super) fn history(
         round: &mut Round,
         incident: i64,
@@ -371,11 +499,24 @@ impl Engine {
         by: &str,
         detail: String,
     ) {
+        Self::history_of(round, incident, at, what, &Who::engine(by), detail);
+    }
+
+    /// A line of what someone did, through whatever way they came.
+    pub(super) fn history_of(
+        round: &mut Round,
+        incident: i64,
+        at: DateTime<Utc>,
+        what: &str,
+        who: &Who<'_>,
+        detail: String,
+    ) {
         round.history.push(HistoryEntry {
             incident: Some(incident),
             at,
             what: what.to_string(),
-            by: by.to_string(),
+            by: who.by().to_string(),
+            via: who.via.to_string(),
             detail,
         });
     }

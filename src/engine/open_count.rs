@@ -123,7 +123,12 @@ mod tests {
     fn ingest(e: &mut Engine, evs: Vec<Event>, minutes: i64) {
         let now = t0() + Duration::minutes(minutes);
         let mut r = Round::default();
-        e.ingest(evs.into_iter().map(|x| (x, now)).collect(), now, &mut r);
+        e.ingest(
+            evs.into_iter().map(|x| (x, now)).collect(),
+            "test",
+            now,
+            &mut r,
+        );
         e.finish(&mut r);
     }
 
@@ -206,7 +211,12 @@ mod tests {
             .map(|i| i.id)
             .unwrap();
         again
-            .resolve(conflict_id, "ops", None, t0() + Duration::hours(1), &mut r)
+            .resolve(
+                conflict_id,
+                crate::engine::Who::new(Some("ops"), None),
+                t0() + Duration::hours(1),
+                &mut r,
+            )
             .unwrap();
         again.finish(&mut r);
         assert_eq!(counts(&mut again), (Vec::new(), true));

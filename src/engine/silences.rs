@@ -44,11 +44,104 @@ impl Matcher {
         }
     }
 
-    /// Whether it would match anything at all (a regex such as `.*`).
-    fn matches_anything(&self) -> bool {
-        self.regex
-            && anchored(&self.value)
-                .is_ok_and(|re| re.is_match("") && re.is_match("x") && re.is_match("sh-001"))
+    /// Whether it accepts `value` for its field (a matcher of another field
+    /// accepts anything).
+    fn accepts(&self, field: &str, value: &str) -> bool {
+        if self.name != field {
+            return true;
+        }
+        if self.regex {
+            anchored(&self.value).is_ok_and(|re| re.is_match(value))
+        } else {
+            self.value == value
+        }
+    }
+}
+
+/// Values no configuration names, each of a different shape: a matcher
+/// that accepts all of them accepts anything a sender could write.
+const UNSEEN: [&str; 5] = [
+    "",
+    "x",
+    "zz-9 unseen.value_42",
+    "Ünïcödé/\\ \t~!@#$%^&*()",
+    "a-much-longer.value.than.anything.configured.would.be.0123456789",
+];
+
+/// What a silence can match, decided by what its matchers accept rather
+/// than by how they are written (`branch =~ ".+"`, `[^\n]+` and an
+/// alternation of every branch id all match every branch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Breadth {
+    /// The configured branches whose events it can match.
+    pub branches: std::collections::BTreeSet<String>,
+    pub every_branch: bool,
+    pub every_kind: bool,
+    pub every_severity: bool,
+}
+
+impl Breadth {
+    /// Whether it needs `"force": true` (and the `ops` or `admin` role).
+    pub fn is_broad(&self) -> bool {
+        self.every_branch || self.every_kind || self.every_severity
+    }
+
+    /// Why it is broad, for the refusal.
+    pub fn why(&self) -> String {
+        let mut w = Vec::new();
+        if self.every_branch {
+            w.push("every branch");
+        }
+        if self.every_kind {
+            w.push("every kind of event");
+        }
+        if self.every_severity {
+            w.push("every severity");
+        }
+        w.join(", ")
+    }
+}
+
+/// What `matchers` can match in the configuration `loaded`.
+pub fn breadth(matchers: &[Matcher], loaded: &Loaded) -> Breadth {
+    let accepts_all = |field: &str, values: &mut dyn Iterator<Item = &str>| {
+        let values: Vec<&str> = values.collect();
+        values
+            .iter()
+            .all(|v| matchers.iter().all(|m| m.accepts(field, v)))
+    };
+    let branches: std::collections::BTreeSet<String> = loaded
+        .config
+        .branches
+        .keys()
+        .filter(|b| matchers.iter().all(|m| m.accepts("branch", b)))
+        .cloned()
+        .collect();
+    let configured = loaded.config.branches.len();
+    // One equality on a branch is never "every branch", even in a
+    // one-branch network: it names the branch.
+    let named = matchers.iter().any(|m| m.name == "branch" && !m.regex);
+    let every_branch = !named
+        && branches.len() == configured
+        && (configured > 1 || accepts_all("branch", &mut UNSEEN.into_iter()));
+    let mut kinds: Vec<&str> = loaded
+        .playbooks
+        .iter()
+        .map(|p| p.trigger.kind.as_str())
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let every_kind = accepts_all("kind", &mut UNSEEN.into_iter())
+        || (kinds.len() > 1 && accepts_all("kind", &mut kinds.iter().copied()));
+    let every_severity = accepts_all(
+        "severity",
+        &mut ["critical", "major", "minor", "info"].into_iter(),
+    ) && matchers.iter().any(|m| m.name == "severity");
+    Breadth {
+        branches,
+        every_branch,
+        every_kind: every_kind && matchers.iter().any(|m| m.name == "kind"),
+        every_severity,
     }
 }
 
@@ -60,10 +153,15 @@ pub struct Silence {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub created_by: String,
+    /// How it was created (an API token's name, `local`).
+    #[serde(default)]
+    pub via: String,
     pub comment: String,
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub expired_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_by: Option<String>,
 }
 
 impl Silence {
@@ -83,8 +181,9 @@ pub struct SilenceSpec {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub created_by: String,
+    pub via: String,
     pub comment: String,
-    /// Allow a silence that matches every event.
+    /// Allow a silence that matches every branch, kind or severity.
     pub force: bool,
 }
 
@@ -111,15 +210,27 @@ impl Engine {
                 )));
             }
         }
-        if !spec.force && spec.matchers.iter().all(Matcher::matches_anything) {
-            return Err(ActionError::Invalid(
-                "this silence would match every event: give matchers (e.g. branch and system), or \"force\": true".into(),
-            ));
+        let b = breadth(&spec.matchers, &self.loaded);
+        if !spec.force && b.is_broad() {
+            return Err(ActionError::Invalid(format!(
+                "this silence would match {}: name a branch (e.g. branch=sh-001) and what to hold back, or send \"force\": true (ops or admin only)",
+                b.why()
+            )));
         }
         if spec.ends_at <= spec.starts_at || spec.ends_at <= now {
             return Err(ActionError::Invalid(
                 "ends_at must be after starts_at and in the future".into(),
             ));
+        }
+        let max = self.loaded.config.limits.silence_max;
+        if (spec.ends_at - spec.starts_at.max(now))
+            .to_std()
+            .is_ok_and(|d| d > max)
+        {
+            return Err(ActionError::Invalid(format!(
+                "a silence may last at most {} (limits.silence_max)",
+                crate::duration::short(max)
+            )));
         }
         let id = self.next_silence;
         self.next_silence += 1;
@@ -129,15 +240,18 @@ impl Engine {
             starts_at: spec.starts_at,
             ends_at: spec.ends_at,
             created_by: spec.created_by,
+            via: spec.via,
             comment: spec.comment,
             created_at: now,
             expired_at: None,
+            expired_by: None,
         };
         round.history.push(HistoryEntry {
             incident: None,
             at: now,
             what: "silence.created".into(),
             by: s.created_by.clone(),
+            via: s.via.clone(),
             detail: format!("silence {id}: {}", describe(&s)),
         });
         round.silences.push(s.clone());
@@ -148,7 +262,7 @@ impl Engine {
     pub fn expire_silence(
         &mut self,
         id: i64,
-        by: &str,
+        who: Who<'_>,
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Result<(), ActionError> {
@@ -158,11 +272,13 @@ impl Engine {
             .filter(|s| s.expired_at.is_none() && s.ends_at > now)
             .ok_or_else(|| ActionError::Conflict(format!("silence {id} is not in force")))?;
         s.expired_at = Some(now);
+        s.expired_by = Some(who.by().to_string());
         round.history.push(HistoryEntry {
             incident: None,
             at: now,
             what: "silence.expired".into(),
-            by: by.to_string(),
+            by: who.by().to_string(),
+            via: who.via.to_string(),
             detail: format!("silence {id}: {}", describe(s)),
         });
         round.silences.push(s.clone());

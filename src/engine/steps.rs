@@ -30,7 +30,7 @@ impl Engine {
         let inc = inc.clone();
         let due = inc.steps[idx]
             .deadline
-            .map(|d| fmt_time(d, &self.loaded))
+            .map(|d| fmt_time(d, &self.loaded, &inc.branch))
             .unwrap_or_default();
         match &spec.action {
             Action::Task => {
@@ -39,7 +39,11 @@ impl Engine {
                     &inc,
                     Some(spec),
                     &targets,
-                    Msg::links("assigned", TASK_LINKS),
+                    Msg::new(
+                        Ask::Action,
+                        "You are assigned this step: acknowledge it now, then mark it done when it is.",
+                    )
+                    .links(TASK_LINKS),
                     round,
                     now,
                 );
@@ -53,7 +57,14 @@ impl Engine {
                 );
             }
             Action::Notify(targets) => {
-                let sent = self.notify(&inc, Some(spec), targets, Msg::text("notice"), round, now);
+                let sent = self.notify(
+                    &inc,
+                    Some(spec),
+                    targets,
+                    Msg::new(Ask::Notice, "For your information."),
+                    round,
+                    now,
+                );
                 Self::history(
                     round,
                     iid,
@@ -102,7 +113,7 @@ impl Engine {
                     .as_ref()
                     .map(|b| b.render(&vars))
                     .unwrap_or_else(|| spec.title.clone());
-                let subject = self.subject(&inc, spec);
+                let subject = self.subject(&inc, Some(spec), Ask::Notice);
                 let text = if inc.drill {
                     format!("[DRILL] {text}")
                 } else {
@@ -128,6 +139,8 @@ impl Engine {
                     links: Vec::new(),
                     link_until: None,
                     announcement: true,
+                    urgent: spec.critical,
+                    grant_until: None,
                 });
                 // Done when delivered, not when queued: see `delivered`.
                 Self::history(
@@ -170,7 +183,11 @@ impl Engine {
                     &inc,
                     Some(spec),
                     std::slice::from_ref(target),
-                    Msg::links("roll call: confirm you are safe", ROLL_CALL_LINKS),
+                    Msg::new(
+                        Ask::RollCall,
+                        "Roll call: confirm that you are safe, with the link below.",
+                    )
+                    .links(ROLL_CALL_LINKS),
                     round,
                     now,
                 );
@@ -335,7 +352,7 @@ impl Engine {
             &inc,
             Some(spec),
             &to,
-            Msg::text(&format!("FAILED: the command {code}")),
+            Msg::new(Ask::Failed, &format!("The command of this step {code}.")),
             round,
             now,
         );

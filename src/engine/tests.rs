@@ -61,7 +61,12 @@ fn step<'a>(e: &'a Engine, iid: i64, id: &str) -> &'a StepRun {
 
 fn ingest(e: &mut Engine, evs: Vec<Event>, now: DateTime<Utc>) -> (Vec<(i64, Vec<i64>)>, Round) {
     let mut r = Round::default();
-    let out = e.ingest(evs.into_iter().map(|x| (x, now)).collect(), now, &mut r);
+    let out = e.ingest(
+        evs.into_iter().map(|x| (x, now)).collect(),
+        "test",
+        now,
+        &mut r,
+    );
     e.finish(&mut r);
     (out, r)
 }
@@ -395,8 +400,13 @@ fn tier_rises_and_activates_newly_eligible_steps_only() {
     assert_eq!(e.live_incident(1).unwrap().tier, 2);
     // Manual resolve; the return visit is due 3 working days later (Tuesday → Friday).
     let mut r = Round::default();
-    e.resolve(1, "ops", None, t0() + Duration::hours(1), &mut r)
-        .unwrap();
+    e.resolve(
+        1,
+        Who::new(Some("ops"), None),
+        t0() + Duration::hours(1),
+        &mut r,
+    )
+    .unwrap();
     assert_eq!(
         step(&e, 1, "return-visit").deadline,
         Some(t0() + Duration::hours(1) + Duration::days(3))
@@ -553,7 +563,7 @@ fn overdue_and_manual_escalation_go_to_the_configured_ops_channel() {
     l.config = std::sync::Arc::new(cfg);
     let mut e = Engine::new(l, Vec::new(), 1, 1, t0(), &mut Round::default());
     let mut r = Round::default();
-    e.ingest(vec![(core_down(), t0())], t0(), &mut r);
+    e.ingest(vec![(core_down(), t0())], "test", t0(), &mut r);
     e.finish(&mut r);
     let r = tick(&mut e, t0() + Duration::minutes(15));
     let overdue_to: Vec<&str> = r
@@ -576,8 +586,13 @@ fn overdue_and_manual_escalation_go_to_the_configured_ops_channel() {
         "{overdue_to:?}"
     );
     let mut r = Round::default();
-    e.escalate(1, "ops", None, t0() + Duration::minutes(16), &mut r)
-        .unwrap();
+    e.escalate(
+        1,
+        Who::new(Some("ops"), None),
+        t0() + Duration::minutes(16),
+        &mut r,
+    )
+    .unwrap();
     assert!(r.outbox.iter().any(|n| n.recipient == "noc"));
     assert!(r.outbox.iter().all(|n| n.recipient != "ops-centre"));
 }

@@ -117,8 +117,8 @@ impl Engine {
                     break;
                 }
                 let inc = inc.clone();
-                let late = late_note(due, now, &self.loaded);
-                let mut why = format!("ESCALATION: not done {} after start", e.after);
+                let late = late_note(due, now, &self.loaded, &inc.branch);
+                let mut why = format!("Not done {} after it started", e.after);
                 let missing = self.missing_names(&inc, idx);
                 if !missing.is_empty() {
                     why.push_str(&format!("; not yet confirmed safe: {}", missing.join(", ")));
@@ -127,14 +127,11 @@ impl Engine {
                     &inc,
                     Some(spec),
                     &e.to,
-                    Msg {
-                        text: &why,
-                        links: if matches!(spec.action, Action::Task) {
-                            ESCALATION_LINKS
-                        } else {
-                            &[]
-                        },
-                    },
+                    Msg::new(Ask::Escalation, &why).links(if matches!(spec.action, Action::Task) {
+                        ESCALATION_LINKS
+                    } else {
+                        &[]
+                    }),
                     round,
                     now,
                 );
@@ -161,7 +158,7 @@ impl Engine {
             };
             if run.state.is_open() && !run.overdue_escalated && deadline <= now {
                 let inc = inc.clone();
-                let late = late_note(deadline, now, &self.loaded);
+                let late = late_note(deadline, now, &self.loaded, &inc.branch);
                 // Overdue reaches the owner, everyone the step escalates to, and
                 // the operations centre: each once.
                 let mut to: Vec<Target> = Vec::new();
@@ -176,14 +173,13 @@ impl Engine {
                     &inc,
                     Some(spec),
                     &to,
-                    Msg {
-                        text: "OVERDUE: the deadline has passed",
-                        links: if matches!(spec.action, Action::Task) {
+                    Msg::new(Ask::Overdue, "The deadline of this step has passed.").links(
+                        if matches!(spec.action, Action::Task) {
                             OVERDUE_LINKS
                         } else {
                             &[]
                         },
-                    },
+                    ),
                     round,
                     now,
                 );
@@ -196,7 +192,7 @@ impl Engine {
                     format!(
                         "step {}: deadline {} passed; {sent}{late}",
                         spec.id,
-                        fmt_time(deadline, &self.loaded)
+                        fmt_time(deadline, &self.loaded, &inc.branch)
                     ),
                 );
                 if !inc.drill {
@@ -216,12 +212,12 @@ impl Engine {
     }
 }
 
-fn late_note(due: DateTime<Utc>, now: DateTime<Utc>, loaded: &Loaded) -> String {
+fn late_note(due: DateTime<Utc>, now: DateTime<Utc>, loaded: &Loaded, branch: &str) -> String {
     if now - due > LATE_AFTER {
         format!(
-            " (late: due at {}, fired {}s after)",
-            fmt_time(due, loaded),
-            (now - due).num_seconds()
+            " (late: due at {}, fired {} after)",
+            fmt_time(due, loaded, branch),
+            crate::show::duration((now - due).num_milliseconds() as f64 / 1000.0)
         )
     } else {
         String::new()

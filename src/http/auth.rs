@@ -1,27 +1,29 @@
-//! Who is asking, and may they: bearer tokens, one permission table for every
-//! endpoint, cross-site refusal, and a per-client rate limit.
+//! Who is asking, and may they: bearer tokens, a message's signed incident
+//! grant, one permission table for every endpoint, cross-site refusal, and
+//! the rate limits of `limits.rs`.
 //!
-//! **Invariant:** every route is in [`RULES`]; a route missing from it is
-//! refused, never allowed by default. Branch scoping is applied by the
-//! handlers in the store query (lists) or on the one incident they touch.
+//! **Invariant:** every route the router serves is in [`RULES`] (a test
+//! reads the router's own list); a route missing from it is refused, never
+//! allowed by default. Branch scope is the principal's [`Scope`], applied by
+//! the store query (lists) or on the one incident a handler touches.
 //!
 //! **Invariant:** a token is never stored or logged: only its SHA-256 is kept,
 //! compared in constant time.
 
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::{DefaultKeyedRateLimiter, Quota};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::limits::Verdict;
 use super::{ApiError, AppState};
 use crate::config::{Config, TokenRole};
+use crate::scope::Scope;
 use crate::target::Target;
 
 /// What an endpoint needs.
@@ -29,6 +31,9 @@ use crate::target::Target;
 pub enum Need {
     /// Anyone: the signed link is the credential.
     Open,
+    /// A page for people: a token that may read, or a message's signed
+    /// grant for that one incident.
+    Page,
     /// Open unless `auth.open_metrics: false`.
     Metrics,
     /// Open unless `auth.open_healthz: false`.
@@ -59,7 +64,7 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("GET", "/metrics", Need::Metrics),
     ("GET", "/ack/{token}", Need::Open),
     ("POST", "/ack/{token}", Need::Open),
-    ("GET", "/incidents/{id}", Need::Read),
+    ("GET", "/incidents/{id}", Need::Page),
     ("GET", "/api/v1/status", Need::Read),
     ("POST", "/api/v1/reload", Need::Admin),
     ("POST", "/api/v1/events", Need::Ingest),
@@ -89,10 +94,12 @@ pub fn allows(role: TokenRole, need: Need) -> bool {
     match role {
         TokenRole::Admin => true,
         TokenRole::Ops => !matches!(need, Admin),
-        TokenRole::BranchHead => matches!(need, Read | Answer | Command | DrillRead | DrillRun),
-        TokenRole::Staff => matches!(need, Read | Answer),
+        TokenRole::BranchHead => {
+            matches!(need, Page | Read | Answer | Command | DrillRead | DrillRun)
+        }
+        TokenRole::Staff => matches!(need, Page | Read | Answer),
         TokenRole::Ingest => matches!(need, Ingest),
-        TokenRole::Viewer => matches!(need, Read | DrillRead),
+        TokenRole::Viewer => matches!(need, Page | Read | DrillRead),
     }
 }
 
@@ -105,10 +112,11 @@ pub enum Principal {
     Token {
         name: String,
         role: TokenRole,
-        /// Empty: every branch.
-        branches: Vec<String>,
+        scope: Scope,
         person: Option<String>,
     },
+    /// A message's signed, read-only grant for one incident's page.
+    Grant { incident: i64 },
 }
 
 impl Principal {
@@ -116,26 +124,38 @@ impl Principal {
         match self {
             Principal::Local => "local",
             Principal::Token { name, .. } => name,
+            Principal::Grant { .. } => "link",
         }
     }
 
-    /// The branches it is limited to; `None`: all of them.
-    pub fn branches(&self) -> Option<Vec<String>> {
+    /// How a history line records the way it came: the token's name,
+    /// `local` without tokens, `link` for a message's link.
+    pub fn via(&self) -> String {
         match self {
-            Principal::Token { branches, .. } if !branches.is_empty() => Some(branches.clone()),
-            _ => None,
+            Principal::Local => crate::engine::VIA_LOCAL.to_string(),
+            Principal::Token { name, .. } => name.clone(),
+            Principal::Grant { .. } => crate::engine::VIA_LINK.to_string(),
+        }
+    }
+
+    /// The branches it may see and act on.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Principal::Local => Scope::all(),
+            Principal::Token { scope, .. } => scope.clone(),
+            // A grant reads its one incident, whatever its branch, and nothing else.
+            Principal::Grant { .. } => Scope::branches(Vec::<String>::new()),
         }
     }
 
     pub fn sees(&self, branch: &str) -> bool {
-        self.branches()
-            .is_none_or(|b| b.iter().any(|x| x == branch))
+        self.scope().sees(branch)
     }
 
     pub fn role(&self) -> Option<TokenRole> {
         match self {
-            Principal::Local => None,
             Principal::Token { role, .. } => Some(*role),
+            _ => None,
         }
     }
 
@@ -149,8 +169,24 @@ impl Principal {
         }
     }
 
-    /// Who an action is recorded as, and whether they may act on an
-    /// incident of `branch` (a step assigned to `assignee`, if given).
+    /// May it do what the `ops` role may (a silence of every branch, with
+    /// `force`)? A token by its role; without tokens, the person named.
+    pub fn is_ops(&self, cfg: &Config, person: &str) -> bool {
+        match self {
+            Principal::Token { role, .. } => matches!(role, TokenRole::Ops | TokenRole::Admin),
+            Principal::Local => cfg
+                .people
+                .get(person)
+                .is_some_and(|p| p.roles.contains("ops")),
+            Principal::Grant { .. } => false,
+        }
+    }
+
+    /// The person an action is recorded as: `by` must be a known person. A
+    /// token bound to a person acts only as that person (and a staff token
+    /// only on steps assigned to them); any other token, or a request without
+    /// tokens, may record any person of `branch`, or of the operations
+    /// centre (role `ops`): ops desks take calls.
     pub fn actor(
         &self,
         cfg: &Config,
@@ -179,16 +215,18 @@ impl Principal {
                 }
                 Ok(p.clone())
             }
-            Principal::Token { name, .. } => Ok(body_by.unwrap_or_else(|| name.clone())),
-            Principal::Local => {
-                let Some(by) = body_by else {
+            Principal::Token { .. } | Principal::Local => {
+                let Some(by) = body_by.filter(|b| !b.trim().is_empty()) else {
                     return Err(ApiError::bad(
-                        "name who is acting: `by` must be a person id (no API tokens are configured, so nobody acts anonymously)",
+                        "name who is acting: `by` must be a person id from the configuration (the history records a person, and the token or `local` it came through)",
                         "by",
                     ));
                 };
                 let Some(p) = cfg.people.get(&by) else {
-                    return Err(ApiError::bad(format!("unknown person `{by}`"), "by"));
+                    return Err(ApiError::bad(
+                        format!("unknown person `{}`", crate::diag::clip_quotes(&by)),
+                        "by",
+                    ));
                 };
                 if !p.branches.contains(branch) && !p.roles.contains("ops") {
                     return Err(forbidden(format!(
@@ -197,6 +235,51 @@ impl Principal {
                 }
                 Ok(by)
             }
+            Principal::Grant { .. } => {
+                Err(forbidden("a link to read an incident cannot act".into()))
+            }
+        }
+    }
+
+    /// A person named outside any incident (a silence's author, who stops a
+    /// drill): the token's own person, else a known person id.
+    pub fn author(
+        &self,
+        cfg: &Config,
+        given: Option<String>,
+        field: &str,
+    ) -> Result<String, ApiError> {
+        if let Some(p) = self.person() {
+            if given.as_deref().is_some_and(|g| g != p) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("this token acts as `{p}`; it cannot act as someone else"),
+                    Some(field.into()),
+                ));
+            }
+            return Ok(p.to_string());
+        }
+        let Some(by) = given.filter(|g| !g.trim().is_empty()) else {
+            return Err(ApiError::bad(
+                format!("name who is acting: `{field}` must be a person id from the configuration"),
+                field,
+            ));
+        };
+        if !cfg.people.contains_key(&by) {
+            return Err(ApiError::bad(
+                format!("unknown person `{}`", crate::diag::clip_quotes(&by)),
+                field,
+            ));
+        }
+        Ok(by)
+    }
+
+    /// What it may act on where a person, not just a token, is in play:
+    /// a token's scope; without tokens, the named person's branches.
+    pub fn scope_as(&self, cfg: &Config, person: &str) -> Scope {
+        match self {
+            Principal::Local => Scope::of_person(cfg, person).unwrap_or_default(),
+            other => other.scope(),
         }
     }
 }
@@ -206,24 +289,6 @@ fn assigned(cfg: &Config, assignee: &str, branch: &str, person: &str) -> bool {
     Target::parse(assignee)
         .map(|t| cfg.people_for(&t, branch).iter().any(|p| p.id == person))
         .unwrap_or(false)
-}
-
-/// The per-client request rate limiter.
-pub struct RateLimit {
-    limiter: DefaultKeyedRateLimiter<String>,
-    /// (requests per second, burst) it was built with.
-    pub quota: (u32, u32),
-}
-
-impl RateLimit {
-    pub fn new(per_second: u32, burst: u32) -> RateLimit {
-        let ps = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-        let b = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        RateLimit {
-            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_second(ps).allow_burst(b)),
-            quota: (per_second, burst),
-        }
-    }
 }
 
 fn need_of(method: &Method, path: &str) -> Option<Need> {
@@ -258,17 +323,78 @@ fn cross_site(headers: &HeaderMap) -> bool {
     }
 }
 
-fn deny(
+/// The client's address, for handlers that refuse (a scoped 404 counts as
+/// a refusal of that client).
+#[derive(Debug, Clone, Copy)]
+pub struct Client(pub IpAddr);
+
+/// Refuses a request: counted, summarised in the audit log at most once a
+/// minute per client, and answered 429 once the client's refusals run out.
+pub fn refuse(
     s: &AppState,
-    who: &str,
-    method: &Method,
-    path: &str,
-    status: StatusCode,
-    why: String,
+    ip: IpAddr,
+    reason: &'static str,
+    detail: &str,
+    answer: ApiError,
 ) -> Response {
-    s.engine
-        .auth_denied(format!("{who}: {method} {path}: {why}"));
-    ApiError::new(status, why, None).into_response()
+    let limits = &s.loaded().config.limits;
+    let (verdict, line) = s.denials.record(ip, reason, detail, limits);
+    if let Some(line) = line {
+        s.engine.auth_denied(line);
+    }
+    match verdict {
+        Verdict::Refuse => answer.into_response(),
+        Verdict::Limited => too_many(&format!(
+            "too many refused requests from {ip}: at most {} per second (bursts of {})",
+            limits.denied_per_second, limits.denied_burst
+        )),
+    }
+}
+
+/// A handler's refusal (something outside the principal's scope, answered
+/// 404 so its existence is not told either; acting as someone it may not):
+/// counted like every refusal, 429 once the client's refusals run out.
+pub fn counted(
+    s: &AppState,
+    client: Client,
+    reason: &'static str,
+    detail: &str,
+    answer: ApiError,
+) -> ApiError {
+    let limits = &s.loaded().config.limits;
+    let (verdict, line) = s.denials.record(client.0, reason, detail, limits);
+    if let Some(line) = line {
+        s.engine.auth_denied(line);
+    }
+    match verdict {
+        Verdict::Refuse => answer,
+        Verdict::Limited => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many refused requests",
+            None,
+        )
+        .retry_after(1),
+    }
+}
+
+fn too_many(why: &str) -> Response {
+    crate::metrics::request_denied("rate_limited");
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, "1")],
+        axum::Json(serde_json::json!({ "error": why })),
+    )
+        .into_response()
+}
+
+/// A 403 among a handler's errors is a refusal of this client: counted.
+pub fn count_forbidden(s: &AppState, client: Client, who: &Principal, e: ApiError) -> ApiError {
+    if e.status == StatusCode::FORBIDDEN {
+        let detail = format!("{}: {}", who.name(), e.error);
+        counted(s, client, "forbidden", &detail, e)
+    } else {
+        e
+    }
 }
 
 /// The middleware every matched route runs through.
@@ -279,30 +405,45 @@ pub async fn check(
     mut req: Request,
     next: Next,
 ) -> Response {
+    let ip = peer.ip();
     let method = req.method().clone();
     let path = matched.as_str().to_string();
-    let cfg = s.loaded().config.clone();
+    let loaded = s.loaded();
+    let cfg = &loaded.config;
+    // Before anything is decided: a client out of refusals gets nothing more.
+    if s.denials.exhausted(ip, &cfg.limits) {
+        return too_many(&format!(
+            "too many refused requests from {ip}: try again in a second"
+        ));
+    }
+    let what = format!("{method} {path}");
     let Some(need) = need_of(&method, &path) else {
-        return deny(
+        return refuse(
             &s,
-            "-",
-            &method,
-            &path,
-            StatusCode::FORBIDDEN,
-            "this endpoint has no access rule".into(),
+            ip,
+            "forbidden",
+            &format!("{what}: no access rule"),
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this endpoint has no access rule",
+                None,
+            ),
         );
     };
     // State changes from a browser on another site are refused (CSRF), and
     // the JSON API takes JSON only, so a plain HTML form cannot post to it.
     if method != Method::GET {
         if cross_site(req.headers()) {
-            return deny(
+            return refuse(
                 &s,
-                "-",
-                &method,
-                &path,
-                StatusCode::FORBIDDEN,
-                "cross-site requests are refused".into(),
+                ip,
+                "cross_site",
+                &format!("{what}: cross-site"),
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "cross-site requests are refused",
+                    None,
+                ),
             );
         }
         let json = req
@@ -313,7 +454,7 @@ pub async fn check(
         if method == Method::POST && path.starts_with("/api/") && !json {
             return ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send JSON with `Content-Type: application/json`",
+                "send JSON with `Content-Type: application/json` (curl: -H 'Content-Type: application/json')",
                 None,
             )
             .into_response();
@@ -325,39 +466,21 @@ pub async fn check(
         Need::Healthz => cfg.auth.open_healthz,
         _ => false,
     };
-    let principal = if cfg.auth.tokens.is_empty() {
-        Principal::Local
-    } else {
-        let presented = token_of(req.headers()).map(|t| Sha256::digest(t.as_bytes()));
-        let found = presented.and_then(|h| {
-            cfg.auth
-                .tokens
-                .iter()
-                .find(|t| bool::from(t.sha256.ct_eq(h.as_slice())))
-        });
-        match (found, open) {
-            (Some(t), _) => Principal::Token {
-                name: t.name.clone(),
-                role: t.role,
-                branches: t.branches.clone(),
-                person: t.person.clone(),
-            },
-            (None, true) => Principal::Local,
-            (None, false) => {
-                let why = if presented.is_some() {
-                    "this token is not valid"
-                } else {
-                    "a bearer token is required (Authorization: Bearer …)"
-                };
-                return deny(
-                    &s,
-                    "-",
-                    &method,
-                    &path,
-                    StatusCode::UNAUTHORIZED,
-                    why.into(),
-                );
-            }
+    let principal = match principal_of(&s, cfg, &req, need, open) {
+        Ok(p) => p,
+        Err((reason, why)) => {
+            let status = if reason == "unauthorized" {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            return refuse(
+                &s,
+                ip,
+                reason,
+                &format!("{what}: {why}"),
+                ApiError::new(status, why, None),
+            );
         }
     };
     if !open
@@ -365,32 +488,100 @@ pub async fn check(
         && !allows(role, need)
     {
         let why = format!("a token with the role `{}` may not do this", role.as_str());
-        return deny(
+        return refuse(
             &s,
-            principal.name(),
-            &method,
-            &path,
-            StatusCode::FORBIDDEN,
-            why,
+            ip,
+            "forbidden",
+            &format!("{}: {what}: {why}", principal.name()),
+            ApiError::new(StatusCode::FORBIDDEN, why, None),
         );
     }
-    // One bucket per token, or per address without tokens.
-    let key = match &principal {
-        Principal::Token { name, .. } => format!("token:{name}"),
-        Principal::Local => format!("ip:{}", peer.ip()),
+    let allowed = match &principal {
+        _ if need == Need::Healthz => true,
+        Principal::Token { name, .. } => {
+            let rate = cfg
+                .auth
+                .tokens
+                .iter()
+                .find(|t| &t.name == name)
+                .map_or(cfg.limits.requests_per_second, |t| t.rate);
+            s.rate.token(name, rate)
+        }
+        Principal::Local => s.rate.local(ip),
+        Principal::Grant { .. } => s.rate.grant(ip),
     };
-    if need != Need::Healthz && s.rate.limiter.check_key(&key).is_err() {
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "1")],
-            axum::Json(serde_json::json!({
-                "error": format!("too many requests from {}: at most {} per second (bursts of {})", principal.name(), s.rate.quota.0, s.rate.quota.1)
-            })),
-        )
-            .into_response();
+    if !allowed {
+        return too_many(&format!(
+            "too many requests from {}: slow down (its `rate`)",
+            principal.name()
+        ));
     }
+    req.extensions_mut().insert(Client(ip));
     req.extensions_mut().insert(Arc::new(principal));
     next.run(req).await
+}
+
+/// Who the request is from: a token, a message's incident grant, or
+/// (without tokens, or on an open route) `Local`. `Err`: the metric's
+/// reason and why.
+fn principal_of(
+    s: &AppState,
+    cfg: &Config,
+    req: &Request,
+    need: Need,
+    open: bool,
+) -> Result<Principal, (&'static str, String)> {
+    if cfg.auth.tokens.is_empty() {
+        return Ok(Principal::Local);
+    }
+    let presented = token_of(req.headers()).map(|t| Sha256::digest(t.as_bytes()));
+    let found = presented.and_then(|h| {
+        cfg.auth
+            .tokens
+            .iter()
+            .find(|t| bool::from(t.sha256.ct_eq(h.as_slice())))
+    });
+    if let Some(t) = found {
+        return Ok(Principal::Token {
+            name: t.name.clone(),
+            role: t.role,
+            scope: if t.branches.is_empty() {
+                Scope::all()
+            } else {
+                Scope::branches(t.branches.iter().cloned())
+            },
+            person: t.person.clone(),
+        });
+    }
+    if open {
+        return Ok(Principal::Local);
+    }
+    // The incident page opened from a message: its signed grant is the credential.
+    if need == Need::Page
+        && presented.is_none()
+        && let Some(grant) = grant_of(req)
+    {
+        return match s.links.verify_grant(&grant, crate::clock::now()) {
+            Ok(incident) => Ok(Principal::Grant { incident }),
+            Err(e) => Err(("forbidden", format!("this link is not valid: {e}"))),
+        };
+    }
+    Err((
+        "unauthorized",
+        if presented.is_some() {
+            "this token is not valid".into()
+        } else {
+            "a bearer token is required (Authorization: Bearer …)".into()
+        },
+    ))
+}
+
+/// The `grant` query parameter of a request.
+fn grant_of(req: &Request) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "grant").then(|| v.to_string())
+    })
 }
 
 #[cfg(test)]

@@ -251,11 +251,11 @@ mod tests {
         let mut r = Round::default();
         // #1 at sh-001: core failover, 15 minutes. #2, #3 later at sh-002 and sh-003.
         let core = event("system.down", "sh-001", &[("system", "core-banking")], t0);
-        e.ingest(vec![(core, t0)], t0, &mut r);
+        e.ingest(vec![(core, t0)], "test", t0, &mut r);
         let later = t0 + chrono::Duration::minutes(14);
         for b in ["sh-002", "sh-003"] {
             let ev = event("system.down", b, &[("system", "core-banking")], later);
-            e.ingest(vec![(ev, later)], later, &mut r);
+            e.ingest(vec![(ev, later)], "test", later, &mut r);
         }
         let open: Vec<Incident> = e.live().cloned().collect();
         assert_eq!(open.len(), 3);

@@ -25,6 +25,7 @@ use super::{ApiError, AppState, Principal, read};
 use crate::clock;
 use crate::config::BranchSelection;
 use crate::store::{DrillRunQuery, IncidentQuery};
+use tokio_util::sync::CancellationToken;
 
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
@@ -85,19 +86,20 @@ pub async fn data(
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
     let limit = super::incidents::limit_of(p.limit.as_deref())?;
-    let within = who.branches();
-    let w2 = within.clone();
+    let scope = who.scope();
+    let within = scope.list();
+    let sc = scope.clone();
     let (open, truncated, runs, silences) = read(&s, move |st| {
         let page = st.list_incidents(&IncidentQuery {
             status: Some("open".into()),
-            within: w2.clone(),
+            scope: sc.clone(),
             limit: OPEN_READ,
             ..IncidentQuery::default()
         })?;
         let runs = st.list_drill_runs(&DrillRunQuery {
             drill: None,
             branch: None,
-            within: w2,
+            scope: sc,
             limit: RUNS_READ,
             cursor: None,
         })?;
@@ -129,17 +131,17 @@ pub async fn data(
         Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         Err(_) => Vec::new(),
     };
-    let sees = |b: &str| who.sees(b);
+    let sees = |b: &str| scope.sees(b);
     let may = |need: Need| who.role().is_none_or(|r| allows(r, need));
-    // A silence is shown to a branch-scoped viewer only when it names one of
-    // its branches; network-wide silences are for ops.
+    // A scoped viewer sees the silences that can hold back its branches' events.
     let silences: Vec<Value> = silences
         .iter()
         .filter(|x| {
-            within.is_none()
-                || x.matchers
+            scope.is_all()
+                || crate::engine::breadth(&x.matchers, &loaded)
+                    .branches
                     .iter()
-                    .any(|m| m.name == "branch" && !m.regex && who.sees(&m.value))
+                    .any(|b| scope.sees(b))
         })
         .map(|x| {
             json!({
@@ -153,7 +155,7 @@ pub async fn data(
         .iter()
         .filter(|m| match &m.branches {
             BranchSelection::All => true,
-            BranchSelection::List(l) => l.iter().any(|b| who.sees(b)),
+            BranchSelection::List(l) => l.iter().any(|b| scope.sees(b)),
         })
         .map(|m| {
             json!({
@@ -182,27 +184,72 @@ pub async fn data(
 }
 
 /// Server-sent events: `change` after engine commits (at most one per
-/// [`FEED_EVERY`]), so the page refreshes without polling.
-pub async fn stream(State(s): State<AppState>) -> impl IntoResponse {
+/// [`FEED_EVERY`]), so the page refreshes without polling. The feed ends
+/// when a reload removes (or changes) the token it was opened with.
+pub async fn stream(
+    State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
+) -> impl IntoResponse {
     let rx = s.changes.clone();
     let stop = s.shutdown.clone();
-    let feed = futures_util::stream::unfold((rx, stop, true), |(mut rx, stop, first)| async move {
-        if !first {
-            tokio::select! {
-                _ = stop.cancelled() => return None,
-                r = rx.changed() => r.ok()?,
+    let revoked = CancellationToken::new();
+    if let Principal::Token { name, .. } = &*who {
+        let name = name.clone();
+        let token_of = move |l: &crate::config::Loaded| {
+            l.config
+                .auth
+                .tokens
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| (t.sha256, t.role, t.branches.clone(), t.person.clone()))
+        };
+        let opened_with = token_of(&s.loaded());
+        let mut config = s.reloader.subscribe();
+        let (revoked, stop) = (revoked.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = revoked.cancelled() => break,
+                    r = config.changed() => {
+                        if r.is_err() {
+                            break;
+                        }
+                        let now = token_of(&config.borrow_and_update());
+                        if now != opened_with {
+                            revoked.cancel();
+                            break;
+                        }
+                    }
+                }
             }
-            // Let a burst of commits settle into one message.
-            tokio::select! {
-                _ = stop.cancelled() => return None,
-                _ = tokio::time::sleep(FEED_EVERY) => {}
+        });
+    }
+    let ends = revoked.clone();
+    let feed = futures_util::stream::unfold((rx, stop, true), move |(mut rx, stop, first)| {
+        let ends = ends.clone();
+        async move {
+            if ends.is_cancelled() {
+                return None;
             }
+            if !first {
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = ends.cancelled() => return None,
+                    r = rx.changed() => r.ok()?,
+                }
+                // Let a burst of commits settle into one message.
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(FEED_EVERY) => {}
+                }
+            }
+            let seq = *rx.borrow_and_update();
+            let ev = SseEvent::default()
+                .event(if first { "hello" } else { "change" })
+                .data(seq.to_string());
+            Some((Ok::<_, Infallible>(ev), (rx, stop, false)))
         }
-        let seq = *rx.borrow_and_update();
-        let ev = SseEvent::default()
-            .event(if first { "hello" } else { "change" })
-            .data(seq.to_string());
-        Some((Ok::<_, Infallible>(ev), (rx, stop, false)))
     });
     Sse::new(feed).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

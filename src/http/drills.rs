@@ -11,10 +11,12 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::{Client, counted};
 use super::error::optional_json_body;
 use super::{ApiError, AppState, Principal, read};
 use crate::clock;
 use crate::config::BranchSelection;
+use crate::engine::handle::Actor;
 use crate::store::DrillRunQuery;
 
 /// How many earlier runs a report's trend shows per branch.
@@ -54,21 +56,67 @@ struct RunBody {
     by: Option<String>,
 }
 
+/// Who starts or stops a run: a person-bound token's person, else the
+/// person named in `by`, else the token itself (a scheduler's token), or
+/// `local` without tokens (the operator at the daemon's own machine).
+fn starter(
+    who: &Principal,
+    cfg: &crate::config::Config,
+    by: Option<String>,
+) -> Result<Actor, ApiError> {
+    let by = match (who.person(), &*who, by) {
+        (Some(_), _, by) => who.author(cfg, by, "by")?,
+        (None, Principal::Token { name, .. }, None) => name.clone(),
+        (None, Principal::Local, None) => crate::engine::VIA_LOCAL.to_string(),
+        (None, _, by) => who.author(cfg, by, "by")?,
+    };
+    Ok(Actor::new(by, who.via()))
+}
+
+/// What a run may reach: the token's branches; without tokens, the named
+/// person's (all of them for the operator at the daemon's own machine).
+fn scope_of(who: &Principal, cfg: &crate::config::Config, by: &str) -> crate::scope::Scope {
+    match who {
+        Principal::Local if by == crate::engine::VIA_LOCAL => crate::scope::Scope::all(),
+        other => other.scope_as(cfg, by),
+    }
+}
+
 pub async fn run(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
+    Extension(client): Extension<Client>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Response, ApiError> {
     let b: RunBody = optional_json_body(&b)?;
+    let loaded = s.loaded();
     if let Some(branch) = &b.branch
-        && !s.loaded().config.branches.contains_key(branch)
+        && !loaded.config.branches.contains_key(branch)
     {
         return Err(ApiError::bad(
-            format!("unknown branch `{branch}`"),
+            format!("unknown branch `{}`", crate::diag::clip_quotes(branch)),
             "branch",
         ));
     }
-    let (run, incidents) = s.engine.run_drill(id, b.branch).await?;
+    let actor = starter(&who, &loaded.config, b.by)?;
+    let scope = scope_of(&who, &loaded.config, &actor.by);
+    if let Some(branch) = &b.branch
+        && !scope.sees(branch)
+    {
+        return Err(counted(
+            &s,
+            client,
+            "forbidden",
+            &format!("{}: run drill {id} at {branch}", who.name()),
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("this token may not run drills at branch `{branch}`"),
+                Some("branch".into()),
+            ),
+        ));
+    }
+    let (run, incidents) = s.engine.run_drill(id, b.branch, scope, actor).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "run": run, "incidents": incidents })),
@@ -98,15 +146,21 @@ pub async fn runs(
             "limit",
         ));
     }
+    let scope = who.scope();
     let q = DrillRunQuery {
         drill: p.drill,
         branch: p.branch,
-        within: who.branches(),
+        scope: scope.clone(),
         limit,
         cursor: p.cursor,
     };
     let page = read(&s, move |st| st.list_drill_runs(&q)).await?;
-    Ok(Json(json!({ "items": page.items, "next": page.next })))
+    let items: Vec<Value> = page
+        .items
+        .into_iter()
+        .map(|r| json!(visible_part(r, &scope)))
+        .collect();
+    Ok(Json(json!({ "items": items, "next": page.next })))
 }
 
 /// A run with, for each of its branches, the trend of that branch's earlier
@@ -117,17 +171,20 @@ pub async fn one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = super::error::path_id(&id, "run id", "run")?;
+    let scope = who.scope();
+    let sc = scope.clone();
     let found = read(&s, move |st| {
         let Some(run) = st.drill_run(id)? else {
             return Ok(None);
         };
         let mut trends = serde_json::Map::new();
-        let mut recent: Vec<crate::engine::DrillRun> = vec![run.clone()];
+        // A scoped reader's medians are of its own branches' people only.
+        let mut recent: Vec<crate::engine::DrillRun> = vec![visible_part(run.clone(), &sc)];
         for b in &run.branches {
             let page = st.list_drill_runs(&DrillRunQuery {
                 drill: Some(run.drill.clone()),
                 branch: Some(b.branch.clone()),
-                within: None,
+                scope: crate::scope::Scope::all(),
                 limit: TREND,
                 cursor: Some(run.id),
             })?;
@@ -143,7 +200,7 @@ pub async fn one(
             trends.insert(b.branch.clone(), Value::Array(points));
             for r in page.items {
                 if !recent.iter().any(|x| x.id == r.id) {
-                    recent.push(r);
+                    recent.push(visible_part(r, &sc));
                 }
             }
         }
@@ -151,38 +208,75 @@ pub async fn one(
         Ok(Some((run, trends, people)))
     })
     .await?;
-    let Some((run, trends, people)) = found.filter(|(r, _, _)| {
-        r.branches.is_empty() || r.branches.iter().any(|b| who.sees(&b.branch))
+    let Some((run, mut trends, people)) = found.filter(|(r, _, _)| {
+        r.branches.is_empty() || r.branches.iter().any(|b| scope.sees(&b.branch))
     }) else {
         return Err(ApiError::not_found(format!("no drill run {id}")));
     };
-    let mut v = json!(run);
+    trends.retain(|b, _| scope.sees(b));
+    let mut v = json!(visible_part(run, &scope));
     v["trend"] = Value::Object(trends);
     v["people"] = json!(people);
     Ok(Json(v))
 }
 
+/// A run as a scoped principal may see it: only its branches, and the run's
+/// score and verdict over those alone (another branch's score is not told).
+fn visible_part(
+    mut run: crate::engine::DrillRun,
+    scope: &crate::scope::Scope,
+) -> crate::engine::DrillRun {
+    if scope.is_all() {
+        return run;
+    }
+    let before = run.branches.len();
+    run.branches.retain(|b| scope.sees(&b.branch));
+    run.skipped.retain(|b| scope.sees(b));
+    if run.branches.len() != before {
+        let scored: Vec<f64> = run.branches.iter().filter_map(|b| b.score).collect();
+        run.score = (!scored.is_empty())
+            .then(|| (scored.iter().sum::<f64>() / scored.len() as f64 * 10.0).round() / 10.0);
+        run.passed = run
+            .branches
+            .iter()
+            .map(|b| b.passed)
+            .collect::<Option<Vec<bool>>>()
+            .map(|p| p.iter().all(|x| *x));
+    }
+    run
+}
+
 pub async fn abort(
     State(s): State<AppState>,
     Extension(who): Extension<Arc<Principal>>,
+    Extension(client): Extension<Client>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = super::error::path_id(&id, "run id", "run")?;
     let b: RunBody = optional_json_body(&b)?;
-    if who.branches().is_some() {
+    let loaded = s.loaded();
+    let actor = starter(&who, &loaded.config, b.by)?;
+    let scope = scope_of(&who, &loaded.config, &actor.by);
+    if !scope.is_all() {
         let run = read(&s, move |st| st.drill_run(id)).await?;
-        let all_mine = run.is_some_and(|r| r.branches.iter().all(|b| who.sees(&b.branch)));
-        if !all_mine {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "this token may not stop a drill run that includes other branches",
-                None,
+        let Some(run) = run.filter(|r| r.branches.iter().any(|b| scope.sees(&b.branch))) else {
+            return Err(ApiError::not_found(format!("no drill run {id}")));
+        };
+        if !run.branches.iter().all(|b| scope.sees(&b.branch)) {
+            return Err(counted(
+                &s,
+                client,
+                "forbidden",
+                &format!("{}: abort drill run {id}", who.name()),
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "this token may not stop a drill run that includes other branches",
+                    None,
+                ),
             ));
         }
     }
-    s.engine
-        .abort_drill(id, b.by.unwrap_or_else(|| "api".into()))
-        .await?;
+    s.engine.abort_drill(id, actor).await?;
     one(State(s), Extension(who), Path(id.to_string())).await
 }

@@ -48,6 +48,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub error: String,
     pub field: Option<String>,
+    /// Seconds to wait before trying again (`Retry-After`), for 429 and 503.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -56,7 +58,13 @@ impl ApiError {
             status,
             error: error.into(),
             field,
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad(error: impl Into<String>, field: impl Into<String>) -> ApiError {
@@ -74,6 +82,7 @@ impl ApiError {
             format!("branchguard cannot serve this now (not your request's fault): {error}"),
             None,
         )
+        .retry_after(5)
     }
 
     pub fn internal(error: impl std::fmt::Display) -> ApiError {
@@ -87,7 +96,13 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.field {
             body["field"] = Value::String(f);
         }
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after
+            && let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
+        r
     }
 }
 
@@ -102,11 +117,15 @@ impl From<HandleError> for ApiError {
     fn from(e: HandleError) -> Self {
         match e {
             HandleError::Action(a) => a.into(),
+            HandleError::Busy { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None).retry_after(1)
+            }
             HandleError::Drill(d) => {
                 let status = match d {
                     DrillError::NoDrill(_) | DrillError::NoRun(_) => StatusCode::NOT_FOUND,
                     DrillError::NotAtBranch { .. } => StatusCode::BAD_REQUEST,
                     DrillError::AlreadyRunning(_) => StatusCode::CONFLICT,
+                    DrillError::NoBranchInScope(_) => StatusCode::FORBIDDEN,
                 };
                 let field =
                     matches!(d, DrillError::NotAtBranch { .. }).then(|| "branch".to_string());

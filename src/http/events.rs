@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::incidents::{ListParams, params, parse_limit};
 use super::{ApiError, AppState, Principal, read};
 use crate::clock;
-use crate::sources::{self, Accepted};
+use crate::sources::{self, Accepted, Origin};
 use crate::store::EventQuery;
 
 fn accepted(a: Accepted) -> Response {
@@ -31,15 +31,14 @@ pub async fn post_events(
     Extension(who): Extension<Arc<Principal>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let within = who.branches();
-    let a = sources::json_events(
-        &s.engine,
-        &s.loaded(),
-        &body,
-        clock::now(),
-        within.as_deref(),
-    )
-    .await?;
+    let scope = who.scope();
+    let origin = Origin {
+        source: "api",
+        via: who.via(),
+        scope: &scope,
+        whole: true,
+    };
+    let a = sources::json_events(&s.engine, &s.loaded(), &body, clock::now(), &origin).await?;
     Ok(accepted(a))
 }
 
@@ -48,15 +47,15 @@ pub async fn post_alertmanager(
     Extension(who): Extension<Arc<Principal>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let within = who.branches();
-    let a = sources::alertmanager_events(
-        &s.engine,
-        &s.loaded(),
-        &body,
-        clock::now(),
-        within.as_deref(),
-    )
-    .await?;
+    let scope = who.scope();
+    let origin = Origin {
+        source: "alertmanager",
+        via: who.via(),
+        scope: &scope,
+        whole: false,
+    };
+    let a =
+        sources::alertmanager_events(&s.engine, &s.loaded(), &body, clock::now(), &origin).await?;
     Ok(accepted(a))
 }
 
@@ -80,7 +79,7 @@ pub async fn list_events(
     };
     let query = EventQuery {
         branch: p.branch,
-        within: who.branches(),
+        scope: who.scope(),
         kind: p.kind,
         matched,
         limit,

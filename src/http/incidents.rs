@@ -10,10 +10,12 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::{Client, count_forbidden, counted};
 use super::error::optional_json_body;
 use super::views::incident_json;
 use super::{ApiError, AppState, Principal, read};
 use crate::engine::Verb;
+use crate::engine::handle::Actor;
 use crate::store::IncidentQuery;
 
 #[derive(Debug, Deserialize)]
@@ -80,7 +82,7 @@ pub async fn list(
     let query = IncidentQuery {
         status: p.status,
         branch: p.branch,
-        within: who.branches(),
+        scope: who.scope(),
         playbook: p.playbook,
         limit,
         cursor,
@@ -100,29 +102,39 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
 }
 
 /// An incident the caller may see; another branch's is "not found", not
-/// "forbidden", so its existence is not told either.
+/// "forbidden", so its existence is not told either (and counted as a
+/// refusal of this client).
 async fn visible(
     s: &AppState,
     who: &Principal,
+    client: Client,
     id: i64,
 ) -> Result<crate::store::IncidentRecord, ApiError> {
     let found = read(s, move |st| st.incident_with_outbox(id)).await?;
     match found {
         Some(f) if who.sees(&f.0.branch) => Ok(f),
-        Some(f) => {
-            s.engine.auth_denied(format!(
-                "{}: incident {id}: branch {} is outside this token's branches",
+        Some(f) => Err(counted(
+            s,
+            client,
+            "out_of_scope",
+            &format!(
+                "{}: incident {id}: branch {} is outside its branches",
                 who.name(),
                 f.0.branch
-            ));
-            Err(ApiError::not_found(format!("no incident {id}")))
-        }
+            ),
+            ApiError::not_found(format!("no incident {id}")),
+        )),
         None => Err(ApiError::not_found(format!("no incident {id}"))),
     }
 }
 
-async fn incident_view(s: &AppState, who: &Principal, id: i64) -> Result<Json<Value>, ApiError> {
-    let (inc, history, outbox) = visible(s, who, id).await?;
+async fn incident_view(
+    s: &AppState,
+    who: &Principal,
+    client: Client,
+    id: i64,
+) -> Result<Json<Value>, ApiError> {
+    let (inc, history, outbox) = visible(s, who, client, id).await?;
     Ok(Json(incident_json(
         &inc,
         Some(&history),
@@ -134,9 +146,10 @@ async fn incident_view(s: &AppState, who: &Principal, id: i64) -> Result<Json<Va
 pub async fn get_one(
     State(s): State<AppState>,
     Extension(who): Extension<Arc<Principal>>,
+    Extension(client): Extension<Client>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    incident_view(&s, &who, parse_id(&id)?).await
+    incident_view(&s, &who, client, parse_id(&id)?).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,15 +159,10 @@ struct ActionBody {
     note: Option<String>,
 }
 
-/// A refused action on an incident is audited (who, which incident, why).
-fn audit_refusal(s: &AppState, who: &Principal, id: i64, e: &ApiError) {
-    s.engine
-        .auth_denied(format!("{}: incident {id}: {}", who.name(), e.error));
-}
-
 pub async fn step_action(
     State(s): State<AppState>,
     Extension(who): Extension<Arc<Principal>>,
+    Extension(client): Extension<Client>,
     Path((id, step, verb)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -170,7 +178,7 @@ pub async fn step_action(
         }
     };
     let b = optional_json_body::<ActionBody>(&body)?;
-    let (inc, _, _) = visible(&s, &who, id).await?;
+    let (inc, _, _) = visible(&s, &who, client, id).await?;
     let Some(run) = inc.steps.iter().find(|x| x.id == step) else {
         return Err(ApiError::not_found(format!(
             "incident {id} has no step `{step}`"
@@ -184,17 +192,16 @@ pub async fn step_action(
     let loaded = s.loaded();
     let by = who
         .actor(&loaded.config, b.by, &inc.branch, assignee.as_deref())
-        .inspect_err(|e| audit_refusal(&s, &who, id, e))?;
-    if !loaded.config.people.contains_key(&by) && matches!(*who, Principal::Local) {
-        return Err(ApiError::bad(format!("unknown person `{by}`"), "by"));
-    }
-    s.engine.step(id, step, verb, Some(by), b.note).await?;
-    incident_view(&s, &who, id).await
+        .map_err(|e| count_forbidden(&s, client, &who, e))?;
+    let actor = Actor::new(by, who.via()).with_note(b.note);
+    s.engine.step(id, step, verb, actor).await?;
+    incident_view(&s, &who, client, id).await
 }
 
 pub async fn incident_action(
     State(s): State<AppState>,
     Extension(who): Extension<Arc<Principal>>,
+    Extension(client): Extension<Client>,
     Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -205,13 +212,14 @@ pub async fn incident_action(
             "unknown incident action `{action}`: expected resolve or escalate"
         )));
     }
-    let (inc, _, _) = visible(&s, &who, id).await?;
+    let (inc, _, _) = visible(&s, &who, client, id).await?;
     let by = who
         .actor(&s.loaded().config, b.by, &inc.branch, None)
-        .inspect_err(|e| audit_refusal(&s, &who, id, e))?;
+        .map_err(|e| count_forbidden(&s, client, &who, e))?;
+    let actor = Actor::new(by, who.via()).with_note(b.note);
     match action.as_str() {
-        "resolve" => s.engine.resolve(id, by, b.note).await?,
-        _ => s.engine.escalate(id, by, b.note).await?,
+        "resolve" => s.engine.resolve(id, actor).await?,
+        _ => s.engine.escalate(id, actor).await?,
     }
-    incident_view(&s, &who, id).await
+    incident_view(&s, &who, client, id).await
 }

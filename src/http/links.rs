@@ -12,7 +12,8 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::AppState;
 use crate::clock;
-use crate::engine::{ActionError, HandleError, LinkAction, Verb};
+use crate::engine::handle::Actor;
+use crate::engine::{ActionError, HandleError, Incident, LinkAction, VIA_LINK, Verb};
 use crate::html::escape;
 use crate::notify::links::{Claims, LinkError};
 
@@ -41,7 +42,7 @@ fn refused(s: &AppState, token: &str, e: &LinkError) -> Response {
                  <p>To answer now, call the operations centre and ask them to record it for you: \
                  incident <strong>#{}</strong>, step <strong>{}</strong>. They can do it with \
                  <code>branchguard {} {} {} --by {}</code>.</p>",
-                escape(&at.to_rfc3339()),
+                escape(&crate::show::time(*at, s.loaded().config.calendar.timezone)),
                 c.incident,
                 escape(&c.step),
                 escape(c.action.as_str()),
@@ -58,31 +59,62 @@ fn refused(s: &AppState, token: &str, e: &LinkError) -> Response {
     }
 }
 
-pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response {
-    let claims = match s.links.verify(&token, clock::now()) {
-        Ok(c) => c,
-        Err(e) => return refused(&s, &token, &e),
-    };
+/// The key a link's use is recorded under: it works once.
+fn use_key(c: &Claims) -> String {
+    format!("{}:{}:{}", c.action.as_str(), c.step, c.person)
+}
+
+/// A genuine, in-date link whose lifetime is one branchguard gives (its
+/// step's deadline plus `notify.links.margin`, or `notify.links.ttl` from
+/// now, whichever is later: never decades), with its incident.
+async fn checked(s: &AppState, token: &str) -> Result<(Claims, Incident), Response> {
+    let claims = s
+        .links
+        .verify(token, clock::now())
+        .map_err(|e| refused(s, token, &e))?;
     let id = claims.incident;
     let reader = Arc::clone(&s.reader);
     let found = match tokio::task::spawn_blocking(move || reader.incident(id)).await {
         Ok(Ok(found)) => found,
-        Ok(Err(e)) => return unavailable(e),
-        Err(e) => return unavailable(e),
+        Ok(Err(e)) => return Err(unavailable(e)),
+        Err(e) => return Err(unavailable(e)),
     };
     let Some((inc, _)) = found else {
-        return page(
+        return Err(page(
             StatusCode::NOT_FOUND,
             "Incident not found",
             "<p>The incident of this link does not exist.</p>",
-        );
+        ));
     };
     let Some(step) = inc.steps.iter().find(|x| x.id == claims.step) else {
-        return page(
+        return Err(page(
             StatusCode::NOT_FOUND,
             "Step not found",
             "<p>The step of this link does not exist.</p>",
-        );
+        ));
+    };
+    let d = &s.loaded().config.delivery;
+    let span = |x: std::time::Duration| chrono::Duration::from_std(x).unwrap_or_default();
+    let bound = step
+        .deadline
+        .unwrap_or(inc.opened_at)
+        .checked_add_signed(span(d.link_margin))
+        .unwrap_or(inc.opened_at)
+        .max(clock::now() + span(d.link_ttl))
+        + chrono::Duration::hours(1);
+    if claims.expires > bound.timestamp() {
+        return Err(refused(s, token, &LinkError::Forged));
+    }
+    Ok((claims, inc))
+}
+
+pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+    let (claims, inc) = match checked(&s, &token).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(step) = inc.steps.iter().find(|x| x.id == claims.step) else {
+        return page(StatusCode::NOT_FOUND, "Step not found", "");
     };
     let loaded = s.loaded();
     let person = loaded
@@ -90,14 +122,15 @@ pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Respo
         .people
         .get(&claims.person)
         .map_or_else(|| claims.person.clone(), |p| p.name.clone());
-    let already = match claims.action {
-        LinkAction::Safe => step.confirmed.contains(&claims.person),
-        LinkAction::Ack | LinkAction::AckForTeam => {
-            step.acknowledged_at.is_some() || !step.state.is_open()
-        }
-        LinkAction::Done => !step.state.is_open(),
-        LinkAction::Escalate => inc.status != crate::engine::IncidentStatus::Open,
-    };
+    let already = inc.used_links.contains(&use_key(&claims))
+        || match claims.action {
+            LinkAction::Safe => step.confirmed.contains(&claims.person),
+            LinkAction::Ack | LinkAction::AckForTeam => {
+                step.acknowledged_at.is_some() || !step.state.is_open()
+            }
+            LinkAction::Done => !step.state.is_open(),
+            LinkAction::Escalate => inc.status != crate::engine::IncidentStatus::Open,
+        };
     let title = match claims.action {
         LinkAction::Safe => "I am safe",
         LinkAction::Ack => "Acknowledge",
@@ -125,11 +158,7 @@ pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Respo
         escape(&step.title),
         escape(&who),
         step.deadline
-            .map(|d| escape(
-                &d.with_timezone(&tz)
-                    .format("%Y-%m-%d %H:%M:%S %:z")
-                    .to_string()
-            ))
+            .map(|d| escape(&crate::show::time(d, tz)))
             .unwrap_or_else(|| "-".into())
     );
     if already {
@@ -150,9 +179,9 @@ pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Respo
 }
 
 pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Response {
-    let claims = match s.links.verify(&token, clock::now()) {
-        Ok(c) => c,
-        Err(e) => return refused(&s, &token, &e),
+    let (claims, inc) = match checked(&s, &token).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let Claims {
         incident,
@@ -160,25 +189,28 @@ pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Re
         person,
         ..
     } = claims.clone();
-    let note = Some("via email link".to_string());
+    let mut actor = Actor::new(person, VIA_LINK).with_note(Some("via email link".into()));
+    actor.link = Some(use_key(&claims));
     let result = match claims.action {
-        LinkAction::Escalate => s.engine.escalate(incident, person, note).await,
+        LinkAction::Escalate => s.engine.escalate(incident, actor).await,
         action => {
             let verb = match action {
                 LinkAction::Safe => Verb::Safe,
                 LinkAction::Done => Verb::Done,
                 _ => Verb::Ack,
             };
-            s.engine
-                .step(incident, step, verb, Some(person), note)
-                .await
+            s.engine.step(incident, step, verb, actor).await
         }
     };
+    let tz = s.loaded().config.tz_of(&inc.branch);
     match result {
         Ok(()) => page(
             StatusCode::OK,
             "Thank you",
-            &format!("<p>Recorded at {}.</p>", escape(&clock::now().to_rfc3339())),
+            &format!(
+                "<p>Recorded at {}.</p>",
+                escape(&crate::show::time(clock::now(), tz))
+            ),
         ),
         Err(HandleError::Action(ActionError::Conflict(why))) => {
             s.engine.link_refused(

@@ -12,6 +12,7 @@ mod drills;
 mod error;
 mod events;
 mod incidents;
+mod limits;
 mod links;
 mod pages;
 mod silences;
@@ -31,8 +32,9 @@ use crate::engine::EngineHandle;
 use crate::notify::links::Secret;
 use crate::reload::Reloader;
 use crate::store::{Reader, StoreError, StoreHealth};
-pub use auth::{Principal, RateLimit};
+pub use auth::Principal;
 pub use error::ApiError;
+pub use limits::{Denials, RateLimit};
 pub use views::incident_json;
 
 /// What the HTTP layer needs, and nothing more.
@@ -45,7 +47,9 @@ pub struct Parts {
     pub links: Secret,
     pub health: Arc<StoreHealth>,
     /// Requests per second per client.
-    pub rate: auth::RateLimit,
+    pub rate: RateLimit,
+    /// Refused requests per client address.
+    pub denials: Denials,
     /// Which notification channels are failing.
     pub channels: Arc<crate::notify::channels::ChannelHealth>,
     pub started_at: DateTime<Utc>,
@@ -53,6 +57,8 @@ pub struct Parts {
     pub changes: tokio::sync::watch::Receiver<u64>,
     /// Probe states, for the dashboard.
     pub probes: crate::sources::probes::ProbeBoard,
+    /// The audit chain's head, published in `/api/v1/status`.
+    pub head: Arc<crate::store::AuditHead>,
     /// Ends the live feeds, so a graceful shutdown does not wait on them.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -65,48 +71,115 @@ impl Parts {
     }
 }
 
-pub fn router(parts: Parts) -> Router {
-    let limits = parts.loaded().config.limits.clone();
-    let state = Arc::new(parts);
-    Router::new()
-        .route("/", get(dashboard::shell))
-        .route("/ui/{file}", get(dashboard::asset))
-        .route("/api/v1/dashboard", get(dashboard::data))
-        .route("/api/v1/stream", get(dashboard::stream))
-        .route("/healthz", get(status::healthz))
-        .route("/ack/{token}", get(links::show).post(links::perform))
-        .route("/incidents/{id}", get(pages::incident))
-        .route("/metrics", get(status::metrics))
-        .route("/api/v1/status", get(status::status))
-        .route("/api/v1/reload", post(status::reload))
+/// The router as it is built, and every (method, path) it was given: the
+/// permission table is checked against this list, not against a copy of it.
+struct Routes {
+    router: Router<AppState>,
+    added: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            added: Vec::new(),
+        }
+    }
+
+    fn route(
+        mut self,
+        path: &'static str,
+        methods: &[&'static str],
+        handler: axum::routing::MethodRouter<AppState>,
+    ) -> Routes {
+        self.added.extend(methods.iter().map(|m| (*m, path)));
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+/// Every route of the daemon.
+fn routes() -> Routes {
+    Routes::new()
+        .route("/", &["GET"], get(dashboard::shell))
+        .route("/ui/{file}", &["GET"], get(dashboard::asset))
+        .route("/api/v1/dashboard", &["GET"], get(dashboard::data))
+        .route("/api/v1/stream", &["GET"], get(dashboard::stream))
+        .route("/healthz", &["GET"], get(status::healthz))
+        .route(
+            "/ack/{token}",
+            &["GET", "POST"],
+            get(links::show).post(links::perform),
+        )
+        .route("/incidents/{id}", &["GET"], get(pages::incident))
+        .route("/metrics", &["GET"], get(status::metrics))
+        .route("/api/v1/status", &["GET"], get(status::status))
+        .route("/api/v1/reload", &["POST"], post(status::reload))
         .route(
             "/api/v1/events",
+            &["POST", "GET"],
             post(events::post_events).get(events::list_events),
         )
-        .route("/api/v1/alertmanager", post(events::post_alertmanager))
+        .route(
+            "/api/v1/alertmanager",
+            &["POST"],
+            post(events::post_alertmanager),
+        )
         .route(
             "/api/v1/silences",
+            &["GET", "POST"],
             get(silences::list).post(silences::create),
         )
         .route(
             "/api/v1/silences/{id}",
+            &["DELETE"],
             axum::routing::delete(silences::expire),
         )
-        .route("/api/v1/drills", get(drills::list))
-        .route("/api/v1/drills/{id}/run", post(drills::run))
-        .route("/api/v1/drill-runs", get(drills::runs))
-        .route("/api/v1/drill-runs/{run}", get(drills::one))
-        .route("/api/v1/drill-runs/{run}/abort", post(drills::abort))
-        .route("/api/v1/incidents", get(incidents::list))
-        .route("/api/v1/incidents/{id}", get(incidents::get_one))
+        .route("/api/v1/drills", &["GET"], get(drills::list))
+        .route("/api/v1/drills/{id}/run", &["POST"], post(drills::run))
+        .route("/api/v1/drill-runs", &["GET"], get(drills::runs))
+        .route("/api/v1/drill-runs/{run}", &["GET"], get(drills::one))
+        .route(
+            "/api/v1/drill-runs/{run}/abort",
+            &["POST"],
+            post(drills::abort),
+        )
+        .route("/api/v1/incidents", &["GET"], get(incidents::list))
+        .route("/api/v1/incidents/{id}", &["GET"], get(incidents::get_one))
         .route(
             "/api/v1/incidents/{id}/steps/{step}/{verb}",
+            &["POST"],
             post(incidents::step_action),
         )
         .route(
             "/api/v1/incidents/{id}/{action}",
+            &["POST"],
             post(incidents::incident_action),
         )
+}
+
+pub fn router(parts: Parts) -> Router {
+    let limits = parts.loaded().config.limits.clone();
+    let state = Arc::new(parts);
+    // Refusals are summarised in the audit log once a minute per client.
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let s = Arc::clone(&state);
+        rt.spawn(async move {
+            let mut every = tokio::time::interval(limits::SUMMARY_EVERY);
+            loop {
+                tokio::select! {
+                    _ = s.shutdown.cancelled() => break,
+                    _ = every.tick() => {
+                        for line in s.denials.due(&s.loaded().config.limits) {
+                            s.engine.auth_denied(line);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    routes()
+        .router
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::check,
@@ -129,4 +202,29 @@ async fn read<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(reader.as_ref()).map_err(ApiError::from))
         .await
         .map_err(ApiError::internal)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auth::RULES;
+
+    /// Every route the router serves has a rule, and every rule a route:
+    /// the list is the one the router was built from.
+    #[test]
+    fn every_route_of_the_router_has_an_access_rule_and_every_rule_a_route() {
+        let added = super::routes().added;
+        assert!(added.len() > 20, "{added:?}");
+        for (m, p) in &added {
+            assert!(
+                RULES.iter().any(|(rm, rp, _)| rm == m && rp == p),
+                "{m} {p} is routed but has no access rule in auth::RULES"
+            );
+        }
+        for (m, p, _) in RULES {
+            assert!(
+                added.iter().any(|(am, ap)| am == m && ap == p),
+                "{m} {p} has a rule but no route"
+            );
+        }
+    }
 }

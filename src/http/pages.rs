@@ -64,7 +64,12 @@ pub async fn incident(
             );
         }
     };
-    let Some((inc, history)) = found.filter(|(i, _)| who.sees(&i.branch)) else {
+    // A message's grant opens its own incident and no other.
+    let allowed = |i: &crate::engine::Incident| match &*who {
+        super::Principal::Grant { incident } => *incident == i.id,
+        other => other.sees(&i.branch),
+    };
+    let Some((inc, history)) = found.filter(|(i, _)| allowed(i)) else {
         return page(
             StatusCode::NOT_FOUND,
             "No such incident",

@@ -11,10 +11,12 @@ use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::{Client, count_forbidden, counted};
 use super::error::{json_body, optional_json_body};
 use super::{ApiError, AppState, Principal, read};
 use crate::clock;
-use crate::engine::{Matcher, SilenceSpec};
+use crate::engine::handle::Actor;
+use crate::engine::{Matcher, SilenceSpec, breadth};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,14 +26,26 @@ pub struct ListParams {
 
 pub async fn list(
     State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
     let all = p.all.unwrap_or(false);
     let items = read(&s, move |st| st.silences(all)).await?;
     let now = clock::now();
+    let loaded = s.loaded();
+    let scope = who.scope();
     let items: Vec<Value> = items
         .into_iter()
+        // A scoped principal sees the silences that can hold back events of
+        // its branches; network-wide ones included (they affect it too).
+        .filter(|x| {
+            scope.is_all()
+                || breadth(&x.matchers, &loaded)
+                    .branches
+                    .iter()
+                    .any(|b| scope.sees(b))
+        })
         .map(|x| {
             let active = x.active_at(now);
             let mut v = json!(x);
@@ -55,30 +69,77 @@ struct NewSilence {
     force: bool,
 }
 
-/// Who a silence is recorded as created or ended by.
-fn author(who: &Principal, given: Option<String>) -> Result<String, ApiError> {
-    match (who.person(), who, given) {
-        (Some(p), _, _) => Ok(p.to_string()),
-        (None, Principal::Token { name, .. }, g) => Ok(g.unwrap_or_else(|| name.clone())),
-        (None, Principal::Local, Some(g)) if !g.trim().is_empty() => Ok(g),
-        (None, Principal::Local, _) => Err(ApiError::bad(
-            "say who sets it: `created_by` (no API tokens are configured, so nothing is anonymous)",
-            "created_by",
-        )),
+/// Whether `who` (acting as `person`) may silence what `matchers` can
+/// match: within its branches, and only with `force` and the `ops` or
+/// `admin` role when it matches every branch, kind or severity.
+fn may_silence(
+    who: &Principal,
+    loaded: &crate::config::Loaded,
+    person: &str,
+    matchers: &[Matcher],
+    force: bool,
+) -> Result<(), ApiError> {
+    let b = breadth(matchers, loaded);
+    if b.is_broad() {
+        if !force {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "this silence would match {}: name a branch (e.g. branch=sh-001) and what to hold back, or send \"force\": true (ops or admin only)",
+                    b.why()
+                ),
+                None,
+            ));
+        }
+        if !who.is_ops(&loaded.config, person) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("a silence of {} needs the `ops` or `admin` role", b.why()),
+                Some("force".into()),
+            ));
+        }
     }
+    let scope = who.scope_as(&loaded.config, person);
+    if !scope.is_all() && !scope.covers(&b.branches) {
+        let outside: Vec<String> = b
+            .branches
+            .iter()
+            .filter(|x| !scope.sees(x))
+            .cloned()
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            if b.branches.is_empty() {
+                "this silence matches no configured branch".to_string()
+            } else {
+                format!(
+                    "this silence would hold back events of branches outside yours ({}): add a `branch` matcher naming yours",
+                    outside.join(", ")
+                )
+            },
+            Some("matchers".into()),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn create(
     State(s): State<AppState>,
     Extension(who): Extension<Arc<Principal>>,
+    Extension(client): Extension<Client>,
     b: Bytes,
 ) -> Result<Response, ApiError> {
     let n: NewSilence = json_body(&b)?;
+    let loaded = s.loaded();
+    let created_by = who.author(&loaded.config, n.created_by, "created_by")?;
+    may_silence(&who, &loaded, &created_by, &n.matchers, n.force)
+        .map_err(|e| count_forbidden(&s, client, &who, e))?;
     let spec = SilenceSpec {
         matchers: n.matchers,
         starts_at: n.starts_at.map_or_else(clock::now, |t| t.to_utc()),
         ends_at: n.ends_at.to_utc(),
-        created_by: author(&who, n.created_by)?,
+        created_by,
+        via: who.via(),
         comment: n.comment,
         force: n.force,
     };
@@ -95,17 +156,35 @@ struct ExpireBody {
 pub async fn expire(
     State(s): State<AppState>,
     Extension(who): Extension<Arc<Principal>>,
+    Extension(client): Extension<Client>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = super::error::path_id(&id, "silence id", "id")?;
     let body: ExpireBody = optional_json_body(&b)?;
-    let by = author(&who, body.by).map_err(|_| {
-        ApiError::bad(
-            "say who ends it: {\"by\": PERSON} (no API tokens are configured)",
-            "by",
-        )
-    })?;
-    s.engine.expire_silence(id, by).await?;
+    let loaded = s.loaded();
+    let by = who.author(&loaded.config, body.by, "by")?;
+    let found = read(&s, |st| st.silences(true)).await?;
+    let Some(silence) = found.into_iter().find(|x| x.id == id) else {
+        return Err(ApiError::not_found(format!("no silence {id}")));
+    };
+    // Ending a silence lets events through again: the same reach as creating it.
+    let scope = who.scope_as(&loaded.config, &by);
+    if !scope.is_all() && !scope.covers(&breadth(&silence.matchers, &loaded).branches) {
+        return Err(counted(
+            &s,
+            client,
+            "forbidden",
+            &format!("{}: end silence {id}", who.name()),
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this silence holds back events of branches outside yours",
+                None,
+            ),
+        ));
+    }
+    s.engine
+        .expire_silence(id, Actor::new(by, who.via()))
+        .await?;
     Ok(Json(json!({ "id": id, "expired": true })))
 }

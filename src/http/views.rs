@@ -46,7 +46,7 @@ pub fn incident_json(
     if let Some(h) = history {
         v["history"] = json!(
             h.iter()
-                .map(|h| json!({"at": h.at, "what": h.what, "by": h.by, "detail": h.detail}))
+                .map(|h| json!({"at": h.at, "what": h.what, "by": h.by, "via": h.via, "detail": h.detail}))
                 .collect::<Vec<_>>()
         );
     }

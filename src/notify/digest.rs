@@ -77,6 +77,8 @@ mod tests {
             last_error: None,
             link_until: None,
             announcement: false,
+            urgent: false,
+            grant_until: None,
         }
     }
 

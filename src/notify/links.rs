@@ -41,6 +41,8 @@ pub enum LinkError {
     /// can say how to answer another way.
     #[error("this link expired at {0}")]
     Expired(DateTime<Utc>, Box<Claims>),
+    #[error("this link to the incident expired at {0}")]
+    GrantExpired(DateTime<Utc>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +95,8 @@ impl Secret {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut b = [0u8; 32];
                 getrandom::fill(&mut b).map_err(|e| SecretError::Random(e.to_string()))?;
-                std::fs::create_dir_all(data_dir).map_err(io)?;
-                write_private(&path, &hex::encode(b)).map_err(io)?;
+                crate::private::create_dir(data_dir).map_err(io)?;
+                crate::private::write_new(&path, &hex::encode(b)).map_err(io)?;
                 tracing::warn!(
                     "created a new link secret in {}: links in emails sent before it no longer work",
                     path.display()
@@ -119,6 +121,44 @@ impl Secret {
         format!("{payload}.{sig}")
     }
 
+    /// A read-only grant for one incident's page, valid until `expires`:
+    /// what the `Incident:` line of a message carries. Signed apart from
+    /// action links (a grant is never an action, nor an action a grant).
+    pub fn sign_grant(&self, incident: i64, expires: DateTime<Utc>) -> String {
+        let payload = URL_SAFE_NO_PAD
+            .encode(serde_json::json!({ "g": incident, "e": expires.timestamp() }).to_string());
+        let sig = URL_SAFE_NO_PAD.encode(
+            self.mac(format!("grant.{payload}").as_bytes())
+                .finalize()
+                .into_bytes(),
+        );
+        format!("{payload}.{sig}")
+    }
+
+    /// The incident a grant is for, if it is genuine and in date.
+    pub fn verify_grant(&self, token: &str, now: DateTime<Utc>) -> Result<i64, LinkError> {
+        let (payload, sig) = token.split_once('.').ok_or(LinkError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| LinkError::Malformed)?;
+        self.mac(format!("grant.{payload}").as_bytes())
+            .verify_slice(&sig)
+            .map_err(|_| LinkError::Forged)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| LinkError::Malformed)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| LinkError::Malformed)?;
+        let (Some(incident), Some(e)) = (v["g"].as_i64(), v["e"].as_i64()) else {
+            return Err(LinkError::Malformed);
+        };
+        let expires = DateTime::from_timestamp(e, 0).unwrap_or(DateTime::UNIX_EPOCH);
+        if expires <= now {
+            return Err(LinkError::GrantExpired(expires));
+        }
+        Ok(incident)
+    }
+
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, LinkError> {
         let (payload, sig) = token.split_once('.').ok_or(LinkError::Malformed)?;
         let sig = URL_SAFE_NO_PAD
@@ -137,23 +177,6 @@ impl Secret {
         }
         Ok(c)
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 #[cfg(test)]
@@ -198,6 +221,31 @@ mod tests {
             Err(LinkError::Expired(..))
         ));
         assert_eq!(s.verify("garbage", now), Err(LinkError::Malformed));
+    }
+
+    #[test]
+    fn a_grant_reads_one_incident_and_is_never_an_action_link() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T09:00:00Z")
+            .unwrap()
+            .to_utc();
+        let s = Secret::from_bytes(&[7u8; 32]);
+        let g = s.sign_grant(12, now + chrono::Duration::days(7));
+        assert_eq!(s.verify_grant(&g, now), Ok(12));
+        assert!(matches!(
+            s.verify_grant(&g, now + chrono::Duration::days(8)),
+            Err(LinkError::GrantExpired(_))
+        ));
+        assert_eq!(
+            s.verify(&g, now),
+            Err(LinkError::Forged),
+            "not an action link"
+        );
+        let action = s.sign(&claims(now.timestamp() + 60));
+        assert_eq!(s.verify_grant(&action, now), Err(LinkError::Forged));
+        assert_eq!(
+            Secret::from_bytes(&[8u8; 32]).verify_grant(&g, now),
+            Err(LinkError::Forged)
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! took a message but before the outcome was stored sends it again (webhooks
 //! carry an `Idempotency-Key` for this).
 
+pub mod anchor;
 pub mod channels;
 mod digest;
 pub mod email;
@@ -644,6 +645,8 @@ mod tests {
                 links: Vec::new(),
                 link_until: None,
                 announcement: false,
+                urgent: false,
+                grant_until: None,
                 payload: None,
             };
             f.groups.insert(key.clone());

@@ -131,6 +131,8 @@ mod tests {
             links: Vec::new(),
             link_until: None,
             announcement: false,
+            urgent: false,
+            grant_until: None,
             payload: None,
         }
     }

@@ -44,17 +44,9 @@ fn severity(s: &str) -> Option<Severity> {
     })
 }
 
-/// An alert that cannot become an event: why, and what could be read of it
-/// (kept so the refused alert is visible in the event list).
-#[derive(Debug, Clone)]
-pub struct Refused {
-    pub error: EventError,
-    pub partial: Box<EventInput>,
-}
-
 /// One alert of a payload: an event, or why it is refused (the rest of the
 /// payload still counts).
-pub type AlertResult = Result<EventInput, Refused>;
+pub type AlertResult = Result<EventInput, super::Unreadable>;
 
 /// Parses a payload. A payload that is not Alertmanager's (malformed, wrong
 /// version) is refused whole; each alert is then mapped on its own.
@@ -109,7 +101,7 @@ fn alert(i: usize, a: Alert) -> AlertResult {
         occurred_at: None,
         source: Some("alertmanager".into()),
     });
-    map_alert(i, a).map_err(|error| Refused { error, partial })
+    map_alert(i, a).map_err(|error| super::Unreadable { error, partial })
 }
 
 fn map_alert(i: usize, a: Alert) -> Result<EventInput, EventError> {

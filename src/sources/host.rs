@@ -217,10 +217,9 @@ pub async fn run(
         if let Err(e) = super::intake(
             &engine,
             &loaded,
-            events,
-            "host",
+            events.into_iter().map(Ok).collect(),
+            &super::Origin::engine("host"),
             clock::now(),
-            None,
             |_, f| f,
         )
         .await

@@ -1,11 +1,14 @@
 //! Sources: where events come from. Each source turns its own input into
 //! events and hands them to [`intake`], the one function that checks events
-//! against the configuration, counts what it refuses and sends the rest through
-//! the engine's door. The HTTP events endpoint and the Alertmanager webhook use
-//! it today; the spool directory, probes, host health and drills will too.
+//! against the limits, the sender's scope and the configuration, counts what
+//! it refuses and sends the rest through the engine's door: the HTTP events
+//! endpoint, the Alertmanager webhook, the spool directory, probes and host
+//! health. (Drills open their incidents inside the engine, from its timers.)
 //!
-//! **Invariant:** a source never talks to the engine except through [`intake`],
-//! and an intake error is not an HTTP error: each caller words it for its own users.
+//! **Invariant:** a source never talks to the engine except through [`intake`]
+//! (`tests/architecture.rs` checks that no file under `sources/` or `http/`
+//! calls the engine's `ingest`), and an intake error is not an HTTP error:
+//! each caller words it for its own users.
 
 pub mod alertmanager;
 pub mod host;
@@ -20,7 +23,8 @@ use serde::Serialize;
 
 use crate::config::{Limits, Loaded};
 use crate::engine::{EngineHandle, HandleError, RefusedEvent};
-use crate::event::{EventError, EventInput};
+use crate::event::{Event, EventError, EventInput};
+use crate::scope::Scope;
 
 /// Events stored, with the ids they were given and the incidents they opened
 /// or joined; and, where a source keeps going past bad items, what it refused.
@@ -120,199 +124,181 @@ fn within_limits(e: &EventInput, l: &Limits) -> Result<(), EventError> {
     Ok(())
 }
 
-/// Checks every event; one bad event refuses the whole batch, so nothing is
-/// half-stored. `field_of` says where event `i`'s bad field is in the input;
-/// `within` limits the branches the sender may post for.
+/// An item a source could not read as an event: what could be read of it
+/// (kept, so a refused alert is visible in the event list), and why.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub error: EventError,
+    pub partial: Box<EventInput>,
+}
+
+/// Where a batch comes from and how it is taken.
+pub struct Origin<'a> {
+    /// The `source` of its events when they name none (`api`, `spool`, …).
+    pub source: &'a str,
+    /// How it came: the API token's name, `local`, or `engine` for the
+    /// daemon's own sources.
+    pub via: String,
+    /// The branches it may post events for.
+    pub scope: &'a Scope,
+    /// `true`: one bad item refuses the whole batch and nothing is stored
+    /// (`POST /events`, a spool file). `false`: each item is taken or
+    /// refused on its own, and a refused one is stored as a rejected event
+    /// (an Alertmanager group, which Alertmanager does not send again).
+    pub whole: bool,
+}
+
+impl<'a> Origin<'a> {
+    /// One of the daemon's own sources (probes, host health, the spool).
+    pub fn engine(source: &'a str) -> Origin<'a> {
+        static ALL: std::sync::LazyLock<Scope> = std::sync::LazyLock::new(Scope::all);
+        Origin {
+            source,
+            via: crate::engine::VIA_ENGINE.into(),
+            scope: &ALL,
+            whole: true,
+        }
+    }
+}
+
+/// Why one item was refused: the metric's reason, where, and what.
+struct Refusal {
+    reason: &'static str,
+    field: Option<String>,
+    message: String,
+}
+
+/// Checks one item against the limits, the sender's scope and the configuration.
+fn check_one(
+    item: Result<EventInput, Unreadable>,
+    loaded: &Loaded,
+    origin: &Origin<'_>,
+    now: DateTime<Utc>,
+) -> Result<Event, (Refusal, Box<EventInput>)> {
+    let input = match item {
+        Ok(i) => i,
+        Err(u) => {
+            let missing = u.partial.branch.is_empty()
+                && u.error
+                    .field
+                    .as_deref()
+                    .is_some_and(|f| f.ends_with("branch"));
+            let r = Refusal {
+                reason: if missing { "missing_branch" } else { "invalid" },
+                field: u.error.field,
+                message: u.error.message,
+            };
+            return Err((r, u.partial));
+        }
+    };
+    if let Err(e) = within_limits(&input, &loaded.config.limits) {
+        let r = Refusal {
+            reason: "too_large",
+            field: e.field,
+            message: e.message,
+        };
+        return Err((r, Box::new(input)));
+    }
+    if !origin.scope.sees(&input.branch) {
+        let r = Refusal {
+            reason: "forbidden",
+            field: Some("branch".into()),
+            message: format!(
+                "this token may not post events for branch `{}`",
+                crate::diag::clip_quotes(&input.branch)
+            ),
+        };
+        return Err((r, Box::new(input)));
+    }
+    let partial = Box::new(input.clone());
+    input
+        .check(
+            |b| loaded.config.branches.contains_key(b),
+            now,
+            origin.source,
+        )
+        .map_err(|e| {
+            let reason = if e.field.as_deref() == Some("branch") {
+                "unknown_branch"
+            } else {
+                "invalid"
+            };
+            (
+                Refusal {
+                    reason,
+                    field: e.field,
+                    message: e.message,
+                },
+                partial,
+            )
+        })
+}
+
+/// The one door from every source to the engine: checks every item
+/// (limits, the sender's scope, the configuration), counts what it refuses,
+/// and sends the rest through the engine's door. `field_of` says where item
+/// `i`'s bad field is in the input as its sender wrote it.
 pub async fn intake(
     engine: &EngineHandle,
     loaded: &Loaded,
-    inputs: Vec<EventInput>,
-    source: &str,
+    items: Vec<Result<EventInput, Unreadable>>,
+    origin: &Origin<'_>,
     now: DateTime<Utc>,
-    within: Option<&[String]>,
     field_of: impl Fn(usize, Option<String>) -> Option<String>,
 ) -> Result<Accepted, IntakeError> {
     let limits = &loaded.config.limits;
-    if inputs.len() > limits.events_per_request {
+    if items.len() > limits.events_per_request {
         crate::metrics::event_rejected("too_large");
         return Err(IntakeError::TooLarge(format!(
             "{} events in one request: at most {} (limits.events_per_request)",
-            inputs.len(),
+            items.len(),
             limits.events_per_request
         )));
     }
-    let mut events = Vec::with_capacity(inputs.len());
-    for (i, input) in inputs.into_iter().enumerate() {
-        if let Err(e) = within_limits(&input, limits) {
-            return Err(refuse(
-                EventError {
-                    field: field_of(i, e.field),
-                    message: e.message,
-                },
-                "too_large",
-            ));
-        }
-        if let Some(w) = within
-            && !w.contains(&input.branch)
-        {
-            crate::metrics::event_rejected("forbidden");
-            return Err(IntakeError::Forbidden {
-                message: format!(
-                    "this token may not post events for branch `{}`",
-                    input.branch
-                ),
-                field: field_of(i, Some("branch".into())),
-            });
-        }
-        let ev = input
-            .check(|b| loaded.config.branches.contains_key(b), now, source)
-            .map_err(|e| {
-                let reason = if e.field.as_deref() == Some("branch") {
-                    "unknown_branch"
-                } else {
-                    "invalid"
-                };
-                refuse(
-                    EventError {
-                        field: field_of(i, e.field),
-                        message: e.message,
-                    },
-                    reason,
-                )
-            })?;
-        events.push(ev);
-    }
-    if events.is_empty() {
-        return Ok(Accepted::default());
-    }
-    let out = engine.ingest(events, now).await?;
-    Ok(Accepted {
-        incidents: out.iter().flat_map(|(_, i)| i.iter().copied()).collect(),
-        events: out.into_iter().map(|(id, _)| id).collect(),
-        rejected: Vec::new(),
-    })
-}
-
-/// A JSON body of one event or an array of them (`POST /api/v1/events`).
-pub async fn json_events(
-    engine: &EngineHandle,
-    loaded: &Loaded,
-    body: &[u8],
-    now: DateTime<Utc>,
-    within: Option<&[String]>,
-) -> Result<Accepted, IntakeError> {
-    let many = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    let inputs = crate::event::parse_json(body).map_err(|e| refuse(e, "malformed"))?;
-    intake(
-        engine,
-        loaded,
-        inputs,
-        "api",
-        now,
-        within,
-        |i, field| match (many, field) {
-            (true, Some(f)) => Some(format!("[{i}].{f}")),
-            (true, None) => Some(format!("[{i}]")),
-            (false, f) => f,
-        },
-    )
-    .await
-}
-
-/// An Alertmanager webhook body (payload version 4). Alertmanager does not
-/// retry a refused request and sends a whole group at once, so one bad alert
-/// must not lose the good ones: each alert is taken or refused on its own, and
-/// a refused alert is stored as a rejected event (visible in `GET /events`,
-/// counted in `events_rejected_total`). Only a payload that is not
-/// Alertmanager's at all is refused whole.
-pub async fn alertmanager_events(
-    engine: &EngineHandle,
-    loaded: &Loaded,
-    body: &[u8],
-    now: DateTime<Utc>,
-    within: Option<&[String]>,
-) -> Result<Accepted, IntakeError> {
-    let alerts = alertmanager::parse(body).map_err(|e| refuse(e, "malformed"))?;
-    let limits = &loaded.config.limits;
-    if alerts.len() > limits.events_per_request {
-        crate::metrics::event_rejected("too_large");
-        return Err(IntakeError::TooLarge(format!(
-            "{} alerts in one request: at most {} (limits.events_per_request)",
-            alerts.len(),
-            limits.events_per_request
-        )));
-    }
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(items.len());
     let mut refused = Vec::new();
     let mut refusals = Vec::new();
-    for (i, alert) in alerts.into_iter().enumerate() {
-        let checked = alert.and_then(|input| {
-            let partial = Box::new(input.clone());
-            if let Err(e) = within_limits(&input, limits) {
-                return Err(alertmanager::Refused {
-                    error: EventError {
-                        field: e.field.map(|f| format!("alerts[{i}].{f}")),
-                        message: e.message,
-                    },
-                    partial,
-                });
-            }
-            if let Some(w) = within
-                && !w.contains(&input.branch)
-            {
-                return Err(alertmanager::Refused {
-                    error: EventError {
-                        field: Some(format!("alerts[{i}].labels.branch")),
-                        message: format!(
-                            "this token may not post events for branch `{}`",
-                            input.branch
-                        ),
-                    },
-                    partial,
-                });
-            }
-            input
-                .check(
-                    |b| loaded.config.branches.contains_key(b),
-                    now,
-                    "alertmanager",
-                )
-                .map_err(|e| alertmanager::Refused {
-                    error: EventError {
-                        field: e.field.map(|f| format!("alerts[{i}].labels.{f}")),
-                        message: e.message,
-                    },
-                    partial,
-                })
-        });
-        match checked {
+    for (i, item) in items.into_iter().enumerate() {
+        match check_one(item, loaded, origin, now) {
             Ok(ev) => events.push(ev),
-            Err(r) => {
-                let reason = match r.error.field.as_deref() {
-                    Some(f) if f.ends_with(".branch") && r.partial.branch.is_empty() => {
-                        "missing_branch"
-                    }
-                    Some(f) if f.ends_with(".branch") => "unknown_branch",
-                    _ => "invalid",
-                };
-                crate::metrics::event_rejected(reason);
-                let field = r.error.field.clone();
+            Err((r, partial)) => {
+                crate::metrics::event_rejected(r.reason);
+                let field = field_of(i, r.field);
+                if origin.whole {
+                    return Err(if r.reason == "forbidden" {
+                        IntakeError::Forbidden {
+                            message: r.message,
+                            field,
+                        }
+                    } else {
+                        IntakeError::Invalid {
+                            message: r.message,
+                            field,
+                        }
+                    });
+                }
                 refused.push(RefusedEvent {
-                    event: r.partial.unchecked(now, "alertmanager"),
+                    event: partial.unchecked(now, origin.source),
                     reason: format!(
-                        "{reason}: {}{}",
-                        r.error.message,
+                        "{}: {}{}",
+                        r.reason,
+                        r.message,
                         field
                             .as_deref()
                             .map(|f| format!(" ({f})"))
                             .unwrap_or_default()
                     ),
                 });
-                refusals.push((i, reason, field, r.error.message));
+                refusals.push((i, r.reason, field, r.message));
             }
         }
     }
-    let (out, refused_ids) = engine.ingest_with_refused(events, refused, now).await?;
+    if events.is_empty() && refused.is_empty() {
+        return Ok(Accepted::default());
+    }
+    let (out, refused_ids) = engine
+        .ingest(events, refused, now, origin.via.clone())
+        .await?;
     Ok(Accepted {
         incidents: out.iter().flat_map(|(_, i)| i.iter().copied()).collect(),
         events: out.into_iter().map(|(id, _)| id).collect(),
@@ -328,4 +314,60 @@ pub async fn alertmanager_events(
             })
             .collect(),
     })
+}
+
+/// A JSON body of one event or an array of them (`POST /api/v1/events`):
+/// all or nothing.
+pub async fn json_events(
+    engine: &EngineHandle,
+    loaded: &Loaded,
+    body: &[u8],
+    now: DateTime<Utc>,
+    origin: &Origin<'_>,
+) -> Result<Accepted, IntakeError> {
+    let many = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let inputs = crate::event::parse_json(body).map_err(|e| refuse(e, "malformed"))?;
+    intake(
+        engine,
+        loaded,
+        inputs.into_iter().map(Ok).collect(),
+        origin,
+        now,
+        |i, field| match (many, field) {
+            (true, Some(f)) => Some(format!("[{i}].{f}")),
+            (true, None) => Some(format!("[{i}]")),
+            (false, f) => f,
+        },
+    )
+    .await
+}
+
+/// An Alertmanager webhook body (payload version 4). Alertmanager does not
+/// retry a refused request and sends a whole group at once, so one bad alert
+/// must not lose the good ones: each alert is taken or refused on its own
+/// (`origin.whole` is false), and a refused alert is stored as a rejected
+/// event (visible in `GET /events`, counted in `events_rejected_total`).
+/// Only a payload that is not Alertmanager's at all is refused whole.
+pub async fn alertmanager_events(
+    engine: &EngineHandle,
+    loaded: &Loaded,
+    body: &[u8],
+    now: DateTime<Utc>,
+    origin: &Origin<'_>,
+) -> Result<Accepted, IntakeError> {
+    let alerts = alertmanager::parse(body).map_err(|e| refuse(e, "malformed"))?;
+    intake(engine, loaded, alerts, origin, now, |i, field| {
+        field.map(|f| {
+            if f.starts_with("alerts[") {
+                f
+            } else if f.starts_with("labels") {
+                format!("alerts[{i}].{f}")
+            } else if f == "summary" {
+                format!("alerts[{i}].annotations.summary")
+            } else {
+                format!("alerts[{i}].labels.{f}")
+            }
+        })
+    })
+    .await
 }

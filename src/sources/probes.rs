@@ -403,10 +403,9 @@ async fn target(
             let result = super::intake(
                 &engine,
                 &loaded,
-                vec![input],
-                "probe",
+                vec![Ok(input)],
+                &super::Origin::engine("probe"),
                 clock::now(),
-                None,
                 |_, f| f,
             )
             .await;

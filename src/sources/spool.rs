@@ -49,7 +49,7 @@ pub enum Fate {
 }
 
 fn move_into(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+    crate::private::create_dir(dir)?;
     let name = file
         .file_name()
         .unwrap_or_default()
@@ -66,6 +66,112 @@ fn move_into(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
     Ok(to)
 }
 
+/// Why a spool entry is not read at all.
+fn unreadable(meta: &std::fs::Metadata) -> Option<String> {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        return Some("a symbolic link: the spool takes regular files only, and links are never followed (not read)".into());
+    }
+    if !t.is_file() {
+        let what = kind_of(&t);
+        return Some(format!(
+            "{what}: the spool takes regular files only (not read)"
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me {
+            return Some(format!(
+                "owned by uid {}, not by the daemon's user (uid {me}): the spool takes only files its own user wrote (not read)",
+                meta.uid()
+            ));
+        }
+    }
+    None
+}
+
+fn kind_of(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens a spool entry without following a link or blocking on a pipe, and
+/// reads it if it is still the regular file, owned by us, that was listed
+/// (a swap between the look and the open is caught by comparing the two).
+/// `Ok(None)`: gone meanwhile. `Err`: why it is refused unread.
+fn read_regular(path: &Path, max: usize) -> Result<Option<String>, String> {
+    use std::io::Read;
+    let listed = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot look at the file: {e}")),
+    };
+    if let Some(why) = unreadable(&listed) {
+        return Err(why);
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    {
+        use nix::fcntl::OFlag;
+        use std::os::unix::fs::OpenOptionsExt;
+        open.custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits());
+    }
+    let file = match open.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open the file: {e}")),
+    };
+    let opened = file
+        .metadata()
+        .map_err(|e| format!("cannot look at the file: {e}"))?;
+    if let Some(why) = unreadable(&opened) {
+        return Err(why);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if (opened.dev(), opened.ino()) != (listed.dev(), listed.ino()) {
+            return Err("replaced while it was being opened (not read)".into());
+        }
+    }
+    if opened.len() > max as u64 {
+        return Err(format!(
+            "{} bytes: at most {max} (limits.body_bytes) (not read)",
+            opened.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(opened.len() as usize);
+    // Bounded even if the file grows while it is read.
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() > max {
+        return Err(format!("more than {max} bytes (limits.body_bytes)"));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+}
+
 /// Reads, ingests and files away one spool file.
 pub async fn ingest_file(engine: &EngineHandle, loaded: &Loaded, path: &Path) -> Fate {
     let spool = path.parent().unwrap_or(Path::new("."));
@@ -74,17 +180,11 @@ pub async fn ingest_file(engine: &EngineHandle, loaded: &Loaded, path: &Path) ->
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let text = match read_regular(path, loaded.config.limits.body_bytes) {
+        Ok(Some(t)) => t,
         // Gone between the listing and the read: not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Fate::Left,
-        Err(e) => {
-            return fail(
-                path,
-                spool,
-                format!("{name}:1:1: cannot read the file: {e}"),
-            );
-        }
+        Ok(None) => return Fate::Left,
+        Err(why) => return fail(path, spool, format!("{name}:1:1: {why}")),
     };
     let inputs = match crate::event::parse_file(&name, &text) {
         Ok(v) => v,
@@ -94,10 +194,9 @@ pub async fn ingest_file(engine: &EngineHandle, loaded: &Loaded, path: &Path) ->
     let result = super::intake(
         engine,
         loaded,
-        inputs,
-        "spool",
+        inputs.into_iter().map(Ok).collect(),
+        &super::Origin::engine("spool"),
         clock::now(),
-        None,
         |i, f| match (many, f) {
             (true, Some(f)) => Some(format!("[{i}].{f}")),
             (true, None) => Some(format!("[{i}]")),
@@ -128,6 +227,9 @@ pub async fn ingest_file(engine: &EngineHandle, loaded: &Loaded, path: &Path) ->
 }
 
 fn fail(path: &Path, spool: &Path, why: String) -> Fate {
+    // What the parser quoted of the input is clipped: the note and the log
+    // are read by more people than the file's author.
+    let why = crate::diag::clip_quotes(&why);
     let failed = spool.join("failed");
     match move_into(path, &failed) {
         Ok(to) => {
@@ -156,11 +258,18 @@ fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Every entry to look at, directories aside: links, pipes and devices are
+/// listed too, so that they are moved to `failed/` (unread) rather than left.
 fn listing(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+        .map(|r| {
+            r.filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
         .unwrap_or_default();
-    files.retain(|p| p.is_file() && eligible(p));
+    files.retain(|p| eligible(p));
     files.sort();
     files
 }
@@ -190,7 +299,7 @@ pub async fn run(
         let loaded = Arc::clone(&config.borrow_and_update());
         let dir = loaded.config.spool_dir.clone();
         if watched.as_ref() != Some(&dir) {
-            if let Err(e) = std::fs::create_dir_all(&dir) {
+            if let Err(e) = crate::private::create_dir(&dir) {
                 tracing::error!("spool: cannot create {}: {e}", dir.display());
             }
             if let Some(d) = debouncer.as_mut() {

@@ -26,7 +26,7 @@ use crate::engine::{
     ChannelKind, DrillRun, DrillState, HistoryEntry, Incident, LinkAction, Notification, Round,
     Silence,
 };
-pub use audit::AuditCheck;
+pub use audit::{AuditCheck, AuditHead, AuditKey, Head};
 pub use health::StoreHealth;
 
 /// What went wrong in the store. None of these is the caller's fault: the API
@@ -42,12 +42,17 @@ pub enum StoreError {
     },
     #[error("no database in {0} (has the daemon run here yet?)")]
     Missing(PathBuf),
-    #[error(
-        "the database file {0} was removed or replaced while the daemon ran; restore it and restart the daemon"
-    )]
-    Replaced(PathBuf),
+    /// A file of the store was removed or replaced under the running daemon.
+    #[error("{0}")]
+    Replaced(String),
     #[error("stored data is corrupt ({what}): {detail}")]
     Corrupt { what: String, detail: String },
+    #[error(transparent)]
+    Key(#[from] audit::KeyError),
+    #[error(
+        "the audit key {0} is missing, but the audit log in the database is signed with one: restore the key file from its backup (a new key would not verify the log)"
+    )]
+    KeyMissing(PathBuf),
 }
 
 /// What the engine needs at start-up.
@@ -66,8 +71,8 @@ pub struct LiveState {
 pub struct DrillRunQuery {
     pub drill: Option<String>,
     pub branch: Option<String>,
-    /// Only runs that include one of these branches; `None`: all.
-    pub within: Option<Vec<String>>,
+    /// Only runs that include one of the scope's branches.
+    pub scope: crate::scope::Scope,
     pub limit: usize,
     pub cursor: Option<i64>,
 }
@@ -76,8 +81,8 @@ pub struct DrillRunQuery {
 pub struct IncidentQuery {
     pub status: Option<String>,
     pub branch: Option<String>,
-    /// Only these branches (a scoped token's); `None`: all.
-    pub within: Option<Vec<String>>,
+    /// Only the scope's branches.
+    pub scope: crate::scope::Scope,
     pub playbook: Option<String>,
     pub limit: usize,
     pub cursor: Option<i64>,
@@ -86,8 +91,8 @@ pub struct IncidentQuery {
 #[derive(Debug, Default, Clone)]
 pub struct EventQuery {
     pub branch: Option<String>,
-    /// Only these branches (a scoped token's); `None`: all.
-    pub within: Option<Vec<String>>,
+    /// Only the scope's branches.
+    pub scope: crate::scope::Scope,
     pub kind: Option<String>,
     pub matched: Option<bool>,
     pub limit: usize,
@@ -156,6 +161,10 @@ pub struct OutboxRow {
     pub link_until: Option<DateTime<Utc>>,
     /// A `webhook` step's own announcement (withdrawn when the incident resolves).
     pub announcement: bool,
+    /// Never held for a digest: sent at once, alone.
+    pub urgent: bool,
+    #[serde(skip)]
+    pub grant_until: Option<DateTime<Utc>>,
 }
 
 impl OutboxRow {
@@ -182,15 +191,18 @@ impl OutboxRow {
             last_error: None,
             link_until: n.link_until,
             announcement: n.announcement,
+            urgent: n.urgent,
+            grant_until: n.grant_until,
         }
     }
 }
 
 /// What a commit assigned: the outbox ids of the round's notifications, in
-/// the round's order.
+/// the round's order, and the audit chain's head after it.
 #[derive(Debug, Default)]
 pub struct Committed {
     pub outbox: Vec<i64>,
+    pub head: Option<audit::Head>,
 }
 
 /// An incident with everything the API shows of it.
@@ -248,7 +260,13 @@ pub trait Reader: Send + Sync {
     fn outbox_pending(&self) -> Result<u64, StoreError>;
     /// When the oldest undelivered row was queued, if any.
     fn outbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
-    fn verify_audit(&self) -> Result<AuditCheck, StoreError>;
+    /// Checks the audit chain with `key`, the stored rows against it, and
+    /// its length against the `published` head.
+    fn verify_audit(
+        &self,
+        key: Option<audit::AuditKey>,
+        published: Option<audit::Head>,
+    ) -> Result<AuditCheck, StoreError>;
     /// The open incident of a group, if any.
     fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError>;
     fn drill_run(&self, id: i64) -> Result<Option<DrillRun>, StoreError>;
@@ -266,22 +284,44 @@ pub trait Reader: Send + Sync {
 pub struct Opened {
     pub writer: Box<dyn Writer>,
     pub reader: Arc<dyn Reader>,
+    /// The audit chain's key (for publishing its head).
+    pub key: audit::AuditKey,
     /// Whether the database was created just now (an empty data directory).
     pub created: bool,
 }
 
+/// The audit key of the configuration: from its file or the environment; a
+/// missing one is created, unless the database's log is already signed.
+pub fn audit_key(cfg: &Config) -> Result<audit::AuditKey, StoreError> {
+    if let Some(k) = audit::AuditKey::load(&cfg.audit.key_file)? {
+        return Ok(k);
+    }
+    if sqlite::needs_key(&cfg.data_dir)? {
+        return Err(StoreError::KeyMissing(cfg.audit.key_file.clone()));
+    }
+    let k = audit::AuditKey::create(&cfg.audit.key_file)?;
+    tracing::warn!(
+        "created the audit key {}: keep a copy of it with your backups, apart from the database; `audit verify` needs it",
+        cfg.audit.key_file.display()
+    );
+    Ok(k)
+}
+
 /// Opens (creating if needed) the store the configuration names.
 pub fn open(cfg: &Config) -> Result<Opened, StoreError> {
-    let (writer, created) = sqlite::SqliteWriter::open(&cfg.data_dir)?;
+    let key = audit_key(cfg)?;
+    let (writer, created) = sqlite::SqliteWriter::open(&cfg.data_dir, key.clone())?;
     let reader = sqlite::SqliteReader::open(&cfg.data_dir)?;
     Ok(Opened {
         writer: Box::new(writer),
         reader: Arc::new(reader),
+        key,
         created,
     })
 }
 
-/// A reader of an existing store (the CLI): [`StoreError::Missing`] when there is none.
-pub fn open_reader(cfg: &Config) -> Result<Arc<dyn Reader>, StoreError> {
-    Ok(Arc::new(sqlite::SqliteReader::open(&cfg.data_dir)?))
+/// A reader of an existing store in `data_dir` (the CLI):
+/// [`StoreError::Missing`] when there is none.
+pub fn open_reader(data_dir: &std::path::Path) -> Result<Arc<dyn Reader>, StoreError> {
+    Ok(Arc::new(sqlite::SqliteReader::open(data_dir)?))
 }

@@ -78,13 +78,18 @@ try {
     { timeout: 5000 },
   );
 
-  // Ack from the page: the step changes on the page and in the API.
+  // Ack from the page: the ops desk names the person who called in; the
+  // step changes on the page and in the API, recorded as that person via
+  // the ops token.
+  await wall.getByLabel('Acting as (person id)').fill('head.b');
   await card.getByRole('button', { name: `Acknowledge “switch” of incident #${id}` }).click();
-  await card.locator('[data-step$=":switch"] .ack', { hasText: 'acknowledged by ops' }).waitFor({ timeout: 5000 });
+  await card.locator('[data-step$=":switch"] .ack', { hasText: 'acknowledged by head.b' }).waitFor({ timeout: 5000 });
   const after = await api('GET', `/api/v1/incidents/${id}`, env('BG_OPS_TOKEN'));
   const sw = after.steps.find((s) => s.id === 'switch');
   assert.ok(sw.acknowledged_at, JSON.stringify(sw));
-  assert.equal(sw.by, 'ops');
+  assert.equal(sw.by, 'head.b');
+  const acked = after.history.find((h) => h.what === 'step.acknowledged');
+  assert.equal(acked.via, 'ops', JSON.stringify(acked));
   figures.acked_incident = id;
 
   // The timeline shows the event, the acknowledgement and the notifications.

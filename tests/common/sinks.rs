@@ -99,23 +99,67 @@ impl Handler for Collect {
     }
 }
 
-/// A port that nothing listens on yet: connections to it are refused until
-/// [`SmtpServer::start_on`] binds it.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port held by this test: bound (so no other process is given
+/// it) but not listening, so connections are refused until a server starts
+/// on it with [`Port::listen`].
+pub struct Port {
+    socket: socket2::Socket,
+    pub port: u16,
+}
+
+fn reusable() -> socket2::Socket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.set_reuse_port(true).unwrap();
+    s
+}
+
+impl Port {
+    pub fn reserve() -> Port {
+        let socket = reusable();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
+        let port = socket
+            .local_addr()
+            .unwrap()
+            .as_socket()
+            .expect("an IPv4 address")
+            .port();
+        Port { socket, port }
+    }
+
+    /// A listener on the reserved port; the reservation ends.
+    pub fn listen(self) -> TcpListener {
+        let s = reusable();
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        s.bind(&addr.into()).expect("bind the reserved port");
+        s.listen(128).unwrap();
+        drop(self.socket);
+        s.into()
+    }
+}
+
+/// A reserved port's number, for fixtures that only need it refused.
+pub fn free_port() -> Port {
+    Port::reserve()
 }
 
 pub struct SmtpServer {
     inbox: Arc<Mutex<Vec<Mail>>>,
+    pub port: u16,
 }
 
 impl SmtpServer {
-    pub fn start_on(port: u16) -> SmtpServer {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the SMTP port");
+    /// A server on a port of its own.
+    pub fn start() -> SmtpServer {
+        SmtpServer::start_on(Port::reserve())
+    }
+
+    /// A server on a port reserved earlier (a test that starts with the
+    /// server down).
+    pub fn start_on(reserved: Port) -> SmtpServer {
+        let port = reserved.port;
+        let listener = reserved.listen();
         let inbox: Arc<Mutex<Vec<Mail>>> = Arc::default();
         let handler = Collect {
             inbox: Arc::clone(&inbox),
@@ -131,7 +175,7 @@ impl SmtpServer {
         std::thread::spawn(move || {
             let _ = server.serve();
         });
-        SmtpServer { inbox }
+        SmtpServer { inbox, port }
     }
 
     pub fn mails(&self) -> Vec<Mail> {

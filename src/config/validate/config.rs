@@ -38,8 +38,8 @@ pub(super) fn compile_config(
         ops_channel,
     } = channels::notify(file, &raw, diags);
     let host = host(file, &raw, &branch_ids, diags);
-    let auth = auth(file, &raw, &branch_ids, &people, diags);
     let limits = limits(file, &raw, diags);
+    let auth = auth(file, &raw, &branch_ids, &people, &limits, diags);
     let tls = tls(base, &raw, file, diags);
     let maintenance = branches::maintenance(file, &raw, &branch_ids, diags);
     // `check` refuses what `run` would: without tokens every request is
@@ -57,11 +57,13 @@ pub(super) fn compile_config(
         );
     }
     let engine = engine(file, &raw, diags);
+    let data_dir = rel(raw.data_dir.clone(), "data");
+    let audit = audit(file, base, &data_dir, &raw, diags);
     Config {
         file: PathBuf::from(file),
         listen,
         public_url,
-        data_dir: rel(raw.data_dir, "data"),
+        data_dir,
         playbooks_dir: rel(raw.playbooks_dir.map(|s| s.value), "playbooks"),
         drills_dir: rel(raw.drills_dir.map(|s| s.value), "drills"),
         spool_dir: rel(raw.spool_dir, "spool"),
@@ -80,6 +82,7 @@ pub(super) fn compile_config(
         maintenance,
         engine,
         delivery,
+        audit,
     }
 }
 
@@ -261,6 +264,7 @@ fn auth(
     raw: &ConfigFile,
     branch_ids: &BTreeSet<String>,
     people: &BTreeMap<String, Person>,
+    limits: &Limits,
     diags: &mut Diagnostics,
 ) -> AuthConfig {
     let mut tokens = Vec::new();
@@ -384,12 +388,30 @@ fn auth(
             }
         };
         if let Some(sha256) = sha256 {
+            let default_rate = if role == TokenRole::Ingest {
+                INGEST_RATE
+            } else {
+                limits.requests_per_second
+            };
+            let rate = match &t.rate {
+                Some(r) if r.value == 0 => {
+                    diags.at_value(
+                        file,
+                        r,
+                        "auth.tokens.rate: must be at least 1 request per second",
+                    );
+                    default_rate
+                }
+                Some(r) => u32::try_from(r.value).unwrap_or(u32::MAX),
+                None => default_rate,
+            };
             tokens.push(TokenConfig {
                 name: t.name.value.clone(),
                 role,
                 branches,
                 person: t.person.as_ref().map(|p| p.value.clone()),
                 sha256,
+                rate,
             });
         }
     }
@@ -431,11 +453,38 @@ fn limits(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Limits {
         ))
         .unwrap_or(u32::MAX),
         burst: u32::try_from(at_least_1(&l.burst, "burst", d.burst as usize)).unwrap_or(u32::MAX),
+        denied_per_second: u32::try_from(at_least_1(
+            &l.denied_per_second,
+            "denied_per_second",
+            d.denied_per_second as usize,
+        ))
+        .unwrap_or(u32::MAX),
+        denied_burst: u32::try_from(at_least_1(
+            &l.denied_burst,
+            "denied_burst",
+            d.denied_burst as usize,
+        ))
+        .unwrap_or(u32::MAX),
+        connections: at_least_1(&l.connections, "connections", d.connections),
         request_timeout: opt_fixed(
             file,
             &l.request_timeout,
             "limits.request_timeout",
             d.request_timeout,
+            diags,
+        ),
+        header_timeout: opt_fixed(
+            file,
+            &l.header_timeout,
+            "limits.header_timeout",
+            d.header_timeout,
+            diags,
+        ),
+        silence_max: opt_fixed(
+            file,
+            &l.silence_max,
+            "limits.silence_max",
+            d.silence_max,
             diags,
         ),
     }
@@ -474,5 +523,47 @@ fn engine(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> EngineConfig
         max_batch: raw.engine.as_ref().map_or(1000, |e| {
             positive(file, &e.max_batch, "engine.max_batch", 1000, diags)
         }),
+        queue: raw.engine.as_ref().map_or(QUEUE, |e| {
+            positive(file, &e.queue, "engine.queue", QUEUE, diags)
+        }),
+    }
+}
+
+/// Events waiting for the engine at most: a hundred full rounds.
+const QUEUE: usize = 100_000;
+
+/// The audit key's file (relative to the config's directory) and the chain
+/// head's publishing interval, at most ten minutes.
+fn audit(
+    file: &str,
+    base: &Path,
+    data_dir: &Path,
+    raw: &ConfigFile,
+    diags: &mut Diagnostics,
+) -> AuditConfig {
+    const MOST: Duration = Duration::from_secs(600);
+    let a = raw.audit.as_ref();
+    let key_file = a
+        .and_then(|a| a.key_file.as_deref())
+        .map(|p| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() { p } else { base.join(p) }
+        })
+        .unwrap_or_else(|| data_dir.join("audit.key"));
+    let every = a.map_or(MOST, |a| {
+        opt_fixed(file, &a.anchor_every, "audit.anchor_every", MOST, diags)
+    });
+    if let Some(v) = a.and_then(|a| a.anchor_every.as_ref())
+        && every > MOST
+    {
+        diags.at_value(
+            file,
+            v,
+            "audit.anchor_every: at most 10m (the chain head is published at least every ten minutes)",
+        );
+    }
+    AuditConfig {
+        key_file,
+        anchor_every: every.min(MOST),
     }
 }

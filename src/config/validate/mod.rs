@@ -29,6 +29,55 @@ use crate::target::Target;
 use crate::template::Template;
 
 /// Loads the config file and the playbook and drill directories it names.
+/// Where the records are kept, read from the configuration file alone.
+#[derive(Debug, Clone)]
+pub struct Records {
+    pub data_dir: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The data directory and the audit key file that `config_path` names,
+/// without checking the rest of it: `audit verify` needs no API token
+/// variables, playbooks or network, and works beside a running daemon.
+pub fn records(config_path: &Path) -> Result<Records, Diagnostics> {
+    #[derive(serde::Deserialize)]
+    struct Loose {
+        data_dir: Option<String>,
+        audit: Option<LooseAudit>,
+    }
+    #[derive(serde::Deserialize)]
+    struct LooseAudit {
+        key_file: Option<String>,
+    }
+    let mut diags = Diagnostics::default();
+    let file = display(config_path);
+    let text = match std::fs::read_to_string(config_path) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.file(&file, format!("cannot read config file: {e}"));
+            return Err(diags);
+        }
+    };
+    let raw: Loose = match parse_yaml(&file, &text) {
+        Ok(r) => r,
+        Err(d) => {
+            diags.push(d);
+            return Err(diags);
+        }
+    };
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    let rel = |p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let data_dir = rel(raw.data_dir.as_deref().unwrap_or("data"));
+    let key_file = raw
+        .audit
+        .and_then(|a| a.key_file)
+        .map_or_else(|| data_dir.join("audit.key"), |k| rel(&k));
+    Ok(Records { data_dir, key_file })
+}
+
 pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
     let mut diags = Diagnostics::default();
     let file = display(config_path);

@@ -259,7 +259,9 @@ function render(d) {
     ? `${who.name} (${who.role}${who.branches ? ': ' + who.branches.join(', ') : ''})`
     : 'no tokens configured (loopback)';
   $('signout').hidden = !who.tokens;
-  $('actor').hidden = $('actor-label').hidden = who.tokens;
+  // Whoever is not bound to a person names the person acting (the history
+  // records a person, and the token it came through).
+  $('actor').hidden = $('actor-label').hidden = Boolean(who.person);
   $('summary').innerHTML = tiles(d);
   const inc = d.incidents;
   $('filter').innerHTML = view.branch
@@ -291,7 +293,7 @@ async function showTimeline(id, focus) {
 }
 
 function actorBody() {
-  if (view.data && !view.data.who.tokens) {
+  if (view.data && !view.data.who.person) {
     const by = $('actor').value.trim();
     if (!by) throw new Error('say who is acting: fill in "Acting as (person id)" first');
     return { by };

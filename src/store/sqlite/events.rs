@@ -53,7 +53,7 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
 
 /// The branches a query is limited to: `None` for all of them.
 fn branches_of(q: &EventQuery) -> Option<Vec<String>> {
-    match (&q.branch, &q.within) {
+    match (&q.branch, &q.scope.list()) {
         (None, None) => None,
         (None, Some(w)) => Some(w.clone()),
         (Some(b), None) => Some(vec![b.clone()]),
@@ -225,7 +225,8 @@ mod tests {
 
     /// Events at sparse ids over 1,500 buckets, a dense run, a rare branch.
     fn stored(dir: &std::path::Path) -> Vec<(i64, String, String, bool)> {
-        let (writer, _) = SqliteWriter::open(dir).unwrap();
+        let (writer, _) =
+            SqliteWriter::open(dir, crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap();
         drop(writer);
         let conn = Connection::open(dir.join(super::super::DB_FILE)).unwrap();
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -308,7 +309,7 @@ mod tests {
             .iter()
             .filter(|(_, b, k, m)| {
                 q.branch.as_ref().is_none_or(|x| x == b)
-                    && q.within.as_ref().is_none_or(|w| w.contains(b))
+                    && q.scope.sees(b)
                     && q.kind.as_ref().is_none_or(|x| x == k)
                     && q.matched.is_none_or(|x| x == *m)
             })
@@ -316,6 +317,13 @@ mod tests {
             .collect();
         want.reverse();
         want
+    }
+
+    fn scope_of(w: &Option<Vec<String>>) -> crate::scope::Scope {
+        match w {
+            None => crate::scope::Scope::all(),
+            Some(b) => crate::scope::Scope::branches(b.iter().cloned()),
+        }
     }
 
     /// A token's scope of more branches than a walk takes: 40 with no events,
@@ -346,7 +354,7 @@ mod tests {
                         for limit in [1, 7, 1000] {
                             let q = EventQuery {
                                 branch: branch.map(str::to_string),
-                                within: within.clone(),
+                                scope: scope_of(within),
                                 kind: kind.map(str::to_string),
                                 matched,
                                 limit,
@@ -387,7 +395,7 @@ mod tests {
         for (what, branch, within, kind) in cases {
             let q = EventQuery {
                 branch: branch.map(str::to_string),
-                within: within.clone(),
+                scope: scope_of(&within),
                 kind: kind.map(str::to_string),
                 limit: 50,
                 ..EventQuery::default()
@@ -446,7 +454,8 @@ mod tests {
             .unwrap();
         }
         assert_eq!(indexes(), ["events_branch", "events_kind"]);
-        let (writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        let (writer, _) =
+            SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap();
         drop(writer);
         assert_eq!(indexes(), ["events_bucket", "events_kind"]);
     }

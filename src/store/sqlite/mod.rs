@@ -12,8 +12,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 mod events;
 mod reader;
 mod schema;
+mod verify;
 
-use super::audit::{AuditRow, Chain, Verifier};
+use super::audit::{AuditKey, AuditRow, Chain, Head, MARKER};
 use super::*;
 use crate::config::Playbook;
 use crate::engine::{DrillRun, DrillState, HistoryEntry, Incident, Silence};
@@ -22,11 +23,18 @@ use schema::{SCHEMA, migrate};
 pub struct SqliteWriter {
     conn: Connection,
     path: PathBuf,
-    /// The database file's identity when opened: a file removed or replaced under
-    /// the daemon would otherwise take writes into a deleted inode and lose them.
+    /// The identities of the database file and its WAL when opened: a file
+    /// removed or replaced under the daemon would otherwise take writes into a
+    /// deleted inode and lose them at the next start.
     identity: Option<(u64, u64)>,
+    wal_identity: Option<(u64, u64)>,
+    shm_identity: Option<(u64, u64)>,
+    /// Set once a removed or replaced file was found: what was saved, and
+    /// where. Every later write is refused with it until a restart.
+    lost: Option<String>,
     /// The end of the audit chain, read on first use.
     chain: Option<Chain>,
+    key: AuditKey,
     /// Playbook versions known to be stored: read back, or written by a
     /// commit that went through. A storm opens thousands of incidents of one
     /// version, and serializing it again for each was wasted work.
@@ -94,13 +102,78 @@ fn identity(_: &Path) -> Option<(u64, u64)> {
     None
 }
 
+fn identity_of_wal(db: &Path) -> Option<(u64, u64)> {
+    identity(&PathBuf::from(format!("{}-wal", db.display())))
+}
+
+/// Whether the chain's `audit.keyed` row is written (the writer notes its
+/// row in `meta`; a database without the note is looked through once).
+fn keyed(conn: &Connection) -> Result<bool, StoreError> {
+    let noted: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'audit_keyed'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if noted.is_some() {
+        return Ok(true);
+    }
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM audit WHERE what = ?1 AND entity = 'daemon' LIMIT 1",
+            [MARKER],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Whether the database at `data_dir` has a signed audit chain, which its
+/// key must be found for (a new key would not verify it).
+pub fn needs_key(data_dir: &Path) -> Result<bool, StoreError> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let has_audit: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name IN ('audit', 'meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_audit {
+        return Ok(false);
+    }
+    keyed(&conn)
+}
+
+/// A damaged page is found at start-up, not when a read first hits it.
+fn integrity(conn: &Connection) -> Result<(), StoreError> {
+    let mut st = conn.prepare("PRAGMA quick_check")?;
+    let found: Vec<String> = st
+        .query_map([], |r| r.get(0))?
+        .take(10)
+        .collect::<Result<_, _>>()?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        what: "the database file (PRAGMA quick_check)".into(),
+        detail: format!(
+            "{}; restore it from a backup, or see docs/DEPLOY.md",
+            found.join("; ")
+        ),
+    })
+}
+
 const DB_FILE: &str = "branchguard.db";
 
 impl SqliteWriter {
     /// Opens (creating if needed) `data_dir/branchguard.db` for writing; also
     /// says whether the database was created now.
-    pub fn open(data_dir: &Path) -> Result<(SqliteWriter, bool), StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+    pub fn open(data_dir: &Path, key: AuditKey) -> Result<(SqliteWriter, bool), StoreError> {
+        crate::private::create_dir(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.to_path_buf(),
             source,
         })?;
@@ -118,24 +191,129 @@ impl SqliteWriter {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')",
             [],
         )?;
-        let identity = identity(&path);
+        let started = crate::clock::Stopwatch::start();
+        integrity(&conn)?;
+        tracing::info!(
+            "database {} checked in {:.2}s (PRAGMA quick_check: ok)",
+            path.display(),
+            started.seconds()
+        );
+        let db_identity = identity(&path);
+        let wal_identity = identity_of_wal(&path);
+        let keyed = keyed(&conn)?;
+        let shm_identity = identity(&PathBuf::from(format!("{}-shm", path.display())));
         Ok((
             SqliteWriter {
                 conn,
                 path,
-                identity,
+                identity: db_identity,
+                wal_identity,
+                shm_identity,
+                lost: None,
                 chain: None,
+                key,
                 playbooks: HashMap::new(),
             },
             created,
         ))
+        .and_then(|(mut w, created)| {
+            // A key exists from here on, so the chain carries its marker at
+            // once: `audit verify` takes a key beside a chain without one
+            // for a log whose signed rows were removed.
+            if !keyed {
+                w.commit(&Round::default())?;
+            }
+            Ok((w, created))
+        })
     }
 
-    fn same_file(&self) -> Result<(), StoreError> {
-        if self.identity.is_some() && identity(&self.path) != self.identity {
-            return Err(StoreError::Replaced(self.path.clone()));
+    /// Refuses to write once the database file or its WAL is not the one
+    /// this connection writes: the first time, the connection's view (which
+    /// the open descriptors still hold whole) is saved back to the
+    /// database's path, so every answered write survives a restart.
+    fn same_file(&mut self) -> Result<(), StoreError> {
+        if let Some(why) = &self.lost {
+            return Err(StoreError::Replaced(why.clone()));
         }
-        Ok(())
+        let db = self.identity.is_some() && identity(&self.path) != self.identity;
+        let wal = self.wal_identity.is_some() && identity_of_wal(&self.path) != self.wal_identity;
+        // A new shared-memory index beside a live writer would show readers
+        // an old view: as much a lost file as the others.
+        let shm = self.shm_identity.is_some()
+            && identity(&PathBuf::from(format!("{}-shm", self.path.display())))
+                != self.shm_identity;
+        if !db && !wal && !shm {
+            return Ok(());
+        }
+        let which = match (db, wal) {
+            (true, true) => "the database file and its WAL were",
+            (true, false) => "the database file was",
+            (false, true) => "the database's WAL file was",
+            (false, false) => "the database's shared-memory file (-shm) was",
+        };
+        let why = match self.rescue(db) {
+            Ok(saved) => format!(
+                "{which} removed or replaced while the daemon ran: everything stored until then was written back to {}{}; writes are refused until the daemon is restarted",
+                self.path.display(),
+                saved
+            ),
+            Err(e) => format!(
+                "{which} removed or replaced while the daemon ran, and saving what the daemon holds failed ({e}): do not restart it before copying {}; writes are refused",
+                self.path.display()
+            ),
+        };
+        tracing::error!("{why}");
+        self.lost = Some(why.clone());
+        Err(StoreError::Replaced(why))
+    }
+
+    /// Writes the connection's whole view to a new file and puts it at the
+    /// database's path. Whatever else is at that path (another database put
+    /// there by hand, a WAL that is not ours) is moved aside, never deleted;
+    /// the WAL of the removed file is dropped, its content being in the copy.
+    fn rescue(&mut self, db_replaced: bool) -> Result<String, StoreError> {
+        let stamp = crate::clock::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let side = |suffix: &str| PathBuf::from(format!("{}{suffix}", self.path.display()));
+        let copy = side(&format!(".rescued-{stamp}"));
+        self.conn
+            .execute("VACUUM INTO ?1", [copy.display().to_string()])?;
+        let io = |e: std::io::Error| StoreError::Backend(Box::new(e));
+        std::fs::File::open(&copy)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        let mut aside = Vec::new();
+        let wal = side("-wal");
+        let ours = identity(&wal).is_some() && identity(&wal) == self.wal_identity;
+        if ours {
+            std::fs::remove_file(&wal).map_err(io)?;
+        } else if wal.exists() {
+            let to = side(&format!("-wal.found-{stamp}"));
+            std::fs::rename(&wal, &to).map_err(io)?;
+            aside.push(to);
+        }
+        // The shared-memory index is rebuilt from the WAL by whoever opens next.
+        let _ = std::fs::remove_file(side("-shm"));
+        if db_replaced && self.path.exists() {
+            let to = side(&format!(".found-{stamp}"));
+            std::fs::rename(&self.path, &to).map_err(io)?;
+            aside.push(to);
+        }
+        std::fs::rename(&copy, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(if aside.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (what was found at those paths was moved aside: {})",
+                aside
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
     }
 
     fn chain(&mut self) -> Result<Chain, StoreError> {
@@ -150,7 +328,7 @@ impl SqliteWriter {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let c = Chain::after(last);
+        let c = Chain::after(last, Some(self.key.clone()), keyed(&self.conn)?);
         self.chain = Some(c.clone());
         Ok(c)
     }
@@ -277,7 +455,17 @@ fn live_bodies(conn: &Connection) -> Result<Vec<String>, StoreError> {
 }
 
 /// An incident's history: its audit rows, through `audit_incident_lines`.
-const HISTORY: &str = "SELECT at, what, by, detail FROM audit WHERE entity GLOB 'incident:*' AND entity = ?1 ORDER BY seq";
+const HISTORY: &str = "SELECT at, what, by, via, detail FROM audit WHERE entity GLOB 'incident:*' AND entity = ?1 ORDER BY seq";
+
+/// The entity of the audit rows that record an incident's stored bytes
+/// (not `incident:*`: they are not history lines).
+const STATE: &str = "incident-state:";
+
+/// SHA-256 of what was written, in hex.
+fn digest(body: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(body.as_bytes()))
+}
 
 fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
     let mut st = conn.prepare_cached(HISTORY)?;
@@ -287,14 +475,15 @@ fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreErro
             at: time_col(r, 0)?,
             what: r.get(1)?,
             by: r.get(2)?,
-            detail: r.get(3)?,
+            via: r.get(3)?,
+            detail: r.get(4)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 const OUTBOX_COLUMNS: &str = "id, incident, step, channel, target, recipient, person, subject, body, created_at, \
-     link, payload, attempts, next_attempt_at, delivered_at, failed_at, last_error, link_until, announcement";
+     link, payload, attempts, next_attempt_at, delivered_at, failed_at, last_error, link_until, announcement, urgent, grant_until";
 
 /// One row of `SELECT {OUTBOX_COLUMNS}`: the API's view and the delivery worker's input alike.
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
@@ -340,6 +529,8 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
         last_error: r.get(16)?,
         link_until: opt_time_col(r, 17)?,
         announcement: r.get(18)?,
+        urgent: r.get(19)?,
+        grant_until: opt_time_col(r, 20)?,
     })
 }
 
@@ -401,26 +592,40 @@ impl Writer for SqliteWriter {
         let tx = self.conn.transaction()?;
         let mut committed = Committed {
             outbox: Vec::with_capacity(round.outbox.len()),
+            head: None,
         };
+        let now = ts(crate::clock::now());
         // Known stored only once the transaction holding them commits.
         let mut stored: Vec<((String, String), Arc<Playbook>)> = Vec::new();
         {
             let mut audit = tx.prepare_cached(
-                "INSERT INTO audit (seq, at, entity, what, by, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO audit (seq, at, entity, what, by, via, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
-            let mut append = |at: &str,
-                              entity: &str,
-                              what: &str,
-                              by: &str,
-                              detail: &str|
-             -> Result<(), rusqlite::Error> {
-                let r = chain.append(at, entity, what, by, detail);
+            let mut insert = |r: AuditRow| -> Result<(), rusqlite::Error> {
                 audit.execute(params![
-                    r.seq, r.at, r.entity, r.what, r.by, r.detail,
+                    r.seq, r.at, r.entity, r.what, r.by, r.via, r.detail,
                     // The previous row's hash: not stored twice (see AuditRow).
                     "", r.hash
                 ])?;
                 Ok(())
+            };
+            if chain.needs_marker() {
+                let m = chain.marker(&now);
+                let seq = m.seq;
+                insert(m)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_keyed', ?1)",
+                    [seq.to_string()],
+                )?;
+            }
+            let mut append = |at: &str,
+                              entity: &str,
+                              what: &str,
+                              by: &str,
+                              via: &str,
+                              detail: &str|
+             -> Result<(), rusqlite::Error> {
+                insert(chain.append(at, entity, what, by, via, detail))
             };
             let mut pbs = tx.prepare_cached("INSERT OR IGNORE INTO playbook_versions (playbook, version, body) VALUES (?1, ?2, ?3)")?;
             for pb in &round.playbooks {
@@ -436,10 +641,9 @@ impl Writer for SqliteWriter {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             for e in &round.events {
-                let received = ts(e.received_at);
                 ev.execute(params![
                     e.id,
-                    received,
+                    ts(e.received_at),
                     ts(e.event.occurred_at),
                     e.event.kind,
                     e.event.branch,
@@ -453,23 +657,17 @@ impl Writer for SqliteWriter {
                     e.rejected,
                     e.silenced,
                 ])?;
-                let (what, detail) = match &e.rejected {
-                    None => ("event.received", json(&e.event)),
-                    Some(why) => ("event.rejected", format!("{why}: {}", json(&e.event))),
-                };
-                append(
-                    &received,
-                    &format!("event:{}", e.id),
-                    what,
-                    &e.event.source,
-                    &detail,
-                )?;
+            }
+            // What the engine decided to record about events and drill runs.
+            for a in &round.audit {
+                append(&ts(a.at), &a.entity, &a.what, &a.by, &a.via, &a.detail)?;
             }
             let mut inc = tx.prepare_cached(
                 "INSERT OR REPLACE INTO incidents (id, playbook, playbook_version, branch, tier, status, drill, group_key, opened_at, resolved_at, live, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for i in &round.incidents {
+                let body = json(i);
                 inc.execute(params![
                     i.id,
                     i.playbook_id,
@@ -482,19 +680,29 @@ impl Writer for SqliteWriter {
                     ts(i.opened_at),
                     i.resolved_at.map(ts),
                     i.is_live(),
-                    json(i),
+                    body,
                 ])?;
+                // The exact bytes written, so `audit verify` finds a stored
+                // incident that was edited afterwards.
+                append(
+                    &now,
+                    &format!("{STATE}{}", i.id),
+                    "incident.saved",
+                    "branchguard",
+                    crate::engine::VIA_ENGINE,
+                    &digest(&body),
+                )?;
             }
             // An incident's history is its audit rows (see `history_of`).
             for h in &round.history {
                 let entity = h
                     .incident
                     .map_or("daemon".to_string(), |i| format!("incident:{i}"));
-                append(&ts(h.at), &entity, &h.what, &h.by, &h.detail)?;
+                append(&ts(h.at), &entity, &h.what, &h.by, &h.via, &h.detail)?;
             }
             let mut out = tx.prepare_cached(
-                "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement, urgent, grant_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             for n in &round.outbox {
                 committed.outbox.push(out.insert(params![
@@ -510,7 +718,9 @@ impl Writer for SqliteWriter {
                     (!n.links.is_empty()).then(|| LinkAction::join(&n.links)),
                     n.payload,
                     n.link_until.map(ts),
-                    n.announcement
+                    n.announcement,
+                    n.urgent,
+                    n.grant_until.map(ts),
                 ])?);
             }
             // Only a row not yet settled is updated: an outcome is never recorded twice.
@@ -539,17 +749,6 @@ impl Writer for SqliteWriter {
                     ts(r.started_at),
                     json(r)
                 ])?;
-                append(
-                    &ts(r.finished_at.unwrap_or(r.started_at)),
-                    &format!("drill-run:{}", r.id),
-                    &format!("drill.{}", r.status.as_str()),
-                    "drill",
-                    &format!(
-                        "drill {}: score {}",
-                        r.drill,
-                        r.score.map_or("-".to_string(), |s| s.to_string())
-                    ),
-                )?;
             }
             let mut sil = tx.prepare_cached(
                 "INSERT OR REPLACE INTO silences (id, ends_at, body) VALUES (?1, ?2, ?3)",
@@ -578,6 +777,7 @@ impl Writer for SqliteWriter {
             }
         }
         tx.commit()?;
+        committed.head = Some(chain.head());
         self.chain = Some(chain);
         self.playbooks.extend(stored);
         Ok(committed)

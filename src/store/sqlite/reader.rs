@@ -125,7 +125,7 @@ impl Reader for SqliteReader {
                 sql.push_str(&format!(" AND {col} = ?{}", args.len()));
             }
         }
-        within(&mut sql, &mut args, "branch", &q.within);
+        within(&mut sql, &mut args, "branch", &q.scope.list());
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
         self.with(|conn| {
             let mut st = conn.prepare(&sql)?;
@@ -335,7 +335,7 @@ impl Reader for SqliteReader {
                 args.len()
             ));
         }
-        if let Some(w) = &q.within {
+        if let Some(w) = &q.scope.list() {
             let start = args.len();
             args.extend(w.iter().cloned());
             let marks: Vec<String> = (start + 1..=args.len()).map(|i| format!("?{i}")).collect();
@@ -390,30 +390,12 @@ impl Reader for SqliteReader {
         self.with(last_fires)
     }
 
-    fn verify_audit(&self) -> Result<AuditCheck, StoreError> {
-        self.with(|conn| {
-            let mut st = conn.prepare(
-                "SELECT seq, at, entity, what, by, detail, prev_hash, hash FROM audit ORDER BY seq",
-            )?;
-            let mut rows = st.query([])?;
-            let mut v = Verifier::default();
-            while let Some(r) = rows.next()? {
-                let row = AuditRow {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    entity: r.get(2)?,
-                    what: r.get(3)?,
-                    by: r.get(4)?,
-                    detail: r.get(5)?,
-                    prev_hash: r.get(6)?,
-                    hash: r.get(7)?,
-                };
-                if !v.check(&row) {
-                    break;
-                }
-            }
-            Ok(v.finish())
-        })
+    fn verify_audit(
+        &self,
+        key: Option<AuditKey>,
+        published: Option<Head>,
+    ) -> Result<AuditCheck, StoreError> {
+        self.with_snapshot(|conn| super::verify::verify(conn, key, published.as_ref()))
     }
 }
 
@@ -456,7 +438,8 @@ mod tests {
     #[test]
     fn the_delivery_workers_statements_stay_prepared() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        let (writer, _) =
+            SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap();
         for i in 0..60 {
             let (channel, recipient) = match i % 3 {
                 0 => ("email", format!("p{}@bank.example", i % 4)),
@@ -540,7 +523,8 @@ mod tests {
         use crate::engine::{ChannelKind, DeliveryUpdate, IncidentStatus, Notification, Round};
         const ROWS: usize = 300;
         let dir = tempfile::tempdir().unwrap();
-        let (mut writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        let (mut writer, _) =
+            SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap();
         let at: DateTime<Utc> = "2026-12-06T00:00:00Z".parse().unwrap();
         let mut first = Round::default();
         first.incidents.push(Incident {
@@ -565,6 +549,7 @@ mod tests {
             labels: Default::default(),
             steps: Vec::new(),
             attached: Default::default(),
+            used_links: Default::default(),
             counted_tier: None,
         });
         for i in 0..ROWS {
@@ -581,6 +566,8 @@ mod tests {
                 links: Vec::new(),
                 link_until: None,
                 announcement: false,
+                urgent: false,
+                grant_until: None,
                 payload: None,
             });
         }
@@ -621,6 +608,7 @@ mod tests {
                 at: when,
                 what: "notification.delivered".into(),
                 by: "branchguard".into(),
+                via: "engine".into(),
                 detail: format!("webhook to ops: delivered row {id}"),
             });
             writer.commit(&round).unwrap();

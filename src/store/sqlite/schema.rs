@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     failed_at TEXT,
     last_error TEXT,
     link_until TEXT,
-    announcement INTEGER NOT NULL DEFAULT 0
+    announcement INTEGER NOT NULL DEFAULT 0,
+    urgent INTEGER NOT NULL DEFAULT 0,
+    grant_until TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS NULL AND failed_at IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, id);
@@ -106,6 +108,7 @@ CREATE TABLE IF NOT EXISTS audit (
     entity TEXT NOT NULL,
     what TEXT NOT NULL,
     by TEXT NOT NULL,
+    via TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL,
     -- Empty since 2026-11-25: the previous row's `hash` (see `AuditRow`).
     prev_hash TEXT NOT NULL,
@@ -143,6 +146,15 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if !has_column(conn, "events", "silenced")? {
         conn.execute_batch("ALTER TABLE events ADD COLUMN silenced TEXT;")?;
     }
+    if !has_column(conn, "audit", "via")? {
+        conn.execute_batch("ALTER TABLE audit ADD COLUMN via TEXT NOT NULL DEFAULT '';")?;
+    }
+    if !has_column(conn, "outbox", "urgent")? {
+        conn.execute_batch(
+            "ALTER TABLE outbox ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE outbox ADD COLUMN grant_until TEXT;",
+        )?;
+    }
     // Replaced by events_bucket (see `events.rs`).
     conn.execute_batch("DROP INDEX IF EXISTS events_branch;")?;
     // Replaced by incidents_followup (see the schema).
@@ -175,7 +187,7 @@ pub(super) mod tests {
     /// Incidents open, resolved with a step still open, and resolved and done,
     /// in a database made by an earlier version (with `incidents_live`).
     fn earlier_database(dir: &std::path::Path) -> Connection {
-        drop(SqliteWriter::open(dir).unwrap());
+        drop(SqliteWriter::open(dir, crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap());
         let conn = Connection::open(dir.join(DB_FILE)).unwrap();
         conn.execute_batch(
             "DROP INDEX incidents_followup;
@@ -221,7 +233,9 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = earlier_database(dir.path());
         assert_eq!(indexes(&conn), ["incidents_live", "incidents_status"]);
-        drop(SqliteWriter::open(dir.path()).unwrap());
+        drop(
+            SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap(),
+        );
         assert_eq!(indexes(&conn), ["incidents_followup", "incidents_status"]);
         assert_eq!(
             live_bodies(&conn).unwrap(),
@@ -235,7 +249,9 @@ pub(super) mod tests {
     fn the_live_incidents_are_found_through_indexes() {
         let dir = tempfile::tempdir().unwrap();
         drop(earlier_database(dir.path()));
-        drop(SqliteWriter::open(dir.path()).unwrap());
+        drop(
+            SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap(),
+        );
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         for (sql, index) in LIVE
             .into_iter()
@@ -266,19 +282,23 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
         {
-            drop(SqliteWriter::open(dir.path()).unwrap());
+            drop(
+                SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32]))
+                    .unwrap(),
+            );
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
                 "CREATE TABLE history (id INTEGER PRIMARY KEY, incident INTEGER, at TEXT NOT NULL,
                      what TEXT NOT NULL, by TEXT NOT NULL, detail TEXT NOT NULL);
                  ALTER TABLE audit ADD COLUMN incident INTEGER;
                  CREATE INDEX audit_incident ON audit (incident, seq) WHERE incident IS NOT NULL;
-                 INSERT INTO meta (key, value) VALUES ('audit_incident_since', '3');",
+                 INSERT INTO meta (key, value) VALUES ('audit_incident_since', '3');
+                 DELETE FROM audit; DELETE FROM meta WHERE key = 'audit_keyed';",
             )
             .unwrap();
             // What earlier versions wrote: each line in `history` and, with
             // both hashes, in the audit log; then filed by the column.
-            let mut chain = Chain::after(None);
+            let mut chain = Chain::after(None, None, false);
             for (incident, at, what, by, detail) in [
                 (
                     1,
@@ -302,7 +322,7 @@ pub(super) mod tests {
                     "old 3",
                 ),
             ] {
-                let r = chain.append(at, &format!("incident:{incident}"), what, by, detail);
+                let r = chain.append(at, &format!("incident:{incident}"), what, by, "", detail);
                 let filed = (r.seq >= 3).then_some(incident);
                 if filed.is_none() {
                     conn.execute(
@@ -318,7 +338,8 @@ pub(super) mod tests {
                 .unwrap();
             }
         }
-        let (mut writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        let (mut writer, _) =
+            SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap();
         let conn = Connection::open(&path).unwrap();
         assert_eq!(indexes_of(&conn, "audit"), ["audit_incident_lines"]);
         let key: i64 = conn
@@ -342,6 +363,7 @@ pub(super) mod tests {
                 at: "2026-11-25T01:00:00Z".parse().unwrap(),
                 what: "step.acknowledged".into(),
                 by: "it.a".into(),
+                via: "test".into(),
                 detail: detail.into(),
             });
         }
@@ -365,7 +387,13 @@ pub(super) mod tests {
             "a new line is written once, to the audit log"
         );
         let reader = SqliteReader::open(dir.path()).unwrap();
-        assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 8 });
+        let key = || Some(crate::store::AuditKey::from_bytes(&[3u8; 32]));
+        // Three rows of the earlier version, the `audit.keyed` row, five new.
+        let intact = AuditCheck::Ok {
+            rows: 9,
+            keyed: true,
+        };
+        assert_eq!(reader.verify_audit(key(), None).unwrap(), intact);
         let plan: String = conn
             .query_row(
                 &format!("EXPLAIN QUERY PLAN {HISTORY}"),
@@ -384,8 +412,8 @@ pub(super) mod tests {
             .unwrap();
             assert!(
                 matches!(
-                    reader.verify_audit().unwrap(),
-                    AuditCheck::Broken { seq: 4, .. }
+                    reader.verify_audit(key(), None).unwrap(),
+                    AuditCheck::Broken { seq: 5, .. }
                 ),
                 "{tamper}"
             );
@@ -394,7 +422,7 @@ pub(super) mod tests {
                 [],
             )
             .unwrap();
-            assert_eq!(reader.verify_audit().unwrap(), AuditCheck::Ok { rows: 8 });
+            assert_eq!(reader.verify_audit(key(), None).unwrap(), intact);
         }
     }
 
@@ -405,7 +433,8 @@ pub(super) mod tests {
         use crate::engine::StoredEvent;
         use crate::event::{Event, Severity, Status};
         let dir = tempfile::tempdir().unwrap();
-        let (mut writer, _) = SqliteWriter::open(dir.path()).unwrap();
+        let (mut writer, _) =
+            SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap();
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml");
         let pb = std::sync::Arc::clone(&crate::config::load(&path).unwrap().playbooks[0]);
