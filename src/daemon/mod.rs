@@ -8,6 +8,7 @@
 
 mod commands;
 mod engine_loop;
+mod listen;
 mod lock;
 mod priority;
 mod tls;
@@ -229,17 +230,13 @@ pub async fn serve(
         shutdown: shutdown.clone(),
     });
     let addr = listener.local_addr()?;
-    let tls = reloader_for_tls.current().config.tls.clone();
-    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    match tls {
-        None => {
-            tracing::info!("listening on {addr}");
-            ready(addr);
-            let token = shutdown.clone();
-            axum::serve(listener, make)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await?;
-        }
+    let current = reloader_for_tls.current();
+    let bounds = listen::Bounds {
+        connections: current.config.limits.connections,
+        header_timeout: current.config.limits.header_timeout,
+    };
+    let tls = match current.config.tls.clone() {
+        None => None,
         Some(t) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key)
                 .await
@@ -249,23 +246,15 @@ pub async fn serve(
                 Arc::clone(&reloader_for_tls),
                 shutdown.clone(),
             ));
-            let handle = axum_server::Handle::new();
-            {
-                let handle = handle.clone();
-                let token = shutdown.clone();
-                tokio::spawn(async move {
-                    token.cancelled().await;
-                    handle.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-                });
-            }
-            tracing::info!("listening on {addr} (TLS)");
-            ready(addr);
-            axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, rustls)?
-                .handle(handle)
-                .serve(make)
-                .await?;
+            Some(rustls)
         }
-    }
+    };
+    tracing::info!(
+        "listening on {addr}{}",
+        if tls.is_some() { " (TLS)" } else { "" }
+    );
+    ready(addr);
+    listen::serve(listener, app, tls, bounds, shutdown.clone()).await;
     shutdown.cancel();
     let _ = delivery.await;
     engine.shutdown();
