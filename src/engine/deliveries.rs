@@ -18,6 +18,9 @@ pub struct Attempt {
     pub target: String,
     pub recipient: String,
     pub error: Option<String>,
+    /// How a delivered one went: `written to data/mail/…`, `accepted by
+    /// 127.0.0.1:2525`, `… answered 200 OK`.
+    pub how: Option<String>,
 }
 
 impl Engine {
@@ -40,7 +43,10 @@ impl Engine {
                 (Some(_), _) => (
                     "notification.delivered",
                     "delivered",
-                    format!("{to}: delivered on attempt {}", u.attempts),
+                    match &a.how {
+                        Some(how) => format!("{to}: {how} (attempt {})", u.attempts),
+                        None => format!("{to}: delivered on attempt {}", u.attempts),
+                    },
                 ),
                 (None, Some(_)) => (
                     "notification.failed",

@@ -182,6 +182,7 @@ fn announcement_delivered(e: &mut Engine, iid: i64, step: &str, now: DateTime<Ut
             target: "channel:lobby-display".into(),
             recipient: "lobby-display".into(),
             error: None,
+            how: None,
         }],
         now,
         &mut r,

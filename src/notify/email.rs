@@ -14,7 +14,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use crate::config::{Config, SmtpSecurity};
 
 pub enum Mailer {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// The transport, and the server as `host:port` for the history.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>, String),
     Files(PathBuf),
 }
 
@@ -78,7 +79,7 @@ impl Mailer {
         use super::NotifyError::Email;
         let Some(smtp) = cfg.email.as_ref().and_then(|e| e.smtp.as_ref()) else {
             let dir = cfg.data_dir.join("mail");
-            std::fs::create_dir_all(&dir)
+            crate::private::create_dir(&dir)
                 .map_err(|e| Email(format!("cannot create {}: {e}", dir.display())))?;
             return Ok(Mailer::Files(dir));
         };
@@ -103,15 +104,20 @@ impl Mailer {
             };
             builder = builder.credentials(Credentials::new(user.clone(), password));
         }
-        Ok(Mailer::Smtp(builder.build()))
+        Ok(Mailer::Smtp(
+            builder.build(),
+            format!("{}:{}", smtp.host, smtp.port),
+        ))
     }
 
+    /// Sends one message; says how it went (accepted by the server, or
+    /// written to which file).
     pub async fn send(
         &self,
         e: &Envelope<'_>,
         text: String,
         html: String,
-    ) -> Result<(), SendError> {
+    ) -> Result<String, SendError> {
         let from = e
             .from
             .parse()
@@ -123,17 +129,24 @@ impl Mailer {
             .from(from)
             .to(to)
             .subject(e.subject)
+            // Stable per outbox row: a message sent again after a crash (at
+            // least once) is recognised by mail clients as the same one.
+            .message_id(Some(format!("<branchguard-row-{}@branchguard>", e.row)))
             .header(IncidentHeader(e.incident.to_string()))
             .multipart(MultiPart::alternative_plain_html(crlf(&text), crlf(&html)))
             .map_err(|err| SendError::Permanent(format!("cannot build the message: {err}")))?;
         match self {
-            Mailer::Smtp(t) => t.send(msg).await.map(|_| ()).map_err(|err| {
-                if err.is_permanent() {
-                    SendError::Permanent(err.to_string())
-                } else {
-                    SendError::Retry(err.to_string())
-                }
-            }),
+            Mailer::Smtp(t, server) => t
+                .send(msg)
+                .await
+                .map(|_| format!("accepted by {server}"))
+                .map_err(|err| {
+                    if err.is_permanent() {
+                        SendError::Permanent(err.to_string())
+                    } else {
+                        SendError::Retry(err.to_string())
+                    }
+                }),
             Mailer::Files(dir) => {
                 // Written under a temporary name and renamed, so a reader never
                 // sees half a message.
@@ -143,9 +156,15 @@ impl Mailer {
                     tokio::fs::write(&tmp, msg.formatted()).await?;
                     tokio::fs::rename(&tmp, dir.join(&name)).await
                 };
-                write.await.map_err(|err| {
-                    SendError::Retry(format!("cannot write {}: {err}", dir.join(&name).display()))
-                })
+                write
+                    .await
+                    .map(|()| format!("written to {}", dir.join(&name).display()))
+                    .map_err(|err| {
+                        SendError::Retry(format!(
+                            "cannot write {}: {err}",
+                            dir.join(&name).display()
+                        ))
+                    })
             }
         }
     }

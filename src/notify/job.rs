@@ -73,7 +73,7 @@ impl Job {
                 (ChannelKind::Webhook, _) => self.send_webhook(cfg, &rows).await,
             }
         };
-        let result = match tokio::time::timeout(limit, send).await {
+        let result: Result<String, SendError> = match tokio::time::timeout(limit, send).await {
             Ok(r) => r,
             Err(_) => Err(SendError::Retry(format!(
                 "no outcome within {}s",
@@ -112,13 +112,28 @@ impl Job {
             .collect()
     }
 
+    /// The row's text with its incident page link carrying a signed,
+    /// read-only grant for that one incident: a browser sends no API token,
+    /// and the page opens from the message alone (until the incident's last
+    /// deadline plus seven days).
+    fn granted(&self, cfg: &Config, row: &OutboxRow) -> String {
+        let Some(until) = row.grant_until else {
+            return row.body.clone();
+        };
+        let page = format!("{}/incidents/{}", cfg.public_url, row.incident);
+        let grant = self.secret.sign_grant(row.incident, until);
+        // The page address ends its line in every body the engine writes.
+        row.body
+            .replace(&format!("{page}\n"), &format!("{page}?grant={grant}\n"))
+    }
+
     /// The row's text with its links, and the same as HTML with the links as
     /// buttons big enough for a phone.
     fn render(&self, cfg: &Config, row: &OutboxRow) -> Rendered {
-        let mut text = row.body.clone();
+        let mut text = self.granted(cfg, row);
         let mut html = format!(
             "<pre style=\"font:14px/1.4 monospace;white-space:pre-wrap\">{}</pre>",
-            escape(&row.body)
+            escape(&text)
         );
         let links = self.links(cfg, row);
         if !links.is_empty() {
@@ -146,7 +161,7 @@ impl Job {
         subject: &str,
         text: String,
         html: String,
-    ) -> Result<(), SendError> {
+    ) -> Result<String, SendError> {
         let from = cfg
             .email
             .as_ref()
@@ -162,7 +177,7 @@ impl Job {
         self.senders.mailer.send(&envelope, text, html).await
     }
 
-    async fn send_email(&self, cfg: &Config, row: &OutboxRow) -> Result<(), SendError> {
+    async fn send_email(&self, cfg: &Config, row: &OutboxRow) -> Result<String, SendError> {
         let r = self.render(cfg, row);
         let html = format!("<!doctype html><html><body>{}</body></html>", r.html);
         self.mail(cfg, row, &row.subject, r.text, html).await
@@ -170,7 +185,11 @@ impl Job {
 
     /// Several messages to one person as one email: a list first, then each
     /// message in full with its own links.
-    async fn send_digest_email(&self, cfg: &Config, rows: &[OutboxRow]) -> Result<(), SendError> {
+    async fn send_digest_email(
+        &self,
+        cfg: &Config,
+        rows: &[OutboxRow],
+    ) -> Result<String, SendError> {
         let first = &rows[0];
         let drill = first.subject.starts_with("[DRILL]");
         let mut seen = std::collections::HashSet::new();
@@ -179,19 +198,18 @@ impl Job {
             .map(|r| r.incident)
             .filter(|i| seen.insert(*i))
             .collect();
-        let shown: Vec<String> = incidents.iter().take(5).map(|i| format!("#{i}")).collect();
-        let more = incidents.len().saturating_sub(shown.len());
-        let subject = format!(
-            "{}branchguard: {} messages for {} incident(s): {}{}",
-            if drill { "[DRILL] " } else { "" },
-            rows.len(),
-            incidents.len(),
-            shown.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
+        // What the first asks leads, as in every subject; then how many
+        // more, within the 78 characters a phone shows.
+        let head = first.subject.strip_prefix("[DRILL] ").unwrap_or(&first.subject);
+        let (ask, rest) = head.split_once(' ').unwrap_or((head, ""));
+        let subject = crate::engine::cut(
+            &format!(
+                "{}{ask} +{} more ({} incidents): {rest}",
+                if drill { "[DRILL] " } else { "" },
+                rows.len() - 1,
+                incidents.len(),
+            ),
+            crate::engine::SUBJECT_MAX,
         );
         let mut text = format!(
             "{} messages for you, combined into one email. Each has its own links, and each link works on its own.\n\n",
@@ -229,7 +247,7 @@ impl Job {
 
     /// One webhook request: the row's payload, or for several rows a digest
     /// payload (`branchguard.digest.v1`, docs/WEBHOOKS.md) listing each.
-    async fn send_webhook(&self, cfg: &Config, rows: &[OutboxRow]) -> Result<(), SendError> {
+    async fn send_webhook(&self, cfg: &Config, rows: &[OutboxRow]) -> Result<String, SendError> {
         let first = &rows[0];
         let Some(hook) = cfg.webhooks.get(&first.recipient) else {
             return Err(SendError::Permanent(format!(
@@ -278,7 +296,7 @@ impl Job {
             req = req.header(k, v);
         }
         match req.send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) if r.status().is_success() => Ok(format!("{} answered {}", hook.url, r.status())),
             Ok(r) => Err(SendError::Retry(format!(
                 "{} answered {}",
                 hook.url,
@@ -293,7 +311,7 @@ impl Job {
 fn outcome(
     cfg: &Config,
     row: OutboxRow,
-    result: &Result<(), SendError>,
+    result: &Result<String, SendError>,
     now: DateTime<Utc>,
 ) -> Attempt {
     let attempts = row.attempts + 1;
@@ -306,7 +324,7 @@ fn outcome(
         last_error: None,
     };
     let error = match result {
-        Ok(()) => {
+        Ok(_) => {
             update.delivered_at = Some(now);
             None
         }
@@ -334,5 +352,6 @@ fn outcome(
         target: row.target,
         recipient: row.recipient,
         error,
+        how: result.as_ref().ok().cloned(),
     }
 }

@@ -135,6 +135,8 @@ impl Flight {
 /// no rate limit) and have nothing in flight, at most `in_flight` per lane.
 /// Such a lane's last read (if it did not fail: the caller passes no rows
 /// then) found nothing due, so nothing older due then is passed over.
+/// Urgent rows (escalations, overdue notices, roll calls, critical steps)
+/// start in any lane with a free slot: they never wait for a window.
 /// Returns them with their lanes, and the groups of the rest.
 fn ready_now(
     fresh: wake::Fresh,
@@ -149,9 +151,12 @@ fn ready_now(
     let mut now = Vec::new();
     let mut rest = HashSet::new();
     for ((lane, group), row) in rows {
-        let idle = !flight.units.contains_key(&lane) && window(cfg, &lane).is_zero();
+        let busy = flight.units.get(&lane).copied().unwrap_or(0);
+        let idle = busy == 0 && window(cfg, &lane).is_zero();
         let n = taken.entry(lane.clone()).or_default();
-        if idle && *n < per_lane {
+        // An urgent message goes at once whatever the lane's digest window,
+        // in a free slot (a full lane's outcome wakes the worker for it).
+        if (idle || row.urgent) && busy + *n < per_lane {
             *n += 1;
             now.push((lane, row));
         } else {
@@ -395,6 +400,19 @@ impl Deliverer {
                 for row in rows {
                     self.start(flight, tasks, done, &lane, None, vec![row]);
                 }
+                continue;
+            }
+            // Urgent messages never wait for a digest: each goes alone, first.
+            let (l, s) = (lane.clone(), Arc::clone(&skip));
+            let urgent = self
+                .read(move |st| st.due_urgent_in(now, &l, &s, room))
+                .await
+                .unwrap_or_default();
+            for row in urgent {
+                room -= 1;
+                self.start(flight, tasks, done, &lane, None, vec![row]);
+            }
+            if room == 0 {
                 continue;
             }
             let l = lane.clone();

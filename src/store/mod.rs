@@ -240,6 +240,15 @@ pub trait Reader: Send + Sync {
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Due urgent rows of one lane (never held for a digest), oldest first,
+    /// leaving out those in `skip`.
+    fn due_urgent_in(
+        &self,
+        now: DateTime<Utc>,
+        lane: &str,
+        skip: &[i64],
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
     /// The groups of one lane with due rows: by recipient, and drill or real
     /// (a digest never mixes the two), in recipient order. A group with a
     /// delivery under way is passed over by the worker, so nothing is skipped here.

@@ -75,13 +75,26 @@ mod sql {
         )
     }
 
-    /// Due rows of group (`?2`, `drill`), oldest first.
+    /// Due rows of group (`?2`, `drill`) that may wait in a digest (not
+    /// urgent ones), oldest first.
     pub(super) fn group_rows(channel: &str, drill: bool) -> String {
         let drill = u8::from(drill);
         format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {PENDING} AND channel = '{channel}'
-             AND recipient = {RECIPIENT} AND {DRILL} = {drill} AND {DUE}
+             AND recipient = {RECIPIENT} AND {DRILL} = {drill} AND {DUE} AND urgent = 0
              AND id NOT IN (SELECT value FROM json_each(?3)) ORDER BY id"
+        )
+    }
+
+    /// Due urgent rows of a lane (`?2`: a webhook's name, or NULL), oldest
+    /// first, through `outbox_urgent` (which holds only pending urgent rows,
+    /// so a storm's backlog of others is never walked).
+    pub(super) fn urgent_rows(channel: &str, cap: usize) -> String {
+        format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox INDEXED BY outbox_urgent
+             WHERE urgent = 1 AND {PENDING} AND {DUE} AND channel = '{channel}'
+             AND (?2 IS NULL OR recipient = {RECIPIENT})
+             AND id NOT IN (SELECT value FROM json_each(?3)) ORDER BY id LIMIT {cap}"
         )
     }
 }
@@ -197,6 +210,23 @@ impl Reader for SqliteReader {
         self.with(|conn| {
             let cap = limit.max(1).next_power_of_two();
             let mut st = conn.prepare_cached(&sql::lane_rows(channel, cap))?;
+            let rows = st.query_map(params![ts(now), recipient, skip], outbox_row)?;
+            Ok(rows.take(limit).collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn due_urgent_in(
+        &self,
+        now: DateTime<Utc>,
+        lane: &str,
+        skip: &[i64],
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+        let (channel, recipient) = lane_parts(lane);
+        self.with(|conn| {
+            let cap = limit.max(1).next_power_of_two();
+            let mut st = conn.prepare_cached(&sql::urgent_rows(channel, cap))?;
             let rows = st.query_map(params![ts(now), recipient, skip], outbox_row)?;
             Ok(rows.take(limit).collect::<Result<Vec<_>, _>>()?)
         })

@@ -155,6 +155,13 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
              ALTER TABLE outbox ADD COLUMN grant_until TEXT;",
         )?;
     }
+    // Urgent messages (escalations, overdue notices, roll calls, critical
+    // steps) never wait for a digest; the few pending ones are found here
+    // without walking a storm's backlog. After the column exists.
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS outbox_urgent ON outbox (id)
+             WHERE urgent = 1 AND delivered_at IS NULL AND failed_at IS NULL;",
+    )?;
     // Replaced by events_bucket (see `events.rs`).
     conn.execute_batch("DROP INDEX IF EXISTS events_branch;")?;
     // Replaced by incidents_followup (see the schema).
