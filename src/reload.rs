@@ -8,8 +8,10 @@
 //! **Invariant:** there is one copy of the configuration in force: the value on
 //! the watch channel. A refused reload publishes nothing.
 //!
-//! **Invariant:** a setting that is only read at start-up (`listen`, `data_dir`)
-//! and changed in the file is reported as needing a restart, never silently ignored.
+//! **Invariant:** a setting that is only read at start-up ([`START_UP_ONLY`]:
+//! the listener and its bounds, the HTTP layers, the data directory, the TLS
+//! files, the audit key) and changed in the file is reported as needing a
+//! restart, never silently ignored (a test changes each one alone).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::clock;
-use crate::config::{self, Loaded};
+use crate::config::{self, Config, Loaded};
 use crate::diag::Diagnostics;
 
 /// The outcome of the last publish, for `/api/v1/status`.
@@ -134,21 +136,98 @@ impl Reloader {
     }
 
     fn needs_restart(&self, new: &Loaded) -> Vec<String> {
-        let (old, new) = (&self.started.config, &new.config);
-        let mut out = Vec::new();
-        if old.listen != new.listen {
-            out.push(format!(
-                "listen: the file says {}, the daemon listens on {} until it is restarted",
-                new.listen, old.listen
-            ));
+        restart_needed(&self.started.config, &new.config)
+    }
+}
+
+/// A setting read only at start-up: its name and how it reads.
+type Setting = (&'static str, fn(&Config) -> String);
+
+/// Every setting the daemon reads only when it starts: the listener and its
+/// bounds, the HTTP layers, where the data and the audit key are. Anything
+/// not here takes effect at the next reload.
+pub const START_UP_ONLY: &[Setting] = &[
+    ("listen", |c| c.listen.to_string()),
+    ("data_dir", |c| c.data_dir.display().to_string()),
+    ("tls", |c| {
+        c.tls.as_ref().map_or("none".into(), |t| {
+            format!("cert {}, key {}", t.cert.display(), t.key.display())
+        })
+    }),
+    ("limits.body_bytes", |c| c.limits.body_bytes.to_string()),
+    ("limits.request_timeout", |c| {
+        crate::show::span(c.limits.request_timeout)
+    }),
+    ("limits.header_timeout", |c| {
+        crate::show::span(c.limits.header_timeout)
+    }),
+    ("limits.connections", |c| c.limits.connections.to_string()),
+    ("audit.key_file", |c| c.audit.key_file.display().to_string()),
+];
+
+/// The start-up-only settings that differ between the configuration the
+/// daemon started with and a new one, each said the way an operator reads it.
+pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    START_UP_ONLY
+        .iter()
+        .filter_map(|(name, read)| {
+            let (was, now) = (read(old), read(new));
+            (was != now).then(|| {
+                format!(
+                    "{name}: the file says {now}, the daemon keeps {was} until it is restarted"
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each start-up-only setting, changed alone in a copy of the test
+    /// network's configuration, is reported by name (and nothing else is).
+    #[test]
+    fn every_start_up_only_setting_changed_on_its_own_is_reported_as_needing_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/engine");
+        let base = std::fs::read_to_string(root.join("branchguard.yaml")).unwrap();
+        std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
+        for f in ["cert.pem", "key.pem", "cert2.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
         }
-        if old.data_dir != new.data_dir {
-            out.push(format!(
-                "data_dir: the file says {}, the daemon uses {} until it is restarted",
-                new.data_dir.display(),
-                old.data_dir.display()
-            ));
+        let load = |text: &str| {
+            let p = dir.path().join("branchguard.yaml");
+            std::fs::write(&p, text).unwrap();
+            config::load(&p).unwrap_or_else(|d| panic!("{d}\n{text}"))
+        };
+        let tls = "tls: { cert: cert.pem, key: key.pem }\n";
+        let old = load(&format!("{base}{tls}"));
+        let changes: &[(&str, String)] = &[
+            ("listen", base.replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:9711") + tls),
+            ("data_dir", base.replace("data_dir: ./data", "data_dir: ./data2") + tls),
+            ("tls", format!("{base}tls: {{ cert: cert2.pem, key: key.pem }}\n")),
+            ("limits.body_bytes", format!("{base}{tls}limits: {{ body_bytes: 2048 }}\n")),
+            ("limits.request_timeout", format!("{base}{tls}limits: {{ request_timeout: 5s }}\n")),
+            ("limits.header_timeout", format!("{base}{tls}limits: {{ header_timeout: 3s }}\n")),
+            ("limits.connections", format!("{base}{tls}limits: {{ connections: 64 }}\n")),
+            ("audit.key_file", format!("{base}{tls}audit: {{ key_file: other.key }}\n")),
+        ];
+        assert_eq!(
+            changes.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            START_UP_ONLY.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            "a test per start-up-only setting"
+        );
+        for (name, text) in changes {
+            let new = load(text);
+            let said = restart_needed(&old.config, &new.config);
+            // The audit key's default place is in the data directory.
+            let also = usize::from(*name == "data_dir");
+            assert_eq!(said.len(), 1 + also, "{name}: {said:?}");
+            assert!(said[0].starts_with(&format!("{name}: the file says")), "{said:?}");
         }
-        out
+        // A live setting is not reported.
+        let live = load(&format!("{base}{tls}limits: {{ denied_per_second: 9 }}\n"));
+        assert!(restart_needed(&old.config, &live.config).is_empty());
     }
 }

@@ -44,7 +44,16 @@ impl Engine {
                 );
                 continue;
             }
-            let matches = matching::match_event(&self.loaded.playbooks, &ev);
+            let mut matches = matching::match_event(&self.loaded.playbooks, &ev);
+            // An incident whose playbook was removed or changed since it
+            // opened still resolves by its own version's trigger and group.
+            if ev.status == Status::Resolved && !self.retired.is_empty() {
+                for m in matching::match_event(&self.retired, &ev) {
+                    if !matches.iter().any(|x| x.group_key == m.group_key) {
+                        matches.push(m);
+                    }
+                }
+            }
             let mut incidents = Vec::new();
             for m in &matches {
                 if let Some(iid) = self.apply_match(id, &ev, m, now, round) {

@@ -344,6 +344,10 @@ pub struct Engine {
     silences: silences::Silences,
     next_silence: i64,
     open: open_count::OpenCounts,
+    /// Playbook versions that open incidents still run under but the
+    /// configuration no longer holds (removed or changed since): a resolved
+    /// event is matched against them too, so those incidents still resolve.
+    retired: Vec<Arc<Playbook>>,
 }
 
 /// A time for people, in `branch`'s time zone (see `show`).
@@ -378,6 +382,7 @@ impl Engine {
             silences: BTreeMap::new(),
             next_silence: 1,
             open: open_count::OpenCounts::default(),
+            retired: Vec::new(),
         };
         for mut inc in live {
             if inc.status == IncidentStatus::Open {
@@ -417,7 +422,33 @@ impl Engine {
             }
         }
         e.schedule_drills(now);
+        e.retire_playbooks();
         e
+    }
+
+    /// Notes the playbook versions of open incidents that the configuration
+    /// no longer holds. A walk of the live incidents, at start-up and reload
+    /// only (not per round).
+    fn retire_playbooks(&mut self) {
+        let current = &self.loaded.playbooks;
+        let mut retired: Vec<Arc<Playbook>> = Vec::new();
+        for inc in self.live.values() {
+            let Some(pb) = inc.playbook.as_ref() else {
+                continue;
+            };
+            if inc.status != IncidentStatus::Open
+                || current
+                    .iter()
+                    .any(|c| c.id == pb.id && c.version == pb.version)
+                || retired
+                    .iter()
+                    .any(|r| r.id == pb.id && r.version == pb.version)
+            {
+                continue;
+            }
+            retired.push(Arc::clone(pb));
+        }
+        self.retired = retired;
     }
 
     pub fn loaded(&self) -> &Loaded {
@@ -429,6 +460,7 @@ impl Engine {
     pub fn reload(&mut self, loaded: Loaded, now: DateTime<Utc>) {
         self.loaded = loaded;
         self.schedule_drills(now);
+        self.retire_playbooks();
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Incident> {

@@ -482,7 +482,8 @@ fn unmatched_events_are_counted() {
 #[test]
 fn failing_command_fails_the_step_and_escalates() {
     let mut l = loaded();
-    let mut pb = (*l.playbooks[0]).clone();
+    // By id: a playbook someone adds to playbooks/ must not change the test.
+    let mut pb = (**l.playbook("system-failover").unwrap()).clone();
     pb.steps[0].action = Action::Command {
         argv: vec![crate::template::Template::parse("false").unwrap()],
         timeout: std::time::Duration::from_secs(5),
@@ -596,4 +597,29 @@ fn overdue_and_manual_escalation_go_to_the_configured_ops_channel() {
     .unwrap();
     assert!(r.outbox.iter().any(|n| n.recipient == "noc"));
     assert!(r.outbox.iter().all(|n| n.recipient != "ops-centre"));
+}
+
+#[test]
+fn an_incident_whose_playbook_was_removed_still_resolves_by_its_own_version() {
+    let mut e = engine();
+    let (out, _) = ingest(&mut e, vec![core_down()], t0());
+    let iid = out[0].1[0];
+    // The playbook is removed from the configuration; the incident keeps its version.
+    let mut without = loaded();
+    without.playbooks.retain(|p| p.id != "system-failover");
+    e.reload(without, t0());
+    let up = ev(
+        "system.down",
+        "sh-001",
+        Status::Resolved,
+        &[("system", "core-banking")],
+    );
+    let (out, r) = ingest(&mut e, vec![up], t0() + Duration::minutes(5));
+    assert_eq!(out[0].1, vec![iid], "the resolved event joined its incident");
+    assert!(r.events[0].matched);
+    let inc = r.incidents.iter().find(|i| i.id == iid).unwrap();
+    assert_eq!(inc.status, IncidentStatus::Resolved);
+    // A firing event of the removed playbook opens nothing.
+    let (out, _) = ingest(&mut e, vec![core_down()], t0() + Duration::minutes(6));
+    assert!(out[0].1.is_empty());
 }

@@ -508,7 +508,7 @@ pub async fn check(
             s.rate.token(name, rate)
         }
         Principal::Local => s.rate.local(ip),
-        Principal::Grant { .. } => s.rate.grant(ip),
+        Principal::Grant { .. } => s.rate.grant(ip, &cfg.limits),
     };
     if !allowed {
         return too_many(&format!(

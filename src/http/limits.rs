@@ -29,7 +29,8 @@ use crate::config::{INGEST_RATE, Limits};
 pub struct RateLimit {
     tokens: Mutex<HashMap<String, (u32, Arc<DefaultDirectRateLimiter>)>>,
     local: DefaultKeyedRateLimiter<IpAddr>,
-    grants: DefaultKeyedRateLimiter<IpAddr>,
+    /// Built for (per second, burst); built again when a reload changes them.
+    grants: Mutex<((u32, u32), Arc<DefaultKeyedRateLimiter<IpAddr>>)>,
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -46,7 +47,13 @@ impl RateLimit {
                 INGEST_RATE,
                 INGEST_RATE.saturating_mul(2),
             )),
-            grants: DefaultKeyedRateLimiter::keyed(quota(limits.requests_per_second, limits.burst)),
+            grants: Mutex::new((
+                (limits.requests_per_second, limits.burst),
+                Arc::new(DefaultKeyedRateLimiter::keyed(quota(
+                    limits.requests_per_second,
+                    limits.burst,
+                ))),
+            )),
         }
     }
 
@@ -78,9 +85,24 @@ impl RateLimit {
         self.local.check_key(&ip).is_ok()
     }
 
-    /// A one-click incident grant: per client address.
-    pub fn grant(&self, ip: IpAddr) -> bool {
-        self.grants.check_key(&ip).is_ok()
+    /// A one-click incident grant: per client address, at the rate of
+    /// people's tokens (`limits.requests_per_second`, `limits.burst`).
+    pub fn grant(&self, ip: IpAddr, limits: &Limits) -> bool {
+        let want = (limits.requests_per_second, limits.burst);
+        let limiter = {
+            let mut g = match self.grants.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if g.0 != want {
+                *g = (
+                    want,
+                    Arc::new(DefaultKeyedRateLimiter::keyed(quota(want.0, want.1))),
+                );
+            }
+            Arc::clone(&g.1)
+        };
+        limiter.check_key(&ip).is_ok()
     }
 }
 

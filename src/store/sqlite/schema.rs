@@ -443,8 +443,15 @@ pub(super) mod tests {
         let (mut writer, _) =
             SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap();
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml");
-        let pb = std::sync::Arc::clone(&crate::config::load(&path).unwrap().playbooks[0]);
+        // The test's own fixture, by id: not whatever sorts first in playbooks/.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/engine/branchguard.yaml");
+        let pb = std::sync::Arc::clone(
+            crate::config::load(&path)
+                .unwrap()
+                .playbook("failover")
+                .unwrap(),
+        );
         let versions = || -> i64 {
             conn.query_row(
                 "SELECT COUNT(*) FROM playbook_versions WHERE playbook = ?1",
