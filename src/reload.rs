@@ -46,6 +46,38 @@ pub struct Reloader {
     /// The set the daemon started with: what start-up-only settings still are.
     started: Arc<Loaded>,
     last: Mutex<ReloadStatus>,
+    /// What the files held at the last load (taken or refused): a watched
+    /// file that is read, touched or rewritten unchanged reloads nothing.
+    seen: Mutex<Option<[u8; 32]>>,
+}
+
+/// A digest of every file a load reads: the configuration file, and the
+/// YAML files of the playbook and drill directories it names (by name and
+/// content, in name order). Unreadable files count by their error.
+pub fn fingerprint(config_path: &std::path::Path, loaded: &Loaded) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut file = |p: &std::path::Path| {
+        h.update(p.to_string_lossy().as_bytes());
+        h.update([0u8]);
+        match std::fs::read(p) {
+            Ok(b) => h.update(&b),
+            Err(e) => h.update(e.kind().to_string().as_bytes()),
+        }
+        h.update([0u8]);
+    };
+    file(config_path);
+    for dir in [&loaded.config.playbooks_dir, &loaded.config.drills_dir] {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.retain(|p| crate::config::is_yaml_file(p));
+        names.sort();
+        for p in names {
+            file(&p);
+        }
+    }
+    h.finalize().into()
 }
 
 impl Reloader {
@@ -62,11 +94,13 @@ impl Reloader {
             warnings: loaded.warnings.iter().map(|w| w.to_string()).collect(),
             restart_required: Vec::new(),
         };
+        let seen = fingerprint(&path, &loaded);
         Arc::new(Reloader {
             path,
             tx,
             started: loaded,
             last: Mutex::new(status),
+            seen: Mutex::new(Some(seen)),
         })
     }
 
@@ -91,9 +125,23 @@ impl Reloader {
         }
     }
 
+    /// Reloads if what the files hold changed since the last load; `None`
+    /// when nothing changed (a file was only read or touched). Blocking.
+    pub fn reload_if_changed(&self, trigger: &str) -> Option<Result<String, Diagnostics>> {
+        let now = fingerprint(&self.path, &self.current());
+        let seen = match self.seen.lock() {
+            Ok(g) => *g,
+            Err(p) => *p.into_inner(),
+        };
+        (seen != Some(now)).then(|| self.reload(trigger))
+    }
+
     /// Loads and checks every file; publishes the new set only if all of it is valid.
     /// Blocking (reads files): call it off the async threads.
     pub fn reload(&self, trigger: &str) -> Result<String, Diagnostics> {
+        // Taken before the load: a change made while it reads is a change
+        // the next look sees.
+        let before = fingerprint(&self.path, &self.current());
         let result = config::load(&self.path);
         let mut status = ReloadStatus {
             at: clock::now(),
@@ -131,6 +179,20 @@ impl Reloader {
         match self.last.lock() {
             Ok(mut l) => *l = status,
             Err(p) => *p.into_inner() = status,
+        }
+        // New directories named by the new file: their files are what was loaded.
+        let moved = {
+            let (was, now) = (&self.started.config, &self.current().config);
+            was.playbooks_dir != now.playbooks_dir || was.drills_dir != now.drills_dir
+        };
+        let seen = if out.is_ok() && moved {
+            fingerprint(&self.path, &self.current())
+        } else {
+            before
+        };
+        match self.seen.lock() {
+            Ok(mut g) => *g = Some(seen),
+            Err(p) => *p.into_inner() = Some(seen),
         }
         out
     }

@@ -147,3 +147,59 @@ fn a_playbook_saved_by_rename_reloads_and_a_broken_edit_is_refused_with_its_plac
         (s["last_reload"]["ok"] == true).then_some(())
     });
 }
+
+/// Reading the configuration (`cat`, `check`, any CLI command that finds
+/// the port in it) used to reload the daemon forever: the reload's own
+/// reads came back as file events. Reads, touches and unchanged rewrites
+/// reload nothing; one change of content reloads once.
+#[test]
+fn reading_the_watched_files_reloads_nothing_and_one_change_reloads_once() {
+    let f = watching();
+    let d = Daemon::start(&f);
+    let reloads = || d.metric(r#"branchguard_config_reloads_total{result="success"}"#);
+    let at_start = reloads().expect("the reload counter");
+    let watched = [
+        "branchguard.yaml",
+        "playbooks/failover.yaml",
+        "playbooks/conflict.yaml",
+    ];
+    for _ in 0..100 {
+        for w in watched {
+            std::fs::read_to_string(f.path(w)).unwrap();
+        }
+    }
+    assert_eq!(f.run(&["check"]).code, 0);
+    assert_eq!(f.run(&["incidents", "--url", &d.url]).code, 0);
+    // Touched, and rewritten with the same bytes (an editor's save of an
+    // unchanged file): no change of content.
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    std::fs::write(f.path("branchguard.yaml"), &cfg).unwrap();
+    let t = std::time::SystemTime::now();
+    std::fs::File::options()
+        .write(true)
+        .open(f.path("playbooks/conflict.yaml"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    // Nothing happens for five seconds (the file watcher settles in 0.3 s).
+    let watch = branchguard::clock::Stopwatch::start();
+    while watch.seconds() < 5.0 {
+        assert_eq!(reloads(), Some(at_start), "a read or touch reloaded");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // One change of content: exactly one reload, and no more after it.
+    let pb = std::fs::read_to_string(f.path("playbooks/failover.yaml")).unwrap();
+    std::fs::write(
+        f.path("playbooks/failover.yaml"),
+        pb.replace("name: Failover", "name: Failover, edited"),
+    )
+    .unwrap();
+    wait_for(WAIT, "one reload", || {
+        (reloads() == Some(at_start + 1.0)).then_some(())
+    });
+    let watch = branchguard::clock::Stopwatch::start();
+    while watch.seconds() < 3.0 {
+        assert_eq!(reloads(), Some(at_start + 1.0), "one change, one reload");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

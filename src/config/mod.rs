@@ -13,4 +13,4 @@ mod model;
 mod validate;
 
 pub use model::*;
-pub use validate::{Records, load, records};
+pub use validate::{Records, is_yaml_file, load, records};

@@ -1,13 +1,18 @@
 //! File-watch reload: the configuration file and the playbook and drill
 //! directories are watched (editors save by writing a temporary file and
 //! renaming it, so directories are watched, not files); a burst of changes
-//! triggers one reload through the one reload path.
+//! triggers one reload through the one reload path, and only when what the
+//! files hold changed.
+//!
+//! **Invariant:** reading a watched file never reloads: reads are not
+//! events here, and a touched or rewritten-unchanged file leaves the
+//! fingerprint of the files as it was (`tests/watch.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -68,8 +73,15 @@ pub async fn run(reloader: Arc<Reloader>, stop: CancellationToken) {
         None,
         move |r: notify_debouncer_full::DebounceEventResult| {
             if let Ok(events) = r {
-                let paths = events.into_iter().flat_map(|e| e.event.paths).collect();
-                let _ = tx.send(paths);
+                // Reads (`cat`, `check`, the reload itself) are not changes.
+                let paths: Vec<PathBuf> = events
+                    .into_iter()
+                    .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
+                    .flat_map(|e| e.event.paths)
+                    .collect();
+                if !paths.is_empty() {
+                    let _ = tx.send(paths);
+                }
             }
         },
     ) {
@@ -100,8 +112,11 @@ pub async fn run(reloader: Arc<Reloader>, stop: CancellationToken) {
         if !reloader.current().config.watch_files || !paths.iter().any(|p| interest.matters(p)) {
             continue;
         }
+        // Reading or touching a file is no change: only a change of what
+        // the files hold reloads, once (a reload's own reads come back
+        // here as events, and would reload forever).
         let r = Arc::clone(&reloader);
-        let _ = tokio::task::spawn_blocking(move || r.reload("file-watch")).await;
+        let _ = tokio::task::spawn_blocking(move || r.reload_if_changed("file-watch")).await;
         interest = Interest::of(&reloader);
     }
 }

@@ -220,6 +220,16 @@ impl Daemon {
             .expect("the metrics text")
     }
 
+    /// One sample of the metrics page: the value of the line that starts
+    /// with `series` (a name with its labels), or `None`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
     /// What the daemon has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

@@ -29,6 +29,11 @@ use crate::target::Target;
 use crate::template::Template;
 
 /// Loads the config file and the playbook and drill directories it names.
+/// Whether a directory entry is one a load reads: a `.yaml` or `.yml` file.
+pub fn is_yaml_file(p: &Path) -> bool {
+    p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
 /// Where the records are kept, read from the configuration file alone.
 #[derive(Debug, Clone)]
 pub struct Records {
@@ -259,9 +264,7 @@ pub(super) fn read_dir_yaml(
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
+        .filter(|p| is_yaml_file(p))
         .collect();
     paths.sort();
     let mut out = Vec::new();
