@@ -235,9 +235,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         .filter_map(|(name, read)| {
             let (was, now) = (read(old), read(new));
             (was != now).then(|| {
-                format!(
-                    "{name}: the file says {now}, the daemon keeps {was} until it is restarted"
-                )
+                format!("{name}: the file says {now}, the daemon keeps {was} until it is restarted")
             })
         })
         .collect()
@@ -266,14 +264,38 @@ mod tests {
         let tls = "tls: { cert: cert.pem, key: key.pem }\n";
         let old = load(&format!("{base}{tls}"));
         let changes: &[(&str, String)] = &[
-            ("listen", base.replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:9711") + tls),
-            ("data_dir", base.replace("data_dir: ./data", "data_dir: ./data2") + tls),
-            ("tls", format!("{base}tls: {{ cert: cert2.pem, key: key.pem }}\n")),
-            ("limits.body_bytes", format!("{base}{tls}limits: {{ body_bytes: 2048 }}\n")),
-            ("limits.request_timeout", format!("{base}{tls}limits: {{ request_timeout: 5s }}\n")),
-            ("limits.header_timeout", format!("{base}{tls}limits: {{ header_timeout: 3s }}\n")),
-            ("limits.connections", format!("{base}{tls}limits: {{ connections: 64 }}\n")),
-            ("audit.key_file", format!("{base}{tls}audit: {{ key_file: other.key }}\n")),
+            (
+                "listen",
+                base.replace("listen: 127.0.0.1:0", "listen: 127.0.0.1:9711") + tls,
+            ),
+            (
+                "data_dir",
+                base.replace("data_dir: ./data", "data_dir: ./data2") + tls,
+            ),
+            (
+                "tls",
+                format!("{base}tls: {{ cert: cert2.pem, key: key.pem }}\n"),
+            ),
+            (
+                "limits.body_bytes",
+                format!("{base}{tls}limits: {{ body_bytes: 2048 }}\n"),
+            ),
+            (
+                "limits.request_timeout",
+                format!("{base}{tls}limits: {{ request_timeout: 5s }}\n"),
+            ),
+            (
+                "limits.header_timeout",
+                format!("{base}{tls}limits: {{ header_timeout: 3s }}\n"),
+            ),
+            (
+                "limits.connections",
+                format!("{base}{tls}limits: {{ connections: 64 }}\n"),
+            ),
+            (
+                "audit.key_file",
+                format!("{base}{tls}audit: {{ key_file: other.key }}\n"),
+            ),
         ];
         assert_eq!(
             changes.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
@@ -286,7 +308,10 @@ mod tests {
             // The audit key's default place is in the data directory.
             let also = usize::from(*name == "data_dir");
             assert_eq!(said.len(), 1 + also, "{name}: {said:?}");
-            assert!(said[0].starts_with(&format!("{name}: the file says")), "{said:?}");
+            assert!(
+                said[0].starts_with(&format!("{name}: the file says")),
+                "{said:?}"
+            );
         }
         // A live setting is not reported.
         let live = load(&format!("{base}{tls}limits: {{ denied_per_second: 9 }}\n"));

@@ -340,6 +340,8 @@ mod tests {
             targets: BTreeMap::new(),
             raise: Vec::new(),
             started_by: None,
+            on_done: Default::default(),
+            left_out: Default::default(),
             via: None,
         };
         let trend: BTreeMap<String, Vec<TrendPoint>> = [(

@@ -540,3 +540,49 @@ fn digest_windows_take_zero_for_none_and_at_most_an_hour() {
         ],
     );
 }
+
+/// Drill targets: `10m` (to the first answer), `{ done: 10m }` (to done),
+/// `none` (not scored); a step whose target cannot fall within the drill's
+/// timeout is warned about where it is written (exit 0), and a malformed
+/// target is an error at its place.
+#[test]
+fn drill_targets_to_done_and_unreachable_ones_are_checked() {
+    let f = Fixture::base();
+    let pb = std::fs::read_to_string(f.path("playbooks/failover.yaml")).unwrap();
+    f.write(
+        "playbooks/failover.yaml",
+        &format!("{pb}  - id: report\n    assignee: branch-head\n    deadline: 72h\n"),
+    );
+    f.write(
+        "drills/failover-drill.yaml",
+        "id: failover-drill\nplaybook: failover\nbranches: all\nevent: { kind: system.down, labels: { system: core } }\ntargets: { switch: { done: 5m } }\ntimeout: 30m\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("drills/") && l.contains("warning:"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "drills/failover-drill.yaml:6:10: warning: timeout: step `report`: its target (the step's deadline, 72h) cannot fall within the drill's timeout (30m): it is left out of the score (say `report: none` if that is meant)"
+        ],
+        "{}",
+        out.stderr
+    );
+    // Said on purpose: no warning.
+    f.write(
+        "drills/failover-drill.yaml",
+        "id: failover-drill\nplaybook: failover\nbranches: all\nevent: { kind: system.down, labels: { system: core } }\ntargets: { switch: { done: 5m }, report: none }\ntimeout: 30m\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stderr.contains("drills/"), "{}", out.stderr);
+    f.write(
+        "drills/failover-drill.yaml",
+        "id: failover-drill\nplaybook: failover\nbranches: all\nevent: { kind: system.down, labels: { system: core } }\ntargets: { switch: { finished: 5m } }\n",
+    );
+    assert_errors(&f, &["drills/failover-drill.yaml:5:"]);
+}

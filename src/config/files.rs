@@ -394,8 +394,10 @@ pub struct DrillFile {
     pub schedule: Option<S>,
     pub branches: S<BranchSelection>,
     pub event: DrillEventFile,
+    /// Per step: `10m` (time to the first acknowledgement or done) or
+    /// `{ done: 10m }` (time to done).
     #[serde(default)]
-    pub targets: BTreeMap<String, S>,
+    pub targets: BTreeMap<String, S<TargetValue>>,
     pub timeout: Option<S>,
     #[serde(default)]
     pub missed: MissedPolicy,
@@ -410,6 +412,48 @@ pub struct DrillFile {
     pub pass_score: Option<S<f64>>,
     #[serde(default)]
     pub live: bool,
+}
+
+/// A drill target as written: a duration, or `{ done: DURATION }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetValue {
+    /// Time to the first acknowledgement (or done).
+    Respond(String),
+    /// Time to done.
+    Done(String),
+}
+
+impl<'de> Deserialize<'de> for TargetValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TargetValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a duration such as `10m` (time to answer), or `{ done: 10m }` (time to done)",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TargetValue, E> {
+                Ok(TargetValue::Respond(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<TargetValue, A::Error> {
+                let mut done = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    if k == "done" {
+                        done = Some(m.next_value::<String>()?);
+                    } else {
+                        return Err(serde::de::Error::unknown_field(&k, &["done"]));
+                    }
+                }
+                done.map(TargetValue::Done)
+                    .ok_or_else(|| serde::de::Error::missing_field("done"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]

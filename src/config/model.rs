@@ -598,7 +598,7 @@ pub struct Drill {
     pub schedule: Option<Schedule>,
     pub branches: BranchSelection,
     pub event: DrillEvent,
-    pub targets: BTreeMap<String, Delay>,
+    pub targets: BTreeMap<String, DrillTarget>,
     pub timeout: Duration,
     pub missed: MissedPolicy,
     pub starting_deadline: Duration,
@@ -609,6 +609,15 @@ pub struct Drill {
     pub raise: Vec<(Duration, BTreeMap<String, String>)>,
     pub pass_score: f64,
     pub live: bool,
+}
+
+/// A step's target in a drill: how long, and measured to what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrillTarget {
+    /// `None`: not scored in this drill (`STEP: none`).
+    pub delay: Option<Delay>,
+    /// Measured to done (`{ done: 10m }`), not to the first answer.
+    pub done: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -60,10 +60,30 @@ impl Engine {
             .steps
             .iter()
             .map(|s| {
-                let delay = d.targets.get(&s.id).unwrap_or(&s.deadline);
+                let delay = d
+                    .targets
+                    .get(&s.id)
+                    .and_then(|t| t.delay.as_ref())
+                    .unwrap_or(&s.deadline);
                 let secs = (delay.after(now, &cal) - now).num_milliseconds() as f64 / 1000.0;
                 (s.id.clone(), secs)
             })
+            .collect();
+        let on_done = d
+            .targets
+            .iter()
+            .filter(|(_, t)| t.done)
+            .map(|(s, _)| s.clone())
+            .collect();
+        // A step whose target cannot fall within the run (a 72-hour report in
+        // a 30-minute drill) is left out of the score, not scored 0.
+        let left_out = targets
+            .iter()
+            .filter(|(s, secs)| {
+                **secs > d.timeout.as_secs_f64()
+                    || d.targets.get(*s).is_some_and(|t| t.delay.is_none())
+            })
+            .map(|(s, _)| s.clone())
             .collect();
         let id = self.next_run;
         self.next_run += 1;
@@ -95,6 +115,8 @@ impl Engine {
                 .iter()
                 .map(|(after, labels)| (after.as_secs() as i64, labels.clone()))
                 .collect(),
+            on_done,
+            left_out,
             // A manual run names its starter (`run_drill`); the others are the daemon's.
             started_by: (trigger != "manual").then(|| trigger.to_string()),
             via: (trigger != "manual").then(|| VIA_ENGINE.to_string()),
@@ -237,7 +259,13 @@ impl Engine {
             let (Some(run), IncidentStatus::Open) = (inc.drill_run, inc.status) else {
                 continue;
             };
-            let pending = inc.steps.iter().any(|s| s.state.is_open());
+            // Steps left out of the score (longer than the drill) do not
+            // keep it running.
+            let left_out = self.runs.get(&run).map(|r| &r.left_out);
+            let pending = inc
+                .steps
+                .iter()
+                .any(|s| s.state.is_open() && !left_out.is_some_and(|l| l.contains(&s.id)));
             if !pending {
                 self.end_branch(run, iid, RunStatus::Finished, None, now, round);
             }
@@ -425,10 +453,9 @@ impl Engine {
         round: &mut Round,
     ) {
         let Some(r) = self.runs.get(&run) else { return };
-        let targets = r.targets.clone();
         let pass_score = r.pass_score;
         let steps = match (status, self.live.get(&iid)) {
-            (RunStatus::Finished, Some(inc)) => scored_steps(inc, &targets),
+            (RunStatus::Finished, Some(inc)) => scored_steps(inc, r),
             _ => Vec::new(),
         };
         let mut steps = steps;
@@ -520,8 +547,11 @@ impl Engine {
     }
 }
 
-/// The steps people answer (tasks and roll calls), with their responses, for scoring.
-fn scored_steps(inc: &Incident, targets: &BTreeMap<String, f64>) -> Vec<StepScore> {
+/// The steps people answer (tasks and roll calls), with their responses, for
+/// scoring: to the first answer, or to done where the target says so; steps
+/// left out of the run (longer than it) are inactive.
+fn scored_steps(inc: &Incident, drill: &DrillRun) -> Vec<StepScore> {
+    let targets = &drill.targets;
     let Some(pb) = inc.playbook.as_ref() else {
         return Vec::new();
     };
@@ -544,8 +574,12 @@ fn scored_steps(inc: &Incident, targets: &BTreeMap<String, f64>) -> Vec<StepScor
                 target_seconds: targets.get(&run.id).copied().unwrap_or(0.0),
                 weight: spec.weight,
                 critical: spec.critical,
-                active: run.activated_at.is_some(),
-                response_seconds: run.response_seconds,
+                active: run.activated_at.is_some() && !drill.left_out.contains(&run.id),
+                response_seconds: if drill.on_done.contains(&run.id) {
+                    run.done_at.and_then(since)
+                } else {
+                    run.response_seconds
+                },
                 roll_call,
                 credit: None,
                 by: run.by.clone(),

@@ -40,12 +40,13 @@ fn engine_with(l: Loaded, now: DateTime<Utc>) -> Engine {
     Engine::new(l, Vec::new(), 1, 1, now, &mut Round::default())
 }
 
-fn act(e: &mut Engine, iid: i64, step: &str, verb: Verb, by: &str, now: DateTime<Utc>) {
+fn act(e: &mut Engine, iid: i64, step: &str, verb: Verb, by: &str, now: DateTime<Utc>) -> Round {
     let mut r = Round::default();
     e.step_action(iid, step, verb, Who::new(Some(by), None), now, &mut r)
         .unwrap();
     e.tick(now, &mut r);
     e.finish(&mut r);
+    r
 }
 
 fn tick(e: &mut Engine, now: DateTime<Utc>) -> Round {
@@ -101,13 +102,23 @@ fn a_run_is_scored_from_the_answer_times_as_the_rule_says() {
             .any(|h| h.detail.contains("recorded, not sent"))
     );
 
+    // The switch is scored on done (`{ done: 10m }`): acknowledged at 21 s,
+    // done at 7m34s, within its target.
     act(
         &mut e,
         iid,
         "switch-to-backup",
         Verb::Ack,
         "sun.hao",
-        t0() + Duration::minutes(5),
+        t0() + Duration::seconds(21),
+    );
+    act(
+        &mut e,
+        iid,
+        "switch-to-backup",
+        Verb::Done,
+        "sun.hao",
+        t0() + Duration::seconds(454),
     );
     act(
         &mut e,
@@ -126,8 +137,10 @@ fn a_run_is_scored_from_the_answer_times_as_the_rule_says() {
     assert_eq!(done.status, RunStatus::Finished);
     let b = &done.branches[0];
     let credit = |s: &str| b.steps.iter().find(|x| x.id == s).unwrap().credit;
-    // By hand: 5m of 10m → 100; 15m of 10m → 100 − 50·5/10 = 75; never → 0.
+    // By hand: done at 7m34s of 10m → 100; 15m of 10m → 100 − 50·5/10 = 75; never → 0.
     assert_eq!(credit("switch-to-backup"), Some(100.0));
+    let switch = b.steps.iter().find(|x| x.id == "switch-to-backup").unwrap();
+    assert_eq!(switch.response_seconds, Some(454.0), "measured to done");
     assert_eq!(credit("manual-vouchers"), Some(75.0));
     assert_eq!(credit("guide-customers"), Some(0.0));
     // The follow-up never started: left out.
@@ -497,4 +510,83 @@ fn a_sunday_night_window_holds_back_events_in_the_branch_s_own_time() {
     let mut r = Round::default();
     let out = e.ingest(vec![(ev(after), after)], "test", after, &mut r);
     assert_eq!(out[0].1.len(), 1, "after the window the incident opens");
+}
+
+/// A bare acknowledgement does not finish the switchover: the bundled
+/// failover drill scores the switch on done.
+#[test]
+fn the_bundled_failover_drill_scores_the_switch_when_it_is_done_not_when_acknowledged() {
+    let mut e = engine_with(loaded(), t0());
+    let (id, iid, _) = run(&mut e, "failover-monthly", "sh-001", t0());
+    act(
+        &mut e,
+        iid,
+        "switch-to-backup",
+        Verb::Ack,
+        "sun.hao",
+        t0() + Duration::seconds(21),
+    );
+    for s in ["manual-vouchers", "guide-customers"] {
+        act(
+            &mut e,
+            iid,
+            s,
+            Verb::Done,
+            "wang.fang",
+            t0() + Duration::seconds(30),
+        );
+    }
+    // Done after 2T (20m): 25, and a late critical step fails the run.
+    let r = act(
+        &mut e,
+        iid,
+        "switch-to-backup",
+        Verb::Done,
+        "sun.hao",
+        t0() + Duration::minutes(21),
+    );
+    let done = stored(&r, id);
+    let b = &done.branches[0];
+    let switch = b.steps.iter().find(|x| x.id == "switch-to-backup").unwrap();
+    assert_eq!(switch.credit, Some(25.0));
+    assert_eq!(done.passed, Some(false));
+}
+
+/// A perfect evacuation drill answered at once scores 100: the 4-hour,
+/// 24-hour and 72-hour steps cannot fall within its 30 minutes and are left
+/// out, not scored 0, and the run ends when the rest is answered.
+#[test]
+fn the_bundled_evacuation_drill_answered_at_once_scores_100() {
+    let mut e = engine_with(loaded(), t0());
+    let (id, iid, _) = run(&mut e, "evacuation-half-yearly", "sh-001", t0());
+    let at = t0() + Duration::seconds(30);
+    let inc = e.live_incident(iid).unwrap().clone();
+    let mut last = Round::default();
+    for s in &inc.steps {
+        if !s.state.is_open()
+            || ["mutual-aid", "priority-payments", "damage-report"].contains(&s.id.as_str())
+        {
+            continue;
+        }
+        if s.roll_call.is_empty() {
+            last = act(&mut e, iid, &s.id, Verb::Done, "xu.ming", at);
+        } else {
+            for p in s.roll_call.clone() {
+                last = act(&mut e, iid, &s.id, Verb::Safe, &p, at);
+            }
+        }
+    }
+    let done = stored(&last, id);
+    assert_eq!(
+        done.status,
+        RunStatus::Finished,
+        "ended once answered, not at the timeout"
+    );
+    let b = &done.branches[0];
+    for s in ["mutual-aid", "priority-payments", "damage-report"] {
+        let step = b.steps.iter().find(|x| x.id == s).unwrap();
+        assert!(!step.active && step.credit.is_none(), "{s} is left out");
+    }
+    assert_eq!(b.score, Some(100.0), "{b:?}");
+    assert_eq!(done.passed, Some(true));
 }

@@ -12,7 +12,7 @@
 //! **Invariant:** a drill never overlaps itself on a branch, and a drill
 //! incident never joins or blocks a real incident (its group key is its own).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -93,6 +93,12 @@ pub struct DrillRun {
     /// Each step's target, in seconds, fixed when the run started.
     #[serde(default)]
     pub targets: BTreeMap<String, f64>,
+    /// Steps whose target is measured to done, not to the first answer.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub on_done: BTreeSet<String>,
+    /// Steps left out of the score: their target is longer than the run.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub left_out: BTreeSet<String>,
     /// Follow-up events: seconds after a branch's start, and the labels added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub raise: Vec<(i64, BTreeMap<String, String>)>,
@@ -358,6 +364,8 @@ impl Engine {
             targets: BTreeMap::new(),
             raise: Vec::new(),
             started_by: None,
+            on_done: Default::default(),
+            left_out: Default::default(),
             via: None,
         });
         round

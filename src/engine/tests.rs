@@ -615,7 +615,11 @@ fn an_incident_whose_playbook_was_removed_still_resolves_by_its_own_version() {
         &[("system", "core-banking")],
     );
     let (out, r) = ingest(&mut e, vec![up], t0() + Duration::minutes(5));
-    assert_eq!(out[0].1, vec![iid], "the resolved event joined its incident");
+    assert_eq!(
+        out[0].1,
+        vec![iid],
+        "the resolved event joined its incident"
+    );
     assert!(r.events[0].matched);
     let inc = r.incidents.iter().find(|i| i.id == iid).unwrap();
     assert_eq!(inc.status, IncidentStatus::Resolved);

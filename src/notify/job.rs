@@ -200,7 +200,10 @@ impl Job {
             .collect();
         // What the first asks leads, as in every subject; then how many
         // more, within the 78 characters a phone shows.
-        let head = first.subject.strip_prefix("[DRILL] ").unwrap_or(&first.subject);
+        let head = first
+            .subject
+            .strip_prefix("[DRILL] ")
+            .unwrap_or(&first.subject);
         let (ask, rest) = head.split_once(' ').unwrap_or((head, ""));
         let subject = crate::engine::cut(
             &format!(

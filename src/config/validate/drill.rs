@@ -61,8 +61,25 @@ pub(super) fn compile_drill(
                 format!("targets.{step}: playbook `{}` has no step `{step}`", pb.id),
             );
         }
-        if let Some(d) = delay(file, v, &format!("targets.{step}"), diags) {
-            targets.insert(step.clone(), d);
+        let (text, done) = match &v.value {
+            TargetValue::Respond(t) => (t.clone(), false),
+            TargetValue::Done(t) => (t.clone(), true),
+        };
+        let at = S {
+            value: text,
+            referenced: v.referenced,
+            defined: v.defined,
+        };
+        if at.value.trim() == "none" && !done {
+            targets.insert(step.clone(), DrillTarget { delay: None, done });
+        } else if let Some(d) = delay(file, &at, &format!("targets.{step}"), diags) {
+            targets.insert(
+                step.clone(),
+                DrillTarget {
+                    delay: Some(d),
+                    done,
+                },
+            );
         }
     }
     let severity = raw.event.severity.unwrap_or(Severity::Major);
@@ -120,6 +137,9 @@ pub(super) fn compile_drill(
     if diags.len() > before || pb.is_none() {
         return None;
     }
+    if let Some(pb) = pb {
+        unreachable_targets(file, &raw, pb, &targets, timeout, diags);
+    }
     Some(Drill {
         id: raw.id.value.clone(),
         name: raw.name.unwrap_or(raw.id.value),
@@ -142,4 +162,56 @@ pub(super) fn compile_drill(
         pass_score,
         live: raw.live,
     })
+}
+
+/// The shortest a target can be, for comparing with the drill's timeout:
+/// a working day is at least a day.
+fn at_least(d: &Delay) -> Duration {
+    match d {
+        Delay::Fixed(d) => *d,
+        Delay::WorkingDays(n) => Duration::from_secs(u64::from(*n) * 86_400),
+    }
+}
+
+/// Warns about each scored step (a task or a roll call, active when the
+/// incident opens) whose target cannot fall within the drill's timeout: the
+/// run leaves it out of the score, and the author should know.
+fn unreachable_targets(
+    file: &str,
+    raw: &DrillFile,
+    pb: &Playbook,
+    targets: &BTreeMap<String, DrillTarget>,
+    timeout: Duration,
+    diags: &mut Diagnostics,
+) {
+    for s in &pb.steps {
+        // Follow-ups never start in a drill (its incident is not resolved).
+        if !matches!(s.action, Action::Task | Action::RollCall(_)) || s.after_resolved {
+            continue;
+        }
+        let (target, given) = match targets.get(&s.id) {
+            Some(DrillTarget { delay: None, .. }) => continue,
+            Some(DrillTarget { delay: Some(d), .. }) => (d, true),
+            None => (&s.deadline, false),
+        };
+        if at_least(target) <= timeout {
+            continue;
+        }
+        let what = if given {
+            format!("its target {target}")
+        } else {
+            format!("its target (the step's deadline, {target})")
+        };
+        let message = format!(
+            "step `{}`: {what} cannot fall within the drill's timeout ({}): it is left out of the score (say `{}: none` if that is meant)",
+            s.id,
+            crate::show::span(timeout),
+            s.id
+        );
+        match (raw.targets.get(&s.id), &raw.timeout) {
+            (Some(v), _) => diags.warn_at_value(file, v, format!("targets.{}: {message}", s.id)),
+            (None, Some(t)) => diags.warn_at_value(file, t, format!("timeout: {message}")),
+            (None, None) => diags.warn_at_value(file, &raw.playbook, message),
+        }
+    }
 }
