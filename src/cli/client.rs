@@ -174,7 +174,11 @@ pub fn incidents_table(v: &Value, zones: &Zones) -> String {
             out,
             "{:<6} {:<9} {:<22} {:<8} {:<4} {:<26} {:<6} {summary}{drill}",
             s(&i["id"]),
-            s(&i["status"]),
+            if i["follow_up"] == true {
+                "follow-up".to_string()
+            } else {
+                s(&i["status"])
+            },
             s(&i["playbook"]),
             s(&i["branch"]),
             s(&i["tier"]),

@@ -84,9 +84,13 @@ pub enum Command {
     },
     /// List incidents, newest first.
     Incidents {
-        /// Only open incidents (not resolved ones).
-        #[arg(long)]
+        /// Only open incidents (same as `--status open`).
+        #[arg(long, conflicts_with = "status")]
         open: bool,
+        /// Only incidents in this state: open, resolved, or follow-up
+        /// (resolved, with follow-up steps such as a 24-hour back-fill still running).
+        #[arg(long, value_parser = ["open", "resolved", "follow-up"])]
+        status: Option<String>,
         /// Only incidents of this branch.
         #[arg(long)]
         branch: Option<String>,
@@ -392,6 +396,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Incidents {
             open,
+            status,
             branch,
             playbook,
             limit,
@@ -400,9 +405,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let c = client::Client::new(&client)?;
             let mut q = vec![("limit".to_string(), limit.to_string())];
-            if open {
-                q.push(("status".into(), "open".into()));
+            let status = if open {
+                Some("open".to_string())
+            } else {
+                status
+            };
+            if let Some(st) = &status {
+                q.push(("status".into(), st.clone()));
             }
+            let narrow = q.clone();
             if let Some(b) = branch {
                 q.push(("branch".into(), b));
             }
@@ -414,6 +425,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let v = c.get("/api/v1/incidents", &q)?;
             out!("{}", client::incidents_table(&v, &c.zones));
+            // Resolved incidents whose follow-up work still runs are not
+            // open, but someone still has to do it: say so.
+            if status.as_deref() == Some("open") {
+                let mut f: Vec<(String, String)> = narrow
+                    .into_iter()
+                    .filter(|(k, _)| k == "branch" || k == "playbook")
+                    .collect();
+                f.push(("status".into(), "follow-up".into()));
+                f.push(("limit".into(), "1000".into()));
+                let follow = c.get("/api/v1/incidents", &f)?;
+                let n = follow["items"].as_array().map_or(0, Vec::len);
+                if n > 0 {
+                    outln!(
+                        "and {n} resolved incident(s) with follow-up steps still running: `incidents --status follow-up`"
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Incident {

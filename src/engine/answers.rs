@@ -30,8 +30,9 @@ impl Engine {
             .ok_or_else(|| ActionError::NoStep(iid, step.to_string()))?;
         let actor = who;
         let who = who.by().to_string();
-        if !run.state.is_open() {
+        if !run.open() {
             let why = match run.state {
+                _ if run.closed => "was closed when its incident was resolved",
                 StepState::Pending => "has not started",
                 StepState::Skipped => "was skipped",
                 StepState::Failed => "has failed",
@@ -159,22 +160,36 @@ impl Engine {
             ));
         }
         let mut skipped = Vec::new();
+        let mut taken = Vec::new();
         let mut withdrawn = Vec::new();
         for (run, spec) in inc.steps.iter_mut().zip(&pb.steps) {
             if spec.after_resolved {
                 continue;
             }
-            if run.state.is_open()
+            if run.open()
                 && let Action::Webhook { channel, .. } = &spec.action
             {
                 // Its announcement is still undelivered: stop retrying it.
                 withdrawn.push((run.id.clone(), channel.clone()));
             }
-            if run.state == StepState::Pending || run.state.is_open() {
-                run.state = StepState::Skipped;
-                run.running = false;
+            let unfinished = run.state == StepState::Pending || run.open();
+            // An acknowledged step stays acknowledged: someone took it, and
+            // the record must not read as if it had been skipped.
+            if run.close() {
+                taken.push(run.id.clone());
+            } else if unfinished {
                 skipped.push(run.id.clone());
             }
+        }
+        for step in &taken {
+            Self::history_of(
+                round,
+                iid,
+                now,
+                "step.closed",
+                &who,
+                format!("step {step}: incident resolved before done (it stays acknowledged)"),
+            );
         }
         for (step, channel) in withdrawn {
             Self::history_of(

@@ -92,7 +92,7 @@ impl Engine {
         let Some((idx, run)) = inc.step_mut(step) else {
             return;
         };
-        if !run.state.is_open() {
+        if !run.open() {
             return;
         }
         if a.update.delivered_at.is_some() {

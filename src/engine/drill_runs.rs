@@ -265,7 +265,7 @@ impl Engine {
             let pending = inc
                 .steps
                 .iter()
-                .any(|s| s.state.is_open() && !left_out.is_some_and(|l| l.contains(&s.id)));
+                .any(|s| s.open() && !left_out.is_some_and(|l| l.contains(&s.id)));
             if !pending {
                 self.end_branch(run, iid, RunStatus::Finished, None, now, round);
             }
@@ -465,10 +465,7 @@ impl Engine {
             inc.status = IncidentStatus::Resolved;
             inc.resolved_at = Some(now);
             for s in inc.steps.iter_mut() {
-                if s.state == StepState::Pending || s.state.is_open() {
-                    s.state = StepState::Skipped;
-                    s.running = false;
-                }
+                s.close();
             }
             self.groups.remove(&inc.group_key);
             round.touched.insert(iid);

@@ -563,7 +563,7 @@ fn the_bundled_evacuation_drill_answered_at_once_scores_100() {
     let inc = e.live_incident(iid).unwrap().clone();
     let mut last = Round::default();
     for s in &inc.steps {
-        if !s.state.is_open()
+        if !s.open()
             || ["mutual-aid", "priority-payments", "damage-report"].contains(&s.id.as_str())
         {
             continue;

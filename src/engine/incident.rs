@@ -90,6 +90,10 @@ pub struct StepRun {
     /// A command action is running (set when started, cleared when it ends).
     #[serde(default)]
     pub running: bool,
+    /// Acknowledged, and its incident resolved before it was done: it keeps
+    /// its state (the record says who took it), but nothing runs on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
 }
 
 /// An incident: one playbook applied to one group.
@@ -151,12 +155,32 @@ impl StepRun {
     pub fn state_name(&self) -> &'static str {
         self.state.as_str()
     }
+
+    /// Still someone's job: its timers run and it may be answered.
+    pub fn open(&self) -> bool {
+        self.state.is_open() && !self.closed
+    }
+
+    /// Closes a step whose incident ends: an acknowledged one keeps its state
+    /// (closed), anything else not finished is skipped. Returns whether it
+    /// was acknowledged.
+    pub fn close(&mut self) -> bool {
+        self.running = false;
+        if self.state == StepState::Acknowledged && !self.closed {
+            self.closed = true;
+            return true;
+        }
+        if self.state == StepState::Pending || self.open() {
+            self.state = StepState::Skipped;
+        }
+        false
+    }
 }
 
 impl Incident {
     /// Live incidents stay in the engine's memory: open, or with follow-ups still running.
     pub fn is_live(&self) -> bool {
-        self.status == IncidentStatus::Open || self.steps.iter().any(|s| s.state.is_open())
+        self.status == IncidentStatus::Open || self.steps.iter().any(StepRun::open)
     }
 
     pub fn step_mut(&mut self, id: &str) -> Option<(usize, &mut StepRun)> {

@@ -322,7 +322,7 @@ impl Engine {
                 .to_string(),
         );
         round.touched.insert(iid);
-        if !run.state.is_open() {
+        if !run.open() {
             return;
         }
         if ok {
@@ -389,6 +389,7 @@ pub(super) fn pending_step(s: &Step) -> StepRun {
         confirmed: BTreeSet::new(),
         confirmed_at: BTreeMap::new(),
         running: false,
+        closed: false,
     }
 }
 

@@ -627,3 +627,64 @@ fn an_incident_whose_playbook_was_removed_still_resolves_by_its_own_version() {
     let (out, _) = ingest(&mut e, vec![core_down()], t0() + Duration::minutes(6));
     assert!(out[0].1.is_empty());
 }
+
+/// The failover was taken in hand but not marked done when core banking came
+/// back: the record keeps it acknowledged (never "skipped"), nothing runs on
+/// it any more, and the incident lives on for its 24-hour back-fill.
+#[test]
+fn an_acknowledged_step_stays_acknowledged_when_its_incident_resolves() {
+    let mut e = engine();
+    let (out, _) = ingest(&mut e, vec![core_down()], t0());
+    let iid = out[0].1[0];
+    let mut r = Round::default();
+    e.step_action(
+        iid,
+        "switch-to-backup",
+        Verb::Ack,
+        Who::new(Some("sun.hao"), None),
+        t0() + Duration::seconds(21),
+        &mut r,
+    )
+    .unwrap();
+    let up = ev(
+        "system.down",
+        "sh-001",
+        Status::Resolved,
+        &[("system", "core-banking")],
+    );
+    let (_, r) = ingest(&mut e, vec![up], t0() + Duration::minutes(8));
+    let inc = e.live_incident(iid).expect("live: the back-fill runs");
+    assert_eq!(inc.status, IncidentStatus::Resolved);
+    let sw = step(&e, iid, "switch-to-backup");
+    assert_eq!(sw.state, StepState::Acknowledged);
+    assert!(sw.closed && !sw.open());
+    assert!(
+        r.history.iter().any(|h| h.what == "step.closed"
+            && h.detail
+                .contains("switch-to-backup: incident resolved before done")),
+        "{:?}",
+        r.history
+    );
+    assert_eq!(step(&e, iid, "backfill-ledger").state, StepState::Notified);
+    // No escalation or overdue notice for the closed step, ever.
+    let mut r = Round::default();
+    e.tick(t0() + Duration::hours(2), &mut r);
+    assert!(
+        !r.outbox
+            .iter()
+            .any(|n| n.step.as_deref() == Some("switch-to-backup")),
+        "{:?}",
+        r.outbox
+    );
+    // And it cannot be answered any more.
+    let mut r = Round::default();
+    let again = e.step_action(
+        iid,
+        "switch-to-backup",
+        Verb::Done,
+        Who::new(Some("sun.hao"), None),
+        t0() + Duration::hours(2),
+        &mut r,
+    );
+    assert!(matches!(again, Err(ActionError::Conflict(m)) if m.contains("closed")));
+}

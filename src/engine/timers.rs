@@ -50,7 +50,7 @@ impl Engine {
         let pb = inc.playbook.as_ref()?;
         let mut best: Option<DateTime<Utc>> = None;
         for (run, spec) in inc.steps.iter().zip(&pb.steps) {
-            let (Some(start), true) = (run.activated_at, run.state.is_open()) else {
+            let (Some(start), true) = (run.activated_at, run.open()) else {
                 continue;
             };
             let esc = spec
@@ -106,7 +106,7 @@ impl Engine {
             let spec = &pb.steps[idx];
             while let Some(inc) = self.live.get(&iid) {
                 let run = &inc.steps[idx];
-                let (Some(start), true) = (run.activated_at, run.state.is_open()) else {
+                let (Some(start), true) = (run.activated_at, run.open()) else {
                     break;
                 };
                 let Some(e) = spec.escalate.get(run.escalations_fired) else {
@@ -156,7 +156,7 @@ impl Engine {
             let Some(deadline) = run.deadline else {
                 continue;
             };
-            if run.state.is_open() && !run.overdue_escalated && deadline <= now {
+            if run.open() && !run.overdue_escalated && deadline <= now {
                 let inc = inc.clone();
                 let late = late_note(deadline, now, &self.loaded, &inc.branch);
                 // Overdue reaches the owner, everyone the step escalates to, and

@@ -26,7 +26,7 @@ pub struct Limits {
 
 /// A step that is someone's job and past its deadline.
 fn overdue(s: &StepRun, now: DateTime<Utc>) -> bool {
-    s.state.is_open() && s.deadline.is_some_and(|d| d <= now)
+    s.open() && s.deadline.is_some_and(|d| d <= now)
 }
 
 /// Most urgent first: overdue steps, then the higher tier, then the nearest
@@ -36,7 +36,7 @@ fn urgency(i: &Incident, now: DateTime<Utc>) -> impl Ord {
     let next = i
         .steps
         .iter()
-        .filter(|s| s.state.is_open())
+        .filter(|s| s.open())
         .filter_map(|s| s.deadline)
         .min()
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
@@ -59,7 +59,7 @@ fn step_view(s: &StepRun, cfg: &Config, branch: &str, now: DateTime<Utc>) -> Val
         "id": s.id, "title": s.title, "state": s.state_name(), "owner": owner,
         "deadline": s.deadline, "overdue": overdue(s, now),
         "acknowledged_at": s.acknowledged_at, "done_at": s.done_at, "by": s.by,
-        "response_seconds": s.response_seconds,
+        "response_seconds": s.response_seconds, "closed": s.closed, "critical": s.critical,
         "roll_call_missing": if s.roll_call.is_empty() { Value::Null } else { json!(missing) },
     })
 }
@@ -139,6 +139,31 @@ pub fn incidents(
         "by_playbook": by_playbook.iter().map(|(p, n)| json!({"playbook": p, "name": playbook_name(p), "open": n})).collect::<Vec<_>>(),
         "branches": branch_rows, "branches_total": branches.len(),
         "items": items, "matching": matching,
+    })
+}
+
+/// Resolved incidents whose follow-up steps still run (a 24-hour back-fill,
+/// a 72-hour report): nearest deadline first.
+pub fn follow_ups(
+    list: &[Incident],
+    cfg: &Config,
+    playbook_name: impl Fn(&str) -> String,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Value {
+    let mut listed: Vec<&Incident> = list.iter().collect();
+    listed.sort_by_cached_key(|i| urgency(i, now));
+    json!({
+        "count": list.len(),
+        "items": listed
+            .iter()
+            .take(limits.incidents)
+            .map(|i| {
+                let mut v = incident_view(i, cfg, &playbook_name(&i.playbook_id), now);
+                v["resolved_at"] = json!(i.resolved_at);
+                v
+            })
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -89,11 +89,17 @@ pub async fn data(
     let scope = who.scope();
     let within = scope.list();
     let sc = scope.clone();
-    let (open, truncated, runs, silences) = read(&s, move |st| {
+    let (open, truncated, runs, silences, follow) = read(&s, move |st| {
         let page = st.list_incidents(&IncidentQuery {
             status: Some("open".into()),
             scope: sc.clone(),
             limit: OPEN_READ,
+            ..IncidentQuery::default()
+        })?;
+        let follow = st.list_incidents(&IncidentQuery {
+            status: Some("follow-up".into()),
+            scope: sc.clone(),
+            limit: 1000,
             ..IncidentQuery::default()
         })?;
         let runs = st.list_drill_runs(&DrillRunQuery {
@@ -108,6 +114,7 @@ pub async fn data(
             page.next.is_some(),
             runs.items,
             st.silences(false)?,
+            follow.items,
         ))
     })
     .await?;
@@ -176,6 +183,7 @@ pub async fn data(
             "silence": may(Need::Silence), "drill_run": may(Need::DrillRun),
         },
         "incidents": incidents,
+        "follow_up": board::follow_ups(&follow, cfg, name, now, &limits),
         "probes": board::probes(&states, sees, &limits),
         "silences": silences,
         "maintenance": windows,

@@ -71,11 +71,13 @@ pub async fn list(
     let p = params(q)?;
     let (limit, cursor) = parse_limit(&p)?;
     if let Some(st) = &p.status
-        && st != "open"
-        && st != "resolved"
+        && !matches!(st.as_str(), "open" | "resolved" | "follow-up")
     {
         return Err(ApiError::bad(
-            format!("invalid status `{st}`: expected open or resolved"),
+            format!(
+                "invalid status `{}`: expected open, resolved or follow-up (resolved, with follow-up steps still running)",
+                crate::diag::clip_quotes(st)
+            ),
             "status",
         ));
     }

@@ -126,9 +126,9 @@ pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Respo
         || match claims.action {
             LinkAction::Safe => step.confirmed.contains(&claims.person),
             LinkAction::Ack | LinkAction::AckForTeam => {
-                step.acknowledged_at.is_some() || !step.state.is_open()
+                step.acknowledged_at.is_some() || !step.open()
             }
-            LinkAction::Done => !step.state.is_open(),
+            LinkAction::Done => !step.open(),
             LinkAction::Escalate => inc.status != crate::engine::IncidentStatus::Open,
         };
     let title = match claims.action {

@@ -24,7 +24,7 @@ pub fn incident_json(
                 "critical": s.critical, "deadline": s.deadline, "activated_at": s.activated_at,
                 "notified_at": s.notified_at, "acknowledged_at": s.acknowledged_at, "done_at": s.done_at,
                 "response_seconds": s.response_seconds, "by": s.by, "escalations": s.escalations_fired,
-                "overdue": s.overdue_escalated,
+                "overdue": s.overdue_escalated, "closed": s.closed,
             });
             if !s.roll_call.is_empty() {
                 let missing: Vec<Value> = s
@@ -42,6 +42,8 @@ pub fn incident_json(
         "tier": i.tier, "status": i.status, "drill": i.drill, "group": i.group, "opened_at": i.opened_at,
         "resolved_at": i.resolved_at, "event_count": i.event_count, "kind": i.kind, "severity": i.severity,
         "summary": i.summary, "labels": i.labels, "steps": steps, "attached": i.attached,
+        // Resolved, with follow-up steps still running (`status=follow-up`).
+        "follow_up": i.status == crate::engine::IncidentStatus::Resolved && i.is_live(),
     });
     if let Some(h) = history {
         v["history"] = json!(

@@ -79,6 +79,7 @@ pub struct DrillRunQuery {
 
 #[derive(Debug, Default, Clone)]
 pub struct IncidentQuery {
+    /// `open`, `resolved`, or `follow-up` (resolved with steps still open).
     pub status: Option<String>,
     pub branch: Option<String>,
     /// Only the scope's branches.

@@ -157,7 +157,7 @@ function tiles(d) {
 function stepButtons(i, s, can) {
   const b = [];
   const label = (verb) => `${verb} “${esc(s.title)}” of incident #${i.id}`;
-  const open = ['notified', 'acknowledged', 'overdue'].includes(s.state);
+  const open = ['notified', 'acknowledged', 'overdue'].includes(s.state) && !s.closed;
   if (can.answer && open && !s.acknowledged_at) {
     b.push(`<button type="button" data-act="ack" data-id="${i.id}" data-step="${esc(s.id)}" aria-label="${label('Acknowledge')}">Acknowledge</button>`);
   }
@@ -170,14 +170,15 @@ function stepButtons(i, s, can) {
 function incidentCard(i, can) {
   const late = i.steps.some((s) => s.overdue);
   const steps = i.steps.map((s) => {
-    const open = ['notified', 'acknowledged', 'overdue'].includes(s.state);
+    const open = ['notified', 'acknowledged', 'overdue'].includes(s.state) && !s.closed;
     const due = open && s.deadline
       ? `<span class="countdown" data-deadline="${esc(s.deadline)}">${esc(countdown(s.deadline))}</span>` : '';
     const ack = s.acknowledged_at ? `acknowledged by ${esc(s.by || '?')}` : (open ? 'not acknowledged' : '');
     const missing = s.roll_call_missing && s.roll_call_missing.length
       ? `<span>not yet safe: ${s.roll_call_missing.map(esc).join(', ')}</span>` : '';
+    const state = s.closed ? `${s.state} (incident resolved before done)` : s.state;
     return `<div class="step${s.overdue ? ' overdue' : ''}" data-step="${i.id}:${esc(s.id)}" data-open="${open ? 1 : 0}">
-      <span class="title">${esc(s.title)}</span> <span class="state">${esc(s.state)}</span>
+      <span class="title">${esc(s.title)}</span> <span class="state">${esc(state)}</span>
       <span>${esc(s.owner || '-')}</span> <span class="ack">${ack}</span> ${due} ${missing}
       ${stepButtons(i, s, can)}</div>`;
   }).join('');
@@ -269,6 +270,10 @@ function render(d) {
   $('incidents').innerHTML = inc.items.length
     ? inc.items.map((i) => incidentCard(i, d.can)).join('') : '<p>Nothing open.</p>';
   $('more').hidden = inc.matching <= inc.items.length;
+  const follow = d.follow_up || { items: [], count: 0 };
+  $('followup-section').hidden = !follow.count;
+  // Resolved: its follow-up steps are answered here; it is not resolved again.
+  $('followups').innerHTML = follow.items.map((i) => incidentCard(i, { ...d.can, command: false })).join('');
   $('branches').innerHTML = branchTable(inc);
   $('scoreboard').innerHTML = scoreboard(d.scoreboard);
   $('probes').innerHTML = probes(d.probes);

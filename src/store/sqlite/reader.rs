@@ -128,8 +128,14 @@ impl Reader for SqliteReader {
     fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<Incident>, StoreError> {
         let mut sql = String::from("SELECT id, body FROM incidents WHERE id < ?1");
         let mut args: Vec<String> = vec![q.cursor.unwrap_or(i64::MAX).to_string()];
+        // Resolved with a step still open: what `incidents_followup` indexes.
+        let follow_up = q.status.as_deref() == Some("follow-up");
+        if follow_up {
+            sql.push_str(" AND live = 1 AND status <> 'open'");
+        }
+        let status = q.status.clone().filter(|_| !follow_up);
         for (col, v) in [
-            ("status", &q.status),
+            ("status", &status),
             ("branch", &q.branch),
             ("playbook", &q.playbook),
         ] {
