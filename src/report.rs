@@ -84,19 +84,11 @@ pub fn medians<'a>(runs: impl IntoIterator<Item = &'a DrillRun>) -> BTreeMap<Str
 }
 
 fn time(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M %:z")
-        .to_string()
+    crate::show::time(t, tz)
 }
 
-/// `90s`, `5m`, `1m30s`.
 fn dur(secs: f64) -> String {
-    let s = secs.round() as i64;
-    match (s / 60, s % 60) {
-        (0, s) => format!("{s}s"),
-        (m, 0) => format!("{m}m"),
-        (m, s) => format!("{m}m{s:02}s"),
-    }
+    crate::show::duration(secs)
 }
 
 /// Scores 0–100 as one block each, low to high.

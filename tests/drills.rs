@@ -274,7 +274,11 @@ fn missed_runs_while_down_are_recorded_or_run_once() {
 #[test]
 fn a_run_that_ends_while_the_store_is_locked_is_recorded_once_it_clears() {
     let f = Fixture::engine();
-    drill(&f, "short", "branches: [br-a]\ntimeout: 2s\n");
+    // A target within the run, so the run waits for it and ends at its timeout.
+    f.write(
+        "drills/short.yaml",
+        "id: short\nplaybook: failover\nevent: { kind: system.down, severity: critical, labels: { system: core } }\ntargets: { switch: 1s }\nbranches: [br-a]\ntimeout: 2s\n",
+    );
     let d = Daemon::start(&f);
     let (code, body) = d.post("/api/v1/drills/short/run", r#"{"branch":"br-a"}"#);
     assert_eq!(code, 202, "{body}");

@@ -85,38 +85,86 @@ fn a_silenced_branch_opens_nothing_until_the_silence_ends_and_it_survives_a_rest
     assert_eq!(post(&d, A)["incidents"].as_array().unwrap().len(), 1);
 }
 
+fn silence_by(d: &Daemon, by: &str, matchers: Value, secs: i64, force: bool) -> (u16, Value) {
+    let end = branchguard::clock::now() + chrono::Duration::seconds(secs);
+    d.post(
+        "/api/v1/silences",
+        &json!({"matchers": matchers, "ends_at": end.to_rfc3339(), "created_by": by, "comment": "core upgrade", "force": force}).to_string(),
+    )
+}
+
+/// A silence is judged by what it can match, not by how it is written:
+/// every branch (no branch matcher, `.+`, `[^\n]+`, an alternation of every
+/// branch id), every kind or every severity needs `force` and the `ops`
+/// role; a branch's own person silences only their branch; a silence has a
+/// maximum length. It ends by itself.
 #[test]
 fn a_silence_ends_by_itself_and_one_matching_everything_needs_force() {
     let f = Fixture::engine();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace(
+            "people:\n",
+            "people:\n  - { id: ops.desk, name: Ops Desk, email: ops@bank.example, roles: [ops], branches: [br-a] }\n",
+        ),
+    );
     let d = Daemon::start(&f);
-    let (code, body) = silence(&d, json!([]), 60, false);
-    assert_eq!((code, body["field"].as_str()), (400, None), "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("every event"),
-        "{body}"
-    );
-    let (code, _) = silence(
+    let m = |name: &str, value: &str, regex: bool| json!({"name": name, "value": value, "regex": regex});
+    let br_a = m("branch", "br-a", false);
+    for (what, matchers) in [
+        ("no matcher", json!([])),
+        ("a system only", json!([m("system", ".*", true)])),
+        ("branch =~ .+", json!([m("branch", ".+", true)])),
+        ("branch =~ [^\\n]+", json!([m("branch", "[^\n]+", true)])),
+        ("every branch id", json!([m("branch", "br-a|br-b", true)])),
+        ("every kind", json!([br_a.clone(), m("kind", "[^\n]+", true)])),
+        (
+            "every severity",
+            json!([br_a.clone(), m("severity", "critical|major|minor|info", true)]),
+        ),
+    ] {
+        let (code, body) = silence_by(&d, "head.a", matchers, 60, false);
+        assert_eq!(code, 400, "{what}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("force"),
+            "{what}: {body}"
+        );
+    }
+    // `force` is for the operations centre only.
+    let (code, body) = silence_by(&d, "head.a", json!([]), 60, true);
+    assert_eq!((code, body["field"].as_str()), (403, Some("force")), "{body}");
+    // A branch's person silences their branch, not another.
+    let (code, body) = silence_by(&d, "head.a", json!([m("branch", "br-b", false)]), 60, false);
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = silence_by(&d, "head.a", json!([m("branch", "br-a|br-b", true)]), 60, true);
+    assert_eq!(code, 403, "{body}");
+    // Too long.
+    let (code, body) = silence_by(&d, "head.a", json!([br_a.clone()]), 31 * 86_400, false);
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("limits.silence_max"), "{body}");
+    // Unknown people are refused.
+    let (code, body) = silence_by(&d, "nobody-at-all", json!([br_a.clone()]), 60, false);
+    assert_eq!(code, 400, "{body}");
+    // One branch and a kind: no force needed; it holds back only that.
+    let (code, body) = silence_by(
         &d,
-        json!([{"name": "system", "value": ".*", "regex": true}]),
-        60,
-        false,
-    );
-    assert_eq!(code, 400, "a regex matching anything is everything too");
-    let (code, _) = silence(
-        &d,
-        json!([{"name": "kind", "value": "system\\..*", "regex": true}]),
+        "head.a",
+        json!([br_a.clone(), m("kind", "system\\..*", true)]),
         2,
         false,
     );
-    assert_eq!(code, 201);
+    assert_eq!(code, 201, "{body}");
     let until = branchguard::clock::now() + chrono::Duration::seconds(2);
     assert_eq!(post(&d, A)["incidents"], json!([]));
+    assert_eq!(post(&d, B)["incidents"].as_array().unwrap().len(), 1);
     wait_for(Duration::from_secs(10), "the silence to end", || {
         (branchguard::clock::now() > until).then_some(())
     });
     assert_eq!(post(&d, A)["incidents"].as_array().unwrap().len(), 1);
-    let (code, _) = silence(&d, json!([]), 60, true);
-    assert_eq!(code, 201, "forced");
+    // The operations centre may silence everything, on purpose.
+    let (code, body) = silence_by(&d, "ops.desk", json!([]), 60, true);
+    assert_eq!(code, 201, "forced: {body}");
 }
 
 #[test]

@@ -118,11 +118,7 @@ impl Zones {
 fn time(v: &Value, tz: Tz) -> String {
     v.as_str()
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| {
-            t.with_timezone(&tz)
-                .format("%Y-%m-%d %H:%M:%S %:z")
-                .to_string()
-        })
+        .map(|t| crate::show::time(t.to_utc(), tz))
         .unwrap_or_else(|| "-".to_string())
 }
 
@@ -224,7 +220,7 @@ pub fn incident_text(i: &Value, zones: &Zones) -> String {
     for st in i["steps"].as_array().into_iter().flatten() {
         let resp = st["response_seconds"]
             .as_f64()
-            .map_or("-".to_string(), |r| format!("{r:.0}s"));
+            .map_or("-".to_string(), crate::show::duration);
         let _ = writeln!(
             out,
             "{:<24} {:<13} {:<28} {:<26} {:<10} {}",

@@ -82,12 +82,12 @@ pub fn silence_command(what: SilenceCommand) -> anyhow::Result<ExitCode> {
                 matchers.push(matcher(m, true)?);
             }
             let ends = match (until, duration) {
-                (Some(u), _) => u.to_rfc3339(),
+                (Some(u), _) => u.to_utc(),
                 (None, Some(d)) => {
                     let d = humantime::parse_duration(&d).with_context(|| {
                         format!("--for `{d}`: expected a duration such as 2h or 30m")
                     })?;
-                    (crate::clock::now() + chrono::Duration::from_std(d)?).to_rfc3339()
+                    crate::clock::now() + chrono::Duration::from_std(d)?
                 }
                 (None, None) => anyhow::bail!("give --for DURATION or --until TIME"),
             };
@@ -97,7 +97,12 @@ pub fn silence_command(what: SilenceCommand) -> anyhow::Result<ExitCode> {
             }
             let c = client::Client::new(&client)?;
             let v = c.post_raw("/api/v1/silences", b.to_string())?;
-            outln!("silence {} in force until {ends}", v["id"]);
+            // The way `silence list` writes it: the bank's time zone, with its offset.
+            outln!(
+                "silence {} in force until {}",
+                v["id"],
+                crate::show::time(ends, c.zones.default)
+            );
         }
         SilenceCommand::List { all, client } => {
             let c = client::Client::new(&client)?;

@@ -88,11 +88,7 @@ pub fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>
                 let when = match plan {
                     Plan::Active(due) => {
                         let mins = (due - now).num_seconds();
-                        format!(
-                            "due {} (in {})",
-                            due.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z"),
-                            short(mins)
-                        )
+                        format!("due {} (in {})", crate::show::time(due, tz), short(mins))
                     }
                     Plan::OnResolution => format!("after resolution, within {}", step.deadline),
                     Plan::NotAtTier => format!(
@@ -135,7 +131,7 @@ pub fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>
                             let at = e.after.after(s, &cfg.calendar);
                             format!(
                                 "at {} (in {})",
-                                at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z"),
+                                crate::show::time(at, tz),
                                 short((at - now).num_seconds())
                             )
                         }

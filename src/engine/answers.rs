@@ -101,7 +101,7 @@ impl Engine {
         }
         let mut detail = format!("step {step}");
         if let Some(r) = response {
-            detail.push_str(&format!(", response {r:.1}s"));
+            detail.push_str(&format!(", response {}", crate::show::duration(r)));
             if !drill {
                 round
                     .stats

@@ -77,13 +77,19 @@ impl Engine {
             .collect();
         // A step whose target cannot fall within the run (a 72-hour report in
         // a 30-minute drill) is left out of the score, not scored 0.
-        let left_out = targets
+        // Only steps people answer are scored (and so left out); a command or
+        // an announcement runs as it would.
+        let left_out = pb
+            .steps
             .iter()
-            .filter(|(s, secs)| {
-                **secs > d.timeout.as_secs_f64()
-                    || d.targets.get(*s).is_some_and(|t| t.delay.is_none())
+            .filter(|s| matches!(s.action, Action::Task | Action::RollCall(_)))
+            .filter(|s| {
+                targets
+                    .get(&s.id)
+                    .is_some_and(|secs| *secs > d.timeout.as_secs_f64())
+                    || d.targets.get(&s.id).is_some_and(|t| t.delay.is_none())
             })
-            .map(|(s, _)| s.clone())
+            .map(|s| s.id.clone())
             .collect();
         let id = self.next_run;
         self.next_run += 1;

@@ -252,7 +252,10 @@ impl Engine {
             what: "silence.created".into(),
             by: s.created_by.clone(),
             via: s.via.clone(),
-            detail: format!("silence {id}: {}", describe(&s)),
+            detail: format!(
+                "silence {id}: {}",
+                describe(&s, self.loaded.config.calendar.timezone)
+            ),
         });
         round.silences.push(s.clone());
         self.silences.insert(id, s);
@@ -266,6 +269,7 @@ impl Engine {
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Result<(), ActionError> {
+        let tz = self.loaded.config.calendar.timezone;
         let s = self
             .silences
             .get_mut(&id)
@@ -279,7 +283,7 @@ impl Engine {
             what: "silence.expired".into(),
             by: who.by().to_string(),
             via: who.via.to_string(),
-            detail: format!("silence {id}: {}", describe(s)),
+            detail: format!("silence {id}: {}", describe(s, tz)),
         });
         round.silences.push(s.clone());
         Ok(())
@@ -322,7 +326,7 @@ impl Engine {
     }
 }
 
-fn describe(s: &Silence) -> String {
+fn describe(s: &Silence, tz: chrono_tz::Tz) -> String {
     let m: Vec<String> = s
         .matchers
         .iter()
@@ -335,8 +339,8 @@ fn describe(s: &Silence) -> String {
         } else {
             m.join(", ")
         },
-        s.starts_at.to_rfc3339(),
-        s.ends_at.to_rfc3339(),
+        crate::show::time(s.starts_at, tz),
+        crate::show::time(s.ends_at, tz),
         if s.comment.is_empty() {
             String::new()
         } else {

@@ -7,6 +7,7 @@
 //! from the API with the viewer's token, so the token's role and branches
 //! decide what is shown exactly as they decide what the API answers.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,6 +182,13 @@ pub async fn data(
         "can": {
             "answer": may(Need::Answer), "command": may(Need::Command),
             "silence": may(Need::Silence), "drill_run": may(Need::DrillRun),
+        },
+        // Time zones for writing times: the bank's, and branches' own.
+        "zones": {
+            "default": cfg.calendar.timezone.name(),
+            "branches": cfg.branches.values()
+                .filter_map(|b| b.timezone.map(|z| (b.id.clone(), z.name())))
+                .collect::<BTreeMap<_, _>>(),
         },
         "incidents": incidents,
         "follow_up": board::follow_ups(&follow, cfg, name, now, &limits),

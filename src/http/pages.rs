@@ -22,14 +22,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 }
 
 fn when(t: Option<DateTime<Utc>>, tz: Tz) -> String {
-    t.map_or_else(
-        || "-".to_string(),
-        |t| {
-            t.with_timezone(&tz)
-                .format("%Y-%m-%d %H:%M:%S %:z")
-                .to_string()
-        },
-    )
+    crate::show::time_or_dash(t, tz)
 }
 
 pub async fn incident(

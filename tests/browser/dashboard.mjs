@@ -101,10 +101,13 @@ try {
   // The scoreboard: the last score and a point per run in the trend.
   const row = wall.locator(`[data-score="${drill}:br-a"]`);
   await row.waitFor();
-  assert.equal((await row.locator('.score').textContent()).trim(), String(Math.round(scores.at(-1))));
+  // Scores to one decimal, as the reports write them (never rounded to whole points).
+  assert.equal((await row.locator('.score').textContent()).trim(), scores.at(-1).toFixed(1));
   assert.equal(await row.locator('svg circle').count(), scores.length);
   assert.equal(await row.locator('svg').getAttribute('aria-label'),
-    'scores over time: ' + scores.map((s) => Math.round(s)).join(', '));
+    'scores over time: ' + scores.map((s) => s.toFixed(1)).join(', '));
+  // Times one way: the branch's zone, to the second, with its offset.
+  assert.match(await card.locator('.muted').textContent(), /opened \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+08:00/);
 
   // Probe status per branch and system (checked every second by the daemon).
   await wall.locator('#probes tr', { hasText: 'queue' }).locator('.st-down').waitFor({ timeout: 10000 });

@@ -118,16 +118,33 @@ function follow() {
 }
 
 // ---- rendering
-function when(t) {
+// One way to write a time, as everywhere else: in the branch's time zone
+// (the bank's without a branch), to the second, with its offset —
+// `2026-11-24 09:15:00 +08:00`.
+function when(t, branch) {
   if (!t) return '-';
-  const d = new Date(t);
-  return d.toLocaleString([], { dateStyle: 'short', timeStyle: 'medium' });
+  const z = view.data && view.data.zones;
+  const timeZone = z ? (branch && z.branches[branch]) || z.default : undefined;
+  const p = Object.fromEntries(new Intl.DateTimeFormat('en-CA', {
+    timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit',
+    minute: '2-digit', second: '2-digit', hourCycle: 'h23', timeZoneName: 'longOffset',
+  }).formatToParts(new Date(t)).map((x) => [x.type, x.value]));
+  const offset = (p.timeZoneName || 'GMT').replace('GMT', '') || '+00:00';
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${offset}`;
 }
 
+// One way to write a duration: `45s`, `7m32s`, `2h5m`, `3d4h`.
 function span(secs) {
   secs = Math.abs(Math.round(secs));
-  const h = Math.floor(secs / 3600), m = Math.floor((secs % 3600) / 60), s = secs % 60;
-  return (h ? h + 'h ' : '') + (h || m ? m + 'm ' : '') + s + 's';
+  const d = Math.floor(secs / 86400), h = Math.floor((secs % 86400) / 3600);
+  const m = Math.floor((secs % 3600) / 60), s = secs % 60;
+  if (d) return d + 'd' + (h ? h + 'h' : '') + (m ? m + 'm' : '');
+  return (h ? h + 'h' : '') + (m ? m + 'm' : '') + (s || (!h && !m) ? s + 's' : '');
+}
+
+// A score to one decimal, as the reports write it.
+function score(x) {
+  return x == null ? '-' : Number(x).toFixed(1);
 }
 
 function countdown(deadline) {
@@ -188,7 +205,7 @@ function incidentCard(i, can) {
   return `<article class="incident${late ? ' late' : ''}${i.tier >= 2 ? ' t2' : ''}" data-incident="${i.id}" aria-labelledby="i-${i.id}">
     <h3 id="i-${i.id}"><a href="/incidents/${i.id}">#${i.id}</a> ${esc(i.branch_name || i.branch)} — ${esc(i.playbook_name)}
       <span class="badge">tier ${i.tier}</span>${i.drill ? ' <span class="badge drill">DRILL</span>' : ''}</h3>
-    <div class="muted">${esc(i.kind)} (${esc(i.severity)})${i.summary ? ': ' + esc(i.summary) : ''} · opened ${esc(when(i.opened_at))} · ${i.event_count} event(s)</div>
+    <div class="muted">${esc(i.kind)} (${esc(i.severity)})${i.summary ? ': ' + esc(i.summary) : ''} · opened ${esc(when(i.opened_at, i.branch))} · ${i.event_count} event(s)</div>
     ${steps}
     <div class="actions"><button type="button" data-act="timeline" data-id="${i.id}" aria-label="Timeline of incident #${i.id}">Timeline</button>${cmd}</div>
   </article>`;
@@ -211,7 +228,7 @@ function trendSvg(points, pass) {
   const y = (v) => h - 4 - ((h - 8) * Math.max(0, Math.min(100, v))) / 100;
   const line = points.map((p, k) => `${x(k).toFixed(1)},${y(p.score).toFixed(1)}`).join(' ');
   const dots = points.map((p, k) => `<circle cx="${x(k).toFixed(1)}" cy="${y(p.score).toFixed(1)}" r="2.5" fill="${p.passed ? '#0a5c1f' : '#a00000'}"/>`).join('');
-  const label = 'scores over time: ' + points.map((p) => Math.round(p.score)).join(', ');
+  const label = 'scores over time: ' + points.map((p) => score(p.score)).join(', ');
   const passLine = pass == null ? '' : `<line x1="0" x2="${w}" y1="${y(pass)}" y2="${y(pass)}" stroke="#777" stroke-dasharray="3 3"/>`;
   return `<svg class="trend" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" role="img" aria-label="${esc(label)}">
     ${passLine}<polyline fill="none" stroke="#0b4f9c" stroke-width="2" points="${line}"/>${dots}</svg>`;
@@ -221,7 +238,7 @@ function scoreboard(sb) {
   if (!sb.items.length) return '<p>No drill has been scored yet.</p>';
   const rows = sb.items.map((r) => `<tr data-score="${esc(r.drill)}:${esc(r.branch)}">
     <td>${esc(r.drill)}</td><td>${esc(r.branch_name || r.branch)}</td>
-    <td class="score">${r.score == null ? '-' : Math.round(r.score)}</td>
+    <td class="score">${score(r.score)}</td>
     <td class="${r.passed ? 'pass' : 'fail'}">${r.passed ? 'pass' : 'fail'}</td>
     <td>${trendSvg(r.points, r.pass_score)}</td></tr>`).join('');
   return `<div class="scroll"><table><thead><tr><th scope="col">Drill</th><th scope="col">Branch</th><th scope="col">Last score</th><th scope="col">Result</th><th scope="col">Trend</th></tr></thead><tbody>${rows}</tbody></table></div>`;
@@ -231,7 +248,7 @@ function probes(p) {
   if (!p.total) return '<p>No probes configured for these branches.</p>';
   const counts = Object.entries(p.counts).map(([k, n]) => `<span class="st-${esc(k)}">${n} ${esc(k)}</span>`).join(' · ');
   const rows = p.items.map((x) => `<tr><td>${esc(x.branch)}</td><td>${esc(x.system)}</td>
-    <td class="st-${esc(x.status)}">${esc(x.status)}</td><td>${esc(when(x.checked_at))}</td></tr>`).join('');
+    <td class="st-${esc(x.status)}">${esc(x.status)}</td><td>${esc(when(x.checked_at, x.branch))}</td></tr>`).join('');
   return `<p>${counts}</p><div class="scroll"><table><thead><tr><th scope="col">Branch</th><th scope="col">System</th><th scope="col">Status</th><th scope="col">Checked</th></tr></thead><tbody>${rows}</tbody></table></div>`;
 }
 
@@ -284,11 +301,11 @@ function render(d) {
 async function showTimeline(id, focus) {
   const i = await api('GET', '/api/v1/incidents/' + encodeURIComponent(id));
   view.timeline = id;
-  const steps = i.steps.map((s) => `<tr><td>${esc(s.title)}</td><td>${esc(s.state)}</td><td>${esc(when(s.activated_at))}</td>
-    <td>${esc(when(s.acknowledged_at))}</td><td>${s.response_seconds == null ? '-' : span(s.response_seconds)}</td><td>${esc(s.by || '-')}</td></tr>`).join('');
-  const history = (i.history || []).map((h) => `<li><time datetime="${esc(h.at)}">${esc(when(h.at))}</time> <b>${esc(h.what)}</b> — ${esc(h.by)}: ${esc(h.detail)}</li>`).join('');
+  const steps = i.steps.map((s) => `<tr><td>${esc(s.title)}</td><td>${esc(s.state)}</td><td>${esc(when(s.activated_at, i.branch))}</td>
+    <td>${esc(when(s.acknowledged_at, i.branch))}</td><td>${s.response_seconds == null ? '-' : span(s.response_seconds)}</td><td>${esc(s.by || '-')}</td></tr>`).join('');
+  const history = (i.history || []).map((h) => `<li><time datetime="${esc(h.at)}">${esc(when(h.at, i.branch))}</time> <b>${esc(h.what)}</b> — ${esc(h.by)}: ${esc(h.detail)}</li>`).join('');
   const out = (i.outbox || []).map((o) => `<tr><td>${esc(o.channel)}</td><td>${esc(o.recipient)}</td><td>${esc(o.subject)}</td>
-    <td>${o.attempts}</td><td>${o.delivered_at ? 'delivered ' + esc(when(o.delivered_at)) : o.failed_at ? 'failed' : 'pending'}</td><td>${esc(o.last_error || '')}</td></tr>`).join('');
+    <td>${o.attempts}</td><td>${o.delivered_at ? 'delivered ' + esc(when(o.delivered_at, i.branch)) : o.failed_at ? 'failed' : 'pending'}</td><td>${esc(o.last_error || '')}</td></tr>`).join('');
   $('timeline-body').innerHTML = `<h3>#${i.id} ${esc(i.branch)} — ${esc(i.playbook)} (${esc(i.status)}, tier ${i.tier})</h3>
     <table><caption>Steps and response times</caption><thead><tr><th scope="col">Step</th><th scope="col">State</th><th scope="col">Started</th><th scope="col">Acknowledged</th><th scope="col">Response</th><th scope="col">By</th></tr></thead><tbody>${steps}</tbody></table>
     <h4>Events, escalations and answers</h4><ol class="history">${history}</ol>
