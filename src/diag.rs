@@ -131,7 +131,10 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diag
     result.map_err(|e| {
         let inner = e.without_snippet();
         let loc = inner.location();
-        let message = describe(&clean_path(&path), &strip_location(&inner.to_string()));
+        let message = describe(
+            &clean_path(&path),
+            &with_hint(&strip_location(&inner.to_string())),
+        );
         Diagnostic {
             file: file.to_string(),
             line: loc.map_or(1, |l| l.line().max(1)),
@@ -146,6 +149,41 @@ fn describe(path: &str, message: &str) -> String {
         message.to_string()
     } else {
         format!("{path}: {message}")
+    }
+}
+
+/// The YAML scanner says what it did not find, not what the writer should
+/// do: each of its messages gets what was expected, in the writer's terms.
+fn with_hint(message: &str) -> String {
+    const HINTS: [(&str, &str); 6] = [
+        (
+            "did not find expected key",
+            "expected `key: value` at the indentation of the lines above it (this line is indented differently, or a value needs quotes)",
+        ),
+        (
+            "did not find expected '-' indicator",
+            "expected another `- ` list item lined up with the ones above, or a key one level less indented",
+        ),
+        (
+            "did not find expected ',' or '}'",
+            "expected `,` between entries or `}` closing the `{ … }` on its line (or a value needs quotes)",
+        ),
+        (
+            "did not find expected ',' or ']'",
+            "expected `,` between items or `]` closing the `[ … ]` on its line",
+        ),
+        (
+            "mapping values are not allowed in this context",
+            "expected a new `key: value` line: a `:` follows a plain value (quote the value, or check the indentation)",
+        ),
+        (
+            "unclosed quote",
+            "expected the quote opened here to be closed on its line",
+        ),
+    ];
+    match HINTS.iter().find(|(m, _)| message.contains(m)) {
+        Some((_, hint)) => format!("{message}: {hint}"),
+        None => message.to_string(),
     }
 }
 
@@ -280,5 +318,16 @@ mod tests {
         assert!(clip_quotes(&format!("bad `{long}")).len() < 100);
         let prose = format!("not owned by the daemon's user: {}", "y".repeat(60));
         assert_eq!(clip_quotes(&prose), prose);
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_says_what_was_expected() {
+        let e = parse_yaml::<Doc>("f.yaml", "name: x\n flag: true\nother: 1\n").unwrap_err();
+        assert!(
+            e.message.contains("expected") && e.message.contains("indent"),
+            "{e}"
+        );
+        let e = parse_yaml::<Doc>("f.yaml", "name: \"x\nflag: true\n").unwrap_err();
+        assert!(e.message.contains("expected the quote"), "{e}");
     }
 }

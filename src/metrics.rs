@@ -459,8 +459,61 @@ pub fn event_rejected(reason: &'static str) {
     get().events_rejected.with_label_values(&[reason]).inc();
 }
 
+/// Every series whose labels the configuration names, at zero, so that
+/// `increase()` and absence alerts work before the first event of a kind.
+fn known_series(loaded: &Loaded) {
+    let m = get();
+    for result in ["success", "failure"] {
+        m.config_reloads.with_label_values(&[result]);
+    }
+    for source in [
+        "probe",
+        "host",
+        "api",
+        "alertmanager",
+        "spool",
+        "drill",
+        "cli",
+        "other",
+    ] {
+        m.events_received.with_label_values(&[source]);
+    }
+    for reason in [
+        "malformed",
+        "invalid",
+        "missing_branch",
+        "unknown_branch",
+        "too_large",
+        "forbidden",
+    ] {
+        m.events_rejected.with_label_values(&[reason]);
+    }
+    for channel in ["email", "webhook"] {
+        for outcome in ["delivered", "retry", "failed"] {
+            m.notifications.with_label_values(&[channel, outcome]);
+        }
+    }
+    for pb in &loaded.playbooks {
+        for drill in ["true", "false"] {
+            m.incidents_opened.with_label_values(&[&pb.id, drill]);
+        }
+        m.escalations.with_label_values(&[&pb.id]);
+        for s in &pb.steps {
+            m.steps_overdue.with_label_values(&[&pb.id, &s.id]);
+        }
+    }
+    for d in &loaded.drills {
+        for result in ["passed", "failed", "aborted", "missed"] {
+            m.drill_runs.with_label_values(&[&d.id, result]);
+        }
+    }
+}
+
 pub fn config_loaded(loaded: &Loaded, ok: bool) {
     let m = get();
+    if ok {
+        known_series(loaded);
+    }
     m.config_reloads
         .with_label_values(&[if ok { "success" } else { "failure" }])
         .inc();

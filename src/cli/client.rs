@@ -294,6 +294,49 @@ pub fn drills_table(v: &Value, zones: &Zones) -> String {
     out
 }
 
+/// `drill runs`: run number, drill, status, score, when, each branch's score.
+pub fn runs_table(v: &Value, zones: &Zones) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<5} {:<24} {:<9} {:<6} {:<7} {:<26} BRANCHES",
+        "RUN", "DRILL", "STATUS", "SCORE", "PASSED", "STARTED"
+    );
+    for r in v["items"].as_array().into_iter().flatten() {
+        let branches: Vec<String> = r["branches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                let score = b["score"]
+                    .as_f64()
+                    .map_or(s(&b["status"]), crate::show::score);
+                format!("{} {score} (#{})", s(&b["branch"]), s(&b["incident"]))
+            })
+            .collect();
+        let passed = match r["passed"].as_bool() {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
+        };
+        let _ = writeln!(
+            out,
+            "{:<5} {:<24} {:<9} {:<6} {:<7} {:<26} {}",
+            s(&r["id"]),
+            s(&r["drill"]),
+            s(&r["status"]),
+            r["score"].as_f64().map_or("-".into(), crate::show::score),
+            passed,
+            time(&r["started_at"], zones.default),
+            branches.join(", ")
+        );
+    }
+    if v["next"].is_number() {
+        let _ = writeln!(out, "(more: --cursor {})", v["next"]);
+    }
+    out
+}
+
 /// `silence list`.
 pub fn silences_table(v: &Value, zones: &Zones) -> String {
     let mut out = String::new();

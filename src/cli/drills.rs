@@ -1,4 +1,4 @@
-//! `branchguard drill list | run | report | abort` and `silence add | list | expire`.
+//! `branchguard drill list | run | runs | report | abort` and `silence add | list | expire`.
 
 use std::process::ExitCode;
 
@@ -13,12 +13,21 @@ pub fn drill_command(what: DrillCommand) -> anyhow::Result<ExitCode> {
             let v = c.get("/api/v1/drills", &[])?;
             out!("{}", client::drills_table(&v, &c.zones));
         }
-        DrillCommand::Run { id, branch, client } => {
+        DrillCommand::Run {
+            id,
+            branch,
+            by,
+            client,
+        } => {
             let c = client::Client::new(&client)?;
-            let body = match branch {
-                Some(b) => serde_json::json!({ "branch": b }).to_string(),
-                None => String::new(),
-            };
+            let mut b = serde_json::Map::new();
+            if let Some(x) = branch {
+                b.insert("branch".into(), x.into());
+            }
+            if let Some(x) = by {
+                b.insert("by".into(), x.into());
+            }
+            let body = serde_json::Value::Object(b).to_string();
             let v = c.post_raw(&format!("/api/v1/drills/{id}/run"), body)?;
             outln!(
                 "drill {id} started: run {}; incidents: {}",
@@ -26,6 +35,27 @@ pub fn drill_command(what: DrillCommand) -> anyhow::Result<ExitCode> {
                 client::ids(&v["incidents"])
             );
             outln!("report: branchguard drill report {}", v["run"]);
+        }
+        DrillCommand::Runs {
+            drill,
+            branch,
+            limit,
+            cursor,
+            client,
+        } => {
+            let c = client::Client::new(&client)?;
+            let mut q = vec![("limit".to_string(), limit.to_string())];
+            if let Some(d) = drill {
+                q.push(("drill".into(), d));
+            }
+            if let Some(b) = branch {
+                q.push(("branch".into(), b));
+            }
+            if let Some(cur) = cursor {
+                q.push(("cursor".into(), cur.to_string()));
+            }
+            let v = c.get("/api/v1/drill-runs", &q)?;
+            out!("{}", client::runs_table(&v, &c.zones));
         }
         DrillCommand::Report { run, client } => {
             let c = client::Client::new(&client)?;

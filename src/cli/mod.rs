@@ -55,6 +55,11 @@ pub enum Command {
         /// The configuration file; relative paths in it are relative to its own directory.
         #[arg(long, default_value = "branchguard.yaml")]
         config: PathBuf,
+        /// How the log (on stderr) is written: `text` for people (coloured
+        /// only on a terminal), `json` one object per line for journald and
+        /// log shippers.
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        log_format: String,
     },
     /// Post an event to a running daemon.
     Event {
@@ -224,15 +229,36 @@ pub enum DrillCommand {
     Run {
         /// The drill's id (see `drill list`).
         id: String,
-        /// Only this branch.
+        /// Only this branch (a branch head's token: its branches by default).
         #[arg(long)]
         branch: Option<String>,
+        /// Who starts it (a person id; a token bound to a person gives it;
+        /// without tokens, recorded as `local` when left out).
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Drill runs, newest first: number, status, score, each branch.
+    Runs {
+        /// Only runs of this drill.
+        #[arg(long)]
+        drill: Option<String>,
+        /// Only runs that include this branch.
+        #[arg(long)]
+        branch: Option<String>,
+        /// How many to show (1 to 1000).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Continue after a previous page: the number it printed as `--cursor N`.
+        #[arg(long)]
+        cursor: Option<i64>,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// A run's report in Markdown: scores, steps, people, the trend.
     Report {
-        /// The run's number (printed by `drill run`, listed by the API).
+        /// The run's number (printed by `drill run`, listed by `drill runs`).
         run: i64,
         #[command(flatten)]
         client: ClientArgs,
@@ -241,7 +267,8 @@ pub enum DrillCommand {
     Abort {
         /// The run's number.
         run: i64,
-        /// Who stops it (a person id; default: api).
+        /// Who stops it (a person id; a token bound to a person gives it;
+        /// without tokens, recorded as `local` when left out).
         #[arg(long)]
         by: Option<String>,
         #[command(flatten)]
@@ -275,7 +302,8 @@ pub struct StepArgs {
     pub id: i64,
     /// The step's id, as in the playbook (e.g. switch-to-backup).
     pub step: String,
-    /// Who is answering (a person id from the configuration).
+    /// Who is answering: a person id from the configuration (required, unless
+    /// the token in BRANCHGUARD_TOKEN is bound to a person).
     #[arg(long)]
     pub by: Option<String>,
     /// A note for the history.
@@ -289,7 +317,8 @@ pub struct StepArgs {
 pub struct IncidentArgs {
     /// The incident's number.
     pub id: i64,
-    /// Who is doing it (a person id; default: api).
+    /// Who is doing it: a person id from the configuration (required, unless
+    /// the token in BRANCHGUARD_TOKEN is bound to a person).
     #[arg(long)]
     pub by: Option<String>,
     /// A note for the history.
@@ -320,7 +349,8 @@ fn load_or_report(path: &std::path::Path) -> Result<Loaded, ExitCode> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, log_format } => {
+            init_log(log_format == "json");
             let loaded = match load_or_report(&config) {
                 Ok(l) => l,
                 Err(code) => return Ok(code),
@@ -551,13 +581,23 @@ fn audit_verify(r: &config::Records) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The daemon's log on stderr: colour only when a person reads it on a
+/// terminal (a file or journald gets plain text), or one JSON object a line.
+fn init_log(json: bool) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        log.json().with_current_span(false).init();
+    } else {
+        log.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
 fn run_daemon(loaded: Loaded, config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // What the daemon creates (database, mail, secrets) is its user's only.
     crate::private::umask();
     // A non-loopback `listen` was refused when the configuration was loaded.

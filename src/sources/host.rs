@@ -139,13 +139,18 @@ pub async fn run(
 ) {
     let sampler = Arc::new(Mutex::new(Sampler::new()));
     let mut conditions: BTreeMap<String, Condition> = BTreeMap::new();
+    // Sampled at once: the host's gauges are there from the first scrape.
+    let mut first = true;
     loop {
         let loaded = Arc::clone(&config.borrow());
         let h = loaded.config.host.clone();
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(h.interval.max(Duration::from_millis(100))) => {}
+        if !first {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(h.interval.max(Duration::from_millis(100))) => {}
+            }
         }
+        first = false;
         let s = Arc::clone(&sampler);
         let data_dir = loaded.config.data_dir.clone();
         let sample = match tokio::task::spawn_blocking(move || {
