@@ -118,10 +118,16 @@ fn a_silence_ends_by_itself_and_one_matching_everything_needs_force() {
         ("branch =~ .+", json!([m("branch", ".+", true)])),
         ("branch =~ [^\\n]+", json!([m("branch", "[^\n]+", true)])),
         ("every branch id", json!([m("branch", "br-a|br-b", true)])),
-        ("every kind", json!([br_a.clone(), m("kind", "[^\n]+", true)])),
+        (
+            "every kind",
+            json!([br_a.clone(), m("kind", "[^\n]+", true)]),
+        ),
         (
             "every severity",
-            json!([br_a.clone(), m("severity", "critical|major|minor|info", true)]),
+            json!([
+                br_a.clone(),
+                m("severity", "critical|major|minor|info", true)
+            ]),
         ),
     ] {
         let (code, body) = silence_by(&d, "head.a", matchers, 60, false);
@@ -133,16 +139,32 @@ fn a_silence_ends_by_itself_and_one_matching_everything_needs_force() {
     }
     // `force` is for the operations centre only.
     let (code, body) = silence_by(&d, "head.a", json!([]), 60, true);
-    assert_eq!((code, body["field"].as_str()), (403, Some("force")), "{body}");
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (403, Some("force")),
+        "{body}"
+    );
     // A branch's person silences their branch, not another.
     let (code, body) = silence_by(&d, "head.a", json!([m("branch", "br-b", false)]), 60, false);
     assert_eq!(code, 403, "{body}");
-    let (code, body) = silence_by(&d, "head.a", json!([m("branch", "br-a|br-b", true)]), 60, true);
+    let (code, body) = silence_by(
+        &d,
+        "head.a",
+        json!([m("branch", "br-a|br-b", true)]),
+        60,
+        true,
+    );
     assert_eq!(code, 403, "{body}");
     // Too long.
     let (code, body) = silence_by(&d, "head.a", json!([br_a.clone()]), 31 * 86_400, false);
     assert_eq!(code, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("limits.silence_max"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("limits.silence_max"),
+        "{body}"
+    );
     // Unknown people are refused.
     let (code, body) = silence_by(&d, "nobody-at-all", json!([br_a.clone()]), 60, false);
     assert_eq!(code, 400, "{body}");

@@ -69,6 +69,8 @@ pub async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
         "store": store,
         "failing_channels": s.channels.failing(),
         "outbox_pending": pending,
+        // The audit chain's head, as published (and filed beside the database).
+        "audit": s.head.get().map(|h| json!({ "rows": h.rows, "hash": h.hash })),
     })))
 }
 

@@ -419,26 +419,31 @@ impl Verifier {
         }
     }
 
+    /// Compares the chain as read with the head the daemon published: the
+    /// newest rows removed leave a valid, shorter chain.
+    pub fn against(&mut self, published: Option<&Head>) {
+        let Some(p) = published else { return };
+        if self.broken.is_none() && p.rows > self.seq {
+            self.broken = Some((
+                self.seq + 1,
+                format!(
+                    "rows {} to {} are missing: the published chain head says {} rows (hash {}…)",
+                    self.seq + 1,
+                    p.rows,
+                    p.rows,
+                    p.hash.chars().take(12).collect::<String>()
+                ),
+            ));
+        }
+    }
+
     /// The result, given the published head to compare with. A key that
     /// exists beside a chain with no `audit.keyed` row means the signed rows
     /// were removed or recomputed.
-    pub fn finish(self, published: Option<&Head>) -> AuditCheck {
+    pub fn finish(mut self, published: Option<&Head>) -> AuditCheck {
+        self.against(published);
         if let Some((seq, reason)) = self.broken {
             return AuditCheck::Broken { seq, reason };
-        }
-        if let Some(p) = published {
-            if p.rows > self.seq {
-                return AuditCheck::Broken {
-                    seq: self.seq + 1,
-                    reason: format!(
-                        "rows {} to {} are missing: the published chain head says {} rows (hash {}…)",
-                        self.seq + 1,
-                        p.rows,
-                        p.rows,
-                        p.hash.chars().take(12).collect::<String>()
-                    ),
-                };
-            }
         }
         if self.key.is_some() && !self.keyed && self.rows > 0 {
             return AuditCheck::Broken {

@@ -18,6 +18,14 @@ pub struct Fixture {
     pub dir: TempDir,
 }
 
+/// The binary under test: this build's, or `BRANCHGUARD_TEST_BIN` (to run
+/// the suite against an earlier build and see which tests it fails).
+pub fn binary() -> PathBuf {
+    std::env::var_os("BRANCHGUARD_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| assert_cmd::cargo::cargo_bin("branchguard"))
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -97,8 +105,7 @@ impl Fixture {
 
     /// `branchguard ARGS` with environment variables set.
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let out = Command::cargo_bin("branchguard")
-            .unwrap()
+        let out = Command::new(binary())
             .current_dir(self.dir.path())
             .args(args)
             .envs(env.iter().copied())
@@ -163,10 +170,16 @@ impl Daemon {
     }
 
     pub fn start_with_env(f: &Fixture, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(f, &[], env)
+    }
+
+    /// `branchguard run ARGS` with environment variables set.
+    pub fn start_with(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("branchguard"))
+        let mut child = std::process::Command::new(binary())
             .current_dir(f.dir.path())
             .args(["run"])
+            .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())

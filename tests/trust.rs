@@ -1,0 +1,839 @@
+//! Trust, against the real daemon: what a hostile client or an insider tried
+//! (docs/SECURITY.md says what is and is not defended). Nothing read that
+//! should not be, nothing lost or doubled, nobody acting as somebody else,
+//! and records that show tampering.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Daemon, Fixture, history, step, wait_for};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const WAIT: Duration = Duration::from_secs(20);
+const CORE_DOWN_A: &str =
+    r#"{"kind":"system.down","branch":"br-a","severity":"critical","labels":{"system":"core"}}"#;
+
+fn secret(name: &str) -> String {
+    format!("secret-{name}-0123456789")
+}
+
+/// The engine fixture with tokens: (name, role, extra fields).
+fn with_tokens(f: &Fixture, tokens: &[(&str, &str, &str)]) {
+    let mut auth = String::from("auth:\n  tokens:\n");
+    for (name, role, more) in tokens {
+        let hash = hex::encode(Sha256::digest(secret(name).as_bytes()));
+        auth.push_str(&format!(
+            "    - {{ name: {name}, role: {role}, token_sha256: \"{hash}\"{more} }}\n"
+        ));
+    }
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write("branchguard.yaml", &format!("{cfg}{auth}"));
+}
+
+fn call(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let url = format!("{}{path}", d.url);
+    let mut r = match method {
+        "GET" => d.http.get(url),
+        _ => d
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+    };
+    if let Some(t) = token {
+        r = r.bearer_auth(secret(t));
+    }
+    let r = r.send().expect("request");
+    let code = r.status().as_u16();
+    (code, r.json().unwrap_or(Value::Null))
+}
+
+/// Every regular file under `dir` (links are not followed), with its mode.
+fn files_under(dir: &Path, out: &mut Vec<(std::path::PathBuf, u32, bool)>) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let meta = std::fs::symlink_metadata(e.path()).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            out.push((e.path(), mode, true));
+            files_under(&e.path(), out);
+        } else if meta.is_file() {
+            out.push((e.path(), mode, false));
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A link to a 0600 file in the spool (the daemon's own link secret, or a
+/// file of another's), a named pipe and a file of another user are moved to
+/// failed/ unread, each with an `.error` naming why; no byte of the linked
+/// files appears anywhere the daemon writes; every file under `data_dir` is
+/// its owner's only.
+#[test]
+fn spool_links_pipes_and_foreign_files_are_moved_aside_unread_and_data_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::engine();
+    let outside = tempfile::tempdir().unwrap();
+    let private = outside.path().join("shadow");
+    let token = "S3CRET-e1d2c3b4a5968778695a4b3c2d1e0f1e2d3c4b5a69788796a5b4c3d2e1f";
+    std::fs::write(&private, format!("root:{token}:19000:0:99999:7:::\n")).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let d = Daemon::start(&f);
+    let link_secret = std::fs::read_to_string(f.path("data/link-secret")).unwrap();
+    let link_secret = link_secret.trim().to_string();
+    std::os::unix::fs::symlink(&private, f.path("spool/x.yaml")).unwrap();
+    std::os::unix::fs::symlink(f.path("data/link-secret"), f.path("spool/y.json")).unwrap();
+    nix::unistd::mkfifo(
+        &f.path("spool/pipe.yaml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        // A file written by another user (nobody): taken as theirs, not ours.
+        std::fs::write(f.path("spool/foreign.json"), CORE_DOWN_A).unwrap();
+        nix::unistd::chown(
+            &f.path("spool/foreign.json"),
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+        )
+        .unwrap();
+    }
+    let why = |name: &str| {
+        wait_for(WAIT, &format!("{name} in failed/"), || {
+            std::fs::read_to_string(f.path(&format!("spool/failed/{name}.error"))).ok()
+        })
+    };
+    assert!(
+        why("x.yaml").contains("a symbolic link"),
+        "{}",
+        why("x.yaml")
+    );
+    assert!(why("y.json").contains("a symbolic link"));
+    assert!(
+        why("pipe.yaml").contains("named pipe"),
+        "{}",
+        why("pipe.yaml")
+    );
+    if root {
+        assert!(why("foreign.json").contains("owned by uid 65534"));
+    }
+    // The links themselves were moved, still pointing where they did.
+    assert!(
+        std::fs::symlink_metadata(f.path("spool/failed/x.yaml"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // Nothing of the linked files anywhere the daemon writes, nor in its log.
+    let mut files = Vec::new();
+    files_under(&f.path("data"), &mut files);
+    files_under(&f.path("spool"), &mut files);
+    for (p, _, dir) in &files {
+        if *dir || p.ends_with("link-secret") {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(p)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        for needle in [token, &link_secret[..32]] {
+            assert!(
+                !contains(&bytes, needle.as_bytes()),
+                "{} holds a secret",
+                p.display()
+            );
+        }
+    }
+    assert!(!d.log().contains(token) && !d.log().contains(&link_secret[..32]));
+    // Everything under the data directory is the daemon user's only.
+    let mut data = Vec::new();
+    files_under(&f.path("data"), &mut data);
+    assert!(data.len() > 5, "{data:?}");
+    for (p, mode, dir) in &data {
+        let want = if *dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} is {mode:o}", p.display());
+    }
+    for dir in ["spool/failed"] {
+        let mode = std::fs::metadata(f.path(dir)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{dir}");
+    }
+}
+
+/// With the link secret read off the disk, a self-signed link that lives
+/// until 2100 is still refused: no link lives longer than its step's
+/// deadline plus the margin (or the TTL from now).
+#[test]
+fn a_link_signed_to_live_for_decades_is_refused() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN_A);
+    let hexed = std::fs::read_to_string(f.path("data/link-secret")).unwrap();
+    let key = branchguard::notify::links::Secret::from_bytes(&hex::decode(hexed.trim()).unwrap());
+    let forged = key.sign(&branchguard::notify::links::Claims {
+        incident: 1,
+        step: "switch".into(),
+        person: "it.a".into(),
+        action: branchguard::engine::LinkAction::Done,
+        expires: 4_102_444_800,
+    });
+    let r = d
+        .http
+        .post(format!("{}/ack/{forged}", d.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(step(&d.incident(1), "switch")["state"], "notified");
+}
+
+/// Removing the WAL (or the database file) under the running daemon, then
+/// `kill -9`: every event answered 202 is there after the restart. The
+/// daemon notices at its next commit, writes back what it holds, refuses
+/// writes with 503 and says so in /healthz.
+#[test]
+fn every_202_survives_a_removed_wal_or_database_file_and_kill_9() {
+    for removed in ["branchguard.db-wal", "branchguard.db"] {
+        let f = Fixture::engine();
+        let d = Daemon::start(&f);
+        let mut accepted = Vec::new();
+        let post = |d: &Daemon, i: usize| {
+            let ev =
+                json!({"kind": "test.trust", "branch": "br-a", "labels": {"n": i.to_string()}});
+            d.post("/api/v1/events", &ev.to_string())
+        };
+        for i in 0..20 {
+            let (code, body) = post(&d, i);
+            assert_eq!(code, 202, "{body}");
+            accepted.push(body["events"][0].as_i64().unwrap());
+        }
+        std::fs::remove_file(f.path(&format!("data/{removed}"))).unwrap();
+        let mut refused = 0;
+        for i in 20..30 {
+            match post(&d, i) {
+                (202, body) => accepted.push(body["events"][0].as_i64().unwrap()),
+                (503, body) => {
+                    refused += 1;
+                    assert!(
+                        body["error"]
+                            .as_str()
+                            .unwrap()
+                            .contains("removed or replaced"),
+                        "{body}"
+                    );
+                }
+                (code, body) => panic!("{removed}: {code} {body}"),
+            }
+        }
+        assert!(refused > 0, "{removed}: writes went on into a removed file");
+        let health = d.http.get(format!("{}/healthz", d.url)).send().unwrap();
+        assert_eq!(health.status().as_u16(), 503, "{removed}");
+        d.kill9();
+        let d = Daemon::start(&f);
+        let stored = d.all_ids("/api/v1/events?kind=test.trust");
+        for id in &accepted {
+            assert!(
+                stored.contains(id),
+                "{removed}: event {id} got 202 and was lost"
+            );
+        }
+        let out = f.run(&["audit", "verify"]);
+        assert_eq!(out.code, 0, "{removed}: {out:?}");
+    }
+}
+
+/// A second daemon on the same data directory exits at once, naming it and
+/// the running daemon's pid; `audit verify` still works beside it.
+#[test]
+fn a_second_daemon_on_one_data_directory_exits_naming_the_first() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let watch = branchguard::clock::Stopwatch::start();
+    let second = std::process::Command::new(common::binary())
+        .current_dir(f.dir.path())
+        .args(["run"])
+        .output()
+        .unwrap();
+    assert!(watch.seconds() < 10.0, "took {}s", watch.seconds());
+    assert_ne!(second.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("another branchguard daemon")
+            && err.contains(&format!("(pid {})", d.child.id()))
+            && err.contains("data"),
+        "{err}"
+    );
+    let out = f.run(&["audit", "verify"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(d.get("/healthz")["status"], "ok");
+}
+
+/// 3,000 anonymous requests: answered 401, then 429 once the address runs
+/// out of refusals; counted in a metric, summarised in one audit line; the
+/// database grows by well under 2 MB.
+#[test]
+fn refused_requests_are_rate_limited_counted_and_never_fill_the_disk() {
+    let f = Fixture::engine();
+    with_tokens(&f, &[("admin", "admin", "")]);
+    let d = Daemon::start(&f);
+    let size = || {
+        ["data/branchguard.db", "data/branchguard.db-wal"]
+            .iter()
+            .map(|p| std::fs::metadata(f.path(p)).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    let before = size();
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..3000 {
+        let code = d
+            .http
+            .get(format!("{}/api/v1/incidents", d.url))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    assert!(codes.get(&429).copied().unwrap_or(0) > 2000, "{codes:?}");
+    assert!(codes.get(&401).copied().unwrap_or(0) >= 1, "{codes:?}");
+    assert!(size() < before + 2_000_000, "{} → {}", before, size());
+    // The admin is refused too while its address is out of refusals, and
+    // served again a moment later.
+    let served = wait_for(WAIT, "the address to be served again", || {
+        let (code, _) = call(&d, "GET", "/api/v1/incidents", Some("admin"), "");
+        (code == 200).then_some(code)
+    });
+    assert_eq!(served, 200);
+    let denied = d
+        .metric(r#"branchguard_requests_denied_total{reason="rate_limited"}"#)
+        .unwrap();
+    assert!(denied > 2000.0, "{denied}");
+    let db = rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
+    let lines: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM audit WHERE what = 'auth.denied'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(lines, 1, "one summary line a minute per client");
+}
+
+/// 3,000 silent connections: /healthz answers within a second meanwhile,
+/// and they are closed within 15 s (headers are due within 10 s).
+#[test]
+fn idle_connections_do_not_stop_the_daemon_and_are_closed() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let want = hard.min(20_000);
+    setrlimit(Resource::RLIMIT_NOFILE, want, hard).unwrap();
+    let n = 3000.min(want as usize / 3);
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let addr = d.url.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(std::net::TcpStream::connect(&addr).unwrap());
+    }
+    let watch = branchguard::clock::Stopwatch::start();
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(format!("{}/healthz", d.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(watch.seconds() < 1.0, "{}s", watch.seconds());
+    let since = branchguard::clock::Stopwatch::start();
+    for s in &held {
+        s.set_read_timeout(Some(Duration::from_secs(16))).unwrap();
+    }
+    for mut s in held {
+        let mut b = [0u8; 1];
+        // Closed by the daemon: end of stream (or a reset), not a timeout.
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("a silent connection was not closed: {other:?}"),
+        }
+    }
+    assert!(since.seconds() < 15.0, "closed after {}s", since.seconds());
+    // A slow client that sends a byte now and then is closed all the same.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(16)))
+        .unwrap();
+    let since = branchguard::clock::Stopwatch::start();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    let mut b = [0u8; 64];
+    let got = slow.read(&mut b).unwrap_or(0);
+    assert!(since.seconds() < 15.0 && (got == 0 || !b.starts_with(b"HTTP/1.1 200")));
+}
+
+/// A branch head's token runs, reads and stops drills at its own branches
+/// only, and the run records who started it.
+#[test]
+fn a_branch_heads_drills_stay_in_their_branch() {
+    let f = Fixture::engine();
+    f.write(
+        "drills/both.yaml",
+        "id: both\nplaybook: failover\nevent: { kind: system.down, severity: critical, labels: { system: core } }\nbranches: [br-a, br-b]\ntargets: { switch: 1m }\ntimeout: 2m\n",
+    );
+    with_tokens(
+        &f,
+        &[
+            ("head-a", "branch-head", ", person: head.a"),
+            ("ops", "ops", ""),
+        ],
+    );
+    let d = Daemon::start(&f);
+    let (code, body) = call(
+        &d,
+        "POST",
+        "/api/v1/drills/both/run",
+        Some("head-a"),
+        r#"{"branch":"br-b"}"#,
+    );
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = call(&d, "POST", "/api/v1/drills/both/run", Some("head-a"), "");
+    assert_eq!(code, 202, "{body}");
+    let run = body["run"].as_i64().unwrap();
+    let (_, r) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/drill-runs/{run}"),
+        Some("ops"),
+        "",
+    );
+    let branches: Vec<&str> = r["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["branch"].as_str().unwrap())
+        .collect();
+    assert_eq!(branches, ["br-a"], "{r}");
+    assert_eq!(
+        (&r["started_by"], &r["via"]),
+        (&json!("head.a"), &json!("head-a"))
+    );
+    // An ops run of both branches: the head sees its branch's part only.
+    let (code, body) = call(
+        &d,
+        "POST",
+        "/api/v1/drills/both/run",
+        Some("ops"),
+        r#"{"branch":"br-b"}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    let other = body["run"].as_i64().unwrap();
+    let (code, _) = call(
+        &d,
+        "GET",
+        &format!("/api/v1/drill-runs/{other}"),
+        Some("head-a"),
+        "",
+    );
+    assert_eq!(code, 404, "another branch's run");
+    let (code, _) = call(
+        &d,
+        "POST",
+        &format!("/api/v1/drill-runs/{other}/abort"),
+        Some("head-a"),
+        "",
+    );
+    assert_eq!(code, 404);
+    let (_, list) = call(&d, "GET", "/api/v1/drill-runs", Some("head-a"), "");
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["branches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["branch"] == "br-a")),
+        "{list}"
+    );
+}
+
+/// One escalate link, posted 100 times: one escalation.
+#[test]
+fn a_one_click_link_works_once_whatever_it_does() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    d.post("/api/v1/events", CORE_DOWN_A);
+    let hexed = std::fs::read_to_string(f.path("data/link-secret")).unwrap();
+    let key = branchguard::notify::links::Secret::from_bytes(&hex::decode(hexed.trim()).unwrap());
+    let link = key.sign(&branchguard::notify::links::Claims {
+        incident: 1,
+        step: "switch".into(),
+        person: "head.a".into(),
+        action: branchguard::engine::LinkAction::Escalate,
+        expires: (branchguard::clock::now() + chrono::Duration::hours(1)).timestamp(),
+    });
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..100 {
+        let code = d
+            .http
+            .post(format!("{}/ack/{link}", d.url))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    assert_eq!(codes.get(&200), Some(&1), "{codes:?}");
+    assert_eq!(codes.get(&409), Some(&99), "{codes:?}");
+    let inc = d.incident(1);
+    assert_eq!(history(&inc, "incident.escalated").len(), 1);
+    let esc = &history(&inc, "incident.escalated")[0];
+    assert_eq!(
+        (&esc["by"], &esc["via"]),
+        (&json!("head.a"), &json!("link"))
+    );
+}
+
+/// With tokens configured, the Incident: link of an email opens that
+/// incident's page in a browser (no token) through its signed grant, and
+/// the grant opens no other incident.
+#[test]
+fn the_incident_link_of_a_message_opens_that_incident_and_no_other() {
+    let f = Fixture::engine();
+    with_tokens(&f, &[("ingest", "ingest", "")]);
+    let d = Daemon::start(&f);
+    let (code, _) = call(&d, "POST", "/api/v1/events", Some("ingest"), CORE_DOWN_A);
+    assert_eq!(code, 202);
+    let (code, _) = call(
+        &d,
+        "POST",
+        "/api/v1/events",
+        Some("ingest"),
+        &CORE_DOWN_A.replace("br-a", "br-b"),
+    );
+    assert_eq!(code, 202);
+    let mail = wait_for(WAIT, "it.a's email", || {
+        std::fs::read_dir(f.path("data/mail"))
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| {
+                e.file_name().to_string_lossy().contains("incident-1-row-")
+                    && e.file_name().to_string_lossy().contains("it.a")
+            })
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+    });
+    // The text part is quoted-printable or 7bit; the link is on one line.
+    let text = mail.replace("=\r\n", "").replace("=3D", "=");
+    let start = text
+        .find("/incidents/1?grant=")
+        .expect("a granted incident link");
+    let link: String = text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<')
+        .collect();
+    let page = d.http.get(format!("{}{link}", d.url)).send().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().unwrap().contains("Incident #1"));
+    let grant = link.split("grant=").nth(1).unwrap();
+    let other = d
+        .http
+        .get(format!("{}/incidents/2?grant={grant}", d.url))
+        .send()
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+    let bare = d.http.get(format!("{}/incidents/1", d.url)).send().unwrap();
+    assert_eq!(bare.status().as_u16(), 401);
+}
+
+/// What an insider with the sqlite3 CLI (but not the audit key) would do:
+/// each is found by `audit verify`, which exits 1 naming the first bad row,
+/// and needs no API token variables.
+#[test]
+fn audit_verify_finds_what_an_insider_would_do_to_the_database() {
+    let f = Fixture::engine();
+    // A token from the environment: `audit verify` must not need it.
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!(
+            "{cfg}auth:\n  tokens:\n    - {{ name: ops, role: ops, token_env: BG_TRUST_OPS }}\n"
+        ),
+    );
+    let token = "a-long-token-for-the-test-0001";
+    let d = Daemon::start_with_env(&f, &[("BG_TRUST_OPS", token)]);
+    for i in 0..60 {
+        let ev = json!({"kind": "test.audit", "branch": "br-a", "labels": {"n": i.to_string()}});
+        let r = d
+            .http
+            .post(format!("{}/api/v1/events", d.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(ev.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let r = d
+        .http
+        .post(format!("{}/api/v1/events", d.url))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(CORE_DOWN_A)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    // The chain head is published (file, status) within a second or so.
+    let status = wait_for(WAIT, "the published head", || {
+        let s: Value = d
+            .http
+            .get(format!("{}/api/v1/status", d.url))
+            .bearer_auth(token)
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let rows = s["audit"]["rows"].as_i64()?;
+        let file = std::fs::read_to_string(f.path("data/audit.head")).ok()?;
+        (file.contains(&format!("\"rows\":{rows}")) && rows > 60).then_some(s)
+    });
+    assert!(
+        status["audit"]["hash"].as_str().unwrap().len() == 64,
+        "{status}"
+    );
+    d.stop();
+    let verify = || f.run_env(&["audit", "verify"], &[]);
+    assert_eq!(verify().code, 0, "{:?}", verify());
+    let db = || rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
+    let backup = f.path("data/pristine.db");
+    db().execute("VACUUM INTO ?1", [backup.display().to_string()])
+        .unwrap();
+    let restore = || {
+        std::fs::copy(&backup, f.path("data/branchguard.db")).unwrap();
+        let _ = std::fs::remove_file(f.path("data/branchguard.db-wal"));
+        let _ = std::fs::remove_file(f.path("data/branchguard.db-shm"));
+        assert_eq!(verify().code, 0, "restored: {:?}", verify());
+    };
+    let broken = |what: &str| {
+        let out = verify();
+        assert_eq!(out.code, 1, "{what}: {out:?}");
+        assert!(
+            out.stdout.contains("BROKEN at row"),
+            "{what}: {}",
+            out.stdout
+        );
+        out.stdout
+    };
+    // The newest 50 audit rows deleted.
+    db().execute_batch("DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 50 FROM audit)")
+        .unwrap();
+    assert!(broken("truncated").contains("missing"));
+    restore();
+    // An incident's stored body edited (the API would serve the forgery).
+    db().execute_batch(
+        "UPDATE incidents SET body = replace(body, '\"tier\":1', '\"tier\":3') WHERE id = 1",
+    )
+    .unwrap();
+    assert!(broken("incident").contains("incident 1"));
+    restore();
+    // An event row edited.
+    db().execute_batch("UPDATE events SET branch = 'br-b' WHERE id = 5")
+        .unwrap();
+    assert!(broken("event").contains("event 5"));
+    restore();
+    // An audit row edited, and the chain after it recomputed with plain
+    // SHA-256, as someone without the key would.
+    {
+        let c = db();
+        c.execute_batch("UPDATE audit SET by = 'mallory' WHERE seq = 10")
+            .unwrap();
+        let rows: Vec<(i64, String, String, String, String, String)> = c
+            .prepare(
+                "SELECT seq, at, entity, what, by, detail FROM audit WHERE seq >= 10 ORDER BY seq",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut prev: String = c
+            .query_row("SELECT hash FROM audit WHERE seq = 9", [], |r| r.get(0))
+            .unwrap();
+        for (seq, at, entity, what, by, detail) in rows {
+            let h = branchguard::store::audit::hash(&prev, seq, &at, &entity, &what, &by, &detail);
+            c.execute(
+                "UPDATE audit SET hash = ?1 WHERE seq = ?2",
+                rusqlite::params![h, seq],
+            )
+            .unwrap();
+            prev = h;
+        }
+    }
+    assert!(broken("recomputed").contains("row 10"));
+    restore();
+}
+
+/// Past `engine.queue` waiting events, intake answers 503 with Retry-After
+/// at once (never a timeout), and a refused batch is stored not at all.
+#[test]
+fn a_full_engine_queue_answers_503_with_retry_after_and_stores_nothing_of_it() {
+    let f = Fixture::engine();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!("{cfg}engine: {{ queue: 200, max_batch: 100 }}\n"),
+    );
+    let d = Daemon::start(&f);
+    let batch = |tag: usize| {
+        let evs: Vec<Value> = (0..100)
+            .map(|i| json!({"kind": "test.queue", "branch": "br-a", "labels": {"b": tag.to_string(), "i": i.to_string()}}))
+            .collect();
+        Value::Array(evs).to_string()
+    };
+    let url = format!("{}/api/v1/events", d.url);
+    let results: Vec<(u16, Option<String>, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..40)
+            .map(|t| {
+                let url = url.clone();
+                let body = batch(t);
+                s.spawn(move || {
+                    let r = reqwest::blocking::Client::new()
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .unwrap();
+                    let code = r.status().as_u16();
+                    let retry = r
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    (code, retry, r.json().unwrap_or(Value::Null))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let busy: Vec<_> = results.iter().filter(|(c, _, _)| *c == 503).collect();
+    let ok: Vec<_> = results.iter().filter(|(c, _, _)| *c == 202).collect();
+    assert_eq!(busy.len() + ok.len(), 40, "{results:?}");
+    assert!(!busy.is_empty(), "the queue was never full");
+    for (_, retry, body) in &busy {
+        assert_eq!(retry.as_deref(), Some("1"), "{body}");
+    }
+    let stored = d.all_ids("/api/v1/events?kind=test.queue");
+    assert_eq!(stored.len(), ok.len() * 100, "only whole accepted batches");
+}
+
+/// A removed token's open event stream ends at the reload that removes it.
+#[test]
+fn an_event_stream_ends_when_its_token_is_removed() {
+    let f = Fixture::engine();
+    with_tokens(&f, &[("viewer", "viewer", ""), ("admin", "admin", "")]);
+    let d = Daemon::start(&f);
+    let mut stream = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v1/stream", d.url))
+        .bearer_auth(secret("viewer"))
+        .send()
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let mut first = [0u8; 16];
+    stream.read_exact(&mut first).unwrap();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    let without: String = cfg
+        .lines()
+        .filter(|l| !l.contains("name: viewer"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    f.write("branchguard.yaml", &without);
+    let (code, body) = call(&d, "POST", "/api/v1/reload", Some("admin"), "");
+    assert_eq!(code, 200, "{body}");
+    let watch = branchguard::clock::Stopwatch::start();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(
+        watch.seconds() < 10.0,
+        "the stream ran on for {}s",
+        watch.seconds()
+    );
+}
+
+/// An Alertmanager alert for a branch the token may not post to is refused
+/// as `forbidden` (not `unknown_branch`): the same intake as every source.
+#[test]
+fn an_alertmanager_alert_for_a_foreign_branch_is_forbidden() {
+    let f = Fixture::engine();
+    with_tokens(&f, &[("ingest-b", "ingest", ", branches: [br-b]")]);
+    let d = Daemon::start(&f);
+    let payload = json!({
+        "version": "4",
+        "alerts": [
+            {"status": "firing", "labels": {"alertname": "CoreDown", "branch": "br-a", "severity": "critical"}},
+            {"status": "firing", "labels": {"alertname": "CoreDown", "branch": "br-b", "severity": "critical"}},
+        ]
+    });
+    let (code, body) = call(
+        &d,
+        "POST",
+        "/api/v1/alertmanager",
+        Some("ingest-b"),
+        &payload.to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["rejected"][0]["reason"], "forbidden", "{body}");
+    assert_eq!(
+        d.metric(r#"branchguard_events_rejected_total{reason="forbidden"}"#),
+        Some(1.0)
+    );
+}
+
+/// A damaged database is found at start-up (and said so), not when a read
+/// first hits the damaged page.
+#[test]
+fn a_damaged_database_is_found_at_start_up() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    for i in 0..200 {
+        let ev = json!({"kind": "test.pages", "branch": "br-a", "summary": "x".repeat(500), "labels": {"n": i.to_string()}});
+        d.post("/api/v1/events", &ev.to_string());
+    }
+    d.stop();
+    // Scribble over a page in the middle of the file (not the header).
+    let path = f.path("data/branchguard.db");
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 40_000, "{}", bytes.len());
+    for b in &mut bytes[20_000..24_000] {
+        *b = 0x5a;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new(common::binary())
+        .current_dir(f.dir.path())
+        .args(["run"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("quick_check") && err.contains("corrupt"),
+        "{err}"
+    );
+}
