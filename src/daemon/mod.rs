@@ -160,9 +160,15 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(watch::run(Arc::clone(&reloader), shutdown.clone()));
+    // The host's gauges are there from the first scrape.
+    let dir = data_dir.clone();
+    let sampler = tokio::task::spawn_blocking(move || crate::sources::host::first_sample(&dir))
+        .await
+        .map_err(|e| DaemonError::Io(std::io::Error::other(e)))?;
     tokio::spawn(crate::sources::host::run(
         reloader.subscribe(),
         engine.clone(),
+        sampler,
         shutdown.clone(),
     ));
     tokio::spawn(crate::sources::probes::run(

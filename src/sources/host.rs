@@ -31,7 +31,8 @@ pub struct Sample {
     pub disks: BTreeMap<String, (u64, u64)>,
 }
 
-struct Sampler {
+/// The host's CPU, memory and disks, sampled with sysinfo.
+pub struct Sampler {
     sys: System,
     disks: Disks,
 }
@@ -132,25 +133,35 @@ fn event(
     }
 }
 
+/// A sampler that has sampled the host once, its gauges set: called (off
+/// the async threads) before the daemon says it listens, so the first
+/// scrape has them.
+pub fn first_sample(data_dir: &std::path::Path) -> Sampler {
+    let mut s = Sampler::new();
+    let sample = s.sample(data_dir);
+    crate::metrics::host_sampled(
+        sample.cpu_ratio,
+        sample.memory_used,
+        sample.disks.iter().map(|(m, (free, _))| (m, *free)),
+    );
+    s
+}
+
 pub async fn run(
     config: watch::Receiver<Arc<Loaded>>,
     engine: EngineHandle,
+    sampler: Sampler,
     stop: CancellationToken,
 ) {
-    let sampler = Arc::new(Mutex::new(Sampler::new()));
+    let sampler = Arc::new(Mutex::new(sampler));
     let mut conditions: BTreeMap<String, Condition> = BTreeMap::new();
-    // Sampled at once: the host's gauges are there from the first scrape.
-    let mut first = true;
     loop {
         let loaded = Arc::clone(&config.borrow());
         let h = loaded.config.host.clone();
-        if !first {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(h.interval.max(Duration::from_millis(100))) => {}
-            }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(h.interval.max(Duration::from_millis(100))) => {}
         }
-        first = false;
         let s = Arc::clone(&sampler);
         let data_dir = loaded.config.data_dir.clone();
         let sample = match tokio::task::spawn_blocking(move || {
