@@ -253,12 +253,19 @@ pub fn incident_text(i: &Value, zones: &Zones) -> String {
     if let Some(h) = i["history"].as_array() {
         let _ = writeln!(out, "\nHistory:");
         for e in h {
+            // Who, and how they came when it was not the daemon itself.
+            let who = match e["via"].as_str() {
+                Some(via) if !via.is_empty() && via != "engine" => {
+                    format!("{} (via {via})", s(&e["by"]))
+                }
+                _ => s(&e["by"]),
+            };
             let _ = writeln!(
                 out,
-                "  {}  {:<20} {:<12} {}",
+                "  {}  {:<22} {:<12} {}",
                 time(&e["at"], tz),
                 s(&e["what"]),
-                s(&e["by"]),
+                who,
                 s(&e["detail"]).replace('\n', "\n      ")
             );
         }

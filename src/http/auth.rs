@@ -446,12 +446,20 @@ pub async fn check(
                 ),
             );
         }
-        let json = req
-            .headers()
+        let headers = req.headers();
+        let content_type = headers
             .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/json"));
-        if method == Method::POST && path.starts_with("/api/") && !json {
+            .and_then(|v| v.to_str().ok());
+        let json = content_type.is_some_and(|c| c.starts_with("application/json"));
+        // A POST with no body at all (`curl -X POST $BG/api/v1/reload`)
+        // has nothing to be JSON; any body must say it is (a form cannot).
+        let empty = content_type.is_none()
+            && !headers.contains_key(header::TRANSFER_ENCODING)
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|n| n.trim() == "0");
+        if method == Method::POST && path.starts_with("/api/") && !json && !empty {
             return ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "send JSON with `Content-Type: application/json` (curl: -H 'Content-Type: application/json')",

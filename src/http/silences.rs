@@ -61,7 +61,10 @@ pub async fn list(
 struct NewSilence {
     matchers: Vec<Matcher>,
     starts_at: Option<DateTime<FixedOffset>>,
-    ends_at: DateTime<FixedOffset>,
+    /// When it ends; or `for`, how long from its start (`2h`).
+    ends_at: Option<DateTime<FixedOffset>>,
+    #[serde(rename = "for")]
+    lasts: Option<String>,
     created_by: Option<String>,
     #[serde(default)]
     comment: String,
@@ -134,10 +137,35 @@ pub async fn create(
     let created_by = who.author(&loaded.config, n.created_by, "created_by")?;
     may_silence(&who, &loaded, &created_by, &n.matchers, n.force)
         .map_err(|e| count_forbidden(&s, client, &who, e))?;
+    let starts_at = n.starts_at.map_or_else(clock::now, |t| t.to_utc());
+    let ends_at = match (n.ends_at, n.lasts.as_deref()) {
+        (Some(e), None) => e.to_utc(),
+        (None, Some(d)) => {
+            let d = humantime::parse_duration(d)
+                .ok()
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        format!(
+                            "`for`: `{}` is not a duration such as `2h` or `90m`",
+                            crate::diag::clip_quotes(d)
+                        ),
+                        "for",
+                    )
+                })?;
+            starts_at + d
+        }
+        _ => {
+            return Err(ApiError::bad(
+                "give `ends_at` (a time) or `for` (a duration such as `2h`), not both",
+                "ends_at",
+            ));
+        }
+    };
     let spec = SilenceSpec {
         matchers: n.matchers,
-        starts_at: n.starts_at.map_or_else(clock::now, |t| t.to_utc()),
-        ends_at: n.ends_at.to_utc(),
+        starts_at,
+        ends_at,
         created_by,
         via: who.via(),
         comment: n.comment,
