@@ -25,7 +25,7 @@ const SETUP: &[(&str, &str)] = &[
         "cargo run --release -- run",
         "the daemon: the test runs it itself, on a free port",
     ),
-    ("cargo test", "this is the test"),
+    ("cargo test", "this is the test (and its own binaries)"),
     (
         "cargo bench",
         "benchmarks run for minutes and need Prometheus Alertmanager: see docs/PERFORMANCE.md",
@@ -243,23 +243,43 @@ fn every_shell_example_runs_against_a_real_daemon_as_documented() {
             .arg("-c")
             .arg(&script)
             .current_dir(f.dir.path())
-            .env("PATH", format!("{}:{}", bin_dir.path().display(), std::env::var("PATH").unwrap_or_default()))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin_dir.path().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
             .env("BRANCHGUARD_URL", &d.url)
             .env("OUT", out.path())
             .output()
             .unwrap();
-        assert!(run.status.success() || run.status.code().is_some(), "{run:?}");
+        assert!(
+            run.status.success() || run.status.code().is_some(),
+            "{run:?}"
+        );
         for (n, c) in cmds.iter().enumerate() {
-            let at = format!("{}:{}: `{}`", c.doc, c.line, c.text.lines().next().unwrap_or(""));
+            let at = format!(
+                "{}:{}: `{}`",
+                c.doc,
+                c.line,
+                c.text.lines().next().unwrap_or("")
+            );
             if c.skip.is_some() {
                 continue;
             }
             ran += 1;
-            let read = |ext: &str| std::fs::read_to_string(out.path().join(format!("{n}.{ext}"))).unwrap_or_default();
+            let read = |ext: &str| {
+                std::fs::read_to_string(out.path().join(format!("{n}.{ext}"))).unwrap_or_default()
+            };
             let (stdout, stderr) = (read("out"), read("err"));
             let exit: i32 = read("exit").trim().parse().unwrap_or(-1);
             if exit != c.exits {
-                problems.push(format!("{at}: exited {exit}, the doc says {}\n{stdout}{stderr}", c.exits));
+                problems.push(format!(
+                    "{at}: exited {exit}, the doc says {}\n{stdout}{stderr}",
+                    c.exits
+                ));
             }
             for code in read("curl").lines() {
                 let code: u16 = code.trim().parse().unwrap_or(0);
@@ -290,7 +310,10 @@ fn copy_examples(f: &Fixture) {
     for e in std::fs::read_dir(root).unwrap() {
         let p = e.unwrap().path();
         f.write(
-            &format!("examples/events/{}", p.file_name().unwrap().to_string_lossy()),
+            &format!(
+                "examples/events/{}",
+                p.file_name().unwrap().to_string_lossy()
+            ),
             &std::fs::read_to_string(&p).unwrap(),
         );
     }
@@ -306,7 +329,12 @@ fn options(text: &str) -> BTreeSet<String> {
 /// word for two-word commands' groups), down to the next heading of the
 /// same or a higher level.
 fn section<'a>(doc: &'a str, command: &str) -> Option<&'a str> {
-    let lines: Vec<(usize, &str)> = doc.match_indices('\n').map(|(i, _)| i + 1).chain([0]).map(|i| (i, &doc[i..])).collect();
+    let lines: Vec<(usize, &str)> = doc
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .chain([0])
+        .map(|i| (i, &doc[i..]))
+        .collect();
     let mut starts: Vec<(usize, usize, &str)> = Vec::new();
     for (at, rest) in lines {
         let line = rest.lines().next().unwrap_or("");
@@ -328,7 +356,8 @@ fn section<'a>(doc: &'a str, command: &str) -> Option<&'a str> {
 
 #[test]
 fn every_commands_help_matches_cli_md() {
-    let cli_md = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CLI.md")).unwrap();
+    let cli_md =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CLI.md")).unwrap();
     let help = |args: &[&str]| {
         let out = std::process::Command::new(common::binary())
             .args(args)
@@ -382,7 +411,9 @@ fn every_commands_help_matches_cli_md() {
             };
             for o in have.difference(&common_opts) {
                 if !text.contains(o.as_str()) {
-                    problems.push(format!("`{name} {o}` is not documented in its CLI.md section"));
+                    problems.push(format!(
+                        "`{name} {o}` is not documented in its CLI.md section"
+                    ));
                 }
             }
             if leaf.len() == 1 {

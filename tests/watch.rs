@@ -174,7 +174,7 @@ fn reading_the_watched_files_reloads_nothing_and_one_change_reloads_once() {
     // unchanged file): no change of content.
     let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
     std::fs::write(f.path("branchguard.yaml"), &cfg).unwrap();
-    let t = std::time::SystemTime::now();
+    let t = std::time::SystemTime::from(branchguard::clock::now());
     std::fs::File::options()
         .write(true)
         .open(f.path("playbooks/conflict.yaml"))

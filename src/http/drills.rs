@@ -64,7 +64,7 @@ fn starter(
     cfg: &crate::config::Config,
     by: Option<String>,
 ) -> Result<Actor, ApiError> {
-    let by = match (who.person(), &*who, by) {
+    let by = match (who.person(), who, by) {
         (Some(_), _, by) => who.author(cfg, by, "by")?,
         (None, Principal::Token { name, .. }, None) => name.clone(),
         (None, Principal::Local, None) => crate::engine::VIA_LOCAL.to_string(),

@@ -25,12 +25,15 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use crate::clock;
 use crate::config::{INGEST_RATE, Limits};
 
+/// A keyed limiter and the (per second, burst) it was built for.
+type Built = ((u32, u32), Arc<DefaultKeyedRateLimiter<IpAddr>>);
+
 /// The per-client rate limiters of accepted requests.
 pub struct RateLimit {
     tokens: Mutex<HashMap<String, (u32, Arc<DefaultDirectRateLimiter>)>>,
     local: DefaultKeyedRateLimiter<IpAddr>,
     /// Built for (per second, burst); built again when a reload changes them.
-    grants: Mutex<((u32, u32), Arc<DefaultKeyedRateLimiter<IpAddr>>)>,
+    grants: Mutex<Built>,
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
