@@ -295,6 +295,8 @@ fn webhook_answering_500_twice_is_delivered_on_the_third_try_with_one_idempotenc
     assert_eq!(payload["text"], "Hello Branch A");
     assert_eq!(payload["incident"]["id"], id);
     assert_eq!(payload["drill"], false);
+    assert_eq!(payload["ask"], "NOTICE", "{payload}");
+    assert_eq!(payload["urgent"], false, "{payload}");
     assert_eq!(format!("branchguard-{}", payload["id"]), keys[0]);
     assert_eq!(history(&inc, "notification.retry").len(), 2, "{inc}");
     assert_eq!(history(&inc, "notification.delivered").len(), 1, "{inc}");

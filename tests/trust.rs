@@ -611,7 +611,17 @@ fn audit_verify_finds_what_an_insider_would_do_to_the_database() {
     );
     d.stop();
     let verify = || f.run_env(&["audit", "verify"], &[]);
-    assert_eq!(verify().code, 0, "{:?}", verify());
+    let ok = verify();
+    assert_eq!(ok.code, 0, "{ok:?}");
+    // It prints the head, to compare with what an `audit` channel received.
+    let head: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("data/audit.head")).unwrap()).unwrap();
+    let printed = format!(
+        "chain head: {} rows, hash {}",
+        head["rows"],
+        head["hash"].as_str().unwrap()
+    );
+    assert!(ok.stderr.contains(&printed), "{printed}: {ok:?}");
     let db = || rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
     let backup = f.path("data/pristine.db");
     db().execute("VACUUM INTO ?1", [backup.display().to_string()])

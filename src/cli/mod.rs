@@ -567,11 +567,13 @@ fn audit_verify(r: &config::Records) -> anyhow::Result<ExitCode> {
         eprintln!("published chain head ({at}): {} rows", h.rows);
     }
     match store.verify_audit(key, published.map(|(h, _)| h))? {
-        AuditCheck::Ok { rows, keyed } => {
+        AuditCheck::Ok { rows, keyed, last } => {
             outln!(
                 "audit log ok: {rows} rows, {} chain intact; stored events, incidents and history agree with it",
                 if keyed { "signed" } else { "hash" }
             );
+            // What an `audit` webhook channel received, to compare by eye.
+            eprintln!("chain head: {rows} rows, hash {last}");
             Ok(ExitCode::SUCCESS)
         }
         AuditCheck::Broken { seq, reason } => {

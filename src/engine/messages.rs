@@ -160,7 +160,14 @@ impl Engine {
                         announcement: false,
                         urgent,
                         grant_until: None,
-                        payload: Some(self.webhook_payload(inc, step, why, &subject, &body)),
+                        payload: Some(self.webhook_payload(
+                            inc,
+                            step,
+                            why,
+                            (msg.ask, urgent),
+                            &subject,
+                            &body,
+                        )),
                     });
                     sent.push(t.to_string());
                 }
@@ -215,6 +222,7 @@ impl Engine {
         inc: &Incident,
         step: Option<&Step>,
         kind: &str,
+        ask: (Ask, bool),
         subject: &str,
         text: &str,
     ) -> String {
@@ -232,6 +240,8 @@ impl Engine {
         serde_json::json!({
             "schema": "branchguard.notification.v1",
             "kind": kind,
+            "ask": ask.0.word(),
+            "urgent": ask.1,
             "drill": inc.drill,
             "subject": subject,
             "text": text,

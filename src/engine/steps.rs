@@ -130,6 +130,7 @@ impl Engine {
                         &inc,
                         Some(spec),
                         "announcement",
+                        (Ask::Notice, spec.critical),
                         &subject,
                         &text,
                     )),

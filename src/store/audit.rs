@@ -57,6 +57,8 @@ pub enum AuditCheck {
         /// Whether the rows are signed with the key (false: a log written
         /// entirely by a version before 0.2, never opened by a later one).
         keyed: bool,
+        /// The last row's hash: what an `audit` channel received as the head.
+        last: String,
     },
     Broken {
         seq: i64,
@@ -454,6 +456,7 @@ impl Verifier {
         AuditCheck::Ok {
             rows: self.rows,
             keyed: self.keyed,
+            last: self.prev,
         }
     }
 }
@@ -506,7 +509,8 @@ mod tests {
                 verify(None, chain, None),
                 AuditCheck::Ok {
                     rows: 4,
-                    keyed: false
+                    keyed: false,
+                    last: chain[3].hash.clone(),
                 }
             );
             let mut altered = chain.clone();
@@ -547,7 +551,8 @@ mod tests {
             verify(Some(key()), &all, Some(&c.head())),
             AuditCheck::Ok {
                 rows: 6,
-                keyed: true
+                keyed: true,
+                last: c.head().hash,
             }
         );
         // `via` is signed too.

@@ -396,9 +396,17 @@ pub(super) mod tests {
         let reader = SqliteReader::open(dir.path()).unwrap();
         let key = || Some(crate::store::AuditKey::from_bytes(&[3u8; 32]));
         // Three rows of the earlier version, the `audit.keyed` row, five new.
+        let last: String = conn
+            .query_row(
+                "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         let intact = AuditCheck::Ok {
             rows: 9,
             keyed: true,
+            last,
         };
         assert_eq!(reader.verify_audit(key(), None).unwrap(), intact);
         let plan: String = conn

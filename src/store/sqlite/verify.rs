@@ -196,9 +196,12 @@ fn event_differs(
         }
     }
     Ok((!differs.is_empty()).then(|| {
+        let (what, verb) = match differs.as_slice() {
+            [one] => (one.to_string(), "differs"),
+            many => (many.join(", "), "differ"),
+        };
         format!(
-            "its stored {} differ from audit row {} that recorded it",
-            differs.join(", "),
+            "its stored {what} {verb} from audit row {} that recorded it",
             row.seq
         )
     }))
