@@ -67,6 +67,37 @@ fn kill_group(pgid: u32) {
 #[cfg(not(unix))]
 fn kill_group(_: u32) {}
 
+/// How much of a command's output (each of stdout and stderr) the history
+/// keeps; the rest is read and dropped, so a chatty script neither blocks on
+/// a full pipe nor fills the daemon's memory.
+const OUTPUT_MAX: usize = 64 * 1024;
+
+/// How long output is still read after the command's group was killed.
+const PIPE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads a pipe to its end, keeping the first [`OUTPUT_MAX`] bytes.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else { return kept };
+    let mut buf = [0u8; 8192];
+    let mut dropped = false;
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = OUTPUT_MAX.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                dropped |= n > room;
+            }
+        }
+    }
+    if dropped {
+        kept.extend_from_slice(b"\n[output cut at 64 KiB]\n");
+    }
+    kept
+}
+
 /// Runs a command step with its timeout; output is captured for the history.
 /// On failure to finish, `exit_code` is `None` and `output` says why.
 async fn run_command(
@@ -90,7 +121,7 @@ async fn run_command(
         .stderr(std::process::Stdio::piped());
     #[cfg(unix)]
     cmd.process_group(0);
-    let child = match cmd.spawn() {
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             return CommandOutcome {
@@ -104,18 +135,33 @@ async fn run_command(
     if let (Some(g), Ok(mut set)) = (group, groups.lock()) {
         set.insert(g);
     }
-    let result = tokio::time::timeout(c.timeout, child.wait_with_output()).await;
+    // The pipes are read beside the wait, not after it: what the script
+    // left running in the background holds them open, and the step ends
+    // when the script does (its leftovers are killed with the group).
+    let stdout = tokio::spawn(read_capped(child.stdout.take()));
+    let stderr = tokio::spawn(read_capped(child.stderr.take()));
+    let result = tokio::time::timeout(c.timeout, child.wait()).await;
     if let Some(g) = group {
         kill_group(g);
         if let Ok(mut set) = groups.lock() {
             set.remove(&g);
         }
     }
+    // With the group gone the pipes close; a process that left the group
+    // (setsid) may hold them: its output is not waited for.
+    let collect = |task: tokio::task::JoinHandle<Vec<u8>>| async move {
+        tokio::time::timeout(PIPE_GRACE, task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    };
+    let (out, err) = (collect(stdout).await, collect(stderr).await);
     match result {
-        Ok(Ok(out)) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            match out.status.code() {
+        Ok(Ok(status)) => {
+            let mut text = String::from_utf8_lossy(&out).into_owned();
+            text.push_str(&String::from_utf8_lossy(&err));
+            match status.code() {
                 Some(code) => CommandOutcome {
                     exit_code: Some(code),
                     output: text,
@@ -159,6 +205,26 @@ mod tests {
             &Mutex::default(),
         )
         .await
+    }
+
+    /// A script that leaves a process in the background ends when it exits
+    /// (not when its leftover would), and a flood of output is cut, not kept
+    /// whole nor left to block the script.
+    #[tokio::test]
+    async fn a_background_leftover_does_not_hold_the_step_and_output_is_capped() {
+        // Held until its 20 s timeout by the leftover's pipes, it would
+        // come back as timed out, with no exit code.
+        let left = run(&["sh", "-c", "echo started; sleep 30 & exit 0"], 20_000).await;
+        assert_eq!(left.exit_code, Some(0), "{}", left.output);
+        assert!(left.output.contains("started"), "{}", left.output);
+        let flood = run(
+            &["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' x; echo"],
+            20_000,
+        )
+        .await;
+        assert_eq!(flood.exit_code, Some(0));
+        assert!(flood.output.len() < 70 * 1024, "{}", flood.output.len());
+        assert!(flood.output.contains("[output cut at 64 KiB]"));
     }
 
     #[tokio::test]
