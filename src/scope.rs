@@ -4,7 +4,8 @@
 //!
 //! **Invariant:** branch scope is decided here and nowhere else: callers ask
 //! a [`Scope`] (`sees`, `covers`, `list` for a query), never compare branch
-//! lists themselves (`tests/trust.rs` tries every scoped route with another
+//! lists or roles themselves (`tests/architecture.rs` looks for such
+//! comparisons; `tests/trust.rs` tries every scoped route with another
 //! branch's ids).
 
 use std::collections::BTreeSet;

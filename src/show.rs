@@ -4,8 +4,11 @@
 //! second, with its offset; `7m32s`; a score to one decimal (`91.5`). JSON
 //! keeps RFC 3339.
 //!
-//! **Invariant:** no other module formats a time or a duration for people
-//! (`tests/architecture.rs` looks for stray format strings).
+//! **Invariant:** no other module writes a moment, a measured span or a
+//! score for people (`tests/architecture.rs` looks for stray format
+//! strings). A configured duration is echoed as it was configured
+//! (`duration::short`: `timeout: 90s` stays `90s`), and file names carry
+//! times in a sortable form of their own.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;

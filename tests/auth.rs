@@ -426,3 +426,78 @@ fn tls_serves_and_a_certificate_replaced_on_disk_is_picked_up() {
         "the old certificate is no longer served"
     );
 }
+
+/// **Invariant:** a token is never stored or logged: after tokens were used
+/// (accepted, refused, acting, reading), no file under the data directory
+/// and no line of the log holds one, neither the secret nor a prefix of it.
+#[test]
+fn tokens_are_never_stored_or_logged() {
+    let f = with_tokens("");
+    let d = Daemon::start_with(&f, &[], &[("RUST_LOG", "debug")]);
+    assert_eq!(
+        call(&d, "POST", "/api/v1/events", Some("ingest"), CORE_DOWN_A).0,
+        202
+    );
+    assert_eq!(
+        call(
+            &d,
+            "POST",
+            "/api/v1/incidents/1/steps/switch/ack",
+            Some("staff-it-a"),
+            "{}"
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        call(&d, "GET", "/api/v1/incidents/1", Some("viewer"), "").0,
+        200
+    );
+    assert_eq!(
+        call(&d, "POST", "/api/v1/reload", Some("viewer"), "").0,
+        403
+    );
+    // A wrong token that differs from a real one in its last character.
+    let near = format!("{}X", &secret("admin")[..secret("admin").len() - 1]);
+    let r = d
+        .http
+        .get(format!("{}/api/v1/incidents", d.url))
+        .bearer_auth(&near)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let log = d.log();
+    d.stop();
+    let mut files = Vec::new();
+    let mut dirs = vec![f.path("data")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    assert!(
+        files.iter().any(|p| p.ends_with("branchguard.db")),
+        "{files:?}"
+    );
+    // The part every secret of this test shares, and the near miss.
+    let needles = ["0123456789".to_string(), near.clone()];
+    for p in &files {
+        let bytes = std::fs::read(p).unwrap();
+        for n in &needles {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
+                "{} holds `{n}`",
+                p.display()
+            );
+        }
+    }
+    assert!(!log.is_empty(), "the log was read");
+    for n in &needles {
+        assert!(!log.contains(n.as_str()), "the log holds `{n}`");
+    }
+}

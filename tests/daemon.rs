@@ -676,6 +676,26 @@ fn a_store_that_fails_is_a_503_and_unhealthy_and_the_daemon_serves_again_once_it
     );
     let (code, body) = d.post("/api/v1/incidents/1/steps/switch/ack", r#"{"by":"it.a"}"#);
     assert_eq!(code, 503, "an action is not blamed on its sender: {body}");
+    // A one-click link meets the same fault: 503, never recorded as a
+    // refused link, and the link still works once the store does.
+    let hexed = std::fs::read_to_string(f.path("data/link-secret")).unwrap();
+    let key = branchguard::notify::links::Secret::from_bytes(&hex::decode(hexed.trim()).unwrap());
+    let link = key.sign(&branchguard::notify::links::Claims {
+        incident: 1,
+        step: "switch".into(),
+        person: "it.a".into(),
+        action: branchguard::engine::LinkAction::Ack,
+        expires: (branchguard::clock::now() + chrono::Duration::hours(1)).timestamp(),
+    });
+    let click = || {
+        d.http
+            .post(format!("{}/ack/{link}", d.url))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(click(), 503);
     let (code, health) = healthz(&d);
     assert_eq!(code, 503, "{health}");
     assert_eq!(health["status"], "unhealthy");
@@ -696,8 +716,14 @@ fn a_store_that_fails_is_a_503_and_unhealthy_and_the_daemon_serves_again_once_it
     let events = d.get("/api/v1/events");
     assert_eq!(events["items"].as_array().unwrap().len(), 2, "{events}");
     assert!(step(&d.incident(1), "switch")["acknowledged_at"].is_null());
+    assert!(
+        history(&d.incident(1), "link.refused").is_empty(),
+        "{}",
+        d.incident(1)
+    );
+    assert_eq!(click(), 200, "the link was not used up by the fault");
     let (code, _) = d.post("/api/v1/incidents/1/steps/switch/ack", r#"{"by":"it.a"}"#);
-    assert_eq!(code, 200);
+    assert_eq!(code, 409, "acknowledged once, by the link");
 }
 
 #[test]
@@ -801,6 +827,54 @@ fn a_timed_out_command_leaves_no_process_of_its_group_behind() {
     wait_for(Duration::from_secs(5), "the group to be gone", || {
         (processes(&["sleep", &a]).is_empty() && processes(&["sleep", &b]).is_empty()).then_some(())
     });
+}
+
+/// **Invariant:** no process started for a step outlives its step's
+/// command: what a script leaves running when it exits is killed with its
+/// group, and so is a command still running when the daemon stops.
+#[test]
+fn a_command_that_exits_or_a_daemon_that_stops_leaves_no_process_behind() {
+    let f = Fixture::engine();
+    let left = (std::process::id() % 1000 + 9000).to_string();
+    let running = (std::process::id() % 1000 + 11000).to_string();
+    f.write(
+        "playbooks/leave.yaml",
+        &format!("id: leave\nname: Leave\ntrigger: {{ kind: test.leave }}\nsteps:\n  - id: run\n    action: {{ command: [\"sh\", \"-c\", \"sleep {left} & exit 0\"], timeout: 1m }}\n    deadline: 1h\n"),
+    );
+    f.write(
+        "playbooks/long.yaml",
+        &format!("id: long\nname: Long\ntrigger: {{ kind: test.long }}\nsteps:\n  - id: run\n    action: {{ command: [\"sh\", \"-c\", \"sleep {running}\"], timeout: 1h }}\n    deadline: 1h\n"),
+    );
+    let d = Daemon::start(&f);
+    assert_eq!(
+        d.post("/api/v1/events", r#"{"kind":"test.leave","branch":"br-a"}"#)
+            .0,
+        202
+    );
+    let inc = wait_for(Duration::from_secs(20), "the command to finish", || {
+        let inc = d.incident(1);
+        (!history(&inc, "command.finished").is_empty()).then_some(inc)
+    });
+    assert_eq!(step(&inc, "run")["state"], "done", "{inc}");
+    wait_for(
+        Duration::from_secs(5),
+        "what it left behind to be gone",
+        || processes(&["sleep", &left]).is_empty().then_some(()),
+    );
+    assert_eq!(
+        d.post("/api/v1/events", r#"{"kind":"test.long","branch":"br-a"}"#)
+            .0,
+        202
+    );
+    wait_for(Duration::from_secs(10), "the long command to run", || {
+        (!processes(&["sleep", &running]).is_empty()).then_some(())
+    });
+    d.stop();
+    wait_for(
+        Duration::from_secs(5),
+        "the long command to be gone with the daemon",
+        || processes(&["sleep", &running]).is_empty().then_some(()),
+    );
 }
 
 #[test]

@@ -323,3 +323,49 @@ fn the_systemd_unit_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The series of a scrape: each sample's name and labels, without values.
+fn series(scrape: &str) -> std::collections::BTreeSet<String> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+/// **Invariant:** label values come from configuration or small fixed sets,
+/// never ids or free text: events with a hundred new kinds, summaries,
+/// labels and unknown branches add not one series to those the first few
+/// made.
+#[test]
+fn events_with_new_free_text_add_no_series() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let round = |n: usize, tag: &str| {
+        for i in 0..n {
+            let known = format!(
+                r#"{{"kind":"{tag}.kind.{i}","branch":"br-a","summary":"free text {tag} {i}","labels":{{"system":"{tag}-{i}","host":"h{i}"}}}}"#
+            );
+            assert_eq!(d.post("/api/v1/events", &known).0, 202);
+            let unknown = format!(r#"{{"kind":"x","branch":"no-such-{tag}-{i}"}}"#);
+            assert_eq!(d.post("/api/v1/events", &unknown).0, 400);
+            let bad = format!(r#"{{"kind":"x","branch":"br-a","severity":"{tag}-{i}"}}"#);
+            assert_eq!(d.post("/api/v1/events", &bad).0, 400);
+        }
+    };
+    round(1, "first");
+    let before = wait_for(WAIT, "the first events counted", || {
+        let s = scrape(&d);
+        (s.contains("branchguard_events_received_total{")
+            && s.contains("branchguard_events_rejected_total{"))
+        .then(|| series(&s))
+    });
+    round(100, "storm");
+    let s = scrape(&d);
+    let received = d.metric("branchguard_events_received_total{source=\"api\"}");
+    assert!(received.is_some_and(|n| n >= 101.0), "{received:?}");
+    let after = series(&s);
+    let new: Vec<&String> = after.difference(&before).collect();
+    assert!(new.is_empty(), "series made from free text: {new:?}");
+    assert!(before.len() > 20, "{}", before.len());
+}

@@ -613,7 +613,7 @@ fn audit_verify_finds_what_an_insider_would_do_to_the_database() {
     let verify = || f.run_env(&["audit", "verify"], &[]);
     let ok = verify();
     assert_eq!(ok.code, 0, "{ok:?}");
-    // It prints the head, to compare with what an `audit` channel received.
+    // It prints the head, to compare with what the `audit_anchor` channel received.
     let head: Value =
         serde_json::from_str(&std::fs::read_to_string(f.path("data/audit.head")).unwrap()).unwrap();
     let printed = format!(
@@ -698,6 +698,20 @@ fn audit_verify_finds_what_an_insider_would_do_to_the_database() {
     }
     assert!(broken("recomputed").contains("row 10"));
     restore();
+    // The published head forged (rows removed, and the head rewritten to
+    // match without the key): said, not skipped.
+    let head_file = f.path("data/audit.head");
+    let genuine = std::fs::read_to_string(&head_file).unwrap();
+    std::fs::write(&head_file, genuine.replace("\"rows\":", "\"rows\":1")).unwrap();
+    let out = verify();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("audit.head is not signed with the audit key"),
+        "{out:?}"
+    );
+    std::fs::write(&head_file, genuine).unwrap();
+    assert_eq!(verify().code, 0);
 }
 
 /// Past `engine.queue` waiting events, intake answers 503 with Retry-After

@@ -203,3 +203,32 @@ fn reading_the_watched_files_reloads_nothing_and_one_change_reloads_once() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// **Invariant:** a spool file reaches `done/` only after its events are
+/// committed: while the store fails it stays where it was dropped (not in
+/// `failed/`: the fault is ours), and it is read again once the store works.
+#[test]
+fn a_spool_file_waits_in_the_spool_while_the_store_fails() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let lock = rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    drop_file(&f, "while-locked.json", CORE_DOWN);
+    wait_for(WAIT, "the spool to try it and leave it", || {
+        d.log()
+            .contains("while-locked.json left for later")
+            .then_some(())
+    });
+    assert!(f.path("spool/while-locked.json").exists());
+    assert!(!f.path("spool/done/while-locked.json").exists());
+    assert!(!f.path("spool/failed/while-locked.json").exists());
+    lock.execute_batch("ROLLBACK;").unwrap();
+    drop(lock);
+    wait_for(WAIT, "the file in done/ once the store works", || {
+        f.path("spool/done/while-locked.json")
+            .exists()
+            .then_some(())
+    });
+    assert_eq!(events(&d), 1);
+    assert_eq!(d.incident(1)["status"], "open");
+}

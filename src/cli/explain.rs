@@ -149,6 +149,7 @@ pub fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>
     }
 }
 
+/// Time left, written as everywhere else (`show`).
 fn short(secs: i64) -> String {
-    crate::duration::short(std::time::Duration::from_secs(secs.max(0) as u64))
+    crate::show::duration(secs.max(0) as f64)
 }

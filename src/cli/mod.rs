@@ -560,9 +560,17 @@ fn audit_verify(r: &config::Records) -> anyhow::Result<ExitCode> {
             crate::store::audit::KEY_ENV
         );
     }
-    let published = key
+    let published = match key
         .as_ref()
-        .and_then(|k| crate::notify::anchor::read_head(&r.data_dir, k));
+        .map(|k| crate::notify::anchor::read_head(&r.data_dir, k))
+    {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(head))) => Some(head),
+        Some(Err(reason)) => {
+            outln!("audit log BROKEN: {reason}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     if let Some((h, at)) = &published {
         eprintln!("published chain head ({at}): {} rows", h.rows);
     }
@@ -572,7 +580,7 @@ fn audit_verify(r: &config::Records) -> anyhow::Result<ExitCode> {
                 "audit log ok: {rows} rows, {} chain intact; stored events, incidents and history agree with it",
                 if keyed { "signed" } else { "hash" }
             );
-            // What an `audit` webhook channel received, to compare by eye.
+            // What the `audit_anchor` webhook channel received, to compare by eye.
             eprintln!("chain head: {rows} rows, hash {last}");
             Ok(ExitCode::SUCCESS)
         }

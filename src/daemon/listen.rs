@@ -111,8 +111,8 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!(
-            "stopping: some connections were still busy after {}s and were cut",
-            DRAIN.as_secs()
+            "stopping: some connections were still busy after {} and were cut",
+            crate::show::span(DRAIN)
         );
     }
 }

@@ -1,11 +1,13 @@
-//! The one door into the engine. Every source (HTTP intake, Alertmanager,
-//! and next the spool, probes, host health and drills), the HTTP layer's
+//! The one door into the engine. Every source (through `sources::intake`:
+//! HTTP intake, Alertmanager, the spool, probes, host health), the HTTP layer's
 //! people's actions, the command runner and the delivery worker talk to the
 //! engine only by sending an [`Input`] through an [`EngineHandle`]; the engine
 //! loop answers each after the round it caused is committed.
 //!
-//! **Invariant:** nothing outside the engine loop changes engine state; an input
-//! is answered only after what it caused is stored (or with the store's error).
+//! **Invariant:** nothing outside the engine loop changes engine state (only
+//! it builds an `Engine`: `tests/architecture.rs`); an input is answered only
+//! after what it caused is stored, or with the store's error (`tests/daemon.rs`,
+//! a store that fails).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

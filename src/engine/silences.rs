@@ -351,3 +351,36 @@ fn describe(s: &Silence, tz: chrono_tz::Tz) -> String {
 
 /// Silences as a map for the store.
 pub type Silences = BTreeMap<i64, Silence>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// **Invariant:** a silence applies only inside its time window: not
+    /// before it starts, not from its end on, not once ended early.
+    #[test]
+    fn a_silence_applies_only_inside_its_window() {
+        let t = |m: i64| -> DateTime<Utc> {
+            "2026-12-07T01:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::minutes(m)
+        };
+        let mut s = Silence {
+            id: 1,
+            matchers: Vec::new(),
+            starts_at: t(10),
+            ends_at: t(20),
+            created_by: "ops.a".into(),
+            via: "local".into(),
+            comment: String::new(),
+            created_at: t(0),
+            expired_at: None,
+            expired_by: None,
+        };
+        let window: Vec<bool> = [0, 9, 10, 15, 19, 20, 30]
+            .map(|m| s.active_at(t(m)))
+            .to_vec();
+        assert_eq!(window, [false, false, true, true, true, false, false]);
+        s.expired_at = Some(t(12));
+        assert!(s.active_at(t(11)));
+        assert!(!s.active_at(t(12)) && !s.active_at(t(15)));
+    }
+}

@@ -174,10 +174,9 @@ impl Principal {
     pub fn is_ops(&self, cfg: &Config, person: &str) -> bool {
         match self {
             Principal::Token { role, .. } => matches!(role, TokenRole::Ops | TokenRole::Admin),
-            Principal::Local => cfg
-                .people
-                .get(person)
-                .is_some_and(|p| p.roles.contains("ops")),
+            Principal::Local => {
+                crate::scope::Scope::of_person(cfg, person).is_some_and(|s| s.is_all())
+            }
             Principal::Grant { .. } => false,
         }
     }
@@ -222,13 +221,14 @@ impl Principal {
                         "by",
                     ));
                 };
-                let Some(p) = cfg.people.get(&by) else {
+                if !cfg.people.contains_key(&by) {
                     return Err(ApiError::bad(
                         format!("unknown person `{}`", crate::diag::clip_quotes(&by)),
                         "by",
                     ));
-                };
-                if !p.branches.contains(branch) && !p.roles.contains("ops") {
+                }
+                let sees = crate::scope::Scope::of_person(cfg, &by).is_some_and(|s| s.sees(branch));
+                if !sees {
                     return Err(forbidden(format!(
                         "`{by}` does not belong to branch {branch} (and does not have the role `ops`)"
                     )));

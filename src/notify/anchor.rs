@@ -31,10 +31,23 @@ pub fn write_head(data_dir: &Path, key: &AuditKey, head: &Head) -> std::io::Resu
     std::fs::rename(&tmp, &path)
 }
 
-/// The head as last published to the file, if its signature holds.
-pub fn read_head(data_dir: &Path, key: &AuditKey) -> Option<(Head, String)> {
-    let text = std::fs::read_to_string(data_dir.join(crate::store::audit::HEAD_FILE)).ok()?;
-    Head::verify_signed(&text, key)
+/// The head as last published to the file, with when: `Ok(None)` when
+/// none was published yet; an error when the file is there but unreadable
+/// or its signature does not hold (forged, or damaged), which `audit verify`
+/// reports rather than skip the comparison.
+pub fn read_head(data_dir: &Path, key: &AuditKey) -> Result<Option<(Head, String)>, String> {
+    let path = data_dir.join(crate::store::audit::HEAD_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    Head::verify_signed(&text, key).map(Some).ok_or_else(|| {
+        format!(
+            "the published chain head {} is not signed with the audit key (forged, or damaged)",
+            path.display()
+        )
+    })
 }
 
 /// Runs until `stop`.

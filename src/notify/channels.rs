@@ -57,8 +57,8 @@ impl ChannelHealth {
             f.alarmed = true;
             tracing::warn!(
                 "notification channel {channel} has been failing for {} (since {}, {} failed attempts); messages wait in the outbox and are retried: {error}",
-                crate::duration::short(failing_for),
-                f.since.to_rfc3339(),
+                crate::show::span(failing_for),
+                crate::show::time(f.since, chrono_tz::UTC),
                 f.failed_attempts
             );
         }

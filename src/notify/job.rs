@@ -76,8 +76,8 @@ impl Job {
         let result: Result<String, SendError> = match tokio::time::timeout(limit, send).await {
             Ok(r) => r,
             Err(_) => Err(SendError::Retry(format!(
-                "no outcome within {}s",
-                limit.as_secs()
+                "no outcome within {}",
+                crate::show::span(limit)
             ))),
         };
         let now = clock::now();
@@ -259,14 +259,25 @@ impl Job {
             )));
         };
         let payload_of = |row: &OutboxRow| {
-            // A stored payload is always an object; anything else (a damaged
-            // row) is replaced rather than indexed, which would panic.
-            let mut p: serde_json::Value = row
+            // A stored payload is always an object. A damaged one is a fault
+            // of ours, said in the log; the message still goes, with its
+            // subject and text, rather than not at all (a person may be
+            // waiting for it).
+            let stored = row
                 .payload
                 .as_deref()
                 .and_then(|p| serde_json::from_str(p).ok())
-                .filter(serde_json::Value::is_object)
-                .unwrap_or_else(|| serde_json::json!({ "schema": "branchguard.notification.v1", "subject": row.subject, "text": row.body }));
+                .filter(serde_json::Value::is_object);
+            let mut p: serde_json::Value = match stored {
+                Some(p) => p,
+                None => {
+                    tracing::error!(
+                        "outbox row {}: its stored webhook payload cannot be read (a damaged database?); sending its subject and text only",
+                        row.id
+                    );
+                    serde_json::json!({ "schema": "branchguard.notification.v1", "subject": row.subject, "text": row.body, "damaged": true })
+                }
+            };
             p["id"] = serde_json::json!(row.id);
             p
         };

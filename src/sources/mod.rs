@@ -6,9 +6,9 @@
 //! health. (Drills open their incidents inside the engine, from its timers.)
 //!
 //! **Invariant:** a source never talks to the engine except through [`intake`]
-//! (`tests/architecture.rs` checks that no file under `sources/` or `http/`
-//! calls the engine's `ingest`), and an intake error is not an HTTP error:
-//! each caller words it for its own users.
+//! (`tests/architecture.rs` checks that the one call of the door's `ingest`
+//! under `sources/` and `http/` is in `intake`), and an intake error is not
+//! an HTTP error: nothing here names a status; each caller maps it.
 
 pub mod alertmanager;
 pub mod host;

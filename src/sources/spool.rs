@@ -289,8 +289,8 @@ pub async fn run(
             Ok(d) => Some(d),
             Err(e) => {
                 tracing::error!(
-                    "spool: cannot watch for files ({e}); looking every {}s instead",
-                    RESCAN.as_secs()
+                    "spool: cannot watch for files ({e}); looking every {} instead",
+                    crate::show::span(RESCAN)
                 );
                 None
             }

@@ -57,7 +57,7 @@ pub enum AuditCheck {
         /// Whether the rows are signed with the key (false: a log written
         /// entirely by a version before 0.2, never opened by a later one).
         keyed: bool,
-        /// The last row's hash: what an `audit` channel received as the head.
+        /// The last row's hash: what the `audit_anchor` channel received.
         last: String,
     },
     Broken {

@@ -9,7 +9,8 @@
 //! engine answers nobody before `commit` returns.
 //!
 //! **Invariant:** a stored value that cannot be read back (a bad timestamp, bad
-//! JSON) is a [`StoreError::Corrupt`], never a default.
+//! JSON) is a [`StoreError::Corrupt`], never a default (a unit test in
+//! `sqlite/schema.rs` damages incident bodies).
 
 pub mod audit;
 mod health;

@@ -250,6 +250,63 @@ pub(super) mod tests {
         );
     }
 
+    /// **Invariant:** a stored value that cannot be read back is an error,
+    /// never a default: an incident whose body is not what was written
+    /// stops a start (rather than restore it without its timers) and is a
+    /// fault on read.
+    #[test]
+    fn a_stored_value_that_cannot_be_read_back_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(earlier_database(dir.path()));
+        let (mut writer, _) =
+            SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap();
+        match writer.load_live() {
+            Err(crate::store::StoreError::Corrupt { what, .. }) => {
+                assert!(what.contains("incident"), "{what}")
+            }
+            Err(other) => panic!("not named as damage: {other}"),
+            Ok(_) => panic!("bodies `body 2` … were read back as incidents"),
+        }
+        let reader = SqliteReader::open(dir.path()).unwrap();
+        assert!(matches!(
+            reader.incident(2),
+            Err(crate::store::StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(reader.incident(99), Ok(None)));
+    }
+
+    /// **Invariant:** no index the writer maintains is led by the branch.
+    #[test]
+    fn no_index_is_led_by_the_branch() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(
+            SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap(),
+        );
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let mut st = conn
+            .prepare(
+                "SELECT s.name, (SELECT name FROM pragma_index_xinfo(s.name) WHERE seqno = 0)
+                 FROM sqlite_schema s WHERE s.type = 'index'",
+            )
+            .unwrap();
+        let leads: Vec<(String, Option<String>)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(leads.len() >= 8, "{leads:?}");
+        let by_branch: Vec<_> = leads
+            .iter()
+            .filter(|(_, first)| first.as_deref() == Some("branch"))
+            .collect();
+        assert!(
+            by_branch.is_empty(),
+            "indexes led by the branch: {by_branch:?}"
+        );
+        // The events' bucket index names the branch second.
+        assert!(leads.iter().any(|(n, _)| n == "events_bucket"), "{leads:?}");
+    }
+
     /// A start restores the live incidents without reading every incident
     /// ever opened: both of its queries are answered by an index.
     #[test]
@@ -393,6 +450,16 @@ pub(super) mod tests {
             history_rows, 2,
             "a new line is written once, to the audit log"
         );
+        // New rows store their own hash only: the previous one is the row
+        // before's.
+        let with_prev: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM audit WHERE seq > 3 AND prev_hash <> ''",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(with_prev, 0);
         let reader = SqliteReader::open(dir.path()).unwrap();
         let key = || Some(crate::store::AuditKey::from_bytes(&[3u8; 32]));
         // Three rows of the earlier version, the `audit.keyed` row, five new.
