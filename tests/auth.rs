@@ -7,9 +7,8 @@ mod common;
 
 use std::time::Duration;
 
+use common::access::{add_tokens, call, secret};
 use common::{Daemon, Fixture, wait_for};
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 const CORE_DOWN_A: &str =
     r#"{"kind":"system.down","branch":"br-a","severity":"critical","labels":{"system":"core"}}"#;
@@ -28,42 +27,14 @@ const TOKENS: &[(&str, &str, &str)] = &[
     ("viewer", "viewer", ""),
 ];
 
-fn secret(name: &str) -> String {
-    format!("secret-{name}-0123456789")
-}
-
 fn with_tokens(extra: &str) -> Fixture {
     let f = Fixture::engine();
-    let mut auth = String::from("auth:\n  tokens:\n");
-    for (name, role, more) in TOKENS {
-        let hash = hex::encode(Sha256::digest(secret(name).as_bytes()));
-        auth.push_str(&format!(
-            "    - {{ name: {name}, role: {role}, token_sha256: \"{hash}\"{more} }}\n"
-        ));
-    }
+    add_tokens(&f, TOKENS);
     let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
-    f.write("branchguard.yaml", &format!("{cfg}{auth}{extra}"));
+    f.write("branchguard.yaml", &format!("{cfg}{extra}"));
     let out = f.run(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
     f
-}
-
-fn call(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let url = format!("{}{path}", d.url);
-    let mut r = match method {
-        "GET" => d.http.get(url),
-        _ => d
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.to_string()),
-    };
-    if let Some(t) = token {
-        r = r.bearer_auth(secret(t));
-    }
-    let r = r.send().expect("request");
-    let code = r.status().as_u16();
-    (code, r.json().unwrap_or(Value::Null))
 }
 
 #[test]

@@ -678,15 +678,14 @@ fn a_store_that_fails_is_a_503_and_unhealthy_and_the_daemon_serves_again_once_it
     assert_eq!(code, 503, "an action is not blamed on its sender: {body}");
     // A one-click link meets the same fault: 503, never recorded as a
     // refused link, and the link still works once the store does.
-    let hexed = std::fs::read_to_string(f.path("data/link-secret")).unwrap();
-    let key = branchguard::notify::links::Secret::from_bytes(&hex::decode(hexed.trim()).unwrap());
-    let link = key.sign(&branchguard::notify::links::Claims {
-        incident: 1,
-        step: "switch".into(),
-        person: "it.a".into(),
-        action: branchguard::engine::LinkAction::Ack,
-        expires: (branchguard::clock::now() + chrono::Duration::hours(1)).timestamp(),
-    });
+    let link = common::access::sign_link(
+        &f,
+        1,
+        "switch",
+        "it.a",
+        branchguard::engine::LinkAction::Ack,
+        common::access::in_an_hour(),
+    );
     let click = || {
         d.http
             .post(format!("{}/ack/{link}", d.url))

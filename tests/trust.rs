@@ -9,47 +9,17 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use common::access::{add_tokens, call, in_an_hour, secret, sign_link};
 use common::{Daemon, Fixture, history, step, wait_for};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(20);
 const CORE_DOWN_A: &str =
     r#"{"kind":"system.down","branch":"br-a","severity":"critical","labels":{"system":"core"}}"#;
 
-fn secret(name: &str) -> String {
-    format!("secret-{name}-0123456789")
-}
-
 /// The engine fixture with tokens: (name, role, extra fields).
 fn with_tokens(f: &Fixture, tokens: &[(&str, &str, &str)]) {
-    let mut auth = String::from("auth:\n  tokens:\n");
-    for (name, role, more) in tokens {
-        let hash = hex::encode(Sha256::digest(secret(name).as_bytes()));
-        auth.push_str(&format!(
-            "    - {{ name: {name}, role: {role}, token_sha256: \"{hash}\"{more} }}\n"
-        ));
-    }
-    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
-    f.write("branchguard.yaml", &format!("{cfg}{auth}"));
-}
-
-fn call(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let url = format!("{}{path}", d.url);
-    let mut r = match method {
-        "GET" => d.http.get(url),
-        _ => d
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.to_string()),
-    };
-    if let Some(t) = token {
-        r = r.bearer_auth(secret(t));
-    }
-    let r = r.send().expect("request");
-    let code = r.status().as_u16();
-    (code, r.json().unwrap_or(Value::Null))
+    add_tokens(f, tokens);
 }
 
 /// Every regular file under `dir` (links are not followed), with its mode.
@@ -178,15 +148,14 @@ fn a_link_signed_to_live_for_decades_is_refused() {
     let f = Fixture::engine();
     let d = Daemon::start(&f);
     d.post("/api/v1/events", CORE_DOWN_A);
-    let hexed = std::fs::read_to_string(f.path("data/link-secret")).unwrap();
-    let key = branchguard::notify::links::Secret::from_bytes(&hex::decode(hexed.trim()).unwrap());
-    let forged = key.sign(&branchguard::notify::links::Claims {
-        incident: 1,
-        step: "switch".into(),
-        person: "it.a".into(),
-        action: branchguard::engine::LinkAction::Done,
-        expires: 4_102_444_800,
-    });
+    let forged = sign_link(
+        &f,
+        1,
+        "switch",
+        "it.a",
+        branchguard::engine::LinkAction::Done,
+        4_102_444_800,
+    );
     let r = d
         .http
         .post(format!("{}/ack/{forged}", d.url))
@@ -472,15 +441,14 @@ fn a_one_click_link_works_once_whatever_it_does() {
     let f = Fixture::engine();
     let d = Daemon::start(&f);
     d.post("/api/v1/events", CORE_DOWN_A);
-    let hexed = std::fs::read_to_string(f.path("data/link-secret")).unwrap();
-    let key = branchguard::notify::links::Secret::from_bytes(&hex::decode(hexed.trim()).unwrap());
-    let link = key.sign(&branchguard::notify::links::Claims {
-        incident: 1,
-        step: "switch".into(),
-        person: "head.a".into(),
-        action: branchguard::engine::LinkAction::Escalate,
-        expires: (branchguard::clock::now() + chrono::Duration::hours(1)).timestamp(),
-    });
+    let link = sign_link(
+        &f,
+        1,
+        "switch",
+        "head.a",
+        branchguard::engine::LinkAction::Escalate,
+        in_an_hour(),
+    );
     let mut codes = std::collections::BTreeMap::new();
     for _ in 0..100 {
         let code = d

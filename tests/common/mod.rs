@@ -2,6 +2,7 @@
 //! and the real `branchguard` binary run against it.
 #![allow(dead_code)]
 
+pub mod access;
 pub mod sinks;
 
 use std::path::{Path, PathBuf};

@@ -124,6 +124,29 @@ fn next_group(
     st.query_row(params![ts(now), from], row).optional()
 }
 
+impl SqliteReader {
+    /// A lane's due rows by one of its queries (all due, or urgent only).
+    fn lane_rows(
+        &self,
+        query: fn(&str, usize) -> String,
+        now: DateTime<Utc>,
+        lane: &str,
+        skip: &[i64],
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        // The rows in flight are at most the lane's bound (a handful), passed
+        // as one JSON array so the statement stays cached.
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+        let (channel, recipient) = lane_parts(lane);
+        self.with(|conn| {
+            let cap = limit.max(1).next_power_of_two();
+            let mut st = conn.prepare_cached(&query(channel, cap))?;
+            let rows = st.query_map(params![ts(now), recipient, skip], outbox_row)?;
+            Ok(rows.take(limit).collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}
+
 impl Reader for SqliteReader {
     fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<Incident>, StoreError> {
         let mut sql = String::from("SELECT id, body FROM incidents WHERE id < ?1");
@@ -209,16 +232,7 @@ impl Reader for SqliteReader {
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        // The rows in flight are at most the lane's bound (a handful), passed
-        // as one JSON array so the statement stays cached.
-        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
-        let (channel, recipient) = lane_parts(lane);
-        self.with(|conn| {
-            let cap = limit.max(1).next_power_of_two();
-            let mut st = conn.prepare_cached(&sql::lane_rows(channel, cap))?;
-            let rows = st.query_map(params![ts(now), recipient, skip], outbox_row)?;
-            Ok(rows.take(limit).collect::<Result<Vec<_>, _>>()?)
-        })
+        self.lane_rows(sql::lane_rows, now, lane, skip, limit)
     }
 
     fn due_urgent_in(
@@ -228,14 +242,7 @@ impl Reader for SqliteReader {
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
-        let (channel, recipient) = lane_parts(lane);
-        self.with(|conn| {
-            let cap = limit.max(1).next_power_of_two();
-            let mut st = conn.prepare_cached(&sql::urgent_rows(channel, cap))?;
-            let rows = st.query_map(params![ts(now), recipient, skip], outbox_row)?;
-            Ok(rows.take(limit).collect::<Result<Vec<_>, _>>()?)
-        })
+        self.lane_rows(sql::urgent_rows, now, lane, skip, limit)
     }
 
     fn due_groups(&self, now: DateTime<Utc>, lane: &str) -> Result<Vec<DueGroup>, StoreError> {
