@@ -104,12 +104,16 @@ impl Fixture {
         self.run_env(args, &[])
     }
 
-    /// `branchguard ARGS` with environment variables set.
+    /// `branchguard ARGS` with environment variables set. A command that has
+    /// not ended after two minutes (a `run` that should have refused to
+    /// start) is killed and comes back with code -1, so a test fails rather
+    /// than hang.
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let out = Command::new(binary())
             .current_dir(self.dir.path())
             .args(args)
             .envs(env.iter().copied())
+            .timeout(std::time::Duration::from_secs(120))
             .output()
             .unwrap();
         Output {
@@ -181,8 +185,9 @@ impl Daemon {
             .current_dir(f.dir.path())
             .args(["run"])
             .args(args)
-            .envs(env.iter().copied())
+            // A test's own RUST_LOG (set after) wins.
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
