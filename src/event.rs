@@ -133,7 +133,12 @@ impl EventInput {
             status: self.status.unwrap_or(Status::Firing),
             labels: self.labels,
             summary: self.summary,
-            occurred_at: self.occurred_at.map_or(received_at, |t| t.to_utc()),
+            // Out of range (refused for it below): the time it came.
+            occurred_at: self
+                .occurred_at
+                .map(|t| t.to_utc())
+                .filter(|t| writable(*t))
+                .unwrap_or(received_at),
             source: self.source.unwrap_or_else(|| default_source.to_string()),
         }
     }
@@ -147,6 +152,14 @@ impl EventInput {
     ) -> Result<Event, EventError> {
         if self.kind.trim().is_empty() {
             return Err(EventError::field("kind", "`kind` must not be empty"));
+        }
+        if let Some(t) = self.occurred_at
+            && !writable(t.to_utc())
+        {
+            return Err(EventError::field(
+                "occurred_at",
+                format!("`{t}` is out of range: a time in UTC from 1970 to 9999"),
+            ));
         }
         if !branch_known(&self.branch) {
             return Err(EventError::field(
@@ -168,6 +181,12 @@ impl EventInput {
             source: self.source.unwrap_or_else(|| default_source.to_string()),
         })
     }
+}
+
+/// Whether a time can be stored and read back as RFC 3339 (four-digit
+/// years, in UTC): `9999-12-31T23:59:59-23:59` is in the year 10000.
+pub fn writable(t: DateTime<Utc>) -> bool {
+    (1970..=9999).contains(&chrono::Datelike::year(&t))
 }
 
 /// One event or an array of them.
@@ -267,5 +286,30 @@ mod tests {
             .remove(0);
         let e = ev.check(|b| b == "sh-001", now, "api").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("branch"));
+    }
+
+    /// A time the store could not read back (a five-digit year in UTC) is
+    /// refused, and a refused event keeps the time it came instead.
+    #[test]
+    fn an_occurred_at_past_the_year_9999_is_refused() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00")
+            .unwrap()
+            .to_utc();
+        let far = || {
+            parse_json(
+                br#"{"kind":"x","branch":"sh-001","occurred_at":"9999-12-31T23:59:59-23:59"}"#,
+            )
+            .unwrap()
+            .remove(0)
+        };
+        let e = far().check(|_| true, now, "api").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("occurred_at"), "{e}");
+        assert_eq!(far().unchecked(now, "api").occurred_at, now);
+        let fine = parse_json(
+            br#"{"kind":"x","branch":"sh-001","occurred_at":"9999-12-31T23:59:59+01:00"}"#,
+        )
+        .unwrap()
+        .remove(0);
+        assert!(fine.check(|_| true, now, "api").is_ok());
     }
 }

@@ -44,12 +44,13 @@ pub struct Metrics {
 }
 
 /// Why a request was refused, as `requests_denied_total{reason}` counts it.
-pub const DENIAL_REASONS: [&str; 5] = [
+pub const DENIAL_REASONS: [&str; 6] = [
     "unauthorized",
     "forbidden",
     "out_of_scope",
     "rate_limited",
     "cross_site",
+    "link_refused",
 ];
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

@@ -79,6 +79,16 @@ impl Scope {
             .collect()
     }
 
+    /// Whether the two scopes share a branch (every branch meets any
+    /// non-empty scope).
+    pub fn meets(&self, other: &Scope) -> bool {
+        match (&self.0, &other.0) {
+            (None, Some(b)) | (Some(b), None) => !b.is_empty(),
+            (None, None) => true,
+            (Some(a), Some(b)) => a.intersection(b).next().is_some(),
+        }
+    }
+
     /// The narrower of two scopes.
     pub fn and(&self, other: &Scope) -> Scope {
         match (&self.0, &other.0) {
@@ -92,6 +102,16 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_meet_when_they_share_a_branch() {
+        let one = Scope::branches(["sh-001"]);
+        let two = Scope::branches(["sh-002", "sh-003"]);
+        assert!(!one.meets(&two) && !two.meets(&one));
+        assert!(one.meets(&Scope::branches(["sh-001", "sh-002"])));
+        assert!(Scope::all().meets(&one) && one.meets(&Scope::all()));
+        assert!(!Scope::all().meets(&Scope::branches(Vec::<String>::new())));
+    }
 
     #[test]
     fn a_scope_sees_its_branches_and_covers_only_what_is_all_inside() {

@@ -472,3 +472,50 @@ fn tokens_are_never_stored_or_logged() {
         assert!(!log.contains(n.as_str()), "the log holds `{n}`");
     }
 }
+
+/// A branch's token without a person names who acts on silences and drills
+/// as on incidents: one of its branch's people (or the operations centre),
+/// never someone of another branch.
+#[test]
+fn a_branch_token_names_only_its_own_people_on_silences_and_drills() {
+    let f = Fixture::engine();
+    add_tokens(&f, &[("desk-a", "ops", ", branches: [br-a]")]);
+    f.write(
+        "drills/d.yaml",
+        "id: d\nplaybook: failover\nevent: { kind: system.down, severity: critical, labels: { system: core } }\nbranches: [br-a]\n",
+    );
+    assert_eq!(f.run(&["check"]).code, 0);
+    let d = Daemon::start(&f);
+    let silence = |by: &str| {
+        call(
+            &d,
+            "POST",
+            "/api/v1/silences",
+            Some("desk-a"),
+            &serde_json::json!({"matchers": [{"name": "branch", "value": "br-a"}], "for": "1h", "created_by": by, "comment": "works"}).to_string(),
+        )
+    };
+    let (code, body) = silence("head.b");
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (403, Some("created_by")),
+        "{body}"
+    );
+    assert_eq!(silence("head.a").0, 201);
+    let (code, body) = call(
+        &d,
+        "POST",
+        "/api/v1/drills/d/run",
+        Some("desk-a"),
+        r#"{"by":"it.b"}"#,
+    );
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = call(
+        &d,
+        "POST",
+        "/api/v1/drills/d/run",
+        Some("desk-a"),
+        r#"{"by":"it.a"}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+}

@@ -387,7 +387,7 @@ fn roll_call_of_three_with_two_confirmed_names_and_escalates_the_third() {
 }
 
 #[test]
-fn forged_and_expired_links_are_refused_with_a_page_and_an_audit_row() {
+fn forged_and_expired_links_are_refused_with_a_page_counted_and_summarised() {
     let Env {
         smtp,
         hooks: _hooks,
@@ -455,18 +455,46 @@ fn forged_and_expired_links_are_refused_with_a_page_and_an_audit_row() {
         "nothing was recorded"
     );
 
+    // Counted as refusals of this address, and in the audit log as the
+    // address's summary line (one a minute), naming the first.
+    let counted = d.metric("branchguard_requests_denied_total{reason=\"link_refused\"}");
+    assert_eq!(counted, Some(3.0), "forged GET, forged POST, expired POST");
     let db = rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
-    let refused = wait_for(WAIT, "the audit rows", || {
-        let n: i64 = db
-            .query_row(
-                "SELECT COUNT(*) FROM audit WHERE what = 'link.refused'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        (n >= 3).then_some(n)
+    let rows = || -> Vec<String> {
+        db.prepare("SELECT detail FROM audit WHERE what IN ('auth.denied', 'link.refused')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let summary = wait_for(WAIT, "the summary row", || {
+        let r = rows();
+        (!r.is_empty()).then_some(r)
     });
-    assert_eq!(refused, 3, "forged GET, forged POST, expired POST");
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert!(summary[0].contains("link refused"), "{summary:?}");
+    // Guessing links: 300 more from this address meet 429s, and the audit
+    // log gains nothing more within the minute.
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..300 {
+        let code = d
+            .http
+            .post(format!("{}{forged}", d.url))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    assert!(codes.get(&429).is_some_and(|n| *n > 200), "{codes:?}");
+    // (The address is out of refusals: even its good requests wait.)
+    assert_eq!(
+        d.post("/api/v1/events", r#"{"kind":"nothing","branch":"br-a"}"#)
+            .0,
+        429
+    );
+    assert_eq!(rows().len(), 1, "{:?}", rows());
 }
 
 #[test]

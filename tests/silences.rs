@@ -165,6 +165,34 @@ fn a_silence_ends_by_itself_and_one_matching_everything_needs_force() {
             .contains("limits.silence_max"),
         "{body}"
     );
+    // A length past any calendar, or a start the store could not read back:
+    // a 400 naming the field, not a dropped connection.
+    let (code, body) = d.post(
+        "/api/v1/silences",
+        &json!({"matchers": [br_a.clone()], "for": "99999999999h", "created_by": "head.a"})
+            .to_string(),
+    );
+    assert_eq!((code, body["field"].as_str()), (400, Some("for")), "{body}");
+    let (code, body) = d.post(
+        "/api/v1/silences",
+        &json!({"matchers": [br_a.clone()], "starts_at": "9999-12-31T23:59:59-23:59", "for": "1h", "created_by": "head.a"}).to_string(),
+    );
+    assert_eq!(code, 400, "{body}");
+    // A pattern too long for anyone's intent, or too many matchers.
+    let long = m("kind", &"(a|b)*".repeat(300), true);
+    let (code, body) = silence_by(&d, "head.a", json!([br_a.clone(), long]), 60, false);
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (400, Some("matchers")),
+        "{body}"
+    );
+    let many: Vec<Value> = (0..17).map(|i| m(&format!("l{i}"), "x", false)).collect();
+    let (code, body) = silence_by(&d, "head.a", json!(many), 60, false);
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (400, Some("matchers")),
+        "{body}"
+    );
     // Unknown people are refused.
     let (code, body) = silence_by(&d, "nobody-at-all", json!([br_a.clone()]), 60, false);
     assert_eq!(code, 400, "{body}");

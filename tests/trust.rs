@@ -140,6 +140,66 @@ fn spool_links_pipes_and_foreign_files_are_moved_aside_unread_and_data_is_privat
     assert_eq!(mode, 0o700, "spool/failed");
 }
 
+/// Someone who can write the spool directory plants a second name of the
+/// link secret, a link where the daemon writes its `.error` note, and a
+/// `done/` that leads elsewhere: the hard link is refused unread, the note
+/// is written as a new file (the link's target untouched), and a good file
+/// is not moved out of the daemon's hands, nor read twice.
+#[test]
+fn spool_hard_links_planted_links_and_a_redirected_done_are_refused() {
+    let f = Fixture::engine();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("precious");
+    std::fs::write(&target, "precious\n").unwrap();
+    let d = Daemon::start(&f);
+    // A second name of the link secret.
+    std::fs::hard_link(f.path("data/link-secret"), f.path("spool/h.json")).unwrap();
+    let why = wait_for(WAIT, "h.json in failed/", || {
+        std::fs::read_to_string(f.path("spool/failed/h.json.error")).ok()
+    });
+    assert!(why.contains("hard links"), "{why}");
+    let secret = std::fs::read_to_string(f.path("data/link-secret")).unwrap();
+    assert!(!why.contains(secret.trim()), "{why}");
+    // A link planted where the next note's temporary file goes.
+    std::os::unix::fs::symlink(&target, f.path("spool/failed/bad.json.error.tmp")).unwrap();
+    std::fs::write(f.path("spool/bad.json"), "{ not json").unwrap();
+    let why = wait_for(WAIT, "bad.json in failed/", || {
+        std::fs::read_to_string(f.path("spool/failed/bad.json.error")).ok()
+    });
+    assert!(why.contains("bad.json"), "{why}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    // `done/` leads elsewhere: the good file stays in the spool, hidden.
+    std::fs::remove_dir_all(f.path("spool/done")).ok();
+    std::os::unix::fs::symlink(outside.path(), f.path("spool/done")).unwrap();
+    std::fs::write(f.path("spool/good.json"), CORE_DOWN_A).unwrap();
+    wait_for(WAIT, "good.json ingested and hidden", || {
+        f.path("spool/.ingested-good.json").exists().then_some(())
+    });
+    assert!(!outside.path().join("good.json").exists());
+    // Read once: another file, ingested after it, finds one event before it.
+    std::fs::write(
+        f.path("spool/later.json"),
+        r#"{"kind":"nothing","branch":"br-a"}"#,
+    )
+    .unwrap();
+    wait_for(WAIT, "later.json ingested", || {
+        f.path("spool/.ingested-later.json").exists().then_some(())
+    });
+    let events = d.get("/api/v1/events");
+    let kinds: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "system.down").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(d.log().contains("cannot be moved to done/"), "{}", d.log());
+}
+
 /// With the link secret read off the disk, a self-signed link that lives
 /// until 2100 is still refused: no link lives longer than its step's
 /// deadline plus the margin (or the TTL from now).
@@ -669,6 +729,32 @@ fn audit_verify_finds_what_an_insider_would_do_to_the_database() {
     }
     assert!(broken("recomputed").contains("row 10"));
     restore();
+    // The daemon does not start on a log cut back, rewritten under its
+    // published head, or stripped of its signed start (which it would
+    // otherwise sign anew).
+    let refused = |what: &str, sql: &str, says: &str| {
+        db().execute_batch(sql).unwrap();
+        let out = f.run_env(&["run"], &[("BG_TRUST_OPS", token)]);
+        assert_eq!(out.code, 1, "{what}: {out:?}");
+        assert!(out.stderr.contains(says), "{what}: {out:?}");
+        assert!(!out.stdout.contains("listening"), "{what}: {out:?}");
+        restore();
+    };
+    refused(
+        "cut back",
+        "DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 50 FROM audit)",
+        "rows were removed or the database was rolled back",
+    );
+    refused(
+        "rewritten",
+        "UPDATE audit SET hash = 'f00d' WHERE seq = (SELECT MAX(seq) FROM audit)",
+        "differs from the published chain head",
+    );
+    refused(
+        "unsigned",
+        "DELETE FROM meta WHERE key = 'audit_keyed'; DELETE FROM audit WHERE what = 'audit.keyed'",
+        "no signed start",
+    );
     // The published head forged (rows removed, and the head rewritten to
     // match without the key): said, not skipped.
     let head_file = f.path("data/audit.head");
@@ -777,12 +863,55 @@ fn an_event_stream_ends_when_its_token_is_removed() {
     );
 }
 
+/// Live feeds hold at most half the connections; a feed whose client went
+/// away gives its place back.
+#[test]
+fn live_feeds_are_capped_and_a_closed_one_frees_its_place() {
+    let f = Fixture::engine();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!("{cfg}limits: {{ connections: 8 }}\n"),
+    );
+    let d = Daemon::start(&f);
+    let open = || {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+            .get(format!("{}/api/v1/stream", d.url))
+            .send()
+            .unwrap()
+    };
+    let mut held: Vec<_> = (0..4).map(|_| open()).collect();
+    assert!(held.iter().all(|r| r.status().as_u16() == 200));
+    let fifth = open();
+    assert_eq!(fifth.status().as_u16(), 503);
+    assert!(fifth.headers().contains_key("retry-after"));
+    // Three clients go away: their places come back (the feed notices when
+    // it next writes, at most one keep-alive later).
+    held.truncate(1);
+    let again = wait_for(WAIT, "a freed place", || {
+        let r = open();
+        (r.status().as_u16() == 200).then_some(r)
+    });
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(d.get("/healthz")["status"], "ok");
+}
+
 /// An Alertmanager alert for a branch the token may not post to is refused
 /// as `forbidden` (not `unknown_branch`): the same intake as every source.
 #[test]
 fn an_alertmanager_alert_for_a_foreign_branch_is_forbidden() {
     let f = Fixture::engine();
-    with_tokens(&f, &[("ingest-b", "ingest", ", branches: [br-b]")]);
+    with_tokens(
+        &f,
+        &[
+            ("ingest-b", "ingest", ", branches: [br-b]"),
+            ("viewer-a", "viewer", ", branches: [br-a]"),
+            ("viewer", "viewer", ""),
+        ],
+    );
     let d = Daemon::start(&f);
     let payload = json!({
         "version": "4",
@@ -804,6 +933,22 @@ fn an_alertmanager_alert_for_a_foreign_branch_is_forbidden() {
     assert_eq!(
         d.metric(r#"branchguard_events_rejected_total{reason="forbidden"}"#),
         Some(1.0)
+    );
+    // Kept for the operations centre, not filed under br-a, whose readers
+    // would read the sender's text as their branch's.
+    let (_, mine) = call(&d, "GET", "/api/v1/events", Some("viewer-a"), "");
+    assert_eq!(mine["items"].as_array().unwrap().len(), 0, "{mine}");
+    let (_, all) = call(&d, "GET", "/api/v1/events", Some("viewer"), "");
+    let refused: Vec<&Value> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["rejected"].is_string())
+        .collect();
+    assert_eq!(refused.len(), 1, "{all}");
+    assert!(
+        refused[0]["rejected"].as_str().unwrap().contains("br-a"),
+        "{all}"
     );
 }
 

@@ -562,7 +562,7 @@ fn audit_verify(r: &config::Records) -> anyhow::Result<ExitCode> {
     }
     let published = match key
         .as_ref()
-        .map(|k| crate::notify::anchor::read_head(&r.data_dir, k))
+        .map(|k| crate::store::audit::read_head(&r.data_dir, k))
     {
         None | Some(Ok(None)) => None,
         Some(Ok(Some(head))) => Some(head),

@@ -441,7 +441,11 @@ impl Playbook {
 }
 
 pub fn anchored(re: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!("^(?:{re})$"))
+    // A bound on the compiled program (the default is 10 MB): matchers come
+    // from people too (silences), and a pattern that big is no one's intent.
+    regex::RegexBuilder::new(&format!("^(?:{re})$"))
+        .size_limit(1 << 20)
+        .build()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

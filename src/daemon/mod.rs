@@ -234,6 +234,7 @@ pub async fn serve(
         probes,
         head,
         shutdown: shutdown.clone(),
+        streams: Default::default(),
     });
     let addr = listener.local_addr()?;
     let current = reloader_for_tls.current();

@@ -28,7 +28,7 @@ pub use drills::{BranchRun, DrillError, DrillRun, DrillState, RunStatus};
 pub use handle::{EngineHandle, HandleError, Input};
 pub use incident::*;
 pub use pairs::Pairs;
-pub use silences::{Breadth, Matcher, Silence, SilenceSpec, breadth};
+pub use silences::{Breadth, Matcher, Silence, SilenceSpec, breadth, check_matchers};
 pub use timers::TimerKey;
 
 /// An accepted event with the id the engine gave it.

@@ -15,15 +15,75 @@ use crate::config::anchored;
 use crate::event::{Event, Status};
 
 /// One condition on an event: a field (`branch`, `kind`, `severity`) or a label.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Matcher {
     pub name: String,
     pub value: String,
     #[serde(default)]
     pub regex: bool,
+    /// The compiled pattern, built once: the engine asks every active
+    /// silence about every firing event.
+    #[serde(skip)]
+    compiled: std::sync::OnceLock<Option<regex::Regex>>,
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.value, self.regex) == (&other.name, &other.value, other.regex)
+    }
+}
+
+impl Eq for Matcher {}
+
+/// How long a matcher's name and value may be, and how many a silence may
+/// have: enough for any branch, kind or alternation of them.
+pub const MATCHER_NAME_MAX: usize = 64;
+pub const MATCHER_VALUE_MAX: usize = 1024;
+pub const MATCHERS_MAX: usize = 16;
+
+/// Checks a silence's matchers: sizes, and that each pattern compiles.
+pub fn check_matchers(matchers: &[Matcher]) -> Result<(), String> {
+    if matchers.len() > MATCHERS_MAX {
+        return Err(format!(
+            "a silence has at most {MATCHERS_MAX} matchers, not {}",
+            matchers.len()
+        ));
+    }
+    for m in matchers {
+        if m.name.chars().count() > MATCHER_NAME_MAX || m.value.chars().count() > MATCHER_VALUE_MAX
+        {
+            return Err(format!(
+                "matcher `{}`: names are at most {MATCHER_NAME_MAX} characters and values {MATCHER_VALUE_MAX}",
+                crate::diag::clip_quotes(&m.name)
+            ));
+        }
+        if m.regex && m.compiled().is_none() {
+            return Err(format!(
+                "matcher `{}`: `{}` is not a valid regular expression (or is too large)",
+                crate::diag::clip_quotes(&m.name),
+                crate::diag::clip_quotes(&m.value)
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Matcher {
+    pub fn new(name: impl Into<String>, value: impl Into<String>, regex: bool) -> Matcher {
+        Matcher {
+            name: name.into(),
+            value: value.into(),
+            regex,
+            compiled: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn compiled(&self) -> Option<&regex::Regex> {
+        self.compiled
+            .get_or_init(|| anchored(&self.value).ok())
+            .as_ref()
+    }
+
     fn field<'a>(&self, ev: &'a Event) -> Option<&'a str> {
         match self.name.as_str() {
             "branch" => Some(&ev.branch),
@@ -38,7 +98,7 @@ impl Matcher {
             return false;
         };
         if self.regex {
-            anchored(&self.value).is_ok_and(|re| re.is_match(have))
+            self.compiled().is_some_and(|re| re.is_match(have))
         } else {
             have == self.value
         }
@@ -51,7 +111,7 @@ impl Matcher {
             return true;
         }
         if self.regex {
-            anchored(&self.value).is_ok_and(|re| re.is_match(value))
+            self.compiled().is_some_and(|re| re.is_match(value))
         } else {
             self.value == value
         }
@@ -202,14 +262,7 @@ impl Engine {
         now: DateTime<Utc>,
         round: &mut Round,
     ) -> Result<i64, ActionError> {
-        for m in &spec.matchers {
-            if m.regex && anchored(&m.value).is_err() {
-                return Err(ActionError::Invalid(format!(
-                    "matcher `{}`: `{}` is not a valid regular expression",
-                    m.name, m.value
-                )));
-            }
-        }
+        check_matchers(&spec.matchers).map_err(ActionError::Invalid)?;
         let b = breadth(&spec.matchers, &self.loaded);
         if !spec.force && b.is_broad() {
             return Err(ActionError::Invalid(format!(
@@ -306,14 +359,9 @@ impl Engine {
             .iter()
             .find(|w| {
                 w.covers(&ev.branch)
-                    && w.matchers.iter().all(|(k, v)| {
-                        Matcher {
-                            name: k.clone(),
-                            value: v.clone(),
-                            regex: false,
-                        }
-                        .matches(ev)
-                    })
+                    && w.matchers
+                        .iter()
+                        .all(|(k, v)| Matcher::new(k.clone(), v.clone(), false).matches(ev))
                     && w.open_at(now, cfg.tz_of(&ev.branch))
             })
             .map(|w| format!("maintenance window {}", w.name))

@@ -265,10 +265,21 @@ impl Principal {
                 field,
             ));
         };
-        if !cfg.people.contains_key(&by) {
+        let Some(theirs) = Scope::of_person(cfg, &by) else {
             return Err(ApiError::bad(
                 format!("unknown person `{}`", crate::diag::clip_quotes(&by)),
                 field,
+            ));
+        };
+        // A branch's token names its own people or the operations centre,
+        // as on an incident: not someone of another branch.
+        if matches!(self, Principal::Token { .. }) && !self.scope().meets(&theirs) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "`{by}` belongs to none of this token's branches (and does not have the role `ops`)"
+                ),
+                Some(field.into()),
             ));
         }
         Ok(by)

@@ -205,7 +205,19 @@ pub async fn data(
 pub async fn stream(
     State(s): State<AppState>,
     Extension(who): Extension<Arc<Principal>>,
-) -> impl IntoResponse {
+) -> Response {
+    let most = (s.loaded().config.limits.connections / 2).max(1);
+    let Some(open) = FeedSlot::take(&s.streams, most) else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{most} live feeds are open already (half of limits.connections); try again later"
+            ),
+            None,
+        )
+        .retry_after(5)
+        .into_response();
+    };
     let rx = s.changes.clone();
     let stop = s.shutdown.clone();
     let revoked = CancellationToken::new();
@@ -242,8 +254,12 @@ pub async fn stream(
         });
     }
     let ends = revoked.clone();
+    // Dropped with the feed (the client went away): ends the watcher of the
+    // token above and frees the feed's slot.
+    let gone = (revoked.drop_guard(), open);
     let feed = futures_util::stream::unfold((rx, stop, true), move |(mut rx, stop, first)| {
         let ends = ends.clone();
+        let _held = &gone;
         async move {
             if ends.is_cancelled() {
                 return None;
@@ -267,5 +283,28 @@ pub async fn stream(
             Some((Ok::<_, Infallible>(ev), (rx, stop, false)))
         }
     });
-    Sse::new(feed).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(feed)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// One live feed's place in the count; given back when dropped.
+struct FeedSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl FeedSlot {
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>, most: usize) -> Option<FeedSlot> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < most).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| FeedSlot(Arc::clone(count)))
+    }
+}
+
+impl Drop for FeedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }

@@ -83,6 +83,19 @@ impl RateLimit {
         limiter.check().is_ok()
     }
 
+    /// Forgets addresses whose buckets are full again: the keyed limiters
+    /// would otherwise keep every address ever seen.
+    pub fn prune(&self) {
+        self.local.retain_recent();
+        self.local.shrink_to_fit();
+        let grants = match self.grants.lock() {
+            Ok(g) => Arc::clone(&g.1),
+            Err(p) => Arc::clone(&p.into_inner().1),
+        };
+        grants.retain_recent();
+        grants.shrink_to_fit();
+    }
+
     /// Without tokens (loopback only): per client address, at the ingest rate.
     pub fn local(&self, ip: IpAddr) -> bool {
         self.local.check_key(&ip).is_ok()
@@ -167,11 +180,13 @@ impl Denials {
     }
 
     /// Whether `ip` is out of refusals: answer 429 without deciding anything.
+    /// An address not in the table has all its refusals left: a flood from
+    /// many addresses (counted together once the table is full) never turns
+    /// away a client it has not seen refused.
     pub fn exhausted(&self, ip: IpAddr, limits: &Limits) -> bool {
         let now = clock::instant();
         let mut map = self.lock();
-        let key = if map.contains_key(&ip) { ip } else { OVERFLOW };
-        match map.get_mut(&key) {
+        match map.get_mut(&ip) {
             Some(c) => {
                 Self::refill(c, now, limits);
                 c.tokens < 1.0

@@ -1,16 +1,23 @@
 //! The pages behind one-click links (`/ack/{token}`). `GET` only shows what the
 //! link would do — mail scanners fetch links — and its form `POST`s to the same
-//! address, which does it. Refused links get a clear page, a 4xx and an audit
-//! row; a fault of ours (the store) gets a 503 page and is not audited as a
-//! refusal.
+//! address, which does it. Refused links get a clear page and a 4xx, and
+//! count as refusals of the client's address (`limits.rs`): a forged or
+//! expired link reaches the audit log in that address's summary, at most one
+//! line a minute; a genuine link refused for its incident (already used, the
+//! step closed) is a line of the incident's history. Past the address's
+//! refusals, a 429 and nothing recorded: guessing or replaying links cannot
+//! fill the disk. A fault of ours (the store) gets a 503 page and is not
+//! counted as a refusal.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::AppState;
+use super::auth::Client;
+use super::limits::Verdict;
 use crate::clock;
 use crate::engine::handle::Actor;
 use crate::engine::{ActionError, HandleError, Incident, LinkAction, VIA_LINK, Verb};
@@ -30,9 +37,29 @@ fn unavailable(why: impl std::fmt::Display) -> Response {
     )
 }
 
-fn refused(s: &AppState, token: &str, e: &LinkError) -> Response {
+/// Counts a refused link against the client's address; a 429 page once the
+/// address has no refusals left (then nothing is recorded).
+fn count(s: &AppState, client: Client, detail: &str) -> Option<Response> {
+    let limits = &s.loaded().config.limits;
+    let (verdict, line) = s.denials.record(client.0, "link_refused", detail, limits);
+    if let Some(line) = line {
+        s.engine.auth_denied(line);
+    }
+    match verdict {
+        Verdict::Refuse => None,
+        Verdict::Limited => Some(page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many refused links",
+            "<p>Too many links from your address were refused. Nothing was recorded. Try again in a minute, or call the operations centre.</p>",
+        )),
+    }
+}
+
+fn refused(s: &AppState, client: Client, token: &str, e: &LinkError) -> Response {
     let short: String = token.chars().take(16).collect();
-    s.engine.link_refused(None, format!("{e} (token {short}…)"));
+    if let Some(limited) = count(s, client, &format!("link refused: {e} (token {short}…)")) {
+        return limited;
+    }
     match e {
         LinkError::Expired(at, c) => page(
             StatusCode::GONE,
@@ -67,11 +94,15 @@ fn use_key(c: &Claims) -> String {
 /// A genuine, in-date link whose lifetime is one branchguard gives (its
 /// step's deadline plus `notify.links.margin`, or `notify.links.ttl` from
 /// now, whichever is later: never decades), with its incident.
-async fn checked(s: &AppState, token: &str) -> Result<(Claims, Incident), Response> {
+async fn checked(
+    s: &AppState,
+    client: Client,
+    token: &str,
+) -> Result<(Claims, Incident), Response> {
     let claims = s
         .links
         .verify(token, clock::now())
-        .map_err(|e| refused(s, token, &e))?;
+        .map_err(|e| refused(s, client, token, &e))?;
     let id = claims.incident;
     let reader = Arc::clone(&s.reader);
     let found = match tokio::task::spawn_blocking(move || reader.incident(id)).await {
@@ -103,13 +134,17 @@ async fn checked(s: &AppState, token: &str) -> Result<(Claims, Incident), Respon
         .max(clock::now() + span(d.link_ttl))
         + chrono::Duration::hours(1);
     if claims.expires > bound.timestamp() {
-        return Err(refused(s, token, &LinkError::Forged));
+        return Err(refused(s, client, token, &LinkError::Forged));
     }
     Ok((claims, inc))
 }
 
-pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response {
-    let (claims, inc) = match checked(&s, &token).await {
+pub async fn show(
+    State(s): State<AppState>,
+    Extension(client): Extension<Client>,
+    Path(token): Path<String>,
+) -> Response {
+    let (claims, inc) = match checked(&s, client, &token).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -178,8 +213,12 @@ pub async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Respo
     )
 }
 
-pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Response {
-    let (claims, inc) = match checked(&s, &token).await {
+pub async fn perform(
+    State(s): State<AppState>,
+    Extension(client): Extension<Client>,
+    Path(token): Path<String>,
+) -> Response {
+    let (claims, inc) = match checked(&s, client, &token).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -213,6 +252,10 @@ pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Re
             ),
         ),
         Err(HandleError::Action(ActionError::Conflict(why))) => {
+            let detail = format!("already used: {why} ({} {})", claims.person, claims.step);
+            if let Some(limited) = count(&s, client, &detail) {
+                return limited;
+            }
             s.engine.link_refused(
                 Some(incident),
                 format!("already used: {why} ({} {})", claims.person, claims.step),
@@ -224,6 +267,13 @@ pub async fn perform(State(s): State<AppState>, Path(token): Path<String>) -> Re
             )
         }
         Err(HandleError::Action(e)) => {
+            if let Some(limited) = count(
+                &s,
+                client,
+                &format!("{e} ({} {})", claims.person, claims.step),
+            ) {
+                return limited;
+            }
             s.engine.link_refused(
                 Some(incident),
                 format!("{e} ({} {})", claims.person, claims.step),

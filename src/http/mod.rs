@@ -61,6 +61,9 @@ pub struct Parts {
     pub head: Arc<crate::store::AuditHead>,
     /// Ends the live feeds, so a graceful shutdown does not wait on them.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Live feeds open now: at most half of `limits.connections`, so feeds
+    /// never hold every connection.
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 type AppState = Arc<Parts>;
@@ -173,6 +176,7 @@ pub fn router(parts: Parts) -> Router {
                         for line in s.denials.due(&s.loaded().config.limits) {
                             s.engine.auth_denied(line);
                         }
+                        s.rate.prune();
                     }
                 }
             }

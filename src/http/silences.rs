@@ -133,6 +133,8 @@ pub async fn create(
     b: Bytes,
 ) -> Result<Response, ApiError> {
     let n: NewSilence = json_body(&b)?;
+    // Sizes and patterns first: judging a silence's reach runs its patterns.
+    crate::engine::check_matchers(&n.matchers).map_err(|e| ApiError::bad(e, "matchers"))?;
     let loaded = s.loaded();
     let created_by = who.author(&loaded.config, n.created_by, "created_by")?;
     may_silence(&who, &loaded, &created_by, &n.matchers, n.force)
@@ -141,9 +143,12 @@ pub async fn create(
     let ends_at = match (n.ends_at, n.lasts.as_deref()) {
         (Some(e), None) => e.to_utc(),
         (None, Some(d)) => {
-            let d = humantime::parse_duration(d)
+            // A duration past any calendar (`99999999999h`) is refused here,
+            // not overflowed into a panic; `silence_max` bounds the rest.
+            humantime::parse_duration(d)
                 .ok()
                 .and_then(|d| chrono::Duration::from_std(d).ok())
+                .and_then(|d| starts_at.checked_add_signed(d))
                 .ok_or_else(|| {
                     ApiError::bad(
                         format!(
@@ -152,8 +157,7 @@ pub async fn create(
                         ),
                         "for",
                     )
-                })?;
-            starts_at + d
+                })?
         }
         _ => {
             return Err(ApiError::bad(
@@ -162,6 +166,14 @@ pub async fn create(
             ));
         }
     };
+    for (t, field) in [(starts_at, "starts_at"), (ends_at, "ends_at")] {
+        if !crate::event::writable(t) {
+            return Err(ApiError::bad(
+                format!("`{field}` is out of range: a time in UTC from 1970 to 9999"),
+                field,
+            ));
+        }
+    }
     let spec = SilenceSpec {
         matchers: n.matchers,
         starts_at,

@@ -8,7 +8,6 @@
 //! **Invariant:** the head is published from what was committed, never
 //! ahead of it: it is set by the engine loop after each commit.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,38 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::config::Loaded;
+use crate::store::audit::write_head;
 use crate::store::{AuditHead, AuditKey, Head};
 
 /// The webhook channel that receives the head, when configured.
 pub const CHANNEL: &str = "audit_anchor";
-
-/// Writes the signed head file (under a temporary name, then renamed).
-pub fn write_head(data_dir: &Path, key: &AuditKey, head: &Head) -> std::io::Result<()> {
-    let path = data_dir.join(crate::store::audit::HEAD_FILE);
-    let tmp = data_dir.join(format!("{}.tmp", crate::store::audit::HEAD_FILE));
-    let at = clock::now().to_rfc3339();
-    std::fs::write(&tmp, head.signed(key, &at))?;
-    std::fs::rename(&tmp, &path)
-}
-
-/// The head as last published to the file, with when: `Ok(None)` when
-/// none was published yet; an error when the file is there but unreadable
-/// or its signature does not hold (forged, or damaged), which `audit verify`
-/// reports rather than skip the comparison.
-pub fn read_head(data_dir: &Path, key: &AuditKey) -> Result<Option<(Head, String)>, String> {
-    let path = data_dir.join(crate::store::audit::HEAD_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    Head::verify_signed(&text, key).map(Some).ok_or_else(|| {
-        format!(
-            "the published chain head {} is not signed with the audit key (forged, or damaged)",
-            path.display()
-        )
-    })
-}
 
 /// Runs until `stop`.
 pub async fn run(

@@ -277,8 +277,15 @@ pub async fn intake(
                         }
                     });
                 }
+                let mut event = partial.unchecked(now, origin.source);
+                if r.reason == "forbidden" {
+                    // Kept for the operations centre, not filed under a
+                    // branch the sender may not write to (its readers would
+                    // see the sender's text).
+                    event.branch = String::new();
+                }
                 refused.push(RefusedEvent {
-                    event: partial.unchecked(now, origin.source),
+                    event,
                     reason: format!(
                         "{}: {}{}",
                         r.reason,

@@ -48,8 +48,36 @@ pub enum Fate {
     Left,
 }
 
-fn move_into(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+/// `done/` and `failed/` are the daemon's own directories: not a link
+/// (which would carry files, and `.error` notes, anywhere), not another
+/// user's, not writable by others (who could plant a link inside).
+fn own_dir(dir: &Path) -> std::io::Result<()> {
     crate::private::create_dir(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let bad = |why: &str| {
+        Err(std::io::Error::other(format!(
+            "{} is {why}: the spool files into its own directories only (move it aside)",
+            dir.display()
+        )))
+    };
+    if !meta.file_type().is_dir() {
+        return bad("not a directory (a link or a file)");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.uid() != nix::unistd::geteuid().as_raw() {
+            return bad("owned by another user");
+        }
+        if meta.mode() & 0o022 != 0 {
+            return bad("writable by others");
+        }
+    }
+    Ok(())
+}
+
+fn move_into(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+    own_dir(dir)?;
     let name = file
         .file_name()
         .unwrap_or_default()
@@ -86,6 +114,14 @@ fn unreadable(meta: &std::fs::Metadata) -> Option<String> {
             return Some(format!(
                 "owned by uid {}, not by the daemon's user (uid {me}): the spool takes only files its own user wrote (not read)",
                 meta.uid()
+            ));
+        }
+        // Another name of one of the daemon's own files (its secrets) is
+        // owned by the daemon too.
+        if meta.nlink() > 1 {
+            return Some(format!(
+                "a file with {} names (hard links): the spool takes files with one name only (not read)",
+                meta.nlink()
             ));
         }
     }
@@ -208,9 +244,19 @@ pub async fn ingest_file(engine: &EngineHandle, loaded: &Loaded, path: &Path) ->
         Ok(_) => match move_into(path, &spool.join("done")) {
             Ok(_) => Fate::Done,
             Err(e) => {
-                // The events are stored; the file must not be read twice.
-                tracing::error!("spool: {name} was ingested but cannot be moved to done/: {e}");
-                Fate::Left
+                // The events are stored; the file must not be read twice:
+                // it is hidden where it is (a dot-name is never read).
+                let hidden = spool.join(format!(".ingested-{name}"));
+                match std::fs::rename(path, &hidden) {
+                    Ok(()) => tracing::error!(
+                        "spool: {name} was ingested but cannot be moved to done/ ({e}); it is kept as {} instead",
+                        hidden.display()
+                    ),
+                    Err(e2) => tracing::error!(
+                        "spool: {name} was ingested but can be neither moved to done/ ({e}) nor renamed ({e2}); remove it, or it is read again"
+                    ),
+                }
+                Fate::Done
             }
         },
         Err(IntakeError::Engine(e)) => {
@@ -254,7 +300,9 @@ fn fail(path: &Path, spool: &Path, why: String) -> Fate {
 fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, text)?;
+    // Created anew (never through a link planted under that name).
+    let _ = std::fs::remove_file(&tmp);
+    crate::private::write_new(Path::new(&tmp), text)?;
     std::fs::rename(&tmp, path)
 }
 

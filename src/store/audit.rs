@@ -248,6 +248,34 @@ impl AuditHead {
 /// The published head's file in the data directory, read by `audit verify`.
 pub const HEAD_FILE: &str = "audit.head";
 
+/// Writes the signed head file (under a temporary name, then renamed).
+pub fn write_head(data_dir: &Path, key: &AuditKey, head: &Head) -> std::io::Result<()> {
+    let path = data_dir.join(HEAD_FILE);
+    let tmp = data_dir.join(format!("{}.tmp", HEAD_FILE));
+    let at = crate::clock::now().to_rfc3339();
+    std::fs::write(&tmp, head.signed(key, &at))?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// The head as last published to the file, with when: `Ok(None)` when
+/// none was published yet; an error when the file is there but unreadable
+/// or its signature does not hold (forged, or damaged), which `audit verify`
+/// reports rather than skip the comparison.
+pub fn read_head(data_dir: &Path, key: &AuditKey) -> Result<Option<(Head, String)>, String> {
+    let path = data_dir.join(HEAD_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    Head::verify_signed(&text, key).map(Some).ok_or_else(|| {
+        format!(
+            "the published chain head {} is not signed with the audit key (forged, or damaged)",
+            path.display()
+        )
+    })
+}
+
 /// The end of the chain: where the next row attaches.
 #[derive(Debug, Clone)]
 pub struct Chain {
@@ -339,6 +367,9 @@ pub struct Verifier {
     keyed: bool,
     rows: u64,
     broken: Option<(i64, String)>,
+    /// The head published outside the database: the row it names must be
+    /// the one it names (a log rewritten from scratch is not).
+    published: Option<Head>,
 }
 
 impl Verifier {
@@ -351,7 +382,15 @@ impl Verifier {
             keyed: false,
             rows: 0,
             broken: None,
+            published: None,
         }
+    }
+
+    /// Checks the chain against the head published outside the database:
+    /// its row must carry its hash, and the chain must reach it.
+    pub fn with_head(mut self, published: Option<&Head>) -> Verifier {
+        self.published = published.cloned();
+        self
     }
 
     /// Feeds the next row; `false` once the chain is broken (no need to read on).
@@ -392,6 +431,18 @@ impl Verifier {
                 false
             }
             None => {
+                if let Some(p) = self.published.as_ref().filter(|p| p.rows == r.seq)
+                    && p.hash != r.hash
+                {
+                    self.broken = Some((
+                        r.seq,
+                        format!(
+                            "it is not the row the published chain head names (hash {}…): the log was rewritten after the head was published",
+                            p.hash.chars().take(12).collect::<String>()
+                        ),
+                    ));
+                    return false;
+                }
                 self.keyed |= signed;
                 self.seq = r.seq;
                 self.prev = r.hash.clone();
@@ -485,13 +536,43 @@ mod tests {
     }
 
     fn verify(key: Option<AuditKey>, rows: &[AuditRow], head: Option<&Head>) -> AuditCheck {
-        let mut v = Verifier::new(key);
+        let mut v = Verifier::new(key).with_head(head);
         for r in rows {
             if !v.check(r) {
                 break;
             }
         }
         v.finish(head)
+    }
+
+    /// A log written anew from its first row, consistent in itself, is not
+    /// the one whose head was published.
+    #[test]
+    fn a_log_rewritten_under_its_published_head_is_found_at_the_heads_row() {
+        let mut c = Chain::after(None, None, false);
+        let genuine = rows(&mut c, 5);
+        let head = Head {
+            rows: 3,
+            hash: genuine[2].hash.clone(),
+        };
+        assert!(matches!(
+            verify(None, &genuine, Some(&head)),
+            AuditCheck::Ok { rows: 5, .. }
+        ));
+        let mut again = Chain::after(None, None, false);
+        let mut forged = rows(&mut again, 5);
+        forged[1].by = "mallory".into();
+        let mut again = Chain::after(None, None, false);
+        for r in &mut forged {
+            let n = again.append(&r.at, &r.entity, &r.what, &r.by, &r.via, &r.detail);
+            *r = n;
+        }
+        match verify(None, &forged, Some(&head)) {
+            AuditCheck::Broken { seq: 3, reason } => {
+                assert!(reason.contains("published chain head"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

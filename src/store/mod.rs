@@ -54,6 +54,10 @@ pub enum StoreError {
         "the audit key {0} is missing, but the audit log in the database is signed with one: restore the key file from its backup (a new key would not verify the log)"
     )]
     KeyMissing(PathBuf),
+    /// The audit log is not the one the daemon signed and published: the
+    /// daemon does not start on it (it would sign the forgery's end).
+    #[error("{0}")]
+    Tampered(String),
 }
 
 /// What the engine needs at start-up.
@@ -304,8 +308,12 @@ pub struct Opened {
 /// The audit key of the configuration: from its file or the environment; a
 /// missing one is created, unless the database's log is already signed.
 pub fn audit_key(cfg: &Config) -> Result<audit::AuditKey, StoreError> {
+    Ok(key_and_whether_new(cfg)?.0)
+}
+
+fn key_and_whether_new(cfg: &Config) -> Result<(audit::AuditKey, bool), StoreError> {
     if let Some(k) = audit::AuditKey::load(&cfg.audit.key_file)? {
-        return Ok(k);
+        return Ok((k, false));
     }
     if sqlite::needs_key(&cfg.data_dir)? {
         return Err(StoreError::KeyMissing(cfg.audit.key_file.clone()));
@@ -315,12 +323,13 @@ pub fn audit_key(cfg: &Config) -> Result<audit::AuditKey, StoreError> {
         "created the audit key {}: keep a copy of it with your backups, apart from the database; `audit verify` needs it",
         cfg.audit.key_file.display()
     );
-    Ok(k)
+    Ok((k, true))
 }
 
 /// Opens (creating if needed) the store the configuration names.
 pub fn open(cfg: &Config) -> Result<Opened, StoreError> {
-    let key = audit_key(cfg)?;
+    let (key, new) = key_and_whether_new(cfg)?;
+    sqlite::audit_at_start(&cfg.data_dir, &key, new)?;
     let (writer, created) = sqlite::SqliteWriter::open(&cfg.data_dir, key.clone())?;
     let reader = sqlite::SqliteReader::open(&cfg.data_dir)?;
     Ok(Opened {

@@ -129,6 +129,59 @@ fn keyed(conn: &Connection) -> Result<bool, StoreError> {
         .is_some())
 }
 
+/// Before the writer signs anything: the log must be the one this key
+/// signed and published. A log with rows but no signed start beside a key
+/// that already existed had its signed rows removed or rewritten without
+/// the key; a published head (`audit.head`) whose row is missing or differs
+/// names a log cut back or rewritten. Either way the daemon does not start
+/// (it would sign the forgery's end, and the head would follow it).
+pub fn audit_at_start(data_dir: &Path, key: &AuditKey, key_is_new: bool) -> Result<(), StoreError> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let has_audit: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'audit'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_audit {
+        return Ok(());
+    }
+    let rows: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?;
+    let remedy = "restore the database from a backup, or, if you know why, move the audit.head file aside and keep a record of it";
+    if rows > 0 && !key_is_new && !keyed(&conn)? {
+        return Err(StoreError::Tampered(format!(
+            "the audit log in {} has {rows} rows but no signed start, although its key existed: its signed rows were removed or the log was rewritten without the key; {remedy}",
+            path.display()
+        )));
+    }
+    let head = match crate::store::audit::read_head(data_dir, key) {
+        Ok(Some((head, _))) => head,
+        Ok(None) => return Ok(()),
+        Err(why) => return Err(StoreError::Tampered(format!("{why}; {remedy}"))),
+    };
+    let at: Option<String> = conn
+        .query_row("SELECT hash FROM audit WHERE seq = ?1", [head.rows], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match at {
+        Some(h) if h == head.hash => Ok(()),
+        Some(_) => Err(StoreError::Tampered(format!(
+            "audit row {} differs from the published chain head (hash {}…): the log was rewritten; {remedy}",
+            head.rows,
+            head.hash.chars().take(12).collect::<String>()
+        ))),
+        None => Err(StoreError::Tampered(format!(
+            "the audit log has {rows} rows, but the published chain head says {} (hash {}…): rows were removed or the database was rolled back; {remedy}",
+            head.rows,
+            head.hash.chars().take(12).collect::<String>()
+        ))),
+    }
+}
+
 /// Whether the database at `data_dir` has a signed audit chain, which its
 /// key must be found for (a new key would not verify it).
 pub fn needs_key(data_dir: &Path) -> Result<bool, StoreError> {

@@ -19,7 +19,7 @@ pub(super) fn verify(
     key: Option<AuditKey>,
     published: Option<&Head>,
 ) -> Result<AuditCheck, StoreError> {
-    let mut v = Verifier::new(key);
+    let mut v = Verifier::new(key).with_head(published);
     // incident id -> (seq of its last `incident.saved` row, the digest).
     let mut saved: HashMap<i64, (i64, String)> = HashMap::new();
     let mut events_recorded: i64 = 0;
