@@ -222,6 +222,12 @@ fn follow_up_work_stays_in_view_and_an_acknowledged_step_is_not_skipped() {
             .any(|l| l.starts_with("1 ") && l.contains("follow-up")),
         "{out:?}"
     );
+    let out = f.run(&["incident", "show", "1", "--url", &d.url]);
+    assert!(
+        out.stdout
+            .starts_with("Incident #1 failover — resolved (follow-up running) at br-a"),
+        "{out:?}"
+    );
     // Done later, from the follow-up: it leaves the list.
     let (code, _) = d.post(
         "/api/v1/incidents/1/steps/backfill/done",

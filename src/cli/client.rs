@@ -192,13 +192,19 @@ pub fn incident_text(i: &Value, zones: &Zones) -> String {
     let tz = zones.of(&i["branch"]);
     let mut out = String::new();
     let drill = if i["drill"] == true { " [DRILL]" } else { "" };
+    // Resolved with steps still running: say so, as `incidents` does.
+    let status = if i["follow_up"] == true {
+        format!("{} (follow-up running)", s(&i["status"]))
+    } else {
+        s(&i["status"])
+    };
     let _ = writeln!(
         out,
         "Incident #{} {}{} — {} at {}, tier {}",
         s(&i["id"]),
         s(&i["playbook"]),
         drill,
-        s(&i["status"]),
+        status,
         s(&i["branch"]),
         s(&i["tier"])
     );

@@ -572,6 +572,9 @@ fn audit_verify(r: &config::Records) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some((h, at)) = &published {
+        let at = chrono::DateTime::parse_from_rfc3339(at)
+            .map(|t| crate::show::time(t.to_utc(), chrono_tz::UTC))
+            .unwrap_or_else(|_| at.clone());
         eprintln!("published chain head ({at}): {} rows", h.rows);
     }
     match store.verify_audit(key, published.map(|(h, _)| h))? {
