@@ -246,7 +246,12 @@ fn step_row(o: &mut String, s: &StepScore) {
     } else {
         s.id.clone()
     };
-    let response = if !s.active {
+    // Left out of the score (longer than the drill, or `none`): nothing to
+    // measure it against, whether or not it started.
+    let left_out = s.credit.is_none();
+    let response = if left_out && s.response_seconds.is_none() {
+        "-".to_string()
+    } else if !s.active {
         "not started".to_string()
     } else if !s.roll_call.is_empty() {
         let within = s
@@ -261,7 +266,11 @@ fn step_row(o: &mut String, s: &StepScore) {
     let _ = writeln!(
         o,
         "| {name} | {} | {response} | {} | {} |",
-        dur(s.target_seconds),
+        if left_out {
+            "-".to_string()
+        } else {
+            dur(s.target_seconds)
+        },
         s.credit
             .map_or("left out".to_string(), |c| format!("{c:.1}")),
         s.by.as_deref().unwrap_or("-")

@@ -467,7 +467,11 @@ fn cli_client_commands_drive_a_running_daemon() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("`by` must be a person id"), "{out:?}");
     let out = f.run(&["resolve", "1", "--by", "head.a", "--url", &url]);
-    assert!(out.stdout.contains("resolved at br-a"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("resolved (follow-up running) at br-a"),
+        "{}",
+        out.stdout
+    );
     let out = f.run(&["incident", "show", "1", "--url", &url]);
     assert!(out.stdout.contains("incident.resolved"), "{}", out.stdout);
     let out = f.run(&[

@@ -169,6 +169,15 @@ fn the_bundled_evacuation_drill_answered_at_once_scores_100() {
     assert_eq!(done["passed"], true);
     let out = f.run(&["drill", "report", &run.to_string(), "--url", &d.url]);
     assert!(out.stdout.contains("100.0"), "{}", out.stdout);
+    // A left-out step shows no target nor response to be measured by (it
+    // started, so "not started" would be wrong).
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("| mutual-aid | - | - | left out |")),
+        "{}",
+        out.stdout
+    );
     let out = f.run(&["drill", "runs", "--url", &d.url]);
     assert!(
         out.stdout.lines().any(

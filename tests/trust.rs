@@ -338,6 +338,10 @@ fn refused_requests_are_rate_limited_counted_and_never_fill_the_disk() {
     assert!(codes.get(&429).copied().unwrap_or(0) > 2000, "{codes:?}");
     assert!(codes.get(&401).copied().unwrap_or(0) >= 1, "{codes:?}");
     assert!(size() < before + 2_000_000, "{} → {}", before, size());
+    eprintln!(
+        "figures: 3000 anonymous requests: {codes:?}; database and WAL {before} → {} bytes",
+        size()
+    );
     // The admin is refused too while its address is out of refusals, and
     // served again a moment later.
     let served = wait_for(WAIT, "the address to be served again", || {
@@ -386,6 +390,7 @@ fn idle_connections_do_not_stop_the_daemon_and_are_closed() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(watch.seconds() < 1.0, "{}s", watch.seconds());
+    let healthz = watch.seconds();
     let since = branchguard::clock::Stopwatch::start();
     for s in &held {
         s.set_read_timeout(Some(Duration::from_secs(16))).unwrap();
@@ -400,6 +405,11 @@ fn idle_connections_do_not_stop_the_daemon_and_are_closed() {
         }
     }
     assert!(since.seconds() < 15.0, "closed after {}s", since.seconds());
+    eprintln!(
+        "figures: {n} idle connections held; /healthz answered in {:.0} ms; all closed {:.1} s later",
+        healthz * 1000.0,
+        since.seconds()
+    );
     // A slow client that sends a byte now and then is closed all the same.
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(16)))
