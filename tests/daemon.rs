@@ -130,8 +130,21 @@ fn escalation_and_overdue_happen_at_the_configured_times() {
         (2000..10_000).contains(&esc_after),
         "escalated {esc_after} ms after opening, configured 2s"
     );
+    // The history names who was told, then why, in a sentence of its own.
+    let told = esc[0]["detail"].as_str().unwrap();
+    assert!(
+        told.contains("escalation to Head A <head.a@bank.example>")
+            && told.ends_with("after it started"),
+        "{told}"
+    );
     let overdue = history(&inc, "step.overdue");
     assert_eq!(overdue.len(), 1);
+    let told = overdue[0]["detail"].as_str().unwrap();
+    assert!(
+        told.contains("overdue notice to ")
+            && told.ends_with(": The deadline of this step has passed."),
+        "{told}"
+    );
     let overdue_after = (at(&overdue[0]["at"]) - opened).num_milliseconds();
     assert!(
         (4000..12_000).contains(&overdue_after) && esc_after < overdue_after,

@@ -208,11 +208,13 @@ impl Engine {
                 }
             }
         }
-        let what = match msg.ask {
-            Ask::Action | Ask::Notice | Ask::RollCall => msg.ask.sent().to_string(),
-            _ => format!("{}: {why}", msg.ask.sent()),
-        };
-        format!("{what} to {}", sent.join(", "))
+        // The reason after the recipients: it is a sentence of its own.
+        match msg.ask {
+            Ask::Action | Ask::Notice | Ask::RollCall => {
+                format!("{} to {}", msg.ask.sent(), sent.join(", "))
+            }
+            _ => format!("{} to {}: {why}", msg.ask.sent(), sent.join(", ")),
+        }
     }
 
     /// The JSON posted to webhook channels: schema `branchguard.notification.v1`,
