@@ -224,6 +224,11 @@ fn history_lines_audit_rows_and_messages_are_made_only_by_the_engine() {
         "built outside engine/:\n{}",
         found.join("\n")
     );
+    // Every stored event goes through the one function that audits it.
+    let engine_files: Vec<&Src> = all.iter().filter(|f| f.module() == "engine").collect();
+    let pushed = hits(engine_files.iter().copied(), "events.push(");
+    assert_eq!(pushed.len(), 1, "events stored past `received`: {pushed:?}");
+    assert!(pushed[0].starts_with("src/engine/intake.rs:"), "{pushed:?}");
     // And the engine does build them (the test looks at the right text).
     let engine: Vec<&Src> = all.iter().filter(|f| f.module() == "engine").collect();
     for ty in [

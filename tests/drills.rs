@@ -148,6 +148,30 @@ fn a_drill_that_is_not_live_never_runs_the_command_and_a_live_one_does() {
     assert!(!f.path("marker-br-a").exists());
 }
 
+/// A drill's events (its start, and the follow-up it raises) are audited
+/// like every event: `audit verify` is clean after drills.
+#[test]
+fn a_drill_and_its_raised_event_leave_the_audit_log_whole() {
+    let f = Fixture::engine();
+    drill(
+        &f,
+        "raised",
+        "branches: [br-a]\ntimeout: 2m\nraise:\n  - { after: 1s, labels: { crowd: growing } }\n",
+    );
+    let d = Daemon::start(&f);
+    let (code, body) = d.post("/api/v1/drills/raised/run", r#"{"branch":"br-a"}"#);
+    assert_eq!(code, 202, "{body}");
+    let iid = body["incidents"][0].as_i64().unwrap();
+    wait_for(WAIT, "the raised event to join", || {
+        (d.incident(iid)["event_count"].as_i64() == Some(2)).then_some(())
+    });
+    let events = d.get("/api/v1/events");
+    assert_eq!(events["items"].as_array().unwrap().len(), 2, "{events}");
+    d.stop();
+    let out = f.run(&["audit", "verify"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
 #[test]
 fn a_run_goes_on_after_kill_9_and_ends_with_the_score_its_answers_earned() {
     let f = Fixture::engine();

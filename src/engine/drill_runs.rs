@@ -205,15 +205,20 @@ impl Engine {
             let event_id = self.next_event;
             self.next_event += 1;
             let iid = self.open(&m, &ev, Some((id, live)), now, round);
-            round.events.push(StoredEvent {
-                id: event_id,
-                received_at: now,
-                event: ev,
-                matched: true,
-                incidents: vec![iid],
-                rejected: None,
-                silenced: None,
-            });
+            // Stored and audited like every event (audit verify counts them).
+            Self::received(
+                round,
+                StoredEvent {
+                    id: event_id,
+                    received_at: now,
+                    event: ev,
+                    matched: true,
+                    incidents: vec![iid],
+                    rejected: None,
+                    silenced: None,
+                },
+                VIA_ENGINE,
+            );
             Self::history(
                 round,
                 iid,
@@ -345,15 +350,19 @@ impl Engine {
                 let event_id = self.next_event;
                 self.next_event += 1;
                 self.attach(iid, event_id, &ev, now, round);
-                round.events.push(StoredEvent {
-                    id: event_id,
-                    received_at: now,
-                    event: ev,
-                    matched: true,
-                    incidents: vec![iid],
-                    rejected: None,
-                    silenced: None,
-                });
+                Self::received(
+                    round,
+                    StoredEvent {
+                        id: event_id,
+                        received_at: now,
+                        event: ev,
+                        matched: true,
+                        incidents: vec![iid],
+                        rejected: None,
+                        silenced: None,
+                    },
+                    VIA_ENGINE,
+                );
             }
             if let Some(b) = self
                 .runs

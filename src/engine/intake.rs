@@ -84,7 +84,7 @@ impl Engine {
     /// An event into the round, with the audit line that records it: the
     /// event as received, and what became of it (its incidents, a silence),
     /// so a stored row that disagrees with it is found by `audit verify`.
-    fn received(round: &mut Round, e: StoredEvent, via: &str) {
+    pub(super) fn received(round: &mut Round, e: StoredEvent, via: &str) {
         let mut detail = serde_json::to_value(&e.event).unwrap_or_default();
         if let Some(o) = detail.as_object_mut() {
             o.insert("matched".into(), e.matched.into());
