@@ -39,10 +39,13 @@ fn a_silenced_branch_opens_nothing_until_the_silence_ends_and_it_survives_a_rest
     );
     assert_eq!(code, 201, "{body}");
     let id = body["id"].as_i64().unwrap();
+    let held = post(&d, A);
+    assert_eq!(held["incidents"], json!([]), "silenced: opens nothing");
+    // The sender is told why nothing opened, not left to think nothing matched.
     assert_eq!(
-        post(&d, A)["incidents"],
-        json!([]),
-        "silenced: opens nothing"
+        held["held_back"],
+        json!([{"event": held["events"][0], "by": format!("silence {id}")}]),
+        "{held}"
     );
     assert_eq!(
         post(&d, B)["incidents"].as_array().unwrap().len(),
@@ -66,6 +69,24 @@ fn a_silenced_branch_opens_nothing_until_the_silence_ends_and_it_survives_a_rest
     d.kill9();
     let d = Daemon::start(&f);
     assert_eq!(post(&d, A)["incidents"], json!([]));
+    let out = f.run(&[
+        "event",
+        "--kind",
+        "system.down",
+        "--branch",
+        "br-a",
+        "--severity",
+        "critical",
+        "--label",
+        "system=core",
+        "--url",
+        &d.url,
+    ]);
+    assert!(
+        out.stdout.contains("incidents: none; held back: event")
+            && out.stdout.contains(&format!("by silence {id}")),
+        "{out:?}"
+    );
     let out = f.run(&["silence", "list", "--url", &d.url]);
     assert!(
         out.stdout.contains("branch=br-a") && out.stdout.contains("core upgrade"),

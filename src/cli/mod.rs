@@ -417,8 +417,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let c = client::Client::new(&client)?;
             let v = c.post_raw("/api/v1/events", body)?;
+            // A silence that held the event back is said, so "incidents: none"
+            // is not read as "nothing matched".
+            let held: Vec<String> = v["held_back"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|h| {
+                            format!(
+                                "event {} by {}",
+                                h["event"],
+                                h["by"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let held = if held.is_empty() {
+                String::new()
+            } else {
+                format!("; held back: {}", held.join(", "))
+            };
             outln!(
-                "accepted {} event(s); incidents: {}",
+                "accepted {} event(s); incidents: {}{held}",
                 v["accepted"],
                 client::ids(&v["incidents"])
             );

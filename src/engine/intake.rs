@@ -28,7 +28,7 @@ impl Engine {
             self.next_event += 1;
             if let Some(by) = self.silenced_by(&ev, now) {
                 round.stats.silenced += 1;
-                out.push((id, Vec::new()));
+                out.push((id, Vec::new(), Some(by.clone())));
                 Self::received(
                     round,
                     StoredEvent {
@@ -63,7 +63,7 @@ impl Engine {
             if matches.is_empty() {
                 round.stats.unmatched += 1;
             }
-            out.push((id, incidents.clone()));
+            out.push((id, incidents.clone(), None));
             Self::received(
                 round,
                 StoredEvent {

@@ -201,7 +201,10 @@ pub const VIA_LOCAL: &str = "local";
 pub const VIA_LINK: &str = "link";
 
 /// The ids an ingested batch was given: per event, its id and its incidents.
-pub type Ingested = Vec<(i64, Vec<i64>)>;
+/// Per event taken, in order: its id, the incidents it opened or joined, and
+/// the silence or maintenance window that held it back, if one did (so the
+/// sender is told, rather than left to think nothing matched).
+pub type Ingested = Vec<(i64, Vec<i64>, Option<String>)>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {

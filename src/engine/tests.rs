@@ -59,7 +59,7 @@ fn step<'a>(e: &'a Engine, iid: i64, id: &str) -> &'a StepRun {
         .unwrap()
 }
 
-fn ingest(e: &mut Engine, evs: Vec<Event>, now: DateTime<Utc>) -> (Vec<(i64, Vec<i64>)>, Round) {
+fn ingest(e: &mut Engine, evs: Vec<Event>, now: DateTime<Utc>) -> (Ingested, Round) {
     let mut r = Round::default();
     let out = e.ingest(
         evs.into_iter().map(|x| (x, now)).collect(),
@@ -82,7 +82,7 @@ fn tick(e: &mut Engine, now: DateTime<Utc>) -> Round {
 fn core_down_opens_failover_and_notifies_the_assignees() {
     let mut e = engine();
     let (out, r) = ingest(&mut e, vec![core_down()], t0());
-    assert_eq!(out, vec![(1, vec![1])]);
+    assert_eq!(out, vec![(1, vec![1], None)]);
     let inc = e.live_incident(1).unwrap();
     assert_eq!(
         (inc.playbook_id.as_str(), inc.tier, inc.status),
@@ -131,14 +131,14 @@ fn the_same_event_again_attaches_without_new_messages() {
     let mut e = engine();
     ingest(&mut e, vec![core_down()], t0());
     let (out, r) = ingest(&mut e, vec![core_down()], t0() + Duration::seconds(30));
-    assert_eq!(out, vec![(2, vec![1])]);
+    assert_eq!(out, vec![(2, vec![1], None)]);
     assert_eq!(e.live_incident(1).unwrap().event_count, 2);
     assert!(r.outbox.is_empty());
     // Another branch is another group.
     let mut other = core_down();
     other.branch = "sh-002".into();
     let (out, _) = ingest(&mut e, vec![other], t0());
-    assert_eq!(out, vec![(3, vec![2])]);
+    assert_eq!(out, vec![(3, vec![2], None)]);
 }
 
 /// A round names each playbook it opened incidents of once, however many it
@@ -474,7 +474,7 @@ fn unmatched_events_are_counted() {
         vec![ev("atm.cash_low", "sh-001", Status::Firing, &[])],
         t0(),
     );
-    assert_eq!(out, vec![(1, vec![])]);
+    assert_eq!(out, vec![(1, vec![], None)]);
     assert_eq!(r.stats.unmatched, 1);
     assert!(!r.events[0].matched);
 }

@@ -23,6 +23,10 @@ fn accepted(a: Accepted) -> Response {
     if !a.rejected.is_empty() {
         body["rejected"] = json!(a.rejected);
     }
+    // Held back on purpose, which an empty `incidents` does not say.
+    if !a.held.is_empty() {
+        body["held_back"] = json!(a.held);
+    }
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 

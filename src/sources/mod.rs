@@ -33,6 +33,16 @@ pub struct Accepted {
     pub events: Vec<i64>,
     pub incidents: BTreeSet<i64>,
     pub rejected: Vec<RejectedItem>,
+    /// Events taken but held back by a silence or maintenance window.
+    pub held: Vec<HeldBack>,
+}
+
+/// An event stored but held back: it opened nothing because of `by`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldBack {
+    pub event: i64,
+    /// `silence 3`, `maintenance window Sunday upgrades`.
+    pub by: String,
 }
 
 /// One refused item of a batch whose other items were taken: where it was in
@@ -307,8 +317,12 @@ pub async fn intake(
         .ingest(events, refused, now, origin.via.clone())
         .await?;
     Ok(Accepted {
-        incidents: out.iter().flat_map(|(_, i)| i.iter().copied()).collect(),
-        events: out.into_iter().map(|(id, _)| id).collect(),
+        incidents: out.iter().flat_map(|(_, i, _)| i.iter().copied()).collect(),
+        held: out
+            .iter()
+            .filter_map(|(id, _, by)| by.clone().map(|by| HeldBack { event: *id, by }))
+            .collect(),
+        events: out.into_iter().map(|(id, _, _)| id).collect(),
         rejected: refusals
             .into_iter()
             .zip(refused_ids)
