@@ -251,6 +251,24 @@ pub fn clip_quotes(message: &str) -> String {
     out
 }
 
+/// An error with every cause under it, `outer: cause: root`: a network
+/// library's own text ("error sending request for url …") hides the part a
+/// person can act on ("connection refused", "dns error").
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // Some layers repeat the message of the one beneath.
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -270,6 +270,18 @@ fn without_tokens_nobody_acts_anonymously_or_from_another_site() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 415);
+    // A known path with another method is 405 naming what it takes, as the
+    // API promises (it was 403 "no access rule").
+    let r = d
+        .http
+        .get(format!("{}/api/v1/reload", d.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
     // A summary over the limit is refused and nothing of it is stored.
     let long = format!(
         r#"{{"kind":"x","branch":"br-a","summary":"{}"}}"#,

@@ -1000,3 +1000,26 @@ fn a_hanging_webhook_receiver_holds_only_its_own_lane_and_at_most_in_flight_requ
         );
     }
 }
+
+/// A channel nobody listens on says why in words a person can act on
+/// ("Connection refused"), not only the library's "error sending request".
+#[test]
+fn a_refused_channel_shows_the_cause_of_its_failure() {
+    let smtp = SmtpServer::start();
+    let closed = free_port();
+    let f = fixture(smtp.port, &format!("http://127.0.0.1:{}/hook", closed.port));
+    let d = Daemon::start(&f);
+    d.post(
+        "/api/v1/events",
+        r#"{"kind":"lobby.announce","branch":"br-a"}"#,
+    );
+    let status = wait_for(WAIT, "the channel to be alarmed", || {
+        let s = d.get("/api/v1/status");
+        (s["failing_channels"]["ops-centre"]["alarmed"] == true).then_some(s)
+    });
+    let error = status["failing_channels"]["ops-centre"]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(error.contains("connection refused"), "{status}");
+}

@@ -428,6 +428,20 @@ pub async fn check(
         ));
     }
     let what = format!("{method} {path}");
+    // A known path asked with another method is the client's slip, as the
+    // API promises: 405 naming the methods it takes, not "no access rule".
+    let allowed: Vec<&str> = RULES
+        .iter()
+        .filter(|(_, p, _)| *p == path)
+        .map(|(m, _, _)| *m)
+        .collect();
+    if need_of(&method, &path).is_none() && !allowed.is_empty() {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, allowed.join(", "))],
+        )
+            .into_response();
+    }
     let Some(need) = need_of(&method, &path) else {
         return refuse(
             &s,

@@ -83,7 +83,8 @@ pub async fn run(
                     r.status()
                 ),
                 Err(e) => tracing::warn!(
-                    "audit: cannot send the head to the {CHANNEL} channel ({e}); sent again next time"
+                    "audit: cannot send the head to the {CHANNEL} channel ({}); sent again next time",
+                    crate::diag::with_causes(&e)
                 ),
             }
         } else {

@@ -316,7 +316,11 @@ impl Job {
                 hook.url,
                 r.status()
             ))),
-            Err(e) => Err(SendError::Retry(format!("{}: {e}", hook.url))),
+            Err(e) => Err(SendError::Retry(format!(
+                "{}: {}",
+                hook.url,
+                crate::diag::with_causes(&e)
+            ))),
         }
     }
 }

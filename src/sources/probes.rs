@@ -157,7 +157,7 @@ async fn check(p: &ProbeConfig, http: &reqwest::Client, workdir: &PathBuf) -> Ou
     if let Some(url) = &p.http {
         let r = match http.get(url).timeout(p.timeout).send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Down(format!("{url}: {e}")),
+            Err(e) => return Outcome::Down(format!("{url}: {}", crate::diag::with_causes(&e))),
         };
         let status = r.status();
         let ok = match p.expect_status {
@@ -172,7 +172,7 @@ async fn check(p: &ProbeConfig, http: &reqwest::Client, workdir: &PathBuf) -> Ou
         }
         let body = match r.text().await {
             Ok(b) => b,
-            Err(e) => return Outcome::Down(format!("{url}: {e}")),
+            Err(e) => return Outcome::Down(format!("{url}: {}", crate::diag::with_causes(&e))),
         };
         if let Some(want) = &p.expect_body
             && !body.contains(want.as_str())
