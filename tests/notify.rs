@@ -165,7 +165,26 @@ fn emails_arrive_with_deadline_and_a_link_that_get_shows_and_post_acknowledges()
         history(&inc, "link.refused")[0]["detail"]
             .as_str()
             .unwrap()
-            .contains("already used")
+            .contains("link has already been used")
+    );
+    // Opened again, the page says the link was used.
+    let page = d.http.get(&url).send().unwrap().text().unwrap();
+    assert!(page.contains("This link has already been used."), "{page}");
+    // A link to a step the incident's resolution skipped says so, not
+    // "already answered" (nobody answered it).
+    d.post("/api/v1/events", &CORE_DOWN.replace("br-a", "br-b"));
+    let mail = wait_for(WAIT, "IT B's email", || {
+        smtp.to("it.b@bank.example").into_iter().next()
+    });
+    let url = format!("{}{}", d.url, mail.link_path().expect("a link"));
+    let (code, body) = d.post("/api/v1/incidents/2/resolve", r#"{"by":"head.b"}"#);
+    assert_eq!(code, 200, "{body}");
+    let page = d.http.get(&url).send().unwrap();
+    assert_eq!(page.status().as_u16(), 409);
+    let page = page.text().unwrap();
+    assert!(
+        page.contains("This step was skipped: the incident was resolved before it was answered."),
+        "{page}"
     );
 }
 

@@ -20,7 +20,7 @@ use super::auth::Client;
 use super::limits::Verdict;
 use crate::clock;
 use crate::engine::handle::Actor;
-use crate::engine::{ActionError, HandleError, Incident, LinkAction, VIA_LINK, Verb};
+use crate::engine::{ActionError, HandleError, Incident, LinkAction, StepState, VIA_LINK, Verb};
 use crate::html::escape;
 use crate::notify::links::{Claims, LinkError};
 
@@ -197,10 +197,56 @@ pub async fn show(
             .unwrap_or_else(|| "-".into())
     );
     if already {
+        // Say what happened to the step: "already answered" of a step that
+        // was skipped or closed with the incident sent people looking.
+        let by = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            let who = step
+                .by
+                .as_ref()
+                .map(|p| {
+                    let name = loaded
+                        .config
+                        .people
+                        .get(p)
+                        .map_or(p.as_str(), |x| x.name.as_str());
+                    format!(" by {name}")
+                })
+                .unwrap_or_default();
+            let when = t
+                .map(|t| format!(" at {}", crate::show::time(t, tz)))
+                .unwrap_or_default();
+            format!("{who}{when}")
+        };
+        let what = if inc.used_links.contains(&use_key(&claims)) {
+            "This link has already been used.".to_string()
+        } else {
+            match step.state {
+                StepState::Done => format!("This step was marked done{}.", by(step.done_at)),
+                StepState::Skipped if inc.status != crate::engine::IncidentStatus::Open => {
+                    "This step was skipped: the incident was resolved before it was answered."
+                        .into()
+                }
+                StepState::Skipped => "This step was skipped.".into(),
+                StepState::Failed => "This step was closed as failed.".into(),
+                StepState::Acknowledged if claims.action != LinkAction::Done => {
+                    format!(
+                        "This step was already acknowledged{}.",
+                        by(step.acknowledged_at)
+                    )
+                }
+                _ if step.closed || !step.open() => {
+                    "This step was closed when the incident was resolved.".into()
+                }
+                _ if inc.status != crate::engine::IncidentStatus::Open => {
+                    "This incident is no longer open.".into()
+                }
+                _ => "This has already been answered.".into(),
+            }
+        };
         return page(
             StatusCode::CONFLICT,
             "Already recorded",
-            &format!("{details}<p>This has already been answered; nothing more to do.</p>"),
+            &format!("{details}<p>{} Nothing more to do.</p>", escape(&what)),
         );
     }
     page(
@@ -252,14 +298,12 @@ pub async fn perform(
             ),
         ),
         Err(HandleError::Action(ActionError::Conflict(why))) => {
-            let detail = format!("already used: {why} ({} {})", claims.person, claims.step);
+            // Not "already used" of a link never used: the step moved on.
+            let detail = format!("not recorded: {why} ({} {})", claims.person, claims.step);
             if let Some(limited) = count(&s, client, &detail) {
                 return limited;
             }
-            s.engine.link_refused(
-                Some(incident),
-                format!("already used: {why} ({} {})", claims.person, claims.step),
-            );
+            s.engine.link_refused(Some(incident), detail);
             page(
                 StatusCode::CONFLICT,
                 "Already recorded",
