@@ -252,6 +252,50 @@ fn escalation_then_overdue_fire_once_each_at_their_times() {
     );
 }
 
+/// An escalation of a step someone acknowledged says who has it and since
+/// when: the person told asks "why is it not done", not "who has it".
+#[test]
+fn an_escalation_after_an_acknowledgement_names_who_acknowledged() {
+    let mut e = engine();
+    ingest(&mut e, vec![core_down()], t0());
+    let mut r = Round::default();
+    e.step_action(
+        1,
+        "switch-to-backup",
+        Verb::Ack,
+        Who::new(Some("sun.hao"), None),
+        t0() + Duration::seconds(90),
+        &mut r,
+    )
+    .unwrap();
+    let r = tick(&mut e, t0() + Duration::minutes(10));
+    let told: Vec<_> = r
+        .outbox
+        .iter()
+        .filter(|n| {
+            n.step.as_deref() == Some("switch-to-backup") && n.subject.contains("ESCALATION")
+        })
+        .collect();
+    assert!(!told.is_empty(), "{:?}", r.outbox);
+    let name = &e.loaded.config.people["sun.hao"].name;
+    for n in told {
+        assert!(
+            n.body.contains(&format!("acknowledged by {name} at "))
+                && n.body.contains("not yet marked done"),
+            "{}",
+            n.body
+        );
+    }
+    // A step nobody acknowledged says nothing of the kind.
+    let other: Vec<_> = r
+        .outbox
+        .iter()
+        .filter(|n| n.step.as_deref() == Some("manual-vouchers"))
+        .collect();
+    assert!(!other.is_empty());
+    assert!(other.iter().all(|n| !n.body.contains("acknowledged by")));
+}
+
 #[test]
 fn a_timer_that_passed_long_ago_fires_once_and_is_marked_late() {
     let mut e = engine();

@@ -119,6 +119,20 @@ impl Engine {
                 let inc = inc.clone();
                 let late = late_note(due, now, &self.loaded, &inc.branch);
                 let mut why = format!("Not done {} after it started", e.after);
+                // Whoever is told must know if someone already took it: the
+                // question is then "why is it not done", not "who has it".
+                if let (Some(at), Some(by)) = (run.acknowledged_at, &run.by) {
+                    let name = self
+                        .loaded
+                        .config
+                        .people
+                        .get(by)
+                        .map_or(by.clone(), |p| p.name.clone());
+                    why.push_str(&format!(
+                        "; acknowledged by {name} at {}, not yet marked done",
+                        fmt_time(at, &self.loaded, &inc.branch)
+                    ));
+                }
                 let missing = self.missing_names(&inc, idx);
                 if !missing.is_empty() {
                     why.push_str(&format!("; not yet confirmed safe: {}", missing.join(", ")));
