@@ -70,7 +70,9 @@ fn examples() -> Vec<Example> {
                 .to_string();
             assert!(
                 path == "branchguard.yaml"
-                    || (path.starts_with("playbooks/") || path.starts_with("drills/"))
+                    || (path.starts_with("playbooks/")
+                        || path.starts_with("drills/")
+                        || path.starts_with("rosters/"))
                         && path.ends_with(".yaml")
                         && !path.contains(".."),
                 "docs/{name}:{line}: `{path}` is not a config, playbook or drill file"

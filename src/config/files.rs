@@ -20,6 +20,8 @@ pub struct ConfigFile {
     pub data_dir: Option<String>,
     pub playbooks_dir: Option<S>,
     pub drills_dir: Option<S>,
+    /// Duty rosters (`rosters/*.yaml`); a missing default directory means none.
+    pub rosters_dir: Option<S>,
     pub spool_dir: Option<String>,
     /// Reload when the configuration, playbook or drill files change (default true).
     pub watch_files: Option<bool>,
@@ -188,6 +190,80 @@ pub struct PersonFile {
     pub roles: Vec<S>,
     #[serde(default)]
     pub branches: Vec<S>,
+    /// Leave: the person's roster turns fall to nobody meanwhile.
+    #[serde(default)]
+    pub away: Vec<AwayFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwayFile {
+    /// A date (from its start) or a local time.
+    pub from: S,
+    /// A date (to its end, inclusive) or a local time (exclusive).
+    pub to: S,
+}
+
+/// A duty roster file (`rosters/*.yaml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterFile {
+    pub id: S,
+    pub role: S,
+    pub branches: S<RosterBranches>,
+    pub timezone: Option<S>,
+    #[serde(default)]
+    pub layers: Vec<LayerFile>,
+    #[serde(default)]
+    pub overrides: Vec<OverrideFile>,
+    pub handoff: Option<HandoffFile>,
+}
+
+/// `all`, a list of branch ids, or `{ region: east }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RosterBranches {
+    Named(String),
+    List(Vec<String>),
+    Region { region: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerFile {
+    pub name: S,
+    pub start: S,
+    pub shift: S,
+    #[serde(default)]
+    pub people: Vec<S>,
+    pub only: Option<OnlyFile>,
+    /// Nobody on duty in this layer's window, on purpose (not a gap).
+    #[serde(default)]
+    pub uncovered: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlyFile {
+    #[serde(default)]
+    pub days: Vec<S>,
+    pub from: Option<S>,
+    pub to: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideFile {
+    pub person: S,
+    pub from: S,
+    pub to: S,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffFile {
+    #[serde(default)]
+    pub notify: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,11 +25,41 @@ pub struct Loaded {
     pub config: Arc<Config>,
     pub playbooks: Vec<Arc<Playbook>>,
     pub drills: Vec<Arc<Drill>>,
+    /// Duty rosters: who holds a role at a branch at a given moment.
+    pub rosters: Vec<Arc<crate::roster::Roster>>,
     /// Lints: what will run, but probably not as meant (`file:line:col: warning: …`).
     pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
 impl Loaded {
+    /// The people a target reaches at `at`. A role (or `branch-head`) that a
+    /// roster covers at the branch reaches whoever is on duty then — nobody
+    /// during a gap; otherwise everyone with the role, as without rosters.
+    /// The note says why, for the history.
+    pub fn people_at(
+        &self,
+        target: &Target,
+        branch: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> (Vec<&Person>, Option<String>) {
+        let role = match target {
+            Target::Role(r) => r.as_str(),
+            Target::BranchHead => "branch-head",
+            _ => return (self.config.people_for(target, branch), None),
+        };
+        let Some(r) = crate::roster::covering(&self.rosters, role, branch) else {
+            return (self.config.people_for(target, branch), None);
+        };
+        let duty = r.on_duty(at, &self.config.calendar, &self.config.away);
+        match duty.person.as_ref().and_then(|p| self.config.people.get(p)) {
+            Some(p) => (vec![p], Some(format!("on duty: {}, {}", r.id, duty.why))),
+            None => (
+                Vec::new(),
+                Some(format!("nobody on duty: roster {}, {}", r.id, duty.why)),
+            ),
+        }
+    }
+
     pub fn playbook(&self, id: &str) -> Option<&Arc<Playbook>> {
         self.playbooks.iter().find(|p| p.id == id)
     }
@@ -41,7 +71,10 @@ impl Loaded {
             self.config.people.len(),
             self.playbooks.len(),
             self.drills.len()
-        )
+        ) + &match self.rosters.len() {
+            0 => String::new(),
+            n => format!(", {n} roster{}", if n == 1 { "" } else { "s" }),
+        }
     }
 }
 
@@ -53,6 +86,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub playbooks_dir: PathBuf,
     pub drills_dir: PathBuf,
+    pub rosters_dir: PathBuf,
     pub spool_dir: PathBuf,
     /// Reload when the configuration, playbook or drill files change.
     pub watch_files: bool,
@@ -63,6 +97,9 @@ pub struct Config {
     /// escalations and steps that name nobody go there.
     pub ops_channel: Option<String>,
     pub people: BTreeMap<String, Person>,
+    /// People's leave (`people[].away`), as instants: their roster turns
+    /// fall to nobody meanwhile.
+    pub away: crate::roster::Away,
     /// Person ids by (branch, role), in id order: role targets are resolved on
     /// every notification, so this must not scan everyone.
     pub roster: std::collections::HashMap<(String, String), Vec<String>>,

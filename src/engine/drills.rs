@@ -270,7 +270,7 @@ impl Engine {
                     })
                     .min()
             }),
-            TimerKey::Incident(_) => None,
+            TimerKey::Incident(_) | TimerKey::Roster(_) => None,
         }
     }
 

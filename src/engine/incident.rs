@@ -94,6 +94,10 @@ pub struct StepRun {
     /// its state (the record says who took it), but nothing runs on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closed: bool,
+    /// The person a rostered assignee role resolved to when the step started
+    /// (or at the last hand-over); none without a roster or in a gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_duty: Option<String>,
 }
 
 /// An incident: one playbook applied to one group.

@@ -130,6 +130,9 @@ impl Engine {
             .and_then(|r| r.deadline)
             .map(|d| d + margin);
         let mut sent = Vec::new();
+        // Roster notes: who was on duty, and roles nobody held.
+        let mut on_duty: Vec<String> = Vec::new();
+        let mut gaps: Vec<String> = Vec::new();
         let mut targets: Vec<Target> = targets.to_vec();
         if targets.is_empty() {
             // Nobody named: the operations centre owns it.
@@ -172,9 +175,19 @@ impl Engine {
                     sent.push(t.to_string());
                 }
                 _ => {
-                    let people = cfg.people_for(t, &inc.branch);
+                    // Resolved now, when the row is written: an escalation
+                    // after a hand-over reaches the incoming person.
+                    let (people, duty) = self.loaded.people_at(t, &inc.branch, now);
                     if people.is_empty() {
-                        sent.push(format!("{t} (nobody at {})", inc.branch));
+                        match &duty {
+                            Some(d) => {
+                                sent.push(format!("{t} ({d})"));
+                                gaps.push(format!("{t} at {}: {d}", inc.branch));
+                            }
+                            None => sent.push(format!("{t} (nobody at {})", inc.branch)),
+                        }
+                    } else if let Some(d) = &duty {
+                        on_duty.push(d.clone());
                     }
                     for p in people {
                         match &p.email {
@@ -208,12 +221,28 @@ impl Engine {
                 }
             }
         }
+        // A role nobody holds now (a gap in its roster): the operations
+        // centre is told, so the message is not lost in the hole.
+        if !gaps.is_empty()
+            && let Some(ops) = self.ops_target()
+            && !targets.contains(&ops)
+        {
+            let text = format!("{why} Nobody is on duty for {}.", gaps.join("; "));
+            let told = self.notify(inc, step, &[ops], Msg { text: &text, ..msg }, round, now);
+            sent.push(format!("and, for the gap, {told}"));
+        }
+        on_duty.dedup();
+        let duty = if on_duty.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", on_duty.join("; "))
+        };
         // The reason after the recipients: it is a sentence of its own.
         match msg.ask {
             Ask::Action | Ask::Notice | Ask::RollCall => {
-                format!("{} to {}", msg.ask.sent(), sent.join(", "))
+                format!("{} to {}{duty}", msg.ask.sent(), sent.join(", "))
             }
-            _ => format!("{} to {}: {why}", msg.ask.sent(), sent.join(", ")),
+            _ => format!("{} to {}{duty}: {why}", msg.ask.sent(), sent.join(", ")),
         }
     }
 

@@ -237,6 +237,8 @@ pub enum Ask {
     RollCall,
     /// Someone else's step is late: take it or push it on.
     Escalation,
+    /// You are now on duty: these open steps are yours.
+    Handover,
     /// A deadline has passed.
     Overdue,
     /// An action failed (a command, an announcement).
@@ -250,6 +252,7 @@ impl Ask {
             Ask::Notice => "NOTICE",
             Ask::RollCall => "ROLL CALL",
             Ask::Escalation => "ESCALATION",
+            Ask::Handover => "HANDOVER",
             Ask::Overdue => "OVERDUE",
             Ask::Failed => "FAILED",
         }
@@ -262,6 +265,7 @@ impl Ask {
             Ask::Notice => "notice",
             Ask::RollCall => "roll call",
             Ask::Escalation => "escalation",
+            Ask::Handover => "hand-over",
             Ask::Overdue => "overdue notice",
             Ask::Failed => "failure notice",
         }
@@ -351,6 +355,8 @@ pub struct Engine {
     /// configuration no longer holds (removed or changed since): a resolved
     /// event is matched against them too, so those incidents still resolve.
     retired: Vec<Arc<Playbook>>,
+    /// Each roster's next change of duty, by its index.
+    roster_next: BTreeMap<u32, DateTime<Utc>>,
 }
 
 /// A time for people, in `branch`'s time zone (see `show`).
@@ -386,6 +392,7 @@ impl Engine {
             next_silence: 1,
             open: open_count::OpenCounts::default(),
             retired: Vec::new(),
+            roster_next: BTreeMap::new(),
         };
         for mut inc in live {
             if inc.status == IncidentStatus::Open {
@@ -425,6 +432,7 @@ impl Engine {
             }
         }
         e.schedule_drills(now);
+        e.schedule_rosters(now);
         e.retire_playbooks();
         e
     }
@@ -463,6 +471,7 @@ impl Engine {
     pub fn reload(&mut self, loaded: Loaded, now: DateTime<Utc>) {
         self.loaded = loaded;
         self.schedule_drills(now);
+        self.schedule_rosters(now);
         self.retire_playbooks();
     }
 
@@ -562,6 +571,7 @@ mod deliveries;
 mod drill_runs;
 mod drills;
 pub mod handle;
+mod handover;
 mod intake;
 mod messages;
 pub mod score;
@@ -571,5 +581,7 @@ mod timers;
 
 #[cfg(test)]
 mod drill_tests;
+#[cfg(test)]
+mod roster_tests;
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,14 @@ impl Engine {
         match &spec.action {
             Action::Task => {
                 let targets: Vec<Target> = spec.assignee.iter().cloned().collect();
+                // Whom a rostered role resolved to: the step shows it, and a
+                // hand-over passes the step on from them.
+                if let Some(a) = &spec.assignee
+                    && let (people, Some(_)) = self.loaded.people_at(a, &inc.branch, now)
+                    && let Some(inc) = self.live.get_mut(&iid)
+                {
+                    inc.steps[idx].on_duty = people.first().map(|p| p.id.clone());
+                }
                 let sent = self.notify(
                     &inc,
                     Some(spec),
@@ -175,8 +183,8 @@ impl Engine {
             Action::RollCall(target) => {
                 let people: BTreeSet<String> = self
                     .loaded
-                    .config
-                    .people_for(target, &inc.branch)
+                    .people_at(target, &inc.branch, now)
+                    .0
                     .into_iter()
                     .map(|p| p.id.clone())
                     .collect();
@@ -391,6 +399,7 @@ pub(super) fn pending_step(s: &Step) -> StepRun {
         confirmed_at: BTreeMap::new(),
         running: false,
         closed: false,
+        on_duty: None,
     }
 }
 

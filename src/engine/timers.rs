@@ -19,6 +19,8 @@ pub enum TimerKey {
     Incident(i64),
     /// A scheduled drill's next fire (its slot in the schedule).
     DrillSchedule(u32),
+    /// A roster's next change of duty (its index in the loaded rosters).
+    Roster(u32),
     /// A drill run's timeout.
     DrillRun(i64),
 }
@@ -36,6 +38,7 @@ impl Engine {
         }
         let due = match key {
             TimerKey::Incident(id) => self.live.get(&id).and_then(|inc| self.incident_due(inc)),
+            TimerKey::Roster(_) => self.roster_due(key),
             other => self.drill_due(other),
         };
         if let Some(due) = due {
@@ -88,6 +91,7 @@ impl Engine {
                 TimerKey::Incident(id) => self.fire_incident(id, now, round),
                 TimerKey::DrillSchedule(slot) => self.fire_schedule(slot, now, round),
                 TimerKey::DrillRun(run) => self.drill_run_due(run, now, round),
+                TimerKey::Roster(i) => self.fire_roster(i, now, round),
             }
             self.reschedule(key);
         }

@@ -31,6 +31,12 @@ pub(super) fn compile_config(
     let branch_ids: BTreeSet<String> = raw.branches.iter().map(|b| b.id.value.clone()).collect();
     let branches = branches::branches(file, &raw, &branch_ids, diags);
     let people = people(file, &raw, &branch_ids, diags);
+    let away = raw
+        .people
+        .iter()
+        .map(|p| (p.id.value.clone(), away(file, p, calendar.timezone, diags)))
+        .filter(|(_, spans)| !spans.is_empty())
+        .collect();
     let Notify {
         email,
         webhooks,
@@ -66,6 +72,7 @@ pub(super) fn compile_config(
         data_dir,
         playbooks_dir: rel(raw.playbooks_dir.map(|s| s.value), "playbooks"),
         drills_dir: rel(raw.drills_dir.map(|s| s.value), "drills"),
+        rosters_dir: rel(raw.rosters_dir.map(|s| s.value), "rosters"),
         spool_dir: rel(raw.spool_dir, "spool"),
         watch_files: raw.watch_files.unwrap_or(true),
         calendar,
@@ -73,6 +80,7 @@ pub(super) fn compile_config(
         webhooks,
         ops_channel,
         roster: roster(&people),
+        away,
         people,
         branches,
         host,
@@ -212,6 +220,51 @@ fn people(
         );
     }
     people
+}
+
+/// A person's leave in the bank's time zone: a date `to` means to the end of
+/// that day, as people say "away until the 26th".
+fn away(
+    file: &str,
+    p: &PersonFile,
+    tz: chrono_tz::Tz,
+    diags: &mut Diagnostics,
+) -> Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    let mut out = Vec::new();
+    for a in &p.away {
+        let at = |v: &S, end: bool, diags: &mut Diagnostics| match crate::roster::parse_local(
+            &v.value,
+        ) {
+            Ok(t) => {
+                let date_only = !v.value.contains('T');
+                let t = if end && date_only {
+                    t + chrono::Duration::days(1)
+                } else {
+                    t
+                };
+                Some(crate::roster::to_utc(tz, t))
+            }
+            Err(e) => {
+                diags.at_value(file, v, format!("people.away: {e}"));
+                None
+            }
+        };
+        if let (Some(f), Some(t)) = (at(&a.from, false, diags), at(&a.to, true, diags)) {
+            if t <= f {
+                diags.at_value(
+                    file,
+                    &a.to,
+                    format!(
+                        "people.away: `to` ({}) is not after `from` ({})",
+                        a.to.value, a.from.value
+                    ),
+                );
+            } else {
+                out.push((f, t));
+            }
+        }
+    }
+    out
 }
 
 fn host(

@@ -14,6 +14,7 @@ mod channels;
 mod config;
 mod drill;
 mod playbook;
+mod roster;
 
 use config::compile_config;
 use drill::compile_drill;
@@ -106,6 +107,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
     let base = config_path.parent().unwrap_or(Path::new(""));
     let playbooks_at = raw.playbooks_dir.as_ref().map(|s| s.referenced);
     let drills_at = raw.drills_dir.as_ref().map(|s| s.referenced);
+    let rosters_at = raw.rosters_dir.as_ref().map(|s| s.referenced);
     let config = compile_config(&file, base, raw, &mut diags);
 
     let playbook_files = read_dir_yaml(
@@ -190,11 +192,13 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
         }
     }
 
+    let rosters = roster::load_rosters(&config, &file, rosters_at, &mut diags);
     if diags.is_empty() {
         Ok(Loaded {
             config: Arc::new(config),
             playbooks,
             drills,
+            rosters,
             warnings: diags.1,
         })
     } else {
