@@ -67,7 +67,11 @@ pub fn fingerprint(config_path: &std::path::Path, loaded: &Loaded) -> [u8; 32] {
         h.update([0u8]);
     };
     file(config_path);
-    for dir in [&loaded.config.playbooks_dir, &loaded.config.drills_dir] {
+    for dir in [
+        &loaded.config.playbooks_dir,
+        &loaded.config.drills_dir,
+        &loaded.config.rosters_dir,
+    ] {
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -183,7 +187,9 @@ impl Reloader {
         // New directories named by the new file: their files are what was loaded.
         let moved = {
             let (was, now) = (&self.started.config, &self.current().config);
-            was.playbooks_dir != now.playbooks_dir || was.drills_dir != now.drills_dir
+            was.playbooks_dir != now.playbooks_dir
+                || was.drills_dir != now.drills_dir
+                || was.rosters_dir != now.rosters_dir
         };
         let seen = if out.is_ok() && moved {
             fingerprint(&self.path, &self.current())

@@ -178,6 +178,9 @@ impl Layer {
         } else if let Some((_, began)) = self.turn(local) {
             out.push(began + self.shift.max(chrono::Duration::seconds(1)));
         }
+        if self.only.days.is_none() && self.only.window.is_none() {
+            return;
+        }
         let today = local.date();
         for back in 0..=1u64 {
             for ahead in 0..=2u64 {
@@ -187,7 +190,9 @@ impl Layer {
                 else {
                     continue;
                 };
-                out.push(d.and_time(NaiveTime::MIN));
+                if self.only.days.is_some() {
+                    out.push(d.and_time(NaiveTime::MIN));
+                }
                 if let Some((from, to)) = self.only.window {
                     out.push(d.and_time(from));
                     out.push(d.and_time(to));
@@ -302,6 +307,33 @@ impl Roster {
             t = next;
         }
         None
+    }
+
+    /// When the duty at `at` began, looked for as far back as `back`
+    /// (none: it began before that).
+    pub fn since(
+        &self,
+        at: DateTime<Utc>,
+        back: chrono::Duration,
+        cal: &Calendar,
+        away: &Away,
+    ) -> Option<DateTime<Utc>> {
+        let now = self.on_duty(at, cal, away).person;
+        let mut t = at - back;
+        let mut began = None;
+        let mut prev = self.on_duty(t, cal, away).person;
+        while let Some(next) = self.next_edge(t, away) {
+            if next > at {
+                break;
+            }
+            let p = self.on_duty(next, cal, away).person;
+            if p != prev && p == now {
+                began = Some(next);
+            }
+            prev = p;
+            t = next;
+        }
+        began
     }
 
     /// Every stretch in `from..until` with nobody on duty (not counting

@@ -386,3 +386,43 @@ pub fn silences_table(v: &Value, zones: &Zones) -> String {
     }
     out
 }
+
+/// `branchguard oncall`: who holds each rostered role, until when, and who is next.
+pub fn oncall_table(v: &Value, zones: &Zones) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:<8} {:<14} {:<26} NEXT",
+        "ROLE", "BRANCH", "ON DUTY", "UNTIL"
+    );
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    for i in &items {
+        let tz = zones.of(&i["branch"]);
+        let person = i["person"]
+            .as_str()
+            .map_or_else(|| format!("nobody ({})", s(&i["why"])), str::to_string);
+        let next = match &i["next"] {
+            Value::Null => "-".to_string(),
+            n => format!(
+                "{} from {}",
+                n["person"].as_str().unwrap_or("nobody"),
+                time(&n["from"], tz)
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<8} {:<14} {:<26} {next}",
+            s(&i["role"]),
+            s(&i["branch"]),
+            person,
+            time(&i["until"], tz),
+        );
+    }
+    if items.is_empty() {
+        let _ = writeln!(
+            out,
+            "no roster covers this (without a roster, a role reaches everyone who has it)"
+        );
+    }
+    out
+}

@@ -141,11 +141,31 @@ pub enum Command {
         #[command(subcommand)]
         what: AuditCommand,
     },
-    /// Validate the config, playbooks and drills.
+    /// Who is on duty: each rostered role at each branch, until when, and who is next.
+    Oncall {
+        /// Only this role (e.g. it-duty).
+        #[arg(long)]
+        role: Option<String>,
+        /// Only this branch.
+        #[arg(long)]
+        branch: Option<String>,
+        /// At this time (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<DateTime<chrono::FixedOffset>>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Validate the config, playbooks, drills and rosters.
     Check {
-        /// The configuration file to check (with its playbooks and drills).
+        /// The configuration file to check (with its playbooks, drills and rosters).
         #[arg(long, default_value = "branchguard.yaml")]
         config: PathBuf,
+        /// How far ahead to look for gaps in the rosters (e.g. 28d).
+        #[arg(long, default_value = "14d", value_parser = parse_span)]
+        horizon: std::time::Duration,
+        /// Treat roster gaps as errors (exit 1).
+        #[arg(long)]
+        strict: bool,
     },
     /// Show which playbooks an event would open or join, and the steps it would start.
     Match {
@@ -510,14 +530,54 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Safe(a) => step_command(a, "safe"),
         Command::Resolve(a) => incident_command(a, "resolve"),
         Command::Escalate(a) => incident_command(a, "escalate"),
-        Command::Check { config } => Ok(match load_or_report(&config) {
+        Command::Oncall {
+            role,
+            branch,
+            at,
+            client,
+        } => {
+            let c = client::Client::new(&client)?;
+            let mut q = Vec::new();
+            q.extend(role.map(|r| ("role".to_string(), r)));
+            q.extend(branch.map(|b| ("branch".to_string(), b)));
+            q.extend(at.map(|t| ("at".to_string(), t.to_rfc3339())));
+            let v = c.get("/api/v1/oncall", &q)?;
+            out!("{}", client::oncall_table(&v, &c.zones));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            config,
+            horizon,
+            strict,
+        } => Ok(match load_or_report(&config) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     eprintln!("{w}");
                 }
+                let now = crate::clock::now();
+                let until =
+                    now + chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::days(14));
+                let gaps = loaded.coverage_gaps(now, until);
+                for g in &gaps {
+                    let line = g.to_string();
+                    if strict {
+                        eprintln!("{}", line.replacen(": warning: ", ": error: ", 1));
+                    } else {
+                        eprintln!("{line}");
+                    }
+                }
+                if strict && !gaps.is_empty() {
+                    eprintln!(
+                        "{} roster gap(s) in the next {}",
+                        gaps.len(),
+                        crate::duration::short(horizon)
+                    );
+                    return Ok(ExitCode::from(1));
+                }
                 outln!("ok: {}", loaded.summary());
-                if !loaded.warnings.is_empty() {
-                    eprintln!("{} warning(s)", loaded.warnings.len());
+                let warnings = loaded.warnings.len() + gaps.len();
+                if warnings > 0 {
+                    eprintln!("{warnings} warning(s)");
                 }
                 ExitCode::SUCCESS
             }
@@ -685,5 +745,18 @@ async fn wait_for_stop_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `14d`, `28d`, `12h`: a fixed span for a command-line option.
+fn parse_span(s: &str) -> Result<std::time::Duration, String> {
+    match crate::duration::Delay::parse(s)? {
+        crate::duration::Delay::Fixed(d) if d <= std::time::Duration::from_secs(366 * 86_400) => {
+            Ok(d)
+        }
+        crate::duration::Delay::Fixed(_) => Err(format!("`{s}`: at most a year")),
+        crate::duration::Delay::WorkingDays(_) => {
+            Err(format!("`{s}`: expected a span such as 14d or 12h"))
+        }
     }
 }

@@ -8,9 +8,11 @@
 //! **Invariant:** loading does no I/O besides reading the files; it never touches
 //! the store or the network.
 
+mod coverage;
 mod files;
 mod model;
 mod validate;
 
+pub use coverage::CoverageGap;
 pub use model::*;
 pub use validate::{Records, is_yaml_file, load, records};

@@ -39,6 +39,11 @@ impl Interest {
         ];
         dirs.push(loaded.config.playbooks_dir.clone());
         dirs.push(loaded.config.drills_dir.clone());
+        // Optional: a network without rosters has no directory to watch
+        // (one created later is seen by SIGHUP or `POST /api/v1/reload`).
+        if loaded.config.rosters_dir.is_dir() {
+            dirs.push(loaded.config.rosters_dir.clone());
+        }
         Interest { config, dirs }
     }
 

@@ -66,6 +66,7 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("POST", "/ack/{token}", Need::Open),
     ("GET", "/incidents/{id}", Need::Page),
     ("GET", "/api/v1/status", Need::Read),
+    ("GET", "/api/v1/oncall", Need::Read),
     ("POST", "/api/v1/reload", Need::Admin),
     ("POST", "/api/v1/events", Need::Ingest),
     ("GET", "/api/v1/events", Need::Read),

@@ -14,6 +14,7 @@ mod events;
 mod incidents;
 mod limits;
 mod links;
+mod oncall;
 mod pages;
 mod silences;
 mod status;
@@ -117,6 +118,7 @@ fn routes() -> Routes {
         .route("/incidents/{id}", &["GET"], get(pages::incident))
         .route("/metrics", &["GET"], get(status::metrics))
         .route("/api/v1/status", &["GET"], get(status::status))
+        .route("/api/v1/oncall", &["GET"], get(oncall::oncall))
         .route("/api/v1/reload", &["POST"], post(status::reload))
         .route(
             "/api/v1/events",

@@ -26,6 +26,10 @@ pub fn incident_json(
                 "response_seconds": s.response_seconds, "by": s.by, "escalations": s.escalations_fired,
                 "overdue": s.overdue_escalated, "closed": s.closed,
             });
+            // Whom a rostered assignee resolved to (the person on duty).
+            if let Some(p) = &s.on_duty {
+                v["on_duty"] = json!(p);
+            }
             if !s.roll_call.is_empty() {
                 let missing: Vec<Value> = s
                     .roll_call

@@ -1,0 +1,229 @@
+//! Duty rosters against the real daemon: the page goes to the person on duty,
+//! the hand-over passes the open step on, an escalation after it reaches the
+//! incoming person, and `check` reports the holes in a roster.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use common::sinks::SmtpServer;
+use common::{Daemon, Fixture, history, step, wait_for};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A local time in the fixture's zone, as roster files are written.
+fn local(t: DateTime<Utc>) -> String {
+    t.with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+fn with_mail(f: &Fixture, smtp: &SmtpServer) {
+    f.set_notify(&format!(
+        "notify:\n  digest: 1s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h, warn_after: 1s }}\n  webhooks:\n    ops-centre: {{ url: \"http://127.0.0.1:9/hook\" }}\n",
+        smtp.port
+    ));
+    f.write(
+        "playbooks/duty.yaml",
+        "id: duty\nname: Duty\ntrigger: { kind: duty.test }\nresolve: manual\nsteps:\n  - id: take\n    title: Take the call\n    assignee: role:it-duty\n    deadline: 1h\n    escalate:\n      - { after: 9s, to: [role:it-duty] }\n",
+    );
+}
+
+/// IT duty at br-a: IT B by override for the next six seconds, then IT A by
+/// the daily layer (without the roster the role would reach IT A only).
+#[test]
+fn the_page_goes_to_the_person_on_duty_and_the_escalation_after_the_hand_over_to_the_next() {
+    let smtp = SmtpServer::start();
+    let f = Fixture::engine();
+    with_mail(&f, &smtp);
+    let now = branchguard::clock::now();
+    // Whole seconds, as the roster file says it.
+    let change = (now + chrono::Duration::seconds(6))
+        .with_nanosecond(0)
+        .unwrap();
+    f.write(
+        "rosters/it-duty.yaml",
+        &format!(
+            "id: it-duty-a\nrole: it-duty\nbranches: [br-a]\nlayers:\n  - name: days\n    start: 2026-01-01T08:00\n    shift: 1d\n    people: [it.a]\noverrides:\n  - {{ person: it.b, from: {}, to: {} }}\nhandoff: {{ notify: true }}\n",
+            local(now - chrono::Duration::hours(1)),
+            local(change)
+        ),
+    );
+    let out = f.run(&["check"]);
+    assert!(out.code == 0 && out.stdout.contains("1 roster"), "{out:?}");
+    let d = Daemon::start(&f);
+    // Who is on duty, and who is next, before the change.
+    let on = d.get("/api/v1/oncall?role=it-duty&branch=br-a");
+    let item = &on["items"][0];
+    assert_eq!(item["person"], "it.b", "{on}");
+    assert_eq!(item["next"]["person"], "it.a", "{on}");
+    let (code, body) = d.post("/api/v1/events", r#"{"kind":"duty.test","branch":"br-a"}"#);
+    assert_eq!(code, 202, "{body}");
+    let id = body["incidents"][0].as_i64().unwrap();
+    let first = wait_for(WAIT, "the page to IT B", || {
+        smtp.to("it.b@bank.example").into_iter().next()
+    });
+    assert!(first.subject().starts_with("ACTION"), "{}", first.subject());
+    let inc = d.incident(id);
+    assert_eq!(step(&inc, "take")["on_duty"], "it.b", "{inc}");
+    let notified = history(&inc, "step.notified");
+    assert!(
+        notified[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("on duty: it-duty-a, override"),
+        "{notified:?}"
+    );
+    // The change of duty: IT A gets the open step in one message.
+    let handover = wait_for(WAIT, "the hand-over to IT A", || {
+        smtp.to("it.a@bank.example")
+            .into_iter()
+            .find(|m| m.subject().starts_with("HANDOVER"))
+    });
+    assert!(
+        handover.text().contains(&format!("#{id} Take the call")),
+        "{}",
+        handover.text()
+    );
+    assert!(
+        branchguard::clock::now() >= change,
+        "the hand-over came before the change of duty"
+    );
+    // The escalation after the hand-over reaches the incoming person only.
+    let escalation = wait_for(WAIT, "the escalation to IT A", || {
+        smtp.to("it.a@bank.example")
+            .into_iter()
+            .find(|m| m.subject().starts_with("ESCALATION"))
+    });
+    assert!(
+        escalation.text().contains("Take the call"),
+        "{}",
+        escalation.text()
+    );
+    assert!(
+        smtp.to("it.b@bank.example")
+            .iter()
+            .all(|m| !m.subject().starts_with("ESCALATION")),
+        "the outgoing person was escalated to"
+    );
+    let inc = d.incident(id);
+    assert_eq!(step(&inc, "take")["on_duty"], "it.a", "{inc}");
+    let moved = history(&inc, "step.handover");
+    assert_eq!(moved.len(), 1, "{inc}");
+    assert!(
+        moved[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("handed over from IT B to IT A"),
+        "{moved:?}"
+    );
+    // The CLI says who is on duty now.
+    let out = f.run(&["oncall", "--role", "it-duty", "--url", &d.url]);
+    assert!(out.code == 0 && out.stdout.contains("it.a"), "{out:?}");
+}
+
+/// `check` lists each hole with its times and the step that needs the role;
+/// `--strict` makes them errors; a roster without holes says nothing.
+#[test]
+fn check_reports_a_hole_in_a_roster_with_its_times_and_strict_refuses_it() {
+    let f = Fixture::engine();
+    // Days only: the nights from 20:00 to 08:00 are nobody's.
+    f.write(
+        "rosters/it-duty.yaml",
+        "id: it-duty-a\nrole: it-duty\nbranches: [br-a]\nlayers:\n  - name: days\n    start: 2026-01-01T08:00\n    shift: 1d\n    people: [it.a]\n    only: { from: \"08:00\", to: \"20:00\" }\n",
+    );
+    let out = f.run(&["check", "--horizon", "3d"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let gaps: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": warning: gap "))
+        .collect();
+    assert!(
+        (3..=4).contains(&gaps.len()),
+        "a night a day for three days: {out:?}"
+    );
+    assert!(
+        gaps.iter()
+            .all(|g| g.starts_with("rosters/it-duty.yaml:1:5: warning: gap ")
+                && g.contains("20:00:00 +08:00 .. ")
+                && g.contains(
+                    "nobody is role:it-duty at br-a; needed by playbook failover step switch"
+                )),
+        "{gaps:?}"
+    );
+    let strict = f.run(&["check", "--horizon", "3d", "--strict"]);
+    assert_eq!(strict.code, 1, "{strict:?}");
+    assert!(strict.stderr.contains(": error: gap "), "{strict:?}");
+    // The nights covered: no gap.
+    f.write(
+        "rosters/it-duty.yaml",
+        "id: it-duty-a\nrole: it-duty\nbranches: [br-a]\nlayers:\n  - name: days\n    start: 2026-01-01T08:00\n    shift: 1d\n    people: [it.a]\n    only: { from: \"08:00\", to: \"20:00\" }\n  - name: nights\n    start: 2026-01-01T20:00\n    shift: 7d\n    people: [it.b, head.a]\n    only: { from: \"20:00\", to: \"08:00\" }\n",
+    );
+    let out = f.run(&["check", "--strict"]);
+    assert!(out.code == 0 && !out.stderr.contains("gap"), "{out:?}");
+}
+
+/// A mistake in a roster is pointed at, and the daemon keeps the rosters it had.
+#[test]
+fn a_bad_roster_is_pointed_at_by_file_line_and_column() {
+    let f = Fixture::engine();
+    f.write(
+        "rosters/it-duty.yaml",
+        "id: it-duty-a\nrole: it-duty\nbranches: [br-a, br-z]\nlayers:\n  - name: days\n    start: 2026-01-01 08:00\n    shift: one day\n    people: [it.a, nobody.here]\n    only: { days: [Mon, Funday], from: \"8am\", to: \"20:00\" }\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    for want in [
+        "rosters/it-duty.yaml:3:11: branches: unknown branch `br-z`",
+        "rosters/it-duty.yaml:6:12: layers[0].start: `2026-01-01 08:00`: expected a local time as YYYY-MM-DDTHH:MM[:SS]",
+        "rosters/it-duty.yaml:7:12: layers[0].shift: invalid duration `one day`",
+        "rosters/it-duty.yaml:8:20: layers[0].people: unknown person `nobody.here`",
+        "layers[0].only.days: `Funday`: expected a weekday",
+        "layers[0].only.from: `8am`: expected a time of day as HH:MM",
+    ] {
+        assert!(
+            out.stderr.contains(want),
+            "missing `{want}`:\n{}",
+            out.stderr
+        );
+    }
+}
+
+/// Rosters reload through the one reload path: a bad one is refused and the
+/// daemon keeps the set it had; a good one takes effect at once.
+#[test]
+fn a_roster_reloads_and_a_bad_one_keeps_the_previous_set() {
+    let f = Fixture::engine();
+    let roster = |person: &str| {
+        format!(
+            "id: it-duty-a\nrole: it-duty\nbranches: [br-a]\nlayers:\n  - name: days\n    start: 2026-01-01T08:00\n    shift: 1d\n    people: [{person}]\n"
+        )
+    };
+    f.write("rosters/it-duty.yaml", &roster("it.a"));
+    let d = Daemon::start(&f);
+    let who = || d.get("/api/v1/oncall?branch=br-a")["items"][0]["person"].clone();
+    assert_eq!(who(), "it.a");
+    f.write("rosters/it-duty.yaml", &roster("nobody.here"));
+    let (code, body) = d.post("/api/v1/reload", "");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.to_string().contains("unknown person `nobody.here`"),
+        "{body}"
+    );
+    assert_eq!(who(), "it.a", "the previous set is kept");
+    f.write("rosters/it-duty.yaml", &roster("it.b"));
+    let (code, body) = d.post("/api/v1/reload", "");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(who(), "it.b");
+    // A time that is not RFC 3339 is a 400 naming the field.
+    let bad = d
+        .http
+        .get(format!("{}/api/v1/oncall?at=tomorrow", d.url))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let body: serde_json::Value = bad.json().unwrap();
+    assert_eq!(body["field"], "at", "{body}");
+}
