@@ -41,6 +41,7 @@ pub struct Metrics {
     outbox_oldest: prometheus::Gauge,
     last_reload_ok: prometheus::Gauge,
     requests_denied: IntCounterVec,
+    roster_gap: prometheus::GaugeVec,
 }
 
 /// Why a request was refused, as `requests_denied_total{reason}` counts it.
@@ -302,6 +303,20 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
                 .unwrap_or_else(|e| panic!("{e}"));
             g
         },
+        roster_gap: {
+            let g = prometheus::GaugeVec::new(
+                Opts::new(
+                    "roster_gap_seconds",
+                    "Seconds in the next 7 days when nobody is on duty in a roster (each second once, however many branches it covers)",
+                )
+                .namespace("branchguard"),
+                &["roster"],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            r.register(Box::new(g.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+            g
+        },
         requests_denied: {
             let c = counter(
                 &r,
@@ -336,6 +351,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
 
 fn get() -> &'static Metrics {
     &METRICS
+}
+
+/// Each roster's gap time ahead, as of a scrape; rosters no longer loaded
+/// leave the metric.
+pub fn roster_gaps(gaps: &[(String, f64)]) {
+    let m = get();
+    m.roster_gap.reset();
+    for (roster, secs) in gaps {
+        m.roster_gap.with_label_values(&[roster]).set(*secs);
+    }
 }
 
 /// One probe check: how long it took, and whether the system answered.

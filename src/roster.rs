@@ -111,6 +111,17 @@ pub struct Duty {
     pub intended: bool,
 }
 
+/// How many stretches one walk over a roster yields at most.
+pub const MAX_SEGMENTS: usize = 20_000;
+
+/// A stretch of time with one duty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub duty: Duty,
+}
+
 /// A stretch of time with nobody on duty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {
@@ -336,6 +347,45 @@ impl Roster {
         began
     }
 
+    /// `from..until` cut where the person on duty changes: each stretch
+    /// with its duty (at most `MAX_SEGMENTS`; a roster of seconds-long
+    /// turns is cut off there rather than walked for ever).
+    pub fn segments(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cal: &Calendar,
+        away: &Away,
+    ) -> Vec<Segment> {
+        let mut out: Vec<Segment> = Vec::new();
+        let mut t = from;
+        let mut cur = self.on_duty(t, cal, away);
+        let mut began = from;
+        while out.len() < MAX_SEGMENTS {
+            let next = match self.next_edge(t, away) {
+                Some(n) if n < until => n,
+                _ => break,
+            };
+            let d = self.on_duty(next, cal, away);
+            if d.person != cur.person || d.intended != cur.intended {
+                let duty = std::mem::replace(&mut cur, d);
+                out.push(Segment {
+                    from: began,
+                    until: next,
+                    duty,
+                });
+                began = next;
+            }
+            t = next;
+        }
+        out.push(Segment {
+            from: began,
+            until,
+            duty: cur,
+        });
+        out
+    }
+
     /// Every stretch in `from..until` with nobody on duty (not counting
     /// windows left uncovered on purpose).
     pub fn gaps(
@@ -345,38 +395,43 @@ impl Roster {
         cal: &Calendar,
         away: &Away,
     ) -> Vec<Gap> {
-        let mut out: Vec<Gap> = Vec::new();
-        let mut t = from;
-        let mut open: Option<(DateTime<Utc>, String)> = None;
-        loop {
-            let d = self.on_duty(t, cal, away);
-            let hole = d.person.is_none() && !d.intended;
-            match (&open, hole) {
-                (None, true) => open = Some((t, d.why)),
-                (Some(_), false) => {
-                    if let Some((f, why)) = open.take() {
-                        out.push(Gap {
-                            from: f,
-                            until: t,
-                            why,
-                        });
-                    }
-                }
-                _ => {}
-            }
-            match self.next_edge(t, away) {
-                Some(n) if n < until => t = n,
-                _ => break,
-            }
-        }
-        if let Some((f, why)) = open {
-            out.push(Gap {
-                from: f,
-                until,
-                why,
-            });
-        }
-        out
+        self.segments(from, until, cal, away)
+            .into_iter()
+            .filter(|s| s.duty.person.is_none() && !s.duty.intended)
+            .map(|s| Gap {
+                from: s.from,
+                until: s.until,
+                why: s.duty.why,
+            })
+            .collect()
+    }
+}
+
+impl Roster {
+    /// The turns in `from..until`, for a calendar: each stretch someone is
+    /// on duty, with the person's name from `name_of`.
+    pub fn turns(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cal: &Calendar,
+        away: &Away,
+        name_of: impl Fn(&str) -> String,
+    ) -> Vec<ics::Turn> {
+        self.segments(from, until, cal, away)
+            .into_iter()
+            .filter_map(|s| {
+                let person = s.duty.person?;
+                Some(ics::Turn {
+                    roster: self.id.clone(),
+                    role: self.role.clone(),
+                    name: name_of(&person),
+                    person,
+                    from: s.from,
+                    until: s.until,
+                })
+            })
+            .collect()
     }
 }
 
@@ -412,5 +467,6 @@ pub fn parse_clock(s: &str) -> Result<NaiveTime, String> {
         .map_err(|_| format!("`{s}`: expected a time of day as HH:MM"))
 }
 
+pub mod ics;
 #[cfg(test)]
 mod tests;

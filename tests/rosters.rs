@@ -153,6 +153,21 @@ fn check_reports_a_hole_in_a_roster_with_its_times_and_strict_refuses_it() {
                 )),
         "{gaps:?}"
     );
+    // The daemon says so too: seconds of gap in the next 7 days (twelve
+    // hours a night), and a warning in its status.
+    let d = Daemon::start(&f);
+    let secs = d
+        .metric("branchguard_roster_gap_seconds{roster=\"it-duty-a\"}")
+        .expect("the gap metric");
+    assert!(
+        (6.0 * 43_200.0..=7.0 * 43_200.0 + 1.0).contains(&secs),
+        "{secs}"
+    );
+    let status = d.get("/api/v1/status");
+    let warned = status["roster_gaps"].as_array().unwrap();
+    assert!(!warned.is_empty(), "{status}");
+    assert_eq!(warned[0]["needed_by"]["step"], "switch", "{status}");
+    drop(d);
     let strict = f.run(&["check", "--horizon", "3d", "--strict"]);
     assert_eq!(strict.code, 1, "{strict:?}");
     assert!(strict.stderr.contains(": error: gap "), "{strict:?}");
@@ -226,4 +241,92 @@ fn a_roster_reloads_and_a_bad_one_keeps_the_previous_set() {
     assert_eq!(bad.status().as_u16(), 400);
     let body: serde_json::Value = bad.json().unwrap();
     assert_eq!(body["field"], "at", "{body}");
+}
+
+/// The events of an `.ics` text, read back by a parser: (UID, summary, start, end).
+fn events(text: &str) -> Vec<(String, String, String, String)> {
+    let unfolded = icalendar::parser::unfold(text);
+    let cal = icalendar::parser::read_calendar(&unfolded).expect("a valid RFC 5545 calendar");
+    cal.components
+        .iter()
+        .filter(|c| c.name.as_str() == "VEVENT")
+        .map(|c| {
+            let p = |n: &str| {
+                c.find_prop(n)
+                    .map(|p| p.val.as_str().to_string())
+                    .unwrap_or_default()
+            };
+            (p("UID"), p("SUMMARY"), p("DTSTART"), p("DTEND"))
+        })
+        .collect()
+}
+
+/// A roster's calendar and a person's own (by their signed link, without a
+/// token): one event per turn, clipped to the layer's window, stable UIDs.
+#[test]
+fn calendars_list_each_turn_and_a_persons_link_needs_no_token_but_its_key() {
+    let f = Fixture::engine();
+    f.write(
+        "rosters/it-duty.yaml",
+        "id: it-duty-a\nrole: it-duty\nbranches: [br-a]\nlayers:\n  - name: days\n    start: 2026-01-01T08:00\n    shift: 1d\n    people: [it.a, it.b]\n    only: { from: \"08:00\", to: \"20:00\" }\n",
+    );
+    let d = Daemon::start(&f);
+    let get = |path: &str| {
+        let r = d.http.get(format!("{}{path}", d.url)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let (code, text) = get("/api/v1/rosters/it-duty-a.ics");
+    assert_eq!(code, 200, "{text}");
+    let all = events(&text);
+    // Ninety days of day turns (the one under way included).
+    assert!((90..=91).contains(&all.len()), "{} events", all.len());
+    // The first and last are clipped at now and at the horizon.
+    for (_, summary, start, end) in &all[1..all.len() - 1] {
+        // 08:00 to 20:00 in Shanghai is 00:00 to 12:00 UTC.
+        assert!(
+            start.ends_with("T000000Z") && end.ends_with("T120000Z"),
+            "{start} {end}"
+        );
+        assert!(summary.starts_with("it-duty on duty: IT "), "{summary}");
+    }
+    assert!(
+        all.windows(2).all(|w| w[0].1 != w[1].1),
+        "turns alternate between IT A and IT B"
+    );
+    let uids: std::collections::BTreeSet<&String> = all.iter().map(|e| &e.0).collect();
+    assert_eq!(uids.len(), all.len(), "every UID its own");
+    let again = events(&get("/api/v1/rosters/it-duty-a.ics").1);
+    assert_eq!(again[1].0, all[1].0, "the same turn keeps its UID");
+    // A person's own calendar, by the link the API gives.
+    let link = d.get("/api/v1/people/it.a")["calendar"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = link
+        .split_once("/api/v1/")
+        .map(|(_, p)| format!("/api/v1/{p}"))
+        .unwrap();
+    let (code, mine) = get(&path);
+    assert_eq!(code, 200, "{mine}");
+    let mine = events(&mine);
+    assert!((44..=46).contains(&mine.len()), "{} turns", mine.len());
+    assert!(
+        mine.iter().all(|e| e.1 == "it-duty on duty: IT A"),
+        "{mine:?}"
+    );
+    // Another person's key does not open it; nor does none.
+    let b_key = d.get("/api/v1/people/it.b")["calendar"]
+        .as_str()
+        .unwrap()
+        .split_once("key=")
+        .unwrap()
+        .1
+        .to_string();
+    assert_eq!(
+        get(&format!("/api/v1/people/it.a/shifts.ics?key={b_key}")).0,
+        404
+    );
+    assert_eq!(get("/api/v1/people/it.a/shifts.ics").0, 404);
+    let out = f.run(&["oncall", "--calendar-link", "it.a", "--url", &d.url]);
+    assert!(out.stdout.trim_end().ends_with(&path), "{out:?}");
 }

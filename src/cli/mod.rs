@@ -152,6 +152,10 @@ pub enum Command {
         /// At this time (RFC 3339) instead of now.
         #[arg(long)]
         at: Option<DateTime<chrono::FixedOffset>>,
+        /// Print the link to this person's own shift calendar (for a phone's
+        /// calendar app; it works without a token) instead.
+        #[arg(long, value_name = "PERSON", conflicts_with_all = ["role", "branch", "at"])]
+        calendar_link: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -534,9 +538,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             role,
             branch,
             at,
+            calendar_link,
             client,
         } => {
             let c = client::Client::new(&client)?;
+            if let Some(p) = calendar_link {
+                let v = c.get(&format!("/api/v1/people/{p}"), &[])?;
+                outln!("{}", v["calendar"].as_str().unwrap_or_default());
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut q = Vec::new();
             q.extend(role.map(|r| ("role".to_string(), r)));
             q.extend(branch.map(|b| ("branch".to_string(), b)));

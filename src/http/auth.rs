@@ -67,6 +67,10 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("GET", "/incidents/{id}", Need::Page),
     ("GET", "/api/v1/status", Need::Read),
     ("GET", "/api/v1/oncall", Need::Read),
+    ("GET", "/api/v1/rosters/{file}", Need::Read),
+    ("GET", "/api/v1/people/{id}", Need::Read),
+    // The signed key in the link is the credential (a phone's calendar app).
+    ("GET", "/api/v1/people/{id}/shifts.ics", Need::Open),
     ("POST", "/api/v1/reload", Need::Admin),
     ("POST", "/api/v1/events", Need::Ingest),
     ("GET", "/api/v1/events", Need::Read),

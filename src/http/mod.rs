@@ -119,6 +119,17 @@ fn routes() -> Routes {
         .route("/metrics", &["GET"], get(status::metrics))
         .route("/api/v1/status", &["GET"], get(status::status))
         .route("/api/v1/oncall", &["GET"], get(oncall::oncall))
+        .route(
+            "/api/v1/rosters/{file}",
+            &["GET"],
+            get(oncall::roster_calendar),
+        )
+        .route("/api/v1/people/{id}", &["GET"], get(oncall::person))
+        .route(
+            "/api/v1/people/{id}/shifts.ics",
+            &["GET"],
+            get(oncall::shifts),
+        )
         .route("/api/v1/reload", &["POST"], post(status::reload))
         .route(
             "/api/v1/events",

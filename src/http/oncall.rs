@@ -87,3 +87,127 @@ pub async fn oncall(
     }
     Ok(Json(json!({ "items": items, "at": at })))
 }
+
+/// How far ahead calendars reach.
+const CALENDAR_DAYS: i64 = 90;
+
+fn ics(body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/calendar; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/rosters/{id}.ics`: the roster's turns for the next 90 days.
+pub async fn roster_calendar(
+    State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let loaded = s.loaded();
+    let cfg = &loaded.config;
+    let scope = who.scope();
+    let r = file
+        .strip_suffix(".ics")
+        .and_then(|id| loaded.rosters.iter().find(|r| r.id == id))
+        .filter(|r| r.branches.iter().any(|b| scope.sees(b)))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no roster `{}`", crate::diag::clip_quotes(&file)))
+        })?;
+    let now = clock::now();
+    let turns = r.turns(
+        now,
+        now + chrono::Duration::days(CALENDAR_DAYS),
+        &cfg.calendar,
+        &cfg.away,
+        |p| cfg.people.get(p).map_or(p.to_string(), |x| x.name.clone()),
+    );
+    Ok(ics(crate::roster::ics::render(
+        &format!("{} ({})", r.id, r.role),
+        &turns,
+    )))
+}
+
+/// `GET /api/v1/people/{id}`: a person, with the link to their own shift
+/// calendar (for a phone: it works without a token).
+pub async fn person(
+    State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let loaded = s.loaded();
+    let cfg = &loaded.config;
+    let scope = who.scope();
+    let p = cfg
+        .people
+        .get(&id)
+        .filter(|p| scope.is_all() || p.branches.iter().any(|b| scope.sees(b)))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no person `{}`", crate::diag::clip_quotes(&id)))
+        })?;
+    Ok(Json(json!({
+        "id": p.id, "name": p.name, "roles": p.roles, "branches": p.branches,
+        "rosters": loaded.rosters.iter().filter(|r| r.layers.iter().any(|l| l.people.contains(&p.id)) || r.overrides.iter().any(|o| o.person == p.id)).map(|r| r.id.clone()).collect::<Vec<_>>(),
+        "calendar": calendar_link(&s, &p.id),
+    })))
+}
+
+pub fn calendar_link(s: &AppState, person: &str) -> String {
+    format!(
+        "{}/api/v1/people/{person}/shifts.ics?key={}",
+        s.loaded().config.public_url,
+        s.links.calendar_key(person)
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyParams {
+    key: Option<String>,
+}
+
+/// `GET /api/v1/people/{id}/shifts.ics?key=`: a person's turns in every
+/// roster for the next 90 days, by their signed link.
+pub async fn shifts(
+    State(s): State<AppState>,
+    Extension(client): Extension<super::auth::Client>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    q: Result<Query<KeyParams>, axum::extract::rejection::QueryRejection>,
+) -> axum::response::Response {
+    let key = q.ok().and_then(|Query(k)| k.key).unwrap_or_default();
+    let loaded = s.loaded();
+    let cfg = &loaded.config;
+    // A wrong key counts as a refusal, so guessing is throttled like any other.
+    if !cfg.people.contains_key(&id) || !s.links.calendar_key_holds(&id, &key) {
+        return super::auth::refuse(
+            &s,
+            client.0,
+            "link_refused",
+            &format!(
+                "calendar link refused for `{}`",
+                crate::diag::clip_quotes(&id)
+            ),
+            ApiError::not_found("no such calendar link"),
+        );
+    }
+    let now = clock::now();
+    let until = now + chrono::Duration::days(CALENDAR_DAYS);
+    let name_of = |p: &str| cfg.people.get(p).map_or(p.to_string(), |x| x.name.clone());
+    let mut turns: Vec<crate::roster::ics::Turn> = loaded
+        .rosters
+        .iter()
+        .flat_map(|r| r.turns(now, until, &cfg.calendar, &cfg.away, name_of))
+        .filter(|t| t.person == id)
+        .collect();
+    turns.sort_by_key(|t| t.from);
+    let name = name_of(&id);
+    ics(crate::roster::ics::render(
+        &format!("{name}: shifts"),
+        &turns,
+    ))
+}

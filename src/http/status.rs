@@ -32,6 +32,8 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         });
         crate::metrics::outbox_pending(n, age);
     }
+    let now = crate::clock::now();
+    crate::metrics::roster_gaps(&s.loaded().gap_seconds(now, now + chrono::Duration::days(7)));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(),
@@ -68,10 +70,27 @@ pub async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
         "last_reload": last_reload,
         "store": store,
         "failing_channels": s.channels.failing(),
+        // Who would be paged into a hole in the next 7 days.
+        "roster_gaps": roster_gaps(&l),
         "outbox_pending": pending,
         // The audit chain's head, as published (and filed beside the database).
         "audit": s.head.get().map(|h| json!({ "rows": h.rows, "hash": h.hash })),
     })))
+}
+
+fn roster_gaps(l: &crate::config::Loaded) -> Vec<Value> {
+    let now = crate::clock::now();
+    l.coverage_gaps(now, now + chrono::Duration::days(7))
+        .into_iter()
+        .map(|g| {
+            json!({
+                "roster": g.roster, "role": g.role, "branch": g.branch,
+                "from": g.from, "until": g.until, "why": g.why,
+                "needed_by": { "playbook": g.needed_by.0, "step": g.needed_by.1 },
+                "warning": g.to_string(),
+            })
+        })
+        .collect()
 }
 
 pub async fn reload(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {

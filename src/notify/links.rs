@@ -121,6 +121,26 @@ impl Secret {
         format!("{payload}.{sig}")
     }
 
+    /// The key of a person's shift calendar link: a phone subscribes to it
+    /// without a token. It does not expire (a calendar app keeps the URL);
+    /// replacing the link secret revokes every one.
+    pub fn calendar_key(&self, person: &str) -> String {
+        URL_SAFE_NO_PAD.encode(
+            self.mac(format!("calendar.{person}").as_bytes())
+                .finalize()
+                .into_bytes(),
+        )
+    }
+
+    /// Whether `key` is the calendar key of `person` (compared in constant time).
+    pub fn calendar_key_holds(&self, person: &str, key: &str) -> bool {
+        URL_SAFE_NO_PAD.decode(key).is_ok_and(|sig| {
+            self.mac(format!("calendar.{person}").as_bytes())
+                .verify_slice(&sig)
+                .is_ok()
+        })
+    }
+
     /// A read-only grant for one incident's page, valid until `expires`:
     /// what the `Incident:` line of a message carries. Signed apart from
     /// action links (a grant is never an action, nor an action a grant).
