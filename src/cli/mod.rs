@@ -580,7 +580,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!(
                         "{} roster gap(s) in the next {}",
                         gaps.len(),
-                        crate::duration::short(horizon)
+                        crate::show::duration(horizon.as_secs_f64())
                     );
                     return Ok(ExitCode::from(1));
                 }

@@ -67,7 +67,7 @@ impl Engine {
         // whose holder is not the person on duty now.
         let mut moved: BTreeMap<String, Vec<(i64, usize, Option<String>)>> = BTreeMap::new();
         for inc in self.live.values() {
-            if !r.branches.contains(&inc.branch) {
+            if !r.covers(&r.role, &inc.branch) {
                 continue;
             }
             let Some(pb) = inc.playbook.as_ref() else {

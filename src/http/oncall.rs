@@ -146,7 +146,7 @@ pub async fn person(
     let p = cfg
         .people
         .get(&id)
-        .filter(|p| scope.is_all() || p.branches.iter().any(|b| scope.sees(b)))
+        .filter(|p| scope.is_all() || !scope.pick(&p.branches).is_empty())
         .ok_or_else(|| {
             ApiError::not_found(format!("no person `{}`", crate::diag::clip_quotes(&id)))
         })?;
