@@ -330,3 +330,27 @@ fn calendars_list_each_turn_and_a_persons_link_needs_no_token_but_its_key() {
     let out = f.run(&["oncall", "--calendar-link", "it.a", "--url", &d.url]);
     assert!(out.stdout.trim_end().ends_with(&path), "{out:?}");
 }
+
+/// The example rosters (IT duty across the east region with a night cover;
+/// branch heads covered on holidays) leave no hole in the next four weeks.
+#[test]
+fn the_example_rosters_cover_every_role_the_bundled_playbooks_need() {
+    let f = Fixture::bundled();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rosters");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        f.write(
+            &format!("rosters/{name}"),
+            &std::fs::read_to_string(&p).unwrap(),
+        );
+        n += 1;
+    }
+    assert_eq!(n, 4);
+    let out = f.run(&["check", "--horizon", "28d", "--strict"]);
+    assert!(
+        out.code == 0 && out.stdout.contains("4 rosters") && !out.stderr.contains("gap"),
+        "{out:?}"
+    );
+}
