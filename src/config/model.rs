@@ -31,6 +31,15 @@ pub struct Loaded {
     pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
+/// A roster's duty at a moment: the person (known to the configuration) and
+/// the words for the history. Shared by every message of a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub person: Option<String>,
+    /// `on duty: it-duty-east, layer nights`, `nobody on duty: roster …`.
+    pub note: String,
+}
+
 impl Loaded {
     /// The people a target reaches at `at`. A role (or `branch-head`) that a
     /// roster covers at the branch reaches whoever is on duty then — nobody
@@ -42,22 +51,65 @@ impl Loaded {
         branch: &str,
         at: chrono::DateTime<chrono::Utc>,
     ) -> (Vec<&Person>, Option<String>) {
+        let (people, note) =
+            self.people_on_duty(target, branch, &|_, r: &crate::roster::Roster| {
+                self.resolve(r, at)
+            });
+        (people, note.map(|n| n.note.clone()))
+    }
+
+    /// A roster's duty at `at`, with the words the history gives it.
+    pub fn resolve(
+        &self,
+        r: &crate::roster::Roster,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Arc<Resolved> {
+        let duty = r.on_duty(at, &self.config.calendar, &self.config.away);
+        let known = duty
+            .person
+            .as_ref()
+            .filter(|p| self.config.people.contains_key(*p))
+            .cloned();
+        let note = match &known {
+            Some(_) => format!("on duty: {}, {}", r.id, duty.why),
+            None => format!("nobody on duty: roster {}, {}", r.id, duty.why),
+        };
+        Arc::new(Resolved {
+            person: known,
+            note,
+        })
+    }
+
+    /// [`Loaded::people_at`] with the duty of a roster (by its index) asked
+    /// of `duty_of`: the engine answers from what it worked out for the
+    /// same moment, so a storm asks each roster once per round.
+    pub fn people_on_duty(
+        &self,
+        target: &Target,
+        branch: &str,
+        duty_of: &dyn Fn(usize, &crate::roster::Roster) -> Arc<Resolved>,
+    ) -> (Vec<&Person>, Option<Arc<Resolved>>) {
         let role = match target {
             Target::Role(r) => r.as_str(),
             Target::BranchHead => "branch-head",
             _ => return (self.config.people_for(target, branch), None),
         };
-        let Some(r) = crate::roster::covering(&self.rosters, role, branch) else {
+        let Some((i, r)) = self
+            .rosters
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.covers(role, branch))
+        else {
             return (self.config.people_for(target, branch), None);
         };
-        let duty = r.on_duty(at, &self.config.calendar, &self.config.away);
-        match duty.person.as_ref().and_then(|p| self.config.people.get(p)) {
-            Some(p) => (vec![p], Some(format!("on duty: {}, {}", r.id, duty.why))),
-            None => (
-                Vec::new(),
-                Some(format!("nobody on duty: roster {}, {}", r.id, duty.why)),
-            ),
-        }
+        let duty = duty_of(i, r);
+        let people = duty
+            .person
+            .as_ref()
+            .and_then(|p| self.config.people.get(p))
+            .into_iter()
+            .collect();
+        (people, Some(duty))
     }
 
     pub fn playbook(&self, id: &str) -> Option<&Arc<Playbook>> {

@@ -31,10 +31,35 @@ impl Engine {
             }
         }
         self.roster_next.clear();
+        // Rosters are numbered afresh by each configuration.
+        self.duty_memo.borrow_mut().clear();
         for i in 0..self.loaded.rosters.len() {
             self.roster_next.insert(i as u32, now);
             self.reschedule(TimerKey::Roster(i as u32));
         }
+    }
+
+    /// The people a target reaches at `now`, through the rosters (see
+    /// `Loaded::people_at`), each roster's duty worked out once per moment.
+    pub(super) fn people_at(
+        &self,
+        target: &Target,
+        branch: &str,
+        now: DateTime<Utc>,
+    ) -> (
+        Vec<&crate::config::Person>,
+        Option<Arc<crate::config::Resolved>>,
+    ) {
+        self.loaded.people_on_duty(target, branch, &|i, r| {
+            if let Some((at, d)) = self.duty_memo.borrow().get(&i)
+                && *at == now
+            {
+                return Arc::clone(d);
+            }
+            let d = self.loaded.resolve(r, now);
+            self.duty_memo.borrow_mut().insert(i, (now, Arc::clone(&d)));
+            d
+        })
     }
 
     pub(super) fn roster_due(&self, key: TimerKey) -> Option<DateTime<Utc>> {

@@ -131,7 +131,7 @@ impl Engine {
             .map(|d| d + margin);
         let mut sent = Vec::new();
         // Roster notes: who was on duty, and roles nobody held.
-        let mut on_duty: Vec<String> = Vec::new();
+        let mut on_duty: Vec<Arc<crate::config::Resolved>> = Vec::new();
         let mut gaps: Vec<String> = Vec::new();
         let mut targets: Vec<Target> = targets.to_vec();
         if targets.is_empty() {
@@ -177,17 +177,19 @@ impl Engine {
                 _ => {
                     // Resolved now, when the row is written: an escalation
                     // after a hand-over reaches the incoming person.
-                    let (people, duty) = self.loaded.people_at(t, &inc.branch, now);
+                    let (people, duty) = self.people_at(t, &inc.branch, now);
                     if people.is_empty() {
                         match &duty {
                             Some(d) => {
-                                sent.push(format!("{t} ({d})"));
-                                gaps.push(format!("{t} at {}: {d}", inc.branch));
+                                sent.push(format!("{t} ({})", d.note));
+                                gaps.push(format!("{t} at {}: {}", inc.branch, d.note));
                             }
                             None => sent.push(format!("{t} (nobody at {})", inc.branch)),
                         }
-                    } else if let Some(d) = &duty {
-                        on_duty.push(d.clone());
+                    } else if let Some(d) = duty
+                        && !on_duty.iter().any(|x| Arc::ptr_eq(x, &d))
+                    {
+                        on_duty.push(d);
                     }
                     for p in people {
                         match &p.email {
@@ -231,11 +233,11 @@ impl Engine {
             let told = self.notify(inc, step, &[ops], Msg { text: &text, ..msg }, round, now);
             sent.push(format!("and, for the gap, {told}"));
         }
-        on_duty.dedup();
         let duty = if on_duty.is_empty() {
             String::new()
         } else {
-            format!(" ({})", on_duty.join("; "))
+            let notes: Vec<&str> = on_duty.iter().map(|d| d.note.as_str()).collect();
+            format!(" ({})", notes.join("; "))
         };
         // The reason after the recipients: it is a sentence of its own.
         match msg.ask {

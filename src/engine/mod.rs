@@ -357,6 +357,9 @@ pub struct Engine {
     retired: Vec<Arc<Playbook>>,
     /// Each roster's next change of duty, by its index.
     roster_next: BTreeMap<u32, DateTime<Utc>>,
+    /// The last duty worked out per roster, and for which moment: every
+    /// message of a round is written at the same moment.
+    duty_memo: std::cell::RefCell<HashMap<usize, (DateTime<Utc>, Arc<crate::config::Resolved>)>>,
 }
 
 /// A time for people, in `branch`'s time zone (see `show`).
@@ -393,6 +396,7 @@ impl Engine {
             open: open_count::OpenCounts::default(),
             retired: Vec::new(),
             roster_next: BTreeMap::new(),
+            duty_memo: std::cell::RefCell::new(HashMap::new()),
         };
         for mut inc in live {
             if inc.status == IncidentStatus::Open {

@@ -37,11 +37,16 @@ impl Engine {
                 let targets: Vec<Target> = spec.assignee.iter().cloned().collect();
                 // Whom a rostered role resolved to: the step shows it, and a
                 // hand-over passes the step on from them.
-                if let Some(a) = &spec.assignee
-                    && let (people, Some(_)) = self.loaded.people_at(a, &inc.branch, now)
+                let on_duty = spec.assignee.as_ref().and_then(|a| {
+                    match self.people_at(a, &inc.branch, now) {
+                        (people, Some(_)) => Some(people.first().map(|p| p.id.clone())),
+                        _ => None,
+                    }
+                });
+                if let Some(on_duty) = on_duty
                     && let Some(inc) = self.live.get_mut(&iid)
                 {
-                    inc.steps[idx].on_duty = people.first().map(|p| p.id.clone());
+                    inc.steps[idx].on_duty = on_duty;
                 }
                 let sent = self.notify(
                     &inc,
@@ -182,7 +187,6 @@ impl Engine {
             }
             Action::RollCall(target) => {
                 let people: BTreeSet<String> = self
-                    .loaded
                     .people_at(target, &inc.branch, now)
                     .0
                     .into_iter()
