@@ -359,8 +359,11 @@ pub struct Engine {
     roster_next: BTreeMap<u32, DateTime<Utc>>,
     /// The last duty worked out per roster, and for which moment: every
     /// message of a round is written at the same moment.
-    duty_memo: std::cell::RefCell<HashMap<usize, (DateTime<Utc>, Arc<crate::config::Resolved>)>>,
+    duty_memo: std::cell::RefCell<DutyMemo>,
 }
+
+/// Per roster (by index): the moment its duty was worked out for, and it.
+type DutyMemo = HashMap<usize, (DateTime<Utc>, Arc<crate::config::Resolved>)>;
 
 /// A time for people, in `branch`'s time zone (see `show`).
 fn fmt_time(t: DateTime<Utc>, loaded: &Loaded, branch: &str) -> String {
