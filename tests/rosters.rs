@@ -67,6 +67,22 @@ fn the_page_goes_to_the_person_on_duty_and_the_escalation_after_the_hand_over_to
     assert!(first.subject().starts_with("ACTION"), "{}", first.subject());
     let inc = d.incident(id);
     assert_eq!(step(&inc, "take")["on_duty"], "it.b", "{inc}");
+    // The dashboard names the one person paged, and who is on duty now.
+    let board = d.get("/api/v1/dashboard");
+    let owner = board["incidents"]["items"][0]["steps"][0]["owner"]
+        .as_str()
+        .unwrap();
+    assert!(owner.ends_with(": IT B (on duty)"), "{owner}");
+    let duty = &board["on_duty"][0];
+    assert_eq!(
+        (
+            duty["role"].as_str(),
+            duty["branch"].as_str(),
+            duty["name"].as_str()
+        ),
+        (Some("it-duty"), Some("br-a"), Some("IT B")),
+        "{board}"
+    );
     let notified = history(&inc, "step.notified");
     assert!(
         notified[0]["detail"]
@@ -118,6 +134,9 @@ fn the_page_goes_to_the_person_on_duty_and_the_escalation_after_the_hand_over_to
             .contains("handed over from IT B to IT A"),
         "{moved:?}"
     );
+    // `incident show` says whom the role went to.
+    let out = f.run(&["incident", "show", &id.to_string(), "--url", &d.url]);
+    assert!(out.stdout.contains("role:it-duty (it.a)"), "{out:?}");
     // The CLI says who is on duty now.
     let out = f.run(&["oncall", "--role", "it-duty", "--url", &d.url]);
     assert!(out.code == 0 && out.stdout.contains("it.a"), "{out:?}");

@@ -232,7 +232,11 @@ pub fn incident_text(i: &Value, zones: &Zones) -> String {
             "{:<24} {:<13} {:<28} {:<26} {:<10} {}",
             s(&st["id"]),
             s(&st["state"]),
-            s(&st["assignee"]),
+            // A rostered role: whom it went to.
+            match st["on_duty"].as_str() {
+                Some(p) => format!("{} ({p})", s(&st["assignee"])),
+                None => s(&st["assignee"]),
+            },
             time(&st["deadline"], tz),
             resp,
             s(&st["by"])

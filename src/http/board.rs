@@ -53,7 +53,16 @@ fn step_view(s: &StepRun, cfg: &Config, branch: &str, now: DateTime<Utc>) -> Val
         .assignee
         .as_deref()
         .and_then(|a| Target::parse(a).ok())
-        .map(|t| cfg.describe(&t, branch));
+        .map(|t| cfg.describe(&t, branch))
+        .map(|o| match &s.on_duty {
+            // A rostered role: the one person it went to, not all who hold it.
+            Some(p) => {
+                let name = cfg.people.get(p).map_or(p.as_str(), |x| x.name.as_str());
+                let role = o.split_once(": ").map_or(o.as_str(), |(head, _)| head);
+                format!("{role}: {name} (on duty)")
+            }
+            None => o,
+        });
     let missing: Vec<&String> = s.roll_call.difference(&s.confirmed).collect();
     json!({
         "id": s.id, "title": s.title, "state": s.state_name(), "owner": owner,
@@ -340,4 +349,69 @@ mod tests {
         assert_eq!(v["items"][0]["status"], "down");
         assert_eq!(v["counts"]["up"], 1);
     }
+}
+
+/// Who is on duty now for the rostered roles the open incidents need (their
+/// playbooks' assignees, notices, roll calls and escalations), per role and
+/// branch, with until when: at most `limit` rows.
+pub fn on_duty(
+    open: &[Incident],
+    loaded: &crate::config::Loaded,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Value {
+    if loaded.rosters.is_empty() {
+        return json!([]);
+    }
+    let cfg = &loaded.config;
+    let mut wanted: std::collections::BTreeSet<(String, String)> = Default::default();
+    for i in open {
+        let Some(pb) = loaded.playbook(&i.playbook_id) else {
+            continue;
+        };
+        for s in &pb.steps {
+            let mut ts: Vec<&Target> = s.assignee.iter().collect();
+            ts.extend(s.escalate.iter().flat_map(|e| &e.to));
+            for t in ts {
+                let role = match t {
+                    Target::Role(r) => r.as_str(),
+                    Target::BranchHead => "branch-head",
+                    _ => continue,
+                };
+                wanted.insert((role.to_string(), i.branch.clone()));
+            }
+        }
+    }
+    // A roster's duty is the same at each of its branches: worked out once.
+    let mut duty: BTreeMap<String, (Option<String>, Option<DateTime<Utc>>)> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for (role, branch) in wanted {
+        let Some(r) = crate::roster::covering(&loaded.rosters, &role, &branch) else {
+            continue;
+        };
+        let (person, until) = duty.entry(r.id.clone()).or_insert_with(|| {
+            let d = r.on_duty(now, &cfg.calendar, &cfg.away);
+            let until = r
+                .until(
+                    now,
+                    now + chrono::Duration::days(8),
+                    &cfg.calendar,
+                    &cfg.away,
+                )
+                .map(|(t, _)| t);
+            (d.person, until)
+        });
+        let name = person
+            .as_ref()
+            .map(|p| cfg.people.get(p).map_or(p.clone(), |x| x.name.clone()));
+        rows.push(json!({
+            "role": role, "branch": branch,
+            "branch_name": cfg.branches.get(&branch).map(|b| b.name.as_str()),
+            "person": person, "name": name, "until": until, "roster": r.id,
+        }));
+        if rows.len() >= limit {
+            break;
+        }
+    }
+    json!(rows)
 }

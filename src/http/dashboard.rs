@@ -196,6 +196,7 @@ pub async fn data(
         "silences": silences,
         "maintenance": windows,
         "scoreboard": board::scoreboard(&runs, cfg, sees, &limits),
+        "on_duty": board::on_duty(&open, &loaded, now, 100),
     })))
 }
 

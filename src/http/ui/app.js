@@ -234,6 +234,14 @@ function trendSvg(points, pass) {
     ${passLine}<polyline fill="none" stroke="#0b4f9c" stroke-width="2" points="${line}"/>${dots}</svg>`;
 }
 
+// Who the open incidents' rostered roles reach now.
+function onDuty(rows) {
+  const body = rows.map((r) => `<tr><td>${esc(r.role)}</td><td>${esc(r.branch_name || r.branch)}</td>
+    <td class="${r.person ? '' : 'fail'}">${esc(r.name || 'nobody (gap)')}</td>
+    <td>${r.until ? esc(when(r.until, r.branch)) : '-'}</td></tr>`).join('');
+  return `<div class="scroll"><table><thead><tr><th scope="col">Role</th><th scope="col">Branch</th><th scope="col">On duty</th><th scope="col">Until</th></tr></thead><tbody>${body}</tbody></table></div>`;
+}
+
 function scoreboard(sb) {
   if (!sb.items.length) return '<p>No drill has been scored yet.</p>';
   const rows = sb.items.map((r) => `<tr data-score="${esc(r.drill)}:${esc(r.branch)}">
@@ -292,6 +300,9 @@ function render(d) {
   // Resolved: its follow-up steps are answered here; it is not resolved again.
   $('followups').innerHTML = follow.items.map((i) => incidentCard(i, { ...d.can, command: false })).join('');
   $('branches').innerHTML = branchTable(inc);
+  const duty = d.on_duty || [];
+  $('duty-section').hidden = !duty.length;
+  $('duty').innerHTML = onDuty(duty);
   $('scoreboard').innerHTML = scoreboard(d.scoreboard);
   $('probes').innerHTML = probes(d.probes);
   $('silences').innerHTML = silences(d);
