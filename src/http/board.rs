@@ -252,6 +252,71 @@ pub fn scoreboard(
     json!({ "items": items })
 }
 
+/// Who is on duty now for the rostered roles the open incidents need (their
+/// playbooks' assignees, notices, roll calls and escalations), per role and
+/// branch, with until when: at most `limit` rows.
+pub fn on_duty(
+    open: &[Incident],
+    loaded: &crate::config::Loaded,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Value {
+    if loaded.rosters.is_empty() {
+        return json!([]);
+    }
+    let cfg = &loaded.config;
+    let mut wanted: std::collections::BTreeSet<(String, String)> = Default::default();
+    for i in open {
+        let Some(pb) = loaded.playbook(&i.playbook_id) else {
+            continue;
+        };
+        for s in &pb.steps {
+            let mut ts: Vec<&Target> = s.assignee.iter().collect();
+            ts.extend(s.escalate.iter().flat_map(|e| &e.to));
+            for t in ts {
+                let role = match t {
+                    Target::Role(r) => r.as_str(),
+                    Target::BranchHead => "branch-head",
+                    _ => continue,
+                };
+                wanted.insert((role.to_string(), i.branch.clone()));
+            }
+        }
+    }
+    // A roster's duty is the same at each of its branches: worked out once.
+    let mut duty: BTreeMap<String, (Option<String>, Option<DateTime<Utc>>)> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for (role, branch) in wanted {
+        let Some(r) = crate::roster::covering(&loaded.rosters, &role, &branch) else {
+            continue;
+        };
+        let (person, until) = duty.entry(r.id.clone()).or_insert_with(|| {
+            let d = r.on_duty(now, &cfg.calendar, &cfg.away);
+            let until = r
+                .until(
+                    now,
+                    now + chrono::Duration::days(8),
+                    &cfg.calendar,
+                    &cfg.away,
+                )
+                .map(|(t, _)| t);
+            (d.person, until)
+        });
+        let name = person
+            .as_ref()
+            .map(|p| cfg.people.get(p).map_or(p.clone(), |x| x.name.clone()));
+        rows.push(json!({
+            "role": role, "branch": branch,
+            "branch_name": cfg.branches.get(&branch).map(|b| b.name.as_str()),
+            "person": person, "name": name, "until": until, "roster": r.id,
+        }));
+        if rows.len() >= limit {
+            break;
+        }
+    }
+    json!(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,69 +414,4 @@ mod tests {
         assert_eq!(v["items"][0]["status"], "down");
         assert_eq!(v["counts"]["up"], 1);
     }
-}
-
-/// Who is on duty now for the rostered roles the open incidents need (their
-/// playbooks' assignees, notices, roll calls and escalations), per role and
-/// branch, with until when: at most `limit` rows.
-pub fn on_duty(
-    open: &[Incident],
-    loaded: &crate::config::Loaded,
-    now: DateTime<Utc>,
-    limit: usize,
-) -> Value {
-    if loaded.rosters.is_empty() {
-        return json!([]);
-    }
-    let cfg = &loaded.config;
-    let mut wanted: std::collections::BTreeSet<(String, String)> = Default::default();
-    for i in open {
-        let Some(pb) = loaded.playbook(&i.playbook_id) else {
-            continue;
-        };
-        for s in &pb.steps {
-            let mut ts: Vec<&Target> = s.assignee.iter().collect();
-            ts.extend(s.escalate.iter().flat_map(|e| &e.to));
-            for t in ts {
-                let role = match t {
-                    Target::Role(r) => r.as_str(),
-                    Target::BranchHead => "branch-head",
-                    _ => continue,
-                };
-                wanted.insert((role.to_string(), i.branch.clone()));
-            }
-        }
-    }
-    // A roster's duty is the same at each of its branches: worked out once.
-    let mut duty: BTreeMap<String, (Option<String>, Option<DateTime<Utc>>)> = BTreeMap::new();
-    let mut rows = Vec::new();
-    for (role, branch) in wanted {
-        let Some(r) = crate::roster::covering(&loaded.rosters, &role, &branch) else {
-            continue;
-        };
-        let (person, until) = duty.entry(r.id.clone()).or_insert_with(|| {
-            let d = r.on_duty(now, &cfg.calendar, &cfg.away);
-            let until = r
-                .until(
-                    now,
-                    now + chrono::Duration::days(8),
-                    &cfg.calendar,
-                    &cfg.away,
-                )
-                .map(|(t, _)| t);
-            (d.person, until)
-        });
-        let name = person
-            .as_ref()
-            .map(|p| cfg.people.get(p).map_or(p.clone(), |x| x.name.clone()));
-        rows.push(json!({
-            "role": role, "branch": branch,
-            "branch_name": cfg.branches.get(&branch).map(|b| b.name.as_str()),
-            "person": person, "name": name, "until": until, "roster": r.id,
-        }));
-        if rows.len() >= limit {
-            break;
-        }
-    }
-    json!(rows)
 }
