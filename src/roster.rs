@@ -114,6 +114,17 @@ pub struct Duty {
 /// How many stretches one walk over a roster yields at most.
 pub const MAX_SEGMENTS: usize = 20_000;
 
+/// How many instants one walk looks at at most: a roster of one-second turns
+/// of one person is not walked for days on a request or the engine thread.
+pub const MAX_EDGES: usize = 100_000;
+
+/// Where a walk to the next change of duty ended.
+enum Walk {
+    Change(DateTime<Utc>, Duty),
+    Stopped(DateTime<Utc>),
+    Horizon,
+}
+
 /// A stretch of time with one duty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
@@ -305,19 +316,48 @@ impl Roster {
         cal: &Calendar,
         away: &Away,
     ) -> Option<(DateTime<Utc>, Duty)> {
+        match self.walk_to_change(at, horizon, cal, away) {
+            Walk::Change(t, d) => Some((t, d)),
+            Walk::Stopped(_) | Walk::Horizon => None,
+        }
+    }
+
+    /// When to look at the roster again after `at`: its next change, or,
+    /// for a roster of many short turns of one person, where a bounded walk
+    /// stopped (the engine thread never walks for long).
+    pub fn recheck(
+        &self,
+        at: DateTime<Utc>,
+        horizon: DateTime<Utc>,
+        cal: &Calendar,
+        away: &Away,
+    ) -> DateTime<Utc> {
+        match self.walk_to_change(at, horizon, cal, away) {
+            Walk::Change(t, _) | Walk::Stopped(t) => t,
+            Walk::Horizon => horizon,
+        }
+    }
+
+    fn walk_to_change(
+        &self,
+        at: DateTime<Utc>,
+        horizon: DateTime<Utc>,
+        cal: &Calendar,
+        away: &Away,
+    ) -> Walk {
         let now = self.on_duty(at, cal, away);
         let mut t = at;
-        while let Some(next) = self.next_edge(t, away) {
-            if next > horizon {
-                return None;
-            }
+        for _ in 0..MAX_EDGES {
+            let Some(next) = self.next_edge(t, away).filter(|n| *n <= horizon) else {
+                return Walk::Horizon;
+            };
             let d = self.on_duty(next, cal, away);
             if d.person != now.person {
-                return Some((next, d));
+                return Walk::Change(next, d);
             }
             t = next;
         }
-        None
+        Walk::Stopped(t)
     }
 
     /// When the duty at `at` began, looked for as far back as `back`
@@ -333,10 +373,10 @@ impl Roster {
         let mut t = at - back;
         let mut began = None;
         let mut prev = self.on_duty(t, cal, away).person;
-        while let Some(next) = self.next_edge(t, away) {
-            if next > at {
-                break;
-            }
+        for _ in 0..MAX_EDGES {
+            let Some(next) = self.next_edge(t, away).filter(|n| *n <= at) else {
+                return began;
+            };
             let p = self.on_duty(next, cal, away).person;
             if p != prev && p == now {
                 began = Some(next);
@@ -344,7 +384,8 @@ impl Roster {
             prev = p;
             t = next;
         }
-        began
+        // Too many instants to look at: not known.
+        None
     }
 
     /// `from..until` cut where the person on duty changes: each stretch
@@ -361,10 +402,21 @@ impl Roster {
         let mut t = from;
         let mut cur = self.on_duty(t, cal, away);
         let mut began = from;
-        while out.len() < MAX_SEGMENTS {
+        let mut edges = 0;
+        // Where the walk ended: `until`, or earlier when cut off (what lies
+        // beyond is not claimed either way).
+        let mut end = t;
+        loop {
+            if out.len() >= MAX_SEGMENTS || edges >= MAX_EDGES {
+                break;
+            }
+            edges += 1;
             let next = match self.next_edge(t, away) {
                 Some(n) if n < until => n,
-                _ => break,
+                _ => {
+                    end = until;
+                    break;
+                }
             };
             let d = self.on_duty(next, cal, away);
             if d.person != cur.person || d.intended != cur.intended {
@@ -377,10 +429,11 @@ impl Roster {
                 began = next;
             }
             t = next;
+            end = t;
         }
         out.push(Segment {
             from: began,
-            until,
+            until: end,
             duty: cur,
         });
         out

@@ -53,6 +53,11 @@ fn busy_daemon() -> (Fixture, Daemon, std::thread::JoinHandle<()>) {
         "drills/metrics.yaml",
         "id: metrics\nplaybook: failover\nevent: { kind: system.down, severity: critical, labels: { system: core } }\nbranches: [br-b]\n",
     );
+    // A roster, so its gap metric is served (nights at br-b are nobody's).
+    f.write(
+        "rosters/it-duty.yaml",
+        "id: it-duty-b\nrole: it-duty\nbranches: [br-b]\nlayers:\n  - { name: days, start: 2026-01-01T08:00, shift: 1d, people: [it.b], only: { from: \"08:00\", to: \"20:00\" } }\n",
+    );
     assert_eq!(f.run(&["check"]).code, 0);
     let d = Daemon::start(&f);
     let (code, _) = d.post(

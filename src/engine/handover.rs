@@ -75,9 +75,7 @@ impl Engine {
             return;
         };
         let cfg = &self.loaded.config;
-        let next = r
-            .until(now, now + LOOK_AHEAD, &cfg.calendar, &cfg.away)
-            .map_or(now + LOOK_AHEAD, |(t, _)| t);
+        let next = r.recheck(now, now + LOOK_AHEAD, &cfg.calendar, &cfg.away);
         self.roster_next.insert(i, next);
         if r.handoff {
             self.hand_over(&r, now, round);

@@ -341,3 +341,34 @@ fn a_window_left_uncovered_on_purpose_is_not_a_gap() {
         .is_empty()
     );
 }
+
+/// One person in one-second turns: nobody's turn ever changes, and every
+/// walk stops after a bounded number of instants instead of walking days of
+/// seconds (on a request, or on the engine thread).
+#[test]
+fn walks_over_a_roster_of_one_second_turns_are_bounded() {
+    let mut l = layer("seconds", "2026-11-02T08:00", 1, &["a"], Only::default());
+    l.shift = chrono::Duration::seconds(1);
+    let r = roster(SH, vec![l]);
+    let cal = Calendar::default();
+    let at = local(SH, "2026-11-03T08:00");
+    let horizon = at + chrono::Duration::days(8);
+    assert_eq!(r.until(at, horizon, &cal, &Away::new()), None);
+    let again = r.recheck(at, horizon, &cal, &Away::new());
+    assert!(again > at && again < horizon, "{again}");
+    let segs = r.segments(at, at + chrono::Duration::days(90), &cal, &Away::new());
+    assert_eq!(segs.len(), 1);
+    assert!(
+        segs[0].until < at + chrono::Duration::days(90),
+        "what lies beyond is not claimed"
+    );
+    // Since its start a day before: found within the walk's bound.
+    let began = r.since(at, chrono::Duration::days(8), &cal, &Away::new());
+    assert_eq!(began, Some(local(SH, "2026-11-02T08:00")));
+    // Three days of seconds since: past the bound, so not claimed.
+    let later = local(SH, "2026-11-05T08:00");
+    assert_eq!(
+        r.since(later, chrono::Duration::days(8), &cal, &Away::new()),
+        None
+    );
+}
