@@ -373,3 +373,41 @@ fn the_example_rosters_cover_every_role_the_bundled_playbooks_need() {
         "{out:?}"
     );
 }
+
+/// Leave that the roster does not cover is a gap `check` reports, with who
+/// is away; an override over it closes the gap.
+#[test]
+fn leave_without_an_override_is_a_gap_check_reports() {
+    let f = Fixture::engine();
+    let tomorrow = (branchguard::clock::now() + chrono::Duration::days(1))
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    let cfg = cfg.replace(
+        "{ id: it.a, name: IT A,",
+        &format!("{{ id: it.a, name: IT A, away: [{{ from: {tomorrow}, to: {tomorrow} }}],"),
+    );
+    f.write("branchguard.yaml", &cfg);
+    let roster = "id: it-duty-a\nrole: it-duty\nbranches: [br-a]\nlayers:\n  - name: always\n    start: 2026-01-01T00:00\n    shift: 7d\n    people: [it.a]\n";
+    f.write("rosters/it-duty.yaml", roster);
+    let out = f.run(&["check", "--horizon", "3d"]);
+    let gaps: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": warning: gap "))
+        .collect();
+    assert_eq!(gaps.len(), 1, "{out:?}");
+    assert!(
+        gaps[0].contains(&format!("gap {tomorrow} 00:00:00 +08:00 .. "))
+            && gaps[0].contains("(it.a is away (layer always))"),
+        "{gaps:?}"
+    );
+    f.write(
+        "rosters/it-duty.yaml",
+        &format!("{roster}overrides:\n  - {{ person: it.b, from: {tomorrow}T00:00, to: {tomorrow}T23:59:59 }}\n"),
+    );
+    let out = f.run(&["check", "--horizon", "3d", "--strict"]);
+    // One second is left: to the end of the day is 24:00, not 23:59:59.
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("23:59:59 +08:00 .. "), "{out:?}");
+}
