@@ -232,3 +232,27 @@ fn a_spool_file_waits_in_the_spool_while_the_store_fails() {
     assert_eq!(events(&d), 1);
     assert_eq!(d.incident(1)["status"], "open");
 }
+
+/// A `rosters/` directory made after start-up is read and watched from then
+/// on: its roster takes effect, and an edit of it reloads (the watcher
+/// followed only the directories it started with).
+#[test]
+fn a_rosters_directory_made_after_start_up_is_read_and_watched() {
+    let f = watching();
+    let d = Daemon::start(&f);
+    let who = || d.get("/api/v1/oncall?branch=br-a")["items"][0]["person"].clone();
+    assert_eq!(who(), serde_json::Value::Null, "no roster yet");
+    let roster = |p: &str| {
+        format!(
+            "id: it-duty-a\nrole: it-duty\nbranches: [br-a]\nlayers:\n  - {{ name: days, start: 2026-01-01T08:00, shift: 1d, people: [{p}] }}\n"
+        )
+    };
+    f.write("rosters/it-duty.yaml", &roster("it.a"));
+    wait_for(WAIT, "the new roster to be read", || {
+        (who() == "it.a").then_some(())
+    });
+    f.write("rosters/it-duty.yaml", &roster("it.b"));
+    wait_for(WAIT, "the edited roster to be read", || {
+        (who() == "it.b").then_some(())
+    });
+}

@@ -98,23 +98,35 @@ pub async fn run(reloader: Arc<Reloader>, stop: CancellationToken) {
     };
     let mut interest = Interest::of(&reloader);
     let mut watched: Vec<PathBuf> = Vec::new();
-    loop {
-        if watched != interest.dirs {
-            for d in &watched {
+    let mut rewatch = |watched: &mut Vec<PathBuf>, dirs: &Vec<PathBuf>| {
+        if watched != dirs {
+            for d in watched.iter() {
                 let _ = debouncer.unwatch(d);
             }
-            for d in &interest.dirs {
+            for d in dirs {
                 if let Err(e) = debouncer.watch(d, RecursiveMode::NonRecursive) {
                     tracing::warn!("file-watch reload: cannot watch {}: {e}", d.display());
                 }
             }
-            watched = interest.dirs.clone();
+            *watched = dirs.clone();
         }
+    };
+    loop {
+        rewatch(&mut watched, &interest.dirs);
         let paths = tokio::select! {
             _ = stop.cancelled() => break,
             p = rx.recv() => match p { Some(p) => p, None => break },
         };
-        if !reloader.current().config.watch_files || !paths.iter().any(|p| interest.matters(p)) {
+        // A directory that appeared (a `rosters/` made after start-up) is
+        // watched from now on, and what was put in it before the watch
+        // began is read at once.
+        let fresh = Interest::of(&reloader);
+        let appeared = fresh.dirs != interest.dirs;
+        interest = fresh;
+        rewatch(&mut watched, &interest.dirs);
+        if !reloader.current().config.watch_files
+            || !(appeared || paths.iter().any(|p| interest.matters(p)))
+        {
             continue;
         }
         // Reading or touching a file is no change: only a change of what
