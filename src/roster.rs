@@ -471,8 +471,11 @@ impl Roster {
         away: &Away,
         name_of: impl Fn(&str) -> String,
     ) -> Vec<ics::Turn> {
-        self.segments(from, until, cal, away)
+        // The turn under way keeps its real start (and so its UID) from
+        // one fetch to the next: walk from a week before.
+        self.segments(from - chrono::Duration::days(8), until, cal, away)
             .into_iter()
+            .filter(|s| s.until > from)
             .filter_map(|s| {
                 let person = s.duty.person?;
                 Some(ics::Turn {

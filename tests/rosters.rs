@@ -65,6 +65,14 @@ fn the_page_goes_to_the_person_on_duty_and_the_escalation_after_the_hand_over_to
         smtp.to("it.b@bank.example").into_iter().next()
     });
     assert!(first.subject().starts_with("ACTION"), "{}", first.subject());
+    // The mail names its reader as the owner, not everyone with the role.
+    assert!(
+        first
+            .text()
+            .contains("Owner:     IT duty at Branch A: IT B (on duty)"),
+        "{}",
+        first.text()
+    );
     let inc = d.incident(id);
     assert_eq!(step(&inc, "take")["on_duty"], "it.b", "{inc}");
     // The dashboard names the one person paged, and who is on duty now.
@@ -299,8 +307,8 @@ fn calendars_list_each_turn_and_a_persons_link_needs_no_token_but_its_key() {
     let all = events(&text);
     // Ninety days of day turns (the one under way included).
     assert!((90..=91).contains(&all.len()), "{} events", all.len());
-    // The first and last are clipped at now and at the horizon.
-    for (_, summary, start, end) in &all[1..all.len() - 1] {
+    // The last is clipped at the horizon.
+    for (_, summary, start, end) in &all[..all.len() - 1] {
         // 08:00 to 20:00 in Shanghai is 00:00 to 12:00 UTC.
         assert!(
             start.ends_with("T000000Z") && end.ends_with("T120000Z"),
@@ -315,6 +323,8 @@ fn calendars_list_each_turn_and_a_persons_link_needs_no_token_but_its_key() {
     let uids: std::collections::BTreeSet<&String> = all.iter().map(|e| &e.0).collect();
     assert_eq!(uids.len(), all.len(), "every UID its own");
     let again = events(&get("/api/v1/rosters/it-duty-a.ics").1);
+    // The turn under way too: its start is the turn's, not the fetch's.
+    assert_eq!(again[0].0, all[0].0, "the same turn keeps its UID");
     assert_eq!(again[1].0, all[1].0, "the same turn keeps its UID");
     // A person's own calendar, by the link the API gives.
     let link = d.get("/api/v1/people/it.a")["calendar"]

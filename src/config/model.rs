@@ -450,6 +450,14 @@ impl Config {
         }
     }
 
+    /// A rostered target in words: its role and `who` instead of everyone
+    /// who holds it ("IT duty at Shanghai Pudong: Ma Chao (on duty)").
+    pub fn describe_on_duty(&self, t: &Target, branch: &str, who: &str) -> String {
+        let whole = self.describe(t, branch);
+        let role = whole.split_once(": ").map_or(whole.as_str(), |(r, _)| r);
+        format!("{role}: {who}")
+    }
+
     /// The time zone deadlines of a branch are shown in.
     pub fn tz_of(&self, branch: &str) -> chrono_tz::Tz {
         self.branches

@@ -118,7 +118,7 @@ impl Engine {
         let why = msg.text;
         let cfg = &self.loaded.config;
         let subject = self.subject(inc, step, msg.ask);
-        let body = self.body(inc, step, why);
+        let body = self.body(inc, step, why, now);
         // Escalations, overdue notices, roll calls and critical steps go at
         // once, alone; the rest may wait in a digest window.
         let urgent = msg.ask.urgent() || step.is_some_and(|s| s.critical);
@@ -296,7 +296,13 @@ impl Engine {
         .to_string()
     }
 
-    pub(super) fn body(&self, inc: &Incident, step: Option<&Step>, why: &str) -> String {
+    pub(super) fn body(
+        &self,
+        inc: &Incident,
+        step: Option<&Step>,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> String {
         let cfg = &self.loaded.config;
         let vars = self.vars(inc, step);
         let mut b = String::new();
@@ -330,7 +336,18 @@ impl Engine {
         if let Some(s) = step {
             b.push_str(&format!("Step:      {} ({})\n", s.title, s.id));
             if let Some(a) = &s.assignee {
-                b.push_str(&format!("Owner:     {}\n", cfg.describe(a, &inc.branch)));
+                // A rostered role names the one person on duty, not all who hold it.
+                let owner = match self.people_at(a, &inc.branch, now) {
+                    (people, Some(duty)) => {
+                        let who = match people.first() {
+                            Some(p) => format!("{} (on duty)", p.name),
+                            None => format!("nobody ({})", duty.note),
+                        };
+                        cfg.describe_on_duty(a, &inc.branch, &who)
+                    }
+                    _ => cfg.describe(a, &inc.branch),
+                };
+                b.push_str(&format!("Owner:     {owner}\n"));
             }
             if let Some(d) = vars.get("deadline") {
                 b.push_str(&format!("Deadline:  {d}\n"));
