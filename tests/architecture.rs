@@ -467,6 +467,22 @@ fn the_dashboard_page_asks_the_api_for_everything() {
         !html.contains("sh-00") && !html.contains("incident #"),
         "the page carries data"
     );
+    // The wall screen too: it reads the API and nothing else.
+    let wall = std::fs::read_to_string(ui.join("wall.js")).unwrap();
+    let mut fetches = 0;
+    for (n, l) in wall.lines().enumerate() {
+        if let Some(at) = l.find("fetch(") {
+            fetches += 1;
+            assert!(
+                l[at + 6..].starts_with("'/api/v1/"),
+                "wall.js:{}: fetches something other than the API: {l}",
+                n + 1
+            );
+        }
+    }
+    assert!(fetches >= 2, "{fetches}");
+    let html = std::fs::read_to_string(ui.join("wall.html")).unwrap();
+    assert!(!html.contains("sh-00"), "the wall page carries data");
 }
 
 /// **Invariant:** there are no import cycles among top-level modules.

@@ -57,6 +57,7 @@ pub enum Need {
 /// Every route and what it needs: the one place access is decided.
 pub const RULES: &[(&str, &str, Need)] = &[
     ("GET", "/", Need::Open),
+    ("GET", "/wall", Need::Open),
     ("GET", "/ui/{file}", Need::Open),
     ("GET", "/api/v1/dashboard", Need::Read),
     ("GET", "/api/v1/stream", Need::Read),

@@ -29,10 +29,11 @@ fn overdue(s: &StepRun, now: DateTime<Utc>) -> bool {
     s.open() && s.deadline.is_some_and(|d| d <= now)
 }
 
-/// Most urgent first: overdue steps, then the higher tier, then the nearest
-/// deadline, then the newest.
+/// Most urgent first: overdue steps, then an open critical step, then the
+/// higher tier, then the nearest deadline, then the newest.
 fn urgency(i: &Incident, now: DateTime<Utc>) -> impl Ord {
     let late = i.steps.iter().any(|s| overdue(s, now));
+    let critical = i.steps.iter().any(|s| s.critical && s.open());
     let next = i
         .steps
         .iter()
@@ -42,6 +43,7 @@ fn urgency(i: &Incident, now: DateTime<Utc>) -> impl Ord {
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     (
         std::cmp::Reverse(late),
+        std::cmp::Reverse(critical),
         std::cmp::Reverse(i.tier),
         next,
         std::cmp::Reverse(i.id),
@@ -53,15 +55,13 @@ fn step_view(s: &StepRun, cfg: &Config, branch: &str, now: DateTime<Utc>) -> Val
         .assignee
         .as_deref()
         .and_then(|a| Target::parse(a).ok())
-        .map(|t| cfg.describe(&t, branch))
-        .map(|o| match &s.on_duty {
+        .map(|t| match &s.on_duty {
             // A rostered role: the one person it went to, not all who hold it.
             Some(p) => {
                 let name = cfg.people.get(p).map_or(p.as_str(), |x| x.name.as_str());
-                let role = o.split_once(": ").map_or(o.as_str(), |(head, _)| head);
-                format!("{role}: {name} (on duty)")
+                cfg.describe_on_duty(&t, branch, &format!("{name} (on duty)"))
             }
-            None => o,
+            None => cfg.describe(&t, branch),
         });
     let missing: Vec<&String> = s.roll_call.difference(&s.confirmed).collect();
     json!({
@@ -100,8 +100,15 @@ pub fn incidents(
     // branch -> (open, overdue, highest tier)
     let mut by_branch: BTreeMap<&str, (usize, usize, u8)> = BTreeMap::new();
     let mut late_total = 0;
+    // Drills are shown apart and never counted with real incidents.
+    let (mut drills, mut drills_late) = (0, 0);
     for i in open {
         let late = i.steps.iter().any(|s| overdue(s, now));
+        if i.drill {
+            drills += 1;
+            drills_late += usize::from(late);
+            continue;
+        }
         late_total += usize::from(late);
         *by_tier.entry(i.tier).or_default() += 1;
         *by_playbook.entry(i.playbook_id.as_str()).or_default() += 1;
@@ -143,7 +150,8 @@ pub fn incidents(
         .map(|i| incident_view(i, cfg, &playbook_name(&i.playbook_id), now))
         .collect();
     json!({
-        "open": open.len(), "overdue": late_total,
+        "open": open.len() - drills, "overdue": late_total,
+        "drills": { "open": drills, "overdue": drills_late },
         "by_tier": by_tier.iter().map(|(t, n)| json!({"tier": t, "open": n})).collect::<Vec<_>>(),
         "by_playbook": by_playbook.iter().map(|(p, n)| json!({"playbook": p, "name": playbook_name(p), "open": n})).collect::<Vec<_>>(),
         "branches": branch_rows, "branches_total": branches.len(),

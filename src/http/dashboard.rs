@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
 const STYLE: &str = include_str!("ui/app.css");
+const WALL: &str = include_str!("ui/wall.html");
+const WALL_SCRIPT: &str = include_str!("ui/wall.js");
+const WALL_STYLE: &str = include_str!("ui/wall.css");
 
 /// Open incidents read for one answer; beyond this the counts say "at least".
 const OPEN_READ: usize = 20_000;
@@ -41,6 +44,16 @@ const RUNS_READ: usize = 500;
 const FEED_EVERY: Duration = Duration::from_millis(300);
 
 pub async fn shell() -> Response {
+    page(INDEX)
+}
+
+/// `GET /wall`: the operations centre's wall screen (its data, like the
+/// dashboard's, comes from the API with a token).
+pub async fn wall() -> Response {
+    page(WALL)
+}
+
+fn page(html: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -52,7 +65,7 @@ pub async fn shell() -> Response {
                 "default-src 'self'; frame-ancestors 'none'",
             ),
         ],
-        INDEX,
+        html,
     )
         .into_response()
 }
@@ -61,6 +74,8 @@ pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "app.js" => (SCRIPT, "text/javascript; charset=utf-8"),
         "app.css" => (STYLE, "text/css; charset=utf-8"),
+        "wall.js" => (WALL_SCRIPT, "text/javascript; charset=utf-8"),
+        "wall.css" => (WALL_STYLE, "text/css; charset=utf-8"),
         _ => return ApiError::not_found(format!("no file `{file}`")).into_response(),
     };
     (

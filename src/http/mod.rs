@@ -106,6 +106,7 @@ impl Routes {
 fn routes() -> Routes {
     Routes::new()
         .route("/", &["GET"], get(dashboard::shell))
+        .route("/wall", &["GET"], get(dashboard::wall))
         .route("/ui/{file}", &["GET"], get(dashboard::asset))
         .route("/api/v1/dashboard", &["GET"], get(dashboard::data))
         .route("/api/v1/stream", &["GET"], get(dashboard::stream))

@@ -168,6 +168,8 @@ function tiles(d) {
     `<div class="tile"><b id="n-open">${inc.open}${inc.truncated ? '+' : ''}</b>open</div>`];
   for (const x of inc.by_tier) t.push(`<div class="tile"><b>${x.open}</b>tier ${x.tier}</div>`);
   for (const x of inc.by_playbook) t.push(`<div class="tile"><b>${x.open}</b>${esc(x.name)}</div>`);
+  // Drills apart: never counted with real incidents.
+  if (inc.drills && inc.drills.open) t.push(`<div class="tile drill"><b id="n-drills">${inc.drills.open}</b>drill(s) running</div>`);
   return t.join('');
 }
 
