@@ -268,3 +268,46 @@ fn a_recurring_maintenance_window_applies_at_its_local_time() {
         "not its branch"
     );
 }
+
+/// A preview says which open incidents and recent events a silence would
+/// match, before it is made, and changes nothing.
+#[test]
+fn a_silence_preview_lists_what_it_would_match_and_changes_nothing() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let opened = post(&d, A)["incidents"][0].as_i64().unwrap();
+    post(&d, B);
+    let (code, p) = d.post(
+        "/api/v1/silences/preview",
+        r#"{"matchers":[{"name":"branch","value":"br-a"},{"name":"system","value":"core"}]}"#,
+    );
+    assert_eq!(code, 200, "{p}");
+    let ids: Vec<i64> = p["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![opened], "{p}");
+    assert_eq!(p["events"]["count"], 1, "{p}");
+    assert_eq!(p["events"]["complete"], true, "{p}");
+    let (code, p) = d.post(
+        "/api/v1/silences/preview",
+        r#"{"matchers":[{"name":"branch","value":"br-a"},{"name":"system","value":"queue"}]}"#,
+    );
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(
+        (
+            p["incidents"].as_array().unwrap().len(),
+            &p["events"]["count"]
+        ),
+        (0, &json!(0))
+    );
+    let (code, p) = d.post(
+        "/api/v1/silences/preview",
+        r#"{"matchers":[{"name":"x","value":"(","regex":true}]}"#,
+    );
+    assert_eq!((code, p["field"].as_str()), (400, Some("matchers")), "{p}");
+    // Nothing was made: events still open incidents.
+    assert_eq!(d.get("/api/v1/silences")["items"], json!([]));
+}

@@ -68,6 +68,8 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("GET", "/incidents/{id}", Need::Page),
     ("GET", "/api/v1/status", Need::Read),
     ("GET", "/api/v1/oncall", Need::Read),
+    // Read-only: what a silence would match, before it is made.
+    ("POST", "/api/v1/silences/preview", Need::Read),
     ("GET", "/api/v1/rosters/{file}", Need::Read),
     ("GET", "/api/v1/people/{id}", Need::Read),
     // The signed key in the link is the credential (a phone's calendar app).

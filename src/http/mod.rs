@@ -148,6 +148,11 @@ fn routes() -> Routes {
             get(silences::list).post(silences::create),
         )
         .route(
+            "/api/v1/silences/preview",
+            &["POST"],
+            post(silences::preview),
+        )
+        .route(
             "/api/v1/silences/{id}",
             &["DELETE"],
             axum::routing::delete(silences::expire),

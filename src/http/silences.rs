@@ -228,3 +228,127 @@ pub async fn expire(
         .await?;
     Ok(Json(json!({ "id": id, "expired": true })))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewBody {
+    matchers: Vec<Matcher>,
+}
+
+/// How far back a preview looks for events.
+const PREVIEW_EVENTS: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+fn event_of(
+    kind: &str,
+    branch: &str,
+    severity: &str,
+    labels: std::collections::BTreeMap<String, String>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> crate::event::Event {
+    crate::event::Event {
+        kind: kind.to_string(),
+        branch: branch.to_string(),
+        severity: crate::event::Severity::parse(severity).unwrap_or(crate::event::Severity::Major),
+        status: crate::event::Status::Firing,
+        labels,
+        summary: None,
+        occurred_at: at,
+        source: String::new(),
+    }
+}
+
+/// `POST /api/v1/silences/preview`: which open incidents and which of the
+/// last day's events these matchers would have matched, before the silence
+/// is made (as `amtool silence query` and karma show). Within the caller's
+/// branches; nothing is changed.
+pub async fn preview(
+    State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
+    b: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let n: PreviewBody = json_body(&b)?;
+    crate::engine::check_matchers(&n.matchers).map_err(|e| ApiError::bad(e, "matchers"))?;
+    let scope = who.scope();
+    let (open, events) = read(&s, move |st| {
+        let open = st.list_incidents(&crate::store::IncidentQuery {
+            status: Some("open".into()),
+            scope: scope.clone(),
+            limit: 20_000,
+            ..crate::store::IncidentQuery::default()
+        })?;
+        let events = st.list_events(&crate::store::EventQuery {
+            branch: None,
+            scope,
+            kind: None,
+            matched: None,
+            limit: 1000,
+            cursor: None,
+        })?;
+        Ok((open.items, events))
+    })
+    .await?;
+    let now = clock::now();
+    let holds = |e: &crate::event::Event| n.matchers.iter().all(|m| m.matches(e));
+    let incidents: Vec<Value> = open
+        .iter()
+        .filter(|i| {
+            let labels = i
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            holds(&event_of(
+                &i.kind,
+                &i.branch,
+                &i.severity,
+                labels,
+                i.opened_at,
+            ))
+        })
+        .map(|i| {
+            json!({
+                "id": i.id, "branch": i.branch, "playbook": i.playbook_id, "tier": i.tier,
+                "drill": i.drill, "opened_at": i.opened_at, "summary": i.summary,
+            })
+        })
+        .collect();
+    let since = now - PREVIEW_EVENTS;
+    let recent: Vec<&crate::store::EventRow> = events
+        .items
+        .iter()
+        .filter(|r| r.received_at >= since && r.rejected.is_none())
+        .collect();
+    // Only the newest thousand are read: say so when the day held more.
+    let complete = events.next.is_none() || recent.len() < events.items.len();
+    let matched: Vec<Value> = recent
+        .into_iter()
+        .filter(|r| {
+            let labels = r
+                .labels
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            holds(&event_of(
+                &r.kind,
+                &r.branch,
+                &r.severity,
+                labels,
+                r.occurred_at,
+            ))
+        })
+        .map(|r| {
+            json!({
+                "id": r.id, "kind": r.kind, "branch": r.branch, "received_at": r.received_at,
+                "summary": r.summary,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "incidents": incidents,
+        "events": { "count": matched.len(), "items": matched.iter().take(50).collect::<Vec<_>>(), "complete": complete },
+    })))
+}

@@ -118,6 +118,12 @@ try {
   await wall.getByLabel('System (optional)').fill('core');
   await wall.getByLabel('For how many minutes').fill('30');
   await wall.getByLabel('Why').fill('core upgrade (browser test)');
+  // Before it is made: which open incidents and recent events it would match.
+  await wall.getByRole('button', { name: 'Preview what it matches' }).click();
+  await wall.locator('#preview', { hasText: 'Would match' }).waitFor({ timeout: 5000 });
+  const preview = await wall.locator('#preview').textContent();
+  assert.match(preview, new RegExp(`Would match 1 open incident\\(s\\): #${id} failover, and [1-9]\\d* event\\(s\\) of the last day`), preview);
+  figures.silence_preview = preview;
   await wall.getByRole('button', { name: 'Add silence' }).click();
   const silenceRow = wall.locator('[data-silence]', { hasText: 'core upgrade (browser test)' });
   await silenceRow.waitFor({ timeout: 5000 });

@@ -381,11 +381,28 @@ $('signout').addEventListener('click', () => {
 $('more').addEventListener('click', () => { view.limit = Math.min(1000, view.limit * 2); refresh(); });
 $('close-timeline').addEventListener('click', () => { view.timeline = null; $('timeline').hidden = true; });
 
+function formMatchers(f) {
+  const m = [{ name: 'branch', value: f.branch.value.trim() }];
+  if (f.system.value.trim()) m.push({ name: 'system', value: f.system.value.trim() });
+  return m;
+}
+
+// Before a silence is made: what it would have held back.
+$('silence-preview').addEventListener('click', async () => {
+  const f = $('silence-form');
+  if (!f.branch.value.trim()) { $('preview').textContent = 'Name a branch first.'; return; }
+  try {
+    const p = await api('POST', '/api/v1/silences/preview', { matchers: formMatchers(f) });
+    const inc = p.incidents.map((i) => `#${i.id} ${i.playbook}${i.drill ? ' (drill)' : ''}`).join(', ');
+    $('preview').textContent = `Would match ${p.incidents.length} open incident(s)${inc ? ': ' + inc : ''}, `
+      + `and ${p.events.count}${p.events.complete ? '' : '+'} event(s) of the last day.`;
+  } catch (e) { $('preview').textContent = 'Could not preview: ' + e.message; }
+});
+
 $('silence-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const f = ev.target;
-  const m = [{ name: 'branch', value: f.branch.value.trim() }];
-  if (f.system.value.trim()) m.push({ name: 'system', value: f.system.value.trim() });
+  const m = formMatchers(f);
   const ends = new Date(Date.now() + view.skew + Number(f.minutes.value) * 60000).toISOString();
   try {
     const by = actorBody().by;
