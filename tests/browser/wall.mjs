@@ -25,7 +25,37 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
-const figures = { views: {} };
+const figures = { views: {}, axe: {} };
+
+// axe-core in the page: the serious and critical violations, if any.
+async function axe(page) {
+  await page.addScriptTag({ path: 'node_modules/axe-core/axe.min.js' });
+  return page.evaluate(async () => {
+    const r = await window.axe.run(document);
+    return {
+      // It looked: rules ran and passed (color contrast among them).
+      passes: r.passes.map((p) => p.id),
+      violations: r.violations
+        .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+        .map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) })),
+    };
+  });
+}
+
+// Each view as a person sees it, checked by axe-core (the page's own
+// content security policy is bypassed only to put axe in).
+async function checked(name, path, viewport, ready) {
+  const ctx = await browser.newContext({ viewport, bypassCSP: true });
+  const page = await ctx.newPage();
+  await page.goto(url + path);
+  await page.locator(ready).first().waitFor({ timeout: 10000 });
+  const found = await axe(page);
+  figures.axe[name] = found.passes.length;
+  assert.ok(found.passes.includes('color-contrast'), `${name}: axe-core checked no contrast`);
+  assert.deepEqual(found.violations, [], `${name}: axe-core found serious or critical violations`);
+  await ctx.close();
+}
+
 try {
   for (const [w, h] of [[1920, 1080], [1280, 800], [3840, 2160]]) {
     const page = await browser.newPage({ viewport: { width: w, height: h } });
@@ -81,6 +111,11 @@ try {
   assert.match(rest, /\(9 open\)|^9 open/, rest);
   figures.light = { tiles: names.length, rest };
   await light.screenshot({ path: `${out}/wall-light-br-17.png` });
+
+  await checked('wall-dark', '/wall', { width: 1920, height: 1080 }, '.tile');
+  await checked('wall-light', '/wall?theme=light', { width: 1920, height: 1080 }, '.tile');
+  await checked('dashboard', '/', { width: 1280, height: 800 }, '[data-incident]');
+  await checked('phone', '/', { width: 390, height: 844 }, '[data-incident]');
 } finally {
   await browser.close();
 }
