@@ -114,3 +114,52 @@ fn the_wall_fits_the_screen_shows_the_overdue_critical_step_first_and_keeps_dril
         assert!(out_dir.join(format!("wall-{view}.png")).is_file());
     }
 }
+
+/// The daemon killed and started again under an open wall: the banner shows,
+/// the last picture stays, and live data comes back without a reload.
+#[test]
+fn the_wall_shows_a_lost_feed_and_comes_back_by_itself_after_a_restart() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests/browser");
+    let f = fixture();
+    let d = Daemon::start(&f);
+    let (code, body) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"queue.slow","branch":"br-a","labels":{"system":"q"}}"#,
+    );
+    assert_eq!(code, 202, "{body}");
+    // Started again on the same port: the page's address.
+    let port = d.url.rsplit(':').next().unwrap().to_string();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}")),
+    );
+    let signals = tempfile::tempdir().unwrap();
+    let mut node = Command::new("node")
+        .arg(browser_dir.join("wall-restart.mjs"))
+        .current_dir(&browser_dir)
+        .env("BG_URL", &d.url)
+        .env("BG_SIGNALS", signals.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node");
+    wait_for(WAIT, "the wall to be up", || {
+        signals.path().join("ready").exists().then_some(())
+    });
+    d.kill9();
+    wait_for(Duration::from_secs(30), "the banner", || {
+        signals.path().join("banner").exists().then_some(())
+    });
+    let again = Daemon::start(&f);
+    let out = node.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("restart figures: {stdout}");
+    assert_eq!(again.url, format!("http://127.0.0.1:{port}"));
+}
