@@ -166,6 +166,10 @@ try {
   assert.equal(await phone.locator('#silence-form').isVisible(), false);
   const width = await phone.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 390, `no sideways scrolling on a phone (page is ${width}px wide)`);
+  // Tap targets for a thumb: every visible button at least 44 px high.
+  const small = await phone.locator('button:visible').evaluateAll(
+    (els) => els.filter((e) => e.getBoundingClientRect().height < 44).map((e) => e.textContent.trim()));
+  assert.deepEqual(small, [], 'buttons too small to tap');
   figures.head_incidents = shown.length;
   await phone.screenshot({ path: `${out}/dashboard-390x844.png`, fullPage: true });
   await ctx.close();
