@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Daemon, Fixture, wait_for};
@@ -134,12 +133,6 @@ fn png_size(path: &PathBuf) -> (u32, u32) {
 
 #[test]
 fn the_dashboard_in_chromium_is_live_acts_scopes_by_token_and_shows_drill_trends() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
-    );
     let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let refused = common::sinks::free_port();
     let f = fixture(refused.port, up.local_addr().unwrap().port());
@@ -180,32 +173,24 @@ fn the_dashboard_in_chromium_is_live_acts_scopes_by_token_and_shows_drill_trends
     );
     assert_eq!(code, 202, "{body}");
 
-    let out_dir = root.join("target/test-artifacts");
+    let out_dir = common::browser::artifacts();
     let _ = std::fs::remove_file(out_dir.join("dashboard-1280x800.png"));
     let _ = std::fs::remove_file(out_dir.join("dashboard-390x844.png"));
-    let run = Command::new("node")
-        .arg(browser_dir.join("dashboard.mjs"))
-        .current_dir(&browser_dir)
-        .env("BG_URL", &d.url)
-        .env("BG_OPS_TOKEN", secret("ops"))
-        .env("BG_HEAD_TOKEN", secret("head-a"))
-        .env("BG_INGEST_TOKEN", secret("ingest"))
-        .env("BG_DRILL", DRILL)
-        .env(
-            "BG_SCORES",
-            serde_json::to_string(&std::mem::take(&mut scores)).unwrap(),
-        )
-        .env("BG_OUT", &out_dir)
-        .output()
-        .expect("node (apt-get install nodejs; the machine has it)");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "the browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let figures = common::browser::run(
+        "dashboard.mjs",
+        &[
+            ("BG_URL", d.url.clone()),
+            ("BG_OPS_TOKEN", secret("ops")),
+            ("BG_HEAD_TOKEN", secret("head-a")),
+            ("BG_INGEST_TOKEN", secret("ingest")),
+            ("BG_DRILL", DRILL.to_string()),
+            (
+                "BG_SCORES",
+                serde_json::to_string(&std::mem::take(&mut scores)).unwrap(),
+            ),
+            ("BG_OUT", out_dir.display().to_string()),
+        ],
     );
-    let figures: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("figures from the browser test: {e}: {stdout}"));
     eprintln!("browser figures: {figures}");
     // Live: far sooner than a reload would show it, with room for a loaded CI machine.
     assert!(

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -45,12 +44,6 @@ fn fixture() -> Fixture {
 
 #[test]
 fn the_wall_fits_the_screen_shows_the_overdue_critical_step_first_and_keeps_drills_apart() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
-    );
     let f = fixture();
     let d = Daemon::start(&f);
     // 299 ordinary incidents at 40 branches, in one request.
@@ -85,24 +78,16 @@ fn the_wall_fits_the_screen_shows_the_overdue_critical_step_first_and_keeps_dril
         board["incidents"]["drills"]
     );
     assert_eq!(board["incidents"]["drills"]["open"], 1);
-    let out_dir = root.join("target/test-artifacts");
-    let run = Command::new("node")
-        .arg(browser_dir.join("wall.mjs"))
-        .current_dir(&browser_dir)
-        .env("BG_URL", &d.url)
-        .env("BG_URGENT", urgent.to_string())
-        .env("BG_DRILL_INCIDENT", drill.to_string())
-        .env("BG_OUT", &out_dir)
-        .output()
-        .expect("node (apt-get install nodejs; the machine has it)");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "the browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let out_dir = common::browser::artifacts();
+    let figures = common::browser::run(
+        "wall.mjs",
+        &[
+            ("BG_URL", d.url.clone()),
+            ("BG_URGENT", urgent.to_string()),
+            ("BG_DRILL_INCIDENT", drill.to_string()),
+            ("BG_OUT", out_dir.display().to_string()),
+        ],
     );
-    let figures: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("figures from the browser test: {e}: {stdout}"));
     eprintln!("wall figures: {figures}");
     assert_eq!(figures["first"], urgent, "{figures}");
     assert_eq!(figures["open"], "300", "real incidents only: {figures}");
@@ -119,8 +104,7 @@ fn the_wall_fits_the_screen_shows_the_overdue_critical_step_first_and_keeps_dril
 /// the last picture stays, and live data comes back without a reload.
 #[test]
 fn the_wall_shows_a_lost_feed_and_comes_back_by_itself_after_a_restart() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
+    let browser_dir = common::browser::dir();
     let f = fixture();
     let d = Daemon::start(&f);
     let (code, body) = d.post(
@@ -136,7 +120,7 @@ fn the_wall_shows_a_lost_feed_and_comes_back_by_itself_after_a_restart() {
         &cfg.replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}")),
     );
     let signals = tempfile::tempdir().unwrap();
-    let mut node = Command::new("node")
+    let node = Command::new("node")
         .arg(browser_dir.join("wall-restart.mjs"))
         .current_dir(&browser_dir)
         .env("BG_URL", &d.url)

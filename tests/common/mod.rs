@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod access;
+pub mod browser;
 pub mod sinks;
 
 use std::path::{Path, PathBuf};

@@ -4,8 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chrono_tz::Tz;
-
 use super::*;
 
 /// Branches come first: people, neighbours and tokens refer to them.
@@ -24,18 +22,7 @@ pub(super) fn branches(
             diags.at_value(file, &b.id, format!("duplicate branch id `{}`", b.id.value));
             continue;
         }
-        let branch_tz = b.timezone.as_ref().and_then(|tz| {
-            tz.value
-                .parse::<Tz>()
-                .map_err(|_| {
-                    diags.at_value(
-                        file,
-                        tz,
-                        format!("timezone: unknown time zone `{}`", tz.value),
-                    )
-                })
-                .ok()
-        });
+        let branch_tz = b.timezone.as_ref().and_then(|tz| zone(file, tz, diags));
         for n in &b.neighbours {
             if !branch_ids.contains(&n.value) {
                 diags.at_value(file, n, format!("neighbours: unknown branch `{}`", n.value));

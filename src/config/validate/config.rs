@@ -126,17 +126,7 @@ fn addresses(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> (SocketAd
 
 fn calendar(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> Calendar {
     let timezone = match &raw.timezone {
-        Some(v) => v.value.parse::<Tz>().unwrap_or_else(|_| {
-            diags.at_value(
-                file,
-                v,
-                format!(
-                    "timezone: unknown time zone `{}`: expected an IANA name such as Asia/Shanghai",
-                    v.value
-                ),
-            );
-            Tz::UTC
-        }),
+        Some(v) => zone(file, v, diags).unwrap_or(Tz::UTC),
         None => Tz::UTC,
     };
     let mut calendar = Calendar {

@@ -281,6 +281,23 @@ pub(super) fn read_dir_yaml(
     out
 }
 
+/// An IANA time zone, or a precise error at the value.
+pub(super) fn zone(file: &str, v: &S, diags: &mut Diagnostics) -> Option<chrono_tz::Tz> {
+    v.value
+        .parse::<chrono_tz::Tz>()
+        .map_err(|_| {
+            diags.at_value(
+                file,
+                v,
+                format!(
+                    "timezone: unknown time zone `{}`: expected an IANA name such as Asia/Shanghai",
+                    v.value
+                ),
+            )
+        })
+        .ok()
+}
+
 pub(super) fn delay(file: &str, v: &S, field: &str, diags: &mut Diagnostics) -> Option<Delay> {
     Delay::parse(&v.value)
         .map_err(|e| diags.at_value(file, v, format!("{field}: {e}")))

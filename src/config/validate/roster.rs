@@ -3,8 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use chrono_tz::Tz;
-
 use super::*;
 use crate::roster::{DayKind, Layer, Only, Override, Roster, parse_clock, parse_local, to_utc};
 
@@ -17,17 +15,7 @@ pub(super) fn compile_roster(
     let before = diags.len();
     let tz = match &raw.timezone {
         None => cfg.calendar.timezone,
-        Some(v) => v.value.parse::<Tz>().unwrap_or_else(|_| {
-            diags.at_value(
-                file,
-                v,
-                format!(
-                    "timezone: unknown time zone `{}`: expected an IANA name such as Asia/Shanghai",
-                    v.value
-                ),
-            );
-            cfg.calendar.timezone
-        }),
+        Some(v) => zone(file, v, diags).unwrap_or(cfg.calendar.timezone),
     };
     let branches: BTreeSet<String> = match &raw.branches.value {
         RosterBranches::Named(s) if s == "all" => cfg.branches.keys().cloned().collect(),
