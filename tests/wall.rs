@@ -91,7 +91,7 @@ fn the_wall_fits_the_screen_shows_the_overdue_critical_step_first_and_keeps_dril
     eprintln!("wall figures: {figures}");
     assert_eq!(figures["first"], urgent, "{figures}");
     assert_eq!(figures["open"], "300", "real incidents only: {figures}");
-    for view in ["1920x1080", "1280x800", "3840x2160"] {
+    for view in ["1920x1080", "1280x800", "3840x2160", "390x844"] {
         let f = &figures["views"][view];
         assert!(f["tiles"].as_u64() > Some(0), "{figures}");
         assert!(f["scroll_h"].as_u64() <= f["height"].as_u64(), "{figures}");

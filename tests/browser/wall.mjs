@@ -53,11 +53,12 @@ async function checked(name, path, viewport, ready) {
   figures.axe[name] = found.passes.length;
   assert.ok(found.passes.includes('color-contrast'), `${name}: axe-core checked no contrast`);
   assert.deepEqual(found.violations, [], `${name}: axe-core found serious or critical violations`);
+  await page.screenshot({ path: `${out}/${name}-${viewport.width}x${viewport.height}.png` });
   await ctx.close();
 }
 
 try {
-  for (const [w, h] of [[1920, 1080], [1280, 800], [3840, 2160]]) {
+  for (const [w, h] of [[1920, 1080], [1280, 800], [3840, 2160], [390, 844]]) {
     const page = await browser.newPage({ viewport: { width: w, height: h } });
     const problems = [];
     page.on('pageerror', (e) => problems.push(String(e)));
@@ -81,7 +82,7 @@ try {
     assert.ok(view.scroll_w <= view.width, `${w}x${h} scrolls sideways: ${JSON.stringify(view)}`);
     assert.equal(view.first, urgent, 'the overdue critical step comes first');
     // The screen is used: at least two rows of tiles fit.
-    assert.ok(view.tiles >= 4, `${w}x${h}: only ${view.tiles} tiles`);
+    assert.ok(view.tiles >= (w < 700 ? 2 : 4), `${w}x${h}: only ${view.tiles} tiles`);
     const first = page.locator('.tile').first();
     assert.match(await first.textContent(), /CRITICAL/);
     assert.match(await first.textContent(), /OVERDUE/);
@@ -114,6 +115,7 @@ try {
 
   await checked('wall-dark', '/wall', { width: 1920, height: 1080 }, '.tile');
   await checked('wall-light', '/wall?theme=light', { width: 1920, height: 1080 }, '.tile');
+  await checked('dashboard', '/', { width: 1920, height: 1080 }, '[data-incident]');
   await checked('dashboard', '/', { width: 1280, height: 800 }, '[data-incident]');
   await checked('phone', '/', { width: 390, height: 844 }, '[data-incident]');
 } finally {

@@ -188,7 +188,11 @@ function stepButtons(i, s, can) {
 
 function incidentCard(i, can) {
   const late = i.steps.some((s) => s.overdue);
-  const steps = i.steps.map((s) => {
+  // Open steps first, nearest deadline first; the answered ones after.
+  const isOpen = (s) => ['notified', 'acknowledged', 'overdue'].includes(s.state) && !s.closed;
+  const ordered = [...i.steps].sort((a, b) => (isOpen(b) - isOpen(a))
+    || (isOpen(a) ? (a.deadline || '~').localeCompare(b.deadline || '~') : 0));
+  const steps = ordered.map((s) => {
     const open = ['notified', 'acknowledged', 'overdue'].includes(s.state) && !s.closed;
     const due = open && s.deadline
       ? `<span class="countdown" data-deadline="${esc(s.deadline)}">${esc(countdown(s.deadline))}</span>` : '';
@@ -197,7 +201,7 @@ function incidentCard(i, can) {
       ? `<span>not yet safe: ${s.roll_call_missing.map(esc).join(', ')}</span>` : '';
     const state = s.closed ? `${s.state} (incident resolved before done)` : s.state;
     return `<div class="step${s.overdue ? ' overdue' : ''}" data-step="${i.id}:${esc(s.id)}" data-open="${open ? 1 : 0}">
-      <span class="title">${esc(s.title)}</span> <span class="state">${esc(state)}</span>
+      <span class="title">${s.critical ? '<span class="badge crit">CRITICAL</span> ' : ''}${esc(s.title)}</span> <span class="state">${esc(state)}</span>
       <span>${esc(s.owner || '-')}</span> <span class="ack">${ack}</span> ${due} ${missing}
       ${stepButtons(i, s, can)}</div>`;
   }).join('');

@@ -113,7 +113,8 @@ function band(d, drills) {
   const follow = d.follow_up ? d.follow_up.count : 0;
   parts.push(`<h2>Follow-up work running: ${follow}</h2>`);
   if (unmatched !== null) {
-    parts.push(`<h2>Events that matched no playbook (last hour): ${unmatched}</h2>`);
+    parts.push(`<h2>Events that matched no playbook (last hour): ${unmatched.unmatched}</h2>`);
+    parts.push(`<h2>Events refused (last hour): ${unmatched.refused}</h2>`);
   }
   return parts.join('');
 }
@@ -164,8 +165,12 @@ async function poll() {
     try {
       const e = await fetch('/api/v1/events?matched=false&limit=1000', { headers: headers() });
       const since = Date.now() - 3600e3;
-      unmatched = e.ok
-        ? ((await e.json()).items || []).filter((x) => Date.parse(x.received_at) >= since).length : null;
+      const recent = e.ok ? ((await e.json()).items || []).filter((x) => Date.parse(x.received_at) >= since) : null;
+      // Refused ones (a critical alert without a branch) are kept, never matched.
+      unmatched = recent && {
+        refused: recent.filter((x) => x.rejected).length,
+        unmatched: recent.filter((x) => !x.rejected && !x.silenced).length,
+      };
     } catch (_) { unmatched = null; }
     render();
   } catch (_) {
