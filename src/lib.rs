@@ -22,6 +22,7 @@ pub mod notify;
 pub mod private;
 pub mod reload;
 pub mod report;
+pub mod response;
 pub mod roster;
 pub mod schedule;
 pub mod scope;

@@ -165,6 +165,7 @@ fn the_engine_and_the_pure_modules_do_no_io_and_read_no_clock() {
                     "scope.rs",
                     "roster.rs",
                     "roster/ics.rs",
+                    "response.rs",
                     "template.rs",
                     "schedule.rs",
                 ]

@@ -171,17 +171,13 @@ fn spool_hard_links_planted_links_and_a_redirected_done_are_refused() {
     // `done/` leads elsewhere: the good file stays in the spool, hidden.
     std::fs::remove_dir_all(f.path("spool/done")).ok();
     std::os::unix::fs::symlink(outside.path(), f.path("spool/done")).unwrap();
-    std::fs::write(f.path("spool/good.json"), CORE_DOWN_A).unwrap();
+    drop_file(&f, "good.json", CORE_DOWN_A);
     wait_for(WAIT, "good.json ingested and hidden", || {
         f.path("spool/.ingested-good.json").exists().then_some(())
     });
     assert!(!outside.path().join("good.json").exists());
     // Read once: another file, ingested after it, finds one event before it.
-    std::fs::write(
-        f.path("spool/later.json"),
-        r#"{"kind":"nothing","branch":"br-a"}"#,
-    )
-    .unwrap();
+    drop_file(&f, "later.json", r#"{"kind":"nothing","branch":"br-a"}"#);
     wait_for(WAIT, "later.json ingested", || {
         f.path("spool/.ingested-later.json").exists().then_some(())
     });
@@ -989,4 +985,12 @@ fn a_damaged_database_is_found_at_start_up() {
         out.stderr.contains("quick_check") && out.stderr.contains("corrupt"),
         "{out:?}"
     );
+}
+
+/// Writes a spool file as a gateway should: under a hidden name, then
+/// renamed (a file written in place can be read half-written).
+fn drop_file(f: &Fixture, name: &str, text: &str) {
+    let tmp = f.path(&format!("spool/.{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, f.path(&format!("spool/{name}"))).unwrap();
 }

@@ -141,6 +141,11 @@ pub enum Command {
         #[command(subcommand)]
         what: AuditCommand,
     },
+    /// Reports: how fast each branch answers (report response).
+    Report {
+        #[command(subcommand)]
+        what: ReportCommand,
+    },
     /// Who is on duty: each rostered role at each branch, until when, and who is next.
     Oncall {
         /// Only this role (e.g. it-duty).
@@ -237,6 +242,34 @@ pub enum SilenceCommand {
         /// Who ends it (a person id; required without API tokens).
         #[arg(long)]
         by: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// How fast each branch answers: per playbook, step and branch over a
+    /// period, times to acknowledge, to done and to resolve (p50, p90, max).
+    Response {
+        /// The first day (2026-12-01, in the bank's zone) or an RFC 3339 time; default: 30 days before --to.
+        #[arg(long)]
+        from: Option<String>,
+        /// The last day, included (or an RFC 3339 time, excluded); default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this branch.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Only this playbook.
+        #[arg(long)]
+        playbook: Option<String>,
+        /// md (a table for people), csv or json.
+        #[arg(long, value_parser = ["md", "csv", "json"], default_value = "md")]
+        format: String,
+        /// Report drills instead of real incidents (never mixed).
+        #[arg(long)]
+        drill: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -528,6 +561,38 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Drill { what } => drills::drill_command(what),
+        Command::Report {
+            what:
+                ReportCommand::Response {
+                    from,
+                    to,
+                    branch,
+                    playbook,
+                    format,
+                    drill,
+                    client,
+                },
+        } => {
+            let c = client::Client::new(&client)?;
+            let mut q: Vec<(String, String)> = vec![("format".into(), format.clone())];
+            for (k, v) in [
+                ("from", from),
+                ("to", to),
+                ("branch", branch),
+                ("playbook", playbook),
+            ] {
+                q.extend(v.map(|v| (k.to_string(), v)));
+            }
+            if drill {
+                q.push(("drill".into(), "true".into()));
+            }
+            let v = c.get("/api/v1/reports/response", &q)?;
+            match v {
+                serde_json::Value::String(text) => out!("{text}"),
+                json => outln!("{}", serde_json::to_string_pretty(&json)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Silence { what } => drills::silence_command(what),
         Command::Ack(a) => step_command(a, "ack"),
         Command::Done(a) => step_command(a, "done"),

@@ -16,6 +16,7 @@ mod limits;
 mod links;
 mod oncall;
 mod pages;
+mod reports;
 mod silences;
 mod status;
 mod views;
@@ -120,6 +121,7 @@ fn routes() -> Routes {
         .route("/metrics", &["GET"], get(status::metrics))
         .route("/api/v1/status", &["GET"], get(status::status))
         .route("/api/v1/oncall", &["GET"], get(oncall::oncall))
+        .route("/api/v1/reports/response", &["GET"], get(reports::response))
         .route(
             "/api/v1/rosters/{file}",
             &["GET"],

@@ -1,0 +1,149 @@
+//! The response report against the real daemon: its figures are those of the
+//! stored incidents, the same in JSON, CSV and Markdown, and drills apart.
+
+mod common;
+
+use common::{Daemon, Fixture, step};
+use serde_json::Value;
+
+const CORE_DOWN: &str =
+    r#"{"kind":"system.down","branch":"br-a","severity":"critical","labels":{"system":"core"}}"#;
+
+fn secs(a: &Value, b: &Value) -> f64 {
+    let t = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    (t(b) - t(a)).num_milliseconds() as f64 / 1000.0
+}
+
+#[test]
+fn the_response_report_gives_the_stored_figures_in_three_formats() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let mut ids = Vec::new();
+    for k in 0..2 {
+        let (code, body) = d.post("/api/v1/events", CORE_DOWN);
+        assert_eq!(code, 202, "{body}");
+        let id = body["incidents"][0].as_i64().unwrap();
+        if k == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        for verb in ["ack", "done"] {
+            let (code, b) = d.post(
+                &format!("/api/v1/incidents/{id}/steps/switch/{verb}"),
+                r#"{"by":"it.a"}"#,
+            );
+            assert_eq!(code, 200, "{b}");
+        }
+        let (code, b) = d.post(
+            &format!("/api/v1/incidents/{id}/resolve"),
+            r#"{"by":"head.a"}"#,
+        );
+        assert_eq!(code, 200, "{b}");
+        ids.push(id);
+    }
+    // What was stored, worked out here.
+    let incs: Vec<Value> = ids.iter().map(|id| d.incident(*id)).collect();
+    let mut ack: Vec<f64> = incs
+        .iter()
+        .map(|i| step(i, "switch")["response_seconds"].as_f64().unwrap())
+        .collect();
+    let mut done: Vec<f64> = incs
+        .iter()
+        .map(|i| {
+            secs(
+                &step(i, "switch")["notified_at"],
+                &step(i, "switch")["done_at"],
+            )
+        })
+        .collect();
+    let mut resolve: Vec<f64> = incs
+        .iter()
+        .map(|i| secs(&i["opened_at"], &i["resolved_at"]))
+        .collect();
+    for v in [&mut ack, &mut done, &mut resolve] {
+        v.sort_by(f64::total_cmp);
+    }
+    // Two values: nearest-rank p50 is the first, p90 the second.
+    let report = d.get("/api/v1/reports/response?branch=br-a");
+    let row = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"] == "switch")
+        .unwrap_or_else(|| panic!("{report}"))
+        .clone();
+    assert_eq!(
+        (
+            row["playbook"].as_str(),
+            row["incidents"].as_u64(),
+            row["started"].as_u64(),
+            row["acknowledged"].as_u64(),
+            row["done"].as_u64()
+        ),
+        (Some("failover"), Some(2), Some(2), Some(2), Some(2)),
+        "{row}"
+    );
+    for (name, v) in [
+        ("time_to_acknowledge", &ack),
+        ("time_to_done", &done),
+        ("time_to_resolve", &resolve),
+    ] {
+        let s = &row[name];
+        assert_eq!(s["count"], 2, "{name}: {row}");
+        assert_eq!(s["p50"].as_f64(), Some(v[0]), "{name}: {row}");
+        assert_eq!(s["p90"].as_f64(), Some(v[1]), "{name}: {row}");
+        assert_eq!(s["max"].as_f64(), Some(v[1]), "{name}: {row}");
+    }
+    assert_eq!(row["deadlines_met"].as_f64(), Some(1.0), "{row}");
+    // CSV: the same numbers in flattened columns.
+    let csv = d
+        .http
+        .get(format!(
+            "{}/api/v1/reports/response?branch=br-a&format=csv",
+            d.url
+        ))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let line: Vec<&str> = csv
+        .lines()
+        .find(|l| l.starts_with("failover,switch,br-a,"))
+        .unwrap()
+        .split(',')
+        .collect();
+    let col = |n: &str| {
+        line[head.iter().position(|h| *h == n).unwrap()]
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(col("time_to_acknowledge_p50"), ack[0]);
+    assert_eq!(col("time_to_done_max"), done[1]);
+    assert_eq!(col("time_to_resolve_p90"), resolve[1]);
+    // Markdown through the CLI.
+    let out = f.run(&["report", "response", "--branch", "br-a", "--url", &d.url]);
+    assert!(
+        out.code == 0
+            && out
+                .stdout
+                .contains("| failover | switch | br-a | 2 | 2 | 2 | 2 |"),
+        "{out:?}"
+    );
+    // Drills apart: none ran.
+    assert_eq!(
+        d.get("/api/v1/reports/response?drill=true")["rows"],
+        serde_json::json!([])
+    );
+    // A day that holds nothing, and a mistake named by its field.
+    assert_eq!(
+        d.get("/api/v1/reports/response?from=2020-01-01&to=2020-01-31")["rows"],
+        serde_json::json!([])
+    );
+    let bad = d
+        .http
+        .get(format!("{}/api/v1/reports/response?from=yesterday", d.url))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert_eq!(bad.json::<Value>().unwrap()["field"], "from");
+}
