@@ -7,6 +7,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::engine::{ActionError, DrillError, HandleError};
@@ -34,6 +35,24 @@ pub fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, ApiError
 }
 
 /// Like [`json_body`], but an empty body means every field left out.
+/// A time in a query: RFC 3339 with its offset, 1970 to 9999; else a 400
+/// naming `field` and saying what was `expected`.
+pub fn time_param(v: &str, field: &str, expected: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.to_utc())
+        .ok()
+        .filter(|t| crate::event::writable(*t))
+        .ok_or_else(|| {
+            ApiError::bad(
+                format!(
+                    "invalid `{field}` `{}`: expected {expected}",
+                    crate::diag::clip_quotes(v)
+                ),
+                field,
+            )
+        })
+}
+
 pub fn optional_json_body<T: serde::de::DeserializeOwned + Default>(
     b: &[u8],
 ) -> Result<T, ApiError> {

@@ -31,19 +31,11 @@ pub async fn oncall(
     let Query(p) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
     let at: DateTime<Utc> = match &p.at {
         None => clock::now(),
-        Some(t) => DateTime::parse_from_rfc3339(t)
-            .map(|t| t.to_utc())
-            .ok()
-            .filter(|t| crate::event::writable(*t))
-            .ok_or_else(|| {
-                ApiError::bad(
-                    format!(
-                        "invalid time `{}`: expected RFC 3339 with an offset, e.g. 2026-12-24T03:00:00+08:00",
-                        crate::diag::clip_quotes(t)
-                    ),
-                    "at",
-                )
-            })?,
+        Some(t) => super::error::time_param(
+            t,
+            "at",
+            "RFC 3339 with an offset, e.g. 2026-12-24T03:00:00+08:00",
+        )?,
     };
     let loaded = s.loaded();
     let cfg = &loaded.config;

@@ -39,19 +39,7 @@ fn bound(v: &str, end: bool, tz: chrono_tz::Tz, field: &str) -> Result<DateTime<
             day.and_time(chrono::NaiveTime::MIN),
         ));
     }
-    DateTime::parse_from_rfc3339(v)
-        .map(|t| t.to_utc())
-        .ok()
-        .filter(|t| crate::event::writable(*t))
-        .ok_or_else(|| {
-            ApiError::bad(
-                format!(
-                    "invalid `{field}` `{}`: expected a date (2026-12-01) or an RFC 3339 time",
-                    crate::diag::clip_quotes(v)
-                ),
-                field,
-            )
-        })
+    super::error::time_param(v, field, "a date (2026-12-01) or an RFC 3339 time")
 }
 
 pub async fn response(

@@ -6,7 +6,7 @@
 // Environment: BG_URL, BG_OPS_TOKEN, BG_HEAD_TOKEN, BG_INGEST_TOKEN,
 // BG_DRILL (drill id), BG_SCORES (JSON: [score, ...] of br-a, oldest first),
 // BG_OUT (folder for screenshots).
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 
@@ -32,12 +32,7 @@ async function api(method, path, token, body) {
   return j;
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const figures = {};
 try {
   // ---- the operations centre's wall screen, signed in with the ops token

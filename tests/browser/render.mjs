@@ -1,15 +1,10 @@
 // For benches/dashboard.rs: how long the dashboard and the wall take to show
 // in Chromium, from navigation to the incident cards (tiles) being on screen,
 // on a daemon without tokens. Usage: node render.mjs URL
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 
 const url = process.argv[2];
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
   const times = [];
   for (const [path, size] of [['/', [1280, 800]], ['/', [390, 844]], ['/wall', [1920, 1080]], ['/wall', [3840, 2160]]]) {

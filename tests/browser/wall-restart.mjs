@@ -4,19 +4,14 @@
 // again, without a reload of the page.
 //
 // Environment: BG_URL, BG_SIGNALS (a folder for the two signal files).
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 
 const url = process.env.BG_URL;
 const signals = process.env.BG_SIGNALS;
 assert.ok(url && signals);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const figures = {};
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });

@@ -4,7 +4,7 @@
 //
 // Environment: BG_URL, BG_URGENT (the incident with the overdue critical
 // step), BG_DRILL_INCIDENT, BG_OUT (folder for screenshots).
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 
@@ -19,12 +19,7 @@ const urgent = Number(env('BG_URGENT'));
 const drill = Number(env('BG_DRILL_INCIDENT'));
 mkdirSync(out, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const figures = { views: {}, axe: {} };
 
 // axe-core in the page: the serious and critical violations, if any.
