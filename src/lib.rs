@@ -16,6 +16,7 @@ pub mod engine;
 pub mod event;
 pub mod html;
 pub mod http;
+pub mod incident_report;
 pub mod matching;
 pub mod metrics;
 pub mod notify;

@@ -147,3 +147,97 @@ fn the_response_report_gives_the_stored_figures_in_three_formats() {
     assert_eq!(bad.status().as_u16(), 400);
     assert_eq!(bad.json::<Value>().unwrap()["field"], "from");
 }
+
+/// The incident report of a resolved failover: every step's times as stored,
+/// met or missed, the notifications and their delivery, the timeline; in
+/// Markdown, JSON and a printable page.
+#[test]
+fn the_incident_report_gives_each_steps_times_met_or_missed_and_the_timeline() {
+    let f = Fixture::engine();
+    let d = Daemon::start(&f);
+    let (code, body) = d.post("/api/v1/events", CORE_DOWN);
+    assert_eq!(code, 202, "{body}");
+    let id = body["incidents"][0].as_i64().unwrap();
+    // Done only after its 4-second deadline: missed.
+    common::wait_for(
+        std::time::Duration::from_secs(20),
+        "the switch to be overdue",
+        || (step(&d.incident(id), "switch")["state"] == "overdue").then_some(()),
+    );
+    for verb in ["ack", "done"] {
+        let (code, b) = d.post(
+            &format!("/api/v1/incidents/{id}/steps/switch/{verb}"),
+            r#"{"by":"it.a"}"#,
+        );
+        assert_eq!(code, 200, "{b}");
+    }
+    let (code, b) = d.post(
+        &format!("/api/v1/incidents/{id}/resolve"),
+        r#"{"by":"head.a"}"#,
+    );
+    assert_eq!(code, 200, "{b}");
+    let inc = d.incident(id);
+    let sw = step(&inc, "switch");
+    let local = |v: &Value| {
+        branchguard::show::time(
+            chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+                .unwrap()
+                .to_utc(),
+            chrono_tz::Asia::Shanghai,
+        )
+    };
+    let get = |q: &str| {
+        d.http
+            .get(format!("{}/api/v1/incidents/{id}/report{q}", d.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let md = get("");
+    assert!(
+        md.starts_with(&format!("# Incident #{id} — Failover at Branch A")),
+        "{md}"
+    );
+    let row = format!(
+        "| switch | role:it-duty | {} | {} | {} | {} | IT A | missed | 1 |",
+        local(&sw["deadline"]),
+        local(&sw["notified_at"]),
+        local(&sw["acknowledged_at"]),
+        local(&sw["done_at"])
+    );
+    assert!(md.contains(&row), "missing {row}:\n{md}");
+    assert!(
+        md.contains("| check | - |") && md.contains("| met |"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("- Resolved: {}", local(&inc["resolved_at"]))),
+        "{md}"
+    );
+    assert!(
+        md.contains("it.a@bank.example") && md.contains("`incident.resolved` head.a"),
+        "{md}"
+    );
+    let json: Value = serde_json::from_str(&get("?format=json")).unwrap();
+    let s = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "switch")
+        .unwrap();
+    assert_eq!(
+        (s["met"].as_bool(), s["escalations"].as_u64()),
+        (Some(false), Some(1)),
+        "{json}"
+    );
+    // Read after the incident: its history can only have grown (deliveries).
+    assert!(json["timeline"].as_array().unwrap().len() >= inc["history"].as_array().unwrap().len());
+    let html = get("?format=html");
+    assert!(
+        html.contains("<table>") && html.contains("missed") && !html.contains("<script"),
+        "{html}"
+    );
+    let out = f.run(&["incident", "report", &id.to_string(), "--url", &d.url]);
+    assert!(out.code == 0 && out.stdout.contains(&row), "{out:?}");
+}

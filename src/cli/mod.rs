@@ -198,6 +198,17 @@ pub enum IncidentCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The incident's report: summary, tier history, each step's times and
+    /// deadline met or missed, every notification and its delivery, the timeline.
+    Report {
+        /// The incident's number.
+        id: i64,
+        /// md (Markdown, for people), json, or html (a page to print).
+        #[arg(long, value_parser = ["md", "json", "html"], default_value = "md")]
+        format: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -558,6 +569,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = client::Client::new(&client)?;
             let v = c.get(&format!("/api/v1/incidents/{id}"), &[])?;
             out!("{}", client::incident_text(&v, &c.zones));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Incident {
+            what: IncidentCommand::Report { id, format, client },
+        } => {
+            let c = client::Client::new(&client)?;
+            let q = [("format".to_string(), format)];
+            match c.get(&format!("/api/v1/incidents/{id}/report"), &q)? {
+                serde_json::Value::String(text) => out!("{text}"),
+                json => outln!("{}", serde_json::to_string_pretty(&json)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Drill { what } => drills::drill_command(what),

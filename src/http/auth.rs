@@ -69,6 +69,7 @@ pub const RULES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/status", Need::Read),
     ("GET", "/api/v1/oncall", Need::Read),
     ("GET", "/api/v1/reports/response", Need::Read),
+    ("GET", "/api/v1/incidents/{id}/report", Need::Read),
     // Read-only: what a silence would match, before it is made.
     ("POST", "/api/v1/silences/preview", Need::Read),
     ("GET", "/api/v1/rosters/{file}", Need::Read),

@@ -225,3 +225,72 @@ pub async fn incident_action(
     }
     incident_view(&s, &who, client, id).await
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportParams {
+    format: Option<String>,
+}
+
+/// `GET /api/v1/incidents/{id}/report`: Markdown, `?format=json`, or
+/// `?format=html` (printable), from what is stored.
+pub async fn report(
+    State(s): State<AppState>,
+    Extension(who): Extension<Arc<Principal>>,
+    Extension(client): Extension<Client>,
+    Path(id): Path<String>,
+    q: Result<axum::extract::Query<ReportParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let axum::extract::Query(p) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
+    let format = p.format.unwrap_or_else(|| "md".into());
+    if !matches!(format.as_str(), "md" | "json" | "html") {
+        return Err(ApiError::bad(
+            format!(
+                "invalid format `{}`: expected md, json or html",
+                crate::diag::clip_quotes(&format)
+            ),
+            "format",
+        ));
+    }
+    let (inc, history, outbox) = visible(&s, &who, client, parse_id(&id)?).await?;
+    let loaded = s.loaded();
+    let cfg = &loaded.config;
+    let playbook_name = loaded
+        .playbook(&inc.playbook_id)
+        .map_or_else(|| inc.playbook_id.clone(), |p| p.name.clone());
+    let branch_name = cfg
+        .branches
+        .get(&inc.branch)
+        .map_or_else(|| inc.branch.clone(), |b| b.name.clone());
+    let r = crate::incident_report::Report {
+        incident: &inc,
+        playbook_name: &playbook_name,
+        branch_name: &branch_name,
+        history: &history,
+        outbox: &outbox,
+        people: &cfg.people,
+        tz: cfg.tz_of(&inc.branch),
+    };
+    Ok(match format.as_str() {
+        "json" => Json(r.json()).into_response(),
+        "html" => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
+            ],
+            r.html(),
+        )
+            .into_response(),
+        _ => (
+            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+            r.markdown(),
+        )
+            .into_response(),
+    })
+}

@@ -123,6 +123,11 @@ fn routes() -> Routes {
         .route("/api/v1/oncall", &["GET"], get(oncall::oncall))
         .route("/api/v1/reports/response", &["GET"], get(reports::response))
         .route(
+            "/api/v1/incidents/{id}/report",
+            &["GET"],
+            get(incidents::report),
+        )
+        .route(
             "/api/v1/rosters/{file}",
             &["GET"],
             get(oncall::roster_calendar),
