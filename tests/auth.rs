@@ -531,3 +531,103 @@ fn a_branch_token_names_only_its_own_people_on_silences_and_drills() {
     );
     assert_eq!(code, 202, "{body}");
 }
+
+/// The new reads are scoped like every other: a branch head sees only its
+/// branch in who is on duty, calendars, people, silence previews and reports.
+#[test]
+fn a_branch_head_sees_only_its_branch_in_duty_calendars_previews_and_reports() {
+    let f = with_tokens("");
+    f.write(
+        "rosters/it.yaml",
+        "id: it-duty\nrole: it-duty\nbranches: [br-a, br-b]\nlayers:\n  - { name: all, start: 2026-01-01T00:00, shift: 1d, people: [it.a, it.b] }\n",
+    );
+    f.write(
+        "rosters/guard-b.yaml",
+        "id: guard-b\nrole: security\nbranches: [br-b]\nlayers:\n  - { name: all, start: 2026-01-01T00:00, shift: 1d, people: [it.b] }\n",
+    );
+    assert_eq!(f.run(&["check"]).code, 0);
+    let d = Daemon::start(&f);
+    assert_eq!(
+        call(&d, "POST", "/api/v1/events", Some("ingest"), CORE_DOWN_A).0,
+        202
+    );
+    assert_eq!(
+        call(&d, "POST", "/api/v1/events", Some("ingest"), CORE_DOWN_B).0,
+        202
+    );
+    let head = Some("head-a");
+    let (code, on) = call(&d, "GET", "/api/v1/oncall", head, "");
+    assert_eq!(code, 200, "{on}");
+    let branches: Vec<&str> = on["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["branch"].as_str().unwrap())
+        .collect();
+    assert_eq!(branches, vec!["br-a"], "{on}");
+    assert_eq!(call(&d, "GET", "/api/v1/oncall", None, "").0, 401);
+    let status = |path: &str| {
+        let mut r = d.http.get(format!("{}{path}", d.url));
+        r = r.bearer_auth(secret("head-a"));
+        r.send().unwrap().status().as_u16()
+    };
+    assert_eq!(status("/api/v1/rosters/it-duty.ics"), 200);
+    assert_eq!(
+        status("/api/v1/rosters/guard-b.ics"),
+        404,
+        "a roster of another branch"
+    );
+    assert_eq!(status("/api/v1/rosters/..%2Fbranchguard.yaml"), 404);
+    assert_eq!(call(&d, "GET", "/api/v1/people/it.a", head, "").0, 200);
+    assert_eq!(
+        call(&d, "GET", "/api/v1/people/it.b", head, "").0,
+        404,
+        "a person of another branch"
+    );
+    let (code, p) = call(
+        &d,
+        "POST",
+        "/api/v1/silences/preview",
+        head,
+        r#"{"matchers":[{"name":"branch","value":"br-b"}]}"#,
+    );
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(
+        (
+            p["incidents"].as_array().unwrap().len(),
+            &p["events"]["count"]
+        ),
+        (0, &serde_json::json!(0)),
+        "{p}"
+    );
+    let (code, r) = call(&d, "GET", "/api/v1/reports/response", head, "");
+    assert_eq!(code, 200, "{r}");
+    let rows = r["rows"].as_array().unwrap();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|x| x["branch"] == "br-a"),
+        "{r}"
+    );
+    assert_eq!(
+        call(
+            &d,
+            "GET",
+            "/api/v1/incidents/1/report?format=json",
+            head,
+            ""
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            &d,
+            "GET",
+            "/api/v1/incidents/2/report?format=json",
+            head,
+            ""
+        )
+        .0,
+        404,
+        "another branch's incident"
+    );
+}
