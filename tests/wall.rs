@@ -27,7 +27,7 @@ fn fixture() -> Fixture {
     f.write("branchguard.yaml", &cfg);
     f.write(
         "playbooks/wall.yaml",
-        "id: wall\nname: Queue system slow\ntrigger: { kind: queue.slow }\ngroup_by: [branch, system]\nresolve: manual\nsteps:\n  - id: look\n    title: Look at the queue system\n    assignee: role:it-duty\n    deadline: 2h\n",
+        "id: wall\nname: Queue system slow\ntrigger: { kind: queue.slow }\ngroup_by: [branch, system]\nresolve: manual\nsteps:\n  - id: tell\n    title: Tell the customers waiting\n    assignee: role:staff\n    deadline: 1h\n  - id: look\n    title: Look at the queue system\n    assignee: role:it-duty\n    critical: true\n    deadline: 2h\n",
     );
     f.write(
         "playbooks/guard.yaml",
@@ -35,7 +35,7 @@ fn fixture() -> Fixture {
     );
     f.write(
         "drills/wall-drill.yaml",
-        "id: wall-drill\nplaybook: wall\nevent: { kind: queue.slow, labels: { system: drill } }\nbranches: [br-b]\ntargets: { look: 10m }\ntimeout: 10m\n",
+        "id: wall-drill\nplaybook: wall\nevent: { kind: queue.slow, labels: { system: drill } }\nbranches: [br-b]\ntargets: { look: 10m, tell: 10m }\ntimeout: 10m\n",
     );
     let out = f.run(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");

@@ -81,6 +81,13 @@ try {
     const first = page.locator('.tile').first();
     assert.match(await first.textContent(), /CRITICAL/);
     assert.match(await first.textContent(), /OVERDUE/);
+    // A tile shows as many steps as it has room for, the most urgent first.
+    for (const t of await page.locator('.tile').all()) {
+      assert.ok(await t.locator('.step').count() <= 2);
+    }
+    // The critical step due in 2 h before the notice due in 1 h.
+    const second = page.locator('.tile').nth(1);
+    assert.match(await second.locator('.step').first().textContent(), /CRITICAL.*Look at the queue system/s);
     // Drills apart: counted on their own, listed in the band, never a tile.
     assert.match(view.drills, /^1 drill\(s\) running, not counted$/);
     assert.match(view.band, new RegExp(`#${drill} `));

@@ -13,6 +13,8 @@ const list = (k) => (q.get(k) || '').split(',').map((x) => x.trim()).filter(Bool
 const branches = list('branches');
 const plans = list('plans');
 const PAGE_SECONDS = 10;
+// As many steps as a tile has room for; the rest are counted.
+const STEPS_SHOWN = 2;
 const POLL_MS = 3000;
 let token = sessionStorage.getItem('branchguard-token') || '';
 let data = null;
@@ -39,16 +41,19 @@ function countdown(deadline) {
   return s < 0 ? `${text} late` : `in ${text}`;
 }
 
+// Open steps, the most urgent first: overdue, then critical, then by deadline
+// (a critical switch-over due in 15 minutes before a notice due in 5).
 function openSteps(i) {
   return i.steps
     .filter((s) => ['notified', 'acknowledged', 'overdue'].includes(s.state) && !s.closed)
-    .sort((a, b) => (a.deadline || '~').localeCompare(b.deadline || '~'));
+    .sort((a, b) => (b.overdue - a.overdue) || (b.critical - a.critical)
+      || (a.deadline || '~').localeCompare(b.deadline || '~'));
 }
 
 // Overdue first, then an open critical step, then the nearest deadline.
 function rank(i) {
   const st = openSteps(i);
-  const next = st.length && st[0].deadline ? Date.parse(st[0].deadline) : Infinity;
+  const next = Math.min(...st.map((s) => (s.deadline ? Date.parse(s.deadline) : Infinity)), Infinity);
   return [st.some((s) => s.overdue) ? 0 : 1, st.some((s) => s.critical) ? 0 : 1, next, -i.tier];
 }
 
@@ -66,14 +71,15 @@ function tile(i) {
   const st = openSteps(i);
   const late = st.some((s) => s.overdue);
   const crit = st.some((s) => s.critical);
-  const steps = st.slice(0, 3).map((s) => `<div class="step">
+  const more = st.length > STEPS_SHOWN ? ` · ${st.length - STEPS_SHOWN} more open step(s)` : '';
+  const steps = st.slice(0, STEPS_SHOWN).map((s) => `<div class="step">
       <span class="t">${s.critical ? '<span class="badge crit">CRITICAL</span>' : ''}${s.overdue ? '<span class="badge late">OVERDUE</span>' : ''}${esc(s.title)}</span>
       <span class="cd${s.overdue ? ' late' : ''}" data-deadline="${esc(s.deadline || '')}">${s.deadline ? esc(countdown(s.deadline)) : ''}</span>
       <span class="who">${esc(s.owner || '-')}${s.acknowledged_at ? ' · acknowledged by ' + esc(s.by || '?') : ' · not acknowledged'}</span>
     </div>`).join('');
   return `<article class="tile${late ? ' late' : crit ? ' crit' : ''}" data-incident="${i.id}">
     <h2>#${i.id} ${esc(i.branch_name || i.branch)} — ${esc(i.playbook_name)}</h2>
-    <div class="meta">tier ${i.tier} · ${esc(i.kind)} · opened ${esc(fmt(new Date(i.opened_at), { hour: '2-digit', minute: '2-digit' }))}</div>
+    <div class="meta">tier ${i.tier} · ${esc(i.kind)} · opened ${esc(fmt(new Date(i.opened_at), { hour: '2-digit', minute: '2-digit' }))}${more}</div>
     ${steps}</article>`;
 }
 
