@@ -53,10 +53,7 @@ pub fn steps(inc: &Incident) -> Vec<StepLine> {
             acknowledged_at: s.acknowledged_at,
             done_at: s.done_at,
             by: s.by.clone(),
-            met: s
-                .activated_at
-                .and(s.deadline)
-                .map(|dl| s.done_at.is_some_and(|d| d <= dl)),
+            met: s.deadline_met(),
             escalations: s.escalations_fired,
         })
         .collect()

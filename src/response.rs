@@ -61,7 +61,8 @@ pub struct Row {
     pub time_to_done: Stat,
     /// Opened to resolved, of the incidents (the same on each step's row).
     pub time_to_resolve: Stat,
-    /// Of the started steps with a deadline, the share done by it.
+    /// Of the started steps whose deadline is decided (done, or passed), the
+    /// share done by it.
     pub deadlines_met: Option<f64>,
     pub overdue: usize,
     pub escalations: usize,
@@ -120,9 +121,9 @@ pub fn rows(incidents: &[Incident]) -> Vec<Row> {
                     a.to_done.push(secs(done - n));
                 }
             }
-            if let Some(dl) = s.deadline {
+            if let Some(met) = s.deadline_met() {
                 a.with_deadline += 1;
-                a.met += usize::from(s.done_at.is_some_and(|d| d <= dl));
+                a.met += usize::from(met);
             }
             a.overdue += usize::from(s.overdue_escalated || s.state.as_str() == "overdue");
             a.escalations += s.escalations_fired;

@@ -165,6 +165,19 @@ impl StepRun {
         self.state.is_open() && !self.closed
     }
 
+    /// Whether the step was done by its deadline; `None` while that is not
+    /// decided: no deadline, never started, still open before it, or closed
+    /// unfinished (the incident resolved) before it came.
+    pub fn deadline_met(&self) -> Option<bool> {
+        let deadline = self.deadline?;
+        self.activated_at?;
+        match self.done_at {
+            Some(done) => Some(done <= deadline),
+            None if self.overdue_escalated || self.state == StepState::Overdue => Some(false),
+            None => None,
+        }
+    }
+
     /// Closes a step whose incident ends: an acknowledged one keeps its state
     /// (closed), anything else not finished is skipped. Returns whether it
     /// was acknowledged.

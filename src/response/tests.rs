@@ -147,6 +147,25 @@ fn a_rows_figures_are_the_hand_computed_percentiles() {
         }
     );
     assert_eq!(sw.deadlines_met, Some(2.0 / 3.0));
+    // Closed by the resolution before its deadline: not missed, not counted.
+    // Past it and marked overdue first (the second incident): missed.
+    let vouchers = |k: usize| {
+        incidents[k]
+            .steps
+            .iter()
+            .find(|s| s.id == "manual-vouchers")
+            .unwrap()
+            .deadline_met()
+    };
+    assert_eq!(
+        (vouchers(0), vouchers(1), vouchers(2)),
+        (None, Some(false), None)
+    );
+    let mv = rows.iter().find(|r| r.step == "manual-vouchers").unwrap();
+    assert_eq!(
+        (mv.started, mv.deadlines_met, mv.overdue),
+        (3, Some(0.0), 1)
+    );
     assert_eq!((sw.overdue, sw.escalations), (1, 1));
     // The same figures in the other two formats.
     let csv = csv(&rows);
