@@ -369,23 +369,14 @@ impl Roster {
         cal: &Calendar,
         away: &Away,
     ) -> Option<DateTime<Utc>> {
-        let now = self.on_duty(at, cal, away).person;
-        let mut t = at - back;
-        let mut began = None;
-        let mut prev = self.on_duty(t, cal, away).person;
-        for _ in 0..MAX_EDGES {
-            let Some(next) = self.next_edge(t, away).filter(|n| *n <= at) else {
-                return began;
-            };
-            let p = self.on_duty(next, cal, away).person;
-            if p != prev && p == now {
-                began = Some(next);
-            }
-            prev = p;
-            t = next;
+        let stretches = self.segments(at - back, at + chrono::Duration::milliseconds(1), cal, away);
+        match stretches.as_slice() {
+            // A walk cut off before `at` claims nothing; one stretch began
+            // before the look-back.
+            [.., last] if last.until <= at => None,
+            [_, .., last] => Some(last.from),
+            _ => None,
         }
-        // Too many instants to look at: not known.
-        None
     }
 
     /// `from..until` cut where the person on duty changes: each stretch
@@ -496,11 +487,12 @@ pub fn covering<'a>(
     rosters: &'a [std::sync::Arc<Roster>],
     role: &str,
     branch: &str,
-) -> Option<&'a Roster> {
+) -> Option<(usize, &'a Roster)> {
     rosters
         .iter()
-        .find(|r| r.covers(role, branch))
-        .map(|r| &**r)
+        .enumerate()
+        .find(|(_, r)| r.covers(role, branch))
+        .map(|(i, r)| (i, &**r))
 }
 
 /// `YYYY-MM-DDTHH:MM[:SS]`, or a date alone (its midnight).

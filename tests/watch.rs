@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, Fixture, wait_for};
+use common::{Daemon, Fixture, holds_for, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
 const CORE_DOWN: &str =
@@ -182,11 +182,9 @@ fn reading_the_watched_files_reloads_nothing_and_one_change_reloads_once() {
         .set_modified(t)
         .unwrap();
     // Nothing happens for five seconds (the file watcher settles in 0.3 s).
-    let watch = branchguard::clock::Stopwatch::start();
-    while watch.seconds() < 5.0 {
-        assert_eq!(reloads(), Some(at_start), "a read or touch reloaded");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    holds_for(Duration::from_secs(5), "a read or touch reloaded", || {
+        reloads() == Some(at_start)
+    });
     // One change of content: exactly one reload, and no more after it.
     let pb = std::fs::read_to_string(f.path("playbooks/failover.yaml")).unwrap();
     std::fs::write(
@@ -197,11 +195,9 @@ fn reading_the_watched_files_reloads_nothing_and_one_change_reloads_once() {
     wait_for(WAIT, "one reload", || {
         (reloads() == Some(at_start + 1.0)).then_some(())
     });
-    let watch = branchguard::clock::Stopwatch::start();
-    while watch.seconds() < 3.0 {
-        assert_eq!(reloads(), Some(at_start + 1.0), "one change, one reload");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    holds_for(Duration::from_secs(3), "one change, one reload", || {
+        reloads() == Some(at_start + 1.0)
+    });
 }
 
 /// **Invariant:** a spool file reaches `done/` only after its events are

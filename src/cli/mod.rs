@@ -576,11 +576,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let c = client::Client::new(&client)?;
             let q = [("format".to_string(), format)];
-            match c.get(&format!("/api/v1/incidents/{id}/report"), &q)? {
-                serde_json::Value::String(text) => out!("{text}"),
-                json => outln!("{}", serde_json::to_string_pretty(&json)?),
-            }
-            Ok(ExitCode::SUCCESS)
+            report(c.get(&format!("/api/v1/incidents/{id}/report"), &q)?)
         }
         Command::Drill { what } => drills::drill_command(what),
         Command::Report {
@@ -608,12 +604,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if drill {
                 q.push(("drill".into(), "true".into()));
             }
-            let v = c.get("/api/v1/reports/response", &q)?;
-            match v {
-                serde_json::Value::String(text) => out!("{text}"),
-                json => outln!("{}", serde_json::to_string_pretty(&json)?),
-            }
-            Ok(ExitCode::SUCCESS)
+            report(c.get("/api/v1/reports/response", &q)?)
         }
         Command::Silence { what } => drills::silence_command(what),
         Command::Ack(a) => step_command(a, "ack"),
@@ -843,6 +834,15 @@ async fn wait_for_stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// A report as the daemon wrote it: Markdown or CSV as text, JSON indented.
+fn report(v: serde_json::Value) -> anyhow::Result<ExitCode> {
+    match v {
+        serde_json::Value::String(text) => out!("{text}"),
+        json => outln!("{}", serde_json::to_string_pretty(&json)?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `14d`, `28d`, `12h`: a fixed span for a command-line option.

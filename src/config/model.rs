@@ -94,12 +94,7 @@ impl Loaded {
             Target::BranchHead => "branch-head",
             _ => return (self.config.people_for(target, branch), None),
         };
-        let Some((i, r)) = self
-            .rosters
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.covers(role, branch))
-        else {
+        let Some((i, r)) = crate::roster::covering(&self.rosters, role, branch) else {
             return (self.config.people_for(target, branch), None);
         };
         let duty = duty_of(i, r);
@@ -439,23 +434,35 @@ impl Config {
                 names.join(", ")
             }
         };
+        match (t, self.heading(t, branch_name)) {
+            (Target::Channel(c), _) => format!("the {c} channel"),
+            (_, Some(head)) => format!("{head}: {}", names()),
+            (_, None) => names(),
+        }
+    }
+
+    /// What a role-like target is called at a branch ("IT duty at Shanghai
+    /// Pudong"); none for a person or a channel.
+    fn heading(&self, t: &Target, branch_name: &str) -> Option<String> {
         match t {
-            Target::Person(_) => names(),
-            Target::Role(r) => format!("{} at {branch_name}: {}", role_words(r), names()),
-            Target::BranchHead => format!("Branch head of {branch_name}: {}", names()),
-            Target::NeighbourHeads => {
-                format!("Heads of the branches next to {branch_name}: {}", names())
-            }
-            Target::Channel(c) => format!("the {c} channel"),
+            Target::Role(r) => Some(format!("{} at {branch_name}", role_words(r))),
+            Target::BranchHead => Some(format!("Branch head of {branch_name}")),
+            Target::NeighbourHeads => Some(format!("Heads of the branches next to {branch_name}")),
+            Target::Person(_) | Target::Channel(_) => None,
         }
     }
 
     /// A rostered target in words: its role and `who` instead of everyone
     /// who holds it ("IT duty at Shanghai Pudong: Ma Chao (on duty)").
     pub fn describe_on_duty(&self, t: &Target, branch: &str, who: &str) -> String {
-        let whole = self.describe(t, branch);
-        let role = whole.split_once(": ").map_or(whole.as_str(), |(r, _)| r);
-        format!("{role}: {who}")
+        let branch_name = self
+            .branches
+            .get(branch)
+            .map_or(branch, |b| b.name.as_str());
+        match self.heading(t, branch_name) {
+            Some(head) => format!("{head}: {who}"),
+            None => who.to_string(),
+        }
     }
 
     /// The time zone deadlines of a branch are shown in.

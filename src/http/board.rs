@@ -295,7 +295,7 @@ pub fn on_duty(
     let mut duty: BTreeMap<String, (Option<String>, Option<DateTime<Utc>>)> = BTreeMap::new();
     let mut rows = Vec::new();
     for (role, branch) in wanted {
-        let Some(r) = crate::roster::covering(&loaded.rosters, &role, &branch) else {
+        let Some((_, r)) = crate::roster::covering(&loaded.rosters, &role, &branch) else {
             continue;
         };
         let (person, until) = duty.entry(r.id.clone()).or_insert_with(|| {

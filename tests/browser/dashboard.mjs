@@ -6,15 +6,10 @@
 // Environment: BG_URL, BG_OPS_TOKEN, BG_HEAD_TOKEN, BG_INGEST_TOKEN,
 // BG_DRILL (drill id), BG_SCORES (JSON: [score, ...] of br-a, oldest first),
 // BG_OUT (folder for screenshots).
-import { launch } from './launch.mjs';
+import { env, launch } from './launch.mjs';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 
-const env = (k) => {
-  const v = process.env[k];
-  assert.ok(v, `${k} is not set`);
-  return v;
-};
 const url = env('BG_URL');
 const out = env('BG_OUT');
 const scores = JSON.parse(env('BG_SCORES'));

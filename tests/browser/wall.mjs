@@ -4,15 +4,10 @@
 //
 // Environment: BG_URL, BG_URGENT (the incident with the overdue critical
 // step), BG_DRILL_INCIDENT, BG_OUT (folder for screenshots).
-import { launch } from './launch.mjs';
+import { env, launch } from './launch.mjs';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 
-const env = (k) => {
-  const v = process.env[k];
-  assert.ok(v, `${k} is not set`);
-  return v;
-};
 const url = env('BG_URL');
 const out = env('BG_OUT');
 const urgent = Number(env('BG_URGENT'));

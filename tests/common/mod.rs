@@ -161,6 +161,16 @@ pub fn wait_for<T>(
     }
 }
 
+/// Checks that `holds` stays true for all of `span`: what must *not* happen
+/// (a reload after a read) can only be seen by watching for a while.
+pub fn holds_for(span: std::time::Duration, what: &str, mut holds: impl FnMut() -> bool) {
+    let watch = branchguard::clock::Stopwatch::start();
+    while watch.seconds() < span.as_secs_f64() {
+        assert!(holds(), "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
 /// The real `branchguard run` on a free loopback port, in a fixture directory.
 pub struct Daemon {
     pub child: std::process::Child,

@@ -57,10 +57,14 @@ function rank(i) {
   return [st.some((s) => s.overdue) ? 0 : 1, st.some((s) => s.critical) ? 0 : 1, next, -i.tier];
 }
 
-function byRank(a, b) {
-  const x = rank(a), y = rank(b);
-  for (let k = 0; k < x.length; k++) if (x[k] !== y[k]) return x[k] < y[k] ? -1 : 1;
-  return 0;
+// Each incident's rank worked out once, not in every comparison of the sort.
+function byUrgency(items) {
+  const keyed = items.map((i) => [rank(i), i]);
+  keyed.sort(([x], [y]) => {
+    for (let k = 0; k < x.length; k++) if (x[k] !== y[k]) return x[k] < y[k] ? -1 : 1;
+    return 0;
+  });
+  return keyed.map(([, i]) => i);
 }
 
 function wanted(i) {
@@ -133,7 +137,7 @@ function render() {
   clock();
   const inc = d.incidents;
   const all = inc.items.filter(wanted);
-  const real = all.filter((i) => !i.drill).sort(byRank);
+  const real = byUrgency(all.filter((i) => !i.drill));
   const drills = all.filter((i) => i.drill);
   const filtered = branches.length || plans.length;
   const late = real.filter((i) => openSteps(i).some((s) => s.overdue)).length;
