@@ -146,7 +146,10 @@ impl Reloader {
         // Taken before the load: a change made while it reads is a change
         // the next look sees.
         let before = fingerprint(&self.path, &self.current());
-        let result = config::load(&self.path);
+        let result = config::load(&self.path).and_then(|l| match vanished(&self.current(), &l) {
+            Some(d) => Err(d),
+            None => Ok(l),
+        });
         let mut status = ReloadStatus {
             at: clock::now(),
             ok: result.is_ok(),
@@ -245,6 +248,31 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
             })
         })
         .collect()
+}
+
+/// A directory that held files and is gone (moved, unmounted, deleted) is
+/// refused like a bad file: losing every roster at once would page everyone
+/// with the role, and every playbook would open nothing, without a word. An
+/// empty directory is how to drop them all.
+fn vanished(was: &Loaded, now: &Loaded) -> Option<Diagnostics> {
+    let mut d = Diagnostics::default();
+    let c = &now.config;
+    for (field, dir, held) in [
+        ("playbooks_dir", &c.playbooks_dir, was.playbooks.len()),
+        ("drills_dir", &c.drills_dir, was.drills.len()),
+        ("rosters_dir", &c.rosters_dir, was.rosters.len()),
+    ] {
+        if held > 0 && !dir.is_dir() {
+            d.file(
+                &c.file.display().to_string(),
+                format!(
+                    "{field}: {} is gone (it held {held} file(s)); the previous set stays in force. To drop them all, leave the directory empty",
+                    dir.display()
+                ),
+            );
+        }
+    }
+    (!d.is_empty()).then_some(d)
 }
 
 #[cfg(test)]

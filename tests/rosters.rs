@@ -259,6 +259,22 @@ fn a_roster_reloads_and_a_bad_one_keeps_the_previous_set() {
     let (code, body) = d.post("/api/v1/reload", "");
     assert_eq!(code, 200, "{body}");
     assert_eq!(who(), "it.b");
+    // The directory removed underneath: refused, not every roster dropped
+    // at once (each role would page everyone who holds it, silently).
+    std::fs::rename(f.path("rosters"), f.path("rosters-aside")).unwrap();
+    let (code, body) = d.post("/api/v1/reload", "");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.to_string().contains("rosters_dir: ")
+            && body.to_string().contains("is gone (it held 1 file(s))"),
+        "{body}"
+    );
+    assert_eq!(who(), "it.b", "the previous set is kept");
+    // An empty directory is how to drop them.
+    std::fs::create_dir(f.path("rosters")).unwrap();
+    let (code, body) = d.post("/api/v1/reload", "");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(who(), serde_json::Value::Null);
     // A time that is not RFC 3339 is a 400 naming the field.
     let bad = d
         .http

@@ -372,3 +372,45 @@ fn walks_over_a_roster_of_one_second_turns_are_bounded() {
         None
     );
 }
+
+/// The ends of what the API takes (1970 to 9999) are answered: chrono's
+/// calendar runs far past them, so nothing here needs to saturate.
+#[test]
+fn the_end_of_the_calendar_is_answered_not_overflowed() {
+    let r = roster(
+        SH,
+        vec![layer(
+            "days",
+            "2026-11-02T08:00",
+            24,
+            &["a", "b"],
+            Only::default(),
+        )],
+    );
+    let cal = Calendar::default();
+    let end = DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+        .unwrap()
+        .to_utc();
+    assert!(r.on_duty(end, &cal, &Away::new()).person.is_some());
+    let _ = r.until(end, end + chrono::Duration::days(8), &cal, &Away::new());
+    let _ = r.since(end, chrono::Duration::days(8), &cal, &Away::new());
+    assert!(
+        !r.turns(
+            end,
+            end + chrono::Duration::days(90),
+            &cal,
+            &Away::new(),
+            |p| p.to_string()
+        )
+        .is_empty()
+    );
+    let start = DateTime::parse_from_rfc3339("1970-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    assert_eq!(
+        r.on_duty(start, &cal, &Away::new()).person,
+        None,
+        "before the first turn"
+    );
+    let _ = r.since(start, chrono::Duration::days(8), &cal, &Away::new());
+}
