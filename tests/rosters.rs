@@ -171,14 +171,22 @@ fn check_reports_a_hole_in_a_roster_with_its_times_and_strict_refuses_it() {
         (3..=4).contains(&gaps.len()),
         "a night a day for three days: {out:?}"
     );
+    // Each night from 20:00 to 08:00; run during a night, the first gap
+    // starts now and the last ends at the horizon.
+    let last = gaps.len() - 1;
     assert!(
-        gaps.iter()
-            .all(|g| g.starts_with("rosters/it-duty.yaml:1:5: warning: gap ")
-                && g.contains("20:00:00 +08:00 .. ")
-                && g.contains(
-                    "nobody is role:it-duty at br-a; needed by playbook failover step switch"
-                )),
+        gaps.iter().enumerate().all(|(k, g)| g
+            .starts_with("rosters/it-duty.yaml:1:5: warning: gap ")
+            && (k == 0 || g.contains(" 20:00:00 +08:00 .. "))
+            && (k == last || g.contains(" 08:00:00 +08:00: nobody"))
+            && g.contains(
+                "nobody is role:it-duty at br-a; needed by playbook failover step switch"
+            )),
         "{gaps:?}"
+    );
+    assert!(
+        gaps[1..].iter().all(|g| g.contains(" 20:00:00 +08:00 .. ")),
+        "every night but one under way starts at 20:00: {gaps:?}"
     );
     // The daemon says so too: seconds of gap in the next 7 days (twelve
     // hours a night), and a warning in its status.
