@@ -14,6 +14,7 @@ pub mod diag;
 pub mod duration;
 pub mod engine;
 pub mod event;
+pub mod export;
 pub mod html;
 pub mod http;
 pub mod incident_report;

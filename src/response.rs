@@ -14,6 +14,28 @@ use serde::Serialize;
 
 use crate::engine::Incident;
 
+/// One end of a report's or an export's period: a date is a whole day in
+/// the bank's zone (`end`: the day is included, so the bound is the next
+/// midnight); an RFC 3339 time is itself (as `to`, excluded). `None` when
+/// `v` is neither.
+pub fn period_bound(
+    v: &str,
+    end: bool,
+    tz: chrono_tz::Tz,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        let day = if end { d.succ_opt()? } else { d };
+        return Some(crate::roster::to_utc(
+            tz,
+            day.and_time(chrono::NaiveTime::MIN),
+        ));
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.to_utc())
+        .filter(|t| crate::event::writable(*t))
+}
+
 /// Count and nearest-rank percentiles of a set of spans, in seconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stat {

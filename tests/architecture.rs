@@ -555,3 +555,25 @@ fn the_reader_leaves_out_tests_and_comments_only() {
     let kept: Vec<String> = without_tests(text).into_iter().map(|(_, l)| l).collect();
     assert_eq!(kept, vec!["fn a() {}", "fn c() {}"]);
 }
+
+/// **Invariant:** nothing in branchguard deletes or rewrites audit rows: the
+/// bank keeps its records at least 3 years, and the chain is the record.
+/// (Tests may; the reader of `sources()` leaves tests out.)
+#[test]
+fn nothing_deletes_or_rewrites_audit_rows() {
+    let all = sources();
+    let files: Vec<&Src> = all.iter().collect();
+    // The one statement that writes them appends (the test sees the store).
+    assert_eq!(hits(files.iter().copied(), "INSERT INTO audit").len(), 1);
+    none_of(
+        &files,
+        &[
+            "DELETE FROM audit",
+            "UPDATE audit",
+            "DROP TABLE audit",
+            "DROP TABLE IF EXISTS audit",
+            "REPLACE INTO audit",
+        ],
+        "audit rows are kept (at least 3 years: SCENARIOS' records rule)",
+    );
+}

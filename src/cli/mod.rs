@@ -36,6 +36,7 @@ macro_rules! outln {
 mod client;
 mod drills;
 mod explain;
+mod exports;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -140,6 +141,23 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         what: AuditCommand,
+    },
+    /// Write every incident that opened in a period, with its history, outbox
+    /// and audit rows, as signed JSON Lines for an auditor (`audit verify
+    /// --file` checks it without the database).
+    Export {
+        /// The first day (2026-12-01, in the bank's zone) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// The last day, included (or an RFC 3339 time, excluded).
+        #[arg(long)]
+        to: String,
+        /// The file to write (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// The configuration file (its data_dir holds the database).
+        #[arg(long, default_value = "branchguard.yaml")]
+        config: PathBuf,
     },
     /// Reports: how fast each branch answers (report response).
     Report {
@@ -347,10 +365,16 @@ pub enum DrillCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the audit log's hash chain; exit 1 naming the first broken row.
+    /// With --file, check an export instead, without the database.
     Verify {
-        /// The configuration file (its data_dir holds the database).
+        /// The configuration file (its data_dir holds the database; its
+        /// audit.key_file the key, unless BRANCHGUARD_AUDIT_KEY gives it).
         #[arg(long, default_value = "branchguard.yaml")]
         config: PathBuf,
+        /// An export (`branchguard export`): exit 1 naming the first line
+        /// that was changed, removed or inserted.
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
 }
 
@@ -426,7 +450,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_daemon(loaded, config)
         }
         Command::Audit {
-            what: AuditCommand::Verify { config },
+            what: AuditCommand::Verify { config, file },
+        } => {
+            // The key may come from the environment alone: an auditor
+            // checking a file needs no configuration.
+            if let Some(file) = &file
+                && std::env::var_os(crate::store::audit::KEY_ENV).is_some()
+            {
+                return exports::verify_file(file, None);
+            }
+            let records = match config::records(&config) {
+                Ok(r) => r,
+                Err(diags) => {
+                    eprint!("{diags}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            match file {
+                Some(file) => exports::verify_file(&file, Some(&records)),
+                None => audit_verify(&records),
+            }
+        }
+        Command::Export {
+            from,
+            to,
+            out,
+            config,
         } => {
             let records = match config::records(&config) {
                 Ok(r) => r,
@@ -435,7 +484,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             };
-            audit_verify(&records)
+            exports::export(&records, &from, &to, &out)
         }
         Command::Event {
             kind,

@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -29,17 +29,17 @@ pub struct Params {
 /// Incidents read per page while walking back to `from`.
 const PAGE: usize = 2000;
 
-/// A date is a whole day in the bank's zone (`to` inclusive); an RFC 3339
-/// time is itself (`to` exclusive).
+/// See [`crate::response::period_bound`].
 fn bound(v: &str, end: bool, tz: chrono_tz::Tz, field: &str) -> Result<DateTime<Utc>, ApiError> {
-    if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-        let day = if end { d.succ_opt().unwrap_or(d) } else { d };
-        return Ok(crate::roster::to_utc(
-            tz,
-            day.and_time(chrono::NaiveTime::MIN),
-        ));
-    }
-    super::error::time_param(v, field, "a date (2026-12-01) or an RFC 3339 time")
+    crate::response::period_bound(v, end, tz).ok_or_else(|| {
+        ApiError::bad(
+            format!(
+                "invalid `{field}` `{}`: expected a date (2026-12-01) or an RFC 3339 time",
+                crate::diag::clip_quotes(v)
+            ),
+            field,
+        )
+    })
 }
 
 pub async fn response(

@@ -14,6 +14,7 @@
 
 pub mod audit;
 mod health;
+pub mod records;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -282,6 +283,15 @@ pub trait Reader: Send + Sync {
         key: Option<audit::AuditKey>,
         published: Option<audit::Head>,
     ) -> Result<AuditCheck, StoreError>;
+    /// Every incident opened in `[from, to)` with the audit rows and outbox
+    /// rows about it, as of one commit, handed to `each` in the order
+    /// [`records::Record`] gives (an export for auditors).
+    fn records(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        each: &mut records::Sink<'_>,
+    ) -> Result<(), StoreError>;
     /// The open incident of a group, if any.
     fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError>;
     fn drill_run(&self, id: i64) -> Result<Option<DrillRun>, StoreError>;

@@ -40,6 +40,8 @@ pub fn is_yaml_file(p: &Path) -> bool {
 pub struct Records {
     pub data_dir: PathBuf,
     pub key_file: PathBuf,
+    /// The bank's zone, in which an export's dates are whole days.
+    pub timezone: chrono_tz::Tz,
 }
 
 /// The data directory and the audit key file that `config_path` names,
@@ -50,6 +52,7 @@ pub fn records(config_path: &Path) -> Result<Records, Diagnostics> {
     struct Loose {
         data_dir: Option<String>,
         audit: Option<LooseAudit>,
+        timezone: Option<S>,
     }
     #[derive(serde::Deserialize)]
     struct LooseAudit {
@@ -81,7 +84,18 @@ pub fn records(config_path: &Path) -> Result<Records, Diagnostics> {
         .audit
         .and_then(|a| a.key_file)
         .map_or_else(|| data_dir.join("audit.key"), |k| rel(&k));
-    Ok(Records { data_dir, key_file })
+    let timezone = match &raw.timezone {
+        Some(v) => match zone(&file, v, &mut diags) {
+            Some(tz) => tz,
+            None => return Err(diags),
+        },
+        None => chrono_tz::Tz::UTC,
+    };
+    Ok(Records {
+        data_dir,
+        key_file,
+        timezone,
+    })
 }
 
 pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {

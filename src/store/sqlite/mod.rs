@@ -11,6 +11,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 mod events;
 mod reader;
+mod records;
 mod schema;
 mod verify;
 

@@ -440,6 +440,15 @@ impl Reader for SqliteReader {
     ) -> Result<AuditCheck, StoreError> {
         self.with_snapshot(|conn| super::verify::verify(conn, key, published.as_ref()))
     }
+
+    fn records(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        each: &mut crate::store::records::Sink<'_>,
+    ) -> Result<(), StoreError> {
+        self.with_snapshot(|conn| super::records::records(conn, from, to, each))
+    }
 }
 
 /// An incident and its history, read inside the caller's transaction.
