@@ -67,6 +67,89 @@ fn tiers(history: &[HistoryEntry]) -> Vec<&HistoryEntry> {
         .collect()
 }
 
+/// One review as the history recorded it, with what became of its actions.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewView {
+    pub review: u32,
+    pub at: DateTime<Utc>,
+    pub by: String,
+    pub impact: String,
+    pub cause: String,
+    pub actions: Vec<ActionView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionView {
+    pub n: u32,
+    pub what: String,
+    pub owner: String,
+    pub due: chrono::NaiveDate,
+    pub done_at: Option<DateTime<Utc>>,
+    pub done_by: Option<String>,
+    /// When its owner was told it is overdue.
+    pub reminded_at: Option<DateTime<Utc>>,
+}
+
+/// The reviews of an incident, from its history lines (`review.recorded`,
+/// `review.action.done`, `review.action.overdue`).
+pub fn reviews(history: &[HistoryEntry]) -> Vec<ReviewView> {
+    use crate::engine::reviews::{ACTION_DONE, ACTION_OVERDUE, RECORDED, RecordedReview};
+    let mut out: Vec<ReviewView> = Vec::new();
+    let number = |detail: &str| -> Option<u32> {
+        detail
+            .strip_prefix("action ")?
+            .split(':')
+            .next()?
+            .parse()
+            .ok()
+    };
+    for h in history {
+        match h.what.as_str() {
+            RECORDED => {
+                if let Ok(r) = serde_json::from_str::<RecordedReview>(&h.detail) {
+                    out.push(ReviewView {
+                        review: r.review,
+                        at: h.at,
+                        by: h.by.clone(),
+                        impact: r.impact,
+                        cause: r.cause,
+                        actions: r
+                            .actions
+                            .into_iter()
+                            .map(|a| ActionView {
+                                n: a.n,
+                                what: a.what,
+                                owner: a.owner,
+                                due: a.due,
+                                done_at: None,
+                                done_by: None,
+                                reminded_at: None,
+                            })
+                            .collect(),
+                    });
+                }
+            }
+            ACTION_DONE | ACTION_OVERDUE => {
+                let Some(n) = number(&h.detail) else { continue };
+                if let Some(a) = out
+                    .iter_mut()
+                    .flat_map(|r| r.actions.iter_mut())
+                    .find(|a| a.n == n)
+                {
+                    if h.what == ACTION_DONE {
+                        a.done_at = Some(h.at);
+                        a.done_by = Some(h.by.clone());
+                    } else {
+                        a.reminded_at = Some(h.at);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Everything a report says, in one place for the three formats.
 pub struct Report<'a> {
     pub incident: &'a Incident,
@@ -87,6 +170,18 @@ impl Report<'_> {
         self.people
             .get(id)
             .map_or(id.to_string(), |p| p.name.clone())
+    }
+
+    fn action_state(&self, a: &ActionView) -> String {
+        match (&a.done_at, &a.done_by, &a.reminded_at) {
+            (Some(at), by, _) => format!(
+                "done {} by {}",
+                self.t(Some(*at)),
+                by.as_deref().map_or("-".into(), |b| self.name(b))
+            ),
+            (None, _, Some(at)) => format!("overdue; owner told {}", self.t(Some(*at))),
+            _ => "open".to_string(),
+        }
     }
 
     fn met(m: Option<bool>) -> &'static str {
@@ -123,6 +218,7 @@ impl Report<'_> {
             "steps": steps(inc),
             "notifications": self.outbox,
             "timeline": self.history,
+            "reviews": reviews(self.history),
         })
     }
 
@@ -190,6 +286,37 @@ impl Report<'_> {
                 n.subject.replace('|', "\\|"),
                 Self::delivery(n, |t| self.t(t)).replace('|', "\\|")
             );
+        }
+        o.push_str("\n## Review\n\n");
+        let rs = reviews(self.history);
+        if rs.is_empty() {
+            o.push_str("No review recorded yet.\n");
+        }
+        for r in &rs {
+            let _ = writeln!(
+                o,
+                "### Review {} — {} by {}\n\n- Impact: {}\n- Cause: {}\n",
+                r.review,
+                self.t(Some(r.at)),
+                self.name(&r.by),
+                if r.impact.is_empty() { "-" } else { &r.impact },
+                if r.cause.is_empty() { "-" } else { &r.cause },
+            );
+            if !r.actions.is_empty() {
+                o.push_str("| action | what | owner | due | state |\n|---|---|---|---|---|\n");
+                for a in &r.actions {
+                    let _ = writeln!(
+                        o,
+                        "| {} | {} | {} | {} | {} |",
+                        a.n,
+                        a.what.replace('|', "\\|"),
+                        self.name(&a.owner),
+                        a.due,
+                        self.action_state(a).replace('|', "\\|")
+                    );
+                }
+                o.push('\n');
+            }
         }
         o.push_str("\n## Timeline\n\n");
         for h in self.history {
@@ -264,7 +391,38 @@ impl Report<'_> {
                 e(&Self::delivery(n, |t| self.t(t)))
             );
         }
-        o.push_str("</table><h2>Timeline</h2><ul>");
+        o.push_str("</table><h2>Review</h2>");
+        let rs = reviews(self.history);
+        if rs.is_empty() {
+            o.push_str("<p>No review recorded yet.</p>");
+        }
+        for r in &rs {
+            let _ = write!(
+                o,
+                "<h3>Review {} — {} by {}</h3><ul><li>Impact: {}</li><li>Cause: {}</li></ul>",
+                r.review,
+                e(&self.t(Some(r.at))),
+                e(&self.name(&r.by)),
+                e(&r.impact),
+                e(&r.cause)
+            );
+            if !r.actions.is_empty() {
+                o.push_str("<table><tr><th>action</th><th>what</th><th>owner</th><th>due</th><th>state</th></tr>");
+                for a in &r.actions {
+                    let _ = write!(
+                        o,
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        a.n,
+                        e(&a.what),
+                        e(&self.name(&a.owner)),
+                        a.due,
+                        e(&self.action_state(a))
+                    );
+                }
+                o.push_str("</table>");
+            }
+        }
+        o.push_str("<h2>Timeline</h2><ul>");
         for h in self.history {
             let _ = write!(
                 o,

@@ -84,6 +84,7 @@ pub fn start(
     );
     engine.restore_silences(live.silences);
     engine.restore_drills(live.drills, now, &mut round);
+    engine.restore_reviews(live.reviews);
     let (handle, rx, queue) = EngineHandle::channel(loaded.config.engine.queue);
     let commands = CommandRunner::new(tokio::runtime::Handle::current(), handle.clone(), workdir);
     let mut this = EngineLoop {
@@ -237,7 +238,11 @@ impl EngineLoop {
                 Input::Events { reply, .. } => {
                     let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
                 }
+                Input::Review { reply, .. } => {
+                    let _ = reply.send(Err(HandleError::Store(Arc::clone(&fault))));
+                }
                 Input::Step { reply, .. }
+                | Input::ReviewActionDone { reply, .. }
                 | Input::Resolve { reply, .. }
                 | Input::Escalate { reply, .. }
                 | Input::AbortDrill { reply, .. }
@@ -336,6 +341,7 @@ impl EngineLoop {
         );
         self.engine.restore_silences(live.silences);
         self.engine.restore_drills(live.drills, now, &mut round);
+        self.engine.restore_reviews(live.reviews);
         // What restoring decided (a drill run whose time ran out while the
         // store failed, a scheduled drill it missed) is stored like any round:
         // dropped, the engine would hold it and the store never would. The
@@ -430,6 +436,29 @@ impl EngineLoop {
                 let r = self.engine.resolve(incident, actor.who(), now, round);
                 replies.push(answer(reply, r));
             }
+            Input::Review {
+                incident,
+                prior,
+                spec,
+                actor,
+                reply,
+            } => {
+                let r = self
+                    .engine
+                    .review(*incident, prior, spec, actor.who(), now, round);
+                replies.push(answer(reply, r));
+            }
+            Input::ReviewActionDone {
+                incident,
+                n,
+                actor,
+                reply,
+            } => {
+                let r = self
+                    .engine
+                    .review_action_done(incident, n, actor.who(), now, round);
+                replies.push(answer(reply, r));
+            }
             Input::Escalate {
                 incident,
                 actor,
@@ -501,9 +530,9 @@ impl EngineLoop {
 }
 
 /// The answer to an action: the engine's verdict once stored, or the store's fault.
-fn answer(
-    reply: crate::engine::handle::Reply<()>,
-    verdict: Result<(), crate::engine::ActionError>,
+fn answer<T: Send + 'static>(
+    reply: crate::engine::handle::Reply<T>,
+    verdict: Result<T, crate::engine::ActionError>,
 ) -> Reply {
     Box::new(move |stored| {
         let out = match stored {

@@ -37,6 +37,8 @@ fn size(input: &Input) -> Option<usize> {
         Input::Step { .. }
         | Input::Resolve { .. }
         | Input::Escalate { .. }
+        | Input::Review { .. }
+        | Input::ReviewActionDone { .. }
         | Input::CommandFinished { .. }
         | Input::AuthDenied { .. }
         | Input::LinkRefused { .. } => Some(1),

@@ -270,7 +270,7 @@ impl Engine {
                     })
                     .min()
             }),
-            TimerKey::Incident(_) | TimerKey::Roster(_) => None,
+            TimerKey::Incident(_) | TimerKey::Roster(_) | TimerKey::ReviewAction(..) => None,
         }
     }
 

@@ -93,6 +93,22 @@ pub enum Input {
         actor: Actor,
         reply: Reply<()>,
     },
+    /// Record a post-incident review (the incident as stored, and the
+    /// reviews and actions its history holds).
+    Review {
+        incident: Box<crate::engine::Incident>,
+        prior: (u32, u32),
+        spec: crate::engine::ReviewSpec,
+        actor: Actor,
+        reply: Reply<(u32, Vec<u32>)>,
+    },
+    /// Mark a review action done.
+    ReviewActionDone {
+        incident: i64,
+        n: u32,
+        actor: Actor,
+        reply: Reply<()>,
+    },
     CommandFinished {
         incident: i64,
         step: String,
@@ -312,6 +328,38 @@ impl EngineHandle {
     pub async fn escalate(&self, incident: i64, actor: Actor) -> Result<(), HandleError> {
         self.ask(|reply| Input::Escalate {
             incident,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn review(
+        &self,
+        incident: crate::engine::Incident,
+        prior: (u32, u32),
+        spec: crate::engine::ReviewSpec,
+        actor: Actor,
+    ) -> Result<(u32, Vec<u32>), HandleError> {
+        self.ask(|reply| Input::Review {
+            incident: Box::new(incident),
+            prior,
+            spec,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn review_action_done(
+        &self,
+        incident: i64,
+        n: u32,
+        actor: Actor,
+    ) -> Result<(), HandleError> {
+        self.ask(|reply| Input::ReviewActionDone {
+            incident,
+            n,
             actor,
             reply,
         })

@@ -28,6 +28,7 @@ pub use drills::{BranchRun, DrillError, DrillRun, DrillState, RunStatus};
 pub use handle::{EngineHandle, HandleError, Input};
 pub use incident::*;
 pub use pairs::Pairs;
+pub use reviews::{ActionSpec, ReviewAction, ReviewSpec};
 pub use silences::{Breadth, Matcher, Silence, SilenceSpec, breadth, check_matchers};
 pub use timers::TimerKey;
 
@@ -91,6 +92,8 @@ pub struct Round {
     pub silences: Vec<Silence>,
     /// Scheduled drills that fired (or were missed): (drill, scheduled time).
     pub drill_fires: Vec<(String, DateTime<Utc>)>,
+    /// Review actions recorded or changed (done, reminded).
+    pub review_actions: Vec<ReviewAction>,
     pub stats: RoundStats,
     touched: BTreeSet<i64>,
     /// How many of `drill_runs` have their audit line already.
@@ -151,6 +154,7 @@ impl Round {
             && self.drill_runs.is_empty()
             && self.silences.is_empty()
             && self.drill_fires.is_empty()
+            && self.review_actions.is_empty()
     }
 }
 
@@ -360,6 +364,8 @@ pub struct Engine {
     /// The last duty worked out per roster, and for which moment: every
     /// message of a round is written at the same moment.
     duty_memo: std::cell::RefCell<DutyMemo>,
+    /// Open review actions and how far each reviewed incident is numbered.
+    reviews: reviews::Reviews,
 }
 
 /// Per roster (by index): the moment its duty was worked out for, and it.
@@ -400,6 +406,7 @@ impl Engine {
             retired: Vec::new(),
             roster_next: BTreeMap::new(),
             duty_memo: std::cell::RefCell::new(HashMap::new()),
+            reviews: reviews::Reviews::default(),
         };
         for mut inc in live {
             if inc.status == IncidentStatus::Open {
@@ -581,6 +588,7 @@ pub mod handle;
 mod handover;
 mod intake;
 mod messages;
+pub mod reviews;
 pub mod score;
 mod silences;
 mod steps;
@@ -588,6 +596,8 @@ mod timers;
 
 #[cfg(test)]
 mod drill_tests;
+#[cfg(test)]
+mod review_tests;
 #[cfg(test)]
 mod roster_tests;
 #[cfg(test)]

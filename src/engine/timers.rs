@@ -21,6 +21,8 @@ pub enum TimerKey {
     DrillSchedule(u32),
     /// A roster's next change of duty (its index in the loaded rosters).
     Roster(u32),
+    /// A review action's due date (incident, action number).
+    ReviewAction(i64, u32),
     /// A drill run's timeout.
     DrillRun(i64),
 }
@@ -39,6 +41,7 @@ impl Engine {
         let due = match key {
             TimerKey::Incident(id) => self.live.get(&id).and_then(|inc| self.incident_due(inc)),
             TimerKey::Roster(_) => self.roster_due(key),
+            TimerKey::ReviewAction(i, n) => self.review_due(i, n),
             other => self.drill_due(other),
         };
         if let Some(due) = due {
@@ -92,6 +95,7 @@ impl Engine {
                 TimerKey::DrillSchedule(slot) => self.fire_schedule(slot, now, round),
                 TimerKey::DrillRun(run) => self.drill_run_due(run, now, round),
                 TimerKey::Roster(i) => self.fire_roster(i, now, round),
+                TimerKey::ReviewAction(i, n) => self.fire_review(i, n, now, round),
             }
             self.reschedule(key);
         }
@@ -230,7 +234,12 @@ impl Engine {
     }
 }
 
-fn late_note(due: DateTime<Utc>, now: DateTime<Utc>, loaded: &Loaded, branch: &str) -> String {
+pub(super) fn late_note(
+    due: DateTime<Utc>,
+    now: DateTime<Utc>,
+    loaded: &Loaded,
+    branch: &str,
+) -> String {
     if now - due > LATE_AFTER {
         format!(
             " (late: due at {}, fired {} after)",

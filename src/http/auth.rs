@@ -88,6 +88,13 @@ pub const RULES: &[(&str, &str, Need)] = &[
         Need::Answer,
     ),
     ("POST", "/api/v1/incidents/{id}/{action}", Need::Command),
+    ("POST", "/api/v1/incidents/{id}/review", Need::Command),
+    (
+        "POST",
+        "/api/v1/incidents/{id}/review/actions/{n}/done",
+        Need::Answer,
+    ),
+    ("GET", "/api/v1/reviews/overdue", Need::Read),
     ("GET", "/api/v1/silences", Need::Read),
     ("POST", "/api/v1/silences", Need::Silence),
     ("DELETE", "/api/v1/silences/{id}", Need::Silence),

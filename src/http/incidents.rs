@@ -106,7 +106,7 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
 /// An incident the caller may see; another branch's is "not found", not
 /// "forbidden", so its existence is not told either (and counted as a
 /// refusal of this client).
-async fn visible(
+pub(super) async fn visible(
     s: &AppState,
     who: &Principal,
     client: Client,

@@ -17,6 +17,7 @@ mod links;
 mod oncall;
 mod pages;
 mod reports;
+mod reviews;
 mod silences;
 mod status;
 mod views;
@@ -185,6 +186,17 @@ fn routes() -> Routes {
             &["POST"],
             post(incidents::incident_action),
         )
+        .route(
+            "/api/v1/incidents/{id}/review",
+            &["POST"],
+            post(reviews::record),
+        )
+        .route(
+            "/api/v1/incidents/{id}/review/actions/{n}/done",
+            &["POST"],
+            post(reviews::done),
+        )
+        .route("/api/v1/reviews/overdue", &["GET"], get(reviews::overdue))
 }
 
 pub fn router(parts: Parts) -> Router {

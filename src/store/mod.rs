@@ -25,8 +25,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::{
-    ChannelKind, DrillRun, DrillState, HistoryEntry, Incident, LinkAction, Notification, Round,
-    Silence,
+    ChannelKind, DrillRun, DrillState, HistoryEntry, Incident, LinkAction, Notification,
+    ReviewAction, Round, Silence,
 };
 pub use audit::{AuditCheck, AuditHead, AuditKey, Head};
 pub use health::StoreHealth;
@@ -71,6 +71,8 @@ pub struct LiveState {
     pub drills: DrillState,
     /// Silences still in force or to come.
     pub silences: Vec<Silence>,
+    /// Open review actions, each with its incident.
+    pub reviews: Vec<(ReviewAction, Incident)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -292,6 +294,10 @@ pub trait Reader: Send + Sync {
         to: DateTime<Utc>,
         each: &mut records::Sink<'_>,
     ) -> Result<(), StoreError>;
+    /// Open review actions whose due moment is at or before `now`.
+    fn overdue_review_actions(&self, now: DateTime<Utc>) -> Result<Vec<ReviewAction>, StoreError>;
+    /// One review action.
+    fn review_action(&self, incident: i64, n: u32) -> Result<Option<ReviewAction>, StoreError>;
     /// The open incident of a group, if any.
     fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError>;
     fn drill_run(&self, id: i64) -> Result<Option<DrillRun>, StoreError>;

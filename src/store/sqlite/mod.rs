@@ -820,6 +820,12 @@ impl Writer for SqliteWriter {
             for (drill, at) in &round.drill_fires {
                 fires.execute(params![drill, ts(*at)])?;
             }
+            let mut actions = tx.prepare_cached(
+                "INSERT OR REPLACE INTO review_actions (incident, n, open, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for a in &round.review_actions {
+                actions.execute(params![a.incident, a.n, a.done_at.is_none(), json(a)])?;
+            }
             // Withdrawn announcements: settled as failed, so never selected again
             // (an attempt in flight then finds its row settled and changes nothing).
             let mut withdraw = tx.prepare_cached(
@@ -887,7 +893,21 @@ impl Writer for SqliteWriter {
                 .map(|b| silence_from(b))
                 .collect::<Result<Vec<_>, _>>()?
         };
+        let mut reviews = Vec::new();
+        {
+            let mut st = self.conn.prepare(
+                "SELECT r.body, i.body FROM review_actions r JOIN incidents i ON i.id = r.incident
+                 WHERE r.open = 1 ORDER BY r.incident, r.n",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let action: ReviewAction = json_col(r, 0, "review action")?;
+                let inc = incident_from(&r.get::<_, String>(1)?)?;
+                reviews.push((action, inc));
+            }
+        }
         Ok(LiveState {
+            reviews,
             incidents,
             next_incident,
             next_event,

@@ -441,6 +441,42 @@ impl Reader for SqliteReader {
         self.with_snapshot(|conn| super::verify::verify(conn, key, published.as_ref()))
     }
 
+    fn overdue_review_actions(&self, now: DateTime<Utc>) -> Result<Vec<ReviewAction>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT body FROM review_actions WHERE open = 1 ORDER BY incident, n",
+            )?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let a: ReviewAction = json_col(r, 0, "review action")?;
+                if a.due_at <= now {
+                    out.push(a);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn review_action(&self, incident: i64, n: u32) -> Result<Option<ReviewAction>, StoreError> {
+        self.with(|conn| {
+            let body: Option<String> = conn
+                .query_row(
+                    "SELECT body FROM review_actions WHERE incident = ?1 AND n = ?2",
+                    params![incident, n],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            body.map(|b| {
+                serde_json::from_str(&b).map_err(|e| StoreError::Corrupt {
+                    what: format!("review action {incident}/{n}"),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+        })
+    }
+
     fn records(
         &self,
         from: DateTime<Utc>,

@@ -97,6 +97,16 @@ CREATE TABLE IF NOT EXISTS drill_schedule (
     drill TEXT PRIMARY KEY,
     last_fire TEXT NOT NULL
 );
+-- Post-incident review actions: the open ones are restored at start (their
+-- reminders are timers) and listed when overdue. What each review said is
+-- its history line; this is the actions' state.
+CREATE TABLE IF NOT EXISTS review_actions (
+    incident INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    open INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (incident, n)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS silences (
     id INTEGER PRIMARY KEY,
     ends_at TEXT NOT NULL,
