@@ -25,6 +25,8 @@ pub struct Metrics {
     steps_overdue: IntCounterVec,
     escalations: IntCounterVec,
     step_response: HistogramVec,
+    step_done: HistogramVec,
+    steps_done: IntCounterVec,
     incident_duration: HistogramVec,
     notifications: IntCounterVec,
     outbox_pending: IntGauge,
@@ -166,7 +168,20 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "step_response_seconds",
             "First acknowledgement minus notification",
             &["playbook", "step"],
+            response_buckets.clone(),
+        ),
+        step_done: histogram(
+            &r,
+            "step_done_seconds",
+            "Notified to done, for steps people finish",
+            &["playbook", "step"],
             response_buckets,
+        ),
+        steps_done: counter(
+            &r,
+            "steps_done_total",
+            "Steps people finished, by their deadline or after it",
+            &["playbook", "step", "deadline"],
         ),
         incident_duration: histogram(
             &r,
@@ -438,6 +453,18 @@ pub fn record_round(round: &Round) {
             .with_label_values(&[pb.as_str(), step.as_str()])
             .inc();
     }
+    for (pb, step, secs, met) in &round.stats.done {
+        m.step_done
+            .with_label_values(&[pb.as_str(), step.as_str()])
+            .observe(*secs);
+        m.steps_done
+            .with_label_values(&[
+                pb.as_str(),
+                step.as_str(),
+                if *met { "met" } else { "missed" },
+            ])
+            .inc();
+    }
     for (pb, step, secs) in &round.stats.responses {
         m.step_response
             .with_label_values(&[pb.as_str(), step.as_str()])
@@ -526,6 +553,9 @@ fn known_series(loaded: &Loaded) {
         m.escalations.with_label_values(&[&pb.id]);
         for s in &pb.steps {
             m.steps_overdue.with_label_values(&[&pb.id, &s.id]);
+            for deadline in ["met", "missed"] {
+                m.steps_done.with_label_values(&[&pb.id, &s.id, deadline]);
+            }
         }
     }
     for d in &loaded.drills {

@@ -70,8 +70,13 @@ fn busy_daemon() -> (Fixture, Daemon, std::thread::JoinHandle<()>) {
             .0,
         202
     );
-    let (code, _) = d.post("/api/v1/incidents/1/steps/switch/ack", r#"{"by":"it.a"}"#);
-    assert_eq!(code, 200);
+    for verb in ["ack", "done"] {
+        let (code, _) = d.post(
+            &format!("/api/v1/incidents/1/steps/switch/{verb}"),
+            r#"{"by":"it.a"}"#,
+        );
+        assert_eq!(code, 200);
+    }
     // br-c: nobody answers, so the step escalates (2s) and goes overdue (4s).
     let (code, _) = d.post(
         "/api/v1/events",
@@ -157,6 +162,8 @@ fn promtool_finds_no_error_and_no_lint_in_a_live_scrape_and_the_dashboard_uses_o
         "branchguard_incidents_opened_total",
         "branchguard_incidents_open",
         "branchguard_step_response_seconds_bucket",
+        "branchguard_step_done_seconds_bucket",
+        "branchguard_steps_done_total",
         "branchguard_notifications_total",
         "branchguard_outbox_pending",
         "branchguard_outbox_oldest_pending_seconds",
@@ -276,6 +283,31 @@ fn a_real_prometheus_scrapes_the_values_the_daemon_caused() {
         r#"branchguard_step_response_seconds_bucket{playbook="failover",step="switch",le="5"}"#,
     );
     assert_eq!(bucket["data"]["result"][0]["value"][1], "1", "{bucket}");
+    // Done at once, by its deadline: the report's time to done and deadlines
+    // met, as Prometheus carries them (the drill's step is not counted).
+    let done =
+        query(r#"branchguard_step_done_seconds_bucket{playbook="failover",step="switch",le="5"}"#);
+    assert_eq!(done["data"]["result"][0]["value"][1], "1", "{done}");
+    let met = query(
+        r#"sum by (deadline) (branchguard_steps_done_total{playbook="failover",step="switch"})"#,
+    );
+    let mut by: Vec<(String, String)> = met["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["deadline"].as_str().unwrap().to_string(),
+                r["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    by.sort();
+    assert_eq!(
+        by,
+        vec![("met".into(), "1".into()), ("missed".into(), "0".into())],
+        "{met}"
+    );
     let _ = prom.kill();
     let _ = prom.wait();
 }

@@ -106,11 +106,24 @@ impl Engine {
                 round
                     .stats
                     .responses
-                    .push((playbook_id, step.to_string(), r));
+                    .push((playbook_id.clone(), step.to_string(), r));
             }
         }
         if let Some(n) = note {
             detail.push_str(&format!(": {n}"));
+        }
+        if !drill
+            && run.state == StepState::Done
+            && run.done_at == Some(now)
+            && let Some(n) = run.notified_at
+        {
+            let met = run.deadline.is_none_or(|d| now <= d);
+            round.stats.done.push((
+                playbook_id.clone(),
+                step.to_string(),
+                (now - n).num_milliseconds() as f64 / 1000.0,
+                met,
+            ));
         }
         let done_now = run.state == StepState::Done && verb == Verb::Safe;
         Self::history_of(round, iid, now, what, &actor, detail);

@@ -125,6 +125,10 @@ pub struct RoundStats {
     pub escalations: Vec<String>,
     pub overdue: Vec<(String, String)>,
     pub responses: Vec<(String, String, f64)>,
+    /// Steps people finished: (playbook, step, seconds from notified to
+    /// done, whether by the deadline) — the response report's time to done
+    /// and deadlines met, as Prometheus can carry them.
+    pub done: Vec<(String, String, f64, bool)>,
     pub resolved: Vec<(String, f64)>,
     /// (channel kind, outcome) of each delivery attempt.
     pub notifications: Vec<(ChannelKind, &'static str)>,

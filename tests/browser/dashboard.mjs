@@ -87,6 +87,14 @@ try {
   const tl = wall.locator('#timeline');
   await tl.locator('.history', { hasText: 'ack' }).waitFor({ timeout: 5000 });
   assert.match(await tl.textContent(), /Notifications and delivery attempts/);
+  // Its report, read with the token, shown as text.
+  await card.getByRole('button', { name: `Report of incident #${id}` }).click();
+  const report = tl.locator('pre.report');
+  await report.waitFor({ timeout: 5000 });
+  const md = await report.textContent();
+  assert.match(md, new RegExp(`^# Incident #${id} — `), md);
+  assert.match(md, /## Steps[\s\S]*switch/, md);
+  assert.match(md, /## Review\n\nNo review recorded yet\./, md);
 
   // The scoreboard: the last score and a point per run in the trend.
   const row = wall.locator(`[data-score="${drill}:br-a"]`);

@@ -213,7 +213,7 @@ function incidentCard(i, can) {
       <span class="badge">tier ${i.tier}</span>${i.drill ? ' <span class="badge drill">DRILL</span>' : ''}</h3>
     <div class="muted">${esc(i.kind)} (${esc(i.severity)})${i.summary ? ': ' + esc(i.summary) : ''} · opened ${esc(when(i.opened_at, i.branch))} · ${i.event_count} event(s)</div>
     ${steps}
-    <div class="actions"><button type="button" data-act="timeline" data-id="${i.id}" aria-label="Timeline of incident #${i.id}">Timeline</button>${cmd}</div>
+    <div class="actions"><button type="button" data-act="timeline" data-id="${i.id}" aria-label="Timeline of incident #${i.id}">Timeline</button><button type="button" data-act="report" data-id="${i.id}" aria-label="Report of incident #${i.id}">Report</button>${cmd}</div>
   </article>`;
 }
 
@@ -331,6 +331,19 @@ async function showTimeline(id, focus) {
   if (focus) $('h-timeline').focus();
 }
 
+// The incident report (Markdown), shown as text: it is read with the
+// token, so it cannot be a plain link, and as text nothing in it can run.
+async function showReport(id, focus) {
+  const r = await fetch(`/api/v1/incidents/${encodeURIComponent(id)}/report`, { headers: headers(false) });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`report of #${id}: ${r.status} ${text}`);
+  view.timeline = null;
+  $('timeline-body').innerHTML = `<h3>Report of #${esc(id)}</h3><p class="muted">Markdown, as <code>branchguard incident report ${esc(id)}</code> prints it; also as JSON and printable HTML from <code>/api/v1/incidents/${esc(id)}/report</code>.</p><pre class="report"></pre>`;
+  $('timeline-body').querySelector('pre.report').textContent = text;
+  $('timeline').hidden = false;
+  if (focus) $('h-timeline').focus();
+}
+
 function actorBody() {
   if (view.data && !view.data.who.person) {
     const by = $('actor').value.trim();
@@ -344,6 +357,7 @@ async function act(el) {
   const a = el.dataset.act, id = el.dataset.id;
   try {
     if (a === 'timeline') return await showTimeline(id, true);
+    if (a === 'report') return await showReport(id, true);
     if (a === 'branch') { view.branch = el.dataset.branch || null; return await refresh(); }
     el.disabled = true;
     if (a === 'ack' || a === 'done') {
