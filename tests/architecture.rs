@@ -453,9 +453,14 @@ fn the_dashboard_page_asks_the_api_for_everything() {
     // `path` is always an API path.
     let mut calls = 0;
     for l in js.lines() {
-        if let Some(at) = l.find("await api(") {
+        // `api(METHOD, PATH, …)` and `apiText(PATH)`.
+        let found = l
+            .find("await api(")
+            .map(|at| l[at..].split(',').nth(1).unwrap_or(""))
+            .or_else(|| l.find("await apiText(").map(|at| &l[at + 14..]));
+        if let Some(path) = found {
             calls += 1;
-            let path = l[at..].split(',').nth(1).unwrap_or("").trim_start();
+            let path = path.trim_start();
             assert!(
                 path.starts_with("'/api/v1/") || path.starts_with("`/api/v1/"),
                 "app.js asks something other than the API: {l}"

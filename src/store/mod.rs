@@ -344,6 +344,7 @@ fn key_and_whether_new(cfg: &Config) -> Result<(audit::AuditKey, bool), StoreErr
 
 /// Opens (creating if needed) the store the configuration names.
 pub fn open(cfg: &Config) -> Result<Opened, StoreError> {
+    sqlite::check_at_start(&cfg.data_dir)?;
     let (key, new) = key_and_whether_new(cfg)?;
     sqlite::audit_at_start(&cfg.data_dir, &key, new)?;
     let (writer, created) = sqlite::SqliteWriter::open(&cfg.data_dir, key.clone())?;

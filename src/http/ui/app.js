@@ -333,10 +333,15 @@ async function showTimeline(id, focus) {
 
 // The incident report (Markdown), shown as text: it is read with the
 // token, so it cannot be a plain link, and as text nothing in it can run.
-async function showReport(id, focus) {
-  const r = await fetch(`/api/v1/incidents/${encodeURIComponent(id)}/report`, { headers: headers(false) });
+async function apiText(path) {
+  const r = await fetch(path, { headers: headers(false) });
   const text = await r.text();
-  if (!r.ok) throw new Error(`report of #${id}: ${r.status} ${text}`);
+  if (!r.ok) throw new Error(`${r.status} ${text}`);
+  return text;
+}
+
+async function showReport(id, focus) {
+  const text = await apiText(`/api/v1/incidents/${encodeURIComponent(id)}/report`);
   view.timeline = null;
   $('timeline-body').innerHTML = `<h3>Report of #${esc(id)}</h3><p class="muted">Markdown, as <code>branchguard incident report ${esc(id)}</code> prints it; also as JSON and printable HTML from <code>/api/v1/incidents/${esc(id)}/report</code>.</p><pre class="report"></pre>`;
   $('timeline-body').querySelector('pre.report').textContent = text;

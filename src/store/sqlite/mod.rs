@@ -183,6 +183,26 @@ pub fn audit_at_start(data_dir: &Path, key: &AuditKey, key_is_new: bool) -> Resu
     }
 }
 
+/// The database checked before anything reads or writes it at start-up: a
+/// damaged page is then named as such (`PRAGMA quick_check`), not met as
+/// SQLite's "malformed" by the first statement that happens to touch it (a
+/// table this version adds would even be written into the damaged file).
+pub fn check_at_start(data_dir: &Path) -> Result<(), StoreError> {
+    let path = data_dir.join(DB_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let started = crate::clock::Stopwatch::start();
+    integrity(&conn)?;
+    tracing::info!(
+        "database {} checked in {:.2}s (PRAGMA quick_check: ok)",
+        path.display(),
+        started.seconds()
+    );
+    Ok(())
+}
+
 /// Whether the database at `data_dir` has a signed audit chain, which its
 /// key must be found for (a new key would not verify it).
 pub fn needs_key(data_dir: &Path) -> Result<bool, StoreError> {
@@ -204,11 +224,18 @@ pub fn needs_key(data_dir: &Path) -> Result<bool, StoreError> {
 
 /// A damaged page is found at start-up, not when a read first hits it.
 fn integrity(conn: &Connection) -> Result<(), StoreError> {
-    let mut st = conn.prepare("PRAGMA quick_check")?;
-    let found: Vec<String> = st
-        .query_map([], |r| r.get(0))?
-        .take(10)
-        .collect::<Result<_, _>>()?;
+    let checked = (|| -> rusqlite::Result<Vec<String>> {
+        let mut st = conn.prepare("PRAGMA quick_check")?;
+        st.query_map([], |r| r.get(0))?.take(10).collect()
+    })();
+    let found = match checked {
+        Ok(found) => found,
+        // Damage where SQLite keeps its schema: the check cannot even run.
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            vec![e.to_string()]
+        }
+        Err(e) => return Err(e.into()),
+    };
     if found.len() == 1 && found[0] == "ok" {
         return Ok(());
     }
@@ -245,13 +272,6 @@ impl SqliteWriter {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')",
             [],
         )?;
-        let started = crate::clock::Stopwatch::start();
-        integrity(&conn)?;
-        tracing::info!(
-            "database {} checked in {:.2}s (PRAGMA quick_check: ok)",
-            path.display(),
-            started.seconds()
-        );
         let db_identity = identity(&path);
         let wal_identity = identity_of_wal(&path);
         let keyed = keyed(&conn)?;
