@@ -318,6 +318,10 @@ impl Report<'_> {
                 o.push('\n');
             }
         }
+        // One blank line before the next section, however the reviews ended.
+        while o.ends_with("\n\n") {
+            o.pop();
+        }
         o.push_str("\n## Timeline\n\n");
         for h in self.history {
             let _ = writeln!(

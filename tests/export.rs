@@ -215,7 +215,7 @@ fn export_dates_are_the_banks_days_and_mistakes_are_named() {
         f.run(&["export", "--from", from, "--to", to, "--out", out])
     };
     let out = run(&today.to_string(), &today.to_string(), "today.jsonl");
-    assert!(out.stdout.contains("exported 1 incidents"), "{out:?}");
+    assert!(out.stdout.contains("exported 1 incident ("), "{out:?}");
     let out = run(
         &yesterday.to_string(),
         &yesterday.to_string(),

@@ -63,8 +63,9 @@ pub fn export(r: &Records, from: &str, to: &str, out: &Path) -> anyhow::Result<E
     match written {
         Ok(c) => {
             outln!(
-                "exported {} incidents ({} history lines, {} audit rows, {} outbox rows) to {}: {} lines, each signed with the audit key",
+                "exported {} incident{} ({} history lines, {} audit rows, {} outbox rows) to {}: {} lines, each signed with the audit key",
                 c.incidents,
+                if c.incidents == 1 { "" } else { "s" },
                 c.history,
                 c.audit,
                 c.outbox,
@@ -110,8 +111,9 @@ pub fn verify_file(path: &Path, r: Option<&Records>) -> anyhow::Result<ExitCode>
             to,
         } => {
             outln!(
-                "export ok: {} incidents opened from {from} to {to}, {} history lines, {} audit rows, {} outbox rows; all {} lines signed and in order, audit rows match their chain hashes, incidents their audited digests",
+                "export ok: {} incident{} opened from {from} to {to}, {} history lines, {} audit rows, {} outbox rows; all {} lines signed and in order, audit rows match their chain hashes, incidents their audited digests",
                 c.incidents,
+                if c.incidents == 1 { "" } else { "s" },
                 c.history,
                 c.audit,
                 c.outbox,

@@ -75,13 +75,16 @@ impl Engine {
 
     /// A message's subject: `[DRILL] `, what it asks, the branch and the
     /// step (or, without a step, the plan), in at most 78 characters.
-    pub(super) fn subject(&self, inc: &Incident, step: Option<&Step>, ask: Ask) -> String {
-        let branch = self
-            .loaded
+    fn branch_name<'s>(&'s self, inc: &'s Incident) -> &'s str {
+        self.loaded
             .config
             .branches
             .get(&inc.branch)
-            .map_or(inc.branch.as_str(), |b| b.name.as_str());
+            .map_or(inc.branch.as_str(), |b| b.name.as_str())
+    }
+
+    pub(super) fn subject(&self, inc: &Incident, step: Option<&Step>, ask: Ask) -> String {
+        let branch = self.branch_name(inc);
         let what = match step {
             Some(s) => s.title.clone(),
             None => inc
@@ -117,7 +120,10 @@ impl Engine {
     ) -> String {
         let why = msg.text;
         let cfg = &self.loaded.config;
-        let subject = self.subject(inc, step, msg.ask);
+        let subject = match msg.about {
+            Some(about) => subject_line(inc.drill, msg.ask.word(), self.branch_name(inc), about),
+            None => self.subject(inc, step, msg.ask),
+        };
         let body = self.body(inc, step, why, now);
         // Escalations, overdue notices, roll calls and critical steps go at
         // once, alone; the rest may wait in a digest window.

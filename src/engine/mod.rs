@@ -292,6 +292,9 @@ pub struct Msg<'a> {
     /// The opening of the body (the detail the subject leaves out).
     pub text: &'a str,
     pub links: &'static [LinkAction],
+    /// What the subject names when it is neither a step nor the plan (a
+    /// review action of a resolved incident is not its plan overdue).
+    pub about: Option<&'a str>,
 }
 
 impl<'a> Msg<'a> {
@@ -300,11 +303,17 @@ impl<'a> Msg<'a> {
             ask,
             text,
             links: &[],
+            about: None,
         }
     }
 
     pub fn links(mut self, links: &'static [LinkAction]) -> Msg<'a> {
         self.links = links;
+        self
+    }
+
+    pub fn about(mut self, about: &'a str) -> Msg<'a> {
+        self.about = Some(about);
         self
     }
 }

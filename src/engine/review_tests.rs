@@ -87,6 +87,14 @@ fn the_owner_is_told_once_when_the_day_after_the_due_date_begins_at_the_branch()
     assert_eq!(sent.len(), 1, "{:?}", at.outbox);
     assert_eq!(sent[0].person.as_deref(), Some("sun.hao"));
     assert!(sent[0].body.contains("get the change log"));
+    // Not "the failover is overdue": the subject says what is.
+    assert!(
+        sent[0]
+            .subject
+            .starts_with("OVERDUE Shanghai Pudong: review action 1 of #1: get the change log"),
+        "{}",
+        sent[0].subject
+    );
     assert!(at.review_actions[0].reminded_at.is_some());
     let mut later = Round::default();
     e.tick(due_at + Duration::days(3), &mut later);

@@ -288,11 +288,12 @@ impl Engine {
             self.person_name(&a.recorded_by),
             fmt_time(a.recorded_at, &self.loaded, &a.branch),
         );
+        let about = format!("review action {n} of #{incident}: {}", a.what);
         let sent = self.notify(
             &inc,
             None,
             &[Target::Person(a.owner.clone())],
-            Msg::new(Ask::Overdue, &text),
+            Msg::new(Ask::Overdue, &text).about(&about),
             round,
             now,
         );

@@ -91,6 +91,7 @@ try {
   await card.getByRole('button', { name: `Report of incident #${id}` }).click();
   const report = tl.locator('pre.report');
   await report.waitFor({ timeout: 5000 });
+  assert.equal(await wall.locator('#h-timeline').textContent(), 'Report');
   const md = await report.textContent();
   assert.match(md, new RegExp(`^# Incident #${id} — `), md);
   assert.match(md, /## Steps[\s\S]*switch/, md);

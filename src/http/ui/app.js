@@ -327,6 +327,8 @@ async function showTimeline(id, focus) {
     <table><caption>Steps and response times</caption><thead><tr><th scope="col">Step</th><th scope="col">State</th><th scope="col">Started</th><th scope="col">Acknowledged</th><th scope="col">Response</th><th scope="col">By</th></tr></thead><tbody>${steps}</tbody></table>
     <h4>Events, escalations and answers</h4><ol class="history">${history}</ol>
     <table><caption>Notifications and delivery attempts</caption><thead><tr><th scope="col">Channel</th><th scope="col">To</th><th scope="col">Subject</th><th scope="col">Attempts</th><th scope="col">Outcome</th><th scope="col">Last error</th></tr></thead><tbody>${out}</tbody></table>`;
+  $('h-timeline').textContent = 'Timeline';
+  $('close-timeline').textContent = 'Close timeline';
   $('timeline').hidden = false;
   if (focus) $('h-timeline').focus();
 }
@@ -345,6 +347,8 @@ async function showReport(id, focus) {
   view.timeline = null;
   $('timeline-body').innerHTML = `<h3>Report of #${esc(id)}</h3><p class="muted">Markdown, as <code>branchguard incident report ${esc(id)}</code> prints it; also as JSON and printable HTML from <code>/api/v1/incidents/${esc(id)}/report</code>.</p><pre class="report"></pre>`;
   $('timeline-body').querySelector('pre.report').textContent = text;
+  $('h-timeline').textContent = 'Report';
+  $('close-timeline').textContent = 'Close report';
   $('timeline').hidden = false;
   if (focus) $('h-timeline').focus();
 }
