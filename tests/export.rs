@@ -29,32 +29,14 @@ fn an_export_verifies_offline_and_one_changed_byte_is_named_by_its_line() {
         let (code, body) = d.post("/api/v1/events", CORE_DOWN);
         assert_eq!(code, 202, "{body}");
         let id = body["incidents"][0].as_i64().unwrap();
-        for verb in ["ack", "done"] {
-            let (code, b) = d.post(
-                &format!("/api/v1/incidents/{id}/steps/switch/{verb}"),
-                r#"{"by":"it.a"}"#,
-            );
-            assert_eq!(code, 200, "{b}");
-        }
-        let (code, b) = d.post(
-            &format!("/api/v1/incidents/{id}/resolve"),
-            r#"{"by":"head.a"}"#,
-        );
-        assert_eq!(code, 200, "{b}");
+        common::answer_and_resolve(&d, id);
         ids.push(id);
     }
     let after = branchguard::clock::now() + chrono::Duration::seconds(1);
     let (from, to) = (before.to_rfc3339(), after.to_rfc3339());
+    let export = |out: &str| f.run(&["export", "--from", &from, "--to", &to, "--out", out]);
     // Written while the daemon runs.
-    let out = f.run(&[
-        "export",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--out",
-        "export.jsonl",
-    ]);
+    let out = export("export.jsonl");
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("exported 2 incidents"), "{out:?}");
     let text = std::fs::read_to_string(f.path("export.jsonl")).unwrap();
@@ -91,15 +73,7 @@ fn an_export_verifies_offline_and_one_changed_byte_is_named_by_its_line() {
         assert_eq!(inc.1["body"]["status"], "resolved");
     }
     // Never overwritten.
-    let again = f.run(&[
-        "export",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--out",
-        "export.jsonl",
-    ]);
+    let again = export("export.jsonl");
     assert_eq!(again.code, 1, "{again:?}");
     assert!(again.stderr.contains("never overwrites"), "{again:?}");
     assert_eq!(
@@ -183,15 +157,7 @@ fn an_export_verifies_offline_and_one_changed_byte_is_named_by_its_line() {
     db.execute_batch("UPDATE audit SET by = 'mallory' WHERE seq = 5")
         .unwrap();
     drop(db);
-    let out = f.run(&[
-        "export",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--out",
-        "again.jsonl",
-    ]);
+    let out = export("again.jsonl");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("broken at row 5"), "{out:?}");
     assert!(!f.path("again.jsonl").exists());

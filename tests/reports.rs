@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Daemon, Fixture, step};
+use common::{Daemon, Fixture, answer_and_resolve, step};
 use serde_json::Value;
 
 const CORE_DOWN: &str =
@@ -12,22 +12,6 @@ const CORE_DOWN: &str =
 fn secs(a: &Value, b: &Value) -> f64 {
     let t = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
     (t(b) - t(a)).num_milliseconds() as f64 / 1000.0
-}
-
-/// IT A acknowledges the switch and marks it done; Head A resolves.
-fn answer_and_resolve(d: &Daemon, id: i64) {
-    for verb in ["ack", "done"] {
-        let (code, b) = d.post(
-            &format!("/api/v1/incidents/{id}/steps/switch/{verb}"),
-            r#"{"by":"it.a"}"#,
-        );
-        assert_eq!(code, 200, "{b}");
-    }
-    let (code, b) = d.post(
-        &format!("/api/v1/incidents/{id}/resolve"),
-        r#"{"by":"head.a"}"#,
-    );
-    assert_eq!(code, 200, "{b}");
 }
 
 #[test]

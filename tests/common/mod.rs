@@ -374,3 +374,19 @@ pub fn history<'a>(incident: &'a serde_json::Value, what: &str) -> Vec<&'a serde
         .map(|h| h.iter().filter(|x| x["what"] == what).collect())
         .unwrap_or_default()
 }
+
+/// On the engine fixture's failover: IT A acknowledges the switch and marks it done; Head A resolves.
+pub fn answer_and_resolve(d: &Daemon, id: i64) {
+    for verb in ["ack", "done"] {
+        let (code, b) = d.post(
+            &format!("/api/v1/incidents/{id}/steps/switch/{verb}"),
+            r#"{"by":"it.a"}"#,
+        );
+        assert_eq!(code, 200, "{b}");
+    }
+    let (code, b) = d.post(
+        &format!("/api/v1/incidents/{id}/resolve"),
+        r#"{"by":"head.a"}"#,
+    );
+    assert_eq!(code, 200, "{b}");
+}
