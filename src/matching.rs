@@ -102,6 +102,8 @@ pub enum Plan {
     Active(DateTime<Utc>),
     /// A follow-up that starts when the incident resolves.
     OnResolution,
+    /// Starts when another step is done (`after: STEP_ID`).
+    AfterStep(String),
     /// Its `when` does not hold at this tier.
     NotAtTier,
 }
@@ -120,6 +122,8 @@ pub fn plan<'a>(
                 Plan::NotAtTier
             } else if s.after_resolved {
                 Plan::OnResolution
+            } else if let Some(before) = &s.after_step {
+                Plan::AfterStep(before.clone())
             } else {
                 Plan::Active(s.deadline.after(opened, cal))
             };

@@ -586,3 +586,31 @@ fn drill_targets_to_done_and_unreachable_ones_are_checked() {
     );
     assert_errors(&f, &["drills/failover-drill.yaml:5:"]);
 }
+
+/// `after: STEP_ID` and `delay` (sequence): an unknown step, a cycle and a
+/// delay with nothing to count from, each at its own place, all in one run.
+#[test]
+fn sequence_mistakes_are_named_where_they_are() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down }\nsteps:\n  - id: switch\n    assignee: role:it-duty\n    deadline: 15m\n  - id: hold\n    after: swtich\n    assignee: branch-head\n    deadline: 1h\n  - id: a\n    after: b\n    assignee: branch-head\n    deadline: 1h\n  - id: b\n    after: a\n    assignee: branch-head\n    deadline: 1h\n  - id: report\n    delay: 3d\n    assignee: branch-head\n    deadline: 4h\n  - id: release\n    after: switch\n    delay: 3 dais\n    assignee: branch-head\n    deadline: 4h\n",
+    );
+    assert_errors(
+        &f,
+        &[
+            "playbooks/failover.yaml:21:12: steps.report.delay: `delay` needs `after` (a step id, or `resolved`)",
+            "playbooks/failover.yaml:26:12: steps.release.delay:",
+            "playbooks/failover.yaml:13:12: steps.a.after: a cycle (a → b → a)",
+            "playbooks/failover.yaml:17:12: steps.b.after: a cycle (b → a → b)",
+            "playbooks/failover.yaml:9:12: steps.hold.after: no step `swtich` in this playbook: expected `resolved` or one of a, b, hold, release, report, switch",
+        ],
+    );
+    // Written right, it passes, and `match` shows when each step starts.
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down }\nsteps:\n  - id: switch\n    assignee: role:it-duty\n    deadline: 1h\n  - id: hold\n    after: switch\n    assignee: branch-head\n    deadline: 15m\n  - id: release-or-extend\n    after: hold\n    delay: 3d\n    assignee: branch-head\n    deadline: 4h\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}

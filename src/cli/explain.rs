@@ -85,12 +85,28 @@ pub fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>
                 continue;
             }
             for (step, plan) in matching::plan(pb, m.tier, now, &cfg.calendar) {
-                let when = match plan {
+                let when = match &plan {
                     Plan::Active(due) => {
+                        let due = *due;
                         let mins = (due - now).num_seconds();
                         format!("due {} (in {})", crate::show::time(due, tz), short(mins))
                     }
-                    Plan::OnResolution => format!("after resolution, within {}", step.deadline),
+                    Plan::OnResolution => format!(
+                        "after resolution{}, within {}",
+                        step.delay
+                            .as_ref()
+                            .map(|d| format!(" + {d}"))
+                            .unwrap_or_default(),
+                        step.deadline
+                    ),
+                    Plan::AfterStep(before) => format!(
+                        "when {before} is done{}, within {}",
+                        step.delay
+                            .as_ref()
+                            .map(|d| format!(" + {d}"))
+                            .unwrap_or_default(),
+                        step.deadline
+                    ),
                     Plan::NotAtTier => format!(
                         "not started: needs {}",
                         step.when.map(|c| c.to_string()).unwrap_or_default()

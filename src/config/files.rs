@@ -434,6 +434,7 @@ pub struct StepFile {
     #[serde(default)]
     pub escalate: Vec<EscalateFile>,
     pub after: Option<S>,
+    pub delay: Option<S>,
     pub when: Option<S>,
 }
 

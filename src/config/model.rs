@@ -595,6 +595,12 @@ pub struct Step {
     pub escalate: Vec<Escalation>,
     /// A follow-up: activated when the incident resolves, deadline counted from then.
     pub after_resolved: bool,
+    /// Starts when this step of the same playbook is done (`after: STEP_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_step: Option<String>,
+    /// How long after `after` (the step done, or the resolution) it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Delay>,
     pub when: Option<TierCondition>,
 }
 
@@ -694,6 +700,33 @@ impl Step {
     /// Whether the step takes part in an incident at this tier (ignoring `after`).
     pub fn eligible(&self, tier: u8) -> bool {
         self.when.is_none_or(|c| c.holds(tier))
+    }
+
+    /// Whether it starts when the incident opens (or its tier is reached):
+    /// neither a follow-up nor waiting for another step.
+    pub fn starts_at_open(&self) -> bool {
+        !self.after_resolved && self.after_step.is_none()
+    }
+}
+
+impl Playbook {
+    /// Whether step `idx` belongs to what follows the resolution: a
+    /// follow-up, or a step waiting (through others) for one. Such steps are
+    /// not skipped when the incident resolves. `check` refuses cycles; the
+    /// walk is bounded anyway.
+    pub fn follows_resolution(&self, idx: usize) -> bool {
+        let mut at = self.steps.get(idx);
+        for _ in 0..=self.steps.len() {
+            let Some(s) = at else { return false };
+            if s.after_resolved {
+                return true;
+            }
+            at = s
+                .after_step
+                .as_ref()
+                .and_then(|id| self.steps.iter().find(|x| &x.id == id));
+        }
+        false
     }
 }
 

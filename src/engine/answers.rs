@@ -175,8 +175,8 @@ impl Engine {
         let mut skipped = Vec::new();
         let mut taken = Vec::new();
         let mut withdrawn = Vec::new();
-        for (run, spec) in inc.steps.iter_mut().zip(&pb.steps) {
-            if spec.after_resolved {
+        for (idx, (run, spec)) in inc.steps.iter_mut().zip(&pb.steps).enumerate() {
+            if pb.follows_resolution(idx) {
                 continue;
             }
             if run.open()
@@ -255,7 +255,7 @@ impl Engine {
             }
         }
         for idx in follow {
-            self.activate(iid, idx, now, round);
+            self.start_step(iid, idx, now, now, round);
         }
         Ok(())
     }

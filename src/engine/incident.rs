@@ -98,6 +98,9 @@ pub struct StepRun {
     /// (or at the last hand-over); none without a roster or in a gap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_duty: Option<String>,
+    /// A step waiting out its `delay`: when it starts (pending until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<Utc>>,
 }
 
 /// An incident: one playbook applied to one group.
@@ -190,6 +193,7 @@ impl StepRun {
         if self.state == StepState::Pending || self.open() {
             self.state = StepState::Skipped;
         }
+        self.starts_at = None;
         false
     }
 }
@@ -197,7 +201,11 @@ impl StepRun {
 impl Incident {
     /// Live incidents stay in the engine's memory: open, or with follow-ups still running.
     pub fn is_live(&self) -> bool {
-        self.status == IncidentStatus::Open || self.steps.iter().any(StepRun::open)
+        self.status == IncidentStatus::Open
+            || self
+                .steps
+                .iter()
+                .any(|s| s.open() || (s.state == StepState::Pending && s.starts_at.is_some()))
     }
 
     pub fn step_mut(&mut self, id: &str) -> Option<(usize, &mut StepRun)> {

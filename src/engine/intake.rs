@@ -244,7 +244,7 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .filter(|(i, s)| {
-                    !s.after_resolved
+                    s.starts_at_open()
                         && s.eligible(tier)
                         && inc.steps[*i].state == StepState::Pending
                         && inc.status == IncidentStatus::Open
@@ -332,7 +332,7 @@ impl Engine {
             .steps
             .iter()
             .enumerate()
-            .filter(|(_, s)| !s.after_resolved && s.eligible(m.tier))
+            .filter(|(_, s)| s.starts_at_open() && s.eligible(m.tier))
             .map(|(i, _)| i)
             .collect();
         for idx in active {

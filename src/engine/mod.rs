@@ -603,6 +603,7 @@ mod intake;
 mod messages;
 pub mod reviews;
 pub mod score;
+mod sequence;
 mod silences;
 mod steps;
 mod timers;
@@ -613,5 +614,7 @@ mod drill_tests;
 mod review_tests;
 #[cfg(test)]
 mod roster_tests;
+#[cfg(test)]
+mod sequence_tests;
 #[cfg(test)]
 mod tests;

@@ -404,6 +404,7 @@ pub(super) fn pending_step(s: &Step) -> StepRun {
         running: false,
         closed: false,
         on_duty: None,
+        starts_at: None,
     }
 }
 

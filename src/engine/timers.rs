@@ -56,6 +56,11 @@ impl Engine {
         let pb = inc.playbook.as_ref()?;
         let mut best: Option<DateTime<Utc>> = None;
         for (run, spec) in inc.steps.iter().zip(&pb.steps) {
+            // A step waiting out its delay starts then.
+            if let (StepState::Pending, Some(at)) = (run.state, run.starts_at) {
+                best = Some(best.map_or(at, |b| b.min(at)));
+                continue;
+            }
             let (Some(start), true) = (run.activated_at, run.open()) else {
                 continue;
             };
@@ -78,8 +83,11 @@ impl Engine {
 
     /// Fires every timer due at `now`.
     pub fn tick(&mut self, now: DateTime<Utc>, round: &mut Round) {
-        // Incidents changed earlier in this round have not been rescheduled yet.
+        // Steps waiting for a step that ended this round start (or wait out
+        // their delay); incidents changed earlier in this round have not
+        // been rescheduled yet.
         for id in round.touched.clone() {
+            self.follow(id, now, round);
             self.reschedule(TimerKey::Incident(id));
         }
         // Drill incidents answered in full end their branch's run.
@@ -103,6 +111,7 @@ impl Engine {
 
     /// An incident's due escalations, then its overdue marking.
     fn fire_incident(&mut self, iid: i64, now: DateTime<Utc>, round: &mut Round) {
+        self.start_delayed(iid, now, round);
         let cal = self.loaded.config.calendar.clone();
         let Some(inc) = self.live.get(&iid) else {
             return;

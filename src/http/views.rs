@@ -30,6 +30,10 @@ pub fn incident_json(
             if let Some(p) = &s.on_duty {
                 v["on_duty"] = json!(p);
             }
+            // A step waiting out its `delay`: when it starts.
+            if let Some(t) = s.starts_at {
+                v["starts_at"] = json!(t);
+            }
             if !s.roll_call.is_empty() {
                 let missing: Vec<Value> = s
                     .roll_call

@@ -112,22 +112,27 @@ pub(super) fn compile_playbook(
                 escalate.push(Escalation { after, to });
             }
         }
-        let after_resolved = match &s.after {
-            Some(a) if a.value == "resolved" => true,
-            Some(a) => {
+        // `resolved`, or another step's id (checked once every id is known).
+        let after_resolved = s.after.as_ref().is_some_and(|a| a.value == "resolved");
+        let after_step = s
+            .after
+            .as_ref()
+            .filter(|a| a.value != "resolved")
+            .map(|a| a.value.clone());
+        let step_delay = s.delay.as_ref().and_then(|d| {
+            if s.after.is_none() {
                 diags.at_value(
                     file,
-                    a,
+                    d,
                     format!(
-                        "{}: unknown value `{}`: expected `resolved`",
-                        f("after"),
-                        a.value
+                        "{}: `delay` needs `after` (a step id, or `resolved`): it counts from when that happens",
+                        f("delay")
                     ),
                 );
-                false
+                return None;
             }
-            None => false,
-        };
+            delay(file, d, &f("delay"), diags)
+        });
         let when = s
             .when
             .as_ref()
@@ -185,10 +190,13 @@ pub(super) fn compile_playbook(
                 weight,
                 escalate,
                 after_resolved,
+                after_step,
+                delay: step_delay,
                 when,
             });
         }
     }
+    sequence(file, &raw.steps, &step_ids, diags);
     if diags.len() > before {
         return None;
     }
@@ -433,5 +441,55 @@ fn lint_step(
                 levels.join(", ")
             ),
         );
+    }
+}
+
+/// `after: STEP_ID`: a step of this playbook, not the step itself, and no
+/// cycle (a step that waits, through others, for itself would never start).
+fn sequence(file: &str, steps: &[StepFile], ids: &BTreeSet<String>, diags: &mut Diagnostics) {
+    let after: BTreeMap<&str, &S> = steps
+        .iter()
+        .filter_map(|s| {
+            s.after
+                .as_ref()
+                .filter(|a| a.value != "resolved")
+                .map(|a| (s.id.value.as_str(), a))
+        })
+        .collect();
+    for (sid, a) in &after {
+        if !ids.contains(&a.value) {
+            let known: Vec<&str> = ids.iter().map(String::as_str).collect();
+            diags.at_value(
+                file,
+                a,
+                format!(
+                    "steps.{sid}.after: no step `{}` in this playbook: expected `resolved` or one of {}",
+                    crate::diag::clip_quotes(&a.value),
+                    known.join(", ")
+                ),
+            );
+            continue;
+        }
+        // Follow the chain back; a cycle comes round to this step.
+        let mut chain = vec![*sid];
+        let mut at = a.value.as_str();
+        while let Some(next) = after.get(at) {
+            if chain.contains(&at) {
+                break;
+            }
+            chain.push(at);
+            at = next.value.as_str();
+        }
+        if at == *sid {
+            chain.push(sid);
+            diags.at_value(
+                file,
+                a,
+                format!(
+                    "steps.{sid}.after: a cycle ({}): none of these steps would ever start",
+                    chain.join(" → ")
+                ),
+            );
+        }
     }
 }
