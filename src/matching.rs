@@ -34,12 +34,23 @@ fn tier_matches(t: &Tier, ev: &Event) -> bool {
         && t.severity_at_least.is_none_or(|s| ev.severity >= s)
 }
 
+/// The levels of the tiers reached by time (`open_for`) whose conditions
+/// the event meets: the incident reaches them when it has been open so long.
+pub fn timed_tiers_met(pb: &Playbook, ev: &Event) -> Vec<u8> {
+    pb.tiers
+        .iter()
+        .filter(|t| t.open_for.is_some() && tier_matches(t, ev))
+        .map(|t| t.level)
+        .collect()
+}
+
 /// The highest tier whose conditions the event meets; the lowest tier when it meets
-/// none; 1 for a playbook without tiers.
+/// none; 1 for a playbook without tiers. A tier with `open_for` is reached
+/// by time, never by an event alone.
 pub fn tier_of(pb: &Playbook, ev: &Event) -> u8 {
     pb.tiers
         .iter()
-        .filter(|t| tier_matches(t, ev))
+        .filter(|t| t.open_for.is_none() && tier_matches(t, ev))
         .map(|t| t.level)
         .max()
         .or_else(|| pb.tiers.first().map(|t| t.level))

@@ -108,8 +108,18 @@ pub fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>
                         step.deadline
                     ),
                     Plan::NotAtTier => format!(
-                        "not started: needs {}",
-                        step.when.map(|c| c.to_string()).unwrap_or_default()
+                        "not started: needs {}{}",
+                        step.when.map(|c| c.to_string()).unwrap_or_default(),
+                        // A tier reached by time: when that would be.
+                        pb.tiers
+                            .iter()
+                            .filter(|t| step.eligible(t.level))
+                            .find_map(|t| t.open_for.as_ref().map(|d| (t, d)))
+                            .map(|(t, d)| format!(
+                                " (tier {} {} is reached when the incident has been open {d})",
+                                t.level, t.name
+                            ))
+                            .unwrap_or_default()
                     ),
                 };
                 let who = match (&step.assignee, &step.action) {

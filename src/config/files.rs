@@ -418,6 +418,7 @@ pub struct TierFile {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub severity_at_least: Option<crate::event::Severity>,
+    pub open_for: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

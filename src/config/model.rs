@@ -581,6 +581,10 @@ pub struct Tier {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub severity_at_least: Option<Severity>,
+    /// Reached when the incident has been open this long (and, with labels
+    /// or a severity, some event of it met them): a timer, not an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_for: Option<Delay>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

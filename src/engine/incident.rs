@@ -146,6 +146,10 @@ pub struct Incident {
     /// (see `open_count`): the engine's bookkeeping, not stored.
     #[serde(skip)]
     pub counted_tier: Option<u8>,
+    /// Tiers reached by time (`open_for`) whose conditions an event of the
+    /// incident met: each is reached when the incident has been open so long.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub timed_tiers: BTreeSet<u8>,
 }
 
 /// How many events of one kind and status joined an incident, and when.

@@ -227,33 +227,18 @@ impl Engine {
         let Some(pb) = inc.playbook.clone() else {
             return;
         };
+        inc.timed_tiers.extend(matching::timed_tiers_met(&pb, ev));
         let tier = matching::tier_of(&pb, ev);
         if tier > inc.tier {
             let old = inc.tier;
-            inc.tier = tier;
-            Self::history(
-                round,
+            self.raise_tier(
                 iid,
-                now,
-                "tier.raised",
+                tier,
                 "event",
                 format!("tier {old} → {tier}"),
+                now,
+                round,
             );
-            let newly: Vec<usize> = pb
-                .steps
-                .iter()
-                .enumerate()
-                .filter(|(i, s)| {
-                    s.starts_at_open()
-                        && s.eligible(tier)
-                        && inc.steps[*i].state == StepState::Pending
-                        && inc.status == IncidentStatus::Open
-                })
-                .map(|(i, _)| i)
-                .collect();
-            for idx in newly {
-                self.activate(iid, idx, now, round);
-            }
         }
     }
 
@@ -300,6 +285,7 @@ impl Engine {
             attached: BTreeMap::new(),
             used_links: Default::default(),
             counted_tier: None,
+            timed_tiers: matching::timed_tiers_met(&pb, ev).into_iter().collect(),
         };
         // Once per round, not per incident: a storm opens hundreds of one
         // playbook's incidents in a round, and the store writes each version once.

@@ -606,6 +606,7 @@ pub mod score;
 mod sequence;
 mod silences;
 mod steps;
+mod tiers;
 mod timers;
 
 #[cfg(test)]
@@ -618,3 +619,5 @@ mod roster_tests;
 mod sequence_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tier_tests;

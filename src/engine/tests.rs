@@ -246,8 +246,22 @@ fn escalation_then_overdue_fire_once_each_at_their_times() {
     assert!(switch.contains(&"zhang.min@bank.example"), "{switch:?}");
     assert_eq!(switch.iter().filter(|r| **r == "ops-centre").count(), 1);
     assert!(r.outbox.iter().all(|n| n.subject.contains("OVERDUE")));
+    // Five hours on: the outage has lasted over 3 hours, so the tier rises
+    // and the regulator's report starts (NFRA's rule); nothing fires twice.
+    let r = tick(&mut e, t0() + Duration::hours(5));
+    let what: Vec<&str> = r.history.iter().map(|h| h.what.as_str()).collect();
+    assert_eq!(
+        what,
+        vec!["tier.raised", "step.notified"],
+        "{:?}",
+        r.history
+    );
+    assert_eq!(
+        step(&e, 1, "report-to-regulator").state,
+        StepState::Notified
+    );
     assert!(
-        tick(&mut e, t0() + Duration::hours(5)).history.is_empty(),
+        tick(&mut e, t0() + Duration::hours(6)).history.is_empty(),
         "nothing twice"
     );
 }

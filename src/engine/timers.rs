@@ -73,6 +73,9 @@ impl Engine {
                 best = Some(best.map_or(c, |b| b.min(c)));
             }
         }
+        if let Some(t) = self.timed_tier_due(inc) {
+            best = Some(best.map_or(t, |b| b.min(t)));
+        }
         best
     }
 
@@ -111,6 +114,7 @@ impl Engine {
 
     /// An incident's due escalations, then its overdue marking.
     fn fire_incident(&mut self, iid: i64, now: DateTime<Utc>, round: &mut Round) {
+        self.raise_timed(iid, now, round);
         self.start_delayed(iid, now, round);
         let cal = self.loaded.config.calendar.clone();
         let Some(inc) = self.live.get(&iid) else {

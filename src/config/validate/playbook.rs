@@ -54,11 +54,16 @@ pub(super) fn compile_playbook(
                 format!("tiers: duplicate level {}", t.level.value),
             );
         }
+        let open_for = t
+            .open_for
+            .as_ref()
+            .and_then(|d| delay(file, d, "tiers.open_for", diags));
         tiers.push(Tier {
             level: t.level.value,
             name: t.name.clone(),
             labels: t.labels.clone(),
             severity_at_least: t.severity_at_least,
+            open_for,
         });
     }
     tiers.sort_by_key(|t| t.level);

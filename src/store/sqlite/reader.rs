@@ -639,6 +639,7 @@ mod tests {
             attached: Default::default(),
             used_links: Default::default(),
             counted_tier: None,
+            timed_tiers: Default::default(),
         });
         for i in 0..ROWS {
             first.outbox.push(Notification {
