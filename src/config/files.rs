@@ -178,6 +178,10 @@ pub struct WebhookFile {
     /// At most one request per this interval; what waits meanwhile goes as
     /// one digest payload.
     pub min_interval: Option<S>,
+    /// The receiver's own message format: wecom, dingtalk, feishu, slack.
+    pub format: Option<S>,
+    /// DingTalk and Feishu robots: the variable holding the signing secret.
+    pub secret_env: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -192,6 +192,50 @@ pub struct WebhookConfig {
     /// A rate limit: at most one request per this interval (drill and real
     /// apart); what arrives meanwhile is sent as one digest payload.
     pub min_interval: Option<Duration>,
+    /// The body the receiver expects (docs/WEBHOOKS.md).
+    pub format: WebhookFormat,
+    /// DingTalk's and Feishu's signing secret (from `secret_env`).
+    pub secret: Option<SigningSecret>,
+}
+
+/// Which message body a webhook channel sends: branchguard's own JSON, or
+/// a chat service's group-robot message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WebhookFormat {
+    #[default]
+    Branchguard,
+    Wecom,
+    Dingtalk,
+    Feishu,
+    Slack,
+}
+
+impl WebhookFormat {
+    pub fn parse(s: &str) -> Option<WebhookFormat> {
+        Some(match s {
+            "branchguard" => WebhookFormat::Branchguard,
+            "wecom" => WebhookFormat::Wecom,
+            "dingtalk" => WebhookFormat::Dingtalk,
+            "feishu" => WebhookFormat::Feishu,
+            "slack" => WebhookFormat::Slack,
+            _ => return None,
+        })
+    }
+
+    /// Whether the service signs its robots' requests with a secret.
+    pub fn signs(&self) -> bool {
+        matches!(self, WebhookFormat::Dingtalk | WebhookFormat::Feishu)
+    }
+}
+
+/// A secret read from the environment; never printed.
+#[derive(Clone)]
+pub struct SigningSecret(pub String);
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret(…)")
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -300,26 +300,27 @@ impl Job {
                 )
             }
         };
+        // A chat service's robot gets its own body (and signature).
+        let out = super::formats::render(hook, payload, crate::clock::now());
         let mut req = self
             .http
-            .post(&hook.url)
+            .post(&out.url)
             .timeout(hook.timeout)
             .header("Idempotency-Key", key)
-            .json(&payload);
+            .json(&out.body);
         for (k, v) in &hook.headers {
             req = req.header(k, v);
         }
+        // What the history says: the address without its query, where chat
+        // robots keep their access token (and DingTalk its signature).
+        let shown = hook.url.split('?').next().unwrap_or_default();
         match req.send().await {
-            Ok(r) if r.status().is_success() => Ok(format!("{} answered {}", hook.url, r.status())),
-            Ok(r) => Err(SendError::Retry(format!(
-                "{} answered {}",
-                hook.url,
-                r.status()
-            ))),
+            Ok(r) if r.status().is_success() => Ok(format!("{shown} answered {}", r.status())),
+            Ok(r) => Err(SendError::Retry(format!("{shown} answered {}", r.status()))),
             Err(e) => Err(SendError::Retry(format!(
-                "{}: {}",
-                hook.url,
-                crate::diag::with_causes(&e)
+                "{shown}: {}",
+                // reqwest names the URL it failed on, query and all.
+                crate::diag::with_causes(&e).replace(&out.url, shown)
             ))),
         }
     }

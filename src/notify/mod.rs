@@ -12,6 +12,7 @@ pub mod anchor;
 pub mod channels;
 mod digest;
 pub mod email;
+pub mod formats;
 mod job;
 pub mod links;
 mod wake;

@@ -198,6 +198,8 @@ impl SmtpServer {
 /// One request as the webhook receiver got it.
 #[derive(Debug, Clone)]
 pub struct Hook {
+    /// The path and query it was sent to.
+    pub uri: String,
     pub headers: Vec<(String, String)>,
     pub body: serde_json::Value,
 }
@@ -243,9 +245,11 @@ impl HookServer {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
                 let app = axum::Router::new().fallback(
                     |axum::extract::State(st): axum::extract::State<HookState>,
+                     uri: axum::http::Uri,
                      headers: axum::http::HeaderMap,
                      body: axum::body::Bytes| async move {
                         let hook = Hook {
+                            uri: uri.to_string(),
                             headers: headers
                                 .iter()
                                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))

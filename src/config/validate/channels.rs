@@ -128,9 +128,51 @@ pub(super) fn notify(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> N
                     ),
                 );
             }
+            let format = match &w.format {
+                None => WebhookFormat::Branchguard,
+                Some(f) => WebhookFormat::parse(&f.value).unwrap_or_else(|| {
+                    diags.at_value(
+                        file,
+                        f,
+                        format!(
+                            "notify.webhooks.{name}.format: unknown format `{}`: expected wecom, dingtalk, feishu or slack (or leave it out for branchguard's own JSON)",
+                            crate::diag::clip_quotes(&f.value)
+                        ),
+                    );
+                    WebhookFormat::Branchguard
+                }),
+            };
+            let secret = w.secret_env.as_ref().and_then(|v| {
+                if !format.signs() {
+                    diags.at_value(
+                        file,
+                        v,
+                        format!(
+                            "notify.webhooks.{name}.secret_env: only DingTalk and Feishu robots sign their requests (format: dingtalk or feishu)"
+                        ),
+                    );
+                    return None;
+                }
+                match std::env::var(&v.value) {
+                    Ok(s) if !s.trim().is_empty() => Some(SigningSecret(s.trim().to_string())),
+                    _ => {
+                        diags.at_value(
+                            file,
+                            v,
+                            format!(
+                                "notify.webhooks.{name}.secret_env: the environment variable {} is not set",
+                                v.value
+                            ),
+                        );
+                        None
+                    }
+                }
+            });
             webhooks.insert(
                 name.clone(),
                 WebhookConfig {
+                    format,
+                    secret,
                     url: w.url.value.clone(),
                     headers: w.headers.clone(),
                     timeout: opt_fixed(file, &w.timeout, "timeout", Duration::from_secs(10), diags),
