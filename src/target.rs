@@ -17,13 +17,15 @@ pub enum Target {
     NeighbourHeads,
     /// `channel:NAME`: a webhook channel.
     Channel(String),
+    /// `contact:ID`: someone outside the staff list (`contacts:`).
+    Contact(String),
 }
 
 impl Target {
     pub fn parse(s: &str) -> Result<Target, String> {
         let bad = || {
             format!(
-                "invalid target `{s}`: expected `person:ID`, `role:NAME`, `branch-head`, `neighbour-heads` or `channel:NAME`"
+                "invalid target `{s}`: expected `person:ID`, `role:NAME`, `branch-head`, `neighbour-heads`, `channel:NAME` or `contact:ID`"
             )
         };
         match s {
@@ -39,6 +41,7 @@ impl Target {
             "person" => Ok(Target::Person(name.into())),
             "role" => Ok(Target::Role(name.into())),
             "channel" => Ok(Target::Channel(name.into())),
+            "contact" => Ok(Target::Contact(name.into())),
             _ => Err(bad()),
         }
     }
@@ -65,6 +68,7 @@ impl fmt::Display for Target {
             Target::BranchHead => f.write_str("branch-head"),
             Target::NeighbourHeads => f.write_str("neighbour-heads"),
             Target::Channel(c) => write!(f, "channel:{c}"),
+            Target::Contact(c) => write!(f, "contact:{c}"),
         }
     }
 }

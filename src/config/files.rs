@@ -30,6 +30,10 @@ pub struct ConfigFile {
     pub notify: Option<NotifyFile>,
     #[serde(default)]
     pub people: Vec<PersonFile>,
+    /// Recipients outside the staff list: the regulator's desk, the police
+    /// liaison, the fire department (`contact:ID`).
+    #[serde(default)]
+    pub contacts: Vec<ContactFile>,
     #[serde(default)]
     pub branches: Vec<BranchFile>,
     pub host: Option<HostFile>,
@@ -41,6 +45,17 @@ pub struct ConfigFile {
     pub maintenance: Vec<MaintenanceFile>,
     pub engine: Option<EngineFile>,
     pub audit: Option<AuditFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactFile {
+    pub id: S,
+    pub name: String,
+    pub email: Option<S>,
+    /// A webhook channel under `notify.webhooks`.
+    pub webhook: Option<S>,
+    pub branches: S<BranchSelection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -456,6 +471,8 @@ pub struct ActionFile {
     pub command: Option<S<Vec<S>>>,
     pub timeout: Option<S>,
     pub roll_call: Option<S>,
+    /// A `notify` action's own words (templated), instead of "For your information."
+    pub message: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -144,6 +144,8 @@ pub struct Config {
     /// escalations and steps that name nobody go there.
     pub ops_channel: Option<String>,
     pub people: BTreeMap<String, Person>,
+    /// Recipients outside the staff list, by id (`contact:ID`).
+    pub contacts: BTreeMap<String, Contact>,
     /// People's leave (`people[].away`), as instants: their roster turns
     /// fall to nobody meanwhile.
     pub away: crate::roster::Away,
@@ -235,6 +237,24 @@ pub struct SigningSecret(pub String);
 impl std::fmt::Debug for SigningSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SigningSecret(…)")
+    }
+}
+
+/// Someone outside the staff list a step may tell: by email or through a
+/// webhook channel, for the branches they serve.
+#[derive(Debug, Clone, Serialize)]
+pub struct Contact {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub webhook: Option<String>,
+    /// `None`: every branch.
+    pub branches: Option<BTreeSet<String>>,
+}
+
+impl Contact {
+    pub fn serves(&self, branch: &str) -> bool {
+        self.branches.as_ref().is_none_or(|b| b.contains(branch))
     }
 }
 
@@ -492,7 +512,7 @@ impl Config {
             Target::Role(r) => Some(format!("{} at {branch_name}", role_words(r))),
             Target::BranchHead => Some(format!("Branch head of {branch_name}")),
             Target::NeighbourHeads => Some(format!("Heads of the branches next to {branch_name}")),
-            Target::Person(_) | Target::Channel(_) => None,
+            Target::Person(_) | Target::Channel(_) | Target::Contact(_) => None,
         }
     }
 
@@ -545,7 +565,7 @@ impl Config {
                 }
                 out
             }
-            Target::Channel(_) => Vec::new(),
+            Target::Channel(_) | Target::Contact(_) => Vec::new(),
         }
     }
 }
@@ -649,6 +669,9 @@ pub struct Step {
     /// How long after `after` (the step done, or the resolution) it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<Delay>,
+    /// A `notify` action's own words (templated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Template>,
     pub when: Option<TierCondition>,
 }
 

@@ -180,6 +180,55 @@ impl Engine {
                     });
                     sent.push(t.to_string());
                 }
+                Target::Contact(id) => {
+                    // Someone outside the staff: no one-click links, no
+                    // page of the incident; the message itself.
+                    let Some(c) = cfg.contacts.get(id) else {
+                        sent.push(format!("{t} (no such contact)"));
+                        continue;
+                    };
+                    if !c.serves(&inc.branch) {
+                        sent.push(format!("{} (does not serve {})", c.name, inc.branch));
+                        continue;
+                    }
+                    let (channel, recipient, payload) = match (&c.email, &c.webhook) {
+                        (Some(email), _) => (ChannelKind::Email, email.clone(), None),
+                        (None, Some(ch)) if cfg.webhooks.contains_key(ch) => (
+                            ChannelKind::Webhook,
+                            ch.clone(),
+                            Some(self.webhook_payload(
+                                inc,
+                                step,
+                                why,
+                                (msg.ask, urgent),
+                                &subject,
+                                &body,
+                            )),
+                        ),
+                        _ => {
+                            sent.push(format!("{} (no address)", c.name));
+                            continue;
+                        }
+                    };
+                    round.outbox.push(Notification {
+                        incident: inc.id,
+                        step: step.map(|s| s.id.clone()),
+                        channel,
+                        target: t.to_string(),
+                        recipient: recipient.clone(),
+                        person: None,
+                        subject: subject.clone(),
+                        body: body.clone(),
+                        created_at: now,
+                        links: Vec::new(),
+                        link_until: None,
+                        announcement: false,
+                        urgent,
+                        grant_until: None,
+                        payload,
+                    });
+                    sent.push(format!("{} <{recipient}>", c.name));
+                }
                 _ => {
                     // Resolved now, when the row is written: an escalation
                     // after a hand-over reaches the incoming person.

@@ -70,11 +70,18 @@ impl Engine {
                 );
             }
             Action::Notify(targets) => {
+                let words = spec
+                    .message
+                    .as_ref()
+                    .map(|m| m.render(&self.vars(&inc, Some(spec))));
                 let sent = self.notify(
                     &inc,
                     Some(spec),
                     targets,
-                    Msg::new(Ask::Notice, "For your information."),
+                    Msg::new(
+                        Ask::Notice,
+                        words.as_deref().unwrap_or("For your information."),
+                    ),
                     round,
                     now,
                 );

@@ -2,7 +2,7 @@
 //! channels, and how delivery paces itself (slots in flight, digest windows,
 //! per-channel intervals).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::*;
@@ -246,4 +246,91 @@ fn window(
         Some(d) => d,
         None => default,
     }
+}
+
+/// `contacts:`: each with an id no person has, an email address or a
+/// webhook channel (not both), and the branches it serves.
+pub(super) fn contacts(
+    file: &str,
+    raw: &ConfigFile,
+    branch_ids: &BTreeSet<String>,
+    people: &BTreeMap<String, Person>,
+    webhooks: &BTreeMap<String, WebhookConfig>,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, Contact> {
+    let mut out = BTreeMap::new();
+    for c in &raw.contacts {
+        let id = &c.id.value;
+        let f = |name: &str| format!("contacts.{id}.{name}");
+        if id.trim().is_empty() {
+            diags.at_value(file, &c.id, "contacts.id: must not be empty");
+            continue;
+        }
+        if out.contains_key(id) || people.contains_key(id) {
+            diags.at_value(
+                file,
+                &c.id,
+                format!("duplicate id `{id}`: a person or another contact has it"),
+            );
+            continue;
+        }
+        if let Some(e) = &c.email
+            && !e.value.contains('@')
+        {
+            diags.at_value(
+                file,
+                e,
+                format!("{}: `{}` is not an email address", f("email"), e.value),
+            );
+        }
+        match (&c.email, &c.webhook) {
+            (None, None) => diags.at_value(
+                file,
+                &c.id,
+                format!("contact `{id}`: give `email` or `webhook` (a channel under notify.webhooks): how else is it reached?"),
+            ),
+            (Some(_), Some(w)) => diags.at_value(
+                file,
+                w,
+                format!("contact `{id}`: give `email` or `webhook`, not both"),
+            ),
+            (None, Some(w)) if !webhooks.contains_key(&w.value) => diags.at_value(
+                file,
+                w,
+                format!(
+                    "{}: unknown channel `{}`: expected one of the webhooks under notify.webhooks ({})",
+                    f("webhook"),
+                    w.value,
+                    webhooks.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            _ => {}
+        }
+        let branches = match &c.branches.value {
+            BranchSelection::All => None,
+            BranchSelection::List(list) => {
+                for b in list {
+                    if !branch_ids.contains(b) {
+                        diags.at_value(
+                            file,
+                            &c.branches,
+                            format!("{}: unknown branch `{b}`", f("branches")),
+                        );
+                    }
+                }
+                Some(list.iter().cloned().collect())
+            }
+        };
+        out.insert(
+            id.clone(),
+            Contact {
+                id: id.clone(),
+                name: c.name.clone(),
+                email: c.email.as_ref().map(|e| e.value.clone()),
+                webhook: c.webhook.as_ref().map(|w| w.value.clone()),
+                branches,
+            },
+        );
+    }
+    out
 }

@@ -31,18 +31,19 @@ pub(super) fn compile_config(
     let branch_ids: BTreeSet<String> = raw.branches.iter().map(|b| b.id.value.clone()).collect();
     let branches = branches::branches(file, &raw, &branch_ids, diags);
     let people = people(file, &raw, &branch_ids, diags);
-    let away = raw
-        .people
-        .iter()
-        .map(|p| (p.id.value.clone(), away(file, p, calendar.timezone, diags)))
-        .filter(|(_, spans)| !spans.is_empty())
-        .collect();
     let Notify {
         email,
         webhooks,
         delivery,
         ops_channel,
     } = channels::notify(file, &raw, diags);
+    let contacts = channels::contacts(file, &raw, &branch_ids, &people, &webhooks, diags);
+    let away = raw
+        .people
+        .iter()
+        .map(|p| (p.id.value.clone(), away(file, p, calendar.timezone, diags)))
+        .filter(|(_, spans)| !spans.is_empty())
+        .collect();
     let host = host(file, &raw, &branch_ids, diags);
     let limits = limits(file, &raw, diags);
     let auth = auth(file, &raw, &branch_ids, &people, &limits, diags);
@@ -82,6 +83,7 @@ pub(super) fn compile_config(
         roster: roster(&people),
         away,
         people,
+        contacts,
         branches,
         host,
         auth,

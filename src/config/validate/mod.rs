@@ -424,6 +424,13 @@ pub(super) fn target(
         Target::Channel(c) if !allow_channel => Some(format!(
             "`channel:{c}` names no people: expected a person, role or head"
         )),
+        Target::Contact(c) if !allow_channel => Some(format!(
+            "`contact:{c}` names no people: expected a person, role or head"
+        )),
+        Target::Contact(c) if !cfg.contacts.contains_key(c) => Some(format!(
+            "unknown contact `{c}`: expected one of contacts ({})",
+            cfg.contacts.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
         Target::Channel(c) if !cfg.webhooks.contains_key(c) => Some(format!(
             "unknown channel `{c}`: expected one of the webhooks under notify.webhooks ({})",
             cfg.webhooks.keys().cloned().collect::<Vec<_>>().join(", ")

@@ -82,11 +82,30 @@ pub(super) fn compile_playbook(
         let assignee = s
             .assignee
             .as_ref()
-            .and_then(|a| target(file, a, &f("assignee"), cfg, true, diags));
+            .and_then(|a| target(file, a, &f("assignee"), cfg, true, diags))
+            .filter(|t| match (t, &s.assignee) {
+                (Target::Contact(c), Some(a)) => {
+                    diags.at_value(
+                        file,
+                        a,
+                        format!(
+                            "{}: `contact:{c}` is told, not asked: a step is assigned to someone on the staff (tell the contact with a notify step)",
+                            f("assignee")
+                        ),
+                    );
+                    false
+                }
+                _ => true,
+            });
         let action = s.action.as_ref().map_or(Some(Action::Task), |a| {
             compile_action(file, &a.value, a.referenced, sid, cfg, diags)
         });
         let deadline = delay(file, &s.deadline, &f("deadline"), diags);
+        let message = s
+            .action
+            .as_ref()
+            .and_then(|a| a.value.message.as_ref())
+            .and_then(|m| template(file, m, &f("action.message"), diags));
         let weight = match &s.weight {
             Some(w) if !(w.value > 0.0 && w.value.is_finite()) => {
                 diags.at_value(
@@ -197,6 +216,7 @@ pub(super) fn compile_playbook(
                 after_resolved,
                 after_step,
                 delay: step_delay,
+                message,
                 when,
             });
         }
@@ -263,6 +283,18 @@ pub(super) fn compile_action(
             format!(
                 "{}: `body` belongs to a `webhook` action, not `{kind}`",
                 f("body")
+            ),
+        );
+    }
+    if let Some(m) = &a.message
+        && kind != "notify"
+    {
+        diags.at_value(
+            file,
+            m,
+            format!(
+                "{}: `message` belongs to a `notify` action, not `{kind}`",
+                f("message")
             ),
         );
     }
