@@ -68,6 +68,11 @@ fn pieces(s: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
 }
 
 impl Template {
+    /// The text when it has no placeholders: the same whatever it is filled with.
+    pub fn fixed(&self) -> Option<&str> {
+        (!self.0.contains("{{")).then_some(self.0.as_str())
+    }
+
     /// Checks that every placeholder names a known variable.
     pub fn parse(s: &str) -> Result<Template, TemplateError> {
         let mut offset = 0;

@@ -473,6 +473,18 @@ pub struct ActionFile {
     pub roll_call: Option<S>,
     /// A `notify` action's own words (templated), instead of "For your information."
     pub message: Option<S>,
+    /// Send an event through the one intake (one plan opens another).
+    pub event: Option<S<EventActionFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventActionFile {
+    pub kind: S,
+    #[serde(default)]
+    pub labels: BTreeMap<String, S>,
+    pub severity: Option<crate::event::Severity>,
+    pub summary: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -695,6 +695,17 @@ pub enum Action {
         timeout: Duration,
     },
     RollCall(Target),
+    /// An event for the incident's branch, through the one intake: one
+    /// plan opens another (a major complaint starts the conflict plan).
+    Event {
+        kind: String,
+        labels: BTreeMap<String, Template>,
+        severity: Severity,
+        summary: Option<Template>,
+        /// Where it is written (line, column), for `check`'s cycle error.
+        #[serde(default)]
+        at: (u64, u64),
+    },
 }
 
 impl Action {
@@ -705,6 +716,7 @@ impl Action {
             Action::Webhook { .. } => "webhook",
             Action::Command { .. } => "command",
             Action::RollCall(_) => "roll_call",
+            Action::Event { .. } => "event",
         }
     }
 }

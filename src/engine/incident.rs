@@ -150,6 +150,10 @@ pub struct Incident {
     /// incident met: each is reached when the incident has been open so long.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub timed_tiers: BTreeSet<u8>,
+    /// How many incidents, each opened by an event of a step of the one
+    /// before, led to this one (0: opened by an outside event).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chain: u8,
 }
 
 /// How many events of one kind and status joined an incident, and when.
@@ -386,4 +390,8 @@ pub struct Notification {
     pub grant_until: Option<DateTime<Utc>>,
     /// The JSON body for a webhook.
     pub payload: Option<String>,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }

@@ -286,6 +286,7 @@ impl Engine {
             used_links: Default::default(),
             counted_tier: None,
             timed_tiers: matching::timed_tiers_met(&pb, ev).into_iter().collect(),
+            chain: self.opening_hops.unwrap_or(0),
         };
         // Once per round, not per incident: a storm opens hundreds of one
         // playbook's incidents in a round, and the store writes each version once.

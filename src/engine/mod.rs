@@ -379,6 +379,8 @@ pub struct Engine {
     duty_memo: std::cell::RefCell<DutyMemo>,
     /// Open review actions and how far each reviewed incident is numbered.
     reviews: reviews::Reviews,
+    /// While a step's event is taken in: the hop count its incidents get.
+    opening_hops: Option<u8>,
 }
 
 /// Per roster (by index): the moment its duty was worked out for, and it.
@@ -420,6 +422,7 @@ impl Engine {
             roster_next: BTreeMap::new(),
             duty_memo: std::cell::RefCell::new(HashMap::new()),
             reviews: reviews::Reviews::default(),
+            opening_hops: None,
         };
         for mut inc in live {
             if inc.status == IncidentStatus::Open {
@@ -594,6 +597,7 @@ impl Engine {
 }
 
 mod answers;
+mod chain;
 mod deliveries;
 mod drill_runs;
 mod drills;
@@ -609,6 +613,8 @@ mod steps;
 mod tiers;
 mod timers;
 
+#[cfg(test)]
+mod chain_tests;
 #[cfg(test)]
 mod drill_tests;
 #[cfg(test)]

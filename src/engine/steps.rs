@@ -69,6 +69,18 @@ impl Engine {
                     format!("step {}: {sent}; due {due}", spec.id),
                 );
             }
+            Action::Event { .. } => {
+                let said = self.send_event(&inc, spec, now, round);
+                Self::history(
+                    round,
+                    iid,
+                    now,
+                    "step.done",
+                    "branchguard",
+                    format!("step {}: {said}", spec.id),
+                );
+                self.set_done(iid, idx, now, "branchguard");
+            }
             Action::Notify(targets) => {
                 let words = spec
                     .message

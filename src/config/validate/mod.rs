@@ -1,7 +1,7 @@
 //! Turns the raw files into the typed model, checking every value and every
 //! reference between files. Problems are collected, never thrown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,6 +161,7 @@ pub fn load(config_path: &Path) -> Result<Loaded, Diagnostics> {
         }
     }
 
+    event_loops(&playbooks, &mut diags);
     let drill_files = read_dir_yaml(
         &config.drills_dir,
         &file,
@@ -489,5 +490,83 @@ pub(super) fn positive(
             default
         }
         Some(n) => n.value,
+    }
+}
+
+/// Whether a step's `event` may open playbook `q`: its kind is `q`'s
+/// trigger, and no fixed label or its severity rules it out (a templated
+/// label might match, so it counts).
+fn may_open(action: &Action, q: &Playbook) -> bool {
+    let Action::Event {
+        kind,
+        labels,
+        severity,
+        ..
+    } = action
+    else {
+        return false;
+    };
+    let t = &q.trigger;
+    *kind == t.kind
+        && t.severity_at_least.is_none_or(|s| *severity >= s)
+        && t.labels.iter().all(|(k, v)| {
+            labels
+                .get(k)
+                .is_some_and(|l| l.fixed().is_none_or(|f| f == v))
+        })
+}
+
+/// Steps whose `event` opens a playbook that, through others, opens the
+/// step's own playbook again: a loop `check` can see. (The daemon stops any
+/// chain after a few incidents anyway.)
+fn event_loops(playbooks: &[Arc<Playbook>], diags: &mut Diagnostics) {
+    let next = |p: &Playbook| -> Vec<usize> {
+        let mut out: Vec<usize> = playbooks
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| p.steps.iter().any(|s| may_open(&s.action, q)))
+            .map(|(i, _)| i)
+            .collect();
+        out.dedup();
+        out
+    };
+    for p in playbooks {
+        for s in &p.steps {
+            let Action::Event { kind, at, .. } = &s.action else {
+                continue;
+            };
+            // Walk from what this step opens; a path back to `p` is a loop.
+            let mut seen: BTreeSet<usize> = BTreeSet::new();
+            let mut todo: Vec<(usize, Vec<String>)> = playbooks
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| may_open(&s.action, q))
+                .map(|(i, q)| (i, vec![q.id.clone()]))
+                .collect();
+            while let Some((i, path)) = todo.pop() {
+                if playbooks[i].id == p.id {
+                    diags.at_pos(
+                        &p.file,
+                        at.0,
+                        at.1,
+                        format!(
+                            "steps.{}.action.event.kind: `{kind}` opens {}, which opens `{}` again: a loop (each incident would open the next)",
+                            s.id,
+                            path.join(" → "),
+                            p.id
+                        ),
+                    );
+                    break;
+                }
+                if !seen.insert(i) {
+                    continue;
+                }
+                for j in next(&playbooks[i]) {
+                    let mut longer = path.clone();
+                    longer.push(playbooks[j].id.clone());
+                    todo.push((j, longer));
+                }
+            }
+        }
     }
 }

@@ -259,6 +259,7 @@ pub(super) fn compile_action(
         ("webhook", a.webhook.as_ref().map(|v| v.referenced)),
         ("command", a.command.as_ref().map(|v| v.referenced)),
         ("roll_call", a.roll_call.as_ref().map(|v| v.referenced)),
+        ("event", a.event.as_ref().map(|v| v.referenced)),
     ]
     .into_iter()
     .filter_map(|(k, l)| l.map(|l| (k, l)))
@@ -266,7 +267,7 @@ pub(super) fn compile_action(
     let kind = match kinds.as_slice() {
         [(one, _)] => *one,
         [] => {
-            diags.at(file, at, format!("steps.{sid}.action: expected one of task, notify, webhook, command or roll_call"));
+            diags.at(file, at, format!("steps.{sid}.action: expected one of task, notify, webhook, command, roll_call or event"));
             return None;
         }
         [_, (second, l), ..] => {
@@ -312,6 +313,39 @@ pub(super) fn compile_action(
     }
     match kind {
         "task" => Some(Action::Task),
+        "event" => {
+            let e = a.event.as_ref()?;
+            let kind = e.value.kind.value.trim();
+            if kind.is_empty() {
+                diags.at_value(
+                    file,
+                    &e.value.kind,
+                    format!("{}: must not be empty", f("event.kind")),
+                );
+                return None;
+            }
+            let mut labels = BTreeMap::new();
+            for (k, v) in &e.value.labels {
+                labels.insert(
+                    k.clone(),
+                    template(file, v, &f(&format!("event.labels.{k}")), diags)?,
+                );
+            }
+            let summary = match &e.value.summary {
+                Some(s) => Some(template(file, s, &f("event.summary"), diags)?),
+                None => None,
+            };
+            Some(Action::Event {
+                kind: kind.to_string(),
+                labels,
+                severity: e.value.severity.unwrap_or(crate::event::Severity::Major),
+                summary,
+                at: (
+                    e.value.kind.referenced.line() as u64,
+                    e.value.kind.referenced.column() as u64,
+                ),
+            })
+        }
         "notify" => {
             let list = a.notify.as_ref()?;
             if list.value.is_empty() {

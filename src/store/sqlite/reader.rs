@@ -640,6 +640,7 @@ mod tests {
             used_links: Default::default(),
             counted_tier: None,
             timed_tiers: Default::default(),
+            chain: 0,
         });
         for i in 0..ROWS {
             first.outbox.push(Notification {
