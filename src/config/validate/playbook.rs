@@ -341,8 +341,8 @@ pub(super) fn compile_action(
                 severity: e.value.severity.unwrap_or(crate::event::Severity::Major),
                 summary,
                 at: (
-                    e.value.kind.referenced.line() as u64,
-                    e.value.kind.referenced.column() as u64,
+                    e.value.kind.referenced.line(),
+                    e.value.kind.referenced.column(),
                 ),
             })
         }
