@@ -749,7 +749,12 @@ fn body(by: Option<String>, note: Option<String>) -> String {
 fn step_command(a: StepArgs, verb: &str) -> anyhow::Result<ExitCode> {
     let c = client::Client::new(&a.client)?;
     let v = c.post_raw(
-        &format!("/api/v1/incidents/{}/steps/{}/{verb}", a.id, a.step),
+        // An occurrence of a repeating step is `ID#N`: `#` would end the path.
+        &format!(
+            "/api/v1/incidents/{}/steps/{}/{verb}",
+            a.id,
+            a.step.replace('%', "%25").replace('#', "%23")
+        ),
         body(a.by, a.note),
     )?;
     out!("{}", client::incident_text(&v, &c.zones));

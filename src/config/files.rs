@@ -455,6 +455,8 @@ pub struct StepFile {
     pub escalate: Vec<EscalateFile>,
     pub after: Option<S>,
     pub delay: Option<S>,
+    /// Repeats: a new occurrence (`STEP#N`) this long after the last began.
+    pub every: Option<S>,
     pub when: Option<S>,
 }
 

@@ -672,6 +672,10 @@ pub struct Step {
     /// A `notify` action's own words (templated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<Template>,
+    /// Repeats while the incident is open: occurrence `ID#N` starts this
+    /// long after `ID#N-1` began, each with its own deadline and escalations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<Delay>,
     pub when: Option<TierCondition>,
 }
 

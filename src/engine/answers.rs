@@ -25,6 +25,28 @@ impl Engine {
         Self::link_unused(inc, &who)?;
         let playbook_id = inc.playbook_id.clone();
         let drill = inc.drill;
+        // A repeating step is answered occurrence by occurrence.
+        if inc
+            .playbook
+            .as_ref()
+            .is_some_and(|pb| pb.steps.iter().any(|s| s.id == step && s.every.is_some()))
+        {
+            let prefix = format!("{step}#");
+            let open: Vec<&str> = inc
+                .steps
+                .iter()
+                .filter(|r| r.id.starts_with(&prefix) && r.open())
+                .map(|r| r.id.as_str())
+                .collect();
+            return Err(ActionError::Invalid(format!(
+                "step `{step}` repeats: answer one of its occurrences ({})",
+                if open.is_empty() {
+                    "none is open".to_string()
+                } else {
+                    format!("open: {}", open.join(", "))
+                }
+            )));
+        }
         let (_, run) = inc
             .step_mut(step)
             .ok_or_else(|| ActionError::NoStep(iid, step.to_string()))?;
@@ -175,8 +197,13 @@ impl Engine {
         let mut skipped = Vec::new();
         let mut taken = Vec::new();
         let mut withdrawn = Vec::new();
-        for (idx, (run, spec)) in inc.steps.iter_mut().zip(&pb.steps).enumerate() {
-            if pb.follows_resolution(idx) {
+        for idx in 0..inc.steps.len() {
+            let Some(spec_idx) = inc.spec_of(idx) else {
+                continue;
+            };
+            let spec = &pb.steps[spec_idx];
+            let run = &mut inc.steps[idx];
+            if pb.follows_resolution(spec_idx) {
                 continue;
             }
             if run.open()

@@ -216,6 +216,17 @@ impl Incident {
                 .any(|s| s.open() || (s.state == StepState::Pending && s.starts_at.is_some()))
     }
 
+    /// The index in its playbook of the step run `idx` belongs to: its own
+    /// for a playbook step, its repeating step's for an occurrence `ID#N`.
+    pub fn spec_of(&self, idx: usize) -> Option<usize> {
+        let pb = self.playbook.as_ref()?;
+        if idx < pb.steps.len() {
+            return Some(idx);
+        }
+        let base = self.steps.get(idx)?.id.split('#').next()?;
+        pb.steps.iter().position(|s| s.id == base)
+    }
+
     pub fn step_mut(&mut self, id: &str) -> Option<(usize, &mut StepRun)> {
         self.steps.iter_mut().enumerate().find(|(_, s)| s.id == id)
     }

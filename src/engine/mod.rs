@@ -605,6 +605,7 @@ pub mod handle;
 mod handover;
 mod intake;
 mod messages;
+mod repeat;
 pub mod reviews;
 pub mod score;
 mod sequence;
@@ -617,6 +618,8 @@ mod timers;
 mod chain_tests;
 #[cfg(test)]
 mod drill_tests;
+#[cfg(test)]
+mod repeat_tests;
 #[cfg(test)]
 mod review_tests;
 #[cfg(test)]

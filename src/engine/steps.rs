@@ -18,7 +18,18 @@ impl Engine {
         let Some(pb) = inc.playbook.clone() else {
             return;
         };
-        let spec = &pb.steps[idx];
+        let Some(spec_idx) = inc.spec_of(idx) else {
+            return;
+        };
+        // A repeating step itself is its schedule: each start is an occurrence.
+        if pb.steps[spec_idx].every.is_some() && idx == spec_idx {
+            self.start_occurrence(iid, idx, now, round);
+            return;
+        }
+        let Some(spec) = super::repeat::spec_for(&pb, inc, idx) else {
+            return;
+        };
+        let spec = spec.as_ref();
         {
             let run = &mut inc.steps[idx];
             run.activated_at = Some(now);
@@ -268,7 +279,7 @@ impl Engine {
 
     pub(super) fn command_request(&self, inc: &Incident, idx: usize) -> Option<CommandRequest> {
         let pb = inc.playbook.as_ref()?;
-        let spec = &pb.steps[idx];
+        let spec = &pb.steps[inc.spec_of(idx)?];
         let Action::Command { argv, timeout } = &spec.action else {
             return None;
         };
@@ -369,7 +380,10 @@ impl Engine {
         let Some(pb) = inc.playbook.clone() else {
             return;
         };
-        let spec = &pb.steps[idx];
+        let Some(spec) = super::repeat::spec_for(&pb, &inc, idx) else {
+            return;
+        };
+        let spec = spec.as_ref();
         let mut to: Vec<Target> = spec
             .escalate
             .iter()

@@ -55,8 +55,12 @@ impl Engine {
         let cal = &self.loaded.config.calendar;
         let pb = inc.playbook.as_ref()?;
         let mut best: Option<DateTime<Utc>> = None;
-        for (run, spec) in inc.steps.iter().zip(&pb.steps) {
-            // A step waiting out its delay starts then.
+        for (idx, run) in inc.steps.iter().enumerate() {
+            let Some(spec) = inc.spec_of(idx).map(|i| &pb.steps[i]) else {
+                continue;
+            };
+            // A step waiting out its delay (or a repeating step its next
+            // occurrence) starts then.
             if let (StepState::Pending, Some(at)) = (run.state, run.starts_at) {
                 best = Some(best.map_or(at, |b| b.min(at)));
                 continue;
@@ -123,8 +127,17 @@ impl Engine {
         let Some(pb) = inc.playbook.clone() else {
             return;
         };
-        for idx in 0..pb.steps.len() {
-            let spec = &pb.steps[idx];
+        let runs = self.live.get(&iid).map_or(0, |i| i.steps.len());
+        for idx in 0..runs {
+            let Some(spec) = self
+                .live
+                .get(&iid)
+                .and_then(|i| super::repeat::spec_for(&pb, i, idx))
+                .map(std::borrow::Cow::into_owned)
+            else {
+                continue;
+            };
+            let spec = &spec;
             while let Some(inc) = self.live.get(&iid) {
                 let run = &inc.steps[idx];
                 let (Some(start), true) = (run.activated_at, run.open()) else {

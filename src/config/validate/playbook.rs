@@ -101,6 +101,24 @@ pub(super) fn compile_playbook(
             compile_action(file, &a.value, a.referenced, sid, cfg, diags)
         });
         let deadline = delay(file, &s.deadline, &f("deadline"), diags);
+        let every = s.every.as_ref().and_then(|e| {
+            let d = delay(file, e, &f("every"), diags)?;
+            if let (Some(every), Some(deadline)) = (d.fixed(), deadline.as_ref().and_then(|x| x.fixed()))
+                && every < deadline
+            {
+                diags.warn_at_value(
+                    file,
+                    e,
+                    format!(
+                        "{}: {} is shorter than the deadline ({}): a new occurrence starts while the last may still be open",
+                        f("every"),
+                        crate::duration::short(every),
+                        crate::duration::short(deadline)
+                    ),
+                );
+            }
+            Some(d)
+        });
         let message = s
             .action
             .as_ref()
@@ -217,6 +235,7 @@ pub(super) fn compile_playbook(
                 after_step,
                 delay: step_delay,
                 message,
+                every,
                 when,
             });
         }
@@ -528,6 +547,20 @@ fn sequence(file: &str, steps: &[StepFile], ids: &BTreeSet<String>, diags: &mut 
         })
         .collect();
     for (sid, a) in &after {
+        if steps
+            .iter()
+            .any(|s| s.id.value == a.value && s.every.is_some())
+        {
+            diags.at_value(
+                file,
+                a,
+                format!(
+                    "steps.{sid}.after: `{}` repeats (`every`): a step cannot wait for one that never ends",
+                    a.value
+                ),
+            );
+            continue;
+        }
         if !ids.contains(&a.value) {
             let known: Vec<&str> = ids.iter().map(String::as_str).collect();
             diags.at_value(
