@@ -115,6 +115,8 @@ pub enum Plan {
     OnResolution,
     /// Starts when another step is done (`after: STEP_ID`).
     AfterStep(String),
+    /// Repeats (`every`): the first occurrence due at this moment.
+    Every(DateTime<Utc>, String),
     /// Its `when` does not hold at this tier.
     NotAtTier,
 }
@@ -135,6 +137,8 @@ pub fn plan<'a>(
                 Plan::OnResolution
             } else if let Some(before) = &s.after_step {
                 Plan::AfterStep(before.clone())
+            } else if let Some(every) = &s.every {
+                Plan::Every(s.deadline.after(opened, cal), every.to_string())
             } else {
                 Plan::Active(s.deadline.after(opened, cal))
             };

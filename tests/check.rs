@@ -43,7 +43,7 @@ fn bundled_network_passes() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
         out.stdout
-            .starts_with("ok: 3 branches, 17 people, 4 playbooks, 3 drills"),
+            .starts_with("ok: 3 branches, 17 people, 7 playbooks, 4 drills"),
         "{}",
         out.stdout
     );
@@ -388,7 +388,7 @@ fn an_action_without_an_action_key_points_at_the_action() {
     assert_errors(
         &f,
         &[
-            "playbooks/failover.yaml:7:13: steps.a.action: expected one of task, notify, webhook, command or roll_call",
+            "playbooks/failover.yaml:7:13: steps.a.action: expected one of task, notify, webhook, command, roll_call or event",
         ],
     );
 }
@@ -613,4 +613,47 @@ fn sequence_mistakes_are_named_where_they_are() {
     );
     let out = f.run(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// `every` shorter than the deadline is a warning at its place; `after`
+/// naming a repeating step is an error at its place; `match` says how a
+/// repeating step runs.
+#[test]
+fn repetition_mistakes_are_named_and_match_shows_the_schedule() {
+    let f = Fixture::base();
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down }\nsteps:\n  - id: switch\n    assignee: role:it-duty\n    deadline: 15m\n  - id: update\n    every: 10m\n    assignee: branch-head\n    deadline: 1h\n  - id: after-update\n    after: update\n    assignee: branch-head\n    deadline: 1h\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("playbooks/failover.yaml:13:12: steps.after-update.after: `update` repeats (`every`): a step cannot wait for one that never ends"),
+        "{}",
+        out.stderr
+    );
+    // Without the step that waits: it passes, with the warning.
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down }\nsteps:\n  - id: switch\n    assignee: role:it-duty\n    deadline: 15m\n  - id: update\n    every: 10m\n    assignee: branch-head\n    deadline: 1h\n",
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("playbooks/failover.yaml:9:12: warning: steps.update.every: 10m is shorter than the deadline (1h)"),
+        "{}",
+        out.stderr
+    );
+    f.write(
+        "playbooks/failover.yaml",
+        "id: failover\nname: Failover\ntrigger: { kind: system.down }\nsteps:\n  - id: switch\n    assignee: role:it-duty\n    deadline: 15m\n  - id: update\n    every: 48h\n    assignee: branch-head\n    deadline: 4h\n",
+    );
+    f.write("ev.json", r#"{"kind":"system.down","branch":"br-a"}"#);
+    let out = f.run(&["match", "ev.json", "--at", "2026-11-24T09:00:00+08:00"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("update                   task       branch-head                  #1 due 2026-11-24 13:00:00 +08:00 (in 4h), then one every 48h until resolved"),
+        "{}",
+        out.stdout
+    );
 }

@@ -99,6 +99,11 @@ pub fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>
                             .unwrap_or_default(),
                         step.deadline
                     ),
+                    Plan::Every(due, every) => format!(
+                        "#1 due {} (in {}), then one every {every} until resolved",
+                        crate::show::time(*due, tz),
+                        short((*due - now).num_seconds())
+                    ),
                     Plan::AfterStep(before) => format!(
                         "when {before} is done{}, within {}",
                         step.delay
@@ -143,7 +148,7 @@ pub fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>
                 );
                 // When it would escalate, if nobody finishes it: counted from its start.
                 let start = match plan {
-                    Plan::Active(_) => Some(now),
+                    Plan::Active(_) | Plan::Every(..) => Some(now),
                     _ => None,
                 };
                 for e in &step.escalate {

@@ -103,17 +103,16 @@ pub(super) fn compile_playbook(
         let deadline = delay(file, &s.deadline, &f("deadline"), diags);
         let every = s.every.as_ref().and_then(|e| {
             let d = delay(file, e, &f("every"), diags)?;
-            if let (Some(every), Some(deadline)) = (d.fixed(), deadline.as_ref().and_then(|x| x.fixed()))
-                && every < deadline
+            if let (Some(every), Some(dl)) = (d.fixed(), deadline.as_ref().and_then(|x| x.fixed()))
+                && every < dl
             {
                 diags.warn_at_value(
                     file,
                     e,
                     format!(
-                        "{}: {} is shorter than the deadline ({}): a new occurrence starts while the last may still be open",
+                        "{}: {d} is shorter than the deadline ({}): a new occurrence starts while the last may still be open",
                         f("every"),
-                        crate::duration::short(every),
-                        crate::duration::short(deadline)
+                        deadline.as_ref().map(|x| x.to_string()).unwrap_or_default()
                     ),
                 );
             }
@@ -494,9 +493,10 @@ fn lint_step(
         let Ok(t) = Target::parse(&v.value) else {
             continue;
         };
+        // A contact serves the branches it names (told, not looked up by role).
         if matches!(
             t,
-            Target::Channel(_) | Target::Person(_) | Target::NeighbourHeads
+            Target::Channel(_) | Target::Person(_) | Target::NeighbourHeads | Target::Contact(_)
         ) {
             continue;
         }
