@@ -135,6 +135,7 @@ pub fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>
                         .collect::<Vec<_>>()
                         .join(", "),
                     (None, crate::config::Action::RollCall(t)) => t.to_string(),
+                    (None, crate::config::Action::Event { kind, .. }) => format!("event {kind}"),
                     (None, crate::config::Action::Webhook { channel, .. }) => {
                         format!("channel:{channel}")
                     }

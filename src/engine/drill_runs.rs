@@ -567,10 +567,15 @@ fn scored_steps(inc: &Incident, drill: &DrillRun) -> Vec<StepScore> {
     let Some(pb) = inc.playbook.as_ref() else {
         return Vec::new();
     };
+    // Every occurrence of a repeating step that started during the run
+    // counts, under its step's target; the step itself (its schedule) never
+    // starts, so it is not scored.
     inc.steps
         .iter()
-        .zip(&pb.steps)
+        .enumerate()
+        .filter_map(|(i, run)| Some((run, &pb.steps[inc.spec_of(i)?])))
         .filter(|(_, spec)| matches!(spec.action, Action::Task | Action::RollCall(_)))
+        .filter(|(run, spec)| spec.every.is_none() || run.id != spec.id)
         .map(|(run, spec)| {
             let since = |t: DateTime<Utc>| {
                 run.notified_at
@@ -583,11 +588,11 @@ fn scored_steps(inc: &Incident, drill: &DrillRun) -> Vec<StepScore> {
                 .collect();
             StepScore {
                 id: run.id.clone(),
-                target_seconds: targets.get(&run.id).copied().unwrap_or(0.0),
+                target_seconds: targets.get(&spec.id).copied().unwrap_or(0.0),
                 weight: spec.weight,
                 critical: spec.critical,
-                active: run.activated_at.is_some() && !drill.left_out.contains(&run.id),
-                response_seconds: if drill.on_done.contains(&run.id) {
+                active: run.activated_at.is_some() && !drill.left_out.contains(&spec.id),
+                response_seconds: if drill.on_done.contains(&spec.id) {
                     run.done_at.and_then(since)
                 } else {
                     run.response_seconds

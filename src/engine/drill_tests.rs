@@ -590,3 +590,92 @@ fn the_bundled_evacuation_drill_answered_at_once_scores_100() {
     assert_eq!(b.score, Some(100.0), "{b:?}");
     assert_eq!(done.passed, Some(true));
 }
+
+/// A drill of a plan with a repeating step scores every occurrence that
+/// started during the run, each against the step's target.
+#[test]
+fn each_occurrence_of_a_repeating_step_in_a_drill_is_scored() {
+    use crate::config::{DrillEvent, DrillTarget};
+    let mut l = with_drill("failover-monthly", |d| {
+        d.playbook = "complaint-handling".into();
+        d.event = DrillEvent {
+            kind: "complaint.filed".into(),
+            severity: Severity::Major,
+            labels: [
+                ("complexity".to_string(), "complex".to_string()),
+                ("case".to_string(), "D-1".to_string()),
+            ]
+            .into(),
+            summary: None,
+        };
+        let target = |s: Option<i64>| DrillTarget {
+            delay: s
+                .map(|s| crate::duration::Delay::Fixed(std::time::Duration::from_secs(s as u64))),
+            done: false,
+        };
+        d.targets = [
+            ("progress-update".to_string(), target(Some(60))),
+            ("close-complex".to_string(), target(None)),
+            ("close-simple".to_string(), target(None)),
+            ("start-conflict-response".to_string(), target(None)),
+            ("satisfaction-survey".to_string(), target(None)),
+        ]
+        .into();
+        d.timeout = std::time::Duration::from_secs(25 * 60);
+        d.raise.clear();
+    });
+    // Every 10 minutes instead of 48 hours, so three fall in the drill.
+    if let Some(p) = l
+        .playbooks
+        .iter_mut()
+        .find(|p| p.id == "complaint-handling")
+    {
+        let mut x = (**p).clone();
+        for s in &mut x.steps {
+            if s.id == "progress-update" {
+                s.every = Some(crate::duration::Delay::Fixed(
+                    std::time::Duration::from_secs(600),
+                ));
+            }
+        }
+        *p = Arc::new(x);
+    }
+    let mut e = engine_with(l, t0());
+    let (run_id, iid, _) = run(&mut e, "failover-monthly", "sh-001", t0());
+    act(
+        &mut e,
+        iid,
+        "progress-update#1",
+        Verb::Ack,
+        "li.wei",
+        t0() + Duration::seconds(30),
+    );
+    tick(&mut e, t0() + Duration::minutes(10));
+    act(
+        &mut e,
+        iid,
+        "progress-update#2",
+        Verb::Ack,
+        "li.wei",
+        t0() + Duration::minutes(10) + Duration::seconds(90),
+    );
+    tick(&mut e, t0() + Duration::minutes(20));
+    let r = tick(&mut e, t0() + Duration::minutes(26));
+    let done = stored(&r, run_id);
+    let steps: Vec<(String, f64, Option<f64>)> = done.branches[0]
+        .steps
+        .iter()
+        .filter(|s| s.active)
+        .map(|s| (s.id.clone(), s.target_seconds, s.response_seconds))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("progress-update#1".to_string(), 60.0, Some(30.0)),
+            ("progress-update#2".to_string(), 60.0, Some(90.0)),
+            ("progress-update#3".to_string(), 60.0, None),
+        ],
+        "{:?}",
+        done.branches[0].steps
+    );
+}
