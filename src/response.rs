@@ -119,16 +119,21 @@ pub fn rows(incidents: &[Incident]) -> Vec<Row> {
             .or_default();
         let resolve = inc.resolved_at.map(|r| secs(r - inc.opened_at));
         for s in &inc.steps {
-            let i = match steps.iter().position(|(id, _)| *id == s.id) {
+            // A repeating step's occurrences (`ID#N`) count under its row;
+            // the incident counts once, by the step's own run.
+            let base = s.id.split('#').next().unwrap_or(&s.id);
+            let i = match steps.iter().position(|(id, _)| id == base) {
                 Some(i) => i,
                 None => {
-                    steps.push((s.id.clone(), Acc::default()));
+                    steps.push((base.to_string(), Acc::default()));
                     steps.len() - 1
                 }
             };
             let a = &mut steps[i].1;
-            a.incidents += 1;
-            a.resolve.extend(resolve);
+            if s.id == base {
+                a.incidents += 1;
+                a.resolve.extend(resolve);
+            }
             if s.activated_at.is_none() {
                 continue;
             }

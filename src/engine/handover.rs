@@ -96,7 +96,11 @@ impl Engine {
             let Some(pb) = inc.playbook.as_ref() else {
                 continue;
             };
-            for (idx, (run, spec)) in inc.steps.iter().zip(&pb.steps).enumerate() {
+            for (idx, run) in inc.steps.iter().enumerate() {
+                // Occurrences of a repeating step are handed over like any step.
+                let Some(spec) = inc.spec_of(idx).map(|i| &pb.steps[i]) else {
+                    continue;
+                };
                 let role_of = match &spec.assignee {
                     Some(Target::Role(role)) => role.as_str(),
                     Some(Target::BranchHead) => "branch-head",
