@@ -60,6 +60,11 @@ fn contacts_get_the_steps_own_words_for_the_branches_they_serve() {
         "no way into the bank's pages: {text}"
     );
     assert!(mail.link_path().is_none(), "no one-click links: {text}");
+    assert!(
+        !text.contains("/incidents/"),
+        "not even its address: {text}"
+    );
+    assert!(text.contains("— Branch A"), "signed by the branch: {text}");
     let req = wait_for(WAIT, "the police webhook", || {
         hook.requests().into_iter().next()
     });

@@ -37,6 +37,16 @@ fn a_delayed_step_survives_kill_9_and_starts_on_time() {
     let waiting = step(&b, "release").clone();
     assert_eq!(waiting["state"], "pending", "{b}");
     let starts_at = waiting["starts_at"].as_str().unwrap().to_string();
+    // The CLI says when it starts.
+    let shown = f.run(&["incident", "show", &id.to_string(), "--url", &d.url]);
+    assert!(
+        shown
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("starts 20")),
+        "{}",
+        shown.stdout
+    );
     let done_at = step(&b, "hold-funds")["done_at"]
         .as_str()
         .unwrap()

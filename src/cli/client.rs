@@ -241,6 +241,10 @@ pub fn incident_text(i: &Value, zones: &Zones) -> String {
             resp,
             s(&st["by"])
         );
+        // Waiting out a delay, or a repeating step's next occurrence.
+        if st["starts_at"].is_string() {
+            let _ = writeln!(out, "{:<24} starts {}", "", time(&st["starts_at"], tz));
+        }
         if let Some(missing) = st["roll_call"]["missing"]
             .as_array()
             .filter(|m| !m.is_empty())

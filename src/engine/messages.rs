@@ -191,6 +191,10 @@ impl Engine {
                         sent.push(format!("{} (does not serve {})", c.name, inc.branch));
                         continue;
                     }
+                    // The words alone, signed by the branch: the internal
+                    // block (incident number, step, owner, the address of
+                    // the incident's page) is the bank's, not theirs.
+                    let outside = format!("{why}\n\n— {}\n", self.branch_name(inc));
                     let (channel, recipient, payload) = match (&c.email, &c.webhook) {
                         (Some(email), _) => (ChannelKind::Email, email.clone(), None),
                         (None, Some(ch)) if cfg.webhooks.contains_key(ch) => (
@@ -218,7 +222,7 @@ impl Engine {
                         recipient: recipient.clone(),
                         person: None,
                         subject: subject.clone(),
-                        body: body.clone(),
+                        body: outside,
                         created_at: now,
                         links: Vec::new(),
                         link_until: None,
