@@ -2,7 +2,6 @@
 //! together in memory, past `check`): each incident opens the next until
 //! the fifth hop, and the sixth says it stopped.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -13,20 +12,9 @@ use crate::event::{Event, Severity, Status};
 
 #[test]
 fn a_loop_stops_after_five_hops_and_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/base");
-    std::fs::copy(
-        base.join("branchguard.yaml"),
-        dir.path().join("branchguard.yaml"),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("playbooks")).unwrap();
-    std::fs::write(
-        dir.path().join("playbooks/ping.yaml"),
+    let (mut loaded, _dir) = super::test_support::loaded_with(
         "id: ping\nname: Ping\ntrigger: { kind: ping }\ngroup_by: [branch, n]\nsteps:\n  - id: look\n    assignee: branch-head\n    deadline: 1h\n",
-    )
-    .unwrap();
-    let mut loaded = crate::config::load(&dir.path().join("branchguard.yaml")).unwrap();
+    );
     let mut pb = (*loaded.playbooks[0]).clone();
     let mut step = pb.steps[0].clone();
     step.id = "again".into();

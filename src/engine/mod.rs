@@ -627,6 +627,8 @@ mod roster_tests;
 #[cfg(test)]
 mod sequence_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tier_tests;

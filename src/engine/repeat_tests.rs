@@ -2,18 +2,11 @@
 //! customer every 48 hours", each occurrence its own step, across a
 //! restart, stopping when the incident is resolved.
 
-use std::path::Path;
+use chrono::Duration;
 
-use chrono::{DateTime, Duration, Utc};
-
+use super::test_support::t0;
 use super::*;
 use crate::event::{Event, Severity, Status};
-
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00")
-        .unwrap()
-        .to_utc()
-}
 
 const PLAYBOOK: &str = "id: complaint\nname: Complaint\ntrigger: { kind: complaint.filed }\nsteps:
   - id: progress-update
@@ -24,20 +17,7 @@ const PLAYBOOK: &str = "id: complaint\nname: Complaint\ntrigger: { kind: complai
 ";
 
 fn engine() -> (Engine, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/base");
-    std::fs::copy(
-        base.join("branchguard.yaml"),
-        dir.path().join("branchguard.yaml"),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("playbooks")).unwrap();
-    std::fs::write(dir.path().join("playbooks/complaint.yaml"), PLAYBOOK).unwrap();
-    let loaded = crate::config::load(&dir.path().join("branchguard.yaml")).unwrap();
-    (
-        Engine::new(loaded, Vec::new(), 1, 1, t0(), &mut Round::default()),
-        dir,
-    )
+    super::test_support::engine_with(PLAYBOOK)
 }
 
 fn run<'a>(e: &'a Engine, id: &str) -> &'a StepRun {

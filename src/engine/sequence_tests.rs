@@ -2,18 +2,11 @@
 //! then hold, then release-or-extend 3 days after the hold) and follow-ups
 //! that wait for each other after the resolution.
 
-use std::path::Path;
-
 use chrono::{DateTime, Duration, Utc};
 
+use super::test_support::t0;
 use super::*;
 use crate::event::{Event, Severity, Status};
-
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00")
-        .unwrap()
-        .to_utc()
-}
 
 const PLAYBOOK: &str = "id: fraud\nname: Fraud\ntrigger: { kind: fraud.reported }\nsteps:
   - id: freeze
@@ -44,18 +37,7 @@ const PLAYBOOK: &str = "id: fraud\nname: Fraud\ntrigger: { kind: fraud.reported 
 ";
 
 fn engine() -> (Engine, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/base");
-    std::fs::copy(
-        base.join("branchguard.yaml"),
-        dir.path().join("branchguard.yaml"),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("playbooks")).unwrap();
-    std::fs::write(dir.path().join("playbooks/fraud.yaml"), PLAYBOOK).unwrap();
-    let loaded = crate::config::load(&dir.path().join("branchguard.yaml")).unwrap();
-    let e = Engine::new(loaded, Vec::new(), 1, 1, t0(), &mut Round::default());
-    (e, dir)
+    super::test_support::engine_with(PLAYBOOK)
 }
 
 fn open(e: &mut Engine) -> i64 {

@@ -2,18 +2,11 @@
 //! hours becomes a major operational-risk event, and its regulator step
 //! starts then; a tier that also names a severity needs an event that had it.
 
-use std::path::Path;
-
 use chrono::{DateTime, Duration, Utc};
 
+use super::test_support::t0;
 use super::*;
 use crate::event::{Event, Severity, Status};
-
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00")
-        .unwrap()
-        .to_utc()
-}
 
 const PLAYBOOK: &str = "id: outage\nname: Outage\ntrigger: { kind: system.down }\ntiers:
   - { level: 1, name: outage }
@@ -34,18 +27,7 @@ steps:
 ";
 
 fn engine() -> (Engine, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/base");
-    std::fs::copy(
-        base.join("branchguard.yaml"),
-        dir.path().join("branchguard.yaml"),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("playbooks")).unwrap();
-    std::fs::write(dir.path().join("playbooks/outage.yaml"), PLAYBOOK).unwrap();
-    let loaded = crate::config::load(&dir.path().join("branchguard.yaml")).unwrap();
-    let e = Engine::new(loaded, Vec::new(), 1, 1, t0(), &mut Round::default());
-    (e, dir)
+    super::test_support::engine_with(PLAYBOOK)
 }
 
 fn event(severity: Severity, at: DateTime<Utc>) -> Event {
