@@ -12,7 +12,7 @@ use crate::event::{Event, Severity, Status};
 
 #[test]
 fn a_loop_stops_after_five_hops_and_says_so() {
-    let (mut loaded, _dir) = super::test_support::loaded_with(
+    let (mut loaded, _dir) = super::setup_tests::loaded_with(
         "id: ping\nname: Ping\ntrigger: { kind: ping }\ngroup_by: [branch, n]\nsteps:\n  - id: look\n    assignee: branch-head\n    deadline: 1h\n",
     );
     let mut pb = (*loaded.playbooks[0]).clone();

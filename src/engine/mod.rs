@@ -627,7 +627,7 @@ mod roster_tests;
 #[cfg(test)]
 mod sequence_tests;
 #[cfg(test)]
-mod test_support;
+mod setup_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use chrono::Duration;
 
-use super::test_support::t0;
+use super::setup_tests::t0;
 use super::*;
 use crate::event::{Event, Severity, Status};
 
@@ -17,7 +17,7 @@ const PLAYBOOK: &str = "id: complaint\nname: Complaint\ntrigger: { kind: complai
 ";
 
 fn engine() -> (Engine, tempfile::TempDir) {
-    super::test_support::engine_with(PLAYBOOK)
+    super::setup_tests::engine_with(PLAYBOOK)
 }
 
 fn run<'a>(e: &'a Engine, id: &str) -> &'a StepRun {

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::test_support::t0;
+use super::setup_tests::t0;
 use super::*;
 use crate::event::{Event, Severity, Status};
 
@@ -37,7 +37,7 @@ const PLAYBOOK: &str = "id: fraud\nname: Fraud\ntrigger: { kind: fraud.reported 
 ";
 
 fn engine() -> (Engine, tempfile::TempDir) {
-    super::test_support::engine_with(PLAYBOOK)
+    super::setup_tests::engine_with(PLAYBOOK)
 }
 
 fn open(e: &mut Engine) -> i64 {

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::test_support::t0;
+use super::setup_tests::t0;
 use super::*;
 use crate::event::{Event, Severity, Status};
 
@@ -27,7 +27,7 @@ steps:
 ";
 
 fn engine() -> (Engine, tempfile::TempDir) {
-    super::test_support::engine_with(PLAYBOOK)
+    super::setup_tests::engine_with(PLAYBOOK)
 }
 
 fn event(severity: Severity, at: DateTime<Utc>) -> Event {

@@ -1,5 +1,6 @@
-//! What the engine's tests of one playbook share: the base test network
-//! with that playbook alone, and a Tuesday morning in Shanghai.
+//! What the engine's tests of one playbook share (a file of tests by its name,
+//! so the architecture rules, which hold for the engine, leave it out): the
+//! base test network with that playbook alone, and a Tuesday morning in Shanghai.
 
 use std::path::Path;
 
