@@ -213,3 +213,49 @@ fn a_hand_over_into_a_gap_tells_the_operations_centre() {
             .all(|n| n.recipient != "ma.chao@bank.example")
     );
 }
+
+/// An occurrence of a repeating step is handed over like any step.
+#[test]
+fn an_occurrence_of_a_repeating_step_is_handed_over() {
+    let mut l = loaded(false);
+    if let Some(p) = l.playbooks.iter_mut().find(|p| p.id == "system-failover") {
+        let mut x = (**p).clone();
+        for s in &mut x.steps {
+            if s.id == "switch-to-backup" {
+                s.every = Some(crate::duration::Delay::Fixed(
+                    std::time::Duration::from_secs(48 * 3600),
+                ));
+            }
+        }
+        *p = Arc::new(x);
+    }
+    let mut e = Engine::new(l, Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut r = Round::default();
+    e.tick(t0(), &mut r);
+    e.ingest(vec![(core_down(), t0())], "test", t0(), &mut r);
+    let first = |e: &Engine| {
+        e.live_incident(1)
+            .unwrap()
+            .steps
+            .iter()
+            .find(|s| s.id == "switch-to-backup#1")
+            .unwrap()
+            .on_duty
+            .clone()
+    };
+    assert_eq!(first(&e).as_deref(), Some("wu.tao"));
+    let mut r = Round::default();
+    e.tick(t0() + Duration::minutes(5), &mut r);
+    assert_eq!(first(&e).as_deref(), Some("ma.chao"));
+    let h = r
+        .history
+        .iter()
+        .find(|h| h.what == "step.handover")
+        .unwrap();
+    assert!(
+        h.detail
+            .starts_with("step switch-to-backup#1: handed over from Wu Tao to Ma Chao"),
+        "{}",
+        h.detail
+    );
+}
