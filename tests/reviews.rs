@@ -85,6 +85,16 @@ fn a_review_is_appended_its_overdue_action_reaches_its_owner_once_and_the_report
         ),
         (json!({"by": "head.a"}), None, "all three are empty"),
         (
+            json!({"impact": "x", "actions": [{"what": "y", "owner": "it.a", "due": "0001-01-01"}], "by": "head.a"}),
+            Some("actions[0].due"),
+            "due date 0001-01-01 is long before the incident",
+        ),
+        (
+            json!({"impact": "x", "actions": [{"what": "y", "owner": "it.a", "due": "9999-12-31"}], "by": "head.a"}),
+            Some("actions[0].due"),
+            "is too far ahead",
+        ),
+        (
             json!({"impact": "x", "severity": "high", "by": "head.a"}),
             None,
             "unknown field `severity`",

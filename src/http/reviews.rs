@@ -74,6 +74,27 @@ pub async fn record(
         });
     }
     let (inc, history, _) = visible(&s, &who, client, id).await?;
+    // A due date a year before the incident, or past any plan, is a typing
+    // mistake (one already past is not: it is overdue at once).
+    let tz = s.loaded().config.tz_of(&inc.branch);
+    let earliest = inc.opened_at.with_timezone(&tz).date_naive() - chrono::Days::new(366);
+    let latest = crate::clock::now().with_timezone(&tz).date_naive() + chrono::Days::new(10 * 366);
+    for (i, a) in actions.iter().enumerate() {
+        if a.due < earliest || a.due > latest {
+            let how = if a.due < earliest {
+                "long before the incident"
+            } else {
+                "too far ahead"
+            };
+            return Err(ApiError::bad(
+                format!(
+                    "due date {} is {how}: expected a day from a year before the incident opened ({earliest}) to ten years ahead ({latest})",
+                    a.due
+                ),
+                format!("actions[{i}].due"),
+            ));
+        }
+    }
     let by = who
         .actor(&s.loaded().config, b.by, &inc.branch, None)
         .map_err(|e| count_forbidden(&s, client, &who, e))?;
