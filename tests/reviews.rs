@@ -87,12 +87,12 @@ fn a_review_is_appended_its_overdue_action_reaches_its_owner_once_and_the_report
         (
             json!({"impact": "x", "actions": [{"what": "y", "owner": "it.a", "due": "0001-01-01"}], "by": "head.a"}),
             Some("actions[0].due"),
-            "due date 0001-01-01 is long before the incident",
+            "due date 0001-01-01 is out of range: expected a day from 2000-01-01 to 2099-12-31",
         ),
         (
             json!({"impact": "x", "actions": [{"what": "y", "owner": "it.a", "due": "9999-12-31"}], "by": "head.a"}),
             Some("actions[0].due"),
-            "is too far ahead",
+            "due date 9999-12-31 is out of range",
         ),
         (
             json!({"impact": "x", "severity": "high", "by": "head.a"}),

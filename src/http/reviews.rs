@@ -41,6 +41,10 @@ struct ActionBody {
     due: String,
 }
 
+/// The due dates a review action may have.
+const DUE_FROM: NaiveDate = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date");
+const DUE_TO: NaiveDate = NaiveDate::from_ymd_opt(2099, 12, 31).expect("a valid date");
+
 fn parse_id(id: &str) -> Result<i64, ApiError> {
     super::error::path_id(id, "incident id", "id")
 }
@@ -74,21 +78,14 @@ pub async fn record(
         });
     }
     let (inc, history, _) = visible(&s, &who, client, id).await?;
-    // A due date a year before the incident, or past any plan, is a typing
-    // mistake (one already past is not: it is overdue at once).
-    let tz = s.loaded().config.tz_of(&inc.branch);
-    let earliest = inc.opened_at.with_timezone(&tz).date_naive() - chrono::Days::new(366);
-    let latest = crate::clock::now().with_timezone(&tz).date_naive() + chrono::Days::new(10 * 366);
+    // A year like 0001 or 9999 is a typing mistake, not a plan (a date
+    // already past is not: the action is overdue at once). Fixed bounds, so
+    // what is accepted does not change with the day it is asked.
     for (i, a) in actions.iter().enumerate() {
-        if a.due < earliest || a.due > latest {
-            let how = if a.due < earliest {
-                "long before the incident"
-            } else {
-                "too far ahead"
-            };
+        if !(DUE_FROM..=DUE_TO).contains(&a.due) {
             return Err(ApiError::bad(
                 format!(
-                    "due date {} is {how}: expected a day from a year before the incident opened ({earliest}) to ten years ahead ({latest})",
+                    "due date {} is out of range: expected a day from {DUE_FROM} to {DUE_TO}",
                     a.due
                 ),
                 format!("actions[{i}].due"),
