@@ -205,3 +205,46 @@ fn csv_quotes_what_needs_quoting() {
     assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
     assert_eq!(field("plain"), "plain");
 }
+
+/// A repeating step's occurrences count under their step's row; the
+/// incident once (the bundled complaint plan: an update every 48 hours).
+#[test]
+fn occurrences_of_a_repeating_step_count_under_their_step() {
+    let loaded =
+        crate::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml"))
+            .unwrap();
+    let mut e = Engine::new(loaded, Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut r = Round::default();
+    let ev = Event {
+        kind: "complaint.filed".into(),
+        branch: "sh-002".into(),
+        severity: Severity::Major,
+        status: Status::Firing,
+        labels: [
+            ("case".to_string(), "C-1".to_string()),
+            ("complexity".to_string(), "complex".to_string()),
+        ]
+        .into(),
+        summary: None,
+        occurred_at: t0(),
+        source: "test".into(),
+    };
+    e.ingest(vec![(ev, t0())], "test", t0(), &mut r);
+    e.tick(t0(), &mut r);
+    let who = Who::new(Some("liu.yang"), None);
+    let at = t0() + Duration::minutes(30);
+    e.step_action(1, "progress-update#1", Verb::Done, who, at, &mut r)
+        .unwrap();
+    e.tick(t0() + Duration::hours(48), &mut r);
+    e.resolve(1, who, t0() + Duration::hours(49), &mut r).unwrap();
+    let inc = e.live_incident(1).unwrap().clone();
+    let row = rows(&[inc])
+        .into_iter()
+        .find(|r| r.step.starts_with("progress-update"))
+        .unwrap();
+    assert_eq!(
+        (row.step.as_str(), row.incidents, row.started, row.done),
+        ("progress-update", 1, 2, 1)
+    );
+    assert_eq!(row.time_to_done.max, Some(1800.0));
+}
