@@ -133,11 +133,10 @@ impl Engine {
                 .live
                 .get(&iid)
                 .and_then(|i| super::repeat::spec_for(&pb, i, idx))
-                .map(std::borrow::Cow::into_owned)
             else {
                 continue;
             };
-            let spec = &spec;
+            let spec: &Step = &spec;
             while let Some(inc) = self.live.get(&iid) {
                 let run = &inc.steps[idx];
                 let (Some(start), true) = (run.activated_at, run.open()) else {
