@@ -236,7 +236,8 @@ fn occurrences_of_a_repeating_step_count_under_their_step() {
     e.step_action(1, "progress-update#1", Verb::Done, who, at, &mut r)
         .unwrap();
     e.tick(t0() + Duration::hours(48), &mut r);
-    e.resolve(1, who, t0() + Duration::hours(49), &mut r).unwrap();
+    e.resolve(1, who, t0() + Duration::hours(49), &mut r)
+        .unwrap();
     let inc = e.live_incident(1).unwrap().clone();
     let row = rows(&[inc])
         .into_iter()
