@@ -371,6 +371,10 @@ pub struct Notification {
     pub incident: i64,
     pub step: Option<String>,
     pub channel: ChannelKind,
+    /// A drill's message: delivered in digests apart from real ones, and
+    /// marked as a drill to whoever reads it.
+    #[serde(default)]
+    pub drill: bool,
     /// The target as written (`role:it-duty`), for the history.
     pub target: String,
     /// An email address or a webhook channel name.

@@ -324,11 +324,14 @@ pub const SUBJECT_MAX: usize = 78;
 /// A subject: `[DRILL] ` where it applies, what it asks, the branch and the
 /// step (or what happened), cut to [`SUBJECT_MAX`] characters.
 pub fn subject_line(drill: bool, ask: &str, branch: &str, what: &str) -> String {
-    let full = format!(
-        "{}{ask} {branch}: {what}",
-        if drill { "[DRILL] " } else { "" }
-    );
+    let full = format!("{}{ask} {branch}: {what}", drill_mark(drill));
     cut(&full, SUBJECT_MAX)
+}
+
+/// What a drill's subject starts with (nothing for a real one): a drill is
+/// known by its flag, and this is only how people are told.
+pub fn drill_mark(drill: bool) -> &'static str {
+    if drill { "[DRILL] " } else { "" }
 }
 
 /// `s` cut to at most `max` characters, with `…` when cut.

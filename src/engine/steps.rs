@@ -166,6 +166,7 @@ impl Engine {
                     incident: iid,
                     step: Some(spec.id.clone()),
                     channel: ChannelKind::Webhook,
+                    drill: inc.drill,
                     target: format!("channel:{channel}"),
                     recipient: channel.clone(),
                     person: None,

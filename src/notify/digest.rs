@@ -4,18 +4,17 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::store::OutboxRow;
+use crate::store::{Lane, OutboxRow};
 
 /// The most messages one digest carries; a larger backlog follows at once in
 /// further digests. For email, a 10,000-incident storm for one person is five
 /// digests (sizes in the storm benchmark's `person` part), well under the
 /// 10 MB message limit common on mail servers; a webhook digest goes to small
 /// receivers (a lobby screen) and stays short.
-pub(super) fn digest_max(lane: &str) -> usize {
-    if lane.starts_with("webhook:") {
-        200
-    } else {
-        2000
+pub(super) fn digest_max(lane: &Lane) -> usize {
+    match lane {
+        Lane::Webhook(_) => 200,
+        Lane::Email => 2000,
     }
 }
 
@@ -40,10 +39,10 @@ pub(super) fn within_budget(rows: &[OutboxRow]) -> usize {
 
 /// The window within which a lane's messages to one recipient are combined:
 /// `notify.digest` for email, a webhook channel's `min_interval`; zero: none.
-pub(super) fn window(cfg: &Config, lane: &str) -> Duration {
-    match lane.strip_prefix("webhook:") {
-        None => cfg.delivery.digest,
-        Some(name) => cfg
+pub(super) fn window(cfg: &Config, lane: &Lane) -> Duration {
+    match lane {
+        Lane::Email => cfg.delivery.digest,
+        Lane::Webhook(name) => cfg
             .webhooks
             .get(name)
             .and_then(|w| w.min_interval)
@@ -62,6 +61,7 @@ mod tests {
             incident: id,
             step: None,
             channel: ChannelKind::Email,
+            drill: false,
             target: "role:it-duty".into(),
             recipient: "it@bank.example".into(),
             person: None,

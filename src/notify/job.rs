@@ -191,7 +191,7 @@ impl Job {
         rows: &[OutboxRow],
     ) -> Result<String, SendError> {
         let first = &rows[0];
-        let drill = first.subject.starts_with("[DRILL]");
+        let drill = first.drill;
         let mut seen = std::collections::HashSet::new();
         let incidents: Vec<i64> = rows
             .iter()
@@ -200,15 +200,12 @@ impl Job {
             .collect();
         // What the first asks leads, as in every subject; then how many
         // more, within the 78 characters a phone shows.
-        let head = first
-            .subject
-            .strip_prefix("[DRILL] ")
-            .unwrap_or(&first.subject);
+        let mark = crate::engine::drill_mark(drill);
+        let head = first.subject.strip_prefix(mark).unwrap_or(&first.subject);
         let (ask, rest) = head.split_once(' ').unwrap_or((head, ""));
         let subject = crate::engine::cut(
             &format!(
-                "{}{ask} +{} more ({} incidents): {rest}",
-                if drill { "[DRILL] " } else { "" },
+                "{mark}{ask} +{} more ({} incidents): {rest}",
                 rows.len() - 1,
                 incidents.len(),
             ),
@@ -290,7 +287,7 @@ impl Job {
                         "schema": "branchguard.digest.v1",
                         "id": first.id,
                         "count": rows.len(),
-                        "drill": first.subject.starts_with("[DRILL]"),
+                        "drill": first.drill,
                         "items": rows.iter().map(payload_of).collect::<Vec<_>>(),
                     }),
                     format!(

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock;
 use crate::config::{Config, DeliveryConfig, Loaded};
 use crate::engine::{Attempt, ChannelKind, EngineHandle};
-use crate::store::{DueGroup, OutboxRow, Reader, StoreError};
+use crate::store::{DueGroup, Lane, OutboxRow, Reader, StoreError};
 use channels::ChannelHealth;
 use digest::{digest_max, window, within_budget};
 use email::Mailer;
@@ -68,7 +68,7 @@ pub fn next_attempt(
 
 /// A finished delivery: its lane, its digest group, what became of each row.
 struct Done {
-    lane: String,
+    lane: Lane,
     group: Option<DueGroup>,
     /// The rows the delivery carried (freed even when it ended without outcomes).
     rows: Vec<i64>,
@@ -114,15 +114,15 @@ impl Drop for Reporter {
 #[derive(Default)]
 struct Flight {
     /// Lane -> rows in flight.
-    rows: HashMap<String, HashSet<i64>>,
+    rows: HashMap<Lane, HashSet<i64>>,
     /// Lane -> deliveries in flight (a digest is one).
-    units: HashMap<String, usize>,
-    groups: HashSet<(String, DueGroup)>,
+    units: HashMap<Lane, usize>,
+    groups: HashSet<(Lane, DueGroup)>,
     /// Lane -> the recipient whose delivery started last (round robin).
-    served: HashMap<String, String>,
+    served: HashMap<Lane, String>,
     /// When each group's last delivery started, and whether it was a full
     /// digest: after a partial one the next waits for the window.
-    last: HashMap<(String, DueGroup), (DateTime<Utc>, bool)>,
+    last: HashMap<(Lane, DueGroup), (DateTime<Utc>, bool)>,
 }
 
 impl Flight {
@@ -143,12 +143,12 @@ fn ready_now(
     fresh: wake::Fresh,
     flight: &Flight,
     cfg: &Config,
-) -> (Vec<(String, OutboxRow)>, HashSet<GroupKey>) {
+) -> (Vec<(Lane, OutboxRow)>, HashSet<GroupKey>) {
     let Some(rows) = fresh.rows else {
         return (Vec::new(), fresh.groups);
     };
     let per_lane = cfg.delivery.in_flight.max(1);
-    let mut taken: HashMap<String, usize> = HashMap::new();
+    let mut taken: HashMap<Lane, usize> = HashMap::new();
     let mut now = Vec::new();
     let mut rest = HashSet::new();
     for ((lane, group), row) in rows {
@@ -522,18 +522,18 @@ impl Deliverer {
         flight: &mut Flight,
         tasks: &mut tokio::task::JoinSet<()>,
         done: &mpsc::UnboundedSender<Done>,
-        lane: &str,
+        lane: &Lane,
         group: Option<DueGroup>,
         rows: Vec<OutboxRow>,
     ) {
         flight
             .rows
-            .entry(lane.to_string())
+            .entry(lane.clone())
             .or_default()
             .extend(rows.iter().map(|r| r.id));
-        *flight.units.entry(lane.to_string()).or_default() += 1;
+        *flight.units.entry(lane.clone()).or_default() += 1;
         if let Some(g) = &group {
-            flight.groups.insert((lane.to_string(), g.clone()));
+            flight.groups.insert((lane.clone(), g.clone()));
         }
         let job = job::Job {
             senders: self.senders.clone(),
@@ -541,7 +541,7 @@ impl Deliverer {
             secret: self.secret.clone(),
         };
         let done = done.clone();
-        let lane = lane.to_string();
+        let lane = lane.clone();
         let reporter = Reporter {
             done: done.clone(),
             report: Some(Done {
@@ -636,6 +636,13 @@ mod tests {
         );
     }
 
+    fn lane(name: &str) -> Lane {
+        match name.split_once(':') {
+            Some((_, hook)) => Lane::Webhook(hook.into()),
+            None => Lane::Email,
+        }
+    }
+
     fn fresh(rows: &[(&str, &str, i64)]) -> wake::Fresh {
         let mut f = wake::Fresh {
             groups: HashSet::new(),
@@ -646,15 +653,12 @@ mod tests {
                 recipient: recipient.to_string(),
                 drill: false,
             };
-            let key = (lane.to_string(), group);
+            let key = (self::lane(lane), group);
             let n = crate::engine::Notification {
                 incident: *id,
                 step: None,
-                channel: if *lane == "email" {
-                    ChannelKind::Email
-                } else {
-                    ChannelKind::Webhook
-                },
+                channel: key.0.channel(),
+                drill: false,
                 target: "role:it-duty".into(),
                 recipient: recipient.to_string(),
                 person: None,
@@ -685,7 +689,7 @@ mod tests {
             w.min_interval = Some(Duration::from_secs(5));
         }
         let mut flight = Flight::default();
-        flight.units.insert("webhook:queue-caller".into(), 1);
+        flight.units.insert(lane("webhook:queue-caller"), 1);
         let rows = fresh(&[
             ("webhook:ops-centre", "ops-centre", 1),
             ("email", "it@bank.example", 2),
@@ -695,15 +699,18 @@ mod tests {
             ("webhook:ops-centre", "ops-centre", 6),
         ]);
         let (now, rest) = ready_now(rows, &flight, &cfg);
-        let started: Vec<(&str, i64)> = now.iter().map(|(l, r)| (l.as_str(), r.id)).collect();
+        let started: Vec<(String, i64)> = now.iter().map(|(l, r)| (l.to_string(), r.id)).collect();
         // Two to the idle ops-centre (its bound), oldest first; the digest
         // lane, the rate-limited screen, a lane with a delivery under way and
         // the third ops-centre row are left to the outbox read.
         assert_eq!(
             started,
-            [("webhook:ops-centre", 1), ("webhook:ops-centre", 5)]
+            [
+                ("webhook:ops-centre".into(), 1),
+                ("webhook:ops-centre".into(), 5)
+            ]
         );
-        let mut lanes: Vec<&str> = rest.iter().map(|(l, _)| l.as_str()).collect();
+        let mut lanes: Vec<String> = rest.iter().map(|(l, _)| l.to_string()).collect();
         lanes.sort_unstable();
         assert_eq!(
             lanes,
@@ -729,7 +736,7 @@ mod tests {
         let reporter = Reporter {
             done: tx,
             report: Some(Done {
-                lane: "email".into(),
+                lane: Lane::Email,
                 group: None,
                 rows: vec![7, 8],
                 attempts: Vec::new(),
@@ -741,7 +748,7 @@ mod tests {
         });
         assert!(task.await.is_err());
         let d = rx.try_recv().expect("the end is reported");
-        assert_eq!((d.lane.as_str(), d.rows), ("email", vec![7, 8]));
+        assert_eq!((d.lane, d.rows), (Lane::Email, vec![7, 8]));
         assert!(d.attempts.is_empty());
     }
 }

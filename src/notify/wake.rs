@@ -19,29 +19,19 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
-use crate::engine::{ChannelKind, Notification};
-use crate::store::{DueGroup, OutboxRow};
+use crate::engine::Notification;
+use crate::store::{DueGroup, Lane, OutboxRow};
 
-/// A lane (`email`, `webhook:<name>`) and one of its groups.
-pub(super) type GroupKey = (String, DueGroup);
-
-/// Whether an outbox row is a drill's. The engine marks drill messages in
-/// their subject, and the store groups rows the same way.
-pub(super) fn is_drill(subject: &str) -> bool {
-    subject.starts_with("[DRILL]")
-}
+/// A lane and one of its groups.
+pub(super) type GroupKey = (Lane, DueGroup);
 
 /// The lane and group a new notification is delivered in.
 fn key_of(n: &Notification) -> GroupKey {
-    let lane = match n.channel {
-        ChannelKind::Email => "email".to_string(),
-        ChannelKind::Webhook => format!("webhook:{}", n.recipient),
-    };
     let group = DueGroup {
         recipient: n.recipient.clone(),
-        drill: is_drill(&n.subject),
+        drill: n.drill,
     };
-    (lane, group)
+    (Lane::of(n.channel, &n.recipient), group)
 }
 
 /// How many committed rows the wake keeps for the worker to start without
@@ -116,12 +106,14 @@ impl Wake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ChannelKind;
 
     fn note(channel: ChannelKind, recipient: &str, subject: &str) -> Notification {
         Notification {
             incident: 1,
             step: None,
             channel,
+            drill: false,
             target: "role:x".into(),
             recipient: recipient.into(),
             person: None,
@@ -143,7 +135,11 @@ mod tests {
         let rows = [
             note(ChannelKind::Email, "a@bank.example", "ATM down"),
             note(ChannelKind::Email, "a@bank.example", "ATM down again"),
-            note(ChannelKind::Email, "a@bank.example", "[DRILL] ATM down"),
+            // A drill's by its flag, whatever its subject says.
+            Notification {
+                drill: true,
+                ..note(ChannelKind::Email, "a@bank.example", "ATM down")
+            },
             note(ChannelKind::Webhook, "lobby", "ATM down"),
         ];
         wake.committed(rows.to_vec(), &[1, 2, 3, 4], false);
@@ -151,8 +147,8 @@ mod tests {
         let ready = taken.rows.expect("four rows are kept");
         let ids: Vec<i64> = ready.iter().map(|(_, r)| r.id).collect();
         assert_eq!(ids, [1, 2, 3, 4], "in commit order");
-        assert_eq!(ready[3].0.0, "webhook:lobby");
-        assert_eq!(ready[2].1.subject, "[DRILL] ATM down");
+        assert_eq!(ready[3].0.0, Lane::Webhook("lobby".into()));
+        assert!(ready[2].1.drill);
         let mut got: Vec<_> = taken.groups.into_iter().collect();
         got.sort_by(|a, b| {
             (&a.0, &a.1.recipient, a.1.drill).cmp(&(&b.0, &b.1.recipient, b.1.drill))
@@ -164,7 +160,10 @@ mod tests {
         ];
         assert_eq!(got.len(), want.len(), "{got:?}");
         for ((lane, g), (l, r, d)) in got.iter().zip(want) {
-            assert_eq!((lane.as_str(), g.recipient.as_str(), g.drill), (l, r, d));
+            assert_eq!(
+                (lane.to_string().as_str(), g.recipient.as_str(), g.drill),
+                (l, r, d)
+            );
         }
         let again = wake.take();
         assert!(again.groups.is_empty());

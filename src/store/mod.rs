@@ -14,8 +14,11 @@
 
 pub mod audit;
 mod health;
+mod lane;
 pub mod records;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use crate::engine::{
 };
 pub use audit::{AuditCheck, AuditHead, AuditKey, Head};
 pub use health::StoreHealth;
+pub use lane::Lane;
 
 /// What went wrong in the store. None of these is the caller's fault: the API
 /// answers them with 503.
@@ -149,6 +153,8 @@ pub struct OutboxRow {
     pub incident: i64,
     pub step: Option<String>,
     pub channel: ChannelKind,
+    /// A drill's message (never in a digest with real ones).
+    pub drill: bool,
     pub target: String,
     pub recipient: String,
     pub person: Option<String>,
@@ -185,6 +191,7 @@ impl OutboxRow {
             incident: n.incident,
             step: n.step,
             channel: n.channel,
+            drill: n.drill,
             target: n.target,
             recipient: n.recipient,
             person: n.person,
@@ -237,15 +244,13 @@ pub trait Reader: Send + Sync {
     /// row shown delivered has its history line, and a step its outcome.
     fn incident_with_outbox(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError>;
     fn list_events(&self, q: &EventQuery) -> Result<Page<EventRow>, StoreError>;
-    /// The delivery lanes with rows due at `now`: `email`, or `webhook:NAME`
-    /// per webhook channel: all email goes through one mail server, each
-    /// webhook channel is its own receiver.
-    fn due_lanes(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
+    /// The delivery lanes with rows due at `now`, in [`Lane`] order.
+    fn due_lanes(&self, now: DateTime<Utc>) -> Result<Vec<Lane>, StoreError>;
     /// Due rows of one lane, oldest first, leaving out those in `skip` (in flight).
     fn due_outbox_in(
         &self,
         now: DateTime<Utc>,
-        lane: &str,
+        lane: &Lane,
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError>;
@@ -254,19 +259,19 @@ pub trait Reader: Send + Sync {
     fn due_urgent_in(
         &self,
         now: DateTime<Utc>,
-        lane: &str,
+        lane: &Lane,
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError>;
     /// The groups of one lane with due rows: by recipient, and drill or real
     /// (a digest never mixes the two), in recipient order. A group with a
     /// delivery under way is passed over by the worker, so nothing is skipped here.
-    fn due_groups(&self, now: DateTime<Utc>, lane: &str) -> Result<Vec<DueGroup>, StoreError>;
+    fn due_groups(&self, now: DateTime<Utc>, lane: &Lane) -> Result<Vec<DueGroup>, StoreError>;
     /// The due rows of one group, oldest first, leaving out `skip`.
     fn due_outbox_of(
         &self,
         now: DateTime<Utc>,
-        lane: &str,
+        lane: &Lane,
         group: &DueGroup,
         skip: &[i64],
         limit: usize,

@@ -124,8 +124,8 @@ impl Writer for SqliteWriter {
                 append(&ts(h.at), &entity, &h.what, &h.by, &h.via, &h.detail)?;
             }
             let mut out = tx.prepare_cached(
-                "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement, urgent, grant_until)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement, urgent, grant_until, drill)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             for n in &round.outbox {
                 committed.outbox.push(out.insert(params![
@@ -144,6 +144,7 @@ impl Writer for SqliteWriter {
                     n.announcement,
                     n.urgent,
                     n.grant_until.map(ts),
+                    n.drill,
                 ])?);
             }
             // Only a row not yet settled is updated: an outcome is never recorded twice.

@@ -449,7 +449,8 @@ mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP INDEX events_bucket;
-                 CREATE INDEX events_branch ON events (branch, id);",
+                 CREATE INDEX events_branch ON events (branch, id);
+                 PRAGMA user_version = 0;",
             )
             .unwrap();
         }

@@ -25,7 +25,7 @@ use crate::config::Playbook;
 use crate::engine::{DrillRun, DrillState, HistoryEntry, Incident, Silence};
 use files::{identity, identity_of_wal};
 pub use pool::SqliteReader;
-use schema::{SCHEMA, migrate};
+use schema::migrate;
 use start::keyed;
 pub use start::{audit_at_start, check_at_start, needs_key};
 
@@ -112,18 +112,13 @@ impl SqliteWriter {
         })?;
         let path = data_dir.join(DB_FILE);
         let created = !path.exists();
-        let conn = Connection::open(&path)?;
+        let mut conn = Connection::open(&path)?;
         // Nobody else writes this database: a lock held longer than this is a
         // fault, answered with 503 rather than by stalling intake.
         conn.busy_timeout(std::time::Duration::from_secs(2))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        migrate(&conn)?;
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')",
-            [],
-        )?;
+        migrate(&mut conn)?;
         let db_identity = identity(&path);
         let wal_identity = identity_of_wal(&path);
         let keyed = keyed(&conn)?;
@@ -243,7 +238,7 @@ fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreErro
 }
 
 const OUTBOX_COLUMNS: &str = "id, incident, step, channel, target, recipient, person, subject, body, created_at, \
-     link, payload, attempts, next_attempt_at, delivered_at, failed_at, last_error, link_until, announcement, urgent, grant_until";
+     link, payload, attempts, next_attempt_at, delivered_at, failed_at, last_error, link_until, announcement, urgent, grant_until, drill";
 
 /// One row of `SELECT {OUTBOX_COLUMNS}`: the API's view and the delivery worker's input alike.
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
@@ -291,6 +286,7 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
         announcement: r.get(18)?,
         urgent: r.get(19)?,
         grant_until: opt_time_col(r, 20)?,
+        drill: r.get(21)?,
     })
 }
 

@@ -3,9 +3,8 @@
 
 use super::*;
 
-/// A drill's messages are marked in their subject by the engine (and only
-/// there). Written exactly as in the `outbox_groups` index, so it is used.
-const DRILL: &str = "(substr(subject, 1, 7) = '[DRILL]')";
+/// A drill's messages, as the engine marked them (`outbox_groups` indexes it).
+const DRILL: &str = "drill";
 /// Not yet delivered or given up.
 const PENDING: &str = "delivered_at IS NULL AND failed_at IS NULL";
 /// Due at `?1`.
@@ -19,11 +18,8 @@ const DUE: &str = "(next_attempt_at IS NULL OR next_attempt_at <= ?1)";
 /// rebound, and rusqlite clears bindings when a cached statement is put back,
 /// so every use parsed and planned the query anew (13% of the daemon's CPU in
 /// the storm benchmark's profile).
-fn lane_parts(lane: &str) -> (&'static str, Option<&str>) {
-    match lane.strip_prefix("webhook:") {
-        Some(name) => ("webhook", Some(name)),
-        None => ("email", None),
-    }
+fn lane_parts(lane: &Lane) -> (&'static str, Option<&str>) {
+    (lane.channel().as_str(), lane.webhook())
 }
 
 /// The delivery worker's statements, asked after every commit. `channel` is
@@ -130,7 +126,7 @@ impl SqliteReader {
         &self,
         query: fn(&str, usize) -> String,
         now: DateTime<Utc>,
-        lane: &str,
+        lane: &Lane,
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
@@ -208,16 +204,16 @@ impl Reader for SqliteReader {
         self.with(|conn| super::events::list(conn, q))
     }
 
-    fn due_lanes(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+    fn due_lanes(&self, now: DateTime<Utc>) -> Result<Vec<Lane>, StoreError> {
         self.with(|conn| {
             let mut lanes = Vec::new();
             if next_group(conn, now, "email", None)?.is_some() {
-                lanes.push("email".to_string());
+                lanes.push(Lane::Email);
             }
             let mut after: Option<(String, bool)> = None;
             while let Some((recipient, drill)) = next_group(conn, now, "webhook", after.as_ref())? {
-                if lanes.last() != Some(&format!("webhook:{recipient}")) {
-                    lanes.push(format!("webhook:{recipient}"));
+                if lanes.last().and_then(Lane::webhook) != Some(recipient.as_str()) {
+                    lanes.push(Lane::Webhook(recipient.clone()));
                 }
                 after = Some((recipient, drill));
             }
@@ -228,7 +224,7 @@ impl Reader for SqliteReader {
     fn due_outbox_in(
         &self,
         now: DateTime<Utc>,
-        lane: &str,
+        lane: &Lane,
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
@@ -238,14 +234,14 @@ impl Reader for SqliteReader {
     fn due_urgent_in(
         &self,
         now: DateTime<Utc>,
-        lane: &str,
+        lane: &Lane,
         skip: &[i64],
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         self.lane_rows(sql::urgent_rows, now, lane, skip, limit)
     }
 
-    fn due_groups(&self, now: DateTime<Utc>, lane: &str) -> Result<Vec<DueGroup>, StoreError> {
+    fn due_groups(&self, now: DateTime<Utc>, lane: &Lane) -> Result<Vec<DueGroup>, StoreError> {
         let (channel, only) = lane_parts(lane);
         self.with(|conn| {
             let mut groups = Vec::new();
@@ -276,7 +272,7 @@ impl Reader for SqliteReader {
     fn due_outbox_of(
         &self,
         now: DateTime<Utc>,
-        lane: &str,
+        lane: &Lane,
         group: &DueGroup,
         skip: &[i64],
         limit: usize,
@@ -534,13 +530,12 @@ mod tests {
                 1 => ("webhook", "lobby".to_string()),
                 _ => ("webhook", "ops".to_string()),
             };
-            let subject = if i % 5 == 0 { "[DRILL] x" } else { "x" };
             writer
                 .conn
                 .execute(
-                    "INSERT INTO outbox (incident, channel, target, recipient, subject, body, created_at)
-                     VALUES (?1, ?2, 't', ?3, ?4, 'b', '2026-11-24T00:00:00Z')",
-                    params![i, channel, recipient, subject],
+                    "INSERT INTO outbox (incident, channel, target, recipient, subject, body, created_at, drill)
+                     VALUES (?1, ?2, 't', ?3, 'x', 'b', '2026-11-24T00:00:00Z', ?4)",
+                    params![i, channel, recipient, i % 5 == 0],
                 )
                 .unwrap();
         }
@@ -550,7 +545,8 @@ mod tests {
         for k in 0..4 {
             let now = start + chrono::Duration::seconds(k);
             let lanes = reader.due_lanes(now).unwrap();
-            assert_eq!(lanes, ["email", "webhook:lobby", "webhook:ops"]);
+            let shown: Vec<String> = lanes.iter().map(Lane::to_string).collect();
+            assert_eq!(shown, ["email", "webhook:lobby", "webhook:ops"]);
             for lane in &lanes {
                 let groups = reader.due_groups(now, lane).unwrap();
                 assert!(!groups.is_empty(), "{lane}");
@@ -647,6 +643,7 @@ mod tests {
                 incident: 1,
                 step: None,
                 channel: ChannelKind::Webhook,
+                drill: false,
                 target: "channel:ops".into(),
                 recipient: "ops".into(),
                 person: None,

@@ -1,4 +1,5 @@
-//! The SQLite schema, and the migration of databases made by earlier versions.
+//! The SQLite schema as numbered steps: a database made by any earlier
+//! version is brought to the current one step by step.
 
 use rusqlite::Connection;
 
@@ -79,9 +80,7 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered_at IS N
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, id);
 -- The delivery worker's questions, answered by seeks rather than scans of a
 -- storm's backlog: due messages by channel, recipient, drill or real, oldest
--- first; and the next retry.
-CREATE INDEX IF NOT EXISTS outbox_groups ON outbox (channel, recipient, (substr(subject, 1, 7) = '[DRILL]'), id)
-    WHERE delivered_at IS NULL AND failed_at IS NULL;
+-- first (`outbox_groups`, made by step 2); and the next retry.
 CREATE INDEX IF NOT EXISTS outbox_retry ON outbox (next_attempt_at)
     WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS drill_runs (
@@ -140,42 +139,57 @@ pub(super) fn has_column(conn: &Connection, table: &str, column: &str) -> Result
     )?)
 }
 
-/// Brings a database made by an earlier version up to the current schema.
-pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    if !has_column(conn, "events", "rejected")? {
-        conn.execute_batch("ALTER TABLE events ADD COLUMN rejected TEXT;")?;
+/// One numbered step of the schema: it brings a database at version `to - 1`
+/// to `to`, in one transaction with the new version number, so a crash
+/// leaves the database at one version or the next.
+struct Step {
+    to: u32,
+    run: fn(&Connection) -> Result<(), StoreError>,
+}
+
+/// Every step, in order. A database's version is SQLite's `user_version`:
+/// the steps it has taken. A new database takes them all. Never edit a step
+/// that has shipped: add one.
+const STEPS: &[Step] = &[Step { to: 1, run: step_1 }, Step { to: 2, run: step_2 }];
+
+/// The version this build brings every database to.
+pub(super) const LATEST: u32 = STEPS.len() as u32;
+
+/// 1: the schema as of 2026-12-07 ([`SCHEMA`]), over whatever an earlier,
+/// unnumbered version made: the columns those versions added one by one
+/// first (to tables that exist), then the tables and indexes that are
+/// missing, then the indexes that were replaced.
+fn step_1(conn: &Connection) -> Result<(), StoreError> {
+    for (table, column, def) in [
+        ("events", "rejected", "TEXT"),
+        ("events", "silenced", "TEXT"),
+        ("outbox", "failed_at", "TEXT"),
+        ("outbox", "link", "TEXT"),
+        ("outbox", "payload", "TEXT"),
+        ("outbox", "link_until", "TEXT"),
+        ("outbox", "announcement", "INTEGER NOT NULL DEFAULT 0"),
+        ("outbox", "urgent", "INTEGER NOT NULL DEFAULT 0"),
+        ("outbox", "grant_until", "TEXT"),
+        ("audit", "via", "TEXT NOT NULL DEFAULT ''"),
+    ] {
+        if has_table(conn, table)? && !has_column(conn, table, column)? {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {def};"))?;
+        }
     }
-    if !has_column(conn, "outbox", "link_until")? {
-        conn.execute_batch("ALTER TABLE outbox ADD COLUMN link_until TEXT;")?;
-    }
-    if !has_column(conn, "outbox", "announcement")? {
-        conn.execute_batch(
-            "ALTER TABLE outbox ADD COLUMN announcement INTEGER NOT NULL DEFAULT 0;",
-        )?;
-    }
-    if !has_column(conn, "events", "silenced")? {
-        conn.execute_batch("ALTER TABLE events ADD COLUMN silenced TEXT;")?;
-    }
-    if !has_column(conn, "audit", "via")? {
-        conn.execute_batch("ALTER TABLE audit ADD COLUMN via TEXT NOT NULL DEFAULT '';")?;
-    }
-    if !has_column(conn, "outbox", "urgent")? {
-        conn.execute_batch(
-            "ALTER TABLE outbox ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0;
-             ALTER TABLE outbox ADD COLUMN grant_until TEXT;",
-        )?;
-    }
+    // The first versions made `outbox_pending` on (delivered_at, id); the
+    // schema's own is partial, on the rows still to send (found by the
+    // migration test from the first schema).
+    conn.execute_batch("DROP INDEX IF EXISTS outbox_pending;")?;
+    conn.execute_batch(SCHEMA)?;
     // Urgent messages (escalations, overdue notices, roll calls, critical
     // steps) never wait for a digest; the few pending ones are found here
-    // without walking a storm's backlog. After the column exists.
+    // without walking a storm's backlog.
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS outbox_urgent ON outbox (id)
              WHERE urgent = 1 AND delivered_at IS NULL AND failed_at IS NULL;",
     )?;
-    // Replaced by events_bucket (see `events.rs`).
-    conn.execute_batch("DROP INDEX IF EXISTS events_branch;")?;
-    // Replaced by incidents_followup (see the schema).
-    conn.execute_batch("DROP INDEX IF EXISTS incidents_live;")?;
+    // Replaced by events_bucket (see `events.rs`), and incidents_followup.
+    conn.execute_batch("DROP INDEX IF EXISTS events_branch; DROP INDEX IF EXISTS incidents_live;")?;
     // An earlier version also filed history lines by an unhashed column, read
     // through this index and checked from the row this key named; the lines
     // are found by their hashed entity now (see the schema). The column stays
@@ -186,6 +200,66 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         "DROP INDEX IF EXISTS audit_incident;
          DELETE FROM meta WHERE key = 'audit_incident_since';",
     )?;
+    Ok(())
+}
+
+/// 2: whether a message is a drill's is a column the engine sets, not the
+/// mark its subject began with; rows already queued take their
+/// incident's flag. The delivery worker's groups index follows, and the
+/// `schema_version` note that never changed goes (the version is SQLite's
+/// `user_version`).
+fn step_2(conn: &Connection) -> Result<(), StoreError> {
+    // Tests take a current database back to "unnumbered" to play an earlier
+    // version's; a real one of those has no such column.
+    if !has_column(conn, "outbox", "drill")? {
+        conn.execute_batch("ALTER TABLE outbox ADD COLUMN drill INTEGER NOT NULL DEFAULT 0;")?;
+    }
+    conn.execute_batch(
+        "UPDATE outbox SET drill = 1 WHERE incident IN (SELECT id FROM incidents WHERE drill = 1);
+         DROP INDEX IF EXISTS outbox_groups;
+         CREATE INDEX outbox_groups ON outbox (channel, recipient, drill, id)
+             WHERE delivered_at IS NULL AND failed_at IS NULL;
+         DELETE FROM meta WHERE key = 'schema_version';",
+    )?;
+    Ok(())
+}
+
+fn has_table(conn: &Connection, table: &str) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?)
+}
+
+/// The database's schema version (`user_version`).
+pub(super) fn version(conn: &Connection) -> Result<u32, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Brings a database (new, or made by any earlier version) to [`LATEST`],
+/// one step per transaction. A database made by a later version is refused:
+/// this build would not know what its columns mean.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let at = version(conn)?;
+    if at > LATEST {
+        return Err(StoreError::Corrupt {
+            what: "the database's schema version".into(),
+            detail: format!(
+                "it is {at}, made by a later version of branchguard; this one knows up to {LATEST}: run the later version, or restore a backup made by this one"
+            ),
+        });
+    }
+    let existed = has_table(conn, "meta")?;
+    for step in STEPS.iter().filter(|s| s.to > at) {
+        let tx = conn.transaction()?;
+        (step.run)(&tx)?;
+        tx.pragma_update(None, "user_version", step.to)?;
+        tx.commit()?;
+        if existed {
+            tracing::info!("database schema brought to version {}", step.to);
+        }
+    }
     Ok(())
 }
 
@@ -208,7 +282,8 @@ pub(super) mod tests {
         let conn = Connection::open(dir.join(DB_FILE)).unwrap();
         conn.execute_batch(
             "DROP INDEX incidents_followup;
-             CREATE INDEX incidents_live ON incidents (live);",
+             CREATE INDEX incidents_live ON incidents (live);
+             PRAGMA user_version = 0;",
         )
         .unwrap();
         for (id, status, live) in [
@@ -243,6 +318,166 @@ pub(super) mod tests {
 
     fn indexes(conn: &Connection) -> Vec<String> {
         indexes_of(conn, "incidents")
+    }
+
+    /// The tables' columns (`table.column`), sorted.
+    fn columns(conn: &Connection) -> Vec<String> {
+        let mut st = conn
+            .prepare(
+                "SELECT m.name || '.' || p.name FROM sqlite_schema m, pragma_table_info(m.name) p
+                 WHERE m.type = 'table' ORDER BY 1",
+            )
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Every index, with its definition, sorted.
+    fn all_indexes(conn: &Connection) -> Vec<(String, String)> {
+        let mut st = conn
+            .prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// What an earlier version left that is kept, unread: its `history`
+    /// table (and index), and the audit column that filed lines by incident.
+    fn left_over(name: &str) -> bool {
+        name.starts_with("history") || name == "audit.incident"
+    }
+
+    /// A database made by each schema the project has shipped (the files in
+    /// `schemas/`, taken from its history) is brought to the current one:
+    /// the same columns and indexes as a new database, its version the
+    /// latest, its rows read back, and a drill's queued message marked as a
+    /// drill's by its incident.
+    #[test]
+    fn a_database_made_by_every_earlier_schema_is_brought_to_the_current_one() {
+        use crate::engine::ChannelKind;
+        use crate::store::{Lane, testing};
+        let key = crate::store::AuditKey::from_bytes(&[3u8; 32]);
+        let new = tempfile::tempdir().unwrap();
+        drop(SqliteWriter::open(new.path(), key.clone()).unwrap());
+        let conn = Connection::open(new.path().join(DB_FILE)).unwrap();
+        let (want_columns, want_indexes) = (columns(&conn), all_indexes(&conn));
+        assert_eq!(super::version(&conn).unwrap(), super::LATEST);
+        assert!(want_columns.contains(&"outbox.drill".to_string()));
+
+        let at: chrono::DateTime<chrono::Utc> = "2026-11-24T09:00:00Z".parse().unwrap();
+        let folder =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/sqlite/schemas");
+        let mut files: Vec<_> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 15, "{files:?}");
+        for file in files {
+            let name = file.file_name().unwrap().to_string_lossy().to_string();
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+                conn.execute_batch(&std::fs::read_to_string(&file).unwrap())
+                    .unwrap();
+                let cols = columns(&conn);
+                let has = |c: &str| cols.iter().any(|x| x == c);
+                for (id, drill) in [(1, true), (2, false)] {
+                    let inc = testing::incident(id, "br-a", drill, at);
+                    conn.execute(
+                        "INSERT INTO incidents (id, playbook, playbook_version, branch, tier, status, drill, group_key, opened_at, live, body)
+                         VALUES (?1, 'atm', 'v', 'br-a', 1, 'open', ?2, ?3, '2026-11-24T09:00:00.000Z', 1, ?4)",
+                        params![id, drill, inc.group_key, serde_json::to_string(&inc).unwrap()],
+                    )
+                    .unwrap();
+                    // A message still to send, in the columns this schema had.
+                    let subject = if drill {
+                        "[DRILL] ACK br-a"
+                    } else {
+                        "ACK br-a"
+                    };
+                    conn.execute(
+                        "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at)
+                         VALUES (?1, NULL, 'email', 'role:it-duty', 'it@bank.example', NULL, ?2, 'ATM 3 is down.', '2026-11-24T09:00:00.000Z')",
+                        params![id, subject],
+                    )
+                    .unwrap();
+                }
+                assert!(has("outbox.subject"), "{name}");
+            }
+            let (mut writer, created) = SqliteWriter::open(dir.path(), key.clone())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!created, "{name}");
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            assert_eq!(super::version(&conn).unwrap(), super::LATEST, "{name}");
+            let got: Vec<String> = columns(&conn)
+                .into_iter()
+                .filter(|c| !left_over(c))
+                .collect();
+            assert_eq!(got, want_columns, "{name}: columns");
+            let got: Vec<(String, String)> = all_indexes(&conn)
+                .into_iter()
+                .filter(|(n, _)| !left_over(n))
+                .collect();
+            assert_eq!(got, want_indexes, "{name}: indexes");
+            let live = writer.load_live().unwrap();
+            assert_eq!(live.incidents.len(), 2, "{name}");
+            assert_eq!(live.next_incident, 3, "{name}");
+            let reader = SqliteReader::open(dir.path()).unwrap();
+            let now = at + chrono::Duration::seconds(1);
+            let groups = reader.due_groups(now, &Lane::Email).unwrap();
+            let drills: Vec<bool> = groups.iter().map(|g| g.drill).collect();
+            assert_eq!(drills, [false, true], "{name}: a real group and a drill's");
+            let (_, _, rows) = reader.incident_with_outbox(1).unwrap().unwrap();
+            assert!(rows[0].drill, "{name}");
+            assert_eq!(rows[0].channel, ChannelKind::Email);
+            // And it takes a new round on top.
+            let mut round = crate::engine::Round::default();
+            let inc = testing::incident(3, "br-b", false, now);
+            round.outbox.push(testing::message(
+                &inc,
+                ChannelKind::Email,
+                "a@bank.example",
+                now,
+            ));
+            round.incidents.push(inc);
+            assert_eq!(writer.commit(&round).unwrap().outbox.len(), 1, "{name}");
+        }
+    }
+
+    /// A database made by a later version is refused, not written into.
+    #[test]
+    fn a_database_from_a_later_version_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::store::AuditKey::from_bytes(&[3u8; 32]);
+        drop(SqliteWriter::open(dir.path(), key.clone()).unwrap());
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", super::LATEST + 1)
+            .unwrap();
+        drop(conn);
+        let err = SqliteWriter::open(dir.path(), key)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("made by a later version of branchguard"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("knows up to {}", super::LATEST)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_steps_are_numbered_one_by_one() {
+        let numbers: Vec<u32> = super::STEPS.iter().map(|s| s.to).collect();
+        let want: Vec<u32> = (1..=super::LATEST).collect();
+        assert_eq!(numbers, want);
     }
 
     #[test]
@@ -367,7 +602,8 @@ pub(super) mod tests {
                  ALTER TABLE audit ADD COLUMN incident INTEGER;
                  CREATE INDEX audit_incident ON audit (incident, seq) WHERE incident IS NOT NULL;
                  INSERT INTO meta (key, value) VALUES ('audit_incident_since', '3');
-                 DELETE FROM audit; DELETE FROM meta WHERE key = 'audit_keyed';",
+                 DELETE FROM audit; DELETE FROM meta WHERE key = 'audit_keyed';
+                 PRAGMA user_version = 0;",
             )
             .unwrap();
             // What earlier versions wrote: each line in `history` and, with
