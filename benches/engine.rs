@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         watch.seconds() * 1000.0
     );
     let t0 = DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00")?.to_utc();
-    let mut engine = Engine::new(loaded, Vec::new(), 1, 1, t0, &mut Round::default());
+    let mut engine = Engine::new(loaded, Vec::new(), 1, 1, t0);
 
     let branches: Vec<String> = (0..BRANCHES).map(|b| format!("b{b:05}")).collect();
     let opens: Vec<(Event, DateTime<chrono::Utc>)> = branches
@@ -96,7 +96,7 @@ fn main() -> anyhow::Result<()> {
     let watch = Stopwatch::start();
     let mut round = Round::default();
     engine.ingest(opens, "test", t0, &mut round);
-    engine.finish(&mut round);
+    engine.finish(t0, &mut round);
     let s = watch.seconds();
     println!(
         "open {BRANCHES} incidents (one per branch, {} messages queued): {:.1} ms, {:.1} µs per incident",
@@ -119,7 +119,7 @@ fn main() -> anyhow::Result<()> {
         let watch = Stopwatch::start();
         let mut round = Round::default();
         engine.ingest(evs, "test", t0, &mut round);
-        engine.finish(&mut round);
+        engine.finish(t0, &mut round);
         let s = watch.seconds();
         println!(
             "{label}: {:.2} ms, {:.1} µs per event",
@@ -148,7 +148,7 @@ fn main() -> anyhow::Result<()> {
     let watch = Stopwatch::start();
     let mut round = Round::default();
     engine.tick(t0 + Duration::minutes(10), &mut round);
-    engine.finish(&mut round);
+    engine.finish(t0 + Duration::minutes(10), &mut round);
     println!(
         "a tick firing {} escalations at once: {:.1} ms",
         round

@@ -51,7 +51,7 @@ fn year(dir: &Path) -> anyhow::Result<String> {
     let end = branchguard::clock::now() - Duration::days(1);
     let start = end - Duration::days(365);
     let gap = Duration::days(365) / INCIDENTS as i32;
-    let mut e = Engine::new(loaded, Vec::new(), 1, 1, start, &mut Round::default());
+    let mut e = Engine::new(loaded, Vec::new(), 1, 1, start);
     for chunk in 0..INCIDENTS / PER_COMMIT {
         let mut round = Round::default();
         let mut last = start;
@@ -85,7 +85,7 @@ fn year(dir: &Path) -> anyhow::Result<String> {
             last = done + Duration::seconds(30);
             e.resolve(id, who, last, &mut round)?;
         }
-        e.finish(&mut round);
+        e.finish(last, &mut round);
         let c = store.commit(&round)?;
         let mut delivered = Round::default();
         delivered.deliveries = c

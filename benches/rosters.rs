@@ -106,14 +106,14 @@ fn run(rosters: bool) -> anyhow::Result<(f64, usize)> {
     let mut best = f64::MAX;
     let mut messages = 0;
     for _ in 0..RUNS {
-        let mut engine = Engine::new(loaded.clone(), Vec::new(), 1, 1, t0, &mut Round::default());
+        let mut engine = Engine::new(loaded.clone(), Vec::new(), 1, 1, t0);
         let mut round = Round::default();
         engine.tick(t0, &mut round);
         let evs = storm(t0);
         let watch = Stopwatch::start();
         let mut round = Round::default();
         engine.ingest(evs, "bench", t0, &mut round);
-        engine.finish(&mut round);
+        engine.finish(t0, &mut round);
         best = best.min(watch.seconds());
         messages = round.outbox.len();
     }

@@ -245,6 +245,15 @@ fn history_lines_audit_rows_and_messages_are_made_only_by_the_engine() {
     ] {
         assert!(!hits(engine.iter().copied(), ty).is_empty(), "{ty}");
     }
+    // The store writes the audit rows a round holds, the record of each
+    // incident's stored bytes included (the chain's own key marker aside).
+    let store: Vec<&Src> = all.iter().filter(|f| f.module() == "store").collect();
+    none_of(
+        &store,
+        &["\"incident.saved\"", "\"incident-state:"],
+        "an audit row composed in the store",
+    );
+    assert!(!hits(engine.iter().copied(), "\"incident.saved\"").is_empty());
 }
 
 /// **Invariant:** a source reaches the engine only through `intake`.

@@ -80,8 +80,8 @@ pub fn start(
         live.next_incident,
         live.next_event,
         now,
-        &mut round,
     );
+    engine.restart_commands(now, &mut round);
     engine.restore_silences(live.silences);
     engine.restore_drills(live.drills, now, &mut round);
     engine.restore_reviews(live.reviews);
@@ -101,7 +101,7 @@ pub fn start(
         head: Arc::clone(&head),
     };
     if !round.is_empty() || !round.history.is_empty() {
-        this.engine.finish(&mut round);
+        this.engine.finish(now, &mut round);
         let committed = this.store.commit(&round)?;
         if let Some(h) = committed.head {
             this.head.set(h);
@@ -290,7 +290,7 @@ impl EngineLoop {
             }
         }
         self.engine.tick(now, &mut round);
-        self.engine.finish(&mut round);
+        self.engine.finish(now, &mut round);
         let started = clock::Stopwatch::start();
         let result = if round.is_empty() {
             Ok(Committed::default())
@@ -337,7 +337,6 @@ impl EngineLoop {
             live.next_incident,
             live.next_event,
             now,
-            &mut round,
         );
         self.engine.restore_silences(live.silences);
         self.engine.restore_drills(live.drills, now, &mut round);
@@ -345,11 +344,10 @@ impl EngineLoop {
         // What restoring decided (a drill run whose time ran out while the
         // store failed, a scheduled drill it missed) is stored like any round:
         // dropped, the engine would hold it and the store never would. The
-        // store's fault did not stop running commands, so none starts again.
-        round.commands.clear();
-        round.history.retain(|h| h.what != "command.restarted");
+        // store's fault did not stop running commands, so none starts again
+        // (the engine restarts them only when asked, at start-up).
         if !round.is_empty() {
-            self.engine.finish(&mut round);
+            self.engine.finish(now, &mut round);
             let committed = self.store.commit(&round)?;
             self.published(&mut round, &committed);
         }

@@ -35,7 +35,7 @@ fn a_loop_stops_after_five_hops_and_says_so() {
     let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00")
         .unwrap()
         .to_utc();
-    let mut e = Engine::new(loaded, Vec::new(), 1, 1, t0, &mut Round::default());
+    let mut e = Engine::new(loaded, Vec::new(), 1, 1, t0);
     let mut r = Round::default();
     let ev = Event {
         kind: "ping".into(),

@@ -37,7 +37,7 @@ fn with_drill(id: &str, f: impl FnOnce(&mut Drill)) -> Loaded {
 }
 
 fn engine_with(l: Loaded, now: DateTime<Utc>) -> Engine {
-    Engine::new(l, Vec::new(), 1, 1, now, &mut Round::default())
+    Engine::new(l, Vec::new(), 1, 1, now)
 }
 
 fn act(e: &mut Engine, iid: i64, step: &str, verb: Verb, by: &str, now: DateTime<Utc>) -> Round {
@@ -45,14 +45,14 @@ fn act(e: &mut Engine, iid: i64, step: &str, verb: Verb, by: &str, now: DateTime
     e.step_action(iid, step, verb, Who::new(Some(by), None), now, &mut r)
         .unwrap();
     e.tick(now, &mut r);
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     r
 }
 
 fn tick(e: &mut Engine, now: DateTime<Utc>) -> Round {
     let mut r = Round::default();
     e.tick(now, &mut r);
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     r
 }
 
@@ -69,7 +69,7 @@ fn run(e: &mut Engine, drill: &str, branch: &str, now: DateTime<Utc>) -> (i64, i
         )
         .unwrap();
     e.tick(now, &mut r);
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     (run, incidents[0], r)
 }
 
@@ -193,7 +193,7 @@ fn a_late_critical_step_fails_a_run_whose_mean_passes() {
     )
     .unwrap();
     e.tick(t0() + Duration::minutes(25), &mut r);
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     // Every active step is done: the run ends before its timeout.
     let done = stored(&r, id);
     assert_eq!(done.status, RunStatus::Finished);
@@ -226,7 +226,7 @@ fn a_real_incident_on_the_branch_aborts_the_drill_which_is_not_scored() {
         t0() + Duration::minutes(2),
         &mut r,
     );
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     assert_ne!(out[0].1, vec![iid], "the real event opens its own incident");
     let aborted = stored(&r, id);
     assert_eq!(aborted.status, RunStatus::Aborted);
@@ -350,7 +350,7 @@ fn restart(l: Loaded, last_fire: DateTime<Utc>, now: DateTime<Utc>) -> (Engine, 
         now,
         &mut r,
     );
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     (e, r)
 }
 
@@ -406,7 +406,7 @@ fn a_stagger_spreads_the_branches_starts_evenly() {
             &mut r,
         )
         .unwrap();
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     assert_eq!(incidents.len(), 1, "only the first branch starts at once");
     let run = e.drill_runs().find(|x| x.id == id).unwrap().clone();
     let starts: Vec<_> = run.branches.iter().map(|b| b.starts_at.unwrap()).collect();

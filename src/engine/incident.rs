@@ -246,6 +246,15 @@ pub struct HistoryEntry {
     pub detail: String,
 }
 
+impl HistoryEntry {
+    /// The audit log's entity of the line: `incident:N`, or `daemon` for a
+    /// line about the daemon itself.
+    pub fn entity(&self) -> String {
+        self.incident
+            .map_or("daemon".to_string(), |i| format!("incident:{i}"))
+    }
+}
+
 /// An audit line about something other than an incident (an event received
 /// or refused, a drill run's change): decided by the engine like a history
 /// line, and written to the audit log as it is.

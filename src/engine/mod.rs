@@ -76,6 +76,9 @@ pub struct CommandOutcome {
 pub struct Round {
     pub events: Vec<StoredEvent>,
     pub incidents: Vec<Incident>,
+    /// The JSON to store of each of `incidents`, in the same order: the
+    /// bytes whose digest the round's `incident.saved` audit line carries.
+    pub bodies: Vec<String>,
     pub playbooks: Vec<Arc<Playbook>>,
     pub history: Vec<HistoryEntry>,
     /// Audit lines of what is not an incident (events, drill runs).
@@ -146,6 +149,23 @@ impl RoundStats {
 }
 
 impl Round {
+    /// Adds `inc` to be stored as it is, with its JSON and the audit line
+    /// of that JSON's digest, at `at`.
+    pub fn save(&mut self, inc: Incident, at: DateTime<Utc>) {
+        // Serializing our own plain data cannot fail.
+        let body = serde_json::to_string(&inc).unwrap_or_default();
+        self.audit.push(AuditLine {
+            at,
+            entity: format!("{INCIDENT_STATE}{}", inc.id),
+            what: "incident.saved".into(),
+            by: "branchguard".into(),
+            via: VIA_ENGINE.into(),
+            detail: body_digest(&body),
+        });
+        self.bodies.push(body);
+        self.incidents.push(inc);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
             && self.touched.is_empty()
@@ -318,6 +338,16 @@ impl<'a> Msg<'a> {
     }
 }
 
+/// The entity of the audit lines that record an incident's stored bytes
+/// (not `incident:N`: they are not history lines).
+pub const INCIDENT_STATE: &str = "incident-state:";
+
+/// SHA-256 of an incident's stored JSON, in hex.
+pub fn body_digest(body: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(body.as_bytes()))
+}
+
 /// The longest subject before any detail: what a phone shows of it.
 pub const SUBJECT_MAX: usize = 78;
 
@@ -395,15 +425,14 @@ fn fmt_time(t: DateTime<Utc>, loaded: &Loaded, branch: &str) -> String {
 }
 
 impl Engine {
-    /// Builds the engine from what the store holds. Commands that were running
-    /// when the daemon stopped are started again (at least once, never zero times).
+    /// Builds the engine from what the store holds (see
+    /// [`Engine::restart_commands`] for the commands that were running).
     pub fn new(
         loaded: Loaded,
         live: Vec<Incident>,
         next_incident: i64,
         next_event: i64,
         now: DateTime<Utc>,
-        round: &mut Round,
     ) -> Engine {
         let mut e = Engine {
             loaded,
@@ -436,6 +465,18 @@ impl Engine {
             e.live.insert(id, Box::new(inc));
             e.reschedule(TimerKey::Incident(id));
         }
+        e.schedule_drills(now);
+        e.schedule_rosters(now);
+        e.retire_playbooks();
+        e
+    }
+
+    /// At start-up: the commands that were running when the daemon stopped
+    /// are started again (at least once, never zero times). Not after the
+    /// engine is rebuilt from the store following a failed commit: the
+    /// daemon did not stop, and they still run.
+    pub fn restart_commands(&mut self, now: DateTime<Utc>, round: &mut Round) {
+        let e = self;
         let ids: Vec<i64> = e.live.keys().copied().collect();
         for id in ids {
             let running: Vec<usize> = e.live[&id]
@@ -464,10 +505,6 @@ impl Engine {
                 }
             }
         }
-        e.schedule_drills(now);
-        e.schedule_rosters(now);
-        e.retire_playbooks();
-        e
     }
 
     /// Notes the playbook versions of open incidents that the configuration
@@ -527,9 +564,11 @@ impl Engine {
         self.groups.get(key).copied()
     }
 
-    /// Copies the touched incidents into the round, ready to be stored, and
-    /// writes the audit line of each drill run's change.
-    pub fn finish(&mut self, round: &mut Round) {
+    /// Copies the touched incidents into the round, ready to be stored, each
+    /// with its stored JSON and the audit line of that JSON's digest (so
+    /// `audit verify` finds a stored incident edited afterwards), and writes
+    /// the audit line of each drill run's change. `now`: the round's time.
+    pub fn finish(&mut self, now: DateTime<Utc>, round: &mut Round) {
         for r in &round.drill_runs[round.runs_audited..] {
             round.audit.push(AuditLine {
                 at: r.finished_at.unwrap_or(r.started_at),
@@ -549,7 +588,7 @@ impl Engine {
         for id in touched {
             if let Some(inc) = self.live.get_mut(&id) {
                 self.open.settle(inc);
-                round.incidents.push((**inc).clone());
+                round.save((**inc).clone(), now);
                 if !inc.is_live() {
                     self.live.remove(&id);
                 }
@@ -623,6 +662,8 @@ mod chain_tests;
 mod drill_tests;
 #[cfg(test)]
 mod repeat_tests;
+#[cfg(test)]
+mod restart_tests;
 #[cfg(test)]
 mod review_tests;
 #[cfg(test)]

@@ -129,7 +129,7 @@ mod tests {
             now,
             &mut r,
         );
-        e.finish(&mut r);
+        e.finish(t0(), &mut r);
     }
 
     #[test]
@@ -137,14 +137,7 @@ mod tests {
         let loaded =
             crate::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml"))
                 .unwrap();
-        let mut e = Engine::new(
-            loaded.clone(),
-            Vec::new(),
-            1,
-            1,
-            t0(),
-            &mut Round::default(),
-        );
+        let mut e = Engine::new(loaded.clone(), Vec::new(), 1, 1, t0());
         // A new engine publishes its counts, even none: a gauge left by the
         // engine it replaces (after a failed commit) must not linger.
         assert_eq!(counts(&mut e), (Vec::new(), true));
@@ -183,7 +176,7 @@ mod tests {
         let m = crate::matching::match_event(&e.loaded().playbooks, &drill).remove(0);
         let mut r = Round::default();
         e.open(&m, &drill, Some((1, true)), t0(), &mut r);
-        e.finish(&mut r);
+        e.finish(t0(), &mut r);
         assert_eq!(counts(&mut e).0.len(), 2);
         // Resolved by its event: it stays live for its follow-up, uncounted.
         ingest(&mut e, vec![core(Status::Resolved)], 3);
@@ -201,7 +194,7 @@ mod tests {
                 i
             })
             .collect();
-        let mut again = Engine::new(loaded, stored, 10, 10, t0(), &mut Round::default());
+        let mut again = Engine::new(loaded, stored, 10, 10, t0());
         assert_eq!(counts(&mut again).0, vec![one("conflict-response", 2)]);
         // Resolved by hand: nothing open.
         let mut r = Round::default();
@@ -218,7 +211,7 @@ mod tests {
                 &mut r,
             )
             .unwrap();
-        again.finish(&mut r);
+        again.finish(t0(), &mut r);
         assert_eq!(counts(&mut again), (Vec::new(), true));
     }
 }

@@ -73,7 +73,6 @@ fn each_occurrence_is_a_step_of_its_own_until_the_incident_resolves() {
         2,
         2,
         t0() + Duration::hours(47),
-        &mut Round::default(),
     );
     let mut r = Round::default();
     e.tick(t0() + Duration::hours(48), &mut r);
@@ -127,6 +126,6 @@ fn each_occurrence_is_a_step_of_its_own_until_the_incident_resolves() {
         ]
     );
     assert_eq!(e.next_due(), None, "no timer left");
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     assert!(e.live_incident(1).is_none(), "nothing left to run");
 }

@@ -21,7 +21,7 @@ fn loaded() -> Loaded {
 
 /// An engine with one resolved core-system incident at sh-001.
 fn resolved() -> (Engine, Incident) {
-    let mut e = Engine::new(loaded(), Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut e = Engine::new(loaded(), Vec::new(), 1, 1, t0());
     let mut r = Round::default();
     let ev = Event {
         kind: "system.down".into(),
@@ -158,7 +158,7 @@ fn a_restart_before_the_due_date_still_tells_the_owner_late_and_numbers_go_on() 
 
 #[test]
 fn an_open_incident_or_an_unknown_owner_is_refused() {
-    let mut e = Engine::new(loaded(), Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut e = Engine::new(loaded(), Vec::new(), 1, 1, t0());
     let (_, mut inc) = resolved();
     inc.status = IncidentStatus::Open;
     let who = Who::new(Some("zhang.min"), None);

@@ -66,7 +66,7 @@ fn core_down() -> Event {
 }
 
 fn start(away: bool) -> (Engine, Round) {
-    let mut e = Engine::new(loaded(away), Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut e = Engine::new(loaded(away), Vec::new(), 1, 1, t0());
     let mut r = Round::default();
     e.tick(t0(), &mut r);
     let mut r = Round::default();
@@ -229,7 +229,7 @@ fn an_occurrence_of_a_repeating_step_is_handed_over() {
         }
         *p = Arc::new(x);
     }
-    let mut e = Engine::new(l, Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut e = Engine::new(l, Vec::new(), 1, 1, t0());
     let mut r = Round::default();
     e.tick(t0(), &mut r);
     e.ingest(vec![(core_down(), t0())], "test", t0(), &mut r);

@@ -121,7 +121,6 @@ fn a_step_starts_when_the_one_it_follows_is_done_and_a_delay_is_a_timer() {
         iid + 1,
         2,
         t2 + Duration::days(1),
-        &mut Round::default(),
     );
     assert_eq!(e.next_due(), Some(t2 + Duration::days(3)));
     let mut r = Round::default();
@@ -170,7 +169,7 @@ fn resolution_skips_waiting_steps_and_follow_ups_wait_for_each_other() {
     let t2 = t1 + Duration::minutes(20);
     done(&mut e, iid, "debrief", t2);
     let mut r = Round::default();
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     // Nothing open, but a step to start: the incident stays live.
     assert!(e.live_incident(iid).is_some(), "dropped while a step waits");
     assert_eq!(e.next_due(), Some(t2 + Duration::hours(1)));

@@ -33,8 +33,5 @@ pub(super) fn loaded_with(playbook: &str) -> (Loaded, tempfile::TempDir) {
 /// An engine at [`t0`] running `playbook` alone.
 pub(super) fn engine_with(playbook: &str) -> (Engine, tempfile::TempDir) {
     let (loaded, dir) = loaded_with(playbook);
-    (
-        Engine::new(loaded, Vec::new(), 1, 1, t0(), &mut Round::default()),
-        dir,
-    )
+    (Engine::new(loaded, Vec::new(), 1, 1, t0()), dir)
 }

@@ -47,7 +47,7 @@ fn core_down() -> Event {
 }
 
 fn engine() -> Engine {
-    Engine::new(loaded(), Vec::new(), 1, 1, t0(), &mut Round::default())
+    Engine::new(loaded(), Vec::new(), 1, 1, t0())
 }
 
 fn step<'a>(e: &'a Engine, iid: i64, id: &str) -> &'a StepRun {
@@ -67,14 +67,14 @@ fn ingest(e: &mut Engine, evs: Vec<Event>, now: DateTime<Utc>) -> (Ingested, Rou
         now,
         &mut r,
     );
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     (out, r)
 }
 
 fn tick(e: &mut Engine, now: DateTime<Utc>) -> Round {
     let mut r = Round::default();
     e.tick(now, &mut r);
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     r
 }
 
@@ -187,7 +187,7 @@ fn announcement_delivered(e: &mut Engine, iid: i64, step: &str, now: DateTime<Ut
         now,
         &mut r,
     );
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
 }
 
 #[test]
@@ -550,7 +550,7 @@ fn failing_command_fails_the_step_and_escalates() {
     let labels: Vec<(String, String)> = pb.trigger.labels.clone().into_iter().collect();
     let sid = pb.steps[0].id.clone();
     l.playbooks = vec![Arc::new(pb)];
-    let mut e = Engine::new(l, Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut e = Engine::new(l, Vec::new(), 1, 1, t0());
     let lab: Vec<(&str, &str)> = labels
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -621,10 +621,10 @@ fn overdue_and_manual_escalation_go_to_the_configured_ops_channel() {
     cfg.webhooks.insert("noc".into(), hook);
     cfg.ops_channel = Some("noc".into());
     l.config = std::sync::Arc::new(cfg);
-    let mut e = Engine::new(l, Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut e = Engine::new(l, Vec::new(), 1, 1, t0());
     let mut r = Round::default();
     e.ingest(vec![(core_down(), t0())], "test", t0(), &mut r);
-    e.finish(&mut r);
+    e.finish(t0(), &mut r);
     let r = tick(&mut e, t0() + Duration::minutes(15));
     let overdue_to: Vec<&str> = r
         .outbox

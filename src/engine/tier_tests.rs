@@ -91,7 +91,6 @@ fn a_tier_rises_when_the_incident_has_been_open_long_enough_and_survives_a_resta
         2,
         2,
         t0() + Duration::hours(1),
-        &mut Round::default(),
     );
     assert_eq!(e.next_due(), Some(t0() + Duration::hours(3)));
     let mut r = Round::default();

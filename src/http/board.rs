@@ -354,7 +354,7 @@ mod tests {
         let t0 = DateTime::parse_from_rfc3339("2026-11-24T09:00:00+08:00")
             .unwrap()
             .to_utc();
-        let mut e = Engine::new(loaded.clone(), Vec::new(), 1, 1, t0, &mut Round::default());
+        let mut e = Engine::new(loaded.clone(), Vec::new(), 1, 1, t0);
         let mut r = Round::default();
         // #1 at sh-001: core failover, 15 minutes. #2, #3 later at sh-002 and sh-003.
         let core = event("system.down", "sh-001", &[("system", "core-banking")], t0);

@@ -38,10 +38,10 @@ fn three_failovers() -> Vec<Incident> {
     let loaded =
         crate::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml"))
             .unwrap();
-    let mut e = Engine::new(loaded, Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut e = Engine::new(loaded, Vec::new(), 1, 1, t0());
     let mut seen: BTreeMap<i64, Incident> = BTreeMap::new();
     let mut keep = |r: &mut Round, e: &mut Engine| {
-        e.finish(r);
+        e.finish(t0(), r);
         for i in r.incidents.drain(..) {
             seen.insert(i.id, i);
         }
@@ -213,7 +213,7 @@ fn occurrences_of_a_repeating_step_count_under_their_step() {
     let loaded =
         crate::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("branchguard.yaml"))
             .unwrap();
-    let mut e = Engine::new(loaded, Vec::new(), 1, 1, t0(), &mut Round::default());
+    let mut e = Engine::new(loaded, Vec::new(), 1, 1, t0());
     let mut r = Round::default();
     let ev = Event {
         kind: "complaint.filed".into(),

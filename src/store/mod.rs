@@ -51,6 +51,9 @@ pub enum StoreError {
     /// A file of the store was removed or replaced under the running daemon.
     #[error("{0}")]
     Replaced(String),
+    /// A round whose parts do not agree: a bug of ours, nothing is written.
+    #[error("a round handed to the store is inconsistent (a bug in branchguard): {0}")]
+    Inconsistent(String),
     #[error("stored data is corrupt ({what}): {detail}")]
     Corrupt { what: String, detail: String },
     #[error(transparent)]

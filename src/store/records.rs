@@ -38,7 +38,7 @@ pub enum Record {
 pub fn incident_of(entity: &str) -> Option<i64> {
     entity
         .strip_prefix("incident:")
-        .or_else(|| entity.strip_prefix("incident-state:"))
+        .or_else(|| entity.strip_prefix(crate::engine::INCIDENT_STATE))
         .and_then(|id| id.parse().ok())
 }
 

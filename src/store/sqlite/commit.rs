@@ -89,8 +89,14 @@ impl Writer for SqliteWriter {
                 "INSERT OR REPLACE INTO incidents (id, playbook, playbook_version, branch, tier, status, drill, group_key, opened_at, resolved_at, live, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
-            for i in &round.incidents {
-                let body = json(i);
+            if round.bodies.len() != round.incidents.len() {
+                return Err(StoreError::Inconsistent(format!(
+                    "{} incidents with {} stored bodies",
+                    round.incidents.len(),
+                    round.bodies.len()
+                )));
+            }
+            for (i, body) in round.incidents.iter().zip(&round.bodies) {
                 inc.execute(params![
                     i.id,
                     i.playbook_id,
@@ -105,23 +111,10 @@ impl Writer for SqliteWriter {
                     i.is_live(),
                     body,
                 ])?;
-                // The exact bytes written, so `audit verify` finds a stored
-                // incident that was edited afterwards.
-                append(
-                    &now,
-                    &format!("{STATE}{}", i.id),
-                    "incident.saved",
-                    "branchguard",
-                    crate::engine::VIA_ENGINE,
-                    &digest(&body),
-                )?;
             }
             // An incident's history is its audit rows (see `history_of`).
             for h in &round.history {
-                let entity = h
-                    .incident
-                    .map_or("daemon".to_string(), |i| format!("incident:{i}"));
-                append(&ts(h.at), &entity, &h.what, &h.by, &h.via, &h.detail)?;
+                append(&ts(h.at), &h.entity(), &h.what, &h.by, &h.via, &h.detail)?;
             }
             let mut out = tx.prepare_cached(
                 "INSERT INTO outbox (incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement, urgent, grant_until, drill)

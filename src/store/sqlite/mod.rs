@@ -212,15 +212,7 @@ fn live_bodies(conn: &Connection) -> Result<Vec<String>, StoreError> {
 /// An incident's history: its audit rows, through `audit_incident_lines`.
 const HISTORY: &str = "SELECT at, what, by, via, detail FROM audit WHERE entity GLOB 'incident:*' AND entity = ?1 ORDER BY seq";
 
-/// The entity of the audit rows that record an incident's stored bytes
-/// (not `incident:*`: they are not history lines).
-const STATE: &str = "incident-state:";
-
-/// SHA-256 of what was written, in hex.
-fn digest(body: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(body.as_bytes()))
-}
+use crate::engine::{INCIDENT_STATE as STATE, body_digest as digest};
 
 fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
     let mut st = conn.prepare_cached(HISTORY)?;

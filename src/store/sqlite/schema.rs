@@ -444,7 +444,7 @@ pub(super) mod tests {
                 "a@bank.example",
                 now,
             ));
-            round.incidents.push(inc);
+            round.save(inc, now);
             assert_eq!(writer.commit(&round).unwrap().outbox.len(), 1, "{name}");
         }
     }
