@@ -58,7 +58,7 @@ mod tests {
 
     #[test]
     fn email_lanes_come_before_webhook_lanes_in_name_order() {
-        let mut lanes = vec![
+        let mut lanes = [
             Lane::of(ChannelKind::Webhook, "ops"),
             Lane::of(ChannelKind::Email, "a@bank.example"),
             Lane::of(ChannelKind::Webhook, "lobby"),
