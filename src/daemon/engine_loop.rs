@@ -71,9 +71,9 @@ pub fn start(
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     head: Arc<crate::store::AuditHead>,
 ) -> Result<Started, StoreError> {
-    let live = store.load_live()?;
-    let mut round = Round::default();
     let now = clock::now();
+    let live = store.load_live(now)?;
+    let mut round = Round::default();
     let mut engine = Engine::new(
         (*loaded).clone(),
         live.incidents,
@@ -328,9 +328,9 @@ impl EngineLoop {
 
     /// After a failed commit the engine's memory is ahead of the store: rebuild it.
     fn rebuild(&mut self) -> Result<(), StoreError> {
-        let live = self.store.load_live()?;
-        let mut round = Round::default();
         let now = clock::now();
+        let live = self.store.load_live(now)?;
+        let mut round = Round::default();
         self.engine = Engine::new(
             self.engine.loaded().clone(),
             live.incidents,

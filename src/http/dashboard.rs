@@ -129,7 +129,7 @@ pub async fn data(
             page.items,
             page.next.is_some(),
             runs.items,
-            st.silences(false)?,
+            st.silences(Some(crate::clock::now()))?,
             follow.items,
         ))
     })

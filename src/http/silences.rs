@@ -31,8 +31,8 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text(), None))?;
     let all = p.all.unwrap_or(false);
-    let items = read(&s, move |st| st.silences(all)).await?;
     let now = clock::now();
+    let items = read(&s, move |st| st.silences((!all).then_some(now))).await?;
     let loaded = s.loaded();
     let scope = who.scope();
     let items: Vec<Value> = items
@@ -204,7 +204,7 @@ pub async fn expire(
     let body: ExpireBody = optional_json_body(&b)?;
     let loaded = s.loaded();
     let by = who.author(&loaded.config, body.by, "by")?;
-    let found = read(&s, |st| st.silences(true)).await?;
+    let found = read(&s, |st| st.silences(None)).await?;
     let Some(silence) = found.into_iter().find(|x| x.id == id) else {
         return Err(ApiError::not_found(format!("no silence {id}")));
     };

@@ -13,6 +13,8 @@
 //! `sqlite/schema.rs` damages incident bodies).
 
 pub mod audit;
+#[cfg(test)]
+pub(crate) mod contract;
 mod health;
 mod lane;
 pub mod records;
@@ -231,8 +233,9 @@ pub type IncidentRecord = (Incident, Vec<HistoryEntry>, Vec<OutboxRow>);
 pub trait Writer: Send {
     /// Writes everything a round decided, in one transaction.
     fn commit(&mut self, round: &Round) -> Result<Committed, StoreError>;
-    /// Live incidents (with the playbook versions they opened with) and the next ids.
-    fn load_live(&mut self) -> Result<LiveState, StoreError>;
+    /// Live incidents (with the playbook versions they opened with), the
+    /// silences in force at `now` or to come, and the next ids.
+    fn load_live(&mut self, now: DateTime<Utc>) -> Result<LiveState, StoreError>;
     /// Whether a write would go through now (used to find out that a fault has cleared).
     fn check(&mut self) -> Result<(), StoreError>;
 }
@@ -311,8 +314,9 @@ pub trait Reader: Send + Sync {
     fn drill_run(&self, id: i64) -> Result<Option<DrillRun>, StoreError>;
     /// Drill runs, newest first (a branch filter keeps runs that include it).
     fn list_drill_runs(&self, q: &DrillRunQuery) -> Result<Page<DrillRun>, StoreError>;
-    /// Silences: those in force or to come, or (`all`) the latest thousand.
-    fn silences(&self, all: bool) -> Result<Vec<Silence>, StoreError>;
+    /// Silences: those in force at `in_force_at` or to come, or (`None`)
+    /// the latest thousand.
+    fn silences(&self, in_force_at: Option<DateTime<Utc>>) -> Result<Vec<Silence>, StoreError>;
     /// Each drill's last scheduled fire time.
     fn drill_last_fires(
         &self,

@@ -206,7 +206,7 @@ impl Writer for SqliteWriter {
         Ok(committed)
     }
 
-    fn load_live(&mut self) -> Result<LiveState, StoreError> {
+    fn load_live(&mut self, now: DateTime<Utc>) -> Result<LiveState, StoreError> {
         let bodies = live_bodies(&self.conn)?;
         let mut incidents = Vec::with_capacity(bodies.len());
         for b in bodies {
@@ -249,7 +249,7 @@ impl Writer for SqliteWriter {
                 .conn
                 .prepare("SELECT body FROM silences WHERE ends_at > ?1 ORDER BY id")?;
             let bodies: Vec<String> = st
-                .query_map([ts(crate::clock::now())], |r| r.get(0))?
+                .query_map([ts(now)], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             bodies
                 .iter()

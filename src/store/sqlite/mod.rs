@@ -327,3 +327,26 @@ fn json_col<T: serde::de::DeserializeOwned>(
         )
     })
 }
+
+#[cfg(test)]
+mod contract_tests {
+    use super::*;
+    use crate::store::contract::{Backend, store_contract_suite};
+
+    /// A data directory of its own for each case.
+    struct Dir(tempfile::TempDir);
+
+    impl Backend for Dir {
+        fn open(&self) -> (Box<dyn Writer>, Arc<dyn Reader>) {
+            let (w, _) = SqliteWriter::open(self.0.path(), self.key()).unwrap();
+            let r = SqliteReader::open(self.0.path()).unwrap();
+            (Box::new(w), Arc::new(r))
+        }
+
+        fn key(&self) -> AuditKey {
+            AuditKey::from_bytes(&[5u8; 32])
+        }
+    }
+
+    store_contract_suite!(|| Dir(tempfile::tempdir().unwrap()));
+}

@@ -404,20 +404,17 @@ impl Reader for SqliteReader {
         })
     }
 
-    fn silences(&self, all: bool) -> Result<Vec<Silence>, StoreError> {
+    fn silences(&self, in_force_at: Option<DateTime<Utc>>) -> Result<Vec<Silence>, StoreError> {
         self.with(|conn| {
-            let sql = if all {
-                "SELECT body FROM silences ORDER BY id DESC LIMIT 1000"
-            } else {
-                "SELECT body FROM silences WHERE ends_at > ?1 ORDER BY id DESC"
-            };
-            let mut st = conn.prepare(sql)?;
-            let rows = if all {
-                st.query_map([], |r| r.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()?
-            } else {
-                st.query_map([ts(crate::clock::now())], |r| r.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()?
+            let rows = match in_force_at {
+                None => conn
+                    .prepare("SELECT body FROM silences ORDER BY id DESC LIMIT 1000")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some(now) => conn
+                    .prepare("SELECT body FROM silences WHERE ends_at > ?1 ORDER BY id DESC")?
+                    .query_map([ts(now)], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?,
             };
             rows.iter().map(|b| silence_from(b)).collect()
         })

@@ -424,11 +424,11 @@ pub(super) mod tests {
                 .filter(|(n, _)| !left_over(n))
                 .collect();
             assert_eq!(got, want_indexes, "{name}: indexes");
-            let live = writer.load_live().unwrap();
+            let now = at + chrono::Duration::seconds(1);
+            let live = writer.load_live(now).unwrap();
             assert_eq!(live.incidents.len(), 2, "{name}");
             assert_eq!(live.next_incident, 3, "{name}");
             let reader = SqliteReader::open(dir.path()).unwrap();
-            let now = at + chrono::Duration::seconds(1);
             let groups = reader.due_groups(now, &Lane::Email).unwrap();
             let drills: Vec<bool> = groups.iter().map(|g| g.drill).collect();
             assert_eq!(drills, [false, true], "{name}: a real group and a drill's");
@@ -505,7 +505,7 @@ pub(super) mod tests {
         drop(earlier_database(dir.path()));
         let (mut writer, _) =
             SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap();
-        match writer.load_live() {
+        match writer.load_live(crate::clock::now()) {
             Err(crate::store::StoreError::Corrupt { what, .. }) => {
                 assert!(what.contains("incident"), "{what}")
             }
