@@ -721,7 +721,11 @@ fn audit_verify_finds_what_an_insider_would_do_to_the_database() {
             .map(Result::unwrap)
             .collect();
         let mut prev: String = c
-            .query_row("SELECT hash FROM audit WHERE seq = 9", [], |r| r.get(0))
+            .query_row(
+                "SELECT lower(hex(hash)) FROM audit WHERE seq = 9",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         for (seq, at, entity, what, by, detail) in rows {
             let h = branchguard::store::audit::hash(&prev, seq, &at, &entity, &what, &by, &detail);

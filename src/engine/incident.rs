@@ -66,18 +66,29 @@ pub struct StepRun {
     pub title: String,
     pub action: String,
     pub state: StepState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub critical: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
     /// How many of the step's `escalate` entries have fired.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
     pub escalations_fired: usize,
     /// Whether the overdue escalation to the operations centre has fired.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub overdue_escalated: bool,
     /// Roll call: who must confirm, and who has.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -88,7 +99,7 @@ pub struct StepRun {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub confirmed_at: BTreeMap<String, DateTime<Utc>>,
     /// A command action is running (set when started, cleared when it ends).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub running: bool,
     /// Acknowledged, and its incident resolved before it was done: it keeps
     /// its state (the record says who took it), but nothing runs on it.
@@ -103,7 +114,9 @@ pub struct StepRun {
     pub starts_at: Option<DateTime<Utc>>,
 }
 
-/// An incident: one playbook applied to one group.
+/// An incident: one playbook applied to one group. Stored as this JSON at
+/// every save (the API has views of its own), so a field at its default
+/// (none, false, zero, empty) is left out and read back as that default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Incident {
     pub id: i64,
@@ -121,16 +134,18 @@ pub struct Incident {
     pub drill_run: Option<i64>,
     /// A drill that is not `live`: command and webhook actions are recorded,
     /// not carried out.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rehearsal: bool,
     pub group: super::Pairs,
     pub group_key: String,
     pub opened_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<DateTime<Utc>>,
     pub event_count: u32,
     /// The labels, kind, severity and summary of the event that opened it (for templates).
     pub kind: String,
     pub severity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
     pub labels: super::Pairs,
     pub steps: Vec<StepRun>,
@@ -417,5 +432,9 @@ pub struct Notification {
 }
 
 fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+fn is_zero_usize(n: &usize) -> bool {
     *n == 0
 }

@@ -673,6 +673,8 @@ mod sequence_tests;
 #[cfg(test)]
 mod setup_tests;
 #[cfg(test)]
+mod stored_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tier_tests;

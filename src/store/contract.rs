@@ -541,7 +541,10 @@ pub fn the_outbox_gives_lanes_groups_and_retries(b: &dyn Backend) {
     let (mut w, r) = b.open();
     let world = world(w.as_mut());
     let now = world.now;
-    assert!(world.messages.iter().any(|(_, n)| n.urgent), "the world has urgent messages");
+    assert!(
+        world.messages.iter().any(|(_, n)| n.urgent),
+        "the world has urgent messages"
+    );
     let settled = [world.delivered, world.retried.0, world.failed];
     let due: Vec<&(i64, Notification)> = world
         .messages

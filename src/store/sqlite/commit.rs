@@ -26,9 +26,16 @@ impl Writer for SqliteWriter {
             )?;
             let mut insert = |r: AuditRow| -> Result<(), rusqlite::Error> {
                 audit.execute(params![
-                    r.seq, r.at, r.entity, r.what, r.by, r.via, r.detail,
+                    r.seq,
+                    r.at,
+                    r.entity,
+                    r.what,
+                    r.by,
+                    r.via,
+                    r.detail,
                     // The previous row's hash: not stored twice (see AuditRow).
-                    "", r.hash
+                    "",
+                    hash_blob(&r.hash)
                 ])?;
                 Ok(())
             };

@@ -79,6 +79,32 @@ fn opt_time_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Date
     }
 }
 
+/// An audit row's hash as written: 32 bytes, not 64 hex characters (a
+/// tenth of a new incident's audit bytes).
+fn hash_blob(hex_hash: &str) -> rusqlite::types::Value {
+    match hex::decode(hex_hash) {
+        Ok(bytes) => rusqlite::types::Value::Blob(bytes),
+        // Never made by the chain; kept as it came rather than lost.
+        Err(_) => rusqlite::types::Value::Text(hex_hash.to_string()),
+    }
+}
+
+/// An audit row's hash read back as hex: a blob in rows written since
+/// 2026-12-07, text before (and in a row someone wrote by hand, which the
+/// check then judges).
+fn hash_col(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> {
+    use rusqlite::types::ValueRef;
+    match r.get_ref(i)? {
+        ValueRef::Blob(b) => Ok(hex::encode(b)),
+        ValueRef::Text(t) => Ok(String::from_utf8_lossy(t).into_owned()),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            i,
+            "hash".into(),
+            other.data_type(),
+        )),
+    }
+}
+
 fn conversion(i: usize, e: StoreError) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
 }
@@ -157,7 +183,7 @@ impl SqliteWriter {
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, hash_col(r, 1)?)),
             )
             .optional()?;
         let c = Chain::after(last, Some(self.key.clone()), keyed(&self.conn)?);

@@ -20,7 +20,7 @@ pub(super) fn records(
         .query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, super::hash_col(r, 1)?)),
         )
         .optional()?
         .map(|(rows, hash)| crate::store::audit::Head { rows, hash })
@@ -64,7 +64,7 @@ pub(super) fn records(
         let mut prev = crate::store::audit::GENESIS.to_string();
         while let Some(r) = rows.next()? {
             let entity: String = r.get(2)?;
-            let hash: String = r.get(8)?;
+            let hash: String = super::hash_col(r, 8)?;
             if incident_of(&entity).is_some_and(|id| ids.contains(&id)) {
                 let stored: String = r.get(7)?;
                 each(Record::Audit(AuditRow {

@@ -709,11 +709,30 @@ pub(super) mod tests {
         let reader = SqliteReader::open(dir.path()).unwrap();
         let key = || Some(crate::store::AuditKey::from_bytes(&[3u8; 32]));
         // Three rows of the earlier version, the `audit.keyed` row, five new.
+        // The earlier rows' hashes are text, the new ones' 32-byte blobs:
+        // one chain, checked across both.
+        let kinds: Vec<String> = conn
+            .prepare("SELECT typeof(hash) FROM audit ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(kinds[..3], ["text", "text", "text"]);
+        assert!(kinds[3..].iter().all(|k| k == "blob"), "{kinds:?}");
+        let blob: i64 = conn
+            .query_row(
+                "SELECT MAX(length(hash)) FROM audit WHERE typeof(hash) = 'blob'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(blob, 32);
         let last: String = conn
             .query_row(
                 "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
-                |r| r.get(0),
+                |r| super::super::hash_col(r, 0),
             )
             .unwrap();
         let intact = AuditCheck::Ok {

@@ -61,7 +61,7 @@ pub fn audit_at_start(data_dir: &Path, key: &AuditKey, key_is_new: bool) -> Resu
     };
     let at: Option<String> = conn
         .query_row("SELECT hash FROM audit WHERE seq = ?1", [head.rows], |r| {
-            r.get(0)
+            super::hash_col(r, 0)
         })
         .optional()?;
     match at {

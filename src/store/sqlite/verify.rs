@@ -41,7 +41,7 @@ pub(super) fn verify(
                 via: r.get(5)?,
                 detail: r.get(6)?,
                 prev_hash: r.get(7)?,
-                hash: r.get(8)?,
+                hash: super::hash_col(r, 8)?,
             };
             if !v.check(&row) {
                 break;
