@@ -51,6 +51,34 @@ pub async fn memory(hook: &str) {
         "after kill -9 and restart: listening in {listening:.2} s, serving in {serving:.2} s; RSS {:.0} MB",
         rss_mb(t2.child.id())
     );
+    // Every open incident through the API, a page of 1,000 at a time.
+    let watch = Stopwatch::start();
+    let (mut listed, mut cursor) = (0, None::<i64>);
+    loop {
+        let mut url = format!("{}/api/v1/incidents?status=open&limit=1000", t2.url);
+        if let Some(c) = cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = http
+            .get(url)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("a page");
+        listed += page["items"].as_array().map_or(0, Vec::len);
+        match page["next"].as_i64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(listed, N, "every open incident listed");
+    println!(
+        "after listing all {listed} through the API (pages of 1,000, {:.1} s): RSS {:.0} MB",
+        watch.seconds(),
+        rss_mb(t2.child.id())
+    );
     drop(t);
 }
 
