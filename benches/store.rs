@@ -12,7 +12,7 @@ use std::path::Path;
 
 use branchguard::engine::{Engine, Round};
 use branchguard::event::{Event, Severity, Status};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 const BRANCHES: usize = 5000;
 const OPEN: usize = 20_000;
@@ -42,7 +42,7 @@ fn network(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn event(n: usize) -> Event {
+fn event(n: usize, now: DateTime<Utc>) -> Event {
     Event {
         kind: "atm.down".into(),
         branch: format!("b{}", n % BRANCHES),
@@ -50,7 +50,7 @@ fn event(n: usize) -> Event {
         status: Status::Firing,
         labels: [("atm".to_string(), format!("atm-{n}"))].into(),
         summary: None,
-        occurred_at: Utc::now(),
+        occurred_at: now,
         source: "api".into(),
     }
 }
@@ -67,12 +67,12 @@ fn main() -> anyhow::Result<()> {
     let data = loaded.config.data_dir.clone();
     let mut store = branchguard::store::open(&loaded.config)?.writer;
     let db = data.join("branchguard.db");
-    let now = Utc::now();
+    let now = branchguard::clock::now();
     let mut e = Engine::new(loaded, Vec::new(), 1, 1, now);
     let mut n = 0;
     let mut commit = |count: usize, e: &mut Engine| -> anyhow::Result<()> {
         let mut round = Round::default();
-        let evs: Vec<_> = (n..n + count).map(|i| (event(i), now)).collect();
+        let evs: Vec<_> = (n..n + count).map(|i| (event(i, now), now)).collect();
         n += count;
         e.ingest(evs, "api", now, &mut round);
         e.finish(now, &mut round);
