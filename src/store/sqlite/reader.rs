@@ -601,63 +601,21 @@ mod tests {
     /// was), a commit in between shows a row delivered with no line.
     #[test]
     fn an_incident_its_history_and_outbox_are_read_as_of_one_commit() {
-        use crate::engine::{ChannelKind, DeliveryUpdate, IncidentStatus, Notification, Round};
+        use crate::engine::{ChannelKind, DeliveryUpdate, Notification, Round};
         const ROWS: usize = 300;
         let dir = tempfile::tempdir().unwrap();
         let (mut writer, _) =
             SqliteWriter::open(dir.path(), crate::store::AuditKey::from_bytes(&[3u8; 32])).unwrap();
         let at: DateTime<Utc> = "2026-12-06T00:00:00Z".parse().unwrap();
         let mut first = Round::default();
-        first.save(
-            Incident {
-                id: 1,
-                playbook_id: "atm".into(),
-                playbook_version: "v".into(),
-                playbook: None,
-                branch: "br-a".into(),
-                tier: 1,
-                status: IncidentStatus::Open,
-                drill: false,
-                drill_run: None,
-                rehearsal: false,
-                group: Default::default(),
-                group_key: "br-a".into(),
-                opened_at: at,
-                resolved_at: None,
-                event_count: 1,
-                kind: "atm.down".into(),
-                severity: "warning".into(),
-                summary: None,
-                labels: Default::default(),
-                steps: Vec::new(),
-                attached: Default::default(),
-                used_links: Default::default(),
-                counted_tier: None,
-                timed_tiers: Default::default(),
-                chain: 0,
-            },
-            at,
-        );
+        let inc = crate::store::testing::incident(1, "br-a", false, at);
         for i in 0..ROWS {
             first.outbox.push(Notification {
-                incident: 1,
-                step: None,
-                channel: ChannelKind::Webhook,
-                drill: false,
-                target: "channel:ops".into(),
-                recipient: "ops".into(),
-                person: None,
                 subject: format!("message {i}"),
-                body: String::new(),
-                created_at: at,
-                links: Vec::new(),
-                link_until: None,
-                announcement: false,
-                urgent: false,
-                grant_until: None,
-                payload: None,
+                ..crate::store::testing::message(&inc, ChannelKind::Webhook, "ops", at)
             });
         }
+        first.save(inc, at);
         let ids = writer.commit(&first).unwrap().outbox;
         assert_eq!(ids.len(), ROWS);
         let reader = Arc::new(SqliteReader::open(dir.path()).unwrap());
