@@ -93,6 +93,12 @@ fn a_drill_scheduled_seconds_ahead_fires_once_per_branch_with_drill_marked_mail(
         assert!(mail.subject().starts_with("[DRILL]"), "{}", mail.subject());
         assert!(mail.text().contains("This is a drill"), "{}", mail.text());
     }
+    // Each of its messages is a drill's by its flag, as the API shows.
+    let incident = fired["branches"][0]["incident"].as_i64().unwrap();
+    let shown = d.get(&format!("/api/v1/incidents/{incident}"));
+    let outbox = shown["outbox"].as_array().unwrap();
+    assert!(!outbox.is_empty());
+    assert!(outbox.iter().all(|o| o["drill"] == true), "{outbox:?}");
     // Once: the next time is tomorrow.
     assert_eq!(runs(&d, "soon").len(), 1);
     let listed = d.get("/api/v1/drills");
