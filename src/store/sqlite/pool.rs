@@ -15,6 +15,7 @@ impl SqliteReader {
         if !path.exists() {
             return Err(StoreError::Missing(data_dir.to_path_buf()));
         }
+        super::schema::up_to_date_for_reading(&path)?;
         let r = SqliteReader {
             path,
             pool: Mutex::new(Vec::new()),

@@ -5,7 +5,9 @@ use rusqlite::Connection;
 
 use crate::store::StoreError;
 
-pub(super) const SCHEMA: &str = r#"
+/// Step 1's schema, frozen: never edited once shipped (a database already
+/// at version 1 or later would not see the change); a change is a new step.
+const SCHEMA_1: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -155,7 +157,7 @@ const STEPS: &[Step] = &[Step { to: 1, run: step_1 }, Step { to: 2, run: step_2 
 /// The version this build brings every database to.
 pub(super) const LATEST: u32 = STEPS.len() as u32;
 
-/// 1: the schema as of 2026-12-07 ([`SCHEMA`]), over whatever an earlier,
+/// 1: the schema as of 2026-12-07 ([`SCHEMA_1`]), over whatever an earlier,
 /// unnumbered version made: the columns those versions added one by one
 /// first (to tables that exist), then the tables and indexes that are
 /// missing, then the indexes that were replaced.
@@ -180,7 +182,7 @@ fn step_1(conn: &Connection) -> Result<(), StoreError> {
     // schema's own is partial, on the rows still to send (found by the
     // migration test from the first schema).
     conn.execute_batch("DROP INDEX IF EXISTS outbox_pending;")?;
-    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(SCHEMA_1)?;
     // Urgent messages (escalations, overdue notices, roll calls, critical
     // steps) never wait for a digest; the few pending ones are found here
     // without walking a storm's backlog.
@@ -252,7 +254,13 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     let existed = has_table(conn, "meta")?;
     for step in STEPS.iter().filter(|s| s.to > at) {
-        let tx = conn.transaction()?;
+        // Taken with the write lock, and the version asked again inside: a
+        // second process bringing the same database up (the CLI beside a
+        // starting daemon) finds the step taken and skips it.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if version(&tx)? >= step.to {
+            continue;
+        }
         (step.run)(&tx)?;
         tx.pragma_update(None, "user_version", step.to)?;
         tx.commit()?;
@@ -261,6 +269,36 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// For a reader outside the daemon (the CLI's `export`, `audit verify`): a
+/// database an earlier version made is brought up to date first, as the
+/// daemon's next start would (the steps add, never remove, what is read);
+/// one a later version made is refused. When it cannot be written here (a
+/// read-only copy, another user's file) the error says what to do.
+pub(super) fn up_to_date_for_reading(path: &std::path::Path) -> Result<(), StoreError> {
+    let at = {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        version(&conn)?
+    };
+    if at == LATEST {
+        return Ok(());
+    }
+    let opened = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE);
+    let mut conn = match opened {
+        Ok(c) => c,
+        Err(e) if at < LATEST => {
+            return Err(StoreError::Corrupt {
+                what: "the database's schema version".into(),
+                detail: format!(
+                    "it is {at}, made by an earlier version; this one reads version {LATEST} and cannot bring it up to date here ({e}): start the daemon on it once, or run this where the database can be written"
+                ),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    migrate(&mut conn)
 }
 
 #[cfg(test)]
@@ -447,6 +485,48 @@ pub(super) mod tests {
             round.save(inc, now);
             assert_eq!(writer.commit(&round).unwrap().outbox.len(), 1, "{name}");
         }
+    }
+
+    /// The CLI reads a database an earlier version made (an export right
+    /// after an upgrade, before the daemon started on it): brought up to
+    /// date first, not failed on a column it does not have yet.
+    #[test]
+    fn a_reader_outside_the_daemon_brings_an_earlier_database_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let folder =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/sqlite/schemas");
+        let last = std::fs::read_to_string(folder.join("15-9a58d3c.sql")).unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&last).unwrap();
+            let at = "2026-11-24T09:00:00Z".parse().unwrap();
+            let inc = crate::store::testing::incident(1, "br-a", true, at);
+            conn.execute(
+                "INSERT INTO incidents (id, playbook, playbook_version, branch, tier, status, drill, group_key, opened_at, live, body)
+                 VALUES (1, 'atm', 'v', 'br-a', 1, 'open', 1, 'g', '2026-11-24T09:00:00.000Z', 1, ?1)",
+                [serde_json::to_string(&inc).unwrap()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO outbox (incident, channel, target, recipient, subject, body, created_at)
+                 VALUES (1, 'email', 't', 'a@bank.example', 's', 'b', '2026-11-24T09:00:00.000Z')",
+                [],
+            )
+            .unwrap();
+            assert_eq!(super::version(&conn).unwrap(), 0);
+        }
+        let reader = SqliteReader::open(dir.path()).unwrap();
+        let (_, _, outbox) = reader.incident_with_outbox(1).unwrap().unwrap();
+        assert!(outbox[0].drill, "the drill incident's message, flagged");
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(super::version(&conn).unwrap(), super::LATEST);
+        // A later version's database: refused by name, left as it is.
+        conn.pragma_update(None, "user_version", super::LATEST + 1)
+            .unwrap();
+        let err = SqliteReader::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("made by a later version"), "{err}");
+        assert_eq!(super::version(&conn).unwrap(), super::LATEST + 1);
     }
 
     /// A database made by a later version is refused, not written into.
