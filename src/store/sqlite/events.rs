@@ -450,6 +450,7 @@ mod tests {
             conn.execute_batch(
                 "DROP INDEX events_bucket;
                  CREATE INDEX events_branch ON events (branch, id);
+                 DROP INDEX outbox_groups; ALTER TABLE outbox DROP COLUMN drill;
                  PRAGMA user_version = 0;",
             )
             .unwrap();

@@ -211,13 +211,9 @@ fn step_1(conn: &Connection) -> Result<(), StoreError> {
 /// `schema_version` note that never changed goes (the version is SQLite's
 /// `user_version`).
 fn step_2(conn: &Connection) -> Result<(), StoreError> {
-    // Tests take a current database back to "unnumbered" to play an earlier
-    // version's; a real one of those has no such column.
-    if !has_column(conn, "outbox", "drill")? {
-        conn.execute_batch("ALTER TABLE outbox ADD COLUMN drill INTEGER NOT NULL DEFAULT 0;")?;
-    }
     conn.execute_batch(
-        "UPDATE outbox SET drill = 1 WHERE incident IN (SELECT id FROM incidents WHERE drill = 1);
+        "ALTER TABLE outbox ADD COLUMN drill INTEGER NOT NULL DEFAULT 0;
+         UPDATE outbox SET drill = 1 WHERE incident IN (SELECT id FROM incidents WHERE drill = 1);
          DROP INDEX IF EXISTS outbox_groups;
          CREATE INDEX outbox_groups ON outbox (channel, recipient, drill, id)
              WHERE delivered_at IS NULL AND failed_at IS NULL;
@@ -226,7 +222,7 @@ fn step_2(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn has_table(conn: &Connection, table: &str) -> Result<bool, StoreError> {
+pub(super) fn has_table(conn: &Connection, table: &str) -> Result<bool, StoreError> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
         [table],
@@ -321,6 +317,7 @@ pub(super) mod tests {
         conn.execute_batch(
             "DROP INDEX incidents_followup;
              CREATE INDEX incidents_live ON incidents (live);
+             DROP INDEX outbox_groups; ALTER TABLE outbox DROP COLUMN drill;
              PRAGMA user_version = 0;",
         )
         .unwrap();
@@ -683,6 +680,7 @@ pub(super) mod tests {
                  CREATE INDEX audit_incident ON audit (incident, seq) WHERE incident IS NOT NULL;
                  INSERT INTO meta (key, value) VALUES ('audit_incident_since', '3');
                  DELETE FROM audit; DELETE FROM meta WHERE key = 'audit_keyed';
+                 DROP INDEX outbox_groups; ALTER TABLE outbox DROP COLUMN drill;
                  PRAGMA user_version = 0;",
             )
             .unwrap();

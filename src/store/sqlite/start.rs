@@ -38,12 +38,7 @@ pub fn audit_at_start(data_dir: &Path, key: &AuditKey, key_is_new: bool) -> Resu
         return Ok(());
     }
     let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let has_audit: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'audit'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_audit {
+    if !super::schema::has_table(&conn, "audit")? {
         return Ok(());
     }
     let rows: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?;
@@ -107,11 +102,8 @@ pub fn needs_key(data_dir: &Path) -> Result<bool, StoreError> {
         return Ok(false);
     }
     let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let has_audit: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name IN ('audit', 'meta')",
-        [],
-        |r| r.get(0),
-    )?;
+    let has_audit =
+        super::schema::has_table(&conn, "audit")? || super::schema::has_table(&conn, "meta")?;
     if !has_audit {
         return Ok(false);
     }
