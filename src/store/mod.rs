@@ -13,10 +13,12 @@
 //! `sqlite/schema.rs` damages incident bodies).
 
 pub mod audit;
+mod check;
 #[cfg(test)]
 pub(crate) mod contract;
 mod health;
 mod lane;
+mod pg;
 pub mod records;
 mod sqlite;
 #[cfg(test)]
@@ -115,6 +117,18 @@ pub struct EventQuery {
     pub matched: Option<bool>,
     pub limit: usize,
     pub cursor: Option<i64>,
+}
+
+impl EventQuery {
+    /// The branches the query is limited to: `None` for all of them.
+    pub fn branches(&self) -> Option<Vec<String>> {
+        match (&self.branch, &self.scope.list()) {
+            (None, None) => None,
+            (None, Some(w)) => Some(w.clone()),
+            (Some(b), None) => Some(vec![b.clone()]),
+            (Some(b), Some(w)) => Some(w.iter().filter(|x| *x == b).cloned().collect()),
+        }
+    }
 }
 
 /// One page of a list, newest first; `next` is the cursor of the following page.

@@ -51,16 +51,6 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     })
 }
 
-/// The branches a query is limited to: `None` for all of them.
-fn branches_of(q: &EventQuery) -> Option<Vec<String>> {
-    match (&q.branch, &q.scope.list()) {
-        (None, None) => None,
-        (None, Some(w)) => Some(w.clone()),
-        (Some(b), None) => Some(vec![b.clone()]),
-        (Some(b), Some(w)) => Some(w.iter().filter(|x| *x == b).cloned().collect()),
-    }
-}
-
 /// ` AND kind = ?n AND matched = 1`, binding from `args`' next position.
 /// `kind` is the column as written: `+kind` keeps SQLite off `events_kind`,
 /// which in the bucket walk it chose, walking all of a kind's events for
@@ -98,7 +88,7 @@ fn list_walking(
     budget: i64,
 ) -> Result<Page<EventRow>, StoreError> {
     let before = q.cursor.unwrap_or(i64::MAX);
-    let scope = branches_of(q);
+    let scope = q.branches();
     let newest = match &scope {
         Some(b) if b.is_empty() => None,
         _ => newest_below(conn, before)?,

@@ -238,8 +238,6 @@ fn live_bodies(conn: &Connection) -> Result<Vec<String>, StoreError> {
 /// An incident's history: its audit rows, through `audit_incident_lines`.
 const HISTORY: &str = "SELECT at, what, by, via, detail FROM audit WHERE entity GLOB 'incident:*' AND entity = ?1 ORDER BY seq";
 
-use crate::engine::{INCIDENT_STATE as STATE, body_digest as digest};
-
 fn history_of(conn: &Connection, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
     let mut st = conn.prepare_cached(HISTORY)?;
     let rows = st.query_map([format!("incident:{id}")], |r| {

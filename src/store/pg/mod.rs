@@ -1,0 +1,306 @@
+//! The PostgreSQL backend: several daemons share one database (SPEC §14).
+//! Timestamps are `timestamptz` (compared as times, not text), flags are
+//! booleans, audit hashes `bytea`; incident bodies and audit rows stay text,
+//! byte for byte what the engine digested and the chain signed. A commit
+//! sends each table's rows of a round as arrays in one statement (`unnest`),
+//! so its round trips do not grow with the round.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use postgres::{Client, GenericClient, NoTls, Row};
+
+mod commit;
+mod reader;
+mod schema;
+mod stored;
+
+use super::audit::{AuditKey, Chain};
+use super::*;
+use crate::config::Playbook;
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// Connects to `url` (a `postgres://` URL or `key=value` settings).
+fn connect(url: &str) -> Result<Client, StoreError> {
+    let mut config: postgres::Config = url.parse()?;
+    // A database that does not answer is a fault to report, not a hang.
+    config.connect_timeout(std::time::Duration::from_secs(5));
+    config.application_name("branchguard");
+    Ok(config.connect(NoTls)?)
+}
+
+/// Opens the store at `url`: its schema brought up to date, a writer and
+/// a reader. The writer signs the chain with `key`.
+pub fn open(url: &str, key: AuditKey) -> Result<(PgWriter, PgReader), StoreError> {
+    let mut client = connect(url)?;
+    schema::migrate(&mut client)?;
+    let mut w = PgWriter {
+        client,
+        chain: None,
+        key,
+        playbooks: HashMap::new(),
+    };
+    // As on SQLite: the chain carries its `audit.keyed` row from the start.
+    if !w.keyed()? {
+        w.commit(&Round::default())?;
+    }
+    let r = PgReader::open(url)?;
+    Ok((w, r))
+}
+
+pub struct PgWriter {
+    client: Client,
+    /// The end of the audit chain, read on first use.
+    chain: Option<Chain>,
+    key: AuditKey,
+    /// Playbook versions known to be stored.
+    playbooks: HashMap<(String, String), Arc<Playbook>>,
+}
+
+impl PgWriter {
+    fn keyed(&mut self) -> Result<bool, StoreError> {
+        keyed(&mut self.client)
+    }
+
+    fn chain(&mut self) -> Result<Chain, StoreError> {
+        if let Some(c) = &self.chain {
+            return Ok(c.clone());
+        }
+        let last = self
+            .client
+            .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?
+            .map(|r| Ok::<_, StoreError>((r.try_get::<_, i64>(0)?, hash_of(&r, 1)?)))
+            .transpose()?;
+        let keyed = self.keyed()?;
+        let c = Chain::after(last, Some(self.key.clone()), keyed);
+        self.chain = Some(c.clone());
+        Ok(c)
+    }
+
+    fn playbook(&mut self, id: &str, version: &str) -> Result<Option<Arc<Playbook>>, StoreError> {
+        let key = (id.to_string(), version.to_string());
+        if let Some(p) = self.playbooks.get(&key) {
+            return Ok(Some(Arc::clone(p)));
+        }
+        let Some(row) = self.client.query_opt(
+            "SELECT body FROM playbook_versions WHERE playbook = $1 AND version = $2",
+            &[&id, &version],
+        )?
+        else {
+            return Ok(None);
+        };
+        let pb: Playbook = from_json(&row.try_get::<_, String>(0)?, || {
+            format!("playbook {id} version {version}")
+        })?;
+        let pb = Arc::new(pb);
+        self.playbooks.insert(key, Arc::clone(&pb));
+        Ok(Some(pb))
+    }
+}
+
+/// Whether the chain's `audit.keyed` row is written.
+fn keyed(c: &mut impl GenericClient) -> Result<bool, StoreError> {
+    Ok(
+        c.query_opt("SELECT 1 FROM meta WHERE key = 'audit_keyed'", &[])?
+            .is_some(),
+    )
+}
+
+/// A stored audit hash (32 bytes) as the chain's hex.
+fn hash_of(r: &Row, i: usize) -> Result<String, StoreError> {
+    Ok(hex::encode(r.try_get::<_, Vec<u8>>(i)?))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: impl FnOnce() -> String,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what: what(),
+        detail: e.to_string(),
+    })
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    // Serialising our own plain data types cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Read connections, opened as needed and reused.
+pub struct PgReader {
+    url: String,
+    pool: Mutex<Vec<Client>>,
+}
+
+impl PgReader {
+    pub fn open(url: &str) -> Result<PgReader, StoreError> {
+        let r = PgReader {
+            url: url.to_string(),
+            pool: Mutex::new(Vec::new()),
+        };
+        let mut c = connect(url)?;
+        schema::up_to_date_for_reading(&mut c)?;
+        r.give_back(c);
+        Ok(r)
+    }
+
+    fn give_back(&self, c: Client) {
+        if let Ok(mut p) = self.pool.lock()
+            && p.len() < 8
+        {
+            p.push(c);
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let mut conn = match pooled {
+            Some(c) if !c.is_closed() => c,
+            _ => connect(&self.url)?,
+        };
+        let out = f(&mut conn);
+        // A connection that just failed may be broken: open a fresh one next time.
+        if out.is_ok() {
+            self.give_back(conn);
+        }
+        out
+    }
+
+    /// Like `with`, in one read-only transaction that sees one commit.
+    fn with_snapshot<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with(|conn| {
+            let mut tx = conn
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+}
+
+/// The columns `outbox_row` reads, in its order.
+const OUTBOX_COLUMNS: &str = "id, incident, step, channel, target, recipient, person, subject, body, created_at, \
+     link, payload, attempts, next_attempt_at, delivered_at, failed_at, last_error, link_until, announcement, urgent, grant_until, drill";
+
+fn outbox_row(r: &Row) -> Result<OutboxRow, StoreError> {
+    let channel: String = r.try_get(3)?;
+    let channel = ChannelKind::parse(&channel).ok_or_else(|| StoreError::Corrupt {
+        what: "outbox channel".into(),
+        detail: format!("unknown channel kind `{channel}`"),
+    })?;
+    let links = match r.try_get::<_, Option<String>>(10)? {
+        None => Vec::new(),
+        Some(l) => LinkAction::split(&l).ok_or_else(|| StoreError::Corrupt {
+            what: "outbox links".into(),
+            detail: format!("unknown link action in `{l}`"),
+        })?,
+    };
+    Ok(OutboxRow {
+        id: r.try_get(0)?,
+        incident: r.try_get(1)?,
+        step: r.try_get(2)?,
+        channel,
+        target: r.try_get(4)?,
+        recipient: r.try_get(5)?,
+        person: r.try_get(6)?,
+        subject: r.try_get(7)?,
+        body: r.try_get(8)?,
+        created_at: r.try_get(9)?,
+        links,
+        payload: r.try_get(11)?,
+        attempts: r.try_get(12)?,
+        next_attempt_at: r.try_get(13)?,
+        delivered_at: r.try_get(14)?,
+        failed_at: r.try_get(15)?,
+        last_error: r.try_get(16)?,
+        link_until: r.try_get(17)?,
+        announcement: r.try_get(18)?,
+        urgent: r.try_get(19)?,
+        grant_until: r.try_get(20)?,
+        drill: r.try_get(21)?,
+    })
+}
+
+fn incident_from(body: &str) -> Result<Incident, StoreError> {
+    from_json(body, || "incident".into())
+}
+
+/// An incident's history: its audit rows.
+fn history_of(c: &mut impl GenericClient, id: i64) -> Result<Vec<HistoryEntry>, StoreError> {
+    let rows = c.query(
+        "SELECT at, what, by, via, detail FROM audit WHERE entity = $1 ORDER BY seq",
+        &[&format!("incident:{id}")],
+    )?;
+    rows.iter()
+        .map(|r| {
+            let at: String = r.try_get(0)?;
+            Ok(HistoryEntry {
+                incident: Some(id),
+                at: parse_at(&at)?,
+                what: r.try_get(1)?,
+                by: r.try_get(2)?,
+                via: r.try_get(3)?,
+                detail: r.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+/// An audit row's time, kept as the text the chain signed.
+fn parse_at(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .map_err(|e| StoreError::Corrupt {
+            what: format!("timestamp `{s}`"),
+            detail: e.to_string(),
+        })
+}
+
+fn last_fires(
+    c: &mut impl GenericClient,
+) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, StoreError> {
+    let rows = c.query("SELECT drill, last_fire FROM drill_schedule", &[])?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(test)]
+mod contract_tests {
+    use super::*;
+    use crate::store::contract::{Backend, store_contract_suite};
+
+    /// A database of its own for each case.
+    struct Db(testing::Database);
+
+    impl Backend for Db {
+        fn open(&self) -> (Box<dyn Writer>, Arc<dyn Reader>) {
+            let (w, r) = super::open(self.0.url(), self.key()).unwrap();
+            (Box::new(w), Arc::new(r))
+        }
+
+        fn key(&self) -> AuditKey {
+            AuditKey::from_bytes(&[5u8; 32])
+        }
+    }
+
+    store_contract_suite!(|| Db(testing::Database::new()));
+}
