@@ -28,7 +28,7 @@ pub fn match_command(loaded: &Loaded, file: &std::path::Path, now: DateTime<Utc>
     let tz = cfg.calendar.timezone;
     let mut failed = false;
     // The daemon's database, when there is one, tells which groups have an open incident.
-    let store = crate::store::open_reader(&cfg.data_dir).ok();
+    let store = crate::store::open_reader(&cfg.store).ok();
     for (i, input) in inputs.into_iter().enumerate() {
         let ev = match input.check(|b| cfg.branches.contains_key(b), now, "cli") {
             Ok(ev) => ev,

@@ -41,8 +41,8 @@ pub fn export(r: &Records, from: &str, to: &str, out: &Path) -> anyhow::Result<E
         bail!("--from {from} is not before --to {to}");
     }
     let key = key(Some(r))?;
-    let store = crate::store::open_reader(&r.data_dir)
-        .with_context(|| format!("cannot open the database in {}", r.data_dir.display()))?;
+    let store =
+        crate::store::open_reader(&r.store).with_context(|| format!("cannot open {}", r.store))?;
     // An export carries the database's evidence; a broken log is said first.
     let published = audit::read_head(&r.data_dir, &key).map_err(anyhow::Error::msg)?;
     if let crate::store::AuditCheck::Broken { seq, reason } =

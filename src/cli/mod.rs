@@ -773,8 +773,8 @@ fn incident_command(a: IncidentArgs, action: &str) -> anyhow::Result<ExitCode> {
 
 fn audit_verify(r: &config::Records) -> anyhow::Result<ExitCode> {
     use crate::store::AuditCheck;
-    let store = crate::store::open_reader(&r.data_dir)
-        .with_context(|| format!("cannot open the database in {}", r.data_dir.display()))?;
+    let store =
+        crate::store::open_reader(&r.store).with_context(|| format!("cannot open {}", r.store))?;
     let key = crate::store::AuditKey::load(&r.key_file)?;
     if key.is_none() {
         eprintln!(

@@ -45,6 +45,23 @@ pub struct ConfigFile {
     pub maintenance: Vec<MaintenanceFile>,
     pub engine: Option<EngineFile>,
     pub audit: Option<AuditFile>,
+    pub store: Option<StoreFile>,
+}
+
+/// Where the records are kept: SQLite in `data_dir` unless this names a
+/// PostgreSQL database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub postgres: Option<PostgresFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresFile {
+    /// The environment variable holding the database's URL (it carries a
+    /// password, so never the file itself).
+    pub url_env: S,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,10 +9,12 @@
 //! the store or the network.
 
 mod coverage;
+mod database;
 mod files;
 mod model;
 mod validate;
 
 pub use coverage::CoverageGap;
+pub use database::{Database, PgUrl};
 pub use model::*;
 pub use validate::{Records, is_yaml_file, load, records};

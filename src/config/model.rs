@@ -161,6 +161,8 @@ pub struct Config {
     pub engine: EngineConfig,
     pub delivery: DeliveryConfig,
     pub audit: AuditConfig,
+    /// Where the records are kept.
+    pub store: crate::config::Database,
 }
 
 /// The audit log's key file and how often its chain head is published.

@@ -19,6 +19,8 @@ pub(crate) mod contract;
 mod health;
 mod lane;
 mod pg;
+#[doc(hidden)]
+pub use pg::testing as pg_testing;
 pub mod records;
 mod sqlite;
 #[cfg(test)]
@@ -62,6 +64,10 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
     #[error(transparent)]
     Key(#[from] audit::KeyError),
+    #[error(
+        "no audit key at {0} (nor in BRANCHGUARD_AUDIT_KEY): on PostgreSQL every daemon of the group signs one audit chain, so the key is given, never made by whichever starts first; copy the same key file to each node (see docs/DEPLOY.md)"
+    )]
+    KeyNotGiven(PathBuf),
     #[error(
         "the audit key {0} is missing, but the audit log in the database is signed with one: restore the key file from its backup (a new key would not verify the log)"
     )]
@@ -370,6 +376,9 @@ fn key_and_whether_new(cfg: &Config) -> Result<(audit::AuditKey, bool), StoreErr
 
 /// Opens (creating if needed) the store the configuration names.
 pub fn open(cfg: &Config) -> Result<Opened, StoreError> {
+    if let crate::config::Database::Postgres(url) = &cfg.store {
+        return open_postgres(cfg, url);
+    }
     sqlite::check_at_start(&cfg.data_dir)?;
     let (key, new) = key_and_whether_new(cfg)?;
     sqlite::audit_at_start(&cfg.data_dir, &key, new)?;
@@ -383,8 +392,31 @@ pub fn open(cfg: &Config) -> Result<Opened, StoreError> {
     })
 }
 
-/// A reader of an existing store in `data_dir` (the CLI):
-/// [`StoreError::Missing`] when there is none.
-pub fn open_reader(data_dir: &std::path::Path) -> Result<Arc<dyn Reader>, StoreError> {
-    Ok(Arc::new(sqlite::SqliteReader::open(data_dir)?))
+/// Every daemon of a group signs one chain: the key is given (by file or
+/// environment), never made by whichever node starts first.
+fn open_postgres(cfg: &Config, url: &crate::config::PgUrl) -> Result<Opened, StoreError> {
+    let key = audit::AuditKey::load(&cfg.audit.key_file)?
+        .ok_or_else(|| StoreError::KeyNotGiven(cfg.audit.key_file.clone()))?;
+    crate::private::create_dir(&cfg.data_dir).map_err(|source| StoreError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
+    let (writer, reader) = pg::open(url.url(), key.clone())?;
+    Ok(Opened {
+        writer: Box::new(writer),
+        reader: Arc::new(reader),
+        key,
+        created: false,
+    })
+}
+
+/// A reader of an existing store (the CLI): [`StoreError::Missing`] when
+/// a data directory holds none.
+pub fn open_reader(at: &crate::config::Database) -> Result<Arc<dyn Reader>, StoreError> {
+    match at {
+        crate::config::Database::Embedded(data_dir) => {
+            Ok(Arc::new(sqlite::SqliteReader::open(data_dir)?))
+        }
+        crate::config::Database::Postgres(url) => Ok(Arc::new(pg::PgReader::open(url.url())?)),
+    }
 }

@@ -66,6 +66,7 @@ pub(super) fn compile_config(
     let engine = engine(file, &raw, diags);
     let data_dir = rel(raw.data_dir.clone(), "data");
     let audit = audit(file, base, &data_dir, &raw, diags);
+    let store = store(file, &data_dir, raw.store.as_ref(), diags);
     Config {
         file: PathBuf::from(file),
         listen,
@@ -93,6 +94,7 @@ pub(super) fn compile_config(
         engine,
         delivery,
         audit,
+        store,
     }
 }
 
@@ -571,6 +573,50 @@ fn engine(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> EngineConfig
         queue: raw.engine.as_ref().map_or(QUEUE, |e| {
             positive(file, &e.queue, "engine.queue", QUEUE, diags)
         }),
+    }
+}
+
+/// SQLite in `data_dir`, or the PostgreSQL database whose URL the variable
+/// `store.postgres.url_env` holds (read now: a daemon started without it
+/// would otherwise fail at its first commit).
+pub(super) fn store(
+    file: &str,
+    data_dir: &Path,
+    raw: Option<&crate::config::files::StoreFile>,
+    diags: &mut Diagnostics,
+) -> crate::config::Database {
+    let embedded = crate::config::Database::Embedded(data_dir.to_path_buf());
+    let Some(pg) = raw.and_then(|s| s.postgres.as_ref()) else {
+        return embedded;
+    };
+    let var = &pg.url_env;
+    match std::env::var(&var.value) {
+        Ok(url) if !url.trim().is_empty() => match crate::config::Database::postgres(url.trim()) {
+            Ok(l) => l,
+            Err(why) => {
+                // The URL carries a password: never quoted.
+                diags.at_value(
+                    file,
+                    var,
+                    format!(
+                        "store.postgres.url_env: the URL in {} is not a PostgreSQL URL ({why})",
+                        var.value
+                    ),
+                );
+                embedded
+            }
+        },
+        _ => {
+            diags.at_value(
+                file,
+                var,
+                format!(
+                    "store.postgres.url_env: the environment variable {} is not set (it holds the database's URL, e.g. postgres://branchguard:PASSWORD@db.bank.internal:5432/branchguard)",
+                    var.value
+                ),
+            );
+            embedded
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub fn is_yaml_file(p: &Path) -> bool {
 pub struct Records {
     pub data_dir: PathBuf,
     pub key_file: PathBuf,
+    /// The database.
+    pub store: crate::config::Database,
     /// The bank's zone, in which an export's dates are whole days.
     pub timezone: chrono_tz::Tz,
 }
@@ -53,6 +55,7 @@ pub fn records(config_path: &Path) -> Result<Records, Diagnostics> {
         data_dir: Option<String>,
         audit: Option<LooseAudit>,
         timezone: Option<S>,
+        store: Option<crate::config::files::StoreFile>,
     }
     #[derive(serde::Deserialize)]
     struct LooseAudit {
@@ -84,6 +87,10 @@ pub fn records(config_path: &Path) -> Result<Records, Diagnostics> {
         .audit
         .and_then(|a| a.key_file)
         .map_or_else(|| data_dir.join("audit.key"), |k| rel(&k));
+    let store = config::store(&file, &data_dir, raw.store.as_ref(), &mut diags);
+    if !diags.is_empty() {
+        return Err(diags);
+    }
     let timezone = match &raw.timezone {
         Some(v) => match zone(&file, v, &mut diags) {
             Some(tz) => tz,
@@ -94,6 +101,7 @@ pub fn records(config_path: &Path) -> Result<Records, Diagnostics> {
     Ok(Records {
         data_dir,
         key_file,
+        store,
         timezone,
     })
 }

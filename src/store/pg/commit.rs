@@ -58,6 +58,20 @@ fn insert_audit(tx: &mut postgres::Transaction<'_>, rows: &[AuditRow]) -> Result
 
 impl Writer for PgWriter {
     fn commit(&mut self, round: &Round) -> Result<Committed, StoreError> {
+        blocking(|| self.commit_here(round))
+    }
+
+    fn load_live(&mut self, now: DateTime<Utc>) -> Result<LiveState, StoreError> {
+        blocking(|| self.load_live_here(now))
+    }
+
+    fn check(&mut self) -> Result<(), StoreError> {
+        blocking(|| Ok(self.client.batch_execute("SELECT 1")?))
+    }
+}
+
+impl PgWriter {
+    fn commit_here(&mut self, round: &Round) -> Result<Committed, StoreError> {
         let mut chain = self.chain()?;
         let mut stored: Vec<((String, String), Arc<Playbook>)> = Vec::new();
         let known = &self.playbooks;
@@ -272,7 +286,7 @@ impl Writer for PgWriter {
         Ok(committed)
     }
 
-    fn load_live(&mut self, now: DateTime<Utc>) -> Result<LiveState, StoreError> {
+    fn load_live_here(&mut self, now: DateTime<Utc>) -> Result<LiveState, StoreError> {
         let rows = self.client.query(
             "SELECT body FROM incidents WHERE status = 'open' OR (live AND status <> 'open') ORDER BY id",
             &[],
@@ -303,7 +317,7 @@ impl Writer for PgWriter {
             .iter()
             .map(|r| from_json(&r.try_get::<_, String>(0)?, || "drill run".into()))
             .collect::<Result<Vec<_>, _>>()?;
-        let last_fire = last_fires(&mut self.client)?;
+        let last_fire = last_fires(&mut *self.client)?;
         let silences = self
             .client
             .query(
@@ -335,10 +349,5 @@ impl Writer for PgWriter {
             silences,
             reviews,
         })
-    }
-
-    fn check(&mut self) -> Result<(), StoreError> {
-        self.client.batch_execute("SELECT 1")?;
-        Ok(())
     }
 }

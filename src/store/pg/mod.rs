@@ -1,4 +1,4 @@
-//! The PostgreSQL backend: several daemons share one database (SPEC §14).
+//! The PostgreSQL backend: several daemons share one database.
 //! Timestamps are `timestamptz` (compared as times, not text), flags are
 //! booleans, audit hashes `bytea`; incident bodies and audit rows stay text,
 //! byte for byte what the engine digested and the chain signed. A commit
@@ -26,18 +26,60 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
+/// Runs `f`, which blocks on the database, where blocking is allowed: the
+/// client drives its own small runtime, which cannot start on a thread
+/// that is running the daemon's async tasks (the daemon opens its store
+/// from one). On the engine's thread and in `spawn_blocking` it just runs.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// A connection that may be dropped anywhere: closing it blocks too.
+pub(super) struct Conn(Option<Client>);
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        // Present from `connect` until `drop`.
+        self.0.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            blocking(|| drop(c));
+        }
+    }
+}
+
 /// Connects to `url` (a `postgres://` URL or `key=value` settings).
-fn connect(url: &str) -> Result<Client, StoreError> {
+fn connect(url: &str) -> Result<Conn, StoreError> {
     let mut config: postgres::Config = url.parse()?;
     // A database that does not answer is a fault to report, not a hang.
     config.connect_timeout(std::time::Duration::from_secs(5));
     config.application_name("branchguard");
-    Ok(config.connect(NoTls)?)
+    Ok(Conn(Some(config.connect(NoTls)?)))
 }
 
 /// Opens the store at `url`: its schema brought up to date, a writer and
 /// a reader. The writer signs the chain with `key`.
 pub fn open(url: &str, key: AuditKey) -> Result<(PgWriter, PgReader), StoreError> {
+    blocking(|| open_here(url, key))
+}
+
+fn open_here(url: &str, key: AuditKey) -> Result<(PgWriter, PgReader), StoreError> {
     let mut client = connect(url)?;
     schema::migrate(&mut client)?;
     let mut w = PgWriter {
@@ -55,7 +97,7 @@ pub fn open(url: &str, key: AuditKey) -> Result<(PgWriter, PgReader), StoreError
 }
 
 pub struct PgWriter {
-    client: Client,
+    client: Conn,
     /// The end of the audit chain, read on first use.
     chain: Option<Chain>,
     key: AuditKey,
@@ -65,7 +107,7 @@ pub struct PgWriter {
 
 impl PgWriter {
     fn keyed(&mut self) -> Result<bool, StoreError> {
-        keyed(&mut self.client)
+        keyed(&mut *self.client)
     }
 
     fn chain(&mut self) -> Result<Chain, StoreError> {
@@ -135,11 +177,15 @@ fn json<T: Serialize>(v: &T) -> String {
 /// Read connections, opened as needed and reused.
 pub struct PgReader {
     url: String,
-    pool: Mutex<Vec<Client>>,
+    pool: Mutex<Vec<Conn>>,
 }
 
 impl PgReader {
     pub fn open(url: &str) -> Result<PgReader, StoreError> {
+        blocking(|| PgReader::open_here(url))
+    }
+
+    fn open_here(url: &str) -> Result<PgReader, StoreError> {
         let r = PgReader {
             url: url.to_string(),
             pool: Mutex::new(Vec::new()),
@@ -150,7 +196,7 @@ impl PgReader {
         Ok(r)
     }
 
-    fn give_back(&self, c: Client) {
+    fn give_back(&self, c: Conn) {
         if let Ok(mut p) = self.pool.lock()
             && p.len() < 8
         {
@@ -158,9 +204,13 @@ impl PgReader {
         }
     }
 
-    fn with<T>(
+    fn with<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        blocking(|| self.with_here(f))
+    }
+
+    fn with_here<T>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
         let mut conn = match pooled {
@@ -280,8 +330,9 @@ fn last_fires(
         .collect()
 }
 
-#[cfg(test)]
-pub(crate) mod testing;
+/// Test support, used by the unit and the integration tests alike.
+#[doc(hidden)]
+pub mod testing;
 
 #[cfg(test)]
 mod contract_tests {
@@ -302,5 +353,5 @@ mod contract_tests {
         }
     }
 
-    store_contract_suite!(|| Db(testing::Database::new()));
+    store_contract_suite!(|| Db(testing::Database::create()));
 }

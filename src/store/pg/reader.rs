@@ -403,7 +403,7 @@ impl Reader for PgReader {
     fn drill_last_fires(
         &self,
     ) -> Result<std::collections::BTreeMap<String, DateTime<Utc>>, StoreError> {
-        self.with(|c| last_fires(c))
+        self.with(|c| last_fires(&mut **c))
     }
 }
 

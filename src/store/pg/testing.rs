@@ -33,7 +33,7 @@ pub fn with_database(url: &str, name: &str) -> String {
 }
 
 impl Database {
-    pub fn new() -> Database {
+    pub fn create() -> Database {
         let admin = server();
         let mut b = [0u8; 8];
         getrandom::fill(&mut b).expect("random bytes");

@@ -1,0 +1,105 @@
+//! The daemon on PostgreSQL, through the real binary and a real server
+//! (`BRANCHGUARD_TEST_POSTGRES`, started by `.ci/postgres`): the
+//! configuration names the database by an environment variable, incidents
+//! survive `kill -9`, and `audit verify` and `export` read the same database.
+
+mod common;
+
+use std::time::Duration;
+
+use branchguard::store::pg_testing::Database;
+use common::{Daemon, Fixture, wait_for};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+const KEY: &str = "5151515151515151515151515151515151515151515151515151515151515151";
+
+/// The engine fixture on PostgreSQL (its URL in `BG_DATABASE_URL`).
+fn on_postgres() -> Fixture {
+    let f = Fixture::engine();
+    f.write("playbooks/atm.yaml", common::ATM_PLAYBOOK);
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!("{cfg}\nstore:\n  postgres: {{ url_env: BG_DATABASE_URL }}\n"),
+    );
+    f
+}
+
+#[test]
+fn a_daemon_on_postgres_keeps_its_incidents_through_kill_9_and_its_log_verifies() {
+    let db = Database::create();
+    let f = on_postgres();
+    let env = [
+        ("BG_DATABASE_URL", db.url()),
+        ("BRANCHGUARD_AUDIT_KEY", KEY),
+    ];
+    let d = Daemon::start_with_env(&f, &env);
+    let (code, body) = d.post(
+        "/api/v1/events",
+        &json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": "a1"}}).to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = wait_for(WAIT, "the incident", || {
+        d.get("/api/v1/incidents?status=open")["items"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|i| i["id"].as_i64())
+    });
+    d.kill9();
+    let d = Daemon::start_with_env(&f, &env);
+    let inc = d.incident(id);
+    assert_eq!(inc["status"], "open", "{inc}");
+    assert_eq!(inc["branch"], "br-a");
+    assert!(
+        !common::history(&inc, "incident.opened").is_empty(),
+        "its history came back: {inc}"
+    );
+    // A second event of the group joins the incident the restart restored.
+    let (code, _) = d.post(
+        "/api/v1/events",
+        &json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": "a1"}}).to_string(),
+    );
+    assert_eq!(code, 202);
+    wait_for(WAIT, "the second event on the incident", || {
+        (d.incident(id)["event_count"].as_i64() == Some(2)).then_some(())
+    });
+    let v = f.run_env(&["audit", "verify"], &env);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    assert!(v.stdout.contains("audit log ok"), "{}", v.stdout);
+    d.stop();
+    // Nothing was written to a SQLite database beside it.
+    assert!(!f.path("data/branchguard.db").exists());
+}
+
+#[test]
+fn a_missing_url_variable_or_key_is_named_before_anything_starts() {
+    let f = on_postgres();
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("branchguard.yaml:")
+            && out.stderr.contains(
+                "store.postgres.url_env: the environment variable BG_DATABASE_URL is not set"
+            ),
+        "{}",
+        out.stderr
+    );
+    let out = f.run_env(&["check"], &[("BG_DATABASE_URL", "mysql:/nope=")]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("is not a PostgreSQL URL") && !out.stderr.contains("mysql:/nope="),
+        "named, never quoted: {}",
+        out.stderr
+    );
+    // On PostgreSQL the audit key is given, never made by the first node.
+    let db = Database::create();
+    let out = f.run_env(&["run"], &[("BG_DATABASE_URL", db.url())]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("every daemon of the group signs one audit chain"),
+        "{}",
+        out.stderr
+    );
+}
