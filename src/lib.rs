@@ -15,6 +15,7 @@ pub mod duration;
 pub mod engine;
 pub mod event;
 pub mod export;
+pub mod ha;
 pub mod html;
 pub mod http;
 pub mod incident_report;

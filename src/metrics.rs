@@ -30,6 +30,8 @@ pub struct Metrics {
     incident_duration: HistogramVec,
     notifications: IntCounterVec,
     outbox_pending: IntGauge,
+    ha_leader: IntGauge,
+    ha_epoch: IntGauge,
     config_reloads: IntCounterVec,
     playbooks_loaded: IntGauge,
     commit_seconds: Histogram,
@@ -105,6 +107,26 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     r.register(Box::new(outbox_pending.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ha_leader = IntGauge::with_opts(
+        Opts::new(
+            "ha_leader",
+            "1 on the leader of an active/standby group, 0 on a standby",
+        )
+        .namespace("branchguard"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.register(Box::new(ha_leader.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ha_epoch = IntGauge::with_opts(
+        Opts::new(
+            "ha_epoch",
+            "The group's leadership epoch as this node last saw it (rises at each takeover)",
+        )
+        .namespace("branchguard"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.register(Box::new(ha_epoch.clone()))
         .unwrap_or_else(|e| panic!("{e}"));
     let playbooks_loaded = IntGauge::with_opts(
         Opts::new("playbooks_loaded", "Playbooks in force").namespace("branchguard"),
@@ -197,6 +219,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["channel", "outcome"],
         ),
         outbox_pending,
+        ha_leader,
+        ha_epoch,
         config_reloads: counter(
             &r,
             "config_reloads_total",
@@ -415,6 +439,13 @@ pub fn outbox_pending(n: u64, oldest_seconds: f64) {
     let m = get();
     m.outbox_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
     m.outbox_oldest.set(oldest_seconds.max(0.0));
+}
+
+/// This node's role in its active/standby group.
+pub fn ha_role(leader: bool, epoch: i64) {
+    let m = get();
+    m.ha_leader.set(i64::from(leader));
+    m.ha_epoch.set(epoch);
 }
 
 /// Sources are free text on the wire; only known ones become label values.

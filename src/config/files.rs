@@ -46,6 +46,15 @@ pub struct ConfigFile {
     pub engine: Option<EngineFile>,
     pub audit: Option<AuditFile>,
     pub store: Option<StoreFile>,
+    pub ha: Option<HaFile>,
+}
+
+/// Active/standby: this daemon's name in its group, and the leader's lease.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaFile {
+    pub node: S,
+    pub lease: Option<S>,
 }
 
 /// Where the records are kept: SQLite in `data_dir` unless this names a

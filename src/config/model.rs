@@ -163,6 +163,17 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Where the records are kept.
     pub store: crate::config::Database,
+    /// Active/standby with other daemons on the same PostgreSQL database.
+    pub ha: Option<HaConfig>,
+}
+
+/// This daemon's place in an active/standby group.
+#[derive(Debug, Clone)]
+pub struct HaConfig {
+    /// Its name, unique in the group.
+    pub node: String,
+    /// How long a leader holds the lease without renewing it (every third of it).
+    pub lease: Duration,
 }
 
 /// The audit log's key file and how often its chain head is published.

@@ -62,6 +62,8 @@ pub struct Started {
 }
 
 /// Builds the engine from the store and starts its thread.
+// Wiring: each argument is one shared part the loop is handed.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     loaded: Arc<Loaded>,
     mut store: Box<dyn Writer>,
@@ -70,6 +72,7 @@ pub fn start(
     health: Arc<StoreHealth>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     head: Arc<crate::store::AuditHead>,
+    channel: (EngineHandle, mpsc::Receiver<Input>, Queue),
 ) -> Result<Started, StoreError> {
     let now = clock::now();
     let live = store.load_live(now)?;
@@ -85,7 +88,7 @@ pub fn start(
     engine.restore_silences(live.silences);
     engine.restore_drills(live.drills, now, &mut round);
     engine.restore_reviews(live.reviews);
-    let (handle, rx, queue) = EngineHandle::channel(loaded.config.engine.queue);
+    let (handle, rx, queue) = channel;
     let commands = CommandRunner::new(tokio::runtime::Handle::current(), handle.clone(), workdir);
     let mut this = EngineLoop {
         engine,

@@ -8,6 +8,7 @@
 
 mod commands;
 mod engine_loop;
+mod lead;
 mod listen;
 mod lock;
 mod priority;
@@ -44,6 +45,10 @@ pub enum DaemonError {
     EngineStopped,
     #[error("TLS: cannot load the certificate or key: {0}")]
     Tls(std::io::Error),
+    #[error(
+        "this node lost the group's lease to another (active/standby): restart it to rejoin as a standby"
+    )]
+    LostLease,
 }
 
 /// Runs the daemon on `listener` until `shutdown` is cancelled.
@@ -72,13 +77,25 @@ pub async fn serve(
     }
     // Before the store is opened: a second daemon must not touch it at all.
     let _lock = lock::acquire(&data_dir)?;
-    let opened = crate::store::open(&loaded.config)?;
-    if opened.created {
-        tracing::warn!(
-            "created a new, empty database in {}: if this daemon had history, its data directory is not where the configuration says",
-            data_dir.display()
-        );
-    }
+    let ha = loaded
+        .config
+        .ha
+        .as_ref()
+        .map(|h| Arc::new(crate::ha::Ha::new(&h.node, h.lease)));
+    // A standby reads (and its key is checked) now; it writes only once it leads.
+    let (reader, key, mut writer) = if ha.is_some() {
+        let (reader, key) = crate::store::open_standby(&loaded.config)?;
+        (reader, key, None)
+    } else {
+        let opened = crate::store::open(&loaded.config)?;
+        if opened.created {
+            tracing::warn!(
+                "created a new, empty database in {}: if this daemon had history, its data directory is not where the configuration says",
+                data_dir.display()
+            );
+        }
+        (opened.reader, opened.key, Some(opened.writer))
+    };
     let secret = crate::notify::links::Secret::load(&data_dir)?;
     let workdir = config_path
         .parent()
@@ -106,79 +123,13 @@ pub async fn serve(
     }
     let health = Arc::new(StoreHealth::default());
     let wake = Arc::new(crate::notify::Wake::default());
-    let probe_dir = workdir.clone();
     let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
     let head = Arc::new(crate::store::AuditHead::default());
     let probes = crate::sources::probes::ProbeBoard::default();
-    let engine_loop::Started {
-        handle: engine,
-        join,
-        commands,
-    } = engine_loop::start(
-        reloader.current(),
-        opened.writer,
-        workdir,
-        Arc::clone(&wake),
-        Arc::clone(&health),
-        Arc::clone(&changes),
-        Arc::clone(&head),
-    )?;
-    let anchor = tokio::spawn(crate::notify::anchor::run(
-        reloader.subscribe(),
-        Arc::clone(&head),
-        opened.key.clone(),
-        shutdown.clone(),
-    ));
-
-    // The engine subscribes to the configuration through its door.
-    {
-        let mut rx = reloader.subscribe();
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                let loaded = Arc::clone(&rx.borrow_and_update());
-                if engine.reload(loaded).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-
+    let channel = crate::engine::EngineHandle::channel(reloader.current().config.engine.queue);
+    let engine = channel.0.clone();
     let channels = Arc::new(crate::notify::channels::ChannelHealth::default());
-    let deliverer = crate::notify::Deliverer::new(
-        reloader.subscribe(),
-        Arc::clone(&opened.reader),
-        engine.clone(),
-        secret.clone(),
-        wake,
-        Arc::clone(&channels),
-    )?;
-    let delivery = tokio::spawn(deliverer.run(shutdown.clone()));
-    tokio::spawn(crate::sources::spool::run(
-        reloader.subscribe(),
-        engine.clone(),
-        shutdown.clone(),
-    ));
     tokio::spawn(watch::run(Arc::clone(&reloader), shutdown.clone()));
-    // The host's gauges are there from the first scrape.
-    let dir = data_dir.clone();
-    let sampler = tokio::task::spawn_blocking(move || crate::sources::host::first_sample(&dir))
-        .await
-        .map_err(|e| DaemonError::Io(std::io::Error::other(e)))?;
-    tokio::spawn(crate::sources::host::run(
-        reloader.subscribe(),
-        engine.clone(),
-        sampler,
-        shutdown.clone(),
-    ));
-    tokio::spawn(crate::sources::probes::run(
-        reloader.subscribe(),
-        engine.clone(),
-        probe_dir,
-        Arc::clone(&probes),
-        shutdown.clone(),
-    ));
-
     #[cfg(unix)]
     {
         let reloader = Arc::clone(&reloader);
@@ -197,44 +148,25 @@ pub async fn serve(
         });
     }
 
-    // The engine thread ends only when told to. If it ends otherwise (a bug made it
-    // panic), no timer would fire again: stop the whole daemon so its supervisor
-    // restarts it, and the restart resumes every timer from the store.
-    let engine_ended = tokio::task::spawn_blocking(move || join.join());
-    let crashed = Arc::new(AtomicBool::new(false));
-    let watch = {
-        let token = shutdown.clone();
-        let crashed = Arc::clone(&crashed);
-        tokio::spawn(async move {
-            let _ = engine_ended.await;
-            if !token.is_cancelled() {
-                tracing::error!(
-                    "the engine thread stopped unexpectedly; shutting down so the daemon can be restarted"
-                );
-                crashed.store(true, Ordering::SeqCst);
-                token.cancel();
-            }
-        })
-    };
-
     let reloader_for_tls = Arc::clone(&reloader);
     let limits = reloader.current().config.limits.clone();
     let rate = crate::http::RateLimit::new(&limits);
     let app = crate::http::router(crate::http::Parts {
         engine: engine.clone(),
-        reader: opened.reader,
-        reloader,
-        links: secret,
-        health,
-        channels,
+        reader: Arc::clone(&reader),
+        reloader: Arc::clone(&reloader),
+        links: secret.clone(),
+        health: Arc::clone(&health),
+        channels: Arc::clone(&channels),
         rate,
         denials: crate::http::Denials::default(),
         started_at: clock::now(),
         changes: changes.subscribe(),
-        probes,
-        head,
+        probes: probes.clone(),
+        head: Arc::clone(&head),
         shutdown: shutdown.clone(),
         streams: Default::default(),
+        ha: ha.clone(),
     });
     let addr = listener.local_addr()?;
     let current = reloader_for_tls.current();
@@ -256,20 +188,226 @@ pub async fn serve(
             Some(rustls)
         }
     };
+    // A standby campaigns for the lease; the leader's part starts once it leads.
+    let mut leadership = match (crate::store::lease(&current.config), &ha) {
+        (Some(lease), Some(ha)) => Some(lead::start(
+            lease,
+            Arc::clone(ha),
+            current.config.public_url.clone(),
+        )?),
+        _ => None,
+    };
     tracing::info!(
         "listening on {addr}{}",
         if tls.is_some() { " (TLS)" } else { "" }
     );
     ready(addr);
-    listen::serve(listener, app, tls, bounds, shutdown.clone()).await;
+    let serving = tokio::spawn(listen::serve(listener, app, tls, bounds, shutdown.clone()));
+    if let Some(l) = leadership.as_mut() {
+        tracing::info!("standby: waiting for the lease");
+        let won = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            w = l.won.wait_for(|e| e.is_some()) => w.ok().and_then(|e| *e),
+        };
+        match won {
+            Some(epoch) => {
+                let cfg = reloader.current();
+                let opened = tokio::task::block_in_place(|| {
+                    crate::store::open_as_leader(&cfg.config, epoch)
+                })?;
+                writer = Some(opened.writer);
+            }
+            None => {
+                let _ = serving.await;
+                if let Some(l) = leadership {
+                    tokio::task::block_in_place(|| l.stop());
+                }
+                return Ok(());
+            }
+        }
+    }
+    let Some(writer) = writer else {
+        return Err(DaemonError::EngineStopped);
+    };
+    let led = Leading {
+        writer,
+        channel,
+        reader: Arc::clone(&reader),
+        key,
+        secret,
+        workdir,
+        wake,
+        health,
+        changes,
+        head,
+        probes,
+        channels,
+        ha: ha.clone(),
+    }
+    .start(&reloader, &data_dir, &shutdown)
+    .await?;
+    let lost = leadership.as_ref().map(|l| l.lost.clone());
+    let stepped_down = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = async { match &lost { Some(l) => l.cancelled().await, None => std::future::pending().await } } => true,
+    };
+    if stepped_down {
+        tracing::error!(
+            "this node lost the lease and stops: a supervisor restarts it as a standby (its engine state is no longer the group's)"
+        );
+        shutdown.cancel();
+    }
+    let _ = serving.await;
     shutdown.cancel();
-    let _ = delivery.await;
+    let _ = led.delivery.await;
     engine.shutdown();
-    let _ = anchor.await;
-    commands.kill_all();
-    let _ = watch.await;
+    let _ = led.anchor.await;
+    led.commands.kill_all();
+    let _ = led.watch.await;
+    if let Some(l) = leadership {
+        tokio::task::block_in_place(|| l.stop());
+    }
+    if stepped_down {
+        return Err(DaemonError::LostLease);
+    }
+    let crashed = led.crashed;
     if crashed.load(Ordering::SeqCst) {
         return Err(DaemonError::EngineStopped);
     }
     Ok(())
+}
+
+/// What only the leader runs: the engine on its writer, the delivery
+/// worker, the spool, host health, probes and the chain head's publisher.
+struct Leading {
+    writer: Box<dyn crate::store::Writer>,
+    channel: (
+        crate::engine::EngineHandle,
+        std::sync::mpsc::Receiver<crate::engine::handle::Input>,
+        crate::engine::handle::Queue,
+    ),
+    reader: Arc<dyn crate::store::Reader>,
+    key: crate::store::AuditKey,
+    secret: crate::notify::links::Secret,
+    workdir: PathBuf,
+    wake: Arc<crate::notify::Wake>,
+    health: Arc<StoreHealth>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    head: Arc<crate::store::AuditHead>,
+    probes: crate::sources::probes::ProbeBoard,
+    channels: Arc<crate::notify::channels::ChannelHealth>,
+    ha: Option<Arc<crate::ha::Ha>>,
+}
+
+/// The leader's running parts, to be awaited at shutdown.
+struct Led {
+    delivery: tokio::task::JoinHandle<()>,
+    anchor: tokio::task::JoinHandle<()>,
+    commands: commands::CommandRunner,
+    watch: tokio::task::JoinHandle<()>,
+    crashed: Arc<AtomicBool>,
+}
+
+impl Leading {
+    async fn start(
+        self,
+        reloader: &Arc<Reloader>,
+        data_dir: &Path,
+        shutdown: &CancellationToken,
+    ) -> Result<Led, DaemonError> {
+        let engine_loop::Started {
+            handle: engine,
+            join,
+            commands,
+        } = tokio::task::block_in_place(|| {
+            engine_loop::start(
+                reloader.current(),
+                self.writer,
+                self.workdir.clone(),
+                Arc::clone(&self.wake),
+                Arc::clone(&self.health),
+                Arc::clone(&self.changes),
+                Arc::clone(&self.head),
+                self.channel,
+            )
+        })?;
+        let anchor = tokio::spawn(crate::notify::anchor::run(
+            reloader.subscribe(),
+            Arc::clone(&self.head),
+            self.key.clone(),
+            shutdown.clone(),
+        ));
+        // The engine subscribes to the configuration through its door.
+        {
+            let mut rx = reloader.subscribe();
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let loaded = Arc::clone(&rx.borrow_and_update());
+                    if engine.reload(loaded).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let deliverer = crate::notify::Deliverer::new(
+            reloader.subscribe(),
+            self.reader,
+            engine.clone(),
+            self.secret,
+            self.wake,
+            self.channels,
+            self.ha,
+        )?;
+        let delivery = tokio::spawn(deliverer.run(shutdown.clone()));
+        tokio::spawn(crate::sources::spool::run(
+            reloader.subscribe(),
+            engine.clone(),
+            shutdown.clone(),
+        ));
+        // The host's gauges are there from the first scrape.
+        let dir = data_dir.to_path_buf();
+        let sampler = tokio::task::spawn_blocking(move || crate::sources::host::first_sample(&dir))
+            .await
+            .map_err(|e| DaemonError::Io(std::io::Error::other(e)))?;
+        tokio::spawn(crate::sources::host::run(
+            reloader.subscribe(),
+            engine.clone(),
+            sampler,
+            shutdown.clone(),
+        ));
+        tokio::spawn(crate::sources::probes::run(
+            reloader.subscribe(),
+            engine,
+            self.workdir,
+            self.probes,
+            shutdown.clone(),
+        ));
+        // The engine thread ends only when told to. If it ends otherwise (a bug made it
+        // panic), no timer would fire again: stop the whole daemon so its supervisor
+        // restarts it, and the restart resumes every timer from the store.
+        let engine_ended = tokio::task::spawn_blocking(move || join.join());
+        let crashed = Arc::new(AtomicBool::new(false));
+        let watch = {
+            let token = shutdown.clone();
+            let crashed = Arc::clone(&crashed);
+            tokio::spawn(async move {
+                let _ = engine_ended.await;
+                if !token.is_cancelled() {
+                    tracing::error!(
+                        "the engine thread stopped unexpectedly; shutting down so the daemon can be restarted"
+                    );
+                    crashed.store(true, Ordering::SeqCst);
+                    token.cancel();
+                }
+            })
+        };
+        Ok(Led {
+            delivery,
+            anchor,
+            commands,
+            watch,
+            crashed,
+        })
+    }
 }

@@ -67,6 +67,8 @@ pub struct Parts {
     /// Live feeds open now: at most half of `limits.connections`, so feeds
     /// never hold every connection.
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Active/standby: this node's role (a standby answers writes 503).
+    pub ha: Option<Arc<crate::ha::Ha>>,
 }
 
 type AppState = Arc<Parts>;
@@ -225,6 +227,10 @@ pub fn router(parts: Parts) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::check,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            status::standby,
         ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint", None) })
         .layer(DefaultBodyLimit::max(limits.body_bytes))

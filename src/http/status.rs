@@ -11,6 +11,14 @@ use super::{ApiError, AppState, read};
 /// Healthy when the store takes writes; 503 naming the fault otherwise, so a
 /// supervisor or load balancer sees a daemon that cannot store what it is sent.
 pub async fn healthz(State(s): State<AppState>) -> Response {
+    // A load balancer sends traffic to the leader only.
+    if let Some(ha) = s.ha.as_ref().filter(|h| !h.is_leader()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "standby", "ha": ha.view() })),
+        )
+            .into_response();
+    }
     match s.health.failing() {
         None => Json(json!({ "status": "ok" })).into_response(),
         Some((since, why)) => (
@@ -75,7 +83,29 @@ pub async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
         "outbox_pending": pending,
         // The audit chain's head, as published (and filed beside the database).
         "audit": s.head.get().map(|h| json!({ "rows": h.rows, "hash": h.hash })),
+        // Active/standby: this node's role, who leads, and the epoch.
+        "ha": s.ha.as_ref().map(|h| h.view()),
     })))
+}
+
+/// On a standby every write is answered 503, naming the leader, with
+/// `Retry-After`: only the leader's engine decides anything.
+pub async fn standby(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    match s.ha.as_ref().filter(|h| !reads && !h.is_leader()) {
+        None => next.run(req).await,
+        Some(ha) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, ha.lease().as_secs().max(1).to_string())],
+            Json(json!({ "error": ha.refusal() })),
+        )
+            .into_response(),
+    }
 }
 
 fn roster_gaps(l: &crate::config::Loaded) -> Vec<Value> {

@@ -45,6 +45,8 @@ pub(super) struct Job {
     pub senders: Senders,
     pub http: reqwest::Client,
     pub secret: Secret,
+    /// Active/standby: nothing is sent unless this node leads.
+    pub ha: Option<std::sync::Arc<crate::ha::Ha>>,
 }
 
 /// A message's text and HTML, its links included.
@@ -61,6 +63,16 @@ impl Job {
         let Some(first) = rows.first() else {
             return Vec::new();
         };
+        // A leader paused past its lease (its new leader sends these now)
+        // sends nothing, and records nothing: it is about to stop.
+        if self.ha.as_ref().is_some_and(|h| !h.is_leader()) {
+            tracing::warn!(
+                "delivery: not sending outbox rows {:?}: this node no longer leads",
+                rows.iter().map(|r| r.id).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Vec::new();
+        }
         // A watchdog over the whole attempt. lettre's async SMTP `timeout`
         // bounds only connecting (lettre issue #1027): a server that accepts
         // and never greets - seen in the storm test, with a busy server's

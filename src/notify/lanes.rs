@@ -196,6 +196,7 @@ impl Deliverer {
             senders: self.senders.clone(),
             http: self.http.clone(),
             secret: self.secret.clone(),
+            ha: self.ha.clone(),
         };
         let done = done.clone();
         let lane = lane.clone();

@@ -69,6 +69,8 @@ pub struct Deliverer {
     /// An outbox read failed since the last look: the groups a wake named
     /// may not have been read, so the worker looks again soon.
     read_failed: std::sync::atomic::AtomicBool,
+    /// Active/standby: this node's role (sends only while it leads).
+    ha: Option<Arc<crate::ha::Ha>>,
 }
 
 impl Deliverer {
@@ -79,6 +81,7 @@ impl Deliverer {
         secret: Secret,
         wake: Arc<Wake>,
         channels: Arc<ChannelHealth>,
+        ha: Option<Arc<crate::ha::Ha>>,
     ) -> Result<Deliverer, NotifyError> {
         let current = Arc::clone(&config.borrow_and_update().config);
         let mailer = Arc::new(Mailer::new(&current)?);
@@ -95,6 +98,7 @@ impl Deliverer {
             secret,
             wake,
             read_failed: std::sync::atomic::AtomicBool::new(false),
+            ha,
         })
     }
 

@@ -40,6 +40,7 @@ use crate::engine::{
 pub use audit::{AuditCheck, AuditHead, AuditKey, Head};
 pub use health::StoreHealth;
 pub use lane::Lane;
+pub use pg::lease::{Campaign, Leader, Lease};
 
 /// What went wrong in the store. None of these is the caller's fault: the API
 /// answers them with 503.
@@ -57,6 +58,9 @@ pub enum StoreError {
     /// A file of the store was removed or replaced under the running daemon.
     #[error("{0}")]
     Replaced(String),
+    /// Active/standby: this node's lease was taken over; it writes nothing more.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
     /// A round whose parts do not agree: a bug of ours, nothing is written.
     #[error("a round handed to the store is inconsistent (a bug in branchguard): {0}")]
     Inconsistent(String),
@@ -377,7 +381,7 @@ fn key_and_whether_new(cfg: &Config) -> Result<(audit::AuditKey, bool), StoreErr
 /// Opens (creating if needed) the store the configuration names.
 pub fn open(cfg: &Config) -> Result<Opened, StoreError> {
     if let crate::config::Database::Postgres(url) = &cfg.store {
-        return open_postgres(cfg, url);
+        return open_postgres(cfg, url, None);
     }
     sqlite::check_at_start(&cfg.data_dir)?;
     let (key, new) = key_and_whether_new(cfg)?;
@@ -394,20 +398,62 @@ pub fn open(cfg: &Config) -> Result<Opened, StoreError> {
 
 /// Every daemon of a group signs one chain: the key is given (by file or
 /// environment), never made by whichever node starts first.
-fn open_postgres(cfg: &Config, url: &crate::config::PgUrl) -> Result<Opened, StoreError> {
+fn open_postgres(
+    cfg: &Config,
+    url: &crate::config::PgUrl,
+    fence: Option<(String, i64, std::time::Duration)>,
+) -> Result<Opened, StoreError> {
     let key = audit::AuditKey::load(&cfg.audit.key_file)?
         .ok_or_else(|| StoreError::KeyNotGiven(cfg.audit.key_file.clone()))?;
     crate::private::create_dir(&cfg.data_dir).map_err(|source| StoreError::DataDir {
         path: cfg.data_dir.clone(),
         source,
     })?;
-    let (writer, reader) = pg::open(url.url(), key.clone())?;
+    let (writer, reader) = pg::open(url.url(), key.clone(), fence)?;
     Ok(Opened {
         writer: Box::new(writer),
         reader: Arc::new(reader),
         key,
         created: false,
     })
+}
+
+/// What a standby of an active/standby group opens: a reader of the shared
+/// database (its schema brought up to date) and the group's audit key.
+pub fn open_standby(cfg: &Config) -> Result<(Arc<dyn Reader>, audit::AuditKey), StoreError> {
+    let crate::config::Database::Postgres(url) = &cfg.store else {
+        let o = open(cfg)?;
+        return Ok((o.reader, o.key));
+    };
+    let key = audit::AuditKey::load(&cfg.audit.key_file)?
+        .ok_or_else(|| StoreError::KeyNotGiven(cfg.audit.key_file.clone()))?;
+    crate::private::create_dir(&cfg.data_dir).map_err(|source| StoreError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
+    Ok((Arc::new(pg::open_reader_migrated(url.url())?), key))
+}
+
+/// The store as the leader of an active/standby group opens it at `epoch`:
+/// every commit first checks that this node still holds that lease.
+pub fn open_as_leader(cfg: &Config, epoch: i64) -> Result<Opened, StoreError> {
+    match (&cfg.store, &cfg.ha) {
+        (crate::config::Database::Postgres(url), Some(ha)) => {
+            open_postgres(cfg, url, Some((ha.node.clone(), epoch, ha.lease)))
+        }
+        _ => open(cfg),
+    }
+}
+
+/// This node's hold on the group's lease: `None` unless the configuration
+/// sets `ha` (which needs PostgreSQL).
+pub fn lease(cfg: &Config) -> Option<Lease> {
+    match (&cfg.store, &cfg.ha) {
+        (crate::config::Database::Postgres(url), Some(ha)) => {
+            Some(Lease::new(url.url(), &ha.node, &cfg.public_url, ha.lease))
+        }
+        _ => None,
+    }
 }
 
 /// A reader of an existing store (the CLI): [`StoreError::Missing`] when

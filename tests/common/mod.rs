@@ -318,6 +318,19 @@ impl Daemon {
     }
 
     /// `kill -9`: no chance to flush or say goodbye.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit code, once the daemon has ended by itself.
+    pub fn try_exit_code(&mut self) -> Option<i32> {
+        self.child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|s| s.code().unwrap_or(-1))
+    }
+
     pub fn kill9(mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("wait");

@@ -67,6 +67,7 @@ pub(super) fn compile_config(
     let data_dir = rel(raw.data_dir.clone(), "data");
     let audit = audit(file, base, &data_dir, &raw, diags);
     let store = store(file, &data_dir, raw.store.as_ref(), diags);
+    let ha = ha(file, &raw, &store, diags);
     Config {
         file: PathBuf::from(file),
         listen,
@@ -95,6 +96,7 @@ pub(super) fn compile_config(
         delivery,
         audit,
         store,
+        ha,
     }
 }
 
@@ -618,6 +620,48 @@ pub(super) fn store(
             embedded
         }
     }
+}
+
+/// Active/standby needs the shared database; a lease between 3 s (renewed
+/// every second) and 5 minutes (a dead leader's deadlines wait that long).
+fn ha(
+    file: &str,
+    raw: &ConfigFile,
+    store: &crate::config::Database,
+    diags: &mut Diagnostics,
+) -> Option<crate::config::HaConfig> {
+    const LEASE: Duration = Duration::from_secs(12);
+    let h = raw.ha.as_ref()?;
+    let ok_name = !h.node.value.is_empty()
+        && h.node.value.len() <= 64
+        && h.node
+            .value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok_name {
+        diags.at_value(
+            file,
+            &h.node,
+            "ha.node: expected a name of letters, digits, `-`, `_` or `.` (at most 64), unique in the group",
+        );
+    }
+    if matches!(store, crate::config::Database::Embedded(_)) {
+        diags.at_value(
+            file,
+            &h.node,
+            "ha: active/standby needs a database the daemons share: set store.postgres (SQLite in data_dir is one machine's)",
+        );
+    }
+    let lease = opt_fixed(file, &h.lease, "ha.lease", LEASE, diags);
+    if let Some(v) = &h.lease
+        && !(Duration::from_secs(3)..=Duration::from_secs(300)).contains(&lease)
+    {
+        diags.at_value(file, v, "ha.lease: expected between 3s and 5m");
+    }
+    Some(crate::config::HaConfig {
+        node: h.node.value.clone(),
+        lease,
+    })
 }
 
 /// Events waiting for the engine at most: a hundred full rounds.

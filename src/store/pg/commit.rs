@@ -76,6 +76,9 @@ impl PgWriter {
         let mut stored: Vec<((String, String), Arc<Playbook>)> = Vec::new();
         let known = &self.playbooks;
         let mut tx = self.client.transaction()?;
+        if let Some((node, epoch, _)) = &self.fence {
+            lease::still_leads(&mut tx, node, *epoch)?;
+        }
         let mut committed = Committed {
             outbox: Vec::with_capacity(round.outbox.len()),
             head: None,

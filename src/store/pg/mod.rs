@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use postgres::{Client, GenericClient, NoTls, Row};
 
 mod commit;
+pub mod lease;
 mod reader;
 mod schema;
 mod stored;
@@ -75,18 +76,37 @@ fn connect(url: &str) -> Result<Conn, StoreError> {
 
 /// Opens the store at `url`: its schema brought up to date, a writer and
 /// a reader. The writer signs the chain with `key`.
-pub fn open(url: &str, key: AuditKey) -> Result<(PgWriter, PgReader), StoreError> {
-    blocking(|| open_here(url, key))
+pub fn open(
+    url: &str,
+    key: AuditKey,
+    fence: Option<(String, i64, std::time::Duration)>,
+) -> Result<(PgWriter, PgReader), StoreError> {
+    blocking(|| open_here(url, key, fence))
 }
 
-fn open_here(url: &str, key: AuditKey) -> Result<(PgWriter, PgReader), StoreError> {
+fn open_here(
+    url: &str,
+    key: AuditKey,
+    fence: Option<(String, i64, std::time::Duration)>,
+) -> Result<(PgWriter, PgReader), StoreError> {
     let mut client = connect(url)?;
     schema::migrate(&mut client)?;
+    if let Some((_, _, lease)) = &fence {
+        // A leader paused in the middle of a commit holds the lease row
+        // (`FOR SHARE`) and would keep every standby from taking over: the
+        // server ends such a session once it has idled in its transaction
+        // for a lease, and nothing of that commit is kept.
+        client.batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            lease.as_millis().max(1000)
+        ))?;
+    }
     let mut w = PgWriter {
         client,
         chain: None,
         key,
         playbooks: HashMap::new(),
+        fence,
     };
     // As on SQLite: the chain carries its `audit.keyed` row from the start.
     if !w.keyed()? {
@@ -103,6 +123,8 @@ pub struct PgWriter {
     key: AuditKey,
     /// Playbook versions known to be stored.
     playbooks: HashMap<(String, String), Arc<Playbook>>,
+    /// The node and epoch whose lease every commit checks (active/standby).
+    fence: Option<(String, i64, std::time::Duration)>,
 }
 
 impl PgWriter {
@@ -172,6 +194,17 @@ fn from_json<T: serde::de::DeserializeOwned>(
 fn json<T: Serialize>(v: &T) -> String {
     // Serialising our own plain data types cannot fail.
     serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A reader, after bringing the schema up to date (a standby may be the
+/// first node to start on a new database).
+pub fn open_reader_migrated(url: &str) -> Result<PgReader, StoreError> {
+    blocking(|| {
+        let mut c = connect(url)?;
+        schema::migrate(&mut c)?;
+        drop(c);
+        PgReader::open_here(url)
+    })
 }
 
 /// Read connections, opened as needed and reused.
@@ -344,7 +377,7 @@ mod contract_tests {
 
     impl Backend for Db {
         fn open(&self) -> (Box<dyn Writer>, Arc<dyn Reader>) {
-            let (w, r) = super::open(self.0.url(), self.key()).unwrap();
+            let (w, r) = super::open(self.0.url(), self.key(), None).unwrap();
             (Box::new(w), Arc::new(r))
         }
 

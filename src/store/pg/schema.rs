@@ -119,8 +119,21 @@ CREATE TABLE audit (
 CREATE INDEX audit_entity ON audit (entity text_pattern_ops, seq);
 "#;
 
+/// Step 2: the leader's lease (see `lease.rs`). One row at most.
+const STEP_2: &str = r#"
+CREATE TABLE leader (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    node TEXT NOT NULL,
+    url TEXT NOT NULL,
+    -- Rises at each takeover: a commit names the epoch it was led in.
+    epoch BIGINT NOT NULL,
+    -- The database's clock, never a node's.
+    expires_at TIMESTAMPTZ NOT NULL
+);
+"#;
+
 /// The steps, in order: step `i + 1` is `STEPS[i]`.
-const STEPS: &[&str] = &[STEP_1];
+const STEPS: &[&str] = &[STEP_1, STEP_2];
 
 /// The step this build's schema is at.
 pub(super) const VERSION: i32 = STEPS.len() as i32;

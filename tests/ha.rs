@@ -1,0 +1,293 @@
+//! Active/standby on one PostgreSQL database, with real daemons and a real
+//! server (`BRANCHGUARD_TEST_POSTGRES`, started by `.ci/postgres`): one
+//! leader at a time, a standby that answers writes 503 naming it, a takeover
+//! after `kill -9` that loses no accepted event and escalates once, and a
+//! leader paused past its lease that commits and sends nothing after.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use branchguard::store::pg_testing::Database;
+use common::sinks::HookServer;
+use common::{Daemon, Fixture, wait_for};
+use serde_json::{Value, json};
+
+const KEY: &str = "6262626262626262626262626262626262626262626262626262626262626262";
+/// The lease in these tests: a takeover is due within it plus 10 s.
+const LEASE: u64 = 3;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// An `atm.jam` is escalated to the ops channel 2 s after it opens.
+const JAM: &str = "id: jam\nname: ATM jammed\ntrigger: { kind: atm.jam }\ngroup_by: [branch, atm]\nsteps:\n  - id: clear\n    assignee: role:it-duty\n    deadline: 1h\n    escalate:\n      - { after: 2s, to: [channel:ops-centre] }\n";
+
+/// Node `node` of a group on `db`, its ops channel at `hook`.
+fn node(node: &str, hook: &str) -> Fixture {
+    let f = Fixture::engine();
+    f.write("playbooks/atm.yaml", common::ATM_PLAYBOOK);
+    f.write("playbooks/jam.yaml", JAM);
+    f.set_notify(&format!(
+        "notify:\n  digest: 0s\n  webhooks:\n    ops-centre: {{ url: \"{hook}\" }}\n"
+    ));
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    let cfg = cfg.replace(
+        "public_url: http://127.0.0.1:9700",
+        &format!("public_url: http://{node}.bank.example:9700"),
+    );
+    f.write(
+        "branchguard.yaml",
+        &format!(
+            "{cfg}\nstore:\n  postgres: {{ url_env: BG_DATABASE_URL }}\nha:\n  node: {node}\n  lease: {LEASE}s\n"
+        ),
+    );
+    f
+}
+
+fn start(f: &Fixture, db: &Database) -> Daemon {
+    Daemon::start_with_env(
+        f,
+        &[
+            ("BG_DATABASE_URL", db.url()),
+            ("BRANCHGUARD_AUDIT_KEY", KEY),
+        ],
+    )
+}
+
+fn role(d: &Daemon) -> Value {
+    d.get("/api/v1/status")["ha"].clone()
+}
+
+fn status_code(d: &Daemon, path: &str) -> u16 {
+    reqwest::blocking::get(format!("{}{path}", d.url))
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Waits until `d` leads; returns how long it took.
+fn leads(d: &Daemon, within: Duration) -> Duration {
+    let t = branchguard::clock::instant();
+    wait_for(within, "the node to lead", || {
+        (role(d)["role"] == "leader").then_some(())
+    });
+    t.elapsed()
+}
+
+#[test]
+fn two_daemons_one_leader_and_the_standby_names_it() {
+    let db = Database::create();
+    let hook = HookServer::start(&[]);
+    let (fa, fb) = (node("bg-a", &hook.url), node("bg-b", &hook.url));
+    let a = start(&fa, &db);
+    leads(&a, WAIT);
+    let b = start(&fb, &db);
+    wait_for(WAIT, "the standby to see the leader", || {
+        (role(&b)["leader"] == "bg-a").then_some(())
+    });
+    // Several lease periods later, still exactly one leader.
+    common::holds_for(Duration::from_secs(2 * LEASE), "one leader", || {
+        role(&a)["role"] == "leader" && role(&b)["role"] == "standby"
+    });
+    let rb = role(&b);
+    assert_eq!(rb["leader_url"], "http://bg-a.bank.example:9700", "{rb}");
+    assert_eq!(rb["epoch"], role(&a)["epoch"]);
+    // The standby refuses writes, naming the leader; reads work.
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/events", b.url))
+        .json(&json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": "x"}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some(LEASE.to_string().as_str())
+    );
+    let body: Value = r.json().unwrap();
+    assert_eq!(
+        body["error"],
+        "standby: the leader is bg-a (http://bg-a.bank.example:9700)"
+    );
+    let (code, body) = a.post(
+        "/api/v1/events",
+        &json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": "x"}}).to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = body["incidents"][0].as_i64().unwrap();
+    assert_eq!(
+        b.incident(id)["branch"],
+        "br-a",
+        "the standby reads the database"
+    );
+    assert_eq!(status_code(&a, "/healthz"), 200);
+    assert_eq!(status_code(&b, "/healthz"), 503);
+    let metrics = b.metrics();
+    assert!(metrics.contains("branchguard_ha_leader 0"), "{metrics}");
+    assert!(a.metrics().contains("branchguard_ha_leader 1"));
+}
+
+#[test]
+fn kill_9_of_the_leader_mid_burst_loses_no_event_and_escalates_once() {
+    let db = Database::create();
+    let hook = HookServer::start(&[]);
+    let (fa, fb) = (node("bg-a", &hook.url), node("bg-b", &hook.url));
+    let a = start(&fa, &db);
+    leads(&a, WAIT);
+    let b = start(&fb, &db);
+    wait_for(WAIT, "the standby", || {
+        (role(&b)["role"] == "standby").then_some(())
+    });
+    // An incident whose escalation falls due while no node leads.
+    let (code, body) = a.post(
+        "/api/v1/events",
+        &json!({"kind": "atm.jam", "branch": "br-a", "labels": {"atm": "j1"}}).to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    let jam = body["incidents"][0].as_i64().unwrap();
+    // Eight clients send new incidents to the leader until it is gone.
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (url, stop, count) = (a.url.clone(), Arc::clone(&stop), Arc::clone(&count));
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
+                let mut got = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let ev = json!({"kind": "atm.down", "branch": "br-b", "labels": {"atm": format!("{c}-{n}")}});
+                    let Ok(r) = http.post(format!("{url}/api/v1/events")).json(&ev).send() else {
+                        break;
+                    };
+                    if r.status().as_u16() != 202 {
+                        continue;
+                    }
+                    let Ok(body) = r.json::<Value>() else { break };
+                    got.push(body["events"][0].as_i64().unwrap());
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+                got
+            })
+        })
+        .collect();
+    wait_for(WAIT, "a hundred events accepted", || {
+        (count.load(Ordering::SeqCst) >= 100).then_some(())
+    });
+    a.kill9();
+    let killed = branchguard::clock::instant();
+    stop.store(true, Ordering::SeqCst);
+    let accepted: Vec<i64> = clients
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(accepted.len() >= 100);
+    leads(&b, Duration::from_secs(LEASE + 10));
+    eprintln!(
+        "takeover: {:.1}s after kill -9",
+        killed.elapsed().as_secs_f64()
+    );
+    let stored = b.all_ids("/api/v1/events?kind=atm.down");
+    let lost: Vec<&i64> = accepted.iter().filter(|e| !stored.contains(e)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} accepted events lost: {lost:?}",
+        lost.len(),
+        accepted.len()
+    );
+    // The escalation fell due in the outage: the new leader sends it, once.
+    let escalations = |hooks: &[common::sinks::Hook]| {
+        hooks
+            .iter()
+            .filter(|h| h.body.to_string().contains(&format!("#{jam}")))
+            .count()
+    };
+    wait_for(WAIT, "the escalation at the ops channel", || {
+        (escalations(&hook.requests()) >= 1).then_some(())
+    });
+    let inc = b.incident(jam);
+    common::holds_for(Duration::from_secs(3), "no second escalation", || {
+        escalations(&hook.requests()) == 1
+    });
+    let escalated = common::history(&inc, "step.escalated");
+    assert_eq!(escalated.len(), 1, "{inc}");
+    // The group goes on: the new leader takes events.
+    let (code, _) = b.post(
+        "/api/v1/events",
+        &json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": "after"}}).to_string(),
+    );
+    assert_eq!(code, 202);
+    let v = fb.run_env(
+        &["audit", "verify"],
+        &[
+            ("BG_DATABASE_URL", db.url()),
+            ("BRANCHGUARD_AUDIT_KEY", KEY),
+        ],
+    );
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_commits_and_sends_nothing_after() {
+    let db = Database::create();
+    let hook = HookServer::start(&[]);
+    let (fa, fb) = (node("bg-a", &hook.url), node("bg-b", &hook.url));
+    let mut a = start(&fa, &db);
+    leads(&a, WAIT);
+    let b = start(&fb, &db);
+    wait_for(WAIT, "the standby", || {
+        (role(&b)["role"] == "standby").then_some(())
+    });
+    // The leader opens an incident whose escalation is due in 2 s, and is
+    // paused at once: its timer is due while it sleeps.
+    let (code, body) = a.post(
+        "/api/v1/events",
+        &json!({"kind": "atm.jam", "branch": "br-a", "labels": {"atm": "p1"}}).to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    let jam = body["incidents"][0].as_i64().unwrap();
+    let pid = a.pid().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    leads(&b, Duration::from_secs(LEASE + 10));
+    let escalations = || {
+        hook.requests()
+            .iter()
+            .filter(|h| h.body.to_string().contains(&format!("#{jam}")))
+            .count()
+    };
+    wait_for(WAIT, "the new leader's escalation", || {
+        (escalations() == 1).then_some(())
+    });
+    signal("-CONT");
+    // The old leader wakes with the same timer due: its commit is refused
+    // (its epoch is gone), it sends nothing, and it stops to be restarted.
+    let code = wait_for(WAIT, "the old leader to stop", || a.try_exit_code());
+    assert_ne!(code, 0, "it exits to be restarted as a standby");
+    assert!(a.log().contains("lost the lease"), "{}", a.log());
+    common::holds_for(Duration::from_secs(2), "one escalation, not two", || {
+        escalations() == 1
+    });
+    let inc = b.incident(jam);
+    assert_eq!(common::history(&inc, "step.escalated").len(), 1, "{inc}");
+    assert_eq!(role(&b)["role"], "leader");
+    let v = fb.run_env(
+        &["audit", "verify"],
+        &[
+            ("BG_DATABASE_URL", db.url()),
+            ("BRANCHGUARD_AUDIT_KEY", KEY),
+        ],
+    );
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+}
