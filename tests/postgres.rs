@@ -103,3 +103,63 @@ fn a_missing_url_variable_or_key_is_named_before_anything_starts() {
         out.stderr
     );
 }
+
+#[test]
+fn migrate_copies_a_sqlite_database_whose_history_and_audit_log_carry_on() {
+    let f = Fixture::engine();
+    f.write("playbooks/atm.yaml", common::ATM_PLAYBOOK);
+    // A daemon's life on SQLite: two incidents, one resolved.
+    let d = Daemon::start(&f);
+    let mut ids = Vec::new();
+    for atm in ["m1", "m2"] {
+        let (code, body) = d.post(
+            "/api/v1/events",
+            &json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": atm}}).to_string(),
+        );
+        assert_eq!(code, 202, "{body}");
+        ids.push(body["incidents"][0].as_i64().unwrap());
+    }
+    let (code, body) = d.post(
+        &format!("/api/v1/incidents/{}/resolve", ids[1]),
+        &json!({"by": "it.a"}).to_string(),
+    );
+    assert_eq!(code, 200, "{body}");
+    let before: Vec<serde_json::Value> = ids.iter().map(|i| d.incident(*i)).collect();
+    d.stop();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!("{cfg}\nstore:\n  postgres: {{ url_env: BG_DATABASE_URL }}\n"),
+    );
+    let db = Database::create();
+    let env = [("BG_DATABASE_URL", db.url())];
+    let out = f.run_env(&["migrate", "--from-sqlite", "data"], &env);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("incidents: 2 rows"), "{}", out.stdout);
+    assert!(out.stdout.contains("audit log ok"), "{}", out.stdout);
+    // Into a database that is no longer empty: refused, nothing doubled.
+    let again = f.run_env(&["migrate", "--from-sqlite", "data"], &env);
+    assert_eq!(again.code, 1, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stderr.contains("empty database only"),
+        "{}",
+        again.stderr
+    );
+    // The daemon on PostgreSQL carries on from the copy.
+    let d = Daemon::start_with_env(&f, &env);
+    for (id, was) in ids.iter().zip(&before) {
+        let now = d.incident(*id);
+        assert_eq!(now["status"], was["status"], "{now}");
+        assert_eq!(now["history"], was["history"], "incident {id}'s history");
+    }
+    let (code, body) = d.post(
+        "/api/v1/events",
+        &json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": "m3"}}).to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    let next = body["incidents"][0].as_i64().unwrap();
+    assert!(next > ids[1], "ids go on after the copied ones: {next}");
+    d.stop();
+    let v = f.run_env(&["audit", "verify"], &env);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+}

@@ -30,6 +30,36 @@ fn key(records: Option<&Records>) -> anyhow::Result<AuditKey> {
     }
 }
 
+/// `migrate --from-sqlite DIR`: the SQLite database copied into the
+/// configuration's PostgreSQL database, and the copy's audit log checked.
+pub fn migrate(r: &Records, from: &Path) -> anyhow::Result<ExitCode> {
+    let key = crate::store::AuditKey::load(&r.key_file)?.with_context(|| {
+        format!(
+            "no audit key at {} (nor in {}): the copy's audit log is checked with it",
+            r.key_file.display(),
+            audit::KEY_ENV
+        )
+    })?;
+    let (copied, check) = crate::store::migrate_from_sqlite(from, &r.store, key)
+        .with_context(|| format!("cannot copy {} into {}", from.display(), r.store))?;
+    for (table, rows) in &copied {
+        outln!("{table}: {rows} rows");
+    }
+    match check {
+        crate::store::AuditCheck::Ok { rows, .. } => {
+            outln!(
+                "copied into {}: audit log ok ({rows} rows, signed chain intact)",
+                r.store
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        crate::store::AuditCheck::Broken { seq, reason } => {
+            outln!("the copy's audit log is BROKEN at row {seq}: {reason}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 pub fn export(r: &Records, from: &str, to: &str, out: &Path) -> anyhow::Result<ExitCode> {
     let bound = |v: &str, end: bool, flag: &str| {
         crate::response::period_bound(v, end, r.timezone).with_context(|| {

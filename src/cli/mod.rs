@@ -159,6 +159,15 @@ pub enum Command {
         #[arg(long, default_value = "branchguard.yaml")]
         config: PathBuf,
     },
+    /// Copy an existing SQLite database into the PostgreSQL database the configuration names (store.postgres)
+    Migrate {
+        /// The data directory that holds the SQLite database (branchguard.db).
+        #[arg(long, value_name = "DIR")]
+        from_sqlite: PathBuf,
+        /// The configuration file (its store.postgres names the database to fill).
+        #[arg(long, default_value = "branchguard.yaml")]
+        config: PathBuf,
+    },
     /// Reports: how fast each branch answers (report response).
     Report {
         #[command(subcommand)]
@@ -470,6 +479,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(file) => exports::verify_file(&file, Some(&records)),
                 None => audit_verify(&records),
             }
+        }
+        Command::Migrate {
+            from_sqlite,
+            config,
+        } => {
+            let records = match config::records(&config) {
+                Ok(r) => r,
+                Err(diags) => {
+                    eprint!("{diags}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            exports::migrate(&records, &from_sqlite)
         }
         Command::Export {
             from,

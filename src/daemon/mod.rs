@@ -83,7 +83,7 @@ pub async fn serve(
         .as_ref()
         .map(|h| Arc::new(crate::ha::Ha::new(&h.node, h.lease)));
     // A standby reads (and its key is checked) now; it writes only once it leads.
-    let (reader, key, mut writer) = if ha.is_some() {
+    let (reader, key, writer) = if ha.is_some() {
         let (reader, key) = crate::store::open_standby(&loaded.config)?;
         (reader, key, None)
     } else {
@@ -197,39 +197,7 @@ pub async fn serve(
         )?),
         _ => None,
     };
-    tracing::info!(
-        "listening on {addr}{}",
-        if tls.is_some() { " (TLS)" } else { "" }
-    );
-    ready(addr);
-    let serving = tokio::spawn(listen::serve(listener, app, tls, bounds, shutdown.clone()));
-    if let Some(l) = leadership.as_mut() {
-        tracing::info!("standby: waiting for the lease");
-        let won = tokio::select! {
-            _ = shutdown.cancelled() => None,
-            w = l.won.wait_for(|e| e.is_some()) => w.ok().and_then(|e| *e),
-        };
-        match won {
-            Some(epoch) => {
-                let cfg = reloader.current();
-                let opened = tokio::task::block_in_place(|| {
-                    crate::store::open_as_leader(&cfg.config, epoch)
-                })?;
-                writer = Some(opened.writer);
-            }
-            None => {
-                let _ = serving.await;
-                if let Some(l) = leadership {
-                    tokio::task::block_in_place(|| l.stop());
-                }
-                return Ok(());
-            }
-        }
-    }
-    let Some(writer) = writer else {
-        return Err(DaemonError::EngineStopped);
-    };
-    let led = Leading {
+    let leading = Leading {
         writer,
         channel,
         reader: Arc::clone(&reader),
@@ -243,9 +211,44 @@ pub async fn serve(
         probes,
         channels,
         ha: ha.clone(),
+    };
+    // Alone, the daemon leads from the start: its engine is running (and
+    // its metrics there) before it says it listens.
+    let (mut leading, mut led) = match leadership {
+        None => (
+            None,
+            Some(leading.start(&reloader, &data_dir, &shutdown).await?),
+        ),
+        Some(_) => (Some(leading), None),
+    };
+    tracing::info!(
+        "listening on {addr}{}",
+        if tls.is_some() { " (TLS)" } else { "" }
+    );
+    ready(addr);
+    let serving = tokio::spawn(listen::serve(listener, app, tls, bounds, shutdown.clone()));
+    if let (Some(l), Some(mut waiting)) = (leadership.as_mut(), leading.take()) {
+        tracing::info!("standby: waiting for the lease");
+        let won = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            w = l.won.wait_for(|e| e.is_some()) => w.ok().and_then(|e| *e),
+        };
+        let Some(epoch) = won else {
+            let _ = serving.await;
+            if let Some(l) = leadership {
+                tokio::task::block_in_place(|| l.stop());
+            }
+            return Ok(());
+        };
+        let cfg = reloader.current();
+        let opened =
+            tokio::task::block_in_place(|| crate::store::open_as_leader(&cfg.config, epoch))?;
+        waiting.writer = Some(opened.writer);
+        led = Some(waiting.start(&reloader, &data_dir, &shutdown).await?);
     }
-    .start(&reloader, &data_dir, &shutdown)
-    .await?;
+    let Some(led) = led else {
+        return Err(DaemonError::EngineStopped);
+    };
     let lost = leadership.as_ref().map(|l| l.lost.clone());
     let stepped_down = tokio::select! {
         _ = shutdown.cancelled() => false,
@@ -280,7 +283,8 @@ pub async fn serve(
 /// What only the leader runs: the engine on its writer, the delivery
 /// worker, the spool, host health, probes and the chain head's publisher.
 struct Leading {
-    writer: Box<dyn crate::store::Writer>,
+    /// Opened at start alone, or once the lease is won.
+    writer: Option<Box<dyn crate::store::Writer>>,
     channel: (
         crate::engine::EngineHandle,
         std::sync::mpsc::Receiver<crate::engine::handle::Input>,
@@ -315,6 +319,9 @@ impl Leading {
         data_dir: &Path,
         shutdown: &CancellationToken,
     ) -> Result<Led, DaemonError> {
+        let Some(writer) = self.writer else {
+            return Err(DaemonError::EngineStopped);
+        };
         let engine_loop::Started {
             handle: engine,
             join,
@@ -322,7 +329,7 @@ impl Leading {
         } = tokio::task::block_in_place(|| {
             engine_loop::start(
                 reloader.current(),
-                self.writer,
+                writer,
                 self.workdir.clone(),
                 Arc::clone(&self.wake),
                 Arc::clone(&self.health),

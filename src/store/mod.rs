@@ -58,6 +58,9 @@ pub enum StoreError {
     /// A file of the store was removed or replaced under the running daemon.
     #[error("{0}")]
     Replaced(String),
+    /// An operation the store will not do as asked (said why).
+    #[error("{0}")]
+    Refused(String),
     /// Active/standby: this node's lease was taken over; it writes nothing more.
     #[error("not the leader: {0}")]
     NotLeader(String),
@@ -454,6 +457,32 @@ pub fn lease(cfg: &Config) -> Option<Lease> {
         }
         _ => None,
     }
+}
+
+/// Copies the SQLite database in `data_dir` into the PostgreSQL database of
+/// `to`, which must be empty; the source is first brought up to date and its
+/// audit log checked with `key`, and the copy's after.
+pub fn migrate_from_sqlite(
+    data_dir: &std::path::Path,
+    to: &crate::config::Database,
+    key: audit::AuditKey,
+) -> Result<(pg::copy::Copied, AuditCheck), StoreError> {
+    let crate::config::Database::Postgres(url) = to else {
+        return Err(StoreError::Refused(
+            "the configuration names no PostgreSQL database to copy into (store.postgres.url_env)"
+                .into(),
+        ));
+    };
+    let source = sqlite::SqliteReader::open(data_dir)?;
+    if let AuditCheck::Broken { seq, reason } = source.verify_audit(Some(key.clone()), None)? {
+        return Err(StoreError::Tampered(format!(
+            "the audit log in {} is broken at row {seq} ({reason}): nothing copied",
+            data_dir.display()
+        )));
+    }
+    let copied = pg::copy::from_sqlite(&data_dir.join("branchguard.db"), url.url())?;
+    let check = pg::PgReader::open(url.url())?.verify_audit(Some(key), None)?;
+    Ok((copied, check))
 }
 
 /// A reader of an existing store (the CLI): [`StoreError::Missing`] when

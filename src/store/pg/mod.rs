@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use postgres::{Client, GenericClient, NoTls, Row};
 
 mod commit;
+pub mod copy;
 pub mod lease;
 mod reader;
 mod schema;
