@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use branchguard::store::pg_testing::Database;
-use common::sinks::HookServer;
+use common::sinks::{HookServer, SmtpServer};
 use common::{Daemon, Fixture, wait_for};
 use serde_json::{Value, json};
 
@@ -21,15 +21,16 @@ const LEASE: u64 = 3;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// An `atm.jam` is escalated to the ops channel 2 s after it opens.
-const JAM: &str = "id: jam\nname: ATM jammed\ntrigger: { kind: atm.jam }\ngroup_by: [branch, atm]\nsteps:\n  - id: clear\n    assignee: role:it-duty\n    deadline: 1h\n    escalate:\n      - { after: 2s, to: [channel:ops-centre] }\n";
+const JAM: &str = "id: jam\nname: ATM jammed\ntrigger: { kind: atm.jam }\ngroup_by: [branch, atm]\nsteps:\n  - id: clear\n    assignee: role:it-duty\n    deadline: 1h\n    escalate:\n      - { after: 2s, to: [branch-head, channel:ops-centre] }\n";
 
-/// Node `node` of a group on `db`, its ops channel at `hook`.
-fn node(node: &str, hook: &str) -> Fixture {
+/// Node `node` of a group on `db`, its ops channel at `hook`, its mail
+/// server at `smtp`.
+fn node(node: &str, hook: &str, smtp: u16) -> Fixture {
     let f = Fixture::engine();
     f.write("playbooks/atm.yaml", common::ATM_PLAYBOOK);
     f.write("playbooks/jam.yaml", JAM);
     f.set_notify(&format!(
-        "notify:\n  digest: 0s\n  webhooks:\n    ops-centre: {{ url: \"{hook}\" }}\n"
+        "notify:\n  digest: 0s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {smtp}, security: none, timeout: 5s }}\n  webhooks:\n    ops-centre: {{ url: \"{hook}\" }}\n"
     ));
     let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
     let cfg = cfg.replace(
@@ -78,7 +79,11 @@ fn leads(d: &Daemon, within: Duration) -> Duration {
 fn two_daemons_one_leader_and_the_standby_names_it() {
     let db = Database::create();
     let hook = HookServer::start(&[]);
-    let (fa, fb) = (node("bg-a", &hook.url), node("bg-b", &hook.url));
+    let smtp = SmtpServer::start();
+    let (fa, fb) = (
+        node("bg-a", &hook.url, smtp.port),
+        node("bg-b", &hook.url, smtp.port),
+    );
     let a = start(&fa, &db);
     leads(&a, WAIT);
     let b = start(&fb, &db);
@@ -130,7 +135,11 @@ fn two_daemons_one_leader_and_the_standby_names_it() {
 fn kill_9_of_the_leader_mid_burst_loses_no_event_and_escalates_once() {
     let db = Database::create();
     let hook = HookServer::start(&[]);
-    let (fa, fb) = (node("bg-a", &hook.url), node("bg-b", &hook.url));
+    let smtp = SmtpServer::start();
+    let (fa, fb) = (
+        node("bg-a", &hook.url, smtp.port),
+        node("bg-b", &hook.url, smtp.port),
+    );
     let a = start(&fa, &db);
     leads(&a, WAIT);
     let b = start(&fb, &db);
@@ -208,9 +217,17 @@ fn kill_9_of_the_leader_mid_burst_loses_no_event_and_escalates_once() {
     wait_for(WAIT, "the escalation at the ops channel", || {
         (escalations(&hook.requests()) >= 1).then_some(())
     });
+    // And by mail to the branch head, once.
+    let mails = || {
+        smtp.to("head.a@bank.example")
+            .iter()
+            .filter(|m| m.text().contains(&format!("#{jam} ")))
+            .count()
+    };
+    wait_for(WAIT, "the escalation mail", || (mails() >= 1).then_some(()));
     let inc = b.incident(jam);
     common::holds_for(Duration::from_secs(3), "no second escalation", || {
-        escalations(&hook.requests()) == 1
+        escalations(&hook.requests()) == 1 && mails() == 1
     });
     let escalated = common::history(&inc, "step.escalated");
     assert_eq!(escalated.len(), 1, "{inc}");
@@ -234,7 +251,11 @@ fn kill_9_of_the_leader_mid_burst_loses_no_event_and_escalates_once() {
 fn a_leader_paused_past_its_lease_commits_and_sends_nothing_after() {
     let db = Database::create();
     let hook = HookServer::start(&[]);
-    let (fa, fb) = (node("bg-a", &hook.url), node("bg-b", &hook.url));
+    let smtp = SmtpServer::start();
+    let (fa, fb) = (
+        node("bg-a", &hook.url, smtp.port),
+        node("bg-b", &hook.url, smtp.port),
+    );
     let mut a = start(&fa, &db);
     leads(&a, WAIT);
     let b = start(&fb, &db);

@@ -58,15 +58,30 @@ fn insert_audit(tx: &mut postgres::Transaction<'_>, rows: &[AuditRow]) -> Result
 
 impl Writer for PgWriter {
     fn commit(&mut self, round: &Round) -> Result<Committed, StoreError> {
-        blocking(|| self.commit_here(round))
+        blocking(|| {
+            self.reconnect_if_closed()?;
+            let out = self.commit_here(round);
+            if out.is_err() {
+                // A commit whose answer was lost may have gone through: the
+                // chain's end is read again rather than trusted.
+                self.chain = None;
+            }
+            out
+        })
     }
 
     fn load_live(&mut self, now: DateTime<Utc>) -> Result<LiveState, StoreError> {
-        blocking(|| self.load_live_here(now))
+        blocking(|| {
+            self.reconnect_if_closed()?;
+            self.load_live_here(now)
+        })
     }
 
     fn check(&mut self) -> Result<(), StoreError> {
-        blocking(|| Ok(self.client.batch_execute("SELECT 1")?))
+        blocking(|| {
+            self.reconnect_if_closed()?;
+            Ok(self.client.batch_execute("SELECT 1")?)
+        })
     }
 }
 

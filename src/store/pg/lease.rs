@@ -47,30 +47,38 @@ impl Lease {
     /// A connection, opened again after a failure.
     fn with<T>(
         &mut self,
-        f: impl FnOnce(&mut Conn, &Self) -> Result<T, StoreError>,
+        f: impl Fn(&mut Conn, &Self) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         blocking(|| {
             let mut c = match self.conn.take() {
                 Some(c) if !c.is_closed() => c,
-                _ => {
-                    let mut c = connect(&self.url)?;
-                    schema::migrate(&mut c)?;
-                    // Waiting on a row lock must not stall the campaign
-                    // (a paused leader's commit holds the row until the
-                    // server ends its session: see `open_here`).
-                    c.batch_execute(&format!(
-                        "SET lock_timeout = {0}; SET statement_timeout = {0}",
-                        (l_ms(self.lease_ms) / 3).max(500)
-                    ))?;
-                    c
-                }
+                _ => self.open()?,
             };
-            let out = f(&mut c, self);
+            let mut out = f(&mut c, self);
+            // A connection the server dropped (a restart) is found closed
+            // only by its next use: that use is made again, once, anew.
+            if out.is_err() && c.is_closed() {
+                c = self.open()?;
+                out = f(&mut c, self);
+            }
             if out.is_ok() {
                 self.conn = Some(c);
             }
             out
         })
+    }
+
+    fn open(&self) -> Result<Conn, StoreError> {
+        let mut c = connect(&self.url)?;
+        schema::migrate(&mut c)?;
+        // Waiting on a row lock must not stall the campaign (a paused
+        // leader's commit holds the row until the server ends its session:
+        // see `writer_connection`).
+        c.batch_execute(&format!(
+            "SET lock_timeout = {0}; SET statement_timeout = {0}",
+            (l_ms(self.lease_ms) / 3).max(500)
+        ))?;
+        Ok(c)
     }
 
     /// Takes the lease if it is free or expired (the epoch rises), else

@@ -90,19 +90,10 @@ fn open_here(
     key: AuditKey,
     fence: Option<(String, i64, std::time::Duration)>,
 ) -> Result<(PgWriter, PgReader), StoreError> {
-    let mut client = connect(url)?;
+    let mut client = writer_connection(url, &fence)?;
     schema::migrate(&mut client)?;
-    if let Some((_, _, lease)) = &fence {
-        // A leader paused in the middle of a commit holds the lease row
-        // (`FOR SHARE`) and would keep every standby from taking over: the
-        // server ends such a session once it has idled in its transaction
-        // for a lease, and nothing of that commit is kept.
-        client.batch_execute(&format!(
-            "SET idle_in_transaction_session_timeout = {}",
-            lease.as_millis().max(1000)
-        ))?;
-    }
     let mut w = PgWriter {
+        url: url.to_string(),
         client,
         chain: None,
         key,
@@ -118,6 +109,7 @@ fn open_here(
 }
 
 pub struct PgWriter {
+    url: String,
     client: Conn,
     /// The end of the audit chain, read on first use.
     chain: Option<Chain>,
@@ -128,7 +120,37 @@ pub struct PgWriter {
     fence: Option<(String, i64, std::time::Duration)>,
 }
 
+/// The writer's connection; a leader's is ended by the server if it idles
+/// in a transaction for a lease.
+fn writer_connection(
+    url: &str,
+    fence: &Option<(String, i64, std::time::Duration)>,
+) -> Result<Conn, StoreError> {
+    let mut client = connect(url)?;
+    if let Some((_, _, lease)) = fence {
+        // A leader paused in the middle of a commit holds the lease row
+        // (`FOR SHARE`) and would keep every standby from taking over: the
+        // server ends such a session once it has idled in its transaction
+        // for a lease, and nothing of that commit is kept.
+        client.batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            lease.as_millis().max(1000)
+        ))?;
+    }
+    Ok(client)
+}
+
 impl PgWriter {
+    /// A connection the server closed (a restart, a network fault) is
+    /// opened again: the engine retries through `check`, which must find
+    /// out when the database is back.
+    fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            self.client = writer_connection(&self.url, &self.fence)?;
+        }
+        Ok(())
+    }
+
     fn keyed(&mut self) -> Result<bool, StoreError> {
         keyed(&mut *self.client)
     }
@@ -238,20 +260,26 @@ impl PgReader {
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with<T>(&self, f: impl Fn(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
         blocking(|| self.with_here(f))
     }
 
     fn with_here<T>(
         &self,
-        f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
+        f: impl Fn(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
         let mut conn = match pooled {
             Some(c) if !c.is_closed() => c,
             _ => connect(&self.url)?,
         };
-        let out = f(&mut conn);
+        let mut out = f(&mut conn);
+        // A pooled connection the server dropped (a restart) is found closed
+        // only by its use: a read is made again, once, on a new one.
+        if out.is_err() && conn.is_closed() {
+            conn = connect(&self.url)?;
+            out = f(&mut conn);
+        }
         // A connection that just failed may be broken: open a fresh one next time.
         if out.is_ok() {
             self.give_back(conn);
@@ -259,20 +287,32 @@ impl PgReader {
         out
     }
 
-    /// Like `with`, in one read-only transaction that sees one commit.
+    /// Like `with`, in one read-only transaction that sees one commit. Not
+    /// made again after a failure: an export hands rows on as it reads.
     fn with_snapshot<T>(
         &self,
         f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with(|conn| {
-            let mut tx = conn
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
-            let out = f(&mut tx)?;
-            tx.commit()?;
-            Ok(out)
+        blocking(|| {
+            let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+            let mut conn = match pooled {
+                Some(c) if !c.is_closed() => c,
+                _ => connect(&self.url)?,
+            };
+            let out = (|| {
+                let mut tx = conn
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()?;
+                let out = f(&mut tx)?;
+                tx.commit()?;
+                Ok(out)
+            })();
+            if out.is_ok() {
+                self.give_back(conn);
+            }
+            out
         })
     }
 }
