@@ -124,7 +124,16 @@ fn migrate_copies_a_sqlite_database_whose_history_and_audit_log_carry_on() {
         &json!({"by": "it.a"}).to_string(),
     );
     assert_eq!(code, 200, "{body}");
-    let before: Vec<serde_json::Value> = ids.iter().map(|i| d.incident(*i)).collect();
+    // Their mails written (to files: no SMTP here), so nothing changes after.
+    let before: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|i| {
+            wait_for(WAIT, "the incident's mail delivered", || {
+                let inc = d.incident(*i);
+                (!common::history(&inc, "notification.delivered").is_empty()).then_some(inc)
+            })
+        })
+        .collect();
     d.stop();
     let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
     f.write(

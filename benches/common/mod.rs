@@ -10,11 +10,17 @@ use std::process::{Child, Command, Stdio};
 /// names another build to measure instead of this one (for A/B comparisons
 /// of two commits in alternating runs, since this machine's speed drifts).
 pub fn start(dir: &Path) -> (Child, String) {
+    start_with_env(dir, &[])
+}
+
+/// [`start`] with environment variables set.
+pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let bin = std::env::var_os("BRANCHGUARD_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_branchguard").into());
     let mut child = Command::new(bin)
         .arg("run")
         .current_dir(dir)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

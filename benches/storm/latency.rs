@@ -55,7 +55,7 @@ pub async fn receiver(clock: Arc<Stopwatch>) -> Receiver {
 }
 
 /// Pings every 20 ms for [`SECONDS`]; event -> webhook p50 and p99 in ms.
-async fn pings(
+pub(super) async fn pings(
     kind: Kind,
     url: &str,
     rx: &Receiver,

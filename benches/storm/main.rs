@@ -13,12 +13,16 @@
 //! - backlog: event -> 202 while a 10,000-message webhook backlog drains;
 //! - memory: 100,000 open incidents: load time, RSS, database bytes per
 //!   incident, and RSS and time to serve after `kill -9` and a restart;
+//! - postgres: the daemon on PostgreSQL beside SQLite (ingest, event ->
+//!   webhook at rest) and the time a standby takes to lead after `kill -9`
+//!   (10 kills); needs `BRANCHGUARD_TEST_POSTGRES` (`.ci/postgres`);
 //! - person: a 10,000-incident storm for one person (digest window 10 s):
 //!   emails per window, their sizes, and every one-click link opened.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod latency;
+mod postgres;
 mod volume;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -420,6 +424,11 @@ fn main() {
             if want("latency") {
                 latency::latency(&ours, &am, &rx, &clock).await;
             }
+        }
+        if want("postgres") {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let sqlite = start_branchguard(dir.path(), &rx.url);
+            postgres::postgres(&sqlite, &rx, &clock).await;
         }
         if want("backlog") {
             latency::backlog(&rx.url).await;

@@ -1,7 +1,7 @@
 //! The writer's side on PostgreSQL: a round in one transaction, each table's
 //! rows in one statement; the live state read back at start.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -25,8 +25,30 @@ fn last_of<T>(items: &[T], id: impl Fn(&T) -> i64) -> Vec<usize> {
     keep
 }
 
+/// The writer's statements, prepared once per connection: a statement sent
+/// as text is parsed and described each time, a second round trip.
+pub(super) type Statements = HashMap<&'static str, postgres::Statement>;
+
+/// `sql`, prepared on the writer's connection the first time it is used.
+fn st(
+    tx: &mut postgres::Transaction<'_>,
+    stmts: &mut Statements,
+    sql: &'static str,
+) -> Result<postgres::Statement, StoreError> {
+    if let Some(s) = stmts.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = tx.prepare(sql)?;
+    stmts.insert(sql, s.clone());
+    Ok(s)
+}
+
 /// Appends `rows` to the audit table in one statement.
-fn insert_audit(tx: &mut postgres::Transaction<'_>, rows: &[AuditRow]) -> Result<(), StoreError> {
+fn insert_audit(
+    tx: &mut postgres::Transaction<'_>,
+    stmts: &mut Statements,
+    rows: &[AuditRow],
+) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -39,9 +61,10 @@ fn insert_audit(tx: &mut postgres::Transaction<'_>, rows: &[AuditRow]) -> Result
             detail: e.to_string(),
         })?);
     }
+    let s = st(tx, stmts, "INSERT INTO audit (seq, at, entity, what, by, via, detail, prev_hash, hash)
+         SELECT s, a, e, w, b, v, d, '', h FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[]) AS t(s, a, e, w, b, v, d, h)")?;
     tx.execute(
-        "INSERT INTO audit (seq, at, entity, what, by, via, detail, prev_hash, hash)
-         SELECT s, a, e, w, b, v, d, '', h FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[]) AS t(s, a, e, w, b, v, d, h)",
+        &s,
         &[
             &seq,
             &col(|r| &r.at),
@@ -91,8 +114,10 @@ impl PgWriter {
         let mut stored: Vec<((String, String), Arc<Playbook>)> = Vec::new();
         let known = &self.playbooks;
         let mut tx = self.client.transaction()?;
+        let stmts = &mut self.stmts;
         if let Some((node, epoch, _)) = &self.fence {
-            lease::still_leads(&mut tx, node, *epoch)?;
+            let s = st(&mut tx, stmts, lease::STILL_LEADS)?;
+            lease::still_leads(&mut tx, &s, node, *epoch)?;
         }
         let mut committed = Committed {
             outbox: Vec::with_capacity(round.outbox.len()),
@@ -102,11 +127,13 @@ impl PgWriter {
         let mut audit: Vec<AuditRow> = Vec::new();
         if chain.needs_marker() {
             let m = chain.marker(&now);
-            tx.execute(
+            let s = st(
+                &mut tx,
+                stmts,
                 "INSERT INTO meta (key, value) VALUES ('audit_keyed', $1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&m.seq.to_string()],
             )?;
+            tx.execute(&s, &[&m.seq.to_string()])?;
             audit.push(m);
         }
         for pb in &round.playbooks {
@@ -114,28 +141,41 @@ impl PgWriter {
             if known.contains_key(&key) || stored.iter().any(|(k, _)| *k == key) {
                 continue;
             }
-            tx.execute(
+            let s = st(
+                &mut tx,
+                stmts,
                 "INSERT INTO playbook_versions (playbook, version, body) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&pb.id, &pb.version, &json(&**pb)],
             )?;
+            tx.execute(&s, &[&pb.id, &pb.version, &json(&**pb)])?;
             stored.push((key, Arc::clone(pb)));
         }
         if !round.events.is_empty() {
             let ev = &round.events;
+            let s = st(&mut tx, stmts, "INSERT INTO events (id, received_at, occurred_at, kind, branch, severity, status, labels, summary, source, matched, incidents, rejected, silenced)
+                 SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::boolean[], $12::text[], $13::text[], $14::text[])")?;
             tx.execute(
-                "INSERT INTO events (id, received_at, occurred_at, kind, branch, severity, status, labels, summary, source, matched, incidents, rejected, silenced)
-                 SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::boolean[], $12::text[], $13::text[], $14::text[])",
+                &s,
                 &[
                     &ev.iter().map(|e| e.id).collect::<Vec<_>>(),
                     &ev.iter().map(|e| e.received_at).collect::<Vec<_>>(),
                     &ev.iter().map(|e| e.event.occurred_at).collect::<Vec<_>>(),
                     &ev.iter().map(|e| e.event.kind.as_str()).collect::<Vec<_>>(),
-                    &ev.iter().map(|e| e.event.branch.as_str()).collect::<Vec<_>>(),
-                    &ev.iter().map(|e| e.event.severity.as_str()).collect::<Vec<_>>(),
-                    &ev.iter().map(|e| e.event.status.as_str()).collect::<Vec<_>>(),
+                    &ev.iter()
+                        .map(|e| e.event.branch.as_str())
+                        .collect::<Vec<_>>(),
+                    &ev.iter()
+                        .map(|e| e.event.severity.as_str())
+                        .collect::<Vec<_>>(),
+                    &ev.iter()
+                        .map(|e| e.event.status.as_str())
+                        .collect::<Vec<_>>(),
                     &ev.iter().map(|e| json(&e.event.labels)).collect::<Vec<_>>(),
-                    &ev.iter().map(|e| e.event.summary.as_deref()).collect::<Vec<_>>(),
-                    &ev.iter().map(|e| e.event.source.as_str()).collect::<Vec<_>>(),
+                    &ev.iter()
+                        .map(|e| e.event.summary.as_deref())
+                        .collect::<Vec<_>>(),
+                    &ev.iter()
+                        .map(|e| e.event.source.as_str())
+                        .collect::<Vec<_>>(),
                     &ev.iter().map(|e| e.matched).collect::<Vec<_>>(),
                     &ev.iter().map(|e| json(&e.incidents)).collect::<Vec<_>>(),
                     &ev.iter().map(|e| e.rejected.as_deref()).collect::<Vec<_>>(),
@@ -148,7 +188,7 @@ impl PgWriter {
         for a in &round.audit {
             audit.push(chain.append(&ts(a.at), &a.entity, &a.what, &a.by, &a.via, &a.detail));
         }
-        insert_audit(&mut tx, &audit)?;
+        insert_audit(&mut tx, stmts, &audit)?;
         if round.bodies.len() != round.incidents.len() {
             // Dropping the transaction rolls back what was written so far.
             return Err(StoreError::Inconsistent(format!(
@@ -160,26 +200,48 @@ impl PgWriter {
         let keep = last_of(&round.incidents, |i| i.id);
         if !keep.is_empty() {
             let inc = |i: usize| &round.incidents[i];
-            tx.execute(
-                "INSERT INTO incidents (id, playbook, playbook_version, branch, tier, status, drill, group_key, opened_at, resolved_at, live, body)
+            let s = st(&mut tx, stmts, "INSERT INTO incidents (id, playbook, playbook_version, branch, tier, status, drill, group_key, opened_at, resolved_at, live, body)
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::boolean[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::boolean[], $12::text[])
                  ON CONFLICT (id) DO UPDATE SET playbook = excluded.playbook, playbook_version = excluded.playbook_version,
                    branch = excluded.branch, tier = excluded.tier, status = excluded.status, drill = excluded.drill,
                    group_key = excluded.group_key, opened_at = excluded.opened_at, resolved_at = excluded.resolved_at,
-                   live = excluded.live, body = excluded.body",
+                   live = excluded.live, body = excluded.body")?;
+            tx.execute(
+                &s,
                 &[
                     &keep.iter().map(|&i| inc(i).id).collect::<Vec<_>>(),
-                    &keep.iter().map(|&i| inc(i).playbook_id.as_str()).collect::<Vec<_>>(),
-                    &keep.iter().map(|&i| inc(i).playbook_version.as_str()).collect::<Vec<_>>(),
-                    &keep.iter().map(|&i| inc(i).branch.as_str()).collect::<Vec<_>>(),
-                    &keep.iter().map(|&i| i32::from(inc(i).tier)).collect::<Vec<_>>(),
-                    &keep.iter().map(|&i| inc(i).status.as_str()).collect::<Vec<_>>(),
+                    &keep
+                        .iter()
+                        .map(|&i| inc(i).playbook_id.as_str())
+                        .collect::<Vec<_>>(),
+                    &keep
+                        .iter()
+                        .map(|&i| inc(i).playbook_version.as_str())
+                        .collect::<Vec<_>>(),
+                    &keep
+                        .iter()
+                        .map(|&i| inc(i).branch.as_str())
+                        .collect::<Vec<_>>(),
+                    &keep
+                        .iter()
+                        .map(|&i| i32::from(inc(i).tier))
+                        .collect::<Vec<_>>(),
+                    &keep
+                        .iter()
+                        .map(|&i| inc(i).status.as_str())
+                        .collect::<Vec<_>>(),
                     &keep.iter().map(|&i| inc(i).drill).collect::<Vec<_>>(),
-                    &keep.iter().map(|&i| inc(i).group_key.as_str()).collect::<Vec<_>>(),
+                    &keep
+                        .iter()
+                        .map(|&i| inc(i).group_key.as_str())
+                        .collect::<Vec<_>>(),
                     &keep.iter().map(|&i| inc(i).opened_at).collect::<Vec<_>>(),
                     &keep.iter().map(|&i| inc(i).resolved_at).collect::<Vec<_>>(),
                     &keep.iter().map(|&i| inc(i).is_live()).collect::<Vec<_>>(),
-                    &keep.iter().map(|&i| round.bodies[i].as_str()).collect::<Vec<_>>(),
+                    &keep
+                        .iter()
+                        .map(|&i| round.bodies[i].as_str())
+                        .collect::<Vec<_>>(),
                 ],
             )?;
         }
@@ -189,22 +251,25 @@ impl PgWriter {
             .iter()
             .map(|h| chain.append(&ts(h.at), &h.entity(), &h.what, &h.by, &h.via, &h.detail))
             .collect();
-        insert_audit(&mut tx, &lines)?;
+        insert_audit(&mut tx, stmts, &lines)?;
         if !round.outbox.is_empty() {
             let n = &round.outbox;
+            let s = st(
+                &mut tx,
+                stmts,
+                "SELECT nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, $1::bigint)",
+            )?;
             let ids: Vec<i64> = tx
-                .query(
-                    "SELECT nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, $1::bigint)",
-                    &[&(n.len() as i64)],
-                )?
+                .query(&s, &[&(n.len() as i64)])?
                 .iter()
                 .map(|r| r.try_get(0))
                 .collect::<Result<_, _>>()?;
             let mut ids = ids;
             ids.sort_unstable();
+            let s = st(&mut tx, stmts, "INSERT INTO outbox (id, incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement, urgent, grant_until, drill)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::timestamptz[], $14::boolean[], $15::boolean[], $16::timestamptz[], $17::boolean[])")?;
             tx.execute(
-                "INSERT INTO outbox (id, incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement, urgent, grant_until, drill)
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::timestamptz[], $14::boolean[], $15::boolean[], $16::timestamptz[], $17::boolean[])",
+                &s,
                 &[
                     &ids,
                     &n.iter().map(|m| m.incident).collect::<Vec<_>>(),
@@ -245,8 +310,9 @@ impl PgWriter {
             d.chunks(1).collect()
         };
         for c in chunks.into_iter().filter(|c| !c.is_empty()) {
+            let s = st(&mut tx, stmts, SETTLE)?;
             tx.execute(
-                SETTLE,
+                &s,
                 &[
                     &c.iter().map(|x| x.id).collect::<Vec<_>>(),
                     &c.iter().map(|x| x.attempts).collect::<Vec<_>>(),
@@ -262,40 +328,44 @@ impl PgWriter {
         // Drill runs, silences, fire times and review actions come a few at
         // a time (a person's request, a schedule): one statement each.
         for r in &round.drill_runs {
+            let s = st(&mut tx, stmts, "INSERT INTO drill_runs (id, drill, status, started_at, body) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET drill = excluded.drill, status = excluded.status, started_at = excluded.started_at, body = excluded.body")?;
             tx.execute(
-                "INSERT INTO drill_runs (id, drill, status, started_at, body) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (id) DO UPDATE SET drill = excluded.drill, status = excluded.status, started_at = excluded.started_at, body = excluded.body",
+                &s,
                 &[&r.id, &r.drill, &r.status.as_str(), &r.started_at, &json(r)],
             )?;
         }
         for x in &round.silences {
-            tx.execute(
+            let s = st(
+                &mut tx,
+                stmts,
                 "INSERT INTO silences (id, ends_at, body) VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO UPDATE SET ends_at = excluded.ends_at, body = excluded.body",
-                &[&x.id, &x.expired_at.unwrap_or(x.ends_at), &json(x)],
             )?;
+            tx.execute(&s, &[&x.id, &x.expired_at.unwrap_or(x.ends_at), &json(x)])?;
         }
         for (drill, at) in &round.drill_fires {
-            tx.execute(
+            let s = st(
+                &mut tx,
+                stmts,
                 "INSERT INTO drill_schedule (drill, last_fire) VALUES ($1, $2)
                  ON CONFLICT (drill) DO UPDATE SET last_fire = excluded.last_fire",
-                &[drill, at],
             )?;
+            tx.execute(&s, &[drill, at])?;
         }
         for a in &round.review_actions {
+            let s = st(&mut tx, stmts, "INSERT INTO review_actions (incident, n, open, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (incident, n) DO UPDATE SET open = excluded.open, body = excluded.body")?;
             tx.execute(
-                "INSERT INTO review_actions (incident, n, open, body) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (incident, n) DO UPDATE SET open = excluded.open, body = excluded.body",
+                &s,
                 &[&a.incident, &(a.n as i32), &a.done_at.is_none(), &json(a)],
             )?;
         }
         // Withdrawn announcements: settled as failed, so never selected again.
         for (incident, step, at) in &round.withdraw {
-            tx.execute(
-                "UPDATE outbox SET failed_at = $3, last_error = 'withdrawn: the incident was resolved'
-                 WHERE incident = $1 AND step = $2 AND announcement AND delivered_at IS NULL AND failed_at IS NULL",
-                &[incident, step, at],
-            )?;
+            let s = st(&mut tx, stmts, "UPDATE outbox SET failed_at = $3, last_error = 'withdrawn: the incident was resolved'
+                 WHERE incident = $1 AND step = $2 AND announcement AND delivered_at IS NULL AND failed_at IS NULL")?;
+            tx.execute(&s, &[incident, step, at])?;
         }
         tx.commit()?;
         committed.head = Some(chain.head());

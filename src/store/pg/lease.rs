@@ -145,17 +145,16 @@ fn leader(c: &mut Conn) -> Result<Option<Leader>, StoreError> {
 /// The check at the start of every commit of a leader: its epoch still
 /// holds an unexpired lease. `FOR SHARE` keeps a takeover from slipping in
 /// before the commit ends.
+pub(super) const STILL_LEADS: &str = "SELECT 1 FROM leader WHERE id = 1 AND node = $1 AND epoch = $2 AND expires_at > now() FOR SHARE";
+
+/// See [`STILL_LEADS`], prepared as `st`.
 pub(super) fn still_leads(
     tx: &mut postgres::Transaction<'_>,
+    st: &postgres::Statement,
     node: &str,
     epoch: i64,
 ) -> Result<(), StoreError> {
-    let holds = tx
-        .query_opt(
-            "SELECT 1 FROM leader WHERE id = 1 AND node = $1 AND epoch = $2 AND expires_at > now() FOR SHARE",
-            &[&node, &epoch],
-        )?
-        .is_some();
+    let holds = tx.query_opt(st, &[&node, &epoch])?.is_some();
     if holds {
         Ok(())
     } else {

@@ -42,7 +42,52 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// A connection that may be dropped anywhere: closing it blocks too.
-pub(super) struct Conn(Option<Client>);
+pub(super) struct Conn(Option<Client>, HashMap<String, postgres::Statement>);
+
+impl Conn {
+    /// `sql` prepared on this connection, the first time only: a statement
+    /// sent as text is parsed and planned each time, a second round trip.
+    fn prepared(&mut self, sql: &str) -> Result<postgres::Statement, StoreError> {
+        if let Some(s) = self.1.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.prepare(sql)?;
+        // Lists build their text from their filters: a bounded set, but
+        // not kept without limit.
+        if self.1.len() < 256 {
+            self.1.insert(sql.to_string(), s.clone());
+        }
+        Ok(s)
+    }
+
+    /// `query` through a prepared statement.
+    fn q(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let s = self.prepared(sql)?;
+        Ok(self.query(&s, params)?)
+    }
+
+    fn q_one(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Row, StoreError> {
+        let s = self.prepared(sql)?;
+        Ok(self.query_one(&s, params)?)
+    }
+
+    fn q_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        let s = self.prepared(sql)?;
+        Ok(self.query_opt(&s, params)?)
+    }
+}
 
 impl std::ops::Deref for Conn {
     type Target = Client;
@@ -60,8 +105,12 @@ impl std::ops::DerefMut for Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        let statements = std::mem::take(&mut self.1);
         if let Some(c) = self.0.take() {
-            blocking(|| drop(c));
+            blocking(|| {
+                drop(statements);
+                drop(c);
+            });
         }
     }
 }
@@ -72,7 +121,7 @@ fn connect(url: &str) -> Result<Conn, StoreError> {
     // A database that does not answer is a fault to report, not a hang.
     config.connect_timeout(std::time::Duration::from_secs(5));
     config.application_name("branchguard");
-    Ok(Conn(Some(config.connect(NoTls)?)))
+    Ok(Conn(Some(config.connect(NoTls)?), HashMap::new()))
 }
 
 /// Opens the store at `url`: its schema brought up to date, a writer and
@@ -98,6 +147,7 @@ fn open_here(
         chain: None,
         key,
         playbooks: HashMap::new(),
+        stmts: HashMap::new(),
         fence,
     };
     // As on SQLite: the chain carries its `audit.keyed` row from the start.
@@ -116,6 +166,8 @@ pub struct PgWriter {
     key: AuditKey,
     /// Playbook versions known to be stored.
     playbooks: HashMap<(String, String), Arc<Playbook>>,
+    /// The commit's statements, prepared on `client`.
+    stmts: commit::Statements,
     /// The node and epoch whose lease every commit checks (active/standby).
     fence: Option<(String, i64, std::time::Duration)>,
 }
@@ -147,6 +199,7 @@ impl PgWriter {
     fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
         if self.client.is_closed() {
             self.client = writer_connection(&self.url, &self.fence)?;
+            self.stmts.clear();
         }
         Ok(())
     }

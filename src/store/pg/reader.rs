@@ -82,7 +82,7 @@ impl PgReader {
         );
         let (channel, recipient) = (lane.channel().as_str(), lane.webhook());
         self.with(|c| {
-            c.query(&sql, &[&now, &channel, &recipient, &skip, &(limit as i64)])?
+            c.q(&sql, &[&now, &channel, &recipient, &skip, &(limit as i64)])?
                 .iter()
                 .map(outbox_row)
                 .collect()
@@ -116,7 +116,7 @@ impl Reader for PgReader {
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
         self.with(|c| {
-            let items: Vec<Incident> = bodies(&c.query(&sql, &a.refs())?, "incident")?;
+            let items: Vec<Incident> = bodies(&c.q(&sql, &a.refs())?, "incident")?;
             Ok(page(items, q.limit, |i| i.id))
         })
     }
@@ -157,7 +157,7 @@ impl Reader for PgReader {
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
         self.with(|c| {
-            let rows = c.query(&sql, &a.refs())?;
+            let rows = c.q(&sql, &a.refs())?;
             let items = rows.iter().map(event_row).collect::<Result<Vec<_>, _>>()?;
             Ok(page(items, q.limit, |e| e.id))
         })
@@ -165,7 +165,7 @@ impl Reader for PgReader {
 
     fn due_lanes(&self, now: DateTime<Utc>) -> Result<Vec<Lane>, StoreError> {
         self.with(|c| {
-            let rows = c.query(
+            let rows = c.q(
                 &format!(
                     "SELECT DISTINCT channel, CASE WHEN channel = 'webhook' THEN recipient END
                      FROM outbox WHERE {PENDING} AND {DUE}"
@@ -214,7 +214,7 @@ impl Reader for PgReader {
     fn due_groups(&self, now: DateTime<Utc>, lane: &Lane) -> Result<Vec<DueGroup>, StoreError> {
         let (channel, only) = (lane.channel().as_str(), lane.webhook());
         self.with(|c| {
-            let rows = c.query(
+            let rows = c.q(
                 &format!(
                     "SELECT DISTINCT recipient, drill FROM outbox WHERE {PENDING} AND {DUE}
                      AND channel = $2 AND ($3::text IS NULL OR recipient = $3) ORDER BY recipient, drill"
@@ -242,7 +242,7 @@ impl Reader for PgReader {
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let channel = lane.channel().as_str();
         self.with(|c| {
-            c.query(
+            c.q(
                 &format!(
                     "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {PENDING} AND {DUE} AND channel = $2
                      AND recipient = $3 AND drill = $4 AND NOT urgent AND NOT (id = ANY($5)) ORDER BY id LIMIT $6"
@@ -257,7 +257,7 @@ impl Reader for PgReader {
 
     fn next_retry_after(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|c| {
-            Ok(c.query_one(
+            Ok(c.q_one(
                 &format!("SELECT MIN(next_attempt_at) FROM outbox WHERE {PENDING} AND next_attempt_at > $1"),
                 &[&now],
             )?
@@ -268,14 +268,14 @@ impl Reader for PgReader {
     fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|c| {
             // A new row (no retry time yet) is due at once; otherwise the earliest retry.
-            let fresh = c.query_opt(
+            let fresh = c.q_opt(
                 &format!("SELECT created_at FROM outbox WHERE {PENDING} AND next_attempt_at IS NULL ORDER BY id LIMIT 1"),
                 &[],
             )?;
             if let Some(r) = fresh {
                 return Ok(Some(r.try_get(0)?));
             }
-            Ok(c.query_one(
+            Ok(c.q_one(
                 &format!("SELECT MIN(next_attempt_at) FROM outbox WHERE {PENDING}"),
                 &[],
             )?
@@ -294,7 +294,7 @@ impl Reader for PgReader {
 
     fn outbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|c| {
-            Ok(c.query_one(
+            Ok(c.q_one(
                 &format!("SELECT MIN(created_at) FROM outbox WHERE {PENDING}"),
                 &[],
             )?
@@ -321,7 +321,7 @@ impl Reader for PgReader {
 
     fn overdue_review_actions(&self, now: DateTime<Utc>) -> Result<Vec<ReviewAction>, StoreError> {
         self.with(|c| {
-            let rows = c.query(
+            let rows = c.q(
                 "SELECT body FROM review_actions WHERE open ORDER BY incident, n",
                 &[],
             )?;
@@ -332,7 +332,7 @@ impl Reader for PgReader {
 
     fn review_action(&self, incident: i64, n: u32) -> Result<Option<ReviewAction>, StoreError> {
         self.with(|c| {
-            let rows = c.query(
+            let rows = c.q(
                 "SELECT body FROM review_actions WHERE incident = $1 AND n = $2",
                 &[&incident, &(n as i32)],
             )?;
@@ -342,7 +342,7 @@ impl Reader for PgReader {
 
     fn open_for_group(&self, group_key: &str) -> Result<Option<i64>, StoreError> {
         self.with(|c| {
-            c.query_opt(
+            c.q_opt(
                 "SELECT id FROM incidents WHERE group_key = $1 AND status = 'open' ORDER BY id DESC LIMIT 1",
                 &[&group_key],
             )?
@@ -354,7 +354,7 @@ impl Reader for PgReader {
 
     fn drill_run(&self, id: i64) -> Result<Option<DrillRun>, StoreError> {
         self.with(|c| {
-            let rows = c.query("SELECT body FROM drill_runs WHERE id = $1", &[&id])?;
+            let rows = c.q("SELECT body FROM drill_runs WHERE id = $1", &[&id])?;
             Ok(bodies(&rows, "drill run")?.pop())
         })
     }
@@ -382,7 +382,7 @@ impl Reader for PgReader {
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
         self.with(|c| {
-            let items: Vec<DrillRun> = bodies(&c.query(&sql, &a.refs())?, "drill run")?;
+            let items: Vec<DrillRun> = bodies(&c.q(&sql, &a.refs())?, "drill run")?;
             Ok(page(items, q.limit, |r| r.id))
         })
     }
@@ -390,8 +390,8 @@ impl Reader for PgReader {
     fn silences(&self, in_force_at: Option<DateTime<Utc>>) -> Result<Vec<Silence>, StoreError> {
         self.with(|c| {
             let rows = match in_force_at {
-                None => c.query("SELECT body FROM silences ORDER BY id DESC LIMIT 1000", &[])?,
-                Some(now) => c.query(
+                None => c.q("SELECT body FROM silences ORDER BY id DESC LIMIT 1000", &[])?,
+                Some(now) => c.q(
                     "SELECT body FROM silences WHERE ends_at > $1 ORDER BY id DESC",
                     &[&now],
                 )?,

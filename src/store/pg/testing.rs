@@ -34,6 +34,10 @@ pub fn with_database(url: &str, name: &str) -> String {
 
 impl Database {
     pub fn create() -> Database {
+        super::blocking(Database::create_here)
+    }
+
+    fn create_here() -> Database {
         let admin = server();
         let mut b = [0u8; 8];
         getrandom::fill(&mut b).expect("random bytes");
@@ -52,11 +56,13 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        if let Ok(mut c) = Client::connect(&self.admin, NoTls) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
+        super::blocking(|| {
+            if let Ok(mut c) = Client::connect(&self.admin, NoTls) {
+                let _ = c.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
+        });
     }
 }
