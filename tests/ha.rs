@@ -312,3 +312,61 @@ fn a_leader_paused_past_its_lease_commits_and_sends_nothing_after() {
     );
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
 }
+
+#[test]
+fn a_standby_names_its_leader_only_to_a_client_with_a_token() {
+    let db = Database::create();
+    let hook = HookServer::start(&[]);
+    let smtp = SmtpServer::start();
+    let token = "a-long-token-for-the-ha-test-01";
+    let with_tokens = |f: &Fixture| {
+        let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+        f.write(
+            "branchguard.yaml",
+            &format!(
+                "{cfg}auth:\n  tokens:\n    - {{ name: ops, role: ops, token_env: BG_HA_OPS }}\n"
+            ),
+        );
+    };
+    let (fa, fb) = (
+        node("bg-a", &hook.url, smtp.port),
+        node("bg-b", &hook.url, smtp.port),
+    );
+    with_tokens(&fa);
+    with_tokens(&fb);
+    let env = [
+        ("BG_DATABASE_URL", db.url()),
+        ("BRANCHGUARD_AUDIT_KEY", KEY),
+        ("BG_HA_OPS", token),
+    ];
+    let a = Daemon::start_with_env(&fa, &env);
+    wait_for(WAIT, "a leader", || {
+        (status_code(&a, "/healthz") == 200).then_some(())
+    });
+    let b = Daemon::start_with_env(&fb, &env);
+    wait_for(WAIT, "a standby", || {
+        (status_code(&b, "/healthz") == 503).then_some(())
+    });
+    let post = |auth: Option<&str>| {
+        let mut r = b
+            .http
+            .post(format!("{}/api/v1/events", b.url))
+            .header("content-type", "application/json")
+            .body(json!({"kind": "atm.down", "branch": "br-a"}).to_string());
+        if let Some(t) = auth {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().unwrap();
+        let code = r.status().as_u16();
+        (code, r.text().unwrap_or_default())
+    };
+    let (code, body) = post(None);
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        !body.contains("bg-a"),
+        "the leader is not named to anyone: {body}"
+    );
+    let (code, body) = post(Some(token));
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("standby: the leader is bg-a"), "{body}");
+}

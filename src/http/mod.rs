@@ -224,13 +224,15 @@ pub fn router(parts: Parts) -> Router {
     }
     routes()
         .router
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            auth::check,
-        ))
+        // Inside the token check: a standby names its leader only to a
+        // client that may write at all.
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             status::standby,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::check,
         ))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint", None) })
         .layer(DefaultBodyLimit::max(limits.body_bytes))
