@@ -16,12 +16,15 @@ use common::{Daemon, Fixture, wait_for};
 use serde_json::{Value, json};
 
 const KEY: &str = "6262626262626262626262626262626262626262626262626262626262626262";
+/// The group's link secret: one mail's link works at whichever node leads.
+const LINKS: &str = "a-link-secret-the-whole-group-shares-0001";
 /// The lease in these tests: a takeover is due within it plus 10 s.
 const LEASE: u64 = 3;
 const WAIT: Duration = Duration::from_secs(30);
 
-/// An `atm.jam` is escalated to the ops channel 2 s after it opens.
-const JAM: &str = "id: jam\nname: ATM jammed\ntrigger: { kind: atm.jam }\ngroup_by: [branch, atm]\nsteps:\n  - id: clear\n    assignee: role:it-duty\n    deadline: 1h\n    escalate:\n      - { after: 2s, to: [branch-head, channel:ops-centre] }\n";
+/// An `atm.jam` is escalated to the branch head and the ops channel 1 s
+/// after it opens.
+const JAM: &str = "id: jam\nname: ATM jammed\ntrigger: { kind: atm.jam }\ngroup_by: [branch, atm]\nsteps:\n  - id: clear\n    assignee: role:it-duty\n    deadline: 1h\n    escalate:\n      - { after: 1s, to: [branch-head, channel:ops-centre] }\n";
 
 /// Node `node` of a group on `db`, its ops channel at `hook`, its mail
 /// server at `smtp`.
@@ -52,6 +55,7 @@ fn start(f: &Fixture, db: &Database) -> Daemon {
         &[
             ("BG_DATABASE_URL", db.url()),
             ("BRANCHGUARD_AUDIT_KEY", KEY),
+            ("BRANCHGUARD_LINK_SECRET", LINKS),
         ],
     )
 }
@@ -83,6 +87,22 @@ fn two_daemons_one_leader_and_the_standby_names_it() {
     let (fa, fb) = (
         node("bg-a", &hook.url, smtp.port),
         node("bg-b", &hook.url, smtp.port),
+    );
+    // A node with no link secret given does not make one of its own.
+    let alone = fa.run_env(
+        &["run"],
+        &[
+            ("BG_DATABASE_URL", db.url()),
+            ("BRANCHGUARD_AUDIT_KEY", KEY),
+        ],
+    );
+    assert_ne!(alone.code, 0);
+    assert!(
+        alone
+            .stderr
+            .contains("sign one-click links with one secret"),
+        "{}",
+        alone.stderr
     );
     let a = start(&fa, &db);
     leads(&a, WAIT);
@@ -231,6 +251,9 @@ fn kill_9_of_the_leader_mid_burst_loses_no_event_and_escalates_once() {
     });
     let escalated = common::history(&inc, "step.escalated");
     assert_eq!(escalated.len(), 1, "{inc}");
+    // Fired by the new leader, after it fell due: marked late.
+    let line = escalated[0]["detail"].as_str().unwrap_or_default();
+    assert!(line.contains("(late: due at"), "{line}");
     // The group goes on: the new leader takes events.
     let (code, _) = b.post(
         "/api/v1/events",
@@ -301,7 +324,10 @@ fn a_leader_paused_past_its_lease_commits_and_sends_nothing_after() {
         escalations() == 1
     });
     let inc = b.incident(jam);
-    assert_eq!(common::history(&inc, "step.escalated").len(), 1, "{inc}");
+    let escalated = common::history(&inc, "step.escalated");
+    assert_eq!(escalated.len(), 1, "{inc}");
+    let line = escalated[0]["detail"].as_str().unwrap_or_default();
+    assert!(line.contains("(late: due at"), "{line}");
     assert_eq!(role(&b)["role"], "leader");
     let v = fb.run_env(
         &["audit", "verify"],
@@ -337,6 +363,7 @@ fn a_standby_names_its_leader_only_to_a_client_with_a_token() {
     let env = [
         ("BG_DATABASE_URL", db.url()),
         ("BRANCHGUARD_AUDIT_KEY", KEY),
+        ("BRANCHGUARD_LINK_SECRET", LINKS),
         ("BG_HA_OPS", token),
     ];
     let a = Daemon::start_with_env(&fa, &env);

@@ -43,6 +43,10 @@ fn postgres_restarted_under_load_loses_no_accepted_event_and_answers_503_meanwhi
     let env = [
         ("BG_DATABASE_URL", db.url()),
         ("BRANCHGUARD_AUDIT_KEY", KEY),
+        (
+            "BRANCHGUARD_LINK_SECRET",
+            "a-link-secret-for-the-restart-test-01",
+        ),
     ];
     let d = Daemon::start_with_env(&f, &env);
     wait_for(WAIT, "the node to lead", || {

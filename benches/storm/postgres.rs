@@ -43,7 +43,14 @@ fn start_on(dir: &Path, hook: &str, url: &str, ha: Option<&str>) -> Target {
     .expect("playbook");
     let (child, url_) = common::start_with_env(
         dir,
-        &[("BG_BENCH_URL", url), ("BRANCHGUARD_AUDIT_KEY", KEY)],
+        &[
+            ("BG_BENCH_URL", url),
+            ("BRANCHGUARD_AUDIT_KEY", KEY),
+            (
+                "BRANCHGUARD_LINK_SECRET",
+                "a-link-secret-for-the-benchmark-0001",
+            ),
+        ],
     );
     Target {
         child,

@@ -96,7 +96,11 @@ pub async fn serve(
         }
         (opened.reader, opened.key, Some(opened.writer))
     };
-    let secret = crate::notify::links::Secret::load(&data_dir)?;
+    let secret = if ha.is_some() {
+        crate::notify::links::Secret::load_given(&data_dir)?
+    } else {
+        crate::notify::links::Secret::load(&data_dir)?
+    };
     let workdir = config_path
         .parent()
         .map(Path::to_path_buf)

@@ -56,6 +56,10 @@ pub enum SecretError {
     Random(String),
     #[error("{0} is set but shorter than 32 characters")]
     TooShort(&'static str),
+    #[error(
+        "no link secret at {0} (nor in BRANCHGUARD_LINK_SECRET): the nodes of an active/standby group sign one-click links with one secret, so it is given, never made by each node: copy link-secret from the first node, or set the variable on every node (see docs/DEPLOY.md)"
+    )]
+    NotGiven(String),
 }
 
 /// The signing key for links.
@@ -65,6 +69,16 @@ pub struct Secret(Vec<u8>);
 impl Secret {
     pub fn from_bytes(b: &[u8]) -> Secret {
         Secret(b.to_vec())
+    }
+
+    /// From the environment, else `data_dir/link-secret`, which must exist:
+    /// a node of an active/standby group, whose links another node checks.
+    pub fn load_given(data_dir: &Path) -> Result<Secret, SecretError> {
+        let path = data_dir.join("link-secret");
+        if std::env::var_os(SECRET_ENV).is_none() && !path.exists() {
+            return Err(SecretError::NotGiven(path.display().to_string()));
+        }
+        Secret::load(data_dir)
     }
 
     /// From the environment, else `data_dir/link-secret`, created on first use.
