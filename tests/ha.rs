@@ -49,6 +49,44 @@ fn node(node: &str, hook: &str, smtp: u16) -> Fixture {
     f
 }
 
+/// Two nodes' directories, their database, ops channel and mail server.
+struct Group {
+    db: Database,
+    hook: HookServer,
+    smtp: SmtpServer,
+    fa: Fixture,
+    fb: Fixture,
+}
+
+fn group() -> Group {
+    let db = Database::create();
+    let hook = HookServer::start(&[]);
+    let smtp = SmtpServer::start();
+    let (fa, fb) = (
+        node("bg-a", &hook.url, smtp.port),
+        node("bg-b", &hook.url, smtp.port),
+    );
+    Group {
+        db,
+        hook,
+        smtp,
+        fa,
+        fb,
+    }
+}
+
+/// `audit verify` from `f`'s directory passes on the group's database.
+fn verified(f: &Fixture, db: &Database) {
+    let v = f.run_env(
+        &["audit", "verify"],
+        &[
+            ("BG_DATABASE_URL", db.url()),
+            ("BRANCHGUARD_AUDIT_KEY", KEY),
+        ],
+    );
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+}
+
 fn start(f: &Fixture, db: &Database) -> Daemon {
     Daemon::start_with_env(
         f,
@@ -81,13 +119,13 @@ fn leads(d: &Daemon, within: Duration) -> Duration {
 
 #[test]
 fn two_daemons_one_leader_and_the_standby_names_it() {
-    let db = Database::create();
-    let hook = HookServer::start(&[]);
-    let smtp = SmtpServer::start();
-    let (fa, fb) = (
-        node("bg-a", &hook.url, smtp.port),
-        node("bg-b", &hook.url, smtp.port),
-    );
+    let Group {
+        db,
+        hook: _hook,
+        smtp: _smtp,
+        fa,
+        fb,
+    } = group();
     // A node with no link secret given does not make one of its own.
     let alone = fa.run_env(
         &["run"],
@@ -153,13 +191,13 @@ fn two_daemons_one_leader_and_the_standby_names_it() {
 
 #[test]
 fn kill_9_of_the_leader_mid_burst_loses_no_event_and_escalates_once() {
-    let db = Database::create();
-    let hook = HookServer::start(&[]);
-    let smtp = SmtpServer::start();
-    let (fa, fb) = (
-        node("bg-a", &hook.url, smtp.port),
-        node("bg-b", &hook.url, smtp.port),
-    );
+    let Group {
+        db,
+        hook,
+        smtp,
+        fa,
+        fb,
+    } = group();
     let a = start(&fa, &db);
     leads(&a, WAIT);
     let b = start(&fb, &db);
@@ -260,25 +298,18 @@ fn kill_9_of_the_leader_mid_burst_loses_no_event_and_escalates_once() {
         &json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": "after"}}).to_string(),
     );
     assert_eq!(code, 202);
-    let v = fb.run_env(
-        &["audit", "verify"],
-        &[
-            ("BG_DATABASE_URL", db.url()),
-            ("BRANCHGUARD_AUDIT_KEY", KEY),
-        ],
-    );
-    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    verified(&fb, &db);
 }
 
 #[test]
 fn a_leader_paused_past_its_lease_commits_and_sends_nothing_after() {
-    let db = Database::create();
-    let hook = HookServer::start(&[]);
-    let smtp = SmtpServer::start();
-    let (fa, fb) = (
-        node("bg-a", &hook.url, smtp.port),
-        node("bg-b", &hook.url, smtp.port),
-    );
+    let Group {
+        db,
+        hook,
+        smtp: _smtp,
+        fa,
+        fb,
+    } = group();
     let mut a = start(&fa, &db);
     leads(&a, WAIT);
     let b = start(&fb, &db);
@@ -329,21 +360,12 @@ fn a_leader_paused_past_its_lease_commits_and_sends_nothing_after() {
     let line = escalated[0]["detail"].as_str().unwrap_or_default();
     assert!(line.contains("(late: due at"), "{line}");
     assert_eq!(role(&b)["role"], "leader");
-    let v = fb.run_env(
-        &["audit", "verify"],
-        &[
-            ("BG_DATABASE_URL", db.url()),
-            ("BRANCHGUARD_AUDIT_KEY", KEY),
-        ],
-    );
-    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    verified(&fb, &db);
 }
 
 #[test]
 fn a_standby_names_its_leader_only_to_a_client_with_a_token() {
-    let db = Database::create();
-    let hook = HookServer::start(&[]);
-    let smtp = SmtpServer::start();
+    let Group { db, fa, fb, .. } = group();
     let token = "a-long-token-for-the-ha-test-01";
     let with_tokens = |f: &Fixture| {
         let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
@@ -354,10 +376,6 @@ fn a_standby_names_its_leader_only_to_a_client_with_a_token() {
             ),
         );
     };
-    let (fa, fb) = (
-        node("bg-a", &hook.url, smtp.port),
-        node("bg-b", &hook.url, smtp.port),
-    );
     with_tokens(&fa);
     with_tokens(&fb);
     let env = [

@@ -468,46 +468,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             {
                 return exports::verify_file(file, None);
             }
-            let records = match config::records(&config) {
-                Ok(r) => r,
-                Err(diags) => {
-                    eprint!("{diags}");
-                    return Ok(ExitCode::from(1));
-                }
-            };
-            match file {
-                Some(file) => exports::verify_file(&file, Some(&records)),
-                None => audit_verify(&records),
-            }
+            with_records(&config, |records| match file {
+                Some(file) => exports::verify_file(&file, Some(records)),
+                None => audit_verify(records),
+            })
         }
         Command::Migrate {
             from_sqlite,
             config,
-        } => {
-            let records = match config::records(&config) {
-                Ok(r) => r,
-                Err(diags) => {
-                    eprint!("{diags}");
-                    return Ok(ExitCode::from(1));
-                }
-            };
-            exports::migrate(&records, &from_sqlite)
-        }
+        } => with_records(&config, |records| exports::migrate(records, &from_sqlite)),
         Command::Export {
             from,
             to,
             out,
             config,
-        } => {
-            let records = match config::records(&config) {
-                Ok(r) => r,
-                Err(diags) => {
-                    eprint!("{diags}");
-                    return Ok(ExitCode::from(1));
-                }
-            };
-            exports::export(&records, &from, &to, &out)
-        }
+        } => with_records(&config, |records| {
+            exports::export(records, &from, &to, &out)
+        }),
         Command::Event {
             kind,
             branch,
@@ -791,6 +768,20 @@ fn incident_command(a: IncidentArgs, action: &str) -> anyhow::Result<ExitCode> {
     )?;
     out!("{}", client::incident_text(&v, &c.zones));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `f` on the records the configuration names; its mistakes printed, exit 1.
+fn with_records(
+    config: &std::path::Path,
+    f: impl FnOnce(&config::Records) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    match config::records(config) {
+        Ok(records) => f(&records),
+        Err(diags) => {
+            eprint!("{diags}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn audit_verify(r: &config::Records) -> anyhow::Result<ExitCode> {

@@ -400,18 +400,24 @@ pub fn open(cfg: &Config) -> Result<Opened, StoreError> {
 }
 
 /// Every daemon of a group signs one chain: the key is given (by file or
-/// environment), never made by whichever node starts first.
-fn open_postgres(
-    cfg: &Config,
-    url: &crate::config::PgUrl,
-    fence: Option<(String, i64, std::time::Duration)>,
-) -> Result<Opened, StoreError> {
+/// environment), never made by whichever node starts first. The node's data
+/// directory (its own files: link secret, published head, lock) is made.
+fn given_key(cfg: &Config) -> Result<audit::AuditKey, StoreError> {
     let key = audit::AuditKey::load(&cfg.audit.key_file)?
         .ok_or_else(|| StoreError::KeyNotGiven(cfg.audit.key_file.clone()))?;
     crate::private::create_dir(&cfg.data_dir).map_err(|source| StoreError::DataDir {
         path: cfg.data_dir.clone(),
         source,
     })?;
+    Ok(key)
+}
+
+fn open_postgres(
+    cfg: &Config,
+    url: &crate::config::PgUrl,
+    fence: Option<(String, i64, std::time::Duration)>,
+) -> Result<Opened, StoreError> {
+    let key = given_key(cfg)?;
     let (writer, reader) = pg::open(url.url(), key.clone(), fence)?;
     Ok(Opened {
         writer: Box::new(writer),
@@ -428,12 +434,7 @@ pub fn open_standby(cfg: &Config) -> Result<(Arc<dyn Reader>, audit::AuditKey), 
         let o = open(cfg)?;
         return Ok((o.reader, o.key));
     };
-    let key = audit::AuditKey::load(&cfg.audit.key_file)?
-        .ok_or_else(|| StoreError::KeyNotGiven(cfg.audit.key_file.clone()))?;
-    crate::private::create_dir(&cfg.data_dir).map_err(|source| StoreError::DataDir {
-        path: cfg.data_dir.clone(),
-        source,
-    })?;
+    let key = given_key(cfg)?;
     Ok((Arc::new(pg::open_reader_migrated(url.url())?), key))
 }
 
