@@ -132,6 +132,24 @@ pub struct EventQuery {
     pub cursor: Option<i64>,
 }
 
+impl IncidentQuery {
+    /// Whether it asks for resolved incidents with a step still open
+    /// (`follow-up`), and the columns it asks to equal a value, in order.
+    pub fn filters(&self) -> (bool, Vec<(&'static str, String)>) {
+        let follow_up = self.status.as_deref() == Some("follow-up");
+        let status = self.status.clone().filter(|_| !follow_up);
+        let equal = [
+            ("status", status),
+            ("branch", self.branch.clone()),
+            ("playbook", self.playbook.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(col, v)| v.map(|v| (col, v)))
+        .collect();
+        (follow_up, equal)
+    }
+}
+
 impl EventQuery {
     /// The branches the query is limited to: `None` for all of them.
     pub fn branches(&self) -> Option<Vec<String>> {

@@ -125,19 +125,12 @@ impl Reader for PgReader {
             "SELECT body FROM incidents WHERE id < {}",
             a.push(q.cursor.unwrap_or(i64::MAX))
         );
-        let follow_up = q.status.as_deref() == Some("follow-up");
+        let (follow_up, equal) = q.filters();
         if follow_up {
             sql.push_str(" AND live AND status <> 'open'");
         }
-        let status = q.status.clone().filter(|_| !follow_up);
-        for (col, v) in [
-            ("status", &status),
-            ("branch", &q.branch),
-            ("playbook", &q.playbook),
-        ] {
-            if let Some(v) = v {
-                sql.push_str(&format!(" AND {col} = {}", a.push(v.clone())));
-            }
+        for (col, v) in equal {
+            sql.push_str(&format!(" AND {col} = {}", a.push(v)));
         }
         if let Some(w) = q.scope.list() {
             sql.push_str(&format!(" AND branch = ANY({})", a.push(w)));

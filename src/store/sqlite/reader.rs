@@ -147,21 +147,14 @@ impl Reader for SqliteReader {
     fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<Incident>, StoreError> {
         let mut sql = String::from("SELECT id, body FROM incidents WHERE id < ?1");
         let mut args: Vec<String> = vec![q.cursor.unwrap_or(i64::MAX).to_string()];
+        let (follow_up, equal) = q.filters();
         // Resolved with a step still open: what `incidents_followup` indexes.
-        let follow_up = q.status.as_deref() == Some("follow-up");
         if follow_up {
             sql.push_str(" AND live = 1 AND status <> 'open'");
         }
-        let status = q.status.clone().filter(|_| !follow_up);
-        for (col, v) in [
-            ("status", &status),
-            ("branch", &q.branch),
-            ("playbook", &q.playbook),
-        ] {
-            if let Some(v) = v {
-                args.push(v.clone());
-                sql.push_str(&format!(" AND {col} = ?{}", args.len()));
-            }
+        for (col, v) in equal {
+            args.push(v);
+            sql.push_str(&format!(" AND {col} = ?{}", args.len()));
         }
         within(&mut sql, &mut args, "branch", &q.scope.list());
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
