@@ -63,6 +63,11 @@ macro_rules! store_contract_suite {
         fn contract_a_commit_that_fails_midway_leaves_nothing() {
             $crate::store::contract::a_commit_that_fails_midway_leaves_nothing(&$new());
         }
+
+        #[test]
+        fn contract_a_commit_the_database_refuses_leaves_nothing() {
+            $crate::store::contract::a_commit_the_database_refuses_leaves_nothing(&$new());
+        }
     };
 }
 pub(crate) use store_contract_suite;
@@ -854,6 +859,64 @@ pub fn a_commit_that_fails_midway_leaves_nothing(b: &dyn Backend) {
     // The same round, whole, goes through after it, and the chain holds.
     let c = w.commit(&round).unwrap();
     assert!(r.incident(4).unwrap().is_some());
+    assert!(matches!(
+        r.verify_audit(Some(b.key()), c.head).unwrap(),
+        AuditCheck::Ok { .. }
+    ));
+}
+
+/// A round the database itself refuses part-way (an event id already
+/// stored): the statements sent before and after it leave nothing, the
+/// error is returned (not lost in a pipelined COMMIT that became a
+/// rollback), and the writer goes on.
+pub fn a_commit_the_database_refuses_leaves_nothing(b: &dyn Backend) {
+    let (mut w, r) = b.open();
+    let world = world(w.as_mut());
+    let mut e = world.engine;
+    let all = EventQuery {
+        limit: 100,
+        scope: Scope::all(),
+        ..Default::default()
+    };
+    let before = r.list_events(&all).unwrap().items;
+    let mut round = Round::default();
+    e.ingest(
+        vec![(
+            event(
+                "system.down",
+                "sh-002",
+                Severity::Critical,
+                &[("system", "core-banking")],
+            ),
+            world.now,
+        )],
+        "contract",
+        world.now,
+        &mut round,
+    );
+    e.finish(world.now, &mut round);
+    assert!(!round.outbox.is_empty() && !round.history.is_empty());
+    let mut broken = Round::default();
+    broken.events = round.events.clone();
+    broken.events[0].id = before[0].id;
+    broken.incidents = round.incidents.clone();
+    broken.bodies = round.bodies.clone();
+    broken.playbooks = round.playbooks.clone();
+    broken.history = round.history.clone();
+    broken.audit = round.audit.clone();
+    broken.outbox = round.outbox.clone();
+    assert!(w.commit(&broken).is_err(), "a stored event id is refused");
+    let after = r.list_events(&all).unwrap().items;
+    assert_eq!(after.len(), before.len(), "no event of the refused commit");
+    assert!(r.incident(4).unwrap().is_none(), "no incident of it");
+    assert!(matches!(
+        r.verify_audit(Some(b.key()), Some(world.head.clone()))
+            .unwrap(),
+        AuditCheck::Ok { .. }
+    ));
+    let c = w.commit(&round).unwrap();
+    assert!(r.incident(4).unwrap().is_some());
+    assert_eq!(r.list_events(&all).unwrap().items.len(), before.len() + 1);
     assert!(matches!(
         r.verify_audit(Some(b.key()), c.head).unwrap(),
         AuditCheck::Ok { .. }

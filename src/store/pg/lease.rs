@@ -147,19 +147,15 @@ fn leader(c: &mut Conn) -> Result<Option<Leader>, StoreError> {
 /// before the commit ends.
 pub(super) const STILL_LEADS: &str = "SELECT 1 FROM leader WHERE id = 1 AND node = $1 AND epoch = $2 AND expires_at > now() FOR SHARE";
 
-/// See [`STILL_LEADS`], prepared as `st`.
-pub(super) fn still_leads(
-    tx: &mut postgres::Transaction<'_>,
-    st: &postgres::Statement,
-    node: &str,
-    epoch: i64,
-) -> Result<(), StoreError> {
-    let holds = tx.query_opt(st, &[&node, &epoch])?.is_some();
-    if holds {
-        Ok(())
-    } else {
-        Err(StoreError::NotLeader(format!(
-            "{node} no longer holds the lease of epoch {epoch}: nothing is written"
-        )))
+/// [`STILL_LEADS`] as the guard of a commit of `node` at `epoch`.
+pub(super) fn guard<'a>(node: &'a String, epoch: &'a i64) -> super::pipe::Guard<'a> {
+    super::pipe::Guard {
+        sql: STILL_LEADS,
+        params: [node, epoch],
+        refused: Box::new(move || {
+            StoreError::NotLeader(format!(
+                "{node} no longer holds the lease of epoch {epoch}: nothing is written"
+            ))
+        }),
     }
 }

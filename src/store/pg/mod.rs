@@ -14,6 +14,7 @@ use postgres::{Client, GenericClient, NoTls, Row};
 mod commit;
 pub mod copy;
 pub mod lease;
+mod pipe;
 mod reader;
 mod schema;
 mod stored;
@@ -139,15 +140,16 @@ fn open_here(
     key: AuditKey,
     fence: Option<(String, i64, std::time::Duration)>,
 ) -> Result<(PgWriter, PgReader), StoreError> {
-    let mut client = writer_connection(url, &fence)?;
+    let mut client = connect(url)?;
     schema::migrate(&mut client)?;
     let mut w = PgWriter {
         url: url.to_string(),
         client,
+        pipe: None,
+        ids: std::collections::VecDeque::new(),
         chain: None,
         key,
         playbooks: HashMap::new(),
-        stmts: HashMap::new(),
         fence,
     };
     // As on SQLite: the chain carries its `audit.keyed` row from the start.
@@ -160,36 +162,38 @@ fn open_here(
 
 pub struct PgWriter {
     url: String,
+    /// The writer's reads: the chain's end, the live state at start.
     client: Conn,
+    /// The writer's commits, pipelined; opened on first use.
+    pipe: Option<pipe::Pipe>,
+    /// Outbox ids taken from the sequence, not yet used.
+    ids: std::collections::VecDeque<i64>,
     /// The end of the audit chain, read on first use.
     chain: Option<Chain>,
     key: AuditKey,
     /// Playbook versions known to be stored.
     playbooks: HashMap<(String, String), Arc<Playbook>>,
-    /// The commit's statements, prepared on `client`.
-    stmts: commit::Statements,
     /// The node and epoch whose lease every commit checks (active/standby).
     fence: Option<(String, i64, std::time::Duration)>,
 }
 
-/// The writer's connection; a leader's is ended by the server if it idles
-/// in a transaction for a lease.
-fn writer_connection(
+/// The writer's commit connection; a leader's is ended by the server if
+/// it idles in a transaction for a lease.
+fn commit_connection(
     url: &str,
     fence: &Option<(String, i64, std::time::Duration)>,
-) -> Result<Conn, StoreError> {
-    let mut client = connect(url)?;
-    if let Some((_, _, lease)) = fence {
-        // A leader paused in the middle of a commit holds the lease row
-        // (`FOR SHARE`) and would keep every standby from taking over: the
-        // server ends such a session once it has idled in its transaction
-        // for a lease, and nothing of that commit is kept.
-        client.batch_execute(&format!(
+) -> Result<pipe::Pipe, StoreError> {
+    // A leader paused in the middle of a commit holds the lease row
+    // (`FOR SHARE`) and would keep every standby from taking over: the
+    // server ends such a session once it has idled in its transaction for
+    // a lease, and nothing of that commit is kept.
+    let setup = fence.as_ref().map(|(_, _, lease)| {
+        format!(
             "SET idle_in_transaction_session_timeout = {}",
             lease.as_millis().max(1000)
-        ))?;
-    }
-    Ok(client)
+        )
+    });
+    pipe::Pipe::connect(url, setup.as_deref())
 }
 
 impl PgWriter {
@@ -198,8 +202,7 @@ impl PgWriter {
     /// out when the database is back.
     fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
         if self.client.is_closed() {
-            self.client = writer_connection(&self.url, &self.fence)?;
-            self.stmts.clear();
+            self.client = connect(&self.url)?;
         }
         Ok(())
     }
