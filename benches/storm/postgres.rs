@@ -82,9 +82,13 @@ pub async fn postgres(sqlite: &Target, rx: &Receiver, clock: &Stopwatch) {
     ] {
         let pids = [sqlite.child.id(), pg.child.id()];
         settle(&pids).await;
+        let s0 = commits(&sqlite.url).await;
         let s = blast(Kind::Ours, &sqlite.url, "new", batch, conns, &n).await;
+        let sc = commits(&sqlite.url).await.since(s0);
         settle(&pids).await;
+        let p0 = commits(&pg.url).await;
         let p = blast(Kind::Ours, &pg.url, "new", batch, conns, &n).await;
+        let pc = commits(&pg.url).await.since(p0);
         println!(
             "{label:<44} SQLite {:>8.0}/s (p99 {:.2} ms) | PostgreSQL {:>8.0}/s (p99 {:.2} ms) | ratio {:.2}",
             s.per_second,
@@ -93,9 +97,54 @@ pub async fn postgres(sqlite: &Target, rx: &Receiver, clock: &Stopwatch) {
             p.p99_ms,
             p.per_second / s.per_second
         );
+        // Where the time goes: how many rounds, how big, and how long the
+        // store took for each (from the daemon's own histogram).
+        println!(
+            "{:<44} SQLite {} | PostgreSQL {}",
+            "  commits (group commit)",
+            sc.show(s.per_second * super::SECONDS),
+            pc.show(p.per_second * super::SECONDS)
+        );
     }
     drop(pg);
     takeover(&rx.url).await;
+}
+
+/// `branchguard_store_commit_seconds`' count and sum.
+#[derive(Clone, Copy)]
+struct Commits(f64, f64);
+
+impl Commits {
+    fn since(self, before: Commits) -> Commits {
+        Commits(self.0 - before.0, self.1 - before.1)
+    }
+
+    fn show(self, events: f64) -> String {
+        format!(
+            "{:>6.0} commits, {:>5.1} events each, {:.2} ms each",
+            self.0,
+            events / self.0.max(1.0),
+            self.1 * 1000.0 / self.0.max(1.0)
+        )
+    }
+}
+
+async fn commits(url: &str) -> Commits {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Commits(
+        value("branchguard_store_commit_seconds_count"),
+        value("branchguard_store_commit_seconds_sum"),
+    )
 }
 
 /// Two nodes on a new database; the leader is killed ten times (and
