@@ -82,7 +82,12 @@ fn t0() -> DateTime<Utc> {
         .to_utc()
 }
 
-fn event(kind: &str, branch: &str, severity: Severity, labels: &[(&str, &str)]) -> Event {
+pub(crate) fn event(
+    kind: &str,
+    branch: &str,
+    severity: Severity,
+    labels: &[(&str, &str)],
+) -> Event {
     Event {
         kind: kind.into(),
         branch: branch.into(),

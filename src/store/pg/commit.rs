@@ -125,6 +125,9 @@ impl PgWriter {
             .map(|h| chain.append(&ts(h.at), &h.entity(), &h.what, &h.by, &h.via, &h.detail))
             .collect();
         let mut batch = Batch::default();
+        if let Some((node, epoch, _)) = &self.fence {
+            batch.push(lease::STILL_LEADS, params![node.as_str(), *epoch]);
+        }
         if let Some(m) = &marker {
             batch.push(
                 "INSERT INTO meta (key, value) VALUES ('audit_keyed', $1)
@@ -302,12 +305,8 @@ impl PgWriter {
                 params![*incident, step.as_str(), *at],
             );
         }
-        let guard = self
-            .fence
-            .as_ref()
-            .map(|(node, epoch, _)| lease::guard(node, epoch));
         let pipe = open_pipe(&mut self.pipe, &self.url, &self.fence)?;
-        if let Err(e) = pipe.transaction(guard, &batch) {
+        if let Err(e) = pipe.transaction(&batch) {
             // Whatever the server made of the rest, a new connection starts
             // from no transaction.
             self.pipe = None;

@@ -73,7 +73,7 @@ impl Lease {
         schema::migrate(&mut c)?;
         // Waiting on a row lock must not stall the campaign (a paused
         // leader's commit holds the row until the server ends its session:
-        // see `writer_connection`).
+        // see `commit_connection`).
         c.batch_execute(&format!(
             "SET lock_timeout = {0}; SET statement_timeout = {0}",
             (l_ms(self.lease_ms) / 3).max(500)
@@ -142,20 +142,78 @@ fn leader(c: &mut Conn) -> Result<Option<Leader>, StoreError> {
         .transpose()
 }
 
-/// The check at the start of every commit of a leader: its epoch still
-/// holds an unexpired lease. `FOR SHARE` keeps a takeover from slipping in
-/// before the commit ends.
-pub(super) const STILL_LEADS: &str = "SELECT 1 FROM leader WHERE id = 1 AND node = $1 AND epoch = $2 AND expires_at > now() FOR SHARE";
+/// The first statement of every commit of a leader: it fails, with
+/// [`NOT_LEADER`], unless the node's epoch still holds an unexpired lease,
+/// and the server then refuses every later statement of the transaction
+/// (schema step 3). It takes the lease row `FOR SHARE`, so a takeover
+/// cannot slip in before the commit ends.
+pub(super) const STILL_LEADS: &str = "SELECT branchguard_still_leads($1, $2)";
 
-/// [`STILL_LEADS`] as the guard of a commit of `node` at `epoch`.
-pub(super) fn guard<'a>(node: &'a String, epoch: &'a i64) -> super::pipe::Guard<'a> {
-    super::pipe::Guard {
-        sql: STILL_LEADS,
-        params: [node, epoch],
-        refused: Box::new(move || {
-            StoreError::NotLeader(format!(
-                "{node} no longer holds the lease of epoch {epoch}: nothing is written"
-            ))
-        }),
+/// The SQLSTATE of a refused [`STILL_LEADS`].
+pub(super) const NOT_LEADER: &str = "BG001";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> AuditKey {
+        AuditKey::from_bytes(&[9u8; 32])
+    }
+
+    fn events(r: &PgReader) -> usize {
+        r.list_events(&EventQuery {
+            limit: 100,
+            scope: crate::scope::Scope::all(),
+            ..Default::default()
+        })
+        .unwrap()
+        .items
+        .len()
+    }
+
+    /// The fence goes in the same round trip as the commit it guards: a
+    /// writer whose epoch was taken over is refused by the server, with
+    /// `NotLeader`, and nothing of its round is kept; the new leader's
+    /// writer commits.
+    #[test]
+    fn a_commit_of_an_epoch_taken_over_is_refused_whole() {
+        let db = testing::Database::create();
+        let lease = Duration::from_secs(30);
+        let mut a = Lease::new(db.url(), "bg-a", "http://a", lease);
+        let mut b = Lease::new(db.url(), "bg-b", "http://b", lease);
+        assert_eq!(a.campaign().unwrap(), Campaign::Won(1));
+        let (mut wa, r) = open(db.url(), key(), Some(("bg-a".into(), 1, lease))).unwrap();
+        let world = crate::store::contract::world(&mut wa);
+        let before = events(&r);
+        assert!(before > 0, "the leader of epoch 1 commits");
+        a.release(1).unwrap();
+        assert_eq!(b.campaign().unwrap(), Campaign::Won(2));
+        let mut e = world.engine;
+        let mut round = Round::default();
+        e.ingest(
+            vec![(
+                crate::store::contract::event(
+                    "system.down",
+                    "sh-009",
+                    crate::event::Severity::Critical,
+                    &[],
+                ),
+                world.now,
+            )],
+            "test",
+            world.now,
+            &mut round,
+        );
+        e.finish(world.now, &mut round);
+        match wa.commit(&round) {
+            Err(StoreError::NotLeader(m)) => {
+                assert!(m.contains("bg-a") && m.contains("epoch 1"), "{m}")
+            }
+            other => panic!("expected NotLeader, got {other:?}"),
+        }
+        assert_eq!(events(&r), before, "nothing of the refused round");
+        let (mut wb, _) = open(db.url(), key(), Some(("bg-b".into(), 2, lease))).unwrap();
+        wb.commit(&round).unwrap();
+        assert_eq!(events(&r), before + 1);
     }
 }

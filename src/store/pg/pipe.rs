@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use futures_util::future::{try_join, try_join_all, try_join3};
+use futures_util::future::{try_join_all, try_join3};
 use postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
@@ -32,15 +32,6 @@ impl<'a> Batch<'a> {
     pub(super) fn push(&mut self, sql: &'static str, params: Vec<Param<'a>>) {
         self.0.push((sql, params));
     }
-}
-
-/// One statement, run before the batch in the same transaction, whose one
-/// row must exist for the batch to be sent (the leader's fence).
-pub(super) struct Guard<'a> {
-    pub sql: &'static str,
-    pub params: [&'a (dyn ToSql + Sync); 2],
-    /// What to answer when the row does not exist.
-    pub refused: Box<dyn FnOnce() -> StoreError + 'a>,
 }
 
 pub(super) struct Pipe {
@@ -80,79 +71,44 @@ impl Pipe {
         self.client.as_ref().is_none_or(Client::is_closed)
     }
 
-    /// Runs `batch` in one transaction: `guard` first when given (its answer
-    /// decides whether the rest is sent), then every statement and the
-    /// COMMIT in one round trip. A statement that fails aborts the
-    /// transaction on the server, whose answer to the COMMIT is then a
-    /// rollback; its error is the one returned.
-    pub(super) fn transaction(
-        &mut self,
-        guard: Option<Guard<'_>>,
-        batch: &Batch<'_>,
-    ) -> Result<(), StoreError> {
-        blocking(|| self.transaction_here(guard, batch))
+    /// Runs `batch` in one transaction: BEGIN, every statement and COMMIT
+    /// in one round trip. A statement that fails aborts the transaction on
+    /// the server, whose answer to the COMMIT is then a rollback; the first
+    /// error is the one returned (a refused fence as `NotLeader`).
+    pub(super) fn transaction(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
+        blocking(|| self.transaction_here(batch)).map_err(|e| match e.as_db_error() {
+            Some(d) if d.code().code() == super::lease::NOT_LEADER => {
+                StoreError::NotLeader(d.message().to_string())
+            }
+            _ => e.into(),
+        })
     }
 
-    fn transaction_here(
-        &mut self,
-        guard: Option<Guard<'_>>,
-        batch: &Batch<'_>,
-    ) -> Result<(), StoreError> {
+    fn transaction_here(&mut self, batch: &Batch<'_>) -> Result<(), tokio_postgres::Error> {
         let (Some(client), Some(rt)) = (&self.client, &self.rt) else {
-            return Err(StoreError::Inconsistent(
-                "the commit connection is closed".into(),
-            ));
+            unreachable!("present from connect until drop")
         };
         // Each statement is prepared once per connection, on first use.
-        let sqls = guard
-            .iter()
-            .map(|g| g.sql)
-            .chain(batch.0.iter().map(|(s, _)| *s));
-        for sql in sqls {
-            if !self.stmts.contains_key(sql) {
-                let s = rt.block_on(client.prepare(sql))?;
-                self.stmts.insert(sql, s);
-            }
+        let mut statements = Vec::with_capacity(batch.0.len());
+        for (sql, _) in &batch.0 {
+            let s = match self.stmts.get(sql) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = rt.block_on(client.prepare(sql))?;
+                    self.stmts.insert(sql, s.clone());
+                    s
+                }
+            };
+            statements.push(s);
         }
-        let stmt = |sql: &str| {
-            self.stmts
-                .get(sql)
-                .cloned()
-                .ok_or_else(|| StoreError::Inconsistent(format!("statement not prepared: {sql}")))
-        };
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = batch
             .0
             .iter()
             .map(|(_, p)| p.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect())
             .collect();
-        let statements = batch
-            .0
-            .iter()
-            .map(|(sql, _)| stmt(sql))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let begun = match guard {
-            Some(g) => {
-                let s = stmt(g.sql)?;
-                let (_, row) = rt.block_on(try_join(
-                    client.batch_execute("BEGIN"),
-                    client.query_opt(&s, &g.params),
-                ))?;
-                if row.is_none() {
-                    rt.block_on(client.batch_execute("ROLLBACK"))?;
-                    return Err((g.refused)());
-                }
-                true
-            }
-            None => false,
-        };
         // Polled together, so sent together: BEGIN, the statements, COMMIT.
         rt.block_on(try_join3(
-            async {
-                if !begun {
-                    client.batch_execute("BEGIN").await?;
-                }
-                Ok(())
-            },
+            client.batch_execute("BEGIN"),
             try_join_all(
                 statements
                     .iter()

@@ -132,8 +132,24 @@ CREATE TABLE leader (
 );
 "#;
 
+/// Step 3: the leader's fence as a statement that fails, so it can go in
+/// one pipelined round trip with the commit it guards: the server refuses
+/// the rest of the transaction itself (see `lease::STILL_LEADS`).
+const STEP_3: &str = r#"
+CREATE FUNCTION branchguard_still_leads(n TEXT, e BIGINT) RETURNS VOID LANGUAGE plpgsql AS $$
+BEGIN
+    -- FOR SHARE: no takeover slips in before the commit ends.
+    PERFORM 1 FROM leader WHERE id = 1 AND node = n AND epoch = e AND expires_at > now() FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '% no longer holds the lease of epoch %: nothing is written', n, e
+            USING ERRCODE = 'BG001';
+    END IF;
+END
+$$;
+"#;
+
 /// The steps, in order: step `i + 1` is `STEPS[i]`.
-const STEPS: &[&str] = &[STEP_1, STEP_2];
+const STEPS: &[&str] = &[STEP_1, STEP_2, STEP_3];
 
 /// The step this build's schema is at.
 pub(super) const VERSION: i32 = STEPS.len() as i32;
