@@ -172,3 +172,89 @@ fn migrate_copies_a_sqlite_database_whose_history_and_audit_log_carry_on() {
     let v = f.run_env(&["audit", "verify"], &env);
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
 }
+
+/// The test server's CA (`.ci/postgres` makes it and turns TLS on).
+fn test_ca() -> String {
+    std::env::var("BRANCHGUARD_TEST_POSTGRES_CA")
+        .expect("BRANCHGUARD_TEST_POSTGRES_CA: start the server with eval \"$(bash .ci/postgres)\"")
+}
+
+#[test]
+fn tls_to_postgres_is_verified_and_every_connection_uses_it() {
+    let db = Database::create();
+    let f = on_postgres();
+    let url = format!("{}?sslmode=verify-full&sslrootcert={}", db.url(), test_ca());
+    let env = [
+        ("BG_DATABASE_URL", url.as_str()),
+        ("BRANCHGUARD_AUDIT_KEY", KEY),
+    ];
+    let out = f.run_env(&["check"], &env);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let d = Daemon::start_with_env(&f, &env);
+    let (code, body) = d.post(
+        "/api/v1/events",
+        &json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": "t1"}}).to_string(),
+    );
+    assert_eq!(code, 202, "{body}");
+    wait_for(WAIT, "the incident", || {
+        d.get("/api/v1/incidents?status=open")["items"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .map(|_| ())
+    });
+    // Every connection the daemon holds to its database, as the server sees
+    // them: the writer's two, the reader's, all in TLS.
+    let name = db.url().rsplit('/').next().unwrap().to_string();
+    let mut admin = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    let row = admin
+        .query_one(
+            "SELECT count(*), coalesce(bool_and(s.ssl), false) FROM pg_stat_activity a
+             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'branchguard' AND a.datname = $1",
+            &[&name],
+        )
+        .unwrap();
+    let (n, all_tls): (i64, bool) = (row.get(0), row.get(1));
+    assert!(n >= 3, "the daemon's connections: {n}");
+    assert!(all_tls, "every one of the {n} connections is in TLS");
+    d.stop();
+
+    // A server whose certificate the given CA did not sign is refused.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    f.write("other-ca.pem", &other.cert.pem());
+    let wrong = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url(),
+        f.path("other-ca.pem").display()
+    );
+    let out = f.run_env(
+        &["run"],
+        &[
+            ("BG_DATABASE_URL", wrong.as_str()),
+            ("BRANCHGUARD_AUDIT_KEY", KEY),
+        ],
+    );
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+
+    // Settings that would fall back to plain text, or not verify, are named.
+    for (query, says) in [
+        (
+            "sslmode=prefer",
+            "sslmode=prefer may fall back to an unencrypted connection",
+        ),
+        ("sslmode=require", "sslmode=require needs sslrootcert=FILE"),
+        (
+            "sslmode=verify-full&sslrootcert=ca.pem",
+            "sslrootcert ca.pem is not an absolute path",
+        ),
+    ] {
+        let url = format!("{}?{query}", db.url());
+        let out = f.run_env(&["check"], &[("BG_DATABASE_URL", url.as_str())]);
+        assert_eq!(out.code, 1, "{query}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains("branchguard.yaml:") && out.stderr.contains(says),
+            "{query}: {}",
+            out.stderr
+        );
+    }
+}

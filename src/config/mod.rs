@@ -15,6 +15,6 @@ mod model;
 mod validate;
 
 pub use coverage::CoverageGap;
-pub use database::{Database, PgUrl};
+pub use database::{Database, PgTarget, PgUrl, pg_target};
 pub use model::*;
 pub use validate::{Records, is_yaml_file, load, records};

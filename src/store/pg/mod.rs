@@ -18,6 +18,7 @@ mod pipe;
 mod reader;
 mod schema;
 mod stored;
+mod tls;
 
 use super::audit::{AuditKey, Chain};
 use super::*;
@@ -25,9 +26,29 @@ use crate::config::Playbook;
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        StoreError::Backend(Box::new(e))
+        StoreError::Backend(Box::new(Said(e)))
     }
 }
+
+/// A client error shown with its causes: "error performing TLS handshake"
+/// alone does not tell an operator that the server's certificate was not
+/// signed by the CA they gave.
+#[derive(Debug)]
+struct Said(postgres::Error);
+
+impl std::fmt::Display for Said {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Said {}
 
 /// Runs `f`, which blocks on the database, where blocking is allowed: the
 /// client drives its own small runtime, which cannot start on a thread
@@ -118,11 +139,11 @@ impl Drop for Conn {
 
 /// Connects to `url` (a `postgres://` URL or `key=value` settings).
 fn connect(url: &str) -> Result<Conn, StoreError> {
-    let mut config: postgres::Config = url.parse()?;
-    // A database that does not answer is a fault to report, not a hang.
-    config.connect_timeout(std::time::Duration::from_secs(5));
-    config.application_name("branchguard");
-    Ok(Conn(Some(config.connect(NoTls)?), HashMap::new()))
+    let client = match tls::target(url)? {
+        (config, None) => postgres::Config::from(config).connect(NoTls)?,
+        (config, Some(tls)) => postgres::Config::from(config).connect(tls)?,
+    };
+    Ok(Conn(Some(client), HashMap::new()))
 }
 
 /// Opens the store at `url`: its schema brought up to date, a writer and

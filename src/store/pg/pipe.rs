@@ -50,12 +50,19 @@ impl Pipe {
                 .enable_all()
                 .build()
                 .map_err(|e| StoreError::Backend(Box::new(e)))?;
-            let mut config: tokio_postgres::Config = url.parse()?;
-            config.connect_timeout(std::time::Duration::from_secs(5));
-            config.application_name("branchguard");
-            let (client, connection) = rt.block_on(config.connect(NoTls))?;
             // Driven whenever the runtime is, i.e. during each `block_on`.
-            rt.spawn(connection);
+            let client = match super::tls::target(url)? {
+                (config, None) => {
+                    let (client, connection) = rt.block_on(config.connect(NoTls))?;
+                    rt.spawn(connection);
+                    client
+                }
+                (config, Some(tls)) => {
+                    let (client, connection) = rt.block_on(config.connect(tls))?;
+                    rt.spawn(connection);
+                    client
+                }
+            };
             if let Some(setup) = setup {
                 rt.block_on(client.batch_execute(setup))?;
             }
