@@ -98,6 +98,30 @@ fn start(f: &Fixture, db: &Database) -> Daemon {
     )
 }
 
+/// The `event:` lines of `d`'s live feed, as they come.
+fn live_feed(d: &Daemon) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = format!("{}/api/v1/stream", d.url);
+    std::thread::spawn(move || {
+        let Ok(r) = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+        else {
+            return;
+        };
+        for line in std::io::BufRead::lines(std::io::BufReader::new(r)) {
+            let Ok(line) = line else { return };
+            if line.starts_with("event:") && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 fn role(d: &Daemon) -> Value {
     d.get("/api/v1/status")["ha"].clone()
 }
@@ -171,6 +195,13 @@ fn two_daemons_one_leader_and_the_standby_names_it() {
         body["error"],
         "standby: the leader is bg-a (http://bg-a.bank.example:9700)"
     );
+    // A page open on the standby hears of the leader's commits.
+    let feed = live_feed(&b);
+    assert_eq!(
+        feed.recv_timeout(WAIT).as_deref(),
+        Ok("event: hello"),
+        "the standby's feed opens"
+    );
     let (code, body) = a.post(
         "/api/v1/events",
         &json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": "x"}}).to_string(),
@@ -181,6 +212,11 @@ fn two_daemons_one_leader_and_the_standby_names_it() {
         b.incident(id)["branch"],
         "br-a",
         "the standby reads the database"
+    );
+    assert_eq!(
+        feed.recv_timeout(WAIT).as_deref(),
+        Ok("event: change"),
+        "the standby's feed follows the leader's commit"
     );
     assert_eq!(status_code(&a, "/healthz"), 200);
     assert_eq!(status_code(&b, "/healthz"), 503);

@@ -104,3 +104,31 @@ pub fn start(mut lease: Lease, ha: Arc<Ha>, public_url: String) -> std::io::Resu
         join: Some(join),
     })
 }
+
+/// A standby's live feed follows the leader's commits: every second it
+/// reads where the audit chain ends, and ticks the feed when that moved, so
+/// a wall screen on the standby refreshes as one on the leader would.
+pub async fn follow_commits(
+    reader: Arc<dyn crate::store::Reader>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = every.tick() => {}
+        }
+        let r = Arc::clone(&reader);
+        // A read that fails (the database restarting) is tried next second.
+        let Ok(Ok(end)) = tokio::task::spawn_blocking(move || r.chain_end()).await else {
+            continue;
+        };
+        if last.is_some_and(|l| l != end) {
+            changes.send_modify(|n| *n += 1);
+        }
+        last = Some(end);
+    }
+}

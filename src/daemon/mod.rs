@@ -233,10 +233,18 @@ pub async fn serve(
     let serving = tokio::spawn(listen::serve(listener, app, tls, bounds, shutdown.clone()));
     if let (Some(l), Some(mut waiting)) = (leadership.as_mut(), leading.take()) {
         tracing::info!("standby: waiting for the lease");
+        let following = shutdown.child_token();
+        tokio::spawn(lead::follow_commits(
+            Arc::clone(&waiting.reader),
+            Arc::clone(&waiting.changes),
+            following.clone(),
+        ));
         let won = tokio::select! {
             _ = shutdown.cancelled() => None,
             w = l.won.wait_for(|e| e.is_some()) => w.ok().and_then(|e| *e),
         };
+        // Leading, the engine ticks the feed at each of its own commits.
+        following.cancel();
         let Some(epoch) = won else {
             let _ = serving.await;
             if let Some(l) = leadership {

@@ -884,6 +884,8 @@ pub fn a_commit_the_database_refuses_leaves_nothing(b: &dyn Backend) {
         ..Default::default()
     };
     let before = r.list_events(&all).unwrap().items;
+    let end = r.chain_end().unwrap();
+    assert!(end.is_some(), "the world's commits wrote audit rows");
     let mut round = Round::default();
     e.ingest(
         vec![(
@@ -914,6 +916,7 @@ pub fn a_commit_the_database_refuses_leaves_nothing(b: &dyn Backend) {
     let after = r.list_events(&all).unwrap().items;
     assert_eq!(after.len(), before.len(), "no event of the refused commit");
     assert!(r.incident(4).unwrap().is_none(), "no incident of it");
+    assert_eq!(r.chain_end().unwrap(), end, "the chain did not move");
     assert!(matches!(
         r.verify_audit(Some(b.key()), Some(world.head.clone()))
             .unwrap(),
@@ -922,6 +925,7 @@ pub fn a_commit_the_database_refuses_leaves_nothing(b: &dyn Backend) {
     let c = w.commit(&round).unwrap();
     assert!(r.incident(4).unwrap().is_some());
     assert_eq!(r.list_events(&all).unwrap().items.len(), before.len() + 1);
+    assert!(r.chain_end().unwrap() > end, "a commit moves the chain's end");
     assert!(matches!(
         r.verify_audit(Some(b.key()), c.head).unwrap(),
         AuditCheck::Ok { .. }

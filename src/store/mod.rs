@@ -332,6 +332,9 @@ pub trait Reader: Send + Sync {
     /// When the next undelivered row is due, if any.
     fn next_outbox_attempt(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     fn outbox_pending(&self) -> Result<u64, StoreError>;
+    /// The audit chain's last row, which every commit of a change moves
+    /// (a standby's dashboard follows the leader's commits by it).
+    fn chain_end(&self) -> Result<Option<i64>, StoreError>;
     /// When the oldest undelivered row was queued, if any.
     fn outbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Checks the audit chain with `key`, the stored rows against it, and

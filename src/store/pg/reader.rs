@@ -296,6 +296,10 @@ impl Reader for PgReader {
         })
     }
 
+    fn chain_end(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|c| Ok(c.q_one("SELECT MAX(seq) FROM audit", &[])?.try_get(0)?))
+    }
+
     fn outbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|c| {
             Ok(c.q_one(

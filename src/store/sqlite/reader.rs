@@ -323,6 +323,10 @@ impl Reader for SqliteReader {
         })
     }
 
+    fn chain_end(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| Ok(conn.query_row("SELECT MAX(seq) FROM audit", [], |r| r.get(0))?))
+    }
+
     fn outbox_oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|conn| {
             let t: Option<String> = conn.query_row(
