@@ -82,12 +82,7 @@ fn t0() -> DateTime<Utc> {
         .to_utc()
 }
 
-pub(crate) fn event(
-    kind: &str,
-    branch: &str,
-    severity: Severity,
-    labels: &[(&str, &str)],
-) -> Event {
+fn event(kind: &str, branch: &str, severity: Severity, labels: &[(&str, &str)]) -> Event {
     Event {
         kind: kind.into(),
         branch: branch.into(),
@@ -819,22 +814,7 @@ pub fn a_commit_that_fails_midway_leaves_nothing(b: &dyn Backend) {
         .unwrap()
         .items
         .len();
-    let mut round = Round::default();
-    e.ingest(
-        vec![(
-            event(
-                "system.down",
-                "sh-002",
-                Severity::Critical,
-                &[("system", "core-banking")],
-            ),
-            world.now,
-        )],
-        "contract",
-        world.now,
-        &mut round,
-    );
-    e.finish(world.now, &mut round);
+    let round = outage_round(&mut e, world.now);
     assert!(!round.events.is_empty() && !round.incidents.is_empty());
     // Its event and audit rows are written before its incidents, whose
     // bodies are missing: the commit fails midway.
@@ -870,6 +850,28 @@ pub fn a_commit_that_fails_midway_leaves_nothing(b: &dyn Backend) {
     ));
 }
 
+/// What the engine decides on a core-system outage at sh-002: a new
+/// incident (4 in the world), its history, its messages.
+pub(crate) fn outage_round(e: &mut Engine, now: DateTime<Utc>) -> Round {
+    let mut round = Round::default();
+    e.ingest(
+        vec![(
+            event(
+                "system.down",
+                "sh-002",
+                Severity::Critical,
+                &[("system", "core-banking")],
+            ),
+            now,
+        )],
+        "contract",
+        now,
+        &mut round,
+    );
+    e.finish(now, &mut round);
+    round
+}
+
 /// A round the database itself refuses part-way (an event id already
 /// stored): the statements sent before and after it leave nothing, the
 /// error is returned (not lost in a pipelined COMMIT that became a
@@ -886,22 +888,7 @@ pub fn a_commit_the_database_refuses_leaves_nothing(b: &dyn Backend) {
     let before = r.list_events(&all).unwrap().items;
     let end = r.chain_end().unwrap();
     assert!(end.is_some(), "the world's commits wrote audit rows");
-    let mut round = Round::default();
-    e.ingest(
-        vec![(
-            event(
-                "system.down",
-                "sh-002",
-                Severity::Critical,
-                &[("system", "core-banking")],
-            ),
-            world.now,
-        )],
-        "contract",
-        world.now,
-        &mut round,
-    );
-    e.finish(world.now, &mut round);
+    let round = outage_round(&mut e, world.now);
     assert!(!round.outbox.is_empty() && !round.history.is_empty());
     let mut broken = Round::default();
     broken.events = round.events.clone();
@@ -925,7 +912,10 @@ pub fn a_commit_the_database_refuses_leaves_nothing(b: &dyn Backend) {
     let c = w.commit(&round).unwrap();
     assert!(r.incident(4).unwrap().is_some());
     assert_eq!(r.list_events(&all).unwrap().items.len(), before.len() + 1);
-    assert!(r.chain_end().unwrap() > end, "a commit moves the chain's end");
+    assert!(
+        r.chain_end().unwrap() > end,
+        "a commit moves the chain's end"
+    );
     assert!(matches!(
         r.verify_audit(Some(b.key()), c.head).unwrap(),
         AuditCheck::Ok { .. }

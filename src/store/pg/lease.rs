@@ -189,22 +189,7 @@ mod tests {
         a.release(1).unwrap();
         assert_eq!(b.campaign().unwrap(), Campaign::Won(2));
         let mut e = world.engine;
-        let mut round = Round::default();
-        e.ingest(
-            vec![(
-                crate::store::contract::event(
-                    "system.down",
-                    "sh-009",
-                    crate::event::Severity::Critical,
-                    &[],
-                ),
-                world.now,
-            )],
-            "test",
-            world.now,
-            &mut round,
-        );
-        e.finish(world.now, &mut round);
+        let round = crate::store::contract::outage_round(&mut e, world.now);
         match wa.commit(&round) {
             Err(StoreError::NotLeader(m)) => {
                 assert!(m.contains("bg-a") && m.contains("epoch 1"), "{m}")
