@@ -88,8 +88,23 @@ fn a_missing_url_variable_or_key_is_named_before_anything_starts() {
     let out = f.run_env(&["check"], &[("BG_DATABASE_URL", "mysql:/nope=")]);
     assert_eq!(out.code, 1);
     assert!(
-        out.stderr.contains("is not a PostgreSQL URL") && !out.stderr.contains("mysql:/nope="),
+        out.stderr.contains("cannot be used") && !out.stderr.contains("mysql:/nope="),
         "named, never quoted: {}",
+        out.stderr
+    );
+    // Active/standby on one machine's SQLite is named.
+    let alone = Fixture::engine();
+    let cfg = std::fs::read_to_string(alone.path("branchguard.yaml")).unwrap();
+    alone.write(
+        "branchguard.yaml",
+        &format!("{cfg}\nha: {{ node: bg-a }}\n"),
+    );
+    let out = alone.run(&["check"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("ha: active/standby needs a database the daemons share"),
+        "{}",
         out.stderr
     );
     // On PostgreSQL the audit key is given, never made by the first node.
@@ -236,7 +251,10 @@ fn tls_to_postgres_is_verified_and_every_connection_uses_it() {
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("certificate"), "{}", out.stderr);
 
-    // Settings that would fall back to plain text, or not verify, are named.
+    // Settings that would fall back to plain text, or not verify, are named,
+    // once: not again as an `ha` without a shared database.
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write("branchguard.yaml", &format!("{cfg}ha: {{ node: bg-a }}\n"));
     for (query, says) in [
         (
             "sslmode=prefer",
@@ -252,7 +270,10 @@ fn tls_to_postgres_is_verified_and_every_connection_uses_it() {
         let out = f.run_env(&["check"], &[("BG_DATABASE_URL", url.as_str())]);
         assert_eq!(out.code, 1, "{query}: {}{}", out.stdout, out.stderr);
         assert!(
-            out.stderr.contains("branchguard.yaml:") && out.stderr.contains(says),
+            out.stderr.contains("branchguard.yaml:")
+                && out.stderr.contains(says)
+                && out.stderr.contains("1 error(s)")
+                && !out.stderr.contains("active/standby needs"),
             "{query}: {}",
             out.stderr
         );

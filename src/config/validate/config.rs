@@ -601,7 +601,7 @@ pub(super) fn store(
                     file,
                     var,
                     format!(
-                        "store.postgres.url_env: the URL in {} is not a PostgreSQL URL ({why})",
+                        "store.postgres.url_env: the URL in {} cannot be used: {why}",
                         var.value
                     ),
                 );
@@ -645,7 +645,9 @@ fn ha(
             "ha.node: expected a name of letters, digits, `-`, `_` or `.` (at most 64), unique in the group",
         );
     }
-    if matches!(store, crate::config::Database::Embedded(_)) {
+    // A `store.postgres` whose URL was refused is said there, not again here.
+    let named = raw.store.as_ref().is_some_and(|s| s.postgres.is_some());
+    if matches!(store, crate::config::Database::Embedded(_)) && !named {
         diags.at_value(
             file,
             &h.node,
