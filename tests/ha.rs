@@ -218,6 +218,18 @@ fn two_daemons_one_leader_and_the_standby_names_it() {
         Ok("event: change"),
         "the standby's feed follows the leader's commit"
     );
+    // The standby's dashboard offers no action (each would be a 503) and
+    // says where the leader is; the leader's offers them.
+    let board = b.get("/api/v1/dashboard");
+    assert_eq!(
+        board["standby"], "standby: the leader is bg-a (http://bg-a.bank.example:9700)",
+        "{board}"
+    );
+    assert_eq!(board["can"]["answer"], false);
+    assert_eq!(board["can"]["silence"], false);
+    let board = a.get("/api/v1/dashboard");
+    assert!(board["standby"].is_null(), "{board}");
+    assert_eq!(board["can"]["answer"], true);
     assert_eq!(status_code(&a, "/healthz"), 200);
     assert_eq!(status_code(&b, "/healthz"), 503);
     let metrics = b.metrics();

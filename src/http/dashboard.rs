@@ -155,7 +155,13 @@ pub async fn data(
         Err(_) => Vec::new(),
     };
     let sees = |b: &str| scope.sees(b);
-    let may = |need: Need| who.role().is_none_or(|r| allows(r, need));
+    // A standby takes no action (each would be answered 503): the page says
+    // where the leader is instead of offering buttons.
+    let standby =
+        s.ha.as_ref()
+            .filter(|h| !h.is_leader())
+            .map(|h| h.refusal());
+    let may = |need: Need| standby.is_none() && who.role().is_none_or(|r| allows(r, need));
     // A scoped viewer sees the silences that can hold back its branches' events.
     let silences: Vec<Value> = silences
         .iter()
@@ -194,6 +200,7 @@ pub async fn data(
             "branches": within, "person": who.person(),
             "tokens": !cfg.auth.tokens.is_empty(),
         },
+        "standby": standby,
         "can": {
             "answer": may(Need::Answer), "command": may(Need::Command),
             "silence": may(Need::Silence), "drill_run": may(Need::DrillRun),

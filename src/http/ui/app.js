@@ -283,6 +283,10 @@ function silences(d) {
 }
 
 function render(d) {
+  $('standby').textContent = d.standby
+    ? `This node is a standby (${d.standby}): it shows what the leader stored, and takes no action here.`
+    : '';
+  $('standby').hidden = !d.standby;
   $('signin').hidden = true;
   $('main').hidden = false;
   $('me').hidden = false;
