@@ -284,7 +284,7 @@ function silences(d) {
 
 function render(d) {
   $('standby').textContent = d.standby
-    ? `This node is a standby (${d.standby}): it shows what the leader stored, and takes no action here.`
+    ? `This node is a standby (${d.standby.replace(/^standby: /, '')}): it shows what the leader stored, and takes no action here.`
     : '';
   $('standby').hidden = !d.standby;
   $('signin').hidden = true;
