@@ -139,6 +139,25 @@ pub fn ca_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Stri
             path.display()
         ));
     }
+    // A CA bundle is kilobytes; a device or a pipe would be read forever.
+    const MOST: u64 = 4 << 20;
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(format!(
+                "sslrootcert {} is not a regular file",
+                path.display()
+            ));
+        }
+        Ok(m) if m.len() > MOST => {
+            return Err(format!(
+                "sslrootcert {} is {} bytes: a CA file is at most {MOST}",
+                path.display(),
+                m.len()
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(format!("sslrootcert {}: {e}", path.display())),
+    }
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
@@ -218,6 +237,15 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_without_a_certificate_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("ca.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let err = ca_certificates(&junk).unwrap_err();
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+    }
+
+    #[test]
     fn plain_text_is_said_and_tls_is_never_unverified() {
         let plain = pg_target("postgres://db/bg").unwrap();
         assert!(plain.tls.is_none());
@@ -244,6 +272,10 @@ mod tests {
             (
                 "postgres://db/bg?sslmode=require&sslrootcert=/nonexistent/ca.pem",
                 "/nonexistent/ca.pem",
+            ),
+            (
+                "postgres://db/bg?sslmode=require&sslrootcert=/dev/zero",
+                "is not a regular file",
             ),
         ] {
             let err = pg_target(url)
