@@ -79,6 +79,8 @@ fn postgres_restarted_under_load_loses_no_accepted_event_and_answers_503_meanwhi
                         }
                         Ok(r) if r.status().as_u16() == 503 => {
                             refused.fetch_add(1, Ordering::SeqCst);
+                            // A client backs off after a 503 before it tries
+                            // again (pacing the load, not waiting on a state).
                             std::thread::sleep(Duration::from_millis(20));
                         }
                         Ok(r) => other.push(format!("{}", r.status())),

@@ -218,7 +218,7 @@ impl PgWriter {
                 "INSERT INTO outbox (id, incident, step, channel, target, recipient, person, subject, body, created_at, link, payload, link_until, announcement, urgent, grant_until, drill)
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[], $13::timestamptz[], $14::boolean[], $15::boolean[], $16::timestamptz[], $17::boolean[])",
                 params![
-                    outbox_ids.clone(),
+                    &outbox_ids,
                     n.iter().map(|m| m.incident).collect::<Vec<_>>(),
                     n.iter().map(|m| m.step.as_deref()).collect::<Vec<_>>(),
                     col(|m| m.channel.as_str()),
@@ -312,11 +312,14 @@ impl PgWriter {
             self.pipe = None;
             return Err(e);
         }
-        self.chain = Some(chain.clone());
+        // The batch borrows the ids it sent.
+        drop(batch);
+        let head = chain.head();
+        self.chain = Some(chain);
         self.playbooks.extend(stored);
         Ok(Committed {
             outbox: outbox_ids,
-            head: Some(chain.head()),
+            head: Some(head),
         })
     }
 
