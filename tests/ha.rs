@@ -195,6 +195,25 @@ fn two_daemons_one_leader_and_the_standby_names_it() {
         body["error"],
         "standby: the leader is bg-a (http://bg-a.bank.example:9700)"
     );
+    // A person who presses a mailed link's button on the standby gets a page
+    // (not JSON) saying nothing was recorded, pointing at the leader's address.
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/ack/a.b", b.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = r.text().unwrap();
+    assert!(
+        page.contains("nothing was recorded here")
+            && page.contains("href=\"http://bg-a.bank.example:9700/ack/a.b\""),
+        "{page}"
+    );
     // A page open on the standby hears of the leader's commits.
     let feed = live_feed(&b);
     assert_eq!(

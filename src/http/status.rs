@@ -99,6 +99,8 @@ pub async fn standby(
     let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     match s.ha.as_ref().filter(|h| !reads && !h.is_leader()) {
         None => next.run(req).await,
+        // A person pressing a mailed link's button gets a page, not JSON.
+        Some(ha) if req.uri().path().starts_with("/ack/") => standby_page(ha, req.uri().path()),
         Some(ha) => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, ha.lease().as_secs().max(1).to_string())],
@@ -106,6 +108,32 @@ pub async fn standby(
         )
             .into_response(),
     }
+}
+
+/// What a person sees who pressed a link's button on a standby: nothing was
+/// recorded, and where it can be (the same link at the leader's address,
+/// which every mail carries; not the node's name: the link's token is not
+/// checked here, so the page tells a stranger nothing a mail does not).
+fn standby_page(ha: &crate::ha::Ha, path: &str) -> Response {
+    use crate::html::escape;
+    let v = ha.view();
+    let there = match (v.leader, v.leader_url) {
+        (Some(node), Some(url)) if node != v.node => format!(
+            "<p><a href=\"{}{}\">Open the same link where answers are recorded now</a>, or try this one again in a minute.</p>",
+            escape(url.trim_end_matches('/')),
+            escape(path),
+        ),
+        _ => "<p>Another node is taking over; try the link again in a minute.</p>".to_string(),
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, ha.lease().as_secs().max(1).to_string())],
+        axum::response::Html(crate::html::page(
+            "Not recorded yet",
+            &format!("<p>This copy of branchguard is standing by, so nothing was recorded here.</p>{there}"),
+        )),
+    )
+        .into_response()
 }
 
 fn roster_gaps(l: &crate::config::Loaded) -> Vec<Value> {
