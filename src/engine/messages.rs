@@ -175,8 +175,7 @@ impl Engine {
                             step,
                             why,
                             (msg.ask, urgent),
-                            &subject,
-                            &body,
+                            false,
                         )),
                     });
                     sent.push(t.to_string());
@@ -201,14 +200,7 @@ impl Engine {
                         (None, Some(ch)) if cfg.webhooks.contains_key(ch) => (
                             ChannelKind::Webhook,
                             ch.clone(),
-                            Some(self.webhook_payload(
-                                inc,
-                                step,
-                                why,
-                                (msg.ask, urgent),
-                                &subject,
-                                &body,
-                            )),
+                            Some(self.webhook_payload(inc, step, why, (msg.ask, urgent), true)),
                         ),
                         _ => {
                             sent.push(format!("{} (no address)", c.name));
@@ -311,15 +303,17 @@ impl Engine {
     }
 
     /// The JSON posted to webhook channels: schema `branchguard.notification.v1`,
-    /// documented in docs/WEBHOOKS.md. The outbox id is added when it is sent.
+    /// documented in docs/WEBHOOKS.md. The outbox id, `subject` and `text` are
+    /// added when it is sent, from the row's own columns: the message is
+    /// stored once. A contact outside the bank (`outside`) gets no links into
+    /// the bank's pages, as by mail.
     pub(super) fn webhook_payload(
         &self,
         inc: &Incident,
         step: Option<&Step>,
         kind: &str,
         ask: (Ask, bool),
-        subject: &str,
-        text: &str,
+        outside: bool,
     ) -> String {
         let vars = self.vars(inc, step);
         let step_json = step.map(|s| {
@@ -338,8 +332,6 @@ impl Engine {
             "ask": ask.0.word(),
             "urgent": ask.1,
             "drill": inc.drill,
-            "subject": subject,
-            "text": text,
             "incident": {
                 "id": inc.id,
                 "playbook": inc.playbook_id,
@@ -353,7 +345,7 @@ impl Engine {
             },
             "step": step_json,
             "event": { "kind": inc.kind, "severity": inc.severity, "summary": inc.summary, "labels": inc.labels },
-            "links": { "incident": vars.get("links.incident"), "api": vars.get("links.api") },
+            "links": (!outside).then(|| serde_json::json!({ "incident": vars.get("links.incident"), "api": vars.get("links.api") })),
         })
         .to_string()
     }

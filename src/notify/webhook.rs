@@ -41,6 +41,10 @@ impl Job {
                     serde_json::json!({ "schema": "branchguard.notification.v1", "subject": row.subject, "text": row.body, "damaged": true })
                 }
             };
+            // Stored once, in the row's columns (rows written before
+            // 2026-12-08 also hold them in the payload: the same words).
+            p["subject"] = serde_json::json!(row.subject);
+            p["text"] = serde_json::json!(row.body);
             p["id"] = serde_json::json!(row.id);
             p
         };
