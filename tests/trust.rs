@@ -696,6 +696,29 @@ fn audit_verify_finds_what_an_insider_would_do_to_the_database() {
         .unwrap();
     assert!(broken("event").contains("event 5"));
     restore();
+    // Its time and source, which its audit row no longer writes in its
+    // detail (the row's own `at` and `by` say them): found all the same.
+    let detail: String = db()
+        .query_row(
+            "SELECT detail FROM audit WHERE entity = 'event:5'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        !detail.contains("occurred_at") && !detail.contains("source") && !detail.contains("null"),
+        "{detail}"
+    );
+    db().execute_batch(
+        "UPDATE events SET occurred_at = '2020-01-01T00:00:00.000Z', source = 'mallory' WHERE id = 5",
+    )
+    .unwrap();
+    let said = broken("event time and source");
+    assert!(
+        said.contains("event 5") && said.contains("occurred_at, source differ"),
+        "{said}"
+    );
+    restore();
     // An audit row edited, and the chain after it recomputed with plain
     // SHA-256, as someone without the key would.
     {

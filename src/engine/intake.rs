@@ -87,6 +87,16 @@ impl Engine {
     pub(super) fn received(round: &mut Round, e: StoredEvent, via: &str) {
         let mut detail = serde_json::to_value(&e.event).unwrap_or_default();
         if let Some(o) = detail.as_object_mut() {
+            // What the row says in its own columns (`by` is the source, `at`
+            // the time it came) or a null is not written again: about 70 of
+            // the row's 200 bytes. `audit verify` reads them from there.
+            o.remove("source");
+            if e.event.summary.is_none() {
+                o.remove("summary");
+            }
+            if e.event.occurred_at == e.received_at {
+                o.remove("occurred_at");
+            }
             o.insert("matched".into(), e.matched.into());
             o.insert("incidents".into(), serde_json::json!(e.incidents));
             if let Some(s) = &e.silenced {
