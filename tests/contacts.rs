@@ -73,7 +73,14 @@ fn contacts_get_the_steps_own_words_for_the_branches_they_serve() {
     // By webhook as by mail: the words and the branch's name, no way into
     // the bank's pages (the text was the staff's, with the page's address).
     assert!(words.ends_with("— Branch A\n"), "{words:?}");
-    assert!(req.body["links"].is_null(), "{}", req.body);
+    // Nor the incident's number, step, owner or labels: the branch only.
+    for k in ["links", "step", "event"] {
+        assert!(req.body[k].is_null(), "{k}: {}", req.body);
+    }
+    assert_eq!(
+        req.body["incident"],
+        serde_json::json!({"branch": "br-a", "branch_name": "Branch A"})
+    );
     assert!(
         !req.body.to_string().contains("/incidents/"),
         "{}",

@@ -326,7 +326,7 @@ impl Engine {
                 "deadline": run.and_then(|r| r.deadline),
             })
         });
-        serde_json::json!({
+        let mut p = serde_json::json!({
             "schema": "branchguard.notification.v1",
             "kind": kind,
             "ask": ask.0.word(),
@@ -345,9 +345,12 @@ impl Engine {
             },
             "step": step_json,
             "event": { "kind": inc.kind, "severity": inc.severity, "summary": inc.summary, "labels": inc.labels },
-            "links": (!outside).then(|| serde_json::json!({ "incident": vars.get("links.incident"), "api": vars.get("links.api") })),
-        })
-        .to_string()
+            "links": { "incident": vars.get("links.incident"), "api": vars.get("links.api") },
+        });
+        if outside {
+            for_outside(&mut p);
+        }
+        p.to_string()
     }
 
     pub(super) fn body(
@@ -412,5 +415,20 @@ impl Engine {
         }
         b.push_str(&format!("\nIncident:  {}\n", vars["links.incident"]));
         b
+    }
+}
+
+/// A webhook payload for a contact outside the bank: the message and the
+/// branch it is from, as by mail. The incident's number, its step and owner,
+/// the event's labels and the links into the bank's pages are the bank's,
+/// not theirs: those keys are null (the schema's keys stay).
+pub fn for_outside(p: &mut serde_json::Value) {
+    let branch = serde_json::json!({
+        "branch": p["incident"]["branch"].take(),
+        "branch_name": p["incident"]["branch_name"].take(),
+    });
+    p["incident"] = branch;
+    for k in ["step", "event", "links"] {
+        p[k] = serde_json::Value::Null;
     }
 }

@@ -27,6 +27,7 @@ pub use deliveries::Attempt;
 pub use drills::{BranchRun, DrillError, DrillRun, DrillState, RunStatus};
 pub use handle::{EngineHandle, HandleError, Input};
 pub use incident::*;
+pub use messages::for_outside;
 pub use pairs::Pairs;
 pub use reviews::{ActionSpec, ReviewAction, ReviewSpec};
 pub use silences::{Breadth, Matcher, Silence, SilenceSpec, breadth, check_matchers};

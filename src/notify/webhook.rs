@@ -43,6 +43,14 @@ impl Job {
             };
             // Stored once, in the row's columns (rows written before
             // 2026-12-08 also hold them in the payload: the same words).
+            // A contact's row queued before 2026-12-08 held the staff's
+            // payload: it is cut to what a contact gets when it is sent.
+            if matches!(
+                crate::target::Target::parse(&row.target),
+                Ok(crate::target::Target::Contact(_))
+            ) {
+                crate::engine::for_outside(&mut p);
+            }
             p["subject"] = serde_json::json!(row.subject);
             p["text"] = serde_json::json!(row.body);
             p["id"] = serde_json::json!(row.id);
