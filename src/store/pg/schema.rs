@@ -148,8 +148,14 @@ END
 $$;
 "#;
 
+/// Step 4 (2026-12-08): no table changes, but rows an earlier build cannot
+/// read right: webhook payloads stored without their subject and text, event
+/// audit rows without their source and time (the rows' own columns say
+/// them). Numbered so such a build refuses the database by name.
+const STEP_4: &str = "SELECT 1;";
+
 /// The steps, in order: step `i + 1` is `STEPS[i]`.
-const STEPS: &[&str] = &[STEP_1, STEP_2, STEP_3];
+const STEPS: &[&str] = &[STEP_1, STEP_2, STEP_3, STEP_4];
 
 /// The step this build's schema is at.
 pub(super) const VERSION: i32 = STEPS.len() as i32;

@@ -152,7 +152,11 @@ struct Step {
 /// Every step, in order. A database's version is SQLite's `user_version`:
 /// the steps it has taken. A new database takes them all. Never edit a step
 /// that has shipped: add one.
-const STEPS: &[Step] = &[Step { to: 1, run: step_1 }, Step { to: 2, run: step_2 }];
+const STEPS: &[Step] = &[
+    Step { to: 1, run: step_1 },
+    Step { to: 2, run: step_2 },
+    Step { to: 3, run: step_3 },
+];
 
 /// The version this build brings every database to.
 pub(super) const LATEST: u32 = STEPS.len() as u32;
@@ -219,6 +223,16 @@ fn step_2(conn: &Connection) -> Result<(), StoreError> {
              WHERE delivered_at IS NULL AND failed_at IS NULL;
          DELETE FROM meta WHERE key = 'schema_version';",
     )?;
+    Ok(())
+}
+
+/// 3 (2026-12-08): no table changes, but rows an earlier build cannot read
+/// right: webhook payloads stored without their subject and text (the row's
+/// columns hold them), event audit rows without their source and time (the
+/// row's `by` and `at` say them). Numbered so such a build refuses the
+/// database by name instead of sending empty chat messages or calling an
+/// honest audit log broken.
+fn step_3(_: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
