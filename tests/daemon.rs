@@ -415,6 +415,15 @@ fn audit_verify_passes_then_names_the_altered_row() {
     d.post("/api/v1/events", CORE_DOWN);
     d.post("/api/v1/incidents/1/steps/switch/ack", r#"{"by":"it.a"}"#);
     d.post("/api/v1/incidents/1/resolve", r#"{"by":"head.a"}"#);
+    // A refused alert is stored with its reason: its row agrees with it.
+    let (code, body) = d.post(
+        "/api/v1/alertmanager",
+        r#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":"X"}}]}"#,
+    );
+    assert_eq!(
+        (code, body["rejected"].as_array().map(Vec::len)),
+        (202, Some(1))
+    );
     assert!(d.stop().success(), "SIGTERM ends the daemon cleanly");
     let out = f.run(&["audit", "verify"]);
     assert_eq!(out.code, 0, "{out:?}");

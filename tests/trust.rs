@@ -724,6 +724,16 @@ fn audit_verify_finds_what_an_insider_would_do_to_the_database() {
         "{said}"
     );
     restore();
+    // Moved in time, or marked refused: the row's own `at` and `what` say
+    // otherwise.
+    db().execute_batch("UPDATE events SET received_at = '2020-01-01T00:00:00.000Z' WHERE id = 5")
+        .unwrap();
+    assert!(broken("received").contains("event 5: its stored received_at differs"));
+    restore();
+    db().execute_batch("UPDATE events SET rejected = 'unknown branch' WHERE id = 5")
+        .unwrap();
+    assert!(broken("refused").contains("event 5: its stored rejected differs"));
+    restore();
     // An audit row edited, and the chain after it recomputed with plain
     // SHA-256, as someone without the key would.
     {

@@ -32,6 +32,10 @@ pub(crate) struct StoredEvent {
     pub matched: bool,
     pub incidents: serde_json::Value,
     pub silenced: Option<String>,
+    /// When it came (unreadable: `None`, which differs): its row's `at`.
+    pub received_at: Option<DateTime<Utc>>,
+    /// Why it was refused: its row is `event.rejected` and says so first.
+    pub rejected: Option<String>,
 }
 
 /// What a backend reads for a check, all within one snapshot.
@@ -160,6 +164,23 @@ fn event_differs(stored: Option<&StoredEvent>, row: &AuditRow) -> Option<String>
             match recorded.get("source") {
                 Some(s) => s == &serde_json::Value::from(e.source.as_str()),
                 None => row.by == e.source,
+            },
+        ),
+        // When it came and whether it was refused are the row's own `at`
+        // and `what`: an insider moving an event in time, or turning a
+        // refused one into an accepted one, is found too.
+        (
+            "received_at",
+            e.received_at.is_some_and(|t| {
+                DateTime::parse_from_rfc3339(&row.at).is_ok_and(|a| a.to_utc() == t)
+            }),
+        ),
+        (
+            "rejected",
+            match (row.what.as_str(), &e.rejected) {
+                ("event.received", None) => true,
+                ("event.rejected", Some(why)) => row.detail.starts_with(&format!("{why}: ")),
+                _ => false,
             },
         ),
     ] {

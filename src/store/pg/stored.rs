@@ -42,7 +42,7 @@ impl Stored for Pg<'_, '_> {
 
     fn events(&mut self, ids: &[i64]) -> Result<HashMap<i64, StoredEvent>, StoreError> {
         let rows = self.0.query(
-            "SELECT id, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents, silenced
+            "SELECT id, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents, silenced, received_at, rejected
              FROM events WHERE id = ANY($1)",
             &[&ids],
         )?;
@@ -63,6 +63,8 @@ impl Stored for Pg<'_, '_> {
                         matched: r.try_get(9)?,
                         incidents: json(r.try_get(10)?),
                         silenced: r.try_get(11)?,
+                        received_at: Some(r.try_get(12)?),
+                        rejected: r.try_get(13)?,
                     },
                 ))
             })

@@ -33,7 +33,7 @@ impl Stored for Sqlite<'_> {
 
     fn events(&mut self, ids: &[i64]) -> Result<HashMap<i64, StoredEvent>, StoreError> {
         let mut st = self.0.prepare_cached(
-            "SELECT id, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents, silenced
+            "SELECT id, kind, branch, severity, status, labels, summary, occurred_at, source, matched, incidents, silenced, received_at, rejected
              FROM events WHERE id IN (SELECT value FROM json_each(?1))",
         )?;
         let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
@@ -53,6 +53,8 @@ impl Stored for Sqlite<'_> {
                     matched: r.get(9)?,
                     incidents: json(r.get(10)?),
                     silenced: r.get(11)?,
+                    received_at: super::parse_ts(&r.get::<_, String>(12)?).ok(),
+                    rejected: r.get(13)?,
                 },
             ))
         })?;
