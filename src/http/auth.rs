@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 
 use super::limits::Verdict;
 use super::{ApiError, AppState};
-use crate::config::{Config, TokenRole};
+use crate::config::{Config, TokenConfig, TokenRole};
 use crate::scope::Scope;
 use crate::target::Target;
 
@@ -438,8 +438,16 @@ pub async fn check(
     let path = matched.as_str().to_string();
     let loaded = s.loaded();
     let cfg = &loaded.config;
-    // Before anything is decided: a client out of refusals gets nothing more.
-    if s.denials.exhausted(ip, &cfg.limits) {
+    // Before anything is decided: a client out of refusals gets nothing more,
+    // unless it shows a valid token, or asks /healthz. Behind a proxy every
+    // client has the proxy's address: one script with a revoked token must
+    // not turn away the alarm gateway, the staff, or the proxy's own health
+    // checks. (A token is at least 16 characters: the refusals are no
+    // guard against guessing one, only against the cost of the guesses.)
+    if s.denials.exhausted(ip, &cfg.limits)
+        && need_of(&method, &path) != Some(Need::Healthz)
+        && token_found(cfg, req.headers()).is_none()
+    {
         return too_many(&format!(
             "too many refused requests from {ip}: try again in a second"
         ));
@@ -584,14 +592,8 @@ fn principal_of(
     if cfg.auth.tokens.is_empty() {
         return Ok(Principal::Local);
     }
-    let presented = token_of(req.headers()).map(|t| Sha256::digest(t.as_bytes()));
-    let found = presented.and_then(|h| {
-        cfg.auth
-            .tokens
-            .iter()
-            .find(|t| bool::from(t.sha256.ct_eq(h.as_slice())))
-    });
-    if let Some(t) = found {
+    let presented = token_of(req.headers());
+    if let Some(t) = token_found(cfg, req.headers()) {
         return Ok(Principal::Token {
             name: t.name.clone(),
             role: t.role,
@@ -624,6 +626,16 @@ fn principal_of(
             "a bearer token is required (Authorization: Bearer …)".into()
         },
     ))
+}
+
+/// The configured token a request presents, if any matches (compared in
+/// constant time, by SHA-256).
+fn token_found<'a>(cfg: &'a Config, headers: &HeaderMap) -> Option<&'a TokenConfig> {
+    let h = Sha256::digest(token_of(headers)?.as_bytes());
+    cfg.auth
+        .tokens
+        .iter()
+        .find(|t| bool::from(t.sha256.ct_eq(h.as_slice())))
 }
 
 /// The `grant` query parameter of a request.
