@@ -1041,9 +1041,13 @@ fn a_hanging_webhook_receiver_holds_only_its_own_lane_and_at_most_in_flight_requ
 fn a_refused_channel_shows_the_cause_of_its_failure() {
     let smtp = SmtpServer::start();
     let closed = free_port();
-    let f = fixture(smtp.port, &format!("http://127.0.0.1:{}/hook", closed.port));
+    // Its secret in the path, as Slack's and Feishu's are.
+    let f = fixture(
+        smtp.port,
+        &format!("http://127.0.0.1:{}/services/T0/B0/s3cr3tpart", closed.port),
+    );
     let d = Daemon::start(&f);
-    d.post(
+    let (_, body) = d.post(
         "/api/v1/events",
         r#"{"kind":"lobby.announce","branch":"br-a"}"#,
     );
@@ -1056,4 +1060,10 @@ fn a_refused_channel_shows_the_cause_of_its_failure() {
         .unwrap()
         .to_lowercase();
     assert!(error.contains("connection refused"), "{status}");
+    // Not the path: whoever may read the status or the incident may not
+    // post to the channel.
+    let inc = d.incident(body["incidents"][0].as_i64().unwrap());
+    for said in [status.to_string(), inc.to_string()] {
+        assert!(!said.contains("s3cr3tpart"), "{said}");
+    }
 }

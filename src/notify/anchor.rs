@@ -82,9 +82,10 @@ pub async fn run(
                     "audit: the {CHANNEL} channel answered {}; the head is sent again next time",
                     r.status()
                 ),
+                // Without the address: its path or query may be the secret.
                 Err(e) => tracing::warn!(
                     "audit: cannot send the head to the {CHANNEL} channel ({}); sent again next time",
-                    crate::diag::with_causes(&e)
+                    crate::diag::with_causes(&e.without_url())
                 ),
             }
         } else {

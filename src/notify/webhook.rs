@@ -86,9 +86,12 @@ impl Job {
         for (k, v) in &hook.headers {
             req = req.header(k, v);
         }
-        // What the history says: the address without its query, where chat
-        // robots keep their access token (and DingTalk its signature).
-        let shown = hook.url.split('?').next().unwrap_or_default();
+        // What the history and /api/v1/status say: the scheme, host and port
+        // only. Chat robots keep their access token in the query (DingTalk
+        // its signature too), Slack and Feishu in the path: a viewer token
+        // reading a failing channel's error must not get a way to post to it.
+        let shown = shown_url(&hook.url);
+        let shown = shown.as_str();
         match req.send().await {
             Ok(r) if r.status().is_success() => Ok(format!("{shown} answered {}", r.status())),
             Ok(r) => Err(SendError::Retry(format!("{shown} answered {}", r.status()))),
@@ -97,6 +100,46 @@ impl Job {
                 // reqwest names the URL it failed on, query and all.
                 crate::diag::with_causes(&e).replace(&out.url, shown)
             ))),
+        }
+    }
+}
+
+/// A webhook's address as it may be shown: `scheme://host:port`, and `/…`
+/// when it has a path (which may be the secret).
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let origin = u.origin().ascii_serialization();
+            if u.path() == "/" && u.query().is_none() {
+                origin
+            } else {
+                format!("{origin}/…")
+            }
+        }
+        Err(_) => "(the configured address)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_webhook_address_is_shown_without_path_query_or_password() {
+        for (url, shown) in [
+            (
+                "https://hooks.slack.com/services/T0/B0/secretsecret",
+                "https://hooks.slack.com/…",
+            ),
+            (
+                "https://oapi.dingtalk.com/robot/send?access_token=secret",
+                "https://oapi.dingtalk.com/…",
+            ),
+            (
+                "http://user:pw@10.0.0.5:9800/hook",
+                "http://10.0.0.5:9800/…",
+            ),
+            ("http://10.0.0.5:9800", "http://10.0.0.5:9800"),
+        ] {
+            assert_eq!(super::shown_url(url), shown, "{url}");
         }
     }
 }
