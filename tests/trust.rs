@@ -549,6 +549,27 @@ fn a_one_click_link_works_once_whatever_it_does() {
         (&esc["by"], &esc["via"]),
         (&json!("head.a"), &json!("link"))
     );
+    // Another escalate link of the same incident, never used, posted once
+    // the incident is resolved: its page says "no longer open", and so does
+    // its POST (it paged the operations centre before).
+    let (code, body) = d.post("/api/v1/incidents/1/resolve", r#"{"by":"head.a"}"#);
+    assert_eq!(code, 200, "{body}");
+    let other = sign_link(
+        &f,
+        1,
+        "check",
+        "head.a",
+        branchguard::engine::LinkAction::Escalate,
+        in_an_hour(),
+    );
+    let r = d
+        .http
+        .post(format!("{}/ack/{other}", d.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    assert!(r.text().unwrap().contains("no longer open"));
+    assert_eq!(history(&d.incident(1), "incident.escalated").len(), 1);
 }
 
 /// With tokens configured, the Incident: link of an email opens that

@@ -277,6 +277,14 @@ pub async fn perform(
     let mut actor = Actor::new(person, VIA_LINK).with_note(Some("via email link".into()));
     actor.link = Some(use_key(&claims));
     let result = match claims.action {
+        // What the link's page says ("no longer open") holds for a POST
+        // sent without it: a mailed escalate link is about the incident it
+        // came with, not its follow-up (the API still escalates those).
+        LinkAction::Escalate if inc.status != crate::engine::IncidentStatus::Open => {
+            Err(HandleError::Action(ActionError::Conflict(format!(
+                "incident {incident} is no longer open"
+            ))))
+        }
         LinkAction::Escalate => s.engine.escalate(incident, actor).await,
         action => {
             let verb = match action {
