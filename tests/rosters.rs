@@ -203,6 +203,23 @@ fn check_reports_a_hole_in_a_roster_with_its_times_and_strict_refuses_it() {
     assert!(!warned.is_empty(), "{status}");
     assert_eq!(warned[0]["needed_by"]["step"], "switch", "{status}");
     drop(d);
+    // A gap says who is away: a token of another branch is not told.
+    common::access::add_tokens(
+        &f,
+        &[
+            ("a", "viewer", ", branches: [br-a]"),
+            ("b", "viewer", ", branches: [br-b]"),
+        ],
+    );
+    let d = Daemon::start(&f);
+    let gaps = |t: &str| {
+        let (code, s) = common::access::call(&d, "GET", "/api/v1/status", Some(t), "");
+        assert_eq!(code, 200, "{s}");
+        s["roster_gaps"].as_array().map(Vec::len)
+    };
+    assert_eq!(gaps("a"), Some(warned.len()));
+    assert_eq!(gaps("b"), Some(0));
+    drop(d);
     let strict = f.run(&["check", "--horizon", "3d", "--strict"]);
     assert_eq!(strict.code, 1, "{strict:?}");
     assert!(strict.stderr.contains(": error: gap "), "{strict:?}");

@@ -49,7 +49,10 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
-pub async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn status(
+    State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<std::sync::Arc<super::auth::Principal>>,
+) -> Result<Json<Value>, ApiError> {
     // The outcome first: a reload publishes before it records its outcome, so
     // the set read after it is at least as new as the outcome says.
     let last_reload = s.reloader.status();
@@ -78,8 +81,9 @@ pub async fn status(State(s): State<AppState>) -> Result<Json<Value>, ApiError> 
         "last_reload": last_reload,
         "store": store,
         "failing_channels": s.channels.failing(),
-        // Who would be paged into a hole in the next 7 days.
-        "roster_gaps": roster_gaps(&l),
+        // Who would be paged into a hole in the next 7 days, at the branches
+        // the caller sees: a gap names who is away, which is the branch's.
+        "roster_gaps": roster_gaps(&l, &who.scope()),
         "outbox_pending": pending,
         // The audit chain's head, as published (and filed beside the database).
         "audit": s.head.get().map(|h| json!({ "rows": h.rows, "hash": h.hash })),
@@ -136,10 +140,11 @@ fn standby_page(ha: &crate::ha::Ha, path: &str) -> Response {
         .into_response()
 }
 
-fn roster_gaps(l: &crate::config::Loaded) -> Vec<Value> {
+fn roster_gaps(l: &crate::config::Loaded, scope: &crate::scope::Scope) -> Vec<Value> {
     let now = crate::clock::now();
     l.coverage_gaps(now, now + chrono::Duration::days(7))
         .into_iter()
+        .filter(|g| scope.sees(&g.branch))
         .map(|g| {
             json!({
                 "roster": g.roster, "role": g.role, "branch": g.branch,
