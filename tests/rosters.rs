@@ -209,6 +209,8 @@ fn check_reports_a_hole_in_a_roster_with_its_times_and_strict_refuses_it() {
         &[
             ("a", "viewer", ", branches: [br-a]"),
             ("b", "viewer", ", branches: [br-b]"),
+            ("ita", "staff", ", branches: [br-a], person: it.a"),
+            ("ops", "ops", ""),
         ],
     );
     let d = Daemon::start(&f);
@@ -219,6 +221,18 @@ fn check_reports_a_hole_in_a_roster_with_its_times_and_strict_refuses_it() {
     };
     assert_eq!(gaps("a"), Some(warned.len()));
     assert_eq!(gaps("b"), Some(0));
+    // A person's calendar key (it never expires) goes to their own token and
+    // to the operations centre, not to a colleague's viewer token.
+    let calendar = |t: &str| {
+        let (code, p) = common::access::call(&d, "GET", "/api/v1/people/it.a", Some(t), "");
+        assert_eq!(code, 200, "{p}");
+        p["calendar"]
+            .as_str()
+            .map(|c| c.contains("shifts.ics?key="))
+    };
+    assert_eq!(calendar("a"), None);
+    assert_eq!(calendar("ita"), Some(true));
+    assert_eq!(calendar("ops"), Some(true));
     drop(d);
     let strict = f.run(&["check", "--horizon", "3d", "--strict"]);
     assert_eq!(strict.code, 1, "{strict:?}");

@@ -142,10 +142,18 @@ pub async fn person(
         .ok_or_else(|| {
             ApiError::not_found(format!("no person `{}`", crate::diag::clip_quotes(&id)))
         })?;
+    // The calendar's key never expires and outlives any token: it is
+    // given to the person's own token, and to those who hand links out (the
+    // operations centre, an admin, the local CLI), not to every colleague.
+    let own = who.person() == Some(p.id.as_str());
+    let hands_out = matches!(
+        who.role(),
+        None | Some(crate::config::TokenRole::Ops | crate::config::TokenRole::Admin)
+    );
     Ok(Json(json!({
         "id": p.id, "name": p.name, "roles": p.roles, "branches": p.branches,
         "rosters": loaded.rosters.iter().filter(|r| r.layers.iter().any(|l| l.people.contains(&p.id)) || r.overrides.iter().any(|o| o.person == p.id)).map(|r| r.id.clone()).collect::<Vec<_>>(),
-        "calendar": calendar_link(&s, &p.id),
+        "calendar": (own || hands_out).then(|| calendar_link(&s, &p.id)),
     })))
 }
 
