@@ -521,6 +521,32 @@ fn lints_are_warnings_with_their_place_and_do_not_fail_check() {
     assert!(out.stderr.contains("3 warning(s)"), "{}", out.stderr);
 }
 
+/// Without tokens every request is allowed: a `public_url` elsewhere means
+/// a proxy will forward strangers to it, which loopback does not stop.
+#[test]
+fn a_public_url_elsewhere_without_tokens_is_warned_at_its_place() {
+    let f = Fixture::engine();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    let out = f.run(&["check"]);
+    assert!(!out.stderr.contains("public_url"), "{}", out.stderr);
+    f.write(
+        "branchguard.yaml",
+        &cfg.replace(
+            "public_url: http://127.0.0.1:9700",
+            "public_url: https://guard.bank.example",
+        ),
+    );
+    let out = f.run(&["check"]);
+    assert_eq!(out.code, 0, "a warning: {out:?}");
+    assert!(
+        out.stderr.contains(
+            "branchguard.yaml:3:13: warning: public_url: https://guard.bank.example is not this machine, and no API tokens are configured"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn digest_windows_take_zero_for_none_and_at_most_an_hour() {
     let f = Fixture::base();

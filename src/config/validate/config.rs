@@ -63,6 +63,21 @@ pub(super) fn compile_config(
             ),
         );
     }
+    // Loopback alone does not keep strangers out: a proxy on this machine
+    // (as SECURITY.md suggests for TLS) makes every client it serves local.
+    if let Some(v) = &raw.public_url
+        && auth.tokens.is_empty()
+        && !names_this_machine(&v.value)
+    {
+        diags.warn_at_value(
+            file,
+            v,
+            format!(
+                "public_url: {} is not this machine, and no API tokens are configured: every request to branchguard is allowed, so a proxy here that forwards to it would give every client it serves full rights; configure `auth.tokens`",
+                v.value
+            ),
+        );
+    }
     let engine = engine(file, &raw, diags);
     let data_dir = rel(raw.data_dir.clone(), "data");
     let audit = audit(file, base, &data_dir, &raw, diags);
@@ -98,6 +113,21 @@ pub(super) fn compile_config(
         store,
         ha,
     }
+}
+
+/// Whether a URL's host is this machine (loopback, or `localhost`).
+fn names_this_machine(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        // Not a URL at all is said on its own.
+        return true;
+    };
+    let host = u.host_str().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn addresses(file: &str, raw: &ConfigFile, diags: &mut Diagnostics) -> (SocketAddr, String) {
