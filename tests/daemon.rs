@@ -751,6 +751,72 @@ fn a_store_that_fails_is_a_503_and_unhealthy_and_the_daemon_serves_again_once_it
     assert_eq!(code, 409, "acknowledged once, by the link");
 }
 
+/// A mail the server took while the database was locked: its outcome is
+/// kept until the store takes it, and the mail is not sent again meanwhile
+/// (it went out again every time the worker looked, for the whole outage).
+#[test]
+fn a_message_delivered_while_the_store_fails_is_sent_once() {
+    let f = Fixture::engine();
+    let reserved = common::sinks::free_port();
+    let port = reserved.port;
+    f.set_notify(&format!(
+        "notify:\n  digest: 0s\n  email:\n    from: \"Branch Guard <guard@bank.example>\"\n    smtp: {{ host: 127.0.0.1, port: {port}, security: none, timeout: 5s }}\n  retry: {{ initial: 200ms, max: 1s, horizon: 1h }}\n  webhooks:\n    ops-centre: {{ url: \"http://127.0.0.1:9/hook\" }}\n"
+    ));
+    let d = Daemon::start(&f);
+    let (code, _) = d.post("/api/v1/events", CORE_DOWN);
+    assert_eq!(code, 202);
+    wait_for(
+        Duration::from_secs(30),
+        "an attempt failing while the mail server is down",
+        || {
+            d.metrics()
+                .contains(r#"branchguard_notifications_total{channel="email",outcome="retry"}"#)
+                .then_some(())
+        },
+    );
+    let lock = rusqlite::Connection::open(f.path("data/branchguard.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let smtp = common::sinks::SmtpServer::start_on(reserved);
+    wait_for(Duration::from_secs(30), "a mail", || {
+        (!smtp.mails().is_empty()).then_some(())
+    });
+    let ids = || -> Vec<String> {
+        smtp.mails()
+            .iter()
+            .map(|m| m.header("Message-ID").unwrap_or_default())
+            .collect()
+    };
+    let once = |ids: &[String]| {
+        let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+        distinct.len() == ids.len()
+    };
+    // Three of the store's 2 s waits for its lock, each followed by the
+    // worker's next look.
+    common::holds_for(
+        Duration::from_secs(7),
+        "each mail once while the store fails",
+        || once(&ids()),
+    );
+    lock.execute_batch("ROLLBACK;").unwrap();
+    drop(lock);
+    // Then each mail's outcome is stored, once.
+    wait_for(Duration::from_secs(30), "the outcomes stored", || {
+        let inc = d.incident(1);
+        let mails = history(&inc, "notification.delivered")
+            .iter()
+            .filter(|l| {
+                l["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("email")
+            })
+            .count();
+        (mails == ids().len()).then_some(())
+    });
+    let sent = ids();
+    assert!(once(&sent), "{sent:?}");
+}
+
 #[test]
 fn a_database_removed_under_the_daemon_is_refused_rather_than_written_to_a_deleted_file() {
     let f = Fixture::engine();

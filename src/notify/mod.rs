@@ -3,8 +3,9 @@
 //! down, and reports each attempt back to the engine thread, which records it
 //! in the incident's history and the outbox row in one transaction.
 //!
-//! **Invariant:** a row is in flight at most once; a row recorded as delivered
-//! is never selected again. Delivery is at least once: a crash after the server
+//! **Invariant:** a row is in flight at most once, and until its outcome is
+//! stored (an outcome the store refuses is kept and stored later); a row
+//! recorded as delivered is never selected again. Delivery is at least once: a crash after the server
 //! took a message but before the outcome was stored sends it again (webhooks
 //! carry an `Idempotency-Key` for this).
 
@@ -163,7 +164,8 @@ impl Deliverer {
             while tasks.try_join_next().is_some() {}
             if !outcomes.is_empty() {
                 let batch = std::mem::take(&mut outcomes);
-                if !self.record(batch, &mut flight).await {
+                if let Err(kept) = self.record(batch, &mut flight).await {
+                    outcomes = kept;
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -203,7 +205,8 @@ impl Deliverer {
             // After a failed read a lane may look idle with due rows unread:
             // until the next pass, new rows are not started ahead of them.
             let read_failed = self.read_failed.swap(false, Ordering::Relaxed);
-            let wait = if read_failed {
+            // Outcomes not yet stored are tried again within a second.
+            let wait = if read_failed || !outcomes.is_empty() {
                 wait.min(Duration::from_secs(1))
             } else {
                 wait

@@ -7,9 +7,27 @@ use crate::clock;
 use crate::engine::ChannelKind;
 
 impl Deliverer {
-    /// Stores a batch of outcomes through the engine and frees their slots.
-    /// Returns false when they could not be stored (the rows are retried).
-    pub(super) async fn record(&self, batch: Vec<Done>, flight: &mut Flight) -> bool {
+    /// Stores a batch of outcomes through the engine, then frees their
+    /// slots. When they cannot be stored (the store is failing) the batch is
+    /// given back with its rows still in flight, to be stored later: freed,
+    /// the rows were due again at once, and every message the servers had
+    /// taken went out again each time the worker looked, for the whole
+    /// outage (a chat robot ignores `Idempotency-Key`).
+    pub(super) async fn record(
+        &self,
+        batch: Vec<Done>,
+        flight: &mut Flight,
+    ) -> Result<(), Vec<Done>> {
+        let attempts: Vec<_> = batch
+            .iter()
+            .flat_map(|d| d.attempts.iter().cloned())
+            .collect();
+        if let Err(e) = self.engine.delivered(attempts).await {
+            tracing::error!(
+                "could not record delivery outcomes, kept to record again in a second (their messages are not sent again meanwhile): {e}"
+            );
+            return Err(batch);
+        }
         let warn_after = self.senders.config.delivery.warn_after;
         let mut attempts = Vec::new();
         for d in batch {
@@ -42,12 +60,6 @@ impl Deliverer {
             self.channels
                 .record(channel, a.error.as_deref(), clock::now(), warn_after);
         }
-        match self.engine.delivered(attempts).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!("could not record delivery outcomes: {e}");
-                false
-            }
-        }
+        Ok(())
     }
 }

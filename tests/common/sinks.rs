@@ -15,15 +15,16 @@ pub struct Mail {
 
 impl Mail {
     pub fn subject(&self) -> String {
-        mailparse::parse_mail(&self.raw)
-            .ok()
-            .and_then(|m| {
-                m.headers
-                    .iter()
-                    .find(|h| h.get_key_ref() == "Subject")
-                    .map(|h| h.get_value())
-            })
-            .unwrap_or_default()
+        self.header("Subject").unwrap_or_default()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        mailparse::parse_mail(&self.raw).ok().and_then(|m| {
+            m.headers
+                .iter()
+                .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
+                .map(|h| h.get_value())
+        })
     }
 
     /// The decoded plain-text part.
