@@ -1000,10 +1000,16 @@ fn the_cli_shows_names_zoned_times_and_no_raw_control_characters() {
         "id: evacuate\nname: Evacuate\ntrigger: { kind: disaster.alarm }\nresolve: manual\nsteps:\n  - id: roll-call\n    action: { roll_call: role:staff }\n    deadline: 1h\n",
     );
     let d = Daemon::start(&f);
-    // Event text with an escape sequence (it would recolour or retitle a terminal) and a NUL.
+    // Event text with an escape sequence (it would recolour or retitle a
+    // terminal). A NUL is refused at intake, with its field.
+    let (code, body) = d.post(
+        "/api/v1/events",
+        r#"{"kind":"disaster.alarm","branch":"br-a","summary":"fire on floor 2\u0000"}"#,
+    );
+    assert_eq!((code, body["field"].as_str()), (400, Some("summary")));
     let (code, _) = d.post(
         "/api/v1/events",
-        r#"{"kind":"disaster.alarm","branch":"br-a","summary":"fire \u001b]0;pwned\u0007 on floor 2\u0000"}"#,
+        r#"{"kind":"disaster.alarm","branch":"br-a","summary":"fire \u001b]0;pwned\u0007 on floor 2"}"#,
     );
     assert_eq!(code, 202);
     d.post(
@@ -1021,7 +1027,7 @@ fn the_cli_shows_names_zoned_times_and_no_raw_control_characters() {
     );
     assert!(
         out.stdout
-            .contains(r"fire \u{1b}]0;pwned\u{7} on floor 2\u{0}"),
+            .contains(r"fire \u{1b}]0;pwned\u{7} on floor 2"),
         "{}",
         out.stdout
     );

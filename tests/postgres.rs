@@ -279,3 +279,108 @@ fn tls_to_postgres_is_verified_and_every_connection_uses_it() {
         );
     }
 }
+
+/// A NUL character is no text, and PostgreSQL's text cannot hold one:
+/// stored, it failed the whole round's commit (503 to everyone in it, the
+/// daemon unhealthy). Refused with its field instead; a refused alert is
+/// kept without it, cut to the limits and not filed under a branch the
+/// token may not write to.
+#[test]
+fn a_nul_character_is_refused_with_its_field_and_fails_no_one_elses_commit() {
+    let db = Database::create();
+    let f = on_postgres();
+    let cfg = std::fs::read_to_string(f.path("branchguard.yaml")).unwrap();
+    f.write(
+        "branchguard.yaml",
+        &format!(
+            "{cfg}limits:\n  summary_bytes: 64\nauth:\n  tokens:\n    - {{ name: gw, role: ingest, token_env: BG_GW, branches: [br-a] }}\n    - {{ name: ops, role: ops, token_env: BG_OPS }}\n"
+        ),
+    );
+    let env = [
+        ("BG_DATABASE_URL", db.url()),
+        ("BRANCHGUARD_AUDIT_KEY", KEY),
+        ("BG_GW", "gateway-token-0123456789"),
+        ("BG_OPS", "ops-desk-token-0123456789"),
+    ];
+    let d = Daemon::start_with_env(&f, &env);
+    let post = |path: &str, token: &str, body: serde_json::Value| {
+        let r = d
+            .http
+            .post(format!("{}{path}", d.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().unwrap_or_default(),
+        )
+    };
+    let gw = "gateway-token-0123456789";
+    let ops = "ops-desk-token-0123456789";
+    let (code, body) = post(
+        "/api/v1/events",
+        gw,
+        json!({"kind": "atm.down", "branch": "br-a", "summary": "jam\u{0}med", "labels": {"atm": "n1"}}),
+    );
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (400, Some("summary")),
+        "{body}"
+    );
+    assert!(body["error"].as_str().unwrap().contains("NUL"), "{body}");
+    let (code, body) = post(
+        "/api/v1/events",
+        gw,
+        json!({"kind": "atm.down", "branch": "br-a", "labels": {"atm": "a1"}}),
+    );
+    assert_eq!(code, 202, "{body}");
+    let id = body["incidents"][0].as_i64().unwrap();
+    let (code, body) = post(
+        &format!("/api/v1/incidents/{id}/steps/fix/ack"),
+        ops,
+        json!({"by": "it.a", "note": "on\u{0}it"}),
+    );
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (400, Some("note")),
+        "{body}"
+    );
+    // An alert refused for its size, for a branch the gateway may not post
+    // to, with a NUL in a label: kept, without any of the three.
+    let (code, body) = post(
+        "/api/v1/alertmanager",
+        gw,
+        json!({"version": "4", "alerts": [{"status": "firing",
+            "labels": {"alertname": "X", "kind": "atm.down", "branch": "br-b", "atm": "b\u{0}1"},
+            "annotations": {"summary": "x".repeat(500)}}]}),
+    );
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["rejected"].as_array().map(Vec::len), Some(1), "{body}");
+    let health = d.http.get(format!("{}/healthz", d.url)).send().unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let r = d
+        .http
+        .get(format!("{}/api/v1/events", d.url))
+        .bearer_auth(ops)
+        .send()
+        .unwrap();
+    let events: serde_json::Value = r.json().unwrap();
+    let refused: Vec<&serde_json::Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["rejected"].is_string())
+        .collect();
+    assert_eq!(refused.len(), 1, "{events}");
+    let kept = refused[0];
+    assert_eq!(kept["branch"], "", "{kept}");
+    assert_eq!(kept["summary"].as_str().map(str::len), Some(64), "{kept}");
+    assert_eq!(kept["labels"]["atm"], "b1", "{kept}");
+    assert!(
+        kept["rejected"].as_str().unwrap().starts_with("invalid: "),
+        "{kept}"
+    );
+    let v = f.run_env(&["audit", "verify"], &env);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+}

@@ -24,14 +24,54 @@ pub fn path_id(raw: &str, what: &str, field: &str) -> Result<i64, ApiError> {
 /// A JSON request body, with the path of the field that is wrong.
 pub fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(b);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let t = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         ApiError::new(
             StatusCode::BAD_REQUEST,
             e.into_inner().to_string(),
             (path != ".").then_some(path),
         )
-    })
+    })?;
+    // No text a person writes holds a NUL, and PostgreSQL's text cannot: a
+    // note with one failed the round's commit, and everyone in it got 503.
+    // (A raw NUL is not JSON at all; only the escape can carry one.)
+    if b.windows(6).any(|w| w == b"\\u0000")
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(b)
+        && let Some(at) = nul_at(&v, String::new())
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            crate::sources::NUL,
+            Some(at),
+        ));
+    }
+    Ok(t)
+}
+
+/// Where in `v` a string or key holds a NUL character, as a field path.
+fn nul_at(v: &serde_json::Value, at: String) -> Option<String> {
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => Some(at),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_at(x, format!("{at}[{i}]"))),
+        serde_json::Value::Object(m) => m.iter().find_map(|(k, x)| {
+            if k.contains('\0') {
+                Some(join(&k.replace('\0', "")))
+            } else {
+                nul_at(x, join(k))
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// Like [`json_body`], but an empty body means every field left out.

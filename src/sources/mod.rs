@@ -89,6 +89,9 @@ pub fn refuse(e: EventError, reason: &'static str) -> IntakeError {
     }
 }
 
+/// What a refused NUL character is told.
+pub const NUL: &str = "contains a NUL character (\\u0000), which is not text";
+
 /// Checks an event against the size limits (labels, their lengths, summary).
 fn within_limits(e: &EventInput, l: &Limits) -> Result<(), EventError> {
     let bad = |field: &str, message: String| EventError {
@@ -118,6 +121,24 @@ fn within_limits(e: &EventInput, l: &Limits) -> Result<(), EventError> {
     }
     if e.kind.len() > l.label_bytes {
         return Err(bad("kind", format!("longer than {} bytes", l.label_bytes)));
+    }
+    // A NUL character is no text a person wrote, and PostgreSQL's text
+    // cannot hold one: stored, it failed the whole round's commit and every
+    // other sender in it was answered 503.
+    let nul = |s: &str| s.contains('\0');
+    for (field, value) in [
+        ("kind", Some(&e.kind)),
+        ("branch", Some(&e.branch)),
+        ("summary", e.summary.as_ref()),
+        ("source", e.source.as_ref()),
+    ] {
+        if value.is_some_and(|v| nul(v)) {
+            return Err(bad(field, NUL.to_string()));
+        }
+    }
+    if let Some((k, _)) = e.labels.iter().find(|(k, v)| nul(k) || nul(v)) {
+        let k: String = k.chars().filter(|c| *c != '\0').take(40).collect();
+        return Err(bad(&format!("labels.{k}"), NUL.to_string()));
     }
     if let Some(s) = &e.summary
         && s.len() > l.summary_bytes
@@ -178,6 +199,45 @@ struct Refusal {
     message: String,
 }
 
+/// What is kept of a refused item, for the operations centre to see: within
+/// the limits (a refusal for size is not a way to store the size), without
+/// NUL characters (PostgreSQL's text holds none), and filed under its branch
+/// only if the sender may write there (that branch's readers would see the
+/// sender's text), whatever the item was refused for.
+fn kept(mut p: EventInput, l: &Limits, scope: &Scope) -> EventInput {
+    fn clean(s: &mut String, max: usize) {
+        s.retain(|c| c != '\0');
+        if s.len() > max {
+            let mut n = max;
+            while !s.is_char_boundary(n) {
+                n -= 1;
+            }
+            s.truncate(n);
+        }
+    }
+    if !scope.sees(&p.branch) {
+        p.branch = String::new();
+    }
+    clean(&mut p.branch, l.label_bytes);
+    clean(&mut p.kind, l.label_bytes);
+    if let Some(s) = p.source.as_mut() {
+        clean(s, l.label_bytes);
+    }
+    if let Some(s) = p.summary.as_mut() {
+        clean(s, l.summary_bytes);
+    }
+    p.labels = std::mem::take(&mut p.labels)
+        .into_iter()
+        .take(l.labels_per_event)
+        .map(|(mut k, mut v)| {
+            clean(&mut k, l.label_bytes);
+            clean(&mut v, l.label_bytes);
+            (k, v)
+        })
+        .collect();
+    p
+}
+
 /// Checks one item against the limits, the sender's scope and the configuration.
 fn check_one(
     item: Result<EventInput, Unreadable>,
@@ -203,7 +263,11 @@ fn check_one(
     };
     if let Err(e) = within_limits(&input, &loaded.config.limits) {
         let r = Refusal {
-            reason: "too_large",
+            reason: if e.message == NUL {
+                "invalid"
+            } else {
+                "too_large"
+            },
             field: e.field,
             message: e.message,
         };
@@ -287,25 +351,18 @@ pub async fn intake(
                         }
                     });
                 }
-                let mut event = partial.unchecked(now, origin.source);
-                if r.reason == "forbidden" {
-                    // Kept for the operations centre, not filed under a
-                    // branch the sender may not write to (its readers would
-                    // see the sender's text).
-                    event.branch = String::new();
-                }
-                refused.push(RefusedEvent {
-                    event,
-                    reason: format!(
-                        "{}: {}{}",
-                        r.reason,
-                        r.message,
-                        field
-                            .as_deref()
-                            .map(|f| format!(" ({f})"))
-                            .unwrap_or_default()
-                    ),
-                });
+                let event = kept(*partial, limits, origin.scope).unchecked(now, origin.source);
+                let mut reason = format!(
+                    "{}: {}{}",
+                    r.reason,
+                    r.message,
+                    field
+                        .as_deref()
+                        .map(|f| format!(" ({f})"))
+                        .unwrap_or_default()
+                );
+                reason.retain(|c| c != '\0');
+                refused.push(RefusedEvent { event, reason });
                 refusals.push((i, r.reason, field, r.message));
             }
         }
