@@ -1026,8 +1026,7 @@ fn the_cli_shows_names_zoned_times_and_no_raw_control_characters() {
         out.stdout
     );
     assert!(
-        out.stdout
-            .contains(r"fire \u{1b}]0;pwned\u{7} on floor 2"),
+        out.stdout.contains(r"fire \u{1b}]0;pwned\u{7} on floor 2"),
         "{}",
         out.stdout
     );

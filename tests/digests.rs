@@ -115,6 +115,19 @@ fn a_window_of_messages_to_one_person_is_one_digest_with_each_incidents_own_work
     // One at once, then one real digest and one drill digest (or the drill
     // alone): a handful, not twenty-one.
     assert!(mails.len() <= 4, "{} mails", mails.len());
+    // Each mail its own Message-ID: a digest's names its set, never its
+    // first row's (a mail store that drops repeats would drop the digest).
+    let ids: std::collections::BTreeSet<String> = mails
+        .iter()
+        .map(|m| m.header("Message-ID").unwrap_or_default())
+        .collect();
+    assert_eq!(ids.len(), mails.len(), "{ids:?}");
+    for m in &mails {
+        let id = m.header("Message-ID").unwrap_or_default();
+        let digest = m.messages() > 1;
+        assert_eq!(id.starts_with("<branchguard-digest-"), digest, "{id}");
+        assert_eq!(id.starts_with("<branchguard-row-"), !digest, "{id}");
+    }
     let link_re = regex::Regex::new(r"/incidents/(\d+)").unwrap();
     let ack_re = regex::Regex::new(r"Acknowledge this step:\s+(\S+)").unwrap();
     let mut seen: BTreeMap<i64, usize> = BTreeMap::new();

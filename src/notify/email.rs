@@ -27,7 +27,37 @@ pub struct Envelope<'a> {
     pub incident: i64,
     /// The outbox row: unique, so two messages never share a file name.
     pub row: i64,
+    /// The `Message-ID`'s left part, the same at every attempt of one mail
+    /// ([`message_id`]).
+    pub message_id: String,
     pub at: DateTime<Utc>,
+}
+
+/// A mail's `Message-ID` (left of the `@`): one row's is
+/// `branchguard-row-ID`, the same at every attempt, so a mail sent again
+/// after a crash is known as the same one. A digest's names its whole set:
+/// it is not its first row's mail, and a mail store that drops a repeated
+/// Message-ID must not drop a digest that also carries new messages.
+pub fn message_id(rows: &[i64]) -> String {
+    use sha2::{Digest, Sha256};
+    match rows {
+        [one] => format!("branchguard-row-{one}"),
+        _ => {
+            let mut h = Sha256::new();
+            for r in rows {
+                h.update(r.to_be_bytes());
+            }
+            let hex: String = h.finalize()[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!(
+                "branchguard-digest-{}-{}-{hex}",
+                rows.first().copied().unwrap_or_default(),
+                rows.len()
+            )
+        }
+    }
 }
 
 /// The file name of a message written to the mail directory.
@@ -131,7 +161,7 @@ impl Mailer {
             .subject(e.subject)
             // Stable per outbox row: a message sent again after a crash (at
             // least once) is recognised by mail clients as the same one.
-            .message_id(Some(format!("<branchguard-row-{}@branchguard>", e.row)))
+            .message_id(Some(format!("<{}@branchguard>", e.message_id)))
             .header(IncidentHeader(e.incident.to_string()))
             .multipart(MultiPart::alternative_plain_html(crlf(&text), crlf(&html)))
             .map_err(|err| SendError::Permanent(format!("cannot build the message: {err}")))?;
@@ -190,7 +220,7 @@ impl lettre::message::header::Header for IncidentHeader {
 
 #[cfg(test)]
 mod tests {
-    use super::crlf;
+    use super::{crlf, message_id};
 
     #[test]
     fn line_endings_become_crlf_once() {
@@ -202,5 +232,15 @@ mod tests {
         let fixed = crlf(&big);
         assert_eq!(fixed.matches("\r\n").count(), 60_000);
         assert!(!fixed.replace("\r\n", "").contains('\n'));
+    }
+
+    #[test]
+    fn a_digest_is_named_by_its_whole_set_and_a_row_by_itself() {
+        assert_eq!(message_id(&[7]), "branchguard-row-7");
+        let d = message_id(&[7, 8, 9]);
+        assert!(d.starts_with("branchguard-digest-7-3-"), "{d}");
+        assert_eq!(d, message_id(&[7, 8, 9]), "the same set, the same id");
+        assert_ne!(d, message_id(&[7, 8]));
+        assert_ne!(d, message_id(&[7, 8, 10]));
     }
 }

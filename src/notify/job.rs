@@ -169,11 +169,13 @@ impl Job {
     async fn mail(
         &self,
         cfg: &Config,
-        first: &OutboxRow,
+        rows: &[OutboxRow],
         subject: &str,
         text: String,
         html: String,
     ) -> Result<String, SendError> {
+        let first = &rows[0];
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let from = cfg
             .email
             .as_ref()
@@ -184,6 +186,7 @@ impl Job {
             subject,
             incident: first.incident,
             row: first.id,
+            message_id: email::message_id(&ids),
             at: clock::now(),
         };
         self.senders.mailer.send(&envelope, text, html).await
@@ -192,7 +195,8 @@ impl Job {
     async fn send_email(&self, cfg: &Config, row: &OutboxRow) -> Result<String, SendError> {
         let r = self.render(cfg, row);
         let html = format!("<!doctype html><html><body>{}</body></html>", r.html);
-        self.mail(cfg, row, &row.subject, r.text, html).await
+        self.mail(cfg, std::slice::from_ref(row), &row.subject, r.text, html)
+            .await
     }
 
     /// Several messages to one person as one email: a list first, then each
@@ -254,7 +258,7 @@ impl Job {
             ));
         }
         html.push_str("</body></html>");
-        self.mail(cfg, first, &subject, text, html).await
+        self.mail(cfg, rows, &subject, text, html).await
     }
 }
 
