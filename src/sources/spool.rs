@@ -153,7 +153,7 @@ fn kind_of(t: &std::fs::FileType) -> &'static str {
 /// reads it if it is still the regular file, owned by us, that was listed
 /// (a swap between the look and the open is caught by comparing the two).
 /// `Ok(None)`: gone meanwhile. `Err`: why it is refused unread.
-fn read_regular(path: &Path, max: usize) -> Result<Option<String>, String> {
+fn read_regular(path: &Path, max: usize) -> Result<Option<(String, FileId)>, String> {
     use std::io::Read;
     let listed = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -204,8 +204,24 @@ fn read_regular(path: &Path, max: usize) -> Result<Option<String>, String> {
         return Err(format!("more than {max} bytes (limits.body_bytes)"));
     }
     String::from_utf8(bytes)
-        .map(Some)
+        .map(|t| Some((t, file_id(&opened))))
         .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+}
+
+/// Which file a name held when it was read: device and inode.
+type FileId = (u64, u64);
+
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+/// Whether `path` still names the file that was read. A sender that reuses
+/// a name (writes `atm-07.json.tmp`, renames it onto `atm-07.json`) may put
+/// a new file there while the last one is ingested: moved to done/ by its
+/// name, the new one was filed unread and its events lost.
+fn still(path: &Path, read: FileId) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| file_id(&m) == read)
 }
 
 /// Reads, ingests and files away one spool file.
@@ -216,14 +232,24 @@ pub async fn ingest_file(engine: &EngineHandle, loaded: &Loaded, path: &Path) ->
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let text = match read_regular(path, loaded.config.limits.body_bytes) {
+    let (text, read) = match read_regular(path, loaded.config.limits.body_bytes) {
         Ok(Some(t)) => t,
         // Gone between the listing and the read: not an error.
         Ok(None) => return Fate::Left,
         Err(why) => return fail(path, spool, format!("{name}:1:1: {why}")),
     };
+    let replaced = || {
+        tracing::warn!(
+            "spool: {name} was replaced by a new file while it was read; the new one is read next"
+        );
+    };
     let inputs = match crate::event::parse_file(&name, &text) {
         Ok(v) => v,
+        Err(d) if !still(path, read) => {
+            replaced();
+            tracing::warn!("spool: refused {name} as it was read: {d}");
+            return Fate::Left;
+        }
         Err(d) => return fail(path, spool, d.to_string()),
     };
     let many = text.trim_start().starts_with('[') || text.trim_start().starts_with('-');
@@ -240,6 +266,18 @@ pub async fn ingest_file(engine: &EngineHandle, loaded: &Loaded, path: &Path) ->
         },
     )
     .await;
+    if !matches!(result, Err(IntakeError::Engine(_))) && !still(path, read) {
+        // What was read is stored (or refused, said here); the name now
+        // holds another file, left for the next pass.
+        replaced();
+        return match result {
+            Ok(_) => Fate::Done,
+            Err(e) => {
+                tracing::warn!("spool: refused {name} as it was read: {e}");
+                Fate::Failed(format!("{name}: {e}"))
+            }
+        };
+    }
     match result {
         Ok(_) => match move_into(path, &spool.join("done")) {
             Ok(_) => Fate::Done,
@@ -374,6 +412,24 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    /// A name reused while its file was ingested names another file then:
+    /// that one is not filed away unread.
+    #[test]
+    fn a_file_put_under_the_same_name_while_one_is_read_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("atm-07.json");
+        std::fs::write(&path, r#"{"kind":"atm.down","branch":"br-a"}"#).unwrap();
+        let (text, read) = super::read_regular(&path, 1 << 20).unwrap().unwrap();
+        assert!(text.contains("atm.down"));
+        assert!(super::still(&path, read));
+        let tmp = dir.path().join("atm-07.json.tmp");
+        std::fs::write(&tmp, r#"{"kind":"atm.up","branch":"br-a"}"#).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(!super::still(&path, read), "a new file under the name");
+        std::fs::remove_file(&path).unwrap();
+        assert!(!super::still(&path, read), "no file under the name");
+    }
+
     #[test]
     fn only_event_files_under_their_final_name_are_read() {
         use std::path::Path;
