@@ -117,15 +117,22 @@ pub(super) fn compile_config(
 
 /// Whether a URL's host is this machine (loopback, or `localhost`).
 fn names_this_machine(url: &str) -> bool {
-    let Ok(u) = reqwest::Url::parse(url) else {
-        // Not a URL at all is said on its own.
+    // By hand: loading touches no network library (tests/architecture.rs).
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        // Not an http(s) URL is said on its own.
         return true;
     };
-    let host = u.host_str().unwrap_or_default();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    let host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => hostport.split(':').next().unwrap_or_default(),
+    };
     host.eq_ignore_ascii_case("localhost")
         || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
@@ -732,5 +739,24 @@ fn audit(
     AuditConfig {
         key_file,
         anchor_every: every.min(MOST),
+    }
+}
+
+#[cfg(test)]
+mod this_machine_tests {
+    #[test]
+    fn a_url_names_this_machine_by_loopback_or_localhost() {
+        for (url, here) in [
+            ("http://127.0.0.1:9700", true),
+            ("http://localhost:9700/x", true),
+            ("https://[::1]:9700", true),
+            ("http://user:pw@127.0.0.2/", true),
+            ("https://guard.bank.example", false),
+            ("http://10.0.0.5:9700", false),
+            ("http://127.0.0.1.evil.example", false),
+            ("https://[2001:db8::1]/", false),
+        ] {
+            assert_eq!(super::names_this_machine(url), here, "{url}");
+        }
     }
 }
