@@ -1060,6 +1060,7 @@ fn a_refused_channel_shows_the_cause_of_its_failure() {
         .unwrap()
         .to_lowercase();
     assert!(error.contains("connection refused"), "{status}");
+    assert_eq!(error.matches("127.0.0.1").count(), 1, "said once: {error}");
     // Not the path: whoever may read the status or the incident may not
     // post to the channel.
     let inc = d.incident(body["incidents"][0].as_i64().unwrap());

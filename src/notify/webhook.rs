@@ -97,8 +97,8 @@ impl Job {
             Ok(r) => Err(SendError::Retry(format!("{shown} answered {}", r.status()))),
             Err(e) => Err(SendError::Retry(format!(
                 "{shown}: {}",
-                // reqwest names the URL it failed on, query and all.
-                crate::diag::with_causes(&e).replace(&out.url, shown)
+                // reqwest names the URL it failed on, path and query and all.
+                crate::diag::with_causes(&e.without_url())
             ))),
         }
     }
