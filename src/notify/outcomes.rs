@@ -29,7 +29,6 @@ impl Deliverer {
             return Err(batch);
         }
         let warn_after = self.senders.config.delivery.warn_after;
-        let mut attempts = Vec::new();
         for d in batch {
             if let Some(n) = flight.units.get_mut(&d.lane) {
                 *n = n.saturating_sub(1);
@@ -48,18 +47,17 @@ impl Deliverer {
                     rows.remove(id);
                 }
             }
-            attempts.extend(d.attempts);
+            for a in &d.attempts {
+                let channel = match a.channel {
+                    ChannelKind::Email => "email",
+                    ChannelKind::Webhook => a.recipient.as_str(),
+                };
+                self.channels
+                    .record(channel, a.error.as_deref(), clock::now(), warn_after);
+            }
         }
         flight.units.retain(|_, n| *n > 0);
         flight.rows.retain(|_, r| !r.is_empty());
-        for a in &attempts {
-            let channel = match a.channel {
-                ChannelKind::Email => "email",
-                ChannelKind::Webhook => a.recipient.as_str(),
-            };
-            self.channels
-                .record(channel, a.error.as_deref(), clock::now(), warn_after);
-        }
         Ok(())
     }
 }

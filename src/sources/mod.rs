@@ -207,13 +207,7 @@ struct Refusal {
 fn kept(mut p: EventInput, l: &Limits, scope: &Scope) -> EventInput {
     fn clean(s: &mut String, max: usize) {
         s.retain(|c| c != '\0');
-        if s.len() > max {
-            let mut n = max;
-            while !s.is_char_boundary(n) {
-                n -= 1;
-            }
-            s.truncate(n);
-        }
+        s.truncate(s.floor_char_boundary(max));
     }
     if !scope.sees(&p.branch) {
         p.branch = String::new();
